@@ -1,0 +1,238 @@
+//! Branch-free f32 exp, tanh, softplus and sigmoid that the compiler vectorises, with a
+//! runtime switch to an AVX2+FMA build of each slice kernel. libm's scalar calls were the
+//! largest cost after the GEMMs (a sample needs 784 softplus and sigmoid and 400 tanh).
+//! Accuracy: about 2 ulp for exp, absolute 1e-7 for tanh and the Bernoulli terms.
+
+/// Defines `pub fn $name` that runs an AVX2+FMA compilation of `$body` when the CPU has it
+/// (the default x86-64 target is SSE2 only) and the portable one otherwise. Both use the
+/// same IEEE operations in the same order, so their results are identical.
+macro_rules! simd_dispatch {
+    ($(#[$m:meta])* pub fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$m])*
+        pub fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx($($arg: $ty),*) $(-> $ret)? $body
+                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                    // SAFETY: the features were detected on this CPU just above.
+                    return unsafe { avx($($arg),*) };
+                }
+            }
+            #[allow(unreachable_code)]
+            {
+                fn portable($($arg: $ty),*) $(-> $ret)? $body
+                portable($($arg),*)
+            }
+        }
+    };
+}
+
+const LOG2E: f32 = std::f32::consts::LOG2_E;
+const LN2_HI: f32 = 0.693_359_4;
+const LN2_LO: f32 = -2.121_944_4e-4;
+/// 1.5 * 2^23: adding and subtracting it rounds to the nearest integer without SSE4.1.
+const ROUND_MAGIC: f32 = 12_582_912.0;
+
+/// e^x for x in about [-87, 88] (clamped outside), Cephes' polynomial on x - n ln 2.
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    let x = x.clamp(-87.0, 88.0);
+    let shifted = x * LOG2E + ROUND_MAGIC;
+    let n = shifted - ROUND_MAGIC;
+    let ni = (shifted.to_bits() as i32).wrapping_sub(ROUND_MAGIC.to_bits() as i32);
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.987_569_1e-4f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 5.000_000_1e-1;
+    let y = p * r * r + r + 1.0;
+    y * f32::from_bits(((ni + 127) as u32) << 23)
+}
+
+/// tanh, with the odd Taylor polynomial near 0 where 1 - e^{-2|x|} loses relative accuracy.
+#[inline(always)]
+pub fn tanh(x: f32) -> f32 {
+    let ax = x.abs();
+    let e = exp(-2.0 * ax);
+    let big = (1.0 - e) / (1.0 + e);
+    let x2 = x * x;
+    let small = ax * (1.0 + x2 * (-1.0 / 3.0 + x2 * (2.0 / 15.0 + x2 * (-17.0 / 315.0))));
+    let t = if ax < 0.0625 { small } else { big };
+    t.copysign(x)
+}
+
+/// ln(1 + e) for e in [0, 1], through atanh: t = e / (2 + e) is at most 1/3.
+#[inline(always)]
+fn ln1p_unit(e: f32) -> f32 {
+    let t = e / (2.0 + e);
+    let t2 = t * t;
+    let mut p = 1.0f32 / 13.0;
+    p = p * t2 + 1.0 / 11.0;
+    p = p * t2 + 1.0 / 9.0;
+    p = p * t2 + 1.0 / 7.0;
+    p = p * t2 + 1.0 / 5.0;
+    p = p * t2 + 1.0 / 3.0;
+    2.0 * t * (p * t2 + 1.0)
+}
+
+/// (log sigmoid-likelihood term, gradient) of a Bernoulli observation x with logit l:
+/// x l - softplus(l), and x - sigmoid(l).
+#[inline(always)]
+pub fn bernoulli_term(x: f32, l: f32) -> (f32, f32) {
+    let e = exp(-l.abs());
+    let softplus = l.max(0.0) + ln1p_unit(e);
+    let inv = 1.0 / (1.0 + e);
+    let sigmoid = if l >= 0.0 { inv } else { e * inv };
+    (x * l - softplus, x - sigmoid)
+}
+
+simd_dispatch! {
+    /// v = tanh(v + bias) over rows of width bias.len().
+    pub fn bias_tanh_rows(v: &mut [f32], bias: &[f32]) {
+        for row in v.chunks_exact_mut(bias.len()) {
+            for (x, b) in row.iter_mut().zip(bias) {
+                *x = tanh(*x + *b);
+            }
+        }
+    }
+}
+
+simd_dispatch! {
+    /// v = v + bias over rows.
+    pub fn bias_rows(v: &mut [f32], bias: &[f32]) {
+        for row in v.chunks_exact_mut(bias.len()) {
+            for (x, b) in row.iter_mut().zip(bias) {
+                *x += *b;
+            }
+        }
+    }
+}
+
+simd_dispatch! {
+    /// For logits l (+ bias) of one row against binary targets x: returns sum_d x l - softplus(l)
+    /// and overwrites the logits with x - sigmoid(l), the gradient the backward pass needs.
+    pub fn bernoulli_row(logits: &mut [f32], bias: &[f32], x: &[f32]) -> f32 {
+        let mut acc = [0.0f32; 8];
+        let n = logits.len();
+        let mut i = 0;
+        while i + 8 <= n {
+            for j in 0..8 {
+                let (t, g) = bernoulli_term(x[i + j], logits[i + j] + bias[i + j]);
+                acc[j] += t;
+                logits[i + j] = g;
+            }
+            i += 8;
+        }
+        let mut tail = 0.0;
+        while i < n {
+            let (t, g) = bernoulli_term(x[i], logits[i] + bias[i]);
+            tail += t;
+            logits[i] = g;
+            i += 1;
+        }
+        acc.iter().sum::<f32>() + tail
+    }
+}
+
+simd_dispatch! {
+    /// delta = delta * (1 - act^2): back through tanh given its output.
+    pub fn tanh_backward(delta: &mut [f32], act: &[f32]) {
+        for (d, a) in delta.iter_mut().zip(act) {
+            *d *= 1.0 - *a * *a;
+        }
+    }
+}
+
+simd_dispatch! {
+    /// out[r, :] = scale[r] * v[r, :].
+    pub fn scale_rows(out: &mut [f32], v: &[f32], scale: &[f32], width: usize) {
+        for ((o, x), s) in out.chunks_exact_mut(width).zip(v.chunks_exact(width)).zip(scale) {
+            for (o, x) in o.iter_mut().zip(x) {
+                *o = *s * *x;
+            }
+        }
+    }
+}
+
+simd_dispatch! {
+    /// acc[:] += sum_r scale[r] * v[r, :] (bias gradients).
+    pub fn add_scaled_rows(acc: &mut [f32], v: &[f32], scale: Option<&[f32]>) {
+        let width = acc.len();
+        for (r, row) in v.chunks_exact(width).enumerate() {
+            let s = scale.map_or(1.0, |s| s[r]);
+            for (a, x) in acc.iter_mut().zip(row) {
+                *a += s * *x;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_and_tanh_match_libm() {
+        let mut worst = (0.0f64, 0.0f32);
+        let mut x = -80.0f32;
+        while x < 80.0 {
+            let rel = ((exp(x) as f64 - (x as f64).exp()) / (x as f64).exp()).abs();
+            if rel > worst.0 {
+                worst = (rel, x);
+            }
+            let t = (tanh(x) as f64 - (x as f64).tanh()).abs();
+            assert!(t < 2e-7, "tanh({x}) off by {t}");
+            x += 0.0137;
+        }
+        assert!(
+            worst.0 < 4e-7,
+            "exp worst relative error {} at {}",
+            worst.0,
+            worst.1
+        );
+        for x in [1e-6f32, -3e-3, 0.05, 0.0625, -0.07] {
+            let rel = ((tanh(x) as f64 - (x as f64).tanh()) / (x as f64).tanh()).abs();
+            assert!(rel < 1e-6, "tanh({x}) relative error {rel}");
+        }
+    }
+
+    #[test]
+    fn bernoulli_terms_match_f64() {
+        let mut l = -40.0f32;
+        while l < 40.0 {
+            for x in [0.0f32, 1.0] {
+                let (t, g) = bernoulli_term(x, l);
+                let lf = l as f64;
+                let sp = lf.max(0.0) + (-lf.abs()).exp().ln_1p();
+                let want_t = x as f64 * lf - sp;
+                let want_g = x as f64 - 1.0 / (1.0 + (-lf).exp());
+                assert!(
+                    (t as f64 - want_t).abs() < 1e-6 + 1e-6 * want_t.abs(),
+                    "term x={x} l={l}: {t} vs {want_t}"
+                );
+                assert!(
+                    (g as f64 - want_g).abs() < 1e-7,
+                    "grad x={x} l={l}: {g} vs {want_g}"
+                );
+            }
+            l += 0.0173;
+        }
+    }
+
+    #[test]
+    fn row_kernel_sums_all_lanes_including_tail() {
+        let n = 21;
+        let mut logits: Vec<f32> = (0..n).map(|i| i as f32 * 0.3 - 3.0).collect();
+        let bias = vec![0.1f32; n];
+        let x: Vec<f32> = (0..n).map(|i| (i % 2) as f32).collect();
+        let want: f32 = (0..n)
+            .map(|i| bernoulli_term(x[i], logits[i] + 0.1).0)
+            .sum();
+        let got = bernoulli_row(&mut logits, &bias, &x);
+        assert!((got - want).abs() < 1e-4, "{got} vs {want}");
+        assert!((logits[3] - bernoulli_term(x[3], -3.0 + 0.9 + 0.1).1).abs() < 1e-6);
+    }
+}

@@ -1,0 +1,651 @@
+//! The CPU reference backend: hand-written forward and backward passes over matrixmultiply's
+//! sgemm, parallel over rows of the batch with rayon. Rows are split into one contiguous
+//! range per worker and each worker owns its gradient accumulator, so results do not depend
+//! on scheduling: the same seed gives the same numbers on every run.
+
+pub mod fastmath;
+
+use super::{Backend, GradNorms, Noise};
+use crate::model::{Layout, Linear};
+use crate::optim::{self, AdamConfig, AdamState};
+use crate::rng;
+use anyhow::{bail, Result};
+use rayon::prelude::*;
+use std::ops::Range;
+
+/// Rows a worker handles at a time: small enough that a piece's activations stay in L2.
+const PIECE_ROWS: usize = 128;
+
+/// C[m, n] = alpha A[m, k] B[k, n] + beta C, with element strides (row, column).
+#[allow(clippy::too_many_arguments)]
+fn sgemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    a: &[f32],
+    (rsa, csa): (usize, usize),
+    b: &[f32],
+    (rsb, csb): (usize, usize),
+    beta: f32,
+    c: &mut [f32],
+    (rsc, csc): (usize, usize),
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    // Bounds: the last element each operand can touch must be inside its slice.
+    assert!(k == 0 || ((m - 1) * rsa + (k - 1) * csa) < a.len());
+    assert!(k == 0 || ((k - 1) * rsb + (n - 1) * csb) < b.len());
+    assert!(((m - 1) * rsc + (n - 1) * csc) < c.len());
+    // SAFETY: the asserts above keep every access inside the slices; c does not alias a or b
+    // (it is borrowed mutably).
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            alpha,
+            a.as_ptr(),
+            rsa as isize,
+            csa as isize,
+            b.as_ptr(),
+            rsb as isize,
+            csb as isize,
+            beta,
+            c.as_mut_ptr(),
+            rsc as isize,
+            csc as isize,
+        );
+    }
+}
+
+/// out[rows, l.out] = inp[rows, l.inp] W^T (+ bias and tanh by the caller).
+fn linear_forward(params: &[f32], l: &Linear, inp: &[f32], out: &mut [f32], rows: usize) {
+    let w = &params[l.w..l.w + l.out * l.inp];
+    sgemm(
+        rows,
+        l.inp,
+        l.out,
+        1.0,
+        inp,
+        (l.inp, 1),
+        w,
+        (1, l.inp),
+        0.0,
+        out,
+        (l.out, 1),
+    );
+}
+
+/// Accumulates the weight and bias gradient of layer `l` into `grad` for a piece:
+/// dW += delta^T (scale ⊙ inp), db += delta^T scale. `scaled` is scratch [rows, l.inp].
+fn linear_weight_grad(
+    grad: &mut [f32],
+    l: &Linear,
+    inp: &[f32],
+    delta: &[f32],
+    scale: Option<&[f32]>,
+    scaled: &mut [f32],
+    rows: usize,
+) {
+    let input: &[f32] = match scale {
+        Some(s) => {
+            fastmath::scale_rows(&mut scaled[..rows * l.inp], inp, s, l.inp);
+            &scaled[..rows * l.inp]
+        }
+        None => inp,
+    };
+    let (gw, gb) = grad[l.w..l.b + l.out].split_at_mut(l.out * l.inp);
+    sgemm(
+        l.out,
+        rows,
+        l.inp,
+        1.0,
+        delta,
+        (1, l.out),
+        input,
+        (l.inp, 1),
+        1.0,
+        gw,
+        (l.inp, 1),
+    );
+    fastmath::add_scaled_rows(gb, &delta[..rows * l.out], scale);
+}
+
+/// dinp[rows, l.inp] = delta[rows, l.out] W.
+fn linear_input_grad(params: &[f32], l: &Linear, delta: &[f32], dinp: &mut [f32], rows: usize) {
+    let w = &params[l.w..l.w + l.out * l.inp];
+    sgemm(
+        rows,
+        l.out,
+        l.inp,
+        1.0,
+        delta,
+        (l.out, 1),
+        w,
+        (l.inp, 1),
+        0.0,
+        dinp,
+        (l.inp, 1),
+    );
+}
+
+/// Splits `buf` (rows of `width`) into one mutable slice per range.
+fn split_rows<'a>(
+    mut buf: &'a mut [f32],
+    width: usize,
+    ranges: &[Range<usize>],
+) -> Vec<&'a mut [f32]> {
+    let mut out = Vec::with_capacity(ranges.len());
+    let mut at = 0;
+    for r in ranges {
+        let (_, rest) = buf.split_at_mut((r.start - at) * width);
+        let (mine, rest) = rest.split_at_mut(r.len() * width);
+        out.push(mine);
+        buf = rest;
+        at = r.end;
+    }
+    out
+}
+
+/// Contiguous near-equal row ranges, one per worker (empty ranges dropped).
+fn worker_ranges(rows: usize, workers: usize) -> Vec<Range<usize>> {
+    let per = rows.div_ceil(workers.max(1)).max(1);
+    (0..rows)
+        .step_by(per)
+        .map(|s| s..(s + per).min(rows))
+        .collect()
+}
+
+/// Per-worker scratch, reused across steps.
+#[derive(Default)]
+struct Worker {
+    grad: Vec<f32>,
+    scaled: Vec<f32>,
+    delta: Vec<f32>,
+    delta_prev: Vec<f32>,
+}
+
+/// Activations of one MLP over `rows`: acts[0] is the input, acts[i] the output of layer i
+/// (pre-softplus logits are overwritten by the Bernoulli gradient for the decoder).
+#[derive(Default)]
+struct Acts {
+    acts: Vec<Vec<f32>>,
+}
+
+pub struct CpuBackend {
+    pool: rayon::ThreadPool,
+    threads: usize,
+    layout: Layout,
+    params: Vec<f32>,
+    grad: Vec<f32>,
+    adam: AdamState,
+    batch: usize,
+    n: usize,
+    x: Vec<f32>,
+    enc: Acts,
+    dec: Acts,
+    eps: Vec<f32>,
+    log_w: Vec<f32>,
+    /// Per-sample encoder upstream [rows, 2 z_dim], summed per datapoint into `enc_up`.
+    row_up: Vec<f32>,
+    enc_up: Vec<f32>,
+    workers: Vec<Worker>,
+}
+
+impl CpuBackend {
+    /// A backend with `threads` workers (0: all cores).
+    pub fn new(layout: &Layout, params: &[f32], threads: usize) -> Result<CpuBackend> {
+        if params.len() != layout.len {
+            bail!(
+                "parameter vector has {} values, the layout needs {}",
+                params.len(),
+                layout.len
+            );
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()?;
+        let threads = pool.current_num_threads();
+        Ok(CpuBackend {
+            pool,
+            threads,
+            layout: layout.clone(),
+            params: params.to_vec(),
+            grad: vec![0.0; layout.len],
+            adam: AdamState::new(layout.len, false),
+            batch: 0,
+            n: 0,
+            x: Vec::new(),
+            enc: Acts::default(),
+            dec: Acts::default(),
+            eps: Vec::new(),
+            log_w: Vec::new(),
+            row_up: Vec::new(),
+            enc_up: Vec::new(),
+            workers: (0..threads).map(|_| Worker::default()).collect(),
+        })
+    }
+
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    fn resize(&mut self, batch: usize, n: usize) {
+        let rows = batch * n;
+        let a = &self.layout.arch;
+        let grow = |v: &mut Vec<f32>, len: usize| {
+            if v.len() != len {
+                v.resize(len, 0.0);
+            }
+        };
+        let enc_dims = a.encoder_dims();
+        let dec_dims = a.decoder_dims();
+        self.enc.acts.resize_with(enc_dims.len(), Vec::new);
+        for (v, d) in self.enc.acts.iter_mut().zip(&enc_dims) {
+            grow(v, batch * d);
+        }
+        self.dec.acts.resize_with(dec_dims.len(), Vec::new);
+        for (v, d) in self.dec.acts.iter_mut().zip(&dec_dims) {
+            grow(v, rows * d);
+        }
+        grow(&mut self.eps, rows * a.z_dim);
+        grow(&mut self.log_w, rows);
+        grow(&mut self.row_up, rows * 2 * a.z_dim);
+        grow(&mut self.enc_up, batch * 2 * a.z_dim);
+        let widest = enc_dims.iter().chain(&dec_dims).copied().max().unwrap_or(1);
+        for w in &mut self.workers {
+            grow(&mut w.grad, self.layout.len);
+            grow(&mut w.scaled, PIECE_ROWS * widest);
+            grow(&mut w.delta, PIECE_ROWS * widest);
+            grow(&mut w.delta_prev, PIECE_ROWS * widest);
+        }
+        self.batch = batch;
+        self.n = n;
+    }
+}
+
+/// Forward through `layers` for `rows` rows, acts[0] already filled; the last layer is
+/// left linear without bias (the caller adds it, fused with its own output transform).
+fn mlp_forward_rows(params: &[f32], layers: &[Linear], acts: &mut [&mut [f32]], rows: usize) {
+    for (i, l) in layers.iter().enumerate() {
+        let (inp, out) = acts.split_at_mut(i + 1);
+        let out = &mut out[0][..rows * l.out];
+        linear_forward(params, l, &inp[i][..rows * l.inp], out, rows);
+        if i + 1 < layers.len() {
+            fastmath::bias_tanh_rows(out, &params[l.b..l.b + l.out]);
+        }
+    }
+}
+
+/// Backward through `layers` for a piece of `rows` rows: `w.delta` holds the gradient at
+/// the last layer's (linear) output. Weight gradients are scaled per row by `scale`; the
+/// gradient at the input is left in `w.delta` when `want_input_grad`.
+fn mlp_backward_rows(
+    params: &[f32],
+    layers: &[Linear],
+    acts: &[&[f32]],
+    scale: Option<&[f32]>,
+    rows: usize,
+    w: &mut Worker,
+    want_input_grad: bool,
+) {
+    for (i, l) in layers.iter().enumerate().rev() {
+        let inp = &acts[i][..rows * l.inp];
+        linear_weight_grad(
+            &mut w.grad,
+            l,
+            inp,
+            &w.delta[..rows * l.out],
+            scale,
+            &mut w.scaled,
+            rows,
+        );
+        if i > 0 || want_input_grad {
+            linear_input_grad(
+                params,
+                l,
+                &w.delta[..rows * l.out],
+                &mut w.delta_prev[..rows * l.inp],
+                rows,
+            );
+            if i > 0 {
+                fastmath::tanh_backward(&mut w.delta_prev[..rows * l.inp], inp);
+            }
+            std::mem::swap(&mut w.delta, &mut w.delta_prev);
+        }
+    }
+}
+
+impl Backend for CpuBackend {
+    fn describe(&self) -> String {
+        format!("cpu ({} threads)", self.threads)
+    }
+
+    fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    fn set_params(&mut self, values: &[f32]) -> Result<()> {
+        if values.len() != self.layout.len {
+            bail!(
+                "parameter vector has {} values, the layout needs {}",
+                values.len(),
+                self.layout.len
+            );
+        }
+        self.params.copy_from_slice(values);
+        Ok(())
+    }
+
+    fn params(&mut self) -> Result<Vec<f32>> {
+        Ok(self.params.clone())
+    }
+
+    fn forward(&mut self, x: &[f32], batch: usize, n: usize, noise: &Noise) -> Result<&[f32]> {
+        let arch = self.layout.arch.clone();
+        let (xd, zd) = (arch.x_dim, arch.z_dim);
+        if x.len() != batch * xd {
+            bail!(
+                "input has {} values, expected batch {batch} x {xd}",
+                x.len()
+            );
+        }
+        if batch == 0 || n == 0 {
+            bail!("forward needs at least one datapoint and one sample (batch {batch}, n {n})");
+        }
+        self.resize(batch, n);
+        self.x.clear();
+        self.x.extend_from_slice(x);
+        let rows = batch * n;
+        let params = &self.params;
+        let layout = &self.layout;
+        let threads = self.threads;
+
+        // Encoder, parallel over datapoints.
+        self.enc.acts[0].copy_from_slice(x);
+        let enc_ranges = worker_ranges(batch, threads);
+        let enc_dims = arch.encoder_dims();
+        let mut per_worker: Vec<Vec<&mut [f32]>> =
+            (0..enc_ranges.len()).map(|_| Vec::new()).collect();
+        for (buf, &d) in self.enc.acts.iter_mut().zip(&enc_dims) {
+            for (w, s) in split_rows(buf, d, &enc_ranges).into_iter().enumerate() {
+                per_worker[w].push(s);
+            }
+        }
+        self.pool.install(|| {
+            per_worker
+                .into_par_iter()
+                .zip(enc_ranges.par_iter())
+                .for_each(|(mut acts, r)| {
+                    mlp_forward_rows(params, &layout.encoder, &mut acts, r.len());
+                    let last = layout.encoder.last().expect("encoder has layers");
+                    fastmath::bias_rows(
+                        &mut acts[enc_dims.len() - 1][..r.len() * last.out],
+                        &params[last.b..last.b + last.out],
+                    );
+                })
+        });
+
+        // Noise, sampling and decoder, parallel over sample rows.
+        let mu_ls = &self.enc.acts[enc_dims.len() - 1];
+        let dec_dims = arch.decoder_dims();
+        let ranges = worker_ranges(rows, threads);
+        let mut per_worker: Vec<Vec<&mut [f32]>> = (0..ranges.len()).map(|_| Vec::new()).collect();
+        for (buf, &d) in self.dec.acts.iter_mut().zip(&dec_dims) {
+            for (w, s) in split_rows(buf, d, &ranges).into_iter().enumerate() {
+                per_worker[w].push(s);
+            }
+        }
+        let eps_parts = split_rows(&mut self.eps, zd, &ranges);
+        let lw_parts = split_rows(&mut self.log_w, 1, &ranges);
+        let xs = &self.x;
+        self.pool.install(|| {
+            per_worker
+                .into_par_iter()
+                .zip(eps_parts.into_par_iter().zip(lw_parts.into_par_iter()))
+                .zip(ranges.par_iter())
+                .for_each(|((mut acts, (eps, lw)), range)| {
+                    let out_layer = layout.decoder.last().expect("decoder has layers");
+                    let out_bias = &params[out_layer.b..out_layer.b + xd];
+                    let last = acts.len() - 1;
+                    let mut start = 0;
+                    while start < range.len() {
+                        let p = PIECE_ROWS.min(range.len() - start);
+                        // Noise and z = mu + sigma * eps for each row of the piece.
+                        for j in 0..p {
+                            let row = range.start + start + j;
+                            let (b, s) = (row / n, row % n);
+                            let e = &mut eps[(start + j) * zd..(start + j + 1) * zd];
+                            fill_normals_at(noise, b, s, zd, e);
+                            let m = &mu_ls[b * 2 * zd..(b + 1) * 2 * zd];
+                            let z = &mut acts[0][(start + j) * zd..(start + j + 1) * zd];
+                            for d in 0..zd {
+                                z[d] = m[d] + fastmath::exp(m[zd + d]) * e[d];
+                            }
+                        }
+                        let mut piece: Vec<&mut [f32]> = acts
+                            .iter_mut()
+                            .zip(&dec_dims)
+                            .map(|(a, &d)| &mut a[start * d..(start + p) * d])
+                            .collect();
+                        mlp_forward_rows(params, &layout.decoder, &mut piece, p);
+                        for j in 0..p {
+                            let row = range.start + start + j;
+                            let b = row / n;
+                            let logits = &mut piece[last][j * xd..(j + 1) * xd];
+                            let log_px = fastmath::bernoulli_row(
+                                logits,
+                                out_bias,
+                                &xs[b * xd..(b + 1) * xd],
+                            );
+                            let z = &piece[0][j * zd..(j + 1) * zd];
+                            let e = &eps[(start + j) * zd..(start + j + 1) * zd];
+                            let ls = &mu_ls[b * 2 * zd + zd..(b + 1) * 2 * zd];
+                            // log p(z) - log q(z|x); the 2 pi constants cancel.
+                            let mut lz = 0.0f32;
+                            for d in 0..zd {
+                                lz += 0.5 * (e[d] * e[d] - z[d] * z[d]) + ls[d];
+                            }
+                            lw[start + j] = log_px + lz;
+                        }
+                        start += p;
+                    }
+                })
+        });
+        Ok(&self.log_w[..rows])
+    }
+
+    fn backward(&mut self, a: &[f32], b: &[f32], c: &[f32]) -> Result<GradNorms> {
+        let (batch, n) = (self.batch, self.n);
+        let rows = batch * n;
+        if batch == 0 {
+            bail!("backward called before forward");
+        }
+        if a.len() != rows || b.len() != rows || c.len() != rows {
+            bail!("coefficients must be [batch {batch}, n {n}] = {rows} values each");
+        }
+        let zd = self.layout.arch.z_dim;
+        let params = &self.params;
+        let layout = &self.layout;
+        let need_path = b.iter().any(|&v| v != 0.0);
+        let dec_dims = layout.arch.decoder_dims();
+        for w in &mut self.workers {
+            w.grad.iter_mut().for_each(|g| *g = 0.0);
+        }
+
+        // Decoder backward per sample row, weight gradients scaled by a.
+        let ranges = worker_ranges(rows, self.threads);
+        let dec = &self.dec.acts;
+        let eps = &self.eps;
+        let mu_ls = self.enc.acts.last().expect("encoder output");
+        let up_parts = split_rows(&mut self.row_up, 2 * zd, &ranges);
+        let workers = &mut self.workers[..ranges.len()];
+        self.pool.install(|| {
+            workers
+                .par_iter_mut()
+                .zip(up_parts.into_par_iter())
+                .zip(ranges.par_iter())
+                .for_each(|((w, up), range)| {
+                    let mut start = 0;
+                    while start < range.len() {
+                        let p = PIECE_ROWS.min(range.len() - start);
+                        let r0 = range.start + start;
+                        let piece: Vec<&[f32]> = dec
+                            .iter()
+                            .zip(&dec_dims)
+                            .map(|(v, &d)| &v[r0 * d..(r0 + p) * d])
+                            .collect();
+                        let last = piece.len() - 1;
+                        w.delta[..piece[last].len()].copy_from_slice(piece[last]);
+                        mlp_backward_rows(
+                            params,
+                            &layout.decoder,
+                            &piece[..last],
+                            Some(&a[r0..r0 + p]),
+                            p,
+                            w,
+                            need_path,
+                        );
+                        // Encoder upstream per sample: b P + c S (DESIGN.md §1).
+                        for j in 0..p {
+                            let row = r0 + j;
+                            let bi = row / n;
+                            let (bc, cc) = (b[row], c[row]);
+                            let e = &eps[row * zd..(row + 1) * zd];
+                            let z = &piece[0][j * zd..(j + 1) * zd];
+                            let ls = &mu_ls[bi * 2 * zd + zd..(bi + 1) * 2 * zd];
+                            let u = &mut up[(start + j) * 2 * zd..(start + j + 1) * 2 * zd];
+                            for d in 0..zd {
+                                let sigma = fastmath::exp(ls[d]);
+                                let e_over_s = e[d] / sigma;
+                                let (p_mu, p_ls) = if need_path {
+                                    let gz = w.delta[j * zd + d] - z[d];
+                                    (gz + e_over_s, sigma * e[d] * gz + e[d] * e[d])
+                                } else {
+                                    (0.0, 0.0)
+                                };
+                                u[d] = bc * p_mu - cc * e_over_s;
+                                u[zd + d] = bc * p_ls + cc * (1.0 - e[d] * e[d]);
+                            }
+                        }
+                        start += p;
+                    }
+                })
+        });
+
+        // Sum the upstream over each datapoint's samples, then the encoder backward.
+        for bi in 0..batch {
+            let dst = &mut self.enc_up[bi * 2 * zd..(bi + 1) * 2 * zd];
+            dst.iter_mut().for_each(|v| *v = 0.0);
+            for row in bi * n..(bi + 1) * n {
+                for (d, v) in dst
+                    .iter_mut()
+                    .zip(&self.row_up[row * 2 * zd..(row + 1) * 2 * zd])
+                {
+                    *d += v;
+                }
+            }
+        }
+        let enc_ranges = worker_ranges(batch, self.threads);
+        let enc_dims = layout.arch.encoder_dims();
+        let enc = &self.enc.acts;
+        let enc_up = &self.enc_up;
+        let workers = &mut self.workers[..enc_ranges.len()];
+        self.pool.install(|| {
+            workers
+                .par_iter_mut()
+                .zip(enc_ranges.par_iter())
+                .for_each(|(w, range)| {
+                    let mut start = range.start;
+                    while start < range.end {
+                        let p = PIECE_ROWS.min(range.end - start);
+                        let piece: Vec<&[f32]> = enc
+                            .iter()
+                            .zip(&enc_dims)
+                            .map(|(v, &d)| &v[start * d..(start + p) * d])
+                            .collect();
+                        w.delta[..p * 2 * zd]
+                            .copy_from_slice(&enc_up[start * 2 * zd..(start + p) * 2 * zd]);
+                        mlp_backward_rows(
+                            params,
+                            &layout.encoder,
+                            &piece[..piece.len() - 1],
+                            None,
+                            p,
+                            w,
+                            false,
+                        );
+                        start += p;
+                    }
+                })
+        });
+
+        // Reduce the workers' accumulators in a fixed order; mean over the batch.
+        let inv_b = 1.0 / batch as f32;
+        let workers = &self.workers;
+        self.pool.install(|| {
+            self.grad
+                .par_chunks_mut(4096)
+                .enumerate()
+                .for_each(|(ci, g)| {
+                    let off = ci * 4096;
+                    for (i, v) in g.iter_mut().enumerate() {
+                        let mut s = 0.0f32;
+                        for w in workers {
+                            s += w.grad[off + i];
+                        }
+                        *v = s * inv_b;
+                    }
+                })
+        });
+        let el = self.layout.encoder_len;
+        Ok(GradNorms {
+            encoder: optim::l2_norm(&self.grad[..el]),
+            decoder: optim::l2_norm(&self.grad[el..]),
+        })
+    }
+
+    fn gradient(&mut self) -> Result<Vec<f32>> {
+        Ok(self.grad.clone())
+    }
+
+    fn optimizer_step(&mut self, cfg: &AdamConfig, lr: f64) -> Result<()> {
+        if cfg.amsgrad && self.adam.v_max.len() != self.layout.len {
+            self.adam.v_max = self.adam.v.clone();
+        }
+        let el = self.layout.encoder_len;
+        let scale = [
+            optim::clip_factor(optim::l2_norm(&self.grad[..el]), cfg.clip_encoder),
+            optim::clip_factor(optim::l2_norm(&self.grad[el..]), cfg.clip_decoder),
+        ];
+        optim::adam_step(
+            &mut self.params,
+            &self.grad,
+            &scale,
+            &mut self.adam,
+            cfg,
+            lr,
+            el,
+        );
+        Ok(())
+    }
+
+    fn reset_optimizer(&mut self, amsgrad: bool) {
+        self.adam = AdamState::new(self.layout.len, amsgrad);
+    }
+}
+
+/// Normals (first_sample + s) * z_dim .. + z_dim of datapoint row b's counter.
+fn fill_normals_at(noise: &Noise, b: usize, s: usize, zd: usize, out: &mut [f32]) {
+    let first = (noise.first_sample as usize + s) * zd;
+    rng::fill_normals_from(
+        noise.seed,
+        noise.stream,
+        noise.step,
+        noise.first_datapoint + b as u32,
+        first,
+        out,
+    );
+}

@@ -1,0 +1,52 @@
+//! Backends compute log-weights and gradients for given per-sample coefficients; they know
+//! no estimator (DESIGN.md §1). The CPU backend is the reference every GPU kernel is checked
+//! against.
+
+pub mod cpu;
+
+use crate::model::Layout;
+use crate::optim::AdamConfig;
+use crate::rng::Stream;
+use anyhow::Result;
+
+/// Where the reparameterisation noise of a forward pass comes from: row `r` of the batch
+/// uses Philox counter (stream, step, first_datapoint + r, block), and its samples are
+/// normals number (first_sample + s) * z_dim + d of that counter, so a chunked evaluation
+/// draws the same numbers as an unchunked one.
+#[derive(Clone, Copy, Debug)]
+pub struct Noise {
+    pub seed: u64,
+    pub stream: Stream,
+    pub step: u32,
+    pub first_datapoint: u32,
+    pub first_sample: u32,
+}
+
+/// L2 norms of the last gradient (ascent direction, mean over the batch).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct GradNorms {
+    pub encoder: f64,
+    pub decoder: f64,
+}
+
+/// One training backend. Per step: `forward` (log-weights), then the estimator's
+/// coefficients, then `backward`, then `optimizer_step`.
+pub trait Backend {
+    /// A one-line description (device, threads).
+    fn describe(&self) -> String;
+    fn layout(&self) -> &Layout;
+    fn set_params(&mut self, values: &[f32]) -> Result<()>;
+    fn params(&mut self) -> Result<Vec<f32>>;
+    /// Encodes x [batch, x_dim], draws n samples per datapoint and returns the log-weights
+    /// [batch, n]. Keeps what `backward` needs.
+    fn forward(&mut self, x: &[f32], batch: usize, n: usize, noise: &Noise) -> Result<&[f32]>;
+    /// The ascent gradient, mean over the batch, of the last forward pass for coefficients
+    /// a (decoder), b (path) and c (score), each [batch, n].
+    fn backward(&mut self, a: &[f32], b: &[f32], c: &[f32]) -> Result<GradNorms>;
+    /// The last gradient, flat in `layout()` order.
+    fn gradient(&mut self) -> Result<Vec<f32>>;
+    /// One Adam step on the last gradient, clipping encoder and decoder separately.
+    fn optimizer_step(&mut self, cfg: &AdamConfig, lr: f64) -> Result<()>;
+    /// Resets the optimizer's moments (shapes follow `layout()`).
+    fn reset_optimizer(&mut self, amsgrad: bool);
+}

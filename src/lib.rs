@@ -1,0 +1,14 @@
+//! unbiased-vae: maximum-likelihood training of variational autoencoders with unbiased and
+//! multi-sample gradient estimators. See DESIGN.md in the repository for the math.
+
+pub mod backend;
+pub mod bench;
+pub mod config;
+pub mod data;
+pub mod estimators;
+pub mod eval;
+pub mod model;
+pub mod optim;
+pub mod report;
+pub mod rng;
+pub mod train;

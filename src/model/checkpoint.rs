@@ -1,0 +1,122 @@
+//! Checkpoints as safetensors (the format PyTorch users load with `safetensors.torch.load_file`),
+//! tensor names and shapes as in `model::Layout::tensors`. The architecture is recovered from
+//! the shapes, and the run's metadata is stored in the header.
+
+use super::{Arch, Layout, Params};
+use anyhow::{bail, Context, Result};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Writes `params` to `path` atomically (temporary file, then rename).
+pub fn save(params: &Params, metadata: &HashMap<String, String>, path: &Path) -> Result<()> {
+    let tensors = params.layout.tensors();
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .map(|(name, shape, off, len)| {
+            let bytes: &[u8] = bytemuck::cast_slice(&params.values[*off..*off + *len]);
+            (
+                name.clone(),
+                TensorView::new(Dtype::F32, shape.clone(), bytes).expect("shape matches length"),
+            )
+        })
+        .collect();
+    let bytes = safetensors::tensor::serialize(views, Some(metadata.clone()))
+        .context("serializing checkpoint")?;
+    crate::report::write_atomic(path, &bytes)
+}
+
+/// Reads a checkpoint written by `save` (or any safetensors file with the same names).
+pub fn load(path: &Path) -> Result<(Params, HashMap<String, String>)> {
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read checkpoint {}", path.display()))?;
+    let st = SafeTensors::deserialize(&bytes)
+        .with_context(|| format!("{} is not a safetensors checkpoint", path.display()))?;
+    let (_, meta) = SafeTensors::read_metadata(&bytes)?;
+    let metadata = meta.metadata().clone().unwrap_or_default();
+    let shape = |name: &str| -> Result<Vec<usize>> {
+        Ok(st
+            .tensor(name)
+            .with_context(|| format!("checkpoint {} has no tensor {name}", path.display()))?
+            .shape()
+            .to_vec())
+    };
+    // encoder.0 is [hidden0, x]; count encoder layers until a name is missing.
+    let mut enc_shapes = Vec::new();
+    while let Ok(s) = shape(&format!("encoder.{}.weight", 2 * enc_shapes.len())) {
+        enc_shapes.push(s);
+    }
+    if enc_shapes.len() < 2 {
+        bail!(
+            "checkpoint {} lacks encoder.0.weight / encoder.2.weight: not a uvae VAE checkpoint",
+            path.display()
+        );
+    }
+    let x_dim = enc_shapes[0][1];
+    let hidden: Vec<usize> = enc_shapes[..enc_shapes.len() - 1]
+        .iter()
+        .map(|s| s[0])
+        .collect();
+    let last = &enc_shapes[enc_shapes.len() - 1];
+    if last[0] % 2 != 0 {
+        bail!(
+            "checkpoint {}: encoder output has {} units, expected 2 * latent",
+            path.display(),
+            last[0]
+        );
+    }
+    let arch = Arch {
+        x_dim,
+        hidden,
+        z_dim: last[0] / 2,
+    };
+    let layout = Layout::new(&arch);
+    let mut values = vec![0.0f32; layout.len];
+    for (name, want, off, len) in layout.tensors() {
+        let t = st
+            .tensor(&name)
+            .with_context(|| format!("checkpoint {} has no tensor {name}", path.display()))?;
+        if t.shape() != want.as_slice() || t.dtype() != Dtype::F32 {
+            bail!(
+                "checkpoint {}: tensor {name} is {:?} {:?}, expected F32 {:?}",
+                path.display(),
+                t.dtype(),
+                t.shape(),
+                want
+            );
+        }
+        for (v, c) in values[off..off + len]
+            .iter_mut()
+            .zip(t.data().chunks_exact(4))
+        {
+            *v = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        }
+    }
+    Ok((Params { layout, values }, metadata))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_preserves_values_and_arch() {
+        let arch = Arch {
+            x_dim: 12,
+            hidden: vec![7, 5],
+            z_dim: 3,
+        };
+        let p = Params::init(&arch, 1, None);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.safetensors");
+        let meta = HashMap::from([("estimator".to_string(), "iwae".to_string())]);
+        save(&p, &meta, &path).unwrap();
+        let (q, m) = load(&path).unwrap();
+        assert_eq!(q.layout.arch, arch);
+        assert_eq!(q.values, p.values);
+        assert_eq!(m["estimator"], "iwae");
+        std::fs::write(&path, b"not a checkpoint").unwrap();
+        let e = load(&path).unwrap_err().to_string();
+        assert!(e.contains("not a safetensors"), "{e}");
+    }
+}

@@ -1,0 +1,200 @@
+//! The VAE's parameters: one flat f32 vector with a named layout that follows PyTorch's
+//! `nn.Sequential` of `nn.Linear` (`encoder.0.weight` is [out, in], row-major), so a
+//! checkpoint loads into the peer's PyTorch model unchanged.
+
+pub mod checkpoint;
+pub mod reference;
+
+use crate::rng::{self, Stream};
+use serde::{Deserialize, Serialize};
+
+/// Layer sizes. Encoder x -> hidden... -> 2 * latent (mu, log sigma); decoder
+/// latent -> reversed hidden... -> x (Bernoulli logits). Hidden layers use tanh.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Arch {
+    pub x_dim: usize,
+    pub hidden: Vec<usize>,
+    pub z_dim: usize,
+}
+
+impl Arch {
+    /// Burda et al.'s one-stochastic-layer MNIST model: 784-200-200-50.
+    pub fn burda_mnist() -> Arch {
+        Arch {
+            x_dim: 784,
+            hidden: vec![200, 200],
+            z_dim: 50,
+        }
+    }
+    pub fn encoder_dims(&self) -> Vec<usize> {
+        let mut d = vec![self.x_dim];
+        d.extend(&self.hidden);
+        d.push(2 * self.z_dim);
+        d
+    }
+    pub fn decoder_dims(&self) -> Vec<usize> {
+        let mut d = vec![self.z_dim];
+        d.extend(self.hidden.iter().rev());
+        d.push(self.x_dim);
+        d
+    }
+}
+
+/// One `nn.Linear`: weight [out, inp] at `w`, bias [out] at `b` (offsets into the flat vector).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Linear {
+    pub name: String,
+    pub inp: usize,
+    pub out: usize,
+    pub w: usize,
+    pub b: usize,
+}
+
+/// Where every tensor lives in the flat parameter vector. The encoder comes first, so
+/// `0..encoder_len` is the encoder and `encoder_len..len` the decoder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layout {
+    pub arch: Arch,
+    pub encoder: Vec<Linear>,
+    pub decoder: Vec<Linear>,
+    pub encoder_len: usize,
+    pub len: usize,
+}
+
+fn stack(prefix: &str, dims: &[usize], offset: &mut usize) -> Vec<Linear> {
+    dims.windows(2)
+        .enumerate()
+        .map(|(i, io)| {
+            let (inp, out) = (io[0], io[1]);
+            let w = *offset;
+            let b = w + inp * out;
+            *offset = b + out;
+            // nn.Sequential numbering: Linear, Tanh, Linear, ... so Linears sit at even indices.
+            Linear {
+                name: format!("{prefix}.{}", 2 * i),
+                inp,
+                out,
+                w,
+                b,
+            }
+        })
+        .collect()
+}
+
+impl Layout {
+    pub fn new(arch: &Arch) -> Layout {
+        let mut offset = 0;
+        let encoder = stack("encoder", &arch.encoder_dims(), &mut offset);
+        let encoder_len = offset;
+        let decoder = stack("decoder", &arch.decoder_dims(), &mut offset);
+        Layout {
+            arch: arch.clone(),
+            encoder,
+            decoder,
+            encoder_len,
+            len: offset,
+        }
+    }
+    pub fn layers(&self) -> impl Iterator<Item = &Linear> {
+        self.encoder.iter().chain(self.decoder.iter())
+    }
+    /// (name, shape, offset, len) of every tensor, in checkpoint order.
+    pub fn tensors(&self) -> Vec<(String, Vec<usize>, usize, usize)> {
+        let mut v = Vec::new();
+        for l in self.layers() {
+            v.push((
+                format!("{}.weight", l.name),
+                vec![l.out, l.inp],
+                l.w,
+                l.out * l.inp,
+            ));
+            v.push((format!("{}.bias", l.name), vec![l.out], l.b, l.out));
+        }
+        v
+    }
+}
+
+/// Parameters: the flat vector and its layout.
+#[derive(Clone, Debug)]
+pub struct Params {
+    pub layout: Layout,
+    pub values: Vec<f32>,
+}
+
+/// Clip for the decoder output bias so the logit stays finite on pixels that are always 0.
+pub const MEAN_CLIP: f32 = 1e-3;
+
+impl Params {
+    /// Glorot-uniform weights (Glorot & Bengio 2010) drawn from the Philox Init stream, zero
+    /// biases, and the decoder output bias set to the logit of the clipped training mean
+    /// (Burda et al.), so training starts at the marginal pixel distribution.
+    pub fn init(arch: &Arch, seed: u64, train_mean: Option<&[f32]>) -> Params {
+        let layout = Layout::new(arch);
+        let mut values = vec![0.0f32; layout.len];
+        for (t, l) in layout.layers().enumerate() {
+            let limit = (6.0 / (l.inp + l.out) as f32).sqrt();
+            let w = &mut values[l.w..l.w + l.inp * l.out];
+            rng::fill_uniforms(seed, Stream::Init, 0, t as u32, w);
+            for v in w.iter_mut() {
+                *v = (2.0 * *v - 1.0) * limit;
+            }
+        }
+        if let Some(mean) = train_mean {
+            let out = layout.decoder.last().expect("decoder has layers");
+            assert_eq!(mean.len(), out.out, "training mean has the wrong dimension");
+            for (b, &m) in values[out.b..out.b + out.out].iter_mut().zip(mean) {
+                let p = m.clamp(MEAN_CLIP, 1.0 - MEAN_CLIP);
+                *b = (p / (1.0 - p)).ln();
+            }
+        }
+        Params { layout, values }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_follows_pytorch_names_and_shapes() {
+        let l = Layout::new(&Arch::burda_mnist());
+        let t = l.tensors();
+        assert_eq!(t[0].0, "encoder.0.weight");
+        assert_eq!(t[0].1, vec![200, 784]);
+        assert_eq!(t[5].0, "encoder.4.bias");
+        assert_eq!(t[5].1, vec![100]);
+        assert_eq!(t[6].0, "decoder.0.weight");
+        assert_eq!(t[6].1, vec![200, 50]);
+        assert_eq!(t[11].1, vec![784]);
+        let total: usize = t.iter().map(|x| x.3).sum();
+        assert_eq!(total, l.len);
+        assert_eq!(
+            l.encoder_len,
+            784 * 200 + 200 + 200 * 200 + 200 + 200 * 100 + 100
+        );
+    }
+
+    #[test]
+    fn init_is_glorot_and_bias_is_logit_of_mean() {
+        let arch = Arch {
+            x_dim: 6,
+            hidden: vec![5],
+            z_dim: 2,
+        };
+        let mean = [0.0, 0.5, 1.0, 0.25, 0.1, 0.9];
+        let p = Params::init(&arch, 3, Some(&mean));
+        let l0 = &p.layout.encoder[0];
+        let lim = (6.0f32 / 11.0).sqrt();
+        assert!(p.values[l0.w..l0.w + 30].iter().all(|v| v.abs() <= lim));
+        assert!(p.values[l0.w..l0.w + 30]
+            .iter()
+            .any(|v| v.abs() > lim / 2.0));
+        let out = p.layout.decoder.last().unwrap();
+        let b = &p.values[out.b..out.b + 6];
+        assert!((b[1]).abs() < 1e-6);
+        assert!((b[0] - (MEAN_CLIP / (1.0 - MEAN_CLIP)).ln()).abs() < 1e-4);
+        assert!((b[3] - (1.0f32 / 3.0).ln()).abs() < 1e-5);
+        assert_eq!(Params::init(&arch, 3, Some(&mean)).values, p.values);
+        assert_ne!(Params::init(&arch, 4, Some(&mean)).values, p.values);
+    }
+}

@@ -1,0 +1,193 @@
+//! Adam (Kingma & Ba 2015) with an AMSGrad option (Reddi et al. 2018), per-group gradient
+//! clipping, and learning-rate schedules. Works on flat slices so a GPU kernel can mirror it.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Schedule {
+    /// The same learning rate throughout.
+    Constant,
+    /// Burda et al. (2016): stage i = 0..=7 runs 3^i epochs at lr * 10^(-i/7).
+    Burda,
+}
+
+impl Schedule {
+    /// Learning rate for 0-based `epoch`.
+    pub fn lr(self, base: f64, epoch: usize) -> f64 {
+        match self {
+            Schedule::Constant => base,
+            Schedule::Burda => base * 10f64.powf(-(burda_stage(epoch) as f64) / 7.0),
+        }
+    }
+}
+
+/// The Burda stage of a 0-based epoch: stages last 1, 3, 9, ... epochs.
+pub fn burda_stage(epoch: usize) -> usize {
+    let mut end = 0;
+    for i in 0.. {
+        end += 3usize.pow(i as u32);
+        if epoch < end {
+            return i;
+        }
+    }
+    unreachable!()
+}
+
+/// Total epochs of Burda's schedule with `stages` stages (8 stages = 3280 epochs).
+pub fn burda_epochs(stages: usize) -> usize {
+    (0..stages).map(|i| 3usize.pow(i as u32)).sum()
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AdamConfig {
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub amsgrad: bool,
+    /// Clip the encoder's (phi) gradient to this L2 norm; None: no clipping.
+    pub clip_encoder: Option<f64>,
+    /// Clip the decoder's (theta) gradient to this L2 norm.
+    pub clip_decoder: Option<f64>,
+}
+
+impl Default for AdamConfig {
+    fn default() -> Self {
+        // Burda et al. use eps = 1e-4; PyTorch's default 1e-8 matches the peer benchmark.
+        AdamConfig {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            amsgrad: false,
+            clip_encoder: None,
+            clip_decoder: None,
+        }
+    }
+}
+
+/// Adam's moments for a flat parameter vector.
+#[derive(Clone, Debug, Default)]
+pub struct AdamState {
+    pub m: Vec<f32>,
+    pub v: Vec<f32>,
+    pub v_max: Vec<f32>,
+    pub t: u64,
+}
+
+impl AdamState {
+    pub fn new(len: usize, amsgrad: bool) -> Self {
+        AdamState {
+            m: vec![0.0; len],
+            v: vec![0.0; len],
+            v_max: if amsgrad { vec![0.0; len] } else { Vec::new() },
+            t: 0,
+        }
+    }
+}
+
+pub fn l2_norm(g: &[f32]) -> f64 {
+    g.iter()
+        .map(|&x| (x as f64) * (x as f64))
+        .sum::<f64>()
+        .sqrt()
+}
+
+/// The factor that brings a gradient of norm `norm` within `max` (1 when already inside).
+pub fn clip_factor(norm: f64, max: Option<f64>) -> f32 {
+    match max {
+        Some(m) if norm > m && norm > 0.0 => (m / norm) as f32,
+        _ => 1.0,
+    }
+}
+
+/// One Adam ascent step: `params` move along the ascent direction `grad` (already clipped
+/// and scaled by `grad_scale`). Equivalent to PyTorch's Adam on the loss -objective.
+pub fn adam_step(
+    params: &mut [f32],
+    grad: &[f32],
+    grad_scale: &[f32],
+    state: &mut AdamState,
+    cfg: &AdamConfig,
+    lr: f64,
+    encoder_len: usize,
+) {
+    state.t += 1;
+    let t = state.t as i32;
+    let (b1, b2) = (cfg.beta1 as f32, cfg.beta2 as f32);
+    let bc1 = 1.0 - cfg.beta1.powi(t);
+    let bc2 = 1.0 - cfg.beta2.powi(t);
+    let step = (lr / bc1) as f32;
+    let inv_sqrt_bc2 = (1.0 / bc2.sqrt()) as f32;
+    let eps = cfg.eps as f32;
+    for (i, p) in params.iter_mut().enumerate() {
+        let g = grad[i] * grad_scale[usize::from(i >= encoder_len)];
+        let m = b1 * state.m[i] + (1.0 - b1) * g;
+        let v = b2 * state.v[i] + (1.0 - b2) * g * g;
+        state.m[i] = m;
+        state.v[i] = v;
+        let v_used = if cfg.amsgrad {
+            let vm = state.v_max[i].max(v);
+            state.v_max[i] = vm;
+            vm
+        } else {
+            v
+        };
+        *p += step * m / (v_used.sqrt() * inv_sqrt_bc2 + eps);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn burda_schedule_stages() {
+        assert_eq!(burda_stage(0), 0);
+        assert_eq!(burda_stage(1), 1);
+        assert_eq!(burda_stage(3), 1);
+        assert_eq!(burda_stage(4), 2);
+        assert_eq!(burda_stage(12), 2);
+        assert_eq!(burda_stage(13), 3);
+        assert_eq!(burda_epochs(8), 3280);
+        assert!((Schedule::Burda.lr(1e-3, 13) - 1e-3 * 10f64.powf(-3.0 / 7.0)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn adam_first_step_moves_by_lr_along_the_sign() {
+        let mut p = vec![0.0f32; 3];
+        let mut s = AdamState::new(3, false);
+        adam_step(
+            &mut p,
+            &[2.0, -0.5, 0.0],
+            &[1.0, 1.0],
+            &mut s,
+            &AdamConfig::default(),
+            0.01,
+            3,
+        );
+        assert!(
+            (p[0] - 0.01).abs() < 1e-6 && (p[1] + 0.01).abs() < 1e-6 && p[2] == 0.0,
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn amsgrad_keeps_the_largest_second_moment() {
+        let cfg = AdamConfig {
+            amsgrad: true,
+            ..Default::default()
+        };
+        let mut p = vec![0.0f32; 1];
+        let mut s = AdamState::new(1, true);
+        adam_step(&mut p, &[10.0], &[1.0, 1.0], &mut s, &cfg, 0.01, 1);
+        adam_step(&mut p, &[0.1], &[1.0, 1.0], &mut s, &cfg, 0.01, 1);
+        assert!(s.v_max[0] > s.v[0]);
+    }
+
+    #[test]
+    fn clipping_scales_only_above_the_limit() {
+        assert_eq!(clip_factor(2.0, Some(4.0)), 1.0);
+        assert!((clip_factor(8.0, Some(4.0)) - 0.5).abs() < 1e-7);
+        assert_eq!(clip_factor(8.0, None), 1.0);
+    }
+}

@@ -1,0 +1,202 @@
+//! The training loop: minibatches, the estimator between forward and backward, Adam, and
+//! per-epoch validation, metrics and checkpoints.
+
+use crate::backend::{cpu::CpuBackend, Backend, Noise};
+use crate::config::{BackendChoice, TrainConfig};
+use crate::data::{self, Dataset};
+use crate::estimators::Coefficients;
+use crate::eval;
+use crate::model::{checkpoint, Params};
+use crate::report;
+use crate::rng::Stream;
+use anyhow::{bail, Context, Result};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::Serialize;
+use std::collections::HashMap;
+
+/// One line of metrics.jsonl.
+#[derive(Clone, Debug, Serialize)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    pub steps: usize,
+    pub lr: f64,
+    /// Mean over the epoch's minibatches of the estimator's objective (nats per datapoint).
+    pub train_objective: f64,
+    /// Validation L_K, mean and standard error over the validation images.
+    pub val_lk: f64,
+    pub val_lk_stderr: f64,
+    pub val_k: usize,
+    /// Seconds of training steps in this epoch (validation excluded).
+    pub seconds: f64,
+    pub datapoints_per_s: f64,
+    /// Mean L2 norm of the minibatch gradients, encoder (phi) and decoder (theta).
+    pub grad_norm_encoder: f64,
+    pub grad_norm_decoder: f64,
+}
+
+/// Builds the backend a configuration asks for.
+pub fn make_backend(
+    choice: BackendChoice,
+    params: &Params,
+    threads: usize,
+) -> Result<Box<dyn Backend>> {
+    match choice {
+        BackendChoice::Cpu => Ok(Box::new(CpuBackend::new(
+            &params.layout,
+            &params.values,
+            threads,
+        )?)),
+    }
+}
+
+/// What a finished run returns.
+pub struct TrainOutcome {
+    pub epochs: Vec<EpochMetrics>,
+    pub params: Params,
+}
+
+/// Trains as `cfg` says, writing config.json, metrics.jsonl and checkpoint.safetensors into
+/// `cfg.out`. `progress` receives each epoch's metrics as they are written.
+pub fn train(cfg: &TrainConfig, mut progress: impl FnMut(&EpochMetrics)) -> Result<TrainOutcome> {
+    cfg.validate()?;
+    let mut ds = data::load_or_bundled(cfg.data.as_deref(), cfg.valid_size)?;
+    if let Some(limit) = cfg.train_limit {
+        if limit < ds.train.count {
+            ds.train = ds.train.slice(0..limit);
+        }
+    }
+    if ds.train.count < cfg.batch {
+        bail!("--batch {} is larger than the {} training images; lower --batch or raise --train-limit", cfg.batch, ds.train.count);
+    }
+    let mut arch = cfg.arch.clone();
+    arch.x_dim = ds.dim();
+    prepare_out_dir(cfg)?;
+    let params = Params::init(&arch, cfg.seed, Some(&ds.train_mean()));
+    let mut backend = make_backend(cfg.backend, &params, cfg.threads)?;
+    backend.reset_optimizer(cfg.adam.amsgrad);
+    let outcome = run_epochs(cfg, &ds, backend.as_mut(), &mut progress)?;
+    Ok(outcome)
+}
+
+fn prepare_out_dir(cfg: &TrainConfig) -> Result<()> {
+    std::fs::create_dir_all(&cfg.out).with_context(|| {
+        format!(
+            "cannot create output directory {} (--out)",
+            cfg.out.display()
+        )
+    })?;
+    let metrics = cfg.out.join("metrics.jsonl");
+    if metrics.exists() {
+        std::fs::remove_file(&metrics)
+            .with_context(|| format!("cannot replace {}", metrics.display()))?;
+    }
+    let mut json = serde_json::to_vec_pretty(cfg)?;
+    json.push(b'\n');
+    report::write_atomic(&cfg.out.join("config.json"), &json)
+}
+
+fn run_epochs(
+    cfg: &TrainConfig,
+    ds: &Dataset,
+    backend: &mut dyn Backend,
+    progress: &mut impl FnMut(&EpochMetrics),
+) -> Result<TrainOutcome> {
+    let xd = ds.dim();
+    let (b, k) = (cfg.batch, cfg.k);
+    let steps_per_epoch = ds.train.count / b;
+    let val_x = data::binarize_eval(&ds.valid);
+    let mut x = vec![0.0f32; b * xd];
+    let mut coeffs = Coefficients::default();
+    let mut order: Vec<usize> = (0..ds.train.count).collect();
+    let mut shuffle_rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed);
+    let mut step: u32 = 0;
+    let mut history = Vec::new();
+    let meta = metadata(cfg);
+    for epoch in 0..cfg.epochs {
+        let lr = cfg.schedule.lr(cfg.lr, epoch);
+        order.shuffle(&mut shuffle_rng);
+        let start = std::time::Instant::now();
+        let (mut obj, mut ne, mut nd) = (0.0, 0.0, 0.0);
+        for batch_idx in order.chunks_exact(b) {
+            data::binarize_train(&ds.train, batch_idx, cfg.seed, step, &mut x);
+            let noise = Noise {
+                seed: cfg.seed,
+                stream: Stream::Eps,
+                step,
+                first_datapoint: 0,
+                first_sample: 0,
+            };
+            let lw = backend.forward(&x, b, k, &noise)?;
+            cfg.estimator.coefficients_into(lw, b, k, &mut coeffs);
+            let norms = backend.backward(&coeffs.a, &coeffs.b, &coeffs.c)?;
+            backend.optimizer_step(&cfg.adam, lr)?;
+            let batch_obj = coeffs.objective.iter().sum::<f64>() / b as f64;
+            if !batch_obj.is_finite() {
+                bail!(
+                    "training diverged at epoch {epoch}, step {step}: the objective is {batch_obj}; \
+                     lower --lr or set --clip-encoder/--clip-decoder"
+                );
+            }
+            obj += batch_obj;
+            ne += norms.encoder;
+            nd += norms.decoder;
+            step += 1;
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        let val = eval::log_likelihood(
+            backend,
+            &val_x,
+            ds.valid.count,
+            cfg.val_k,
+            eval::DEFAULT_EVAL_SEED,
+            0,
+        )?;
+        let s = steps_per_epoch as f64;
+        let m = EpochMetrics {
+            epoch: epoch + 1,
+            steps: steps_per_epoch,
+            lr,
+            train_objective: obj / s,
+            val_lk: val.mean,
+            val_lk_stderr: val.stderr,
+            val_k: cfg.val_k,
+            seconds,
+            datapoints_per_s: (steps_per_epoch * b) as f64 / seconds,
+            grad_norm_encoder: ne / s,
+            grad_norm_decoder: nd / s,
+        };
+        report::append_jsonl(&cfg.out.join("metrics.jsonl"), &serde_json::to_value(&m)?)?;
+        let params = Params {
+            layout: backend.layout().clone(),
+            values: backend.params()?,
+        };
+        checkpoint::save(&params, &meta, &cfg.out.join("checkpoint.safetensors"))?;
+        progress(&m);
+        history.push(m);
+    }
+    let params = Params {
+        layout: backend.layout().clone(),
+        values: backend.params()?,
+    };
+    Ok(TrainOutcome {
+        epochs: history,
+        params,
+    })
+}
+
+fn metadata(cfg: &TrainConfig) -> HashMap<String, String> {
+    HashMap::from([
+        ("format".to_string(), "unbiased-vae".to_string()),
+        (
+            "estimator".to_string(),
+            cfg.estimator.kind.name().to_string(),
+        ),
+        ("k".to_string(), cfg.k.to_string()),
+        ("seed".to_string(), cfg.seed.to_string()),
+        (
+            "config".to_string(),
+            serde_json::to_string(cfg).unwrap_or_default(),
+        ),
+    ])
+}
