@@ -65,7 +65,8 @@ impl Default for AdamConfig {
     }
 }
 
-/// Adam's moments for a flat parameter vector.
+/// Adam's moments for a flat parameter vector (v_max is kept at full length even without
+/// AMSGrad, so every slice can be chunked the same way).
 #[derive(Clone, Debug, Default)]
 pub struct AdamState {
     pub m: Vec<f32>,
@@ -75,14 +76,41 @@ pub struct AdamState {
 }
 
 impl AdamState {
-    pub fn new(len: usize, amsgrad: bool) -> Self {
+    pub fn new(len: usize) -> Self {
         AdamState {
             m: vec![0.0; len],
             v: vec![0.0; len],
-            v_max: if amsgrad { vec![0.0; len] } else { Vec::new() },
+            v_max: vec![0.0; len],
             t: 0,
         }
     }
+
+    /// Advances the step count and returns the scalars of this step's update.
+    pub fn begin_step(&mut self, cfg: &AdamConfig, lr: f64) -> AdamStep {
+        self.t += 1;
+        let t = self.t as i32;
+        let bc1 = 1.0 - cfg.beta1.powi(t);
+        let bc2 = 1.0 - cfg.beta2.powi(t);
+        AdamStep {
+            beta1: cfg.beta1 as f32,
+            beta2: cfg.beta2 as f32,
+            step: (lr / bc1) as f32,
+            inv_sqrt_bc2: (1.0 / bc2.sqrt()) as f32,
+            eps: cfg.eps as f32,
+            amsgrad: cfg.amsgrad,
+        }
+    }
+}
+
+/// The scalars of one Adam step, bias corrections included.
+#[derive(Clone, Copy, Debug)]
+pub struct AdamStep {
+    pub beta1: f32,
+    pub beta2: f32,
+    pub step: f32,
+    pub inv_sqrt_bc2: f32,
+    pub eps: f32,
+    pub amsgrad: bool,
 }
 
 pub fn l2_norm(g: &[f32]) -> f64 {
@@ -100,39 +128,34 @@ pub fn clip_factor(norm: f64, max: Option<f64>) -> f32 {
     }
 }
 
-/// One Adam ascent step: `params` move along the ascent direction `grad` (already clipped
-/// and scaled by `grad_scale`). Equivalent to PyTorch's Adam on the loss -objective.
-pub fn adam_step(
+/// Adam ascent update of one contiguous slice: `params` move along `grad * grad_scale`
+/// (the ascent direction, clipped). Equivalent to PyTorch's Adam on the loss -objective.
+/// Slices may be any chunk of the flat vectors, so callers can run chunks in parallel.
+pub fn adam_update(
+    s: &AdamStep,
     params: &mut [f32],
     grad: &[f32],
-    grad_scale: &[f32],
-    state: &mut AdamState,
-    cfg: &AdamConfig,
-    lr: f64,
-    encoder_len: usize,
+    grad_scale: f32,
+    m: &mut [f32],
+    v: &mut [f32],
+    v_max: &mut [f32],
 ) {
-    state.t += 1;
-    let t = state.t as i32;
-    let (b1, b2) = (cfg.beta1 as f32, cfg.beta2 as f32);
-    let bc1 = 1.0 - cfg.beta1.powi(t);
-    let bc2 = 1.0 - cfg.beta2.powi(t);
-    let step = (lr / bc1) as f32;
-    let inv_sqrt_bc2 = (1.0 / bc2.sqrt()) as f32;
-    let eps = cfg.eps as f32;
-    for (i, p) in params.iter_mut().enumerate() {
-        let g = grad[i] * grad_scale[usize::from(i >= encoder_len)];
-        let m = b1 * state.m[i] + (1.0 - b1) * g;
-        let v = b2 * state.v[i] + (1.0 - b2) * g * g;
-        state.m[i] = m;
-        state.v[i] = v;
-        let v_used = if cfg.amsgrad {
-            let vm = state.v_max[i].max(v);
-            state.v_max[i] = vm;
+    let n = params.len();
+    let (grad, m, v, v_max) = (&grad[..n], &mut m[..n], &mut v[..n], &mut v_max[..n]);
+    for i in 0..n {
+        let g = grad[i] * grad_scale;
+        let mi = s.beta1 * m[i] + (1.0 - s.beta1) * g;
+        let vi = s.beta2 * v[i] + (1.0 - s.beta2) * g * g;
+        m[i] = mi;
+        v[i] = vi;
+        let v_used = if s.amsgrad {
+            let vm = v_max[i].max(vi);
+            v_max[i] = vm;
             vm
         } else {
-            v
+            vi
         };
-        *p += step * m / (v_used.sqrt() * inv_sqrt_bc2 + eps);
+        params[i] += s.step * mi / (v_used.sqrt() * s.inv_sqrt_bc2 + s.eps);
     }
 }
 
@@ -155,15 +178,16 @@ mod tests {
     #[test]
     fn adam_first_step_moves_by_lr_along_the_sign() {
         let mut p = vec![0.0f32; 3];
-        let mut s = AdamState::new(3, false);
-        adam_step(
+        let mut s = AdamState::new(3);
+        let k = s.begin_step(&AdamConfig::default(), 0.01);
+        adam_update(
+            &k,
             &mut p,
             &[2.0, -0.5, 0.0],
-            &[1.0, 1.0],
-            &mut s,
-            &AdamConfig::default(),
-            0.01,
-            3,
+            1.0,
+            &mut s.m,
+            &mut s.v,
+            &mut s.v_max,
         );
         assert!(
             (p[0] - 0.01).abs() < 1e-6 && (p[1] + 0.01).abs() < 1e-6 && p[2] == 0.0,
@@ -178,9 +202,11 @@ mod tests {
             ..Default::default()
         };
         let mut p = vec![0.0f32; 1];
-        let mut s = AdamState::new(1, true);
-        adam_step(&mut p, &[10.0], &[1.0, 1.0], &mut s, &cfg, 0.01, 1);
-        adam_step(&mut p, &[0.1], &[1.0, 1.0], &mut s, &cfg, 0.01, 1);
+        let mut s = AdamState::new(1);
+        for g in [10.0, 0.1] {
+            let k = s.begin_step(&cfg, 0.01);
+            adam_update(&k, &mut p, &[g], 1.0, &mut s.m, &mut s.v, &mut s.v_max);
+        }
         assert!(s.v_max[0] > s.v[0]);
     }
 

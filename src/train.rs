@@ -74,7 +74,7 @@ pub fn train(cfg: &TrainConfig, mut progress: impl FnMut(&EpochMetrics)) -> Resu
     prepare_out_dir(cfg)?;
     let params = Params::init(&arch, cfg.seed, Some(&ds.train_mean()));
     let mut backend = make_backend(cfg.backend, &params, cfg.threads)?;
-    backend.reset_optimizer(cfg.adam.amsgrad);
+    backend.reset_optimizer();
     let outcome = run_epochs(cfg, &ds, backend.as_mut(), &mut progress)?;
     Ok(outcome)
 }

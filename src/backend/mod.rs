@@ -48,5 +48,5 @@ pub trait Backend {
     /// One Adam step on the last gradient, clipping encoder and decoder separately.
     fn optimizer_step(&mut self, cfg: &AdamConfig, lr: f64) -> Result<()>;
     /// Resets the optimizer's moments (shapes follow `layout()`).
-    fn reset_optimizer(&mut self, amsgrad: bool);
+    fn reset_optimizer(&mut self);
 }

@@ -181,6 +181,8 @@ pub struct CpuBackend {
     params: Vec<f32>,
     grad: Vec<f32>,
     adam: AdamState,
+    /// Norms of the last gradient, reused for clipping.
+    norms: GradNorms,
     batch: usize,
     n: usize,
     x: Vec<f32>,
@@ -214,7 +216,8 @@ impl CpuBackend {
             layout: layout.clone(),
             params: params.to_vec(),
             grad: vec![0.0; layout.len],
-            adam: AdamState::new(layout.len, false),
+            adam: AdamState::new(layout.len),
+            norms: GradNorms::default(),
             batch: 0,
             n: 0,
             x: Vec::new(),
@@ -601,10 +604,15 @@ impl Backend for CpuBackend {
                 })
         });
         let el = self.layout.encoder_len;
-        Ok(GradNorms {
-            encoder: optim::l2_norm(&self.grad[..el]),
-            decoder: optim::l2_norm(&self.grad[el..]),
-        })
+        let grad = &self.grad;
+        let (enc, dec) = self
+            .pool
+            .install(|| rayon::join(|| par_l2_norm(&grad[..el]), || par_l2_norm(&grad[el..])));
+        self.norms = GradNorms {
+            encoder: enc,
+            decoder: dec,
+        };
+        Ok(self.norms)
     }
 
     fn gradient(&mut self) -> Result<Vec<f32>> {
@@ -612,29 +620,52 @@ impl Backend for CpuBackend {
     }
 
     fn optimizer_step(&mut self, cfg: &AdamConfig, lr: f64) -> Result<()> {
-        if cfg.amsgrad && self.adam.v_max.len() != self.layout.len {
-            self.adam.v_max = self.adam.v.clone();
-        }
         let el = self.layout.encoder_len;
-        let scale = [
-            optim::clip_factor(optim::l2_norm(&self.grad[..el]), cfg.clip_encoder),
-            optim::clip_factor(optim::l2_norm(&self.grad[el..]), cfg.clip_decoder),
+        let scales = [
+            optim::clip_factor(self.norms.encoder, cfg.clip_encoder),
+            optim::clip_factor(self.norms.decoder, cfg.clip_decoder),
         ];
-        optim::adam_step(
-            &mut self.params,
-            &self.grad,
-            &scale,
-            &mut self.adam,
-            cfg,
-            lr,
-            el,
-        );
+        let step = self.adam.begin_step(cfg, lr);
+        let st = &mut self.adam;
+        let (grad, params) = (&self.grad, &mut self.params);
+        self.pool.install(|| {
+            params
+                .par_chunks_mut(ADAM_CHUNK)
+                .zip(grad.par_chunks(ADAM_CHUNK))
+                .zip(
+                    st.m.par_chunks_mut(ADAM_CHUNK)
+                        .zip(st.v.par_chunks_mut(ADAM_CHUNK))
+                        .zip(st.v_max.par_chunks_mut(ADAM_CHUNK)),
+                )
+                .enumerate()
+                .for_each(|(ci, ((p, g), ((m, v), vm)))| {
+                    // A chunk that straddles the encoder/decoder boundary is split there.
+                    let off = ci * ADAM_CHUNK;
+                    let cut = el.saturating_sub(off).min(p.len());
+                    let (p0, p1) = p.split_at_mut(cut);
+                    let (m0, m1) = m.split_at_mut(cut);
+                    let (v0, v1) = v.split_at_mut(cut);
+                    let (vm0, vm1) = vm.split_at_mut(cut);
+                    optim::adam_update(&step, p0, &g[..cut], scales[0], m0, v0, vm0);
+                    optim::adam_update(&step, p1, &g[cut..], scales[1], m1, v1, vm1);
+                })
+        });
         Ok(())
     }
 
-    fn reset_optimizer(&mut self, amsgrad: bool) {
-        self.adam = AdamState::new(self.layout.len, amsgrad);
+    fn reset_optimizer(&mut self) {
+        self.adam = AdamState::new(self.layout.len);
     }
+}
+
+/// Parameters per parallel chunk of the optimizer step.
+const ADAM_CHUNK: usize = 16_384;
+
+fn par_l2_norm(g: &[f32]) -> f64 {
+    g.par_chunks(16_384)
+        .map(|c| c.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>())
+        .sum::<f64>()
+        .sqrt()
 }
 
 /// Normals (first_sample + s) * z_dim .. + z_dim of datapoint row b's counter.
