@@ -3,6 +3,7 @@
 //! against.
 
 pub mod cpu;
+pub mod gpu;
 
 use crate::model::Layout;
 use crate::optim::AdamConfig;

@@ -29,8 +29,11 @@
 //! | JVI | Nowozin 2018 | `dJ/dl_n` | same | same |
 //! | JVI-DReG | Nowozin 2018 + Tucker 2019 | `dJ/dl_n` | see [`jackknife`] | `0` |
 
+pub mod device;
 pub mod importance;
 pub mod jackknife;
+
+pub use device::CoefficientProgram;
 
 use rayon::prelude::*;
 use std::cell::RefCell;

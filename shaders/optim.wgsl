@@ -1,0 +1,98 @@
+// Gradient norms, clipping and Adam/AMSGrad (src/optim.rs), plus the running training
+// statistics the host reads once in a while instead of every step.
+
+struct Adam {
+    total: u32, encoder_len: u32, amsgrad: u32, batch: u32,
+    beta1: f32, beta2: f32, eps: f32, step_size: f32,
+    inv_sqrt_bc2: f32, clip_encoder: f32, clip_decoder: f32, _p0: f32,
+}
+
+@group(0) @binding(0) var<uniform> cfg: Adam;
+@group(0) @binding(1) var<storage, read_write> params: array<f32>;
+@group(0) @binding(2) var<storage, read> grad: array<f32>;
+@group(0) @binding(3) var<storage, read_write> moments: array<f32>; // [3, total]: m, v, v_max
+@group(0) @binding(4) var<storage, read_write> norms: array<f32>;   // [2]: encoder, decoder
+@group(0) @binding(5) var<storage, read_write> stats: array<f32>;   // [4]: objective, |g_enc|, |g_dec|, steps
+@group(0) @binding(6) var<storage, read> objective: array<f32>;     // [batch]
+
+var<workgroup> red: array<f32, 256>;
+
+// Workgroup 0: the encoder's norm, workgroup 1: the decoder's.
+@compute @workgroup_size(256)
+fn grad_norms(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    var lo = 0u;
+    var hi = cfg.encoder_len;
+    if (wg.x == 1u) {
+        lo = cfg.encoder_len;
+        hi = cfg.total;
+    }
+    var part = 0.0;
+    for (var i = lo + lid; i < hi; i += 256u) {
+        part += grad[i] * grad[i];
+    }
+    red[lid] = part;
+    workgroupBarrier();
+    for (var s = 128u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            red[lid] += red[lid + s];
+        }
+        workgroupBarrier();
+    }
+    if (lid == 0u) {
+        norms[wg.x] = sqrt(red[0]);
+    }
+}
+
+fn clip_factor(norm: f32, limit: f32) -> f32 {
+    if (limit > 0.0 && norm > limit) {
+        return limit / norm;
+    }
+    return 1.0;
+}
+
+@compute @workgroup_size(256)
+fn adam(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let i = gid.x + gid.y * groups.x * 256u;
+    if (i >= cfg.total) {
+        return;
+    }
+    var scale = clip_factor(norms[0], cfg.clip_encoder);
+    if (i >= cfg.encoder_len) {
+        scale = clip_factor(norms[1], cfg.clip_decoder);
+    }
+    let g = grad[i] * scale;
+    let t = cfg.total;
+    let m = cfg.beta1 * moments[i] + (1.0 - cfg.beta1) * g;
+    let v = cfg.beta2 * moments[t + i] + (1.0 - cfg.beta2) * g * g;
+    moments[i] = m;
+    moments[t + i] = v;
+    var v_used = v;
+    if (cfg.amsgrad != 0u) {
+        v_used = max(moments[2u * t + i], v);
+        moments[2u * t + i] = v_used;
+    }
+    params[i] += cfg.step_size * m / (sqrt(v_used) * cfg.inv_sqrt_bc2 + cfg.eps);
+}
+
+// One workgroup: adds this step's mean objective and gradient norms to the running stats.
+@compute @workgroup_size(256)
+fn accumulate_stats(@builtin(local_invocation_index) lid: u32) {
+    var part = 0.0;
+    for (var i = lid; i < cfg.batch; i += 256u) {
+        part += objective[i];
+    }
+    red[lid] = part;
+    workgroupBarrier();
+    for (var s = 128u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            red[lid] += red[lid + s];
+        }
+        workgroupBarrier();
+    }
+    if (lid == 0u) {
+        stats[0] += red[0] / f32(cfg.batch);
+        stats[1] += norms[0];
+        stats[2] += norms[1];
+        stats[3] += 1.0;
+    }
+}

@@ -1,0 +1,172 @@
+// Per-datapoint normalisation of the log-weights and the estimators' coefficients,
+// interpreted from a CoefficientProgram (src/estimators/device.rs): backends run every
+// estimator without knowing it. One workgroup per datapoint, any number of samples.
+
+struct Program {
+    batch: u32, n: u32, mode: u32, _p0: u32,
+    pa: vec4<f32>, // (1/N, w, w^2) weights of a
+    pb: vec4<f32>,
+    pc: vec4<f32>,
+}
+
+const MODE_SOFTMAX: u32 = 0u;       // objective L_N
+const MODE_SOFTMAX_MEAN: u32 = 1u;  // objective mean(l)
+const MODE_JACKKNIFE: u32 = 2u;
+const MODE_JACKKNIFE_DREG: u32 = 3u;
+
+@group(0) @binding(0) var<uniform> prog: Program;
+@group(0) @binding(1) var<storage, read> lw: array<f32>;            // [batch, n]
+@group(0) @binding(2) var<storage, read_write> coef: array<f32>;    // [3, batch * n]: a, b, c
+@group(0) @binding(3) var<storage, read_write> objective: array<f32>; // [batch]
+
+const WG: u32 = 64u;
+var<workgroup> red: array<f32, 64>;
+
+fn reduce_sum(lid: u32, v: f32) -> f32 {
+    red[lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            red[lid] += red[lid + s];
+        }
+        workgroupBarrier();
+    }
+    let r = red[0];
+    workgroupBarrier();
+    return r;
+}
+
+fn reduce_max(lid: u32, v: f32) -> f32 {
+    red[lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            red[lid] = max(red[lid], red[lid + s]);
+        }
+        workgroupBarrier();
+    }
+    let r = red[0];
+    workgroupBarrier();
+    return r;
+}
+
+fn reduce_min(lid: u32, v: f32) -> f32 {
+    red[lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            red[lid] = min(red[lid], red[lid + s]);
+        }
+        workgroupBarrier();
+    }
+    let r = red[0];
+    workgroupBarrier();
+    return r;
+}
+
+const NEG_HUGE: f32 = -3.0e38;
+
+@compute @workgroup_size(64)
+fn coefficients(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let b = wg.x;
+    let n = prog.n;
+    let rows = prog.batch * n;
+    let base = b * n;
+    let nf = f32(n);
+    var m_part = NEG_HUGE;
+    for (var i = lid; i < n; i += WG) {
+        m_part = max(m_part, lw[base + i]);
+    }
+    let m = reduce_max(lid, m_part);
+    var s_part = 0.0;
+    var l_part = 0.0;
+    for (var i = lid; i < n; i += WG) {
+        s_part += exp(lw[base + i] - m);
+        l_part += lw[base + i];
+    }
+    let total = reduce_sum(lid, s_part);
+    let sum_l = reduce_sum(lid, l_part);
+
+    if (prog.mode == MODE_SOFTMAX || prog.mode == MODE_SOFTMAX_MEAN) {
+        for (var i = lid; i < n; i += WG) {
+            let w = exp(lw[base + i] - m) / total;
+            let basis = vec4<f32>(1.0 / nf, w, w * w, 0.0);
+            coef[base + i] = dot(prog.pa, basis);
+            coef[rows + base + i] = dot(prog.pb, basis);
+            coef[2u * rows + base + i] = dot(prog.pc, basis);
+        }
+        if (lid == 0u) {
+            objective[b] = select(m + log(total) - log(nf), sum_l / nf, prog.mode == MODE_SOFTMAX_MEAN);
+        }
+        return;
+    }
+
+    // Jackknife (Nowozin 2018): J = N L_N - (N-1)/N sum_i L_{N-1}^(-i). Leave-one-out sums
+    // are S - e_i except for the largest weight, whose complement is summed afresh, so no
+    // sum loses its digits to cancellation.
+    var first = f32(n);
+    for (var i = lid; i < n; i += WG) {
+        if (lw[base + i] == m) {
+            first = min(first, f32(i));
+        }
+    }
+    let top = u32(reduce_min(lid, first));
+    var m2_part = NEG_HUGE;
+    for (var i = lid; i < n; i += WG) {
+        if (i != top) {
+            m2_part = max(m2_part, lw[base + i]);
+        }
+    }
+    let m2 = reduce_max(lid, m2_part);
+    var s2_part = 0.0;
+    for (var i = lid; i < n; i += WG) {
+        if (i != top) {
+            s2_part += exp(lw[base + i] - m2);
+        }
+    }
+    let lse_top = m2 + log(reduce_sum(lid, s2_part));
+    // lse_{-i} for every i, kept in the c slot until the end; T1, T2 over i != top.
+    var t1_part = 0.0;
+    var t2_part = 0.0;
+    var loo_part = 0.0;
+    for (var i = lid; i < n; i += WG) {
+        var lse_i = lse_top;
+        if (i != top) {
+            lse_i = m + log(total - exp(lw[base + i] - m));
+            let q = exp(m - lse_i);
+            t1_part += q;
+            t2_part += q * q;
+        }
+        coef[2u * rows + base + i] = lse_i;
+        loo_part += lse_i;
+    }
+    let t1 = reduce_sum(lid, t1_part);
+    let t2 = reduce_sum(lid, t2_part);
+    let sum_lse = reduce_sum(lid, loo_part);
+    let k = (nf - 1.0) / nf;
+    for (var i = lid; i < n; i += WG) {
+        let l = lw[base + i];
+        let e = exp(l - m);
+        let w = e / total;
+        var s1 = t1;
+        var s2 = t2;
+        if (i != top) {
+            let q = exp(m - coef[2u * rows + base + i]);
+            s1 = e * (t1 - q) + exp(l - lse_top);
+            s2 = e * e * (t2 - q * q) + exp(2.0 * (l - lse_top));
+        }
+        let a = nf * w - k * s1;
+        coef[base + i] = a;
+        if (prog.mode == MODE_JACKKNIFE_DREG) {
+            coef[rows + base + i] = nf * w * w - k * s2;
+            coef[2u * rows + base + i] = 0.0;
+        } else {
+            coef[rows + base + i] = a;
+            coef[2u * rows + base + i] = a;
+        }
+    }
+    if (lid == 0u) {
+        let l_n = m + log(total) - log(nf);
+        objective[b] = nf * l_n - k * (sum_lse - nf * log(nf - 1.0));
+    }
+}

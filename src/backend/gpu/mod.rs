@@ -1,0 +1,3 @@
+//! The wgpu backend: the whole training step in WGSL compute shaders.
+
+pub mod shaders;
