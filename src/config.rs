@@ -43,6 +43,9 @@ impl TrainConfig {
     /// Checks every field and names the flag to fix.
     pub fn validate(&self) -> Result<()> {
         let min = self.estimator.kind.min_samples();
+        if self.k == 0 {
+            bail!("--k must be at least 1 (samples per datapoint)");
+        }
         if self.k < min {
             bail!(
                 "--k {} is too small for --estimator {}: it needs at least {min} samples",

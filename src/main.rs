@@ -67,14 +67,14 @@ struct TrainArgs {
     #[arg(long, default_value_t = 5)]
     k: usize,
     /// DReG(alpha) mixing weight (estimator dreg only): 0 is IWAE-DReG, 1 is RWS-DReG.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
     alpha: f64,
     #[arg(long, default_value_t = 10)]
     epochs: usize,
     #[arg(long, default_value_t = 100)]
     batch: usize,
     /// Adam learning rate (the first stage's under --schedule burda).
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true)]
     lr: f64,
     /// constant, or burda (stage i runs 3^i epochs at lr * 10^(-i/7)).
     #[arg(long, value_enum, default_value = "constant")]
@@ -83,10 +83,10 @@ struct TrainArgs {
     #[arg(long)]
     amsgrad: bool,
     /// Clip the encoder gradient to this L2 norm.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     clip_encoder: Option<f64>,
     /// Clip the decoder gradient to this L2 norm.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     clip_decoder: Option<f64>,
     /// Hidden layer sizes of the encoder (the decoder mirrors them).
     #[arg(long, value_delimiter = ',', default_value = "200,200")]
@@ -168,6 +168,7 @@ fn run_train(a: TrainArgs) -> Result<()> {
         val_k: a.val_k,
         out: a.out,
     };
+    cfg.validate()?;
     println!(
         "training {} K={} batch={} for {} epochs -> {}",
         cfg.estimator.kind,

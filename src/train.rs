@@ -185,18 +185,15 @@ fn run_epochs(
     })
 }
 
+/// Checkpoint metadata: one key, so the header's bytes do not depend on hash-map order
+/// and identical runs write identical files.
 fn metadata(cfg: &TrainConfig) -> HashMap<String, String> {
-    HashMap::from([
-        ("format".to_string(), "unbiased-vae".to_string()),
-        (
-            "estimator".to_string(),
-            cfg.estimator.kind.name().to_string(),
-        ),
-        ("k".to_string(), cfg.k.to_string()),
-        ("seed".to_string(), cfg.seed.to_string()),
-        (
-            "config".to_string(),
-            serde_json::to_string(cfg).unwrap_or_default(),
-        ),
-    ])
+    let value = serde_json::json!({
+        "format": "unbiased-vae",
+        "estimator": cfg.estimator.kind.name(),
+        "k": cfg.k,
+        "seed": cfg.seed,
+        "config": cfg,
+    });
+    HashMap::from([("uvae".to_string(), value.to_string())])
 }

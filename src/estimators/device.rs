@@ -55,6 +55,23 @@ impl Estimator {
 }
 
 impl CoefficientProgram {
+    /// The program over a `[batch, n]` batch, like [`Estimator::coefficients_into`].
+    pub fn coefficients_into(
+        &self,
+        log_w: &[f32],
+        batch: usize,
+        n: usize,
+        out: &mut super::Coefficients,
+    ) {
+        super::rows_into(
+            |l, a, b, c| self.evaluate_row(l, a, b, c),
+            log_w,
+            batch,
+            n,
+            out,
+        );
+    }
+
     /// The program's coefficients for one datapoint, evaluated on the host in f64 exactly as
     /// the kernel does; `Jackknife` defers to [`super::jackknife`].
     pub fn evaluate_row(&self, l: &[f64], a: &mut [f64], b: &mut [f64], c: &mut [f64]) -> f64 {

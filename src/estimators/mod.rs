@@ -222,61 +222,79 @@ impl Estimator {
     /// Like [`Estimator::coefficients`] but writes into `out`, reusing its buffers (no
     /// allocation when the shape repeats).
     pub fn coefficients_into(&self, log_w: &[f32], batch: usize, n: usize, out: &mut Coefficients) {
-        assert!(n >= 1, "need at least one sample per datapoint");
-        assert_eq!(log_w.len(), batch * n, "log_w must have batch * n entries");
-        out.batch = batch;
-        out.n = n;
-        out.a.resize(batch * n, 0.0);
-        out.b.resize(batch * n, 0.0);
-        out.c.resize(batch * n, 0.0);
-        out.objective.resize(batch, 0.0);
-        if batch == 0 {
-            return;
-        }
+        rows_into(
+            |l, a, b, c| self.coefficients_row(l, a, b, c),
+            log_w,
+            batch,
+            n,
+            out,
+        );
+    }
+}
 
-        let row = |(((lw, a), b), c): RowArgs<'_>| -> f64 {
-            SCRATCH.with(|s| {
-                let mut s = s.borrow_mut();
-                if s.len() < 4 * n {
-                    s.resize(4 * n, 0.0);
-                }
-                let (l64, rest) = s.split_at_mut(n);
-                let (a64, rest) = rest.split_at_mut(n);
-                let (b64, rest) = rest.split_at_mut(n);
-                let c64 = &mut rest[..n];
-                for (d, &x) in l64.iter_mut().zip(lw) {
-                    *d = f64::from(x);
-                }
-                let obj = self.coefficients_row(l64, a64, b64, c64);
-                for (src, dst) in [(&*a64, a), (&*b64, b), (&*c64, c)] {
-                    for (d, &x) in dst.iter_mut().zip(src) {
-                        *d = x as f32;
-                    }
-                }
-                obj
-            })
-        };
+/// Runs `row` (f64 coefficients of one datapoint) over a `[batch, n]` f32 batch into `out`,
+/// reusing its buffers; rows run in parallel when the batch is large.
+pub(crate) fn rows_into(
+    row_fn: impl Fn(&[f64], &mut [f64], &mut [f64], &mut [f64]) -> f64 + Sync,
+    log_w: &[f32],
+    batch: usize,
+    n: usize,
+    out: &mut Coefficients,
+) {
+    assert!(n >= 1, "need at least one sample per datapoint");
+    assert_eq!(log_w.len(), batch * n, "log_w must have batch * n entries");
+    out.batch = batch;
+    out.n = n;
+    out.a.resize(batch * n, 0.0);
+    out.b.resize(batch * n, 0.0);
+    out.c.resize(batch * n, 0.0);
+    out.objective.resize(batch, 0.0);
+    if batch == 0 {
+        return;
+    }
 
-        let Coefficients {
-            a, b, c, objective, ..
-        } = out;
-        if batch * n >= PARALLEL_MIN_SAMPLES && batch > 1 {
-            log_w
-                .par_chunks(n)
-                .zip(a.par_chunks_mut(n))
-                .zip(b.par_chunks_mut(n))
-                .zip(c.par_chunks_mut(n))
-                .zip(objective.par_iter_mut())
-                .for_each(|(args, obj)| *obj = row(args));
-        } else {
-            log_w
-                .chunks(n)
-                .zip(a.chunks_mut(n))
-                .zip(b.chunks_mut(n))
-                .zip(c.chunks_mut(n))
-                .zip(objective.iter_mut())
-                .for_each(|(args, obj)| *obj = row(args));
-        }
+    let row = |(((lw, a), b), c): RowArgs<'_>| -> f64 {
+        SCRATCH.with(|s| {
+            let mut s = s.borrow_mut();
+            if s.len() < 4 * n {
+                s.resize(4 * n, 0.0);
+            }
+            let (l64, rest) = s.split_at_mut(n);
+            let (a64, rest) = rest.split_at_mut(n);
+            let (b64, rest) = rest.split_at_mut(n);
+            let c64 = &mut rest[..n];
+            for (d, &x) in l64.iter_mut().zip(lw) {
+                *d = f64::from(x);
+            }
+            let obj = row_fn(l64, a64, b64, c64);
+            for (src, dst) in [(&*a64, a), (&*b64, b), (&*c64, c)] {
+                for (d, &x) in dst.iter_mut().zip(src) {
+                    *d = x as f32;
+                }
+            }
+            obj
+        })
+    };
+
+    let Coefficients {
+        a, b, c, objective, ..
+    } = out;
+    if batch * n >= PARALLEL_MIN_SAMPLES && batch > 1 {
+        log_w
+            .par_chunks(n)
+            .zip(a.par_chunks_mut(n))
+            .zip(b.par_chunks_mut(n))
+            .zip(c.par_chunks_mut(n))
+            .zip(objective.par_iter_mut())
+            .for_each(|(args, obj)| *obj = row(args));
+    } else {
+        log_w
+            .chunks(n)
+            .zip(a.chunks_mut(n))
+            .zip(b.chunks_mut(n))
+            .zip(c.chunks_mut(n))
+            .zip(objective.iter_mut())
+            .for_each(|(args, obj)| *obj = row(args));
     }
 }
 

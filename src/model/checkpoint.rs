@@ -44,6 +44,13 @@ pub fn load(path: &Path) -> Result<(Params, HashMap<String, String>)> {
     // encoder.0 is [hidden0, x]; count encoder layers until a name is missing.
     let mut enc_shapes = Vec::new();
     while let Ok(s) = shape(&format!("encoder.{}.weight", 2 * enc_shapes.len())) {
+        if s.len() != 2 || s.contains(&0) {
+            bail!(
+                "checkpoint {}: encoder.{}.weight has shape {s:?}; a Linear weight must be [out, in] with both positive",
+                path.display(),
+                2 * enc_shapes.len()
+            );
+        }
         enc_shapes.push(s);
     }
     if enc_shapes.len() < 2 {
