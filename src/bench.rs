@@ -4,7 +4,7 @@
 
 use crate::backend::{Backend, Noise};
 use crate::data::{self, Dataset};
-use crate::estimators::{Coefficients, Estimator};
+use crate::estimators::Estimator;
 use crate::model::{Arch, Params};
 use crate::optim::AdamConfig;
 use crate::rng::Stream;
@@ -41,7 +41,7 @@ pub fn train_steps(
     let xd = ds.dim();
     let mut x = vec![0.0f32; batch * xd];
     let mut idx = vec![0usize; batch];
-    let mut coeffs = Coefficients::default();
+    let program = estimator.program();
     let mut pick = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let adam = AdamConfig::default();
     let mut step = 0u32;
@@ -56,22 +56,22 @@ pub fn train_steps(
             first_datapoint: 0,
             first_sample: 0,
         };
-        let lw = backend.forward(&x, batch, k, &noise)?;
-        estimator.coefficients_into(lw, batch, k, &mut coeffs);
-        backend.backward(&coeffs.a, &coeffs.b, &coeffs.c)?;
-        backend.optimizer_step(&adam, 1e-3)?;
+        backend.train_step(&x, batch, k, &noise, &program, &adam, 1e-3)?;
         step += 1;
         Ok(())
     };
     for _ in 0..warmup {
         one(backend)?;
     }
+    // Steps may run asynchronously (GPU): reading the stats waits for them.
+    backend.take_stats()?;
     let mut rates = Vec::with_capacity(repeats);
     for _ in 0..repeats {
         let t = std::time::Instant::now();
         for _ in 0..steps {
             one(backend)?;
         }
+        backend.take_stats()?;
         rates.push((steps * batch) as f64 / t.elapsed().as_secs_f64());
     }
     rates.sort_by(f64::total_cmp);

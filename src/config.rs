@@ -10,7 +10,10 @@ use std::path::PathBuf;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum BackendChoice {
+    /// A GPU adapter when one exists, else the CPU (with a notice).
+    Auto,
     Cpu,
+    Gpu,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -34,6 +37,9 @@ pub struct TrainConfig {
     /// CPU worker threads; 0: all cores.
     pub threads: usize,
     pub backend: BackendChoice,
+    /// GPU adapter name (case-insensitive substring); None: the best adapter.
+    #[serde(default)]
+    pub adapter: Option<String>,
     /// Samples per datapoint of the validation bound L_K after each epoch.
     pub val_k: usize,
     pub out: PathBuf,

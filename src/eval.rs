@@ -66,8 +66,9 @@ pub fn log_likelihood(
 ) -> Result<EvalResult> {
     let xd = backend.layout().arch.x_dim;
     let start = std::time::Instant::now();
-    let k_chunk = k.min(MAX_ROWS);
-    let points = (MAX_ROWS / k_chunk).max(1);
+    let max_rows = MAX_ROWS.min(backend.max_rows()).max(1);
+    let k_chunk = k.min(max_rows);
+    let points = (max_rows / k_chunk).max(1);
     let mut per_point = Vec::with_capacity(count);
     let mut b0 = 0;
     while b0 < count {

@@ -28,6 +28,12 @@ enum Command {
     Train(TrainArgs),
     /// Estimate the test-set log-likelihood of a checkpoint by the IWAE bound L_K.
     Eval(EvalArgs),
+    /// List the GPU adapters wgpu can see, with backend, type, driver and features.
+    Devices {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -35,9 +41,12 @@ struct CommonArgs {
     /// Folder with MNIST-layout IDX files (train-images-idx3-ubyte.gz, t10k-images-idx3-ubyte.gz); default: the bundled MNIST.
     #[arg(long)]
     data: Option<PathBuf>,
-    /// Compute backend.
-    #[arg(long, value_enum, default_value = "cpu")]
+    /// Compute backend: auto (a GPU adapter if there is one, else the CPU), gpu, or cpu.
+    #[arg(long, value_enum, default_value = "auto")]
     backend: BackendArg,
+    /// GPU adapter to use: a case-insensitive substring of its name (see `uvae devices`).
+    #[arg(long)]
+    adapter: Option<String>,
     /// CPU worker threads (0: all cores).
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -45,13 +54,17 @@ struct CommonArgs {
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum BackendArg {
+    Auto,
     Cpu,
+    Gpu,
 }
 
 impl From<BackendArg> for BackendChoice {
     fn from(b: BackendArg) -> Self {
         match b {
+            BackendArg::Auto => BackendChoice::Auto,
             BackendArg::Cpu => BackendChoice::Cpu,
+            BackendArg::Gpu => BackendChoice::Gpu,
         }
     }
 }
@@ -165,6 +178,7 @@ fn run_train(a: TrainArgs) -> Result<()> {
         seed: a.seed,
         threads: a.common.threads,
         backend: a.common.backend.into(),
+        adapter: a.common.adapter,
         val_k: a.val_k,
         out: a.out,
     };
@@ -212,7 +226,12 @@ fn run_eval(a: EvalArgs) -> Result<()> {
         _ => ds.test.clone(),
     };
     let x = data::binarize_eval(&test);
-    let mut backend = train::make_backend(a.common.backend.into(), &params, a.common.threads)?;
+    let mut backend = train::make_backend(
+        a.common.backend.into(),
+        &params,
+        a.common.threads,
+        a.common.adapter.as_deref(),
+    )?;
     let r = eval::log_likelihood(backend.as_mut(), &x, test.count, a.k, a.seed, 0)
         .context("evaluating")?;
     if a.json {
@@ -232,11 +251,43 @@ fn run_eval(a: EvalArgs) -> Result<()> {
     Ok(())
 }
 
+fn run_devices(json: bool) -> Result<()> {
+    let adapters = unbiased_vae::backend::gpu::list_adapters();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&adapters)?);
+        return Ok(());
+    }
+    if adapters.is_empty() {
+        println!("no GPU adapters found (install a Vulkan, Metal or DX12 driver; on Debian: mesa-vulkan-drivers); --backend cpu works everywhere");
+        return Ok(());
+    }
+    println!(
+        "{:<3} {:<40} {:<8} {:<14} {:<24} {:<9} {:<8} max binding",
+        "#", "name", "backend", "type", "driver", "timestamp", "subgroup"
+    );
+    for a in &adapters {
+        let driver = format!("{} {}", a.driver, a.driver_info);
+        println!(
+            "{:<3} {:<40} {:<8} {:<14} {:<24} {:<9} {:<8} {} MiB",
+            a.index,
+            a.name,
+            a.backend,
+            a.device_type,
+            driver.trim(),
+            if a.timestamp_query { "yes" } else { "no" },
+            if a.subgroup { "yes" } else { "no" },
+            a.max_storage_binding_mib
+        );
+    }
+    Ok(())
+}
+
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train(a) => run_train(a),
         Command::Eval(a) => run_eval(a),
+        Command::Devices { json } => run_devices(json),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -1,10 +1,10 @@
 //! The training loop: minibatches, the estimator between forward and backward, Adam, and
 //! per-epoch validation, metrics and checkpoints.
 
+use crate::backend::gpu::{AdapterChoice, GpuBackend};
 use crate::backend::{cpu::CpuBackend, Backend, Noise};
 use crate::config::{BackendChoice, TrainConfig};
 use crate::data::{self, Dataset};
-use crate::estimators::Coefficients;
 use crate::eval;
 use crate::model::{checkpoint, Params};
 use crate::report;
@@ -35,18 +35,43 @@ pub struct EpochMetrics {
     pub grad_norm_decoder: f64,
 }
 
-/// Builds the backend a configuration asks for.
+/// Builds the backend a configuration asks for. `auto` takes a hardware GPU adapter when
+/// there is one and otherwise the CPU, saying so on stderr.
 pub fn make_backend(
     choice: BackendChoice,
     params: &Params,
     threads: usize,
+    adapter: Option<&str>,
 ) -> Result<Box<dyn Backend>> {
+    let gpu = |allow_software: bool| -> Result<Box<dyn Backend>> {
+        let choice = AdapterChoice {
+            name: adapter.map(str::to_string),
+            allow_software,
+        };
+        Ok(Box::new(GpuBackend::new(
+            &params.layout,
+            &params.values,
+            &choice,
+        )?))
+    };
     match choice {
         BackendChoice::Cpu => Ok(Box::new(CpuBackend::new(
             &params.layout,
             &params.values,
             threads,
         )?)),
+        BackendChoice::Gpu => gpu(true),
+        BackendChoice::Auto => match gpu(adapter.is_some()) {
+            Ok(b) => Ok(b),
+            Err(e) => {
+                eprintln!("notice: no usable GPU adapter ({e:#}); running on the CPU");
+                Ok(Box::new(CpuBackend::new(
+                    &params.layout,
+                    &params.values,
+                    threads,
+                )?))
+            }
+        },
     }
 }
 
@@ -73,7 +98,7 @@ pub fn train(cfg: &TrainConfig, mut progress: impl FnMut(&EpochMetrics)) -> Resu
     arch.x_dim = ds.dim();
     prepare_out_dir(cfg)?;
     let params = Params::init(&arch, cfg.seed, Some(&ds.train_mean()));
-    let mut backend = make_backend(cfg.backend, &params, cfg.threads)?;
+    let mut backend = make_backend(cfg.backend, &params, cfg.threads, cfg.adapter.as_deref())?;
     backend.reset_optimizer();
     let outcome = run_epochs(cfg, &ds, backend.as_mut(), &mut progress)?;
     Ok(outcome)
@@ -107,7 +132,7 @@ fn run_epochs(
     let steps_per_epoch = ds.train.count / b;
     let val_x = data::binarize_eval(&ds.valid);
     let mut x = vec![0.0f32; b * xd];
-    let mut coeffs = Coefficients::default();
+    let program = cfg.estimator.program();
     let mut order: Vec<usize> = (0..ds.train.count).collect();
     let mut shuffle_rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed);
     let mut step: u32 = 0;
@@ -117,7 +142,6 @@ fn run_epochs(
         let lr = cfg.schedule.lr(cfg.lr, epoch);
         order.shuffle(&mut shuffle_rng);
         let start = std::time::Instant::now();
-        let (mut obj, mut ne, mut nd) = (0.0, 0.0, 0.0);
         for batch_idx in order.chunks_exact(b) {
             data::binarize_train(&ds.train, batch_idx, cfg.seed, step, &mut x);
             let noise = Noise {
@@ -127,21 +151,20 @@ fn run_epochs(
                 first_datapoint: 0,
                 first_sample: 0,
             };
-            let lw = backend.forward(&x, b, k, &noise)?;
-            cfg.estimator.coefficients_into(lw, b, k, &mut coeffs);
-            let norms = backend.backward(&coeffs.a, &coeffs.b, &coeffs.c)?;
-            backend.optimizer_step(&cfg.adam, lr)?;
-            let batch_obj = coeffs.objective.iter().sum::<f64>() / b as f64;
-            if !batch_obj.is_finite() {
-                bail!(
-                    "training diverged at epoch {epoch}, step {step}: the objective is {batch_obj}; \
-                     lower --lr or set --clip-encoder/--clip-decoder"
-                );
-            }
-            obj += batch_obj;
-            ne += norms.encoder;
-            nd += norms.decoder;
+            backend.train_step(&x, b, k, &noise, &program, &cfg.adam, lr)?;
             step += 1;
+        }
+        let stats = backend.take_stats()?;
+        let (obj, ne, nd) = (
+            stats.objective,
+            stats.grad_norm_encoder,
+            stats.grad_norm_decoder,
+        );
+        if !obj.is_finite() {
+            bail!(
+                "training diverged in epoch {}: the mean objective is {obj}; lower --lr or set --clip-encoder/--clip-decoder",
+                epoch + 1
+            );
         }
         let seconds = start.elapsed().as_secs_f64();
         let val = eval::log_likelihood(

@@ -5,6 +5,7 @@
 pub mod cpu;
 pub mod gpu;
 
+use crate::estimators::CoefficientProgram;
 use crate::model::Layout;
 use crate::optim::AdamConfig;
 use crate::rng::Stream;
@@ -30,8 +31,20 @@ pub struct GradNorms {
     pub decoder: f64,
 }
 
-/// One training backend. Per step: `forward` (log-weights), then the estimator's
-/// coefficients, then `backward`, then `optimizer_step`.
+/// Sums over the training steps since the last `take_stats`.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StepStats {
+    pub steps: usize,
+    /// Sum over steps of the minibatch mean of the estimator's objective.
+    pub objective: f64,
+    pub grad_norm_encoder: f64,
+    pub grad_norm_decoder: f64,
+}
+
+/// One training backend. A training step is `train_step`: forward (log-weights), the
+/// estimator's coefficients from its [`CoefficientProgram`], backward, and Adam, with no
+/// readback; `take_stats` reads the running sums. The separate `forward`, `backward` and
+/// `optimizer_step` serve evaluation, tests and parity checks.
 pub trait Backend {
     /// A one-line description (device, threads).
     fn describe(&self) -> String;
@@ -50,4 +63,20 @@ pub trait Backend {
     fn optimizer_step(&mut self, cfg: &AdamConfig, lr: f64) -> Result<()>;
     /// Resets the optimizer's moments (shapes follow `layout()`).
     fn reset_optimizer(&mut self);
+    /// One whole training step on minibatch x [batch, x_dim].
+    #[allow(clippy::too_many_arguments)]
+    fn train_step(
+        &mut self,
+        x: &[f32],
+        batch: usize,
+        n: usize,
+        noise: &Noise,
+        program: &CoefficientProgram,
+        cfg: &AdamConfig,
+        lr: f64,
+    ) -> Result<()>;
+    /// The sums since the last call, then resets them.
+    fn take_stats(&mut self) -> Result<StepStats>;
+    /// The most sample rows (batch x n) one forward pass may hold.
+    fn max_rows(&self) -> usize;
 }

@@ -5,7 +5,8 @@
 
 pub mod fastmath;
 
-use super::{Backend, GradNorms, Noise};
+use super::{Backend, GradNorms, Noise, StepStats};
+use crate::estimators::{CoefficientProgram, Coefficients};
 use crate::model::{Layout, Linear};
 use crate::optim::{self, AdamConfig, AdamState};
 use crate::rng;
@@ -183,6 +184,8 @@ pub struct CpuBackend {
     adam: AdamState,
     /// Norms of the last gradient, reused for clipping.
     norms: GradNorms,
+    coeffs: Coefficients,
+    stats: StepStats,
     batch: usize,
     n: usize,
     x: Vec<f32>,
@@ -218,6 +221,8 @@ impl CpuBackend {
             grad: vec![0.0; layout.len],
             adam: AdamState::new(layout.len),
             norms: GradNorms::default(),
+            coeffs: Coefficients::default(),
+            stats: StepStats::default(),
             batch: 0,
             n: 0,
             x: Vec::new(),
@@ -655,6 +660,40 @@ impl Backend for CpuBackend {
 
     fn reset_optimizer(&mut self) {
         self.adam = AdamState::new(self.layout.len);
+    }
+
+    fn train_step(
+        &mut self,
+        x: &[f32],
+        batch: usize,
+        n: usize,
+        noise: &Noise,
+        program: &CoefficientProgram,
+        cfg: &AdamConfig,
+        lr: f64,
+    ) -> Result<()> {
+        self.forward(x, batch, n, noise)?;
+        let mut coeffs = std::mem::take(&mut self.coeffs);
+        program.coefficients_into(&self.log_w[..batch * n], batch, n, &mut coeffs);
+        let norms = self.backward(&coeffs.a, &coeffs.b, &coeffs.c);
+        let objective = coeffs.objective.iter().sum::<f64>() / batch as f64;
+        self.coeffs = coeffs;
+        let norms = norms?;
+        self.optimizer_step(cfg, lr)?;
+        self.stats.steps += 1;
+        self.stats.objective += objective;
+        self.stats.grad_norm_encoder += norms.encoder;
+        self.stats.grad_norm_decoder += norms.decoder;
+        Ok(())
+    }
+
+    fn take_stats(&mut self) -> Result<StepStats> {
+        Ok(std::mem::take(&mut self.stats))
+    }
+
+    fn max_rows(&self) -> usize {
+        // Memory, not addressing, is the CPU's limit: about 5.5 KB a row for MNIST.
+        1 << 22
     }
 }
 

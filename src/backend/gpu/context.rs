@@ -48,16 +48,59 @@ impl KernelId {
     /// (family, entry point, bindings as the WGSL declares them).
     fn spec(self) -> (Family, &'static str, Vec<(u32, Slot)>) {
         use Slot::*;
-        let seq = |s: &[Slot]| s.iter().enumerate().map(|(i, &k)| (i as u32, k)).collect::<Vec<_>>();
+        let seq = |s: &[Slot]| {
+            s.iter()
+                .enumerate()
+                .map(|(i, &k)| (i as u32, k))
+                .collect::<Vec<_>>()
+        };
         match self {
-            KernelId::Gemm => (Family::Matmul, "gemm", seq(&[Uniform, Read, Read, ReadWrite, Read])),
-            KernelId::SampleZ => (Family::Vae, "sample_z", seq(&[Uniform, Uniform, Read, ReadWrite, ReadWrite])),
-            KernelId::LogWeights => (Family::Vae, "log_weights", seq(&[Uniform, Read, ReadWrite, Read, Read, Read, ReadWrite])),
-            KernelId::EncoderUpstream => (Family::Vae, "encoder_upstream", seq(&[Uniform, Read, Read, Read, Read, Read, ReadWrite])),
-            KernelId::Coefficients => (Family::Weights, "coefficients", seq(&[Uniform, Read, ReadWrite, ReadWrite])),
-            KernelId::GradNorms => (Family::Optim, "grad_norms", vec![(0, Uniform), (2, Read), (4, ReadWrite)]),
-            KernelId::Adam => (Family::Optim, "adam", vec![(0, Uniform), (1, ReadWrite), (2, Read), (3, ReadWrite), (4, ReadWrite)]),
-            KernelId::AccumulateStats => (Family::Optim, "accumulate_stats", vec![(0, Uniform), (4, ReadWrite), (5, ReadWrite), (6, Read)]),
+            KernelId::Gemm => (
+                Family::Matmul,
+                "gemm",
+                seq(&[Uniform, Read, Read, ReadWrite, Read]),
+            ),
+            KernelId::SampleZ => (
+                Family::Vae,
+                "sample_z",
+                seq(&[Uniform, Uniform, Read, ReadWrite, ReadWrite]),
+            ),
+            KernelId::LogWeights => (
+                Family::Vae,
+                "log_weights",
+                seq(&[Uniform, Read, ReadWrite, Read, Read, Read, ReadWrite]),
+            ),
+            KernelId::EncoderUpstream => (
+                Family::Vae,
+                "encoder_upstream",
+                seq(&[Uniform, Read, Read, Read, Read, Read, ReadWrite]),
+            ),
+            KernelId::Coefficients => (
+                Family::Weights,
+                "coefficients",
+                seq(&[Uniform, Read, ReadWrite, ReadWrite]),
+            ),
+            KernelId::GradNorms => (
+                Family::Optim,
+                "grad_norms",
+                vec![(0, Uniform), (2, Read), (4, ReadWrite)],
+            ),
+            KernelId::Adam => (
+                Family::Optim,
+                "adam",
+                vec![
+                    (0, Uniform),
+                    (1, ReadWrite),
+                    (2, Read),
+                    (3, ReadWrite),
+                    (4, ReadWrite),
+                ],
+            ),
+            KernelId::AccumulateStats => (
+                Family::Optim,
+                "accumulate_stats",
+                vec![(0, Uniform), (4, ReadWrite), (5, ReadWrite), (6, Read)],
+            ),
         }
     }
 }
@@ -92,14 +135,23 @@ fn summarize(index: usize, a: &wgpu::Adapter) -> AdapterSummary {
     }
 }
 
+/// Vulkan, Metal and DX12 (WGPU_BACKEND overrides): the GL path adds nothing for compute
+/// and probes displays on headless machines.
 fn instance() -> wgpu::Instance {
-    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = wgpu::Backends::PRIMARY;
+    wgpu::Instance::new(desc.with_env())
 }
 
 /// Every adapter wgpu can see, in its order.
 pub fn list_adapters() -> Vec<AdapterSummary> {
-    let adapters = pollster::block_on(instance().enumerate_adapters(wgpu::Backends::all()));
-    adapters.iter().enumerate().map(|(i, a)| summarize(i, a)).collect()
+    let adapters =
+        pollster::block_on(instance().enumerate_adapters(wgpu::Backends::PRIMARY.with_env()));
+    adapters
+        .iter()
+        .enumerate()
+        .map(|(i, a)| summarize(i, a))
+        .collect()
 }
 
 /// Which adapter to open.
@@ -133,7 +185,8 @@ fn rank(t: wgpu::DeviceType) -> u32 {
 impl GpuContext {
     /// Opens the chosen adapter and compiles every kernel.
     pub fn new(choice: &AdapterChoice) -> Result<GpuContext> {
-        let adapters = pollster::block_on(instance().enumerate_adapters(wgpu::Backends::all()));
+        let adapters =
+            pollster::block_on(instance().enumerate_adapters(wgpu::Backends::PRIMARY.with_env()));
         let picked = match &choice.name {
             Some(name) => {
                 let want = name.to_lowercase();
@@ -162,7 +215,14 @@ impl GpuContext {
             ..Default::default()
         }))
         .with_context(|| format!("cannot open a device on adapter {}", summary.name))?;
-        let mut ctx = GpuContext { device, queue, adapter: summary, limits, features, kernels: Vec::new() };
+        let mut ctx = GpuContext {
+            device,
+            queue,
+            adapter: summary,
+            limits,
+            features,
+            kernels: Vec::new(),
+        };
         ctx.build_kernels()?;
         Ok(ctx)
     }
@@ -172,10 +232,11 @@ impl GpuContext {
         for id in KernelId::ALL {
             let (family, entry, slots) = id.spec();
             let module = modules.entry(family).or_insert_with(|| {
-                self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(family.file()),
-                    source: wgpu::ShaderSource::Wgsl(family.source().into()),
-                })
+                self.device
+                    .create_shader_module(wgpu::ShaderModuleDescriptor {
+                        label: Some(family.file()),
+                        source: wgpu::ShaderSource::Wgsl(family.source().into()),
+                    })
             });
             let entries: Vec<wgpu::BindGroupLayoutEntry> = slots
                 .iter()
@@ -183,41 +244,77 @@ impl GpuContext {
                     binding,
                     visibility: wgpu::ShaderStages::COMPUTE,
                     ty: match slot {
-                        Slot::Uniform => wgpu::BindingType::Buffer { ty: wgpu::BufferBindingType::Uniform, has_dynamic_offset: false, min_binding_size: None },
-                        Slot::Read => wgpu::BindingType::Buffer { ty: wgpu::BufferBindingType::Storage { read_only: true }, has_dynamic_offset: false, min_binding_size: None },
-                        Slot::ReadWrite => wgpu::BindingType::Buffer { ty: wgpu::BufferBindingType::Storage { read_only: false }, has_dynamic_offset: false, min_binding_size: None },
+                        Slot::Uniform => wgpu::BindingType::Buffer {
+                            ty: wgpu::BufferBindingType::Uniform,
+                            has_dynamic_offset: false,
+                            min_binding_size: None,
+                        },
+                        Slot::Read => wgpu::BindingType::Buffer {
+                            ty: wgpu::BufferBindingType::Storage { read_only: true },
+                            has_dynamic_offset: false,
+                            min_binding_size: None,
+                        },
+                        Slot::ReadWrite => wgpu::BindingType::Buffer {
+                            ty: wgpu::BufferBindingType::Storage { read_only: false },
+                            has_dynamic_offset: false,
+                            min_binding_size: None,
+                        },
                     },
                     count: None,
                 })
                 .collect();
-            let layout = self.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(entry), entries: &entries });
-            let pl = self.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                label: Some(entry),
-                bind_group_layouts: &[Some(&layout)],
-                immediate_size: 0,
-            });
-            let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(entry),
-                layout: Some(&pl),
-                module,
-                entry_point: Some(entry),
-                compilation_options: Default::default(),
-                cache: None,
-            });
-            self.kernels.push((id, Kernel { name: entry, pipeline, layout, slots }));
+            let layout = self
+                .device
+                .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                    label: Some(entry),
+                    entries: &entries,
+                });
+            let pl = self
+                .device
+                .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                    label: Some(entry),
+                    bind_group_layouts: &[Some(&layout)],
+                    immediate_size: 0,
+                });
+            let pipeline = self
+                .device
+                .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(entry),
+                    layout: Some(&pl),
+                    module,
+                    entry_point: Some(entry),
+                    compilation_options: Default::default(),
+                    cache: None,
+                });
+            self.kernels.push((
+                id,
+                Kernel {
+                    name: entry,
+                    pipeline,
+                    layout,
+                    slots,
+                },
+            ));
         }
         Ok(())
     }
 
     pub fn kernel(&self, id: KernelId) -> &Kernel {
-        &self.kernels.iter().find(|(k, _)| *k == id).expect("every kernel is built").1
+        &self
+            .kernels
+            .iter()
+            .find(|(k, _)| *k == id)
+            .expect("every kernel is built")
+            .1
     }
 
     pub fn storage(&self, label: &str, floats: usize) -> wgpu::Buffer {
         self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size: (floats.max(4) * 4) as u64,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_DST
+                | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         })
     }
@@ -247,7 +344,9 @@ impl GpuContext {
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
             let _ = tx.send(r);
         });
-        self.device.poll(wgpu::PollType::wait_indefinitely()).context("waiting for the GPU")?;
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .context("waiting for the GPU")?;
         match rx.recv() {
             Ok(Ok(())) => {}
             _ => bail!("mapping a readback buffer failed"),

@@ -1,3 +1,994 @@
-//! The wgpu backend: the whole training step in WGSL compute shaders.
+//! The wgpu backend: the whole training step in WGSL compute shaders. The host builds, once
+//! per batch shape, a plan of dispatches with their bind groups and uniforms; a training step
+//! then writes the minibatch and three small uniforms, records the plan into one compute
+//! pass and submits once, reading nothing back.
 
+pub mod context;
 pub mod shaders;
+
+use super::{Backend, GradNorms, Noise, StepStats};
+use crate::estimators::CoefficientProgram;
+use crate::model::{Layout, Linear};
+use crate::optim::{AdamConfig, AdamState};
+use anyhow::{bail, Result};
+use bytemuck::{Pod, Zeroable};
+pub use context::{list_adapters, AdapterChoice, AdapterSummary};
+use context::{GpuContext, KernelId};
+use std::collections::HashMap;
+
+const FLAG_BIAS: u32 = 1;
+const FLAG_TANH: u32 = 2;
+const FLAG_SCALE_K: u32 = 4;
+const FLAG_TANH_GRAD: u32 = 8;
+/// Largest workgroup count per dimension every adapter supports.
+const MAX_GROUPS: u32 = 65_535;
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable, Default)]
+struct GemmU {
+    m: u32,
+    n: u32,
+    k: u32,
+    flags: u32,
+    a_off: u32,
+    a_rs: u32,
+    a_cs: u32,
+    e_off: u32,
+    b_off: u32,
+    b_rs: u32,
+    b_cs: u32,
+    e_rs: u32,
+    c_off: u32,
+    c_rs: u32,
+    c_cs: u32,
+    _pad: u32,
+    alpha: f32,
+    beta: f32,
+    _pad1: [u32; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable, Default)]
+struct ShapeU {
+    batch: u32,
+    n: u32,
+    rows: u32,
+    x_dim: u32,
+    z_dim: u32,
+    _pad: [u32; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable, Default)]
+struct NoiseU {
+    seed_lo: u32,
+    seed_hi: u32,
+    stream: u32,
+    step: u32,
+    first_datapoint: u32,
+    first_sample: u32,
+    _pad: [u32; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable, Default)]
+struct ProgramU {
+    batch: u32,
+    n: u32,
+    mode: u32,
+    _pad: u32,
+    pa: [f32; 4],
+    pb: [f32; 4],
+    pc: [f32; 4],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable, Default)]
+struct AdamU {
+    total: u32,
+    encoder_len: u32,
+    amsgrad: u32,
+    batch: u32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    step_size: f32,
+    inv_sqrt_bc2: f32,
+    clip_encoder: f32,
+    clip_decoder: f32,
+    _pad: f32,
+}
+
+fn program_uniform(p: &CoefficientProgram, batch: usize, n: usize) -> ProgramU {
+    let v = |x: [f32; 3]| [x[0], x[1], x[2], 0.0];
+    let mut u = ProgramU {
+        batch: batch as u32,
+        n: n as u32,
+        ..Default::default()
+    };
+    match *p {
+        CoefficientProgram::Softmax {
+            a,
+            b,
+            c,
+            mean_objective,
+        } => {
+            u.mode = if mean_objective { 1 } else { 0 };
+            u.pa = v(a);
+            u.pb = v(b);
+            u.pc = v(c);
+        }
+        CoefficientProgram::Jackknife { dreg } => u.mode = if dreg { 3 } else { 2 },
+    }
+    u
+}
+
+/// One recorded dispatch.
+struct Dispatch {
+    kernel: KernelId,
+    group: wgpu::BindGroup,
+    count: [u32; 3],
+}
+
+/// The dispatches of one batch shape.
+struct Plan {
+    forward: Vec<Dispatch>,
+    coefficients: Dispatch,
+    backward: Vec<Dispatch>,
+    norms: Dispatch,
+    adam: Dispatch,
+    stats: Dispatch,
+    /// Keeps the plan's static uniforms alive.
+    _uniforms: wgpu::Buffer,
+}
+
+/// Buffers whose size follows the batch shape, allocated for the largest shape seen.
+struct ShapeBuffers {
+    batch_cap: usize,
+    rows_cap: usize,
+    /// enc[0] is the minibatch x, enc[i] the output of encoder layer i.
+    enc: Vec<wgpu::Buffer>,
+    /// dec[0] is z, dec[i] the output of decoder layer i (the last: logits, then x - sigmoid).
+    dec: Vec<wgpu::Buffer>,
+    eps: wgpu::Buffer,
+    lw: wgpu::Buffer,
+    coef: wgpu::Buffer,
+    objective: wgpu::Buffer,
+    enc_up: wgpu::Buffer,
+    delta: [wgpu::Buffer; 2],
+    ones: wgpu::Buffer,
+}
+
+pub struct GpuBackend {
+    ctx: GpuContext,
+    layout: Layout,
+    params: wgpu::Buffer,
+    grad: wgpu::Buffer,
+    moments: wgpu::Buffer,
+    norms: wgpu::Buffer,
+    stats: wgpu::Buffer,
+    noise_u: wgpu::Buffer,
+    program_u: wgpu::Buffer,
+    adam_u: wgpu::Buffer,
+    adam: AdamState,
+    shape: Option<ShapeBuffers>,
+    plans: HashMap<(usize, usize), Plan>,
+    last: Option<(usize, usize)>,
+    lw_host: Vec<f32>,
+}
+
+fn groups_1d(total: usize, per_group: usize) -> [u32; 3] {
+    let g = total.div_ceil(per_group).max(1) as u32;
+    let x = g.min(MAX_GROUPS);
+    [x, g.div_ceil(x), 1]
+}
+
+/// Accumulates the static uniforms of a plan in 256-byte-aligned slots.
+struct UniformArena {
+    bytes: Vec<u8>,
+    align: usize,
+}
+
+impl UniformArena {
+    fn push<T: Pod>(&mut self, v: &T) -> (u64, u64) {
+        let off = self.bytes.len().next_multiple_of(self.align);
+        self.bytes.resize(off, 0);
+        self.bytes.extend_from_slice(bytemuck::bytes_of(v));
+        (off as u64, std::mem::size_of::<T>() as u64)
+    }
+}
+
+/// A binding: a whole buffer, or a uniform slot inside the arena (resolved later).
+enum Res<'a> {
+    Buf(&'a wgpu::Buffer),
+    Slot(u64, u64),
+    Own(&'a wgpu::Buffer, u64, u64),
+}
+
+/// A dispatch before its bind group exists: kernel, bindings, workgroup counts.
+type Step<'a> = (KernelId, Vec<(u32, Res<'a>)>, [u32; 3]);
+
+fn gemm_count(m: usize, n: usize) -> [u32; 3] {
+    [n.div_ceil(64) as u32, m.div_ceil(64) as u32, 1]
+}
+
+/// Forward through one Linear over `m` rows: dst = act(inp W^T + b), bias and tanh fused.
+#[allow(clippy::too_many_arguments)]
+fn linear_fwd<'a>(
+    params: &'a wgpu::Buffer,
+    arena: &mut UniformArena,
+    out: &mut Vec<Step<'a>>,
+    l: &Linear,
+    m: usize,
+    inp: &'a wgpu::Buffer,
+    dst: &'a wgpu::Buffer,
+    hidden: bool,
+) {
+    let u = GemmU {
+        m: m as u32,
+        n: l.out as u32,
+        k: l.inp as u32,
+        flags: FLAG_BIAS | if hidden { FLAG_TANH } else { 0 },
+        a_rs: l.inp as u32,
+        a_cs: 1,
+        b_off: l.w as u32,
+        b_rs: 1,
+        b_cs: l.inp as u32,
+        c_rs: l.out as u32,
+        c_cs: 1,
+        e_off: l.b as u32,
+        alpha: 1.0,
+        ..Default::default()
+    };
+    let slot = arena.push(&u);
+    out.push((
+        KernelId::Gemm,
+        vec![
+            (0, Res::Slot(slot.0, slot.1)),
+            (1, Res::Buf(inp)),
+            (2, Res::Buf(params)),
+            (3, Res::Buf(dst)),
+            (4, Res::Buf(params)),
+        ],
+        gemm_count(m, l.out),
+    ));
+}
+
+/// What every backward GEMM binds besides its own operands.
+struct BackwardBuffers<'a> {
+    params: &'a wgpu::Buffer,
+    grad: &'a wgpu::Buffer,
+    sb: &'a ShapeBuffers,
+    inv_b: f32,
+}
+
+/// Backward through an MLP whose output gradient is in `delta0`; weight gradients averaged
+/// over the batch and, for the decoder, scaled per sample by `scale` (the coefficients a).
+/// Returns which ping-pong buffer holds the input gradient, when one was computed.
+#[allow(clippy::too_many_arguments)]
+fn mlp_backward<'a>(
+    bb: &BackwardBuffers<'a>,
+    arena: &mut UniformArena,
+    out: &mut Vec<Step<'a>>,
+    layers: &[Linear],
+    acts: &'a [wgpu::Buffer],
+    delta0: &'a wgpu::Buffer,
+    m: usize,
+    scale: Option<&'a wgpu::Buffer>,
+    want_input: bool,
+) -> Option<usize> {
+    let sb = bb.sb;
+    let mut cur: Option<usize> = None; // None: delta0, Some(i): sb.delta[i]
+    for (i, l) in layers.iter().enumerate().rev() {
+        let delta = match cur {
+            None => delta0,
+            Some(j) => &sb.delta[j],
+        };
+        // Column weights of the bias gradient: a per sample, or ones.
+        let (flags, e_buf) = match scale {
+            Some(s) => (FLAG_SCALE_K, s),
+            None => (0, &sb.ones),
+        };
+        let wg = GemmU {
+            m: l.out as u32,
+            n: l.inp as u32,
+            k: m as u32,
+            flags,
+            a_rs: 1,
+            a_cs: l.out as u32,
+            b_rs: l.inp as u32,
+            b_cs: 1,
+            c_off: l.w as u32,
+            c_rs: l.inp as u32,
+            c_cs: 1,
+            alpha: bb.inv_b,
+            ..Default::default()
+        };
+        let slot = arena.push(&wg);
+        out.push((
+            KernelId::Gemm,
+            vec![
+                (0, Res::Slot(slot.0, slot.1)),
+                (1, Res::Buf(delta)),
+                (2, Res::Buf(&acts[i])),
+                (3, Res::Buf(bb.grad)),
+                (4, Res::Buf(e_buf)),
+            ],
+            gemm_count(l.out, l.inp),
+        ));
+        let bg = GemmU {
+            m: l.out as u32,
+            n: 1,
+            k: m as u32,
+            a_rs: 1,
+            a_cs: l.out as u32,
+            b_rs: 1,
+            b_cs: 1,
+            c_off: l.b as u32,
+            c_rs: 1,
+            c_cs: 1,
+            alpha: bb.inv_b,
+            ..Default::default()
+        };
+        let slot = arena.push(&bg);
+        out.push((
+            KernelId::Gemm,
+            vec![
+                (0, Res::Slot(slot.0, slot.1)),
+                (1, Res::Buf(delta)),
+                (2, Res::Buf(e_buf)),
+                (3, Res::Buf(bb.grad)),
+                (4, Res::Buf(e_buf)),
+            ],
+            gemm_count(l.out, 1),
+        ));
+        if i > 0 || want_input {
+            let next = match cur {
+                Some(0) => 1,
+                _ => 0,
+            };
+            let ig = GemmU {
+                m: m as u32,
+                n: l.inp as u32,
+                k: l.out as u32,
+                flags: if i > 0 { FLAG_TANH_GRAD } else { 0 },
+                a_rs: l.out as u32,
+                a_cs: 1,
+                b_off: l.w as u32,
+                b_rs: l.inp as u32,
+                b_cs: 1,
+                c_rs: l.inp as u32,
+                c_cs: 1,
+                e_rs: l.inp as u32,
+                alpha: 1.0,
+                ..Default::default()
+            };
+            let slot = arena.push(&ig);
+            out.push((
+                KernelId::Gemm,
+                vec![
+                    (0, Res::Slot(slot.0, slot.1)),
+                    (1, Res::Buf(delta)),
+                    (2, Res::Buf(bb.params)),
+                    (3, Res::Buf(&sb.delta[next])),
+                    (4, Res::Buf(&acts[i])),
+                ],
+                gemm_count(m, l.inp),
+            ));
+            cur = Some(next);
+        }
+    }
+    cur
+}
+
+impl GpuBackend {
+    pub fn new(layout: &Layout, params: &[f32], choice: &AdapterChoice) -> Result<GpuBackend> {
+        if params.len() != layout.len {
+            bail!(
+                "parameter vector has {} values, the layout needs {}",
+                params.len(),
+                layout.len
+            );
+        }
+        let ctx = GpuContext::new(choice)?;
+        let max_binding = ctx.limits.max_storage_buffer_binding_size as usize;
+        if 3 * layout.len * 4 > max_binding {
+            bail!(
+                "the model's {} parameters exceed this adapter's largest storage binding ({} MiB)",
+                layout.len,
+                max_binding >> 20
+            );
+        }
+        let p = layout.len;
+        let params_buf = ctx.storage("params", p);
+        ctx.queue
+            .write_buffer(&params_buf, 0, bytemuck::cast_slice(params));
+        let b = GpuBackend {
+            grad: ctx.storage("grad", p),
+            moments: ctx.storage("adam moments", 3 * p),
+            norms: ctx.storage("grad norms", 4),
+            stats: ctx.storage("stats", 4),
+            noise_u: ctx.uniform("noise", std::mem::size_of::<NoiseU>()),
+            program_u: ctx.uniform("program", std::mem::size_of::<ProgramU>()),
+            adam_u: ctx.uniform("adam", std::mem::size_of::<AdamU>()),
+            params: params_buf,
+            adam: AdamState::default(),
+            layout: layout.clone(),
+            shape: None,
+            plans: HashMap::new(),
+            last: None,
+            lw_host: Vec::new(),
+            ctx,
+        };
+        Ok(b)
+    }
+
+    pub fn adapter(&self) -> &AdapterSummary {
+        &self.ctx.adapter
+    }
+
+    fn widest(&self) -> usize {
+        let a = &self.layout.arch;
+        a.encoder_dims()
+            .into_iter()
+            .chain(a.decoder_dims())
+            .max()
+            .unwrap_or(1)
+    }
+
+    fn ensure_shape(&mut self, batch: usize, n: usize) -> Result<()> {
+        let rows = batch * n;
+        if rows > self.max_rows() {
+            bail!(
+                "batch x samples = {rows} rows exceeds what this adapter binds at once ({}); lower --batch or --k",
+                self.max_rows()
+            );
+        }
+        if batch as u32 > MAX_GROUPS {
+            bail!("--batch {batch} exceeds {MAX_GROUPS} datapoints per GPU step");
+        }
+        let fits = self
+            .shape
+            .as_ref()
+            .is_some_and(|s| s.batch_cap >= batch && s.rows_cap >= rows);
+        if !fits {
+            let (bc, rc) = match &self.shape {
+                Some(s) => (s.batch_cap.max(batch), s.rows_cap.max(rows)),
+                None => (batch, rows),
+            };
+            let a = self.layout.arch.clone();
+            let ctx = &self.ctx;
+            let widest = self.widest();
+            let ones = ctx.storage("ones", rc.max(bc));
+            ctx.queue
+                .write_buffer(&ones, 0, bytemuck::cast_slice(&vec![1.0f32; rc.max(bc)]));
+            self.shape = Some(ShapeBuffers {
+                batch_cap: bc,
+                rows_cap: rc,
+                enc: a
+                    .encoder_dims()
+                    .iter()
+                    .map(|&d| ctx.storage("encoder activations", bc * d))
+                    .collect(),
+                dec: a
+                    .decoder_dims()
+                    .iter()
+                    .map(|&d| ctx.storage("decoder activations", rc * d))
+                    .collect(),
+                eps: ctx.storage("eps", rc * a.z_dim),
+                lw: ctx.storage("log-weights", rc),
+                coef: ctx.storage("coefficients", 3 * rc),
+                objective: ctx.storage("objective", bc),
+                enc_up: ctx.storage("encoder upstream", bc * 2 * a.z_dim),
+                delta: [
+                    ctx.storage("delta 0", rc.max(bc) * widest),
+                    ctx.storage("delta 1", rc.max(bc) * widest),
+                ],
+                ones,
+            });
+            self.plans.clear();
+        }
+        if !self.plans.contains_key(&(batch, n)) {
+            let plan = self.build_plan(batch, n);
+            self.plans.insert((batch, n), plan);
+        }
+        Ok(())
+    }
+
+    fn build_plan(&self, batch: usize, n: usize) -> Plan {
+        let sb = self.shape.as_ref().expect("shape buffers exist");
+        let a = &self.layout.arch;
+        let rows = batch * n;
+        let (xd, zd) = (a.x_dim, a.z_dim);
+        let align = self.ctx.limits.min_uniform_buffer_offset_alignment as usize;
+        let mut arena = UniformArena {
+            bytes: Vec::new(),
+            align,
+        };
+        // (kernel, bindings, count) collected first; bind groups need the arena's buffer.
+        let mut forward: Vec<Step> = Vec::new();
+        let mut backward: Vec<Step> = Vec::new();
+        let inv_b = 1.0 / batch as f32;
+        let shape = arena.push(&ShapeU {
+            batch: batch as u32,
+            n: n as u32,
+            rows: rows as u32,
+            x_dim: xd as u32,
+            z_dim: zd as u32,
+            ..Default::default()
+        });
+
+        for (i, l) in self.layout.encoder.iter().enumerate() {
+            linear_fwd(
+                &self.params,
+                &mut arena,
+                &mut forward,
+                l,
+                batch,
+                &sb.enc[i],
+                &sb.enc[i + 1],
+                i + 1 < self.layout.encoder.len(),
+            );
+        }
+        let enc_out = sb.enc.last().expect("encoder output");
+        forward.push((
+            KernelId::SampleZ,
+            vec![
+                (0, Res::Slot(shape.0, shape.1)),
+                (
+                    1,
+                    Res::Own(&self.noise_u, 0, std::mem::size_of::<NoiseU>() as u64),
+                ),
+                (2, Res::Buf(enc_out)),
+                (3, Res::Buf(&sb.eps)),
+                (4, Res::Buf(&sb.dec[0])),
+            ],
+            groups_1d(rows * zd, 256),
+        ));
+        for (i, l) in self.layout.decoder.iter().enumerate() {
+            linear_fwd(
+                &self.params,
+                &mut arena,
+                &mut forward,
+                l,
+                rows,
+                &sb.dec[i],
+                &sb.dec[i + 1],
+                i + 1 < self.layout.decoder.len(),
+            );
+        }
+        let logits = sb.dec.last().expect("decoder output");
+        forward.push((
+            KernelId::LogWeights,
+            vec![
+                (0, Res::Slot(shape.0, shape.1)),
+                (1, Res::Buf(&sb.enc[0])),
+                (2, Res::Buf(logits)),
+                (3, Res::Buf(&sb.eps)),
+                (4, Res::Buf(&sb.dec[0])),
+                (5, Res::Buf(enc_out)),
+                (6, Res::Buf(&sb.lw)),
+            ],
+            groups_1d(rows, 1),
+        ));
+
+        let ctx = BackwardBuffers {
+            params: &self.params,
+            grad: &self.grad,
+            sb,
+            inv_b,
+        };
+        let dz = mlp_backward(
+            &ctx,
+            &mut arena,
+            &mut backward,
+            &self.layout.decoder,
+            &sb.dec,
+            logits,
+            rows,
+            Some(&sb.coef),
+            true,
+        )
+        .expect("decoder backward yields dz");
+        backward.push((
+            KernelId::EncoderUpstream,
+            vec![
+                (0, Res::Slot(shape.0, shape.1)),
+                (1, Res::Buf(&sb.coef)),
+                (2, Res::Buf(&sb.eps)),
+                (3, Res::Buf(&sb.dec[0])),
+                (4, Res::Buf(&sb.delta[dz])),
+                (5, Res::Buf(enc_out)),
+                (6, Res::Buf(&sb.enc_up)),
+            ],
+            groups_1d(batch * zd, 256),
+        ));
+        mlp_backward(
+            &ctx,
+            &mut arena,
+            &mut backward,
+            &self.layout.encoder,
+            &sb.enc,
+            &sb.enc_up,
+            batch,
+            None,
+            false,
+        );
+
+        let uniforms = self.ctx.uniform("plan uniforms", arena.bytes.len());
+        self.ctx.queue.write_buffer(&uniforms, 0, &arena.bytes);
+        let make = |(k, res, count): Step| -> Dispatch {
+            let kernel = self.ctx.kernel(k);
+            let entries: Vec<wgpu::BindGroupEntry> = res
+                .iter()
+                .map(|(binding, r)| wgpu::BindGroupEntry {
+                    binding: *binding,
+                    resource: match r {
+                        Res::Buf(b) => b.as_entire_binding(),
+                        Res::Slot(off, size) => {
+                            wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                                buffer: &uniforms,
+                                offset: *off,
+                                size: wgpu::BufferSize::new(*size),
+                            })
+                        }
+                        Res::Own(b, off, size) => {
+                            wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                                buffer: b,
+                                offset: *off,
+                                size: wgpu::BufferSize::new(*size),
+                            })
+                        }
+                    },
+                })
+                .collect();
+            let group = self
+                .ctx
+                .device
+                .create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some(kernel.name),
+                    layout: &kernel.layout,
+                    entries: &entries,
+                });
+            Dispatch {
+                kernel: k,
+                group,
+                count,
+            }
+        };
+        let adam_u = Res::Own(&self.adam_u, 0, std::mem::size_of::<AdamU>() as u64);
+        let prog = (
+            KernelId::Coefficients,
+            vec![
+                (
+                    0,
+                    Res::Own(&self.program_u, 0, std::mem::size_of::<ProgramU>() as u64),
+                ),
+                (1, Res::Buf(&sb.lw)),
+                (2, Res::Buf(&sb.coef)),
+                (3, Res::Buf(&sb.objective)),
+            ],
+            [batch as u32, 1, 1],
+        );
+        let norms = (
+            KernelId::GradNorms,
+            vec![
+                (
+                    0,
+                    Res::Own(&self.adam_u, 0, std::mem::size_of::<AdamU>() as u64),
+                ),
+                (2, Res::Buf(&self.grad)),
+                (4, Res::Buf(&self.norms)),
+            ],
+            [2, 1, 1],
+        );
+        let adam = (
+            KernelId::Adam,
+            vec![
+                (
+                    0,
+                    Res::Own(&self.adam_u, 0, std::mem::size_of::<AdamU>() as u64),
+                ),
+                (1, Res::Buf(&self.params)),
+                (2, Res::Buf(&self.grad)),
+                (3, Res::Buf(&self.moments)),
+                (4, Res::Buf(&self.norms)),
+            ],
+            groups_1d(self.layout.len, 256),
+        );
+        let stats = (
+            KernelId::AccumulateStats,
+            vec![
+                (0, adam_u),
+                (4, Res::Buf(&self.norms)),
+                (5, Res::Buf(&self.stats)),
+                (6, Res::Buf(&sb.objective)),
+            ],
+            [1, 1, 1],
+        );
+        Plan {
+            forward: forward.into_iter().map(make).collect(),
+            coefficients: make(prog),
+            backward: backward.into_iter().map(make).collect(),
+            norms: make(norms),
+            adam: make(adam),
+            stats: make(stats),
+            _uniforms: uniforms,
+        }
+    }
+
+    fn write_noise(&self, noise: &Noise) {
+        let u = NoiseU {
+            seed_lo: noise.seed as u32,
+            seed_hi: (noise.seed >> 32) as u32,
+            stream: noise.stream as u32,
+            step: noise.step,
+            first_datapoint: noise.first_datapoint,
+            first_sample: noise.first_sample,
+            ..Default::default()
+        };
+        self.ctx
+            .queue
+            .write_buffer(&self.noise_u, 0, bytemuck::bytes_of(&u));
+    }
+
+    fn write_adam(&mut self, cfg: Option<(&AdamConfig, f64)>, batch: usize) {
+        let mut u = AdamU {
+            total: self.layout.len as u32,
+            encoder_len: self.layout.encoder_len as u32,
+            batch: batch as u32,
+            ..Default::default()
+        };
+        if let Some((cfg, lr)) = cfg {
+            let s = self.adam.begin_step(cfg, lr);
+            u.amsgrad = cfg.amsgrad as u32;
+            u.beta1 = s.beta1;
+            u.beta2 = s.beta2;
+            u.eps = s.eps;
+            u.step_size = s.step;
+            u.inv_sqrt_bc2 = s.inv_sqrt_bc2;
+            u.clip_encoder = cfg.clip_encoder.unwrap_or(0.0) as f32;
+            u.clip_decoder = cfg.clip_decoder.unwrap_or(0.0) as f32;
+        }
+        self.ctx
+            .queue
+            .write_buffer(&self.adam_u, 0, bytemuck::bytes_of(&u));
+    }
+
+    /// Records `parts` of the plan for (batch, n) into one compute pass and submits it.
+    fn run(&self, batch: usize, n: usize, parts: &[Part]) {
+        let plan = &self.plans[&(batch, n)];
+        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            let mut go = |d: &Dispatch| {
+                pass.set_pipeline(&self.ctx.kernel(d.kernel).pipeline);
+                pass.set_bind_group(0, &d.group, &[]);
+                pass.dispatch_workgroups(d.count[0], d.count[1], d.count[2]);
+            };
+            for part in parts {
+                match part {
+                    Part::Forward => plan.forward.iter().for_each(&mut go),
+                    Part::Coefficients => go(&plan.coefficients),
+                    Part::Backward => {
+                        plan.backward.iter().for_each(&mut go);
+                        go(&plan.norms);
+                    }
+                    Part::Adam => go(&plan.adam),
+                    Part::Stats => go(&plan.stats),
+                }
+            }
+        }
+        self.ctx.queue.submit([enc.finish()]);
+    }
+
+    fn upload_x(&self, x: &[f32], batch: usize) -> Result<()> {
+        let xd = self.layout.arch.x_dim;
+        if x.len() != batch * xd {
+            bail!(
+                "input has {} values, expected batch {batch} x {xd}",
+                x.len()
+            );
+        }
+        let sb = self.shape.as_ref().expect("shape buffers exist");
+        self.ctx
+            .queue
+            .write_buffer(&sb.enc[0], 0, bytemuck::cast_slice(x));
+        Ok(())
+    }
+
+    /// After a forward pass: (eps, z, encoder output) of the last shape, for parity checks.
+    pub fn read_forward_state(&self) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
+        let (batch, n) = self
+            .last
+            .ok_or_else(|| anyhow::anyhow!("no forward pass yet"))?;
+        let sb = self.shape.as_ref().expect("shape buffers exist");
+        let zd = self.layout.arch.z_dim;
+        Ok((
+            self.ctx.read(&sb.eps, 0, batch * n * zd)?,
+            self.ctx.read(&sb.dec[0], 0, batch * n * zd)?,
+            self.ctx
+                .read(sb.enc.last().expect("encoder output"), 0, batch * 2 * zd)?,
+        ))
+    }
+
+    /// Runs the coefficient kernel on given log-weights [batch, n]: (a, b, c, objective).
+    pub fn coefficients_on_device(
+        &mut self,
+        lw: &[f32],
+        batch: usize,
+        n: usize,
+        program: &CoefficientProgram,
+    ) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>)> {
+        self.ensure_shape(batch, n)?;
+        let rows = batch * n;
+        let sb = self.shape.as_ref().expect("shape buffers exist");
+        self.ctx
+            .queue
+            .write_buffer(&sb.lw, 0, bytemuck::cast_slice(lw));
+        self.ctx.queue.write_buffer(
+            &self.program_u,
+            0,
+            bytemuck::bytes_of(&program_uniform(program, batch, n)),
+        );
+        self.run(batch, n, &[Part::Coefficients]);
+        let sb = self.shape.as_ref().expect("shape buffers exist");
+        let coef = self.ctx.read(&sb.coef, 0, 3 * rows)?;
+        let obj = self.ctx.read(&sb.objective, 0, batch)?;
+        Ok((
+            coef[..rows].to_vec(),
+            coef[rows..2 * rows].to_vec(),
+            coef[2 * rows..].to_vec(),
+            obj,
+        ))
+    }
+}
+
+enum Part {
+    Forward,
+    Coefficients,
+    Backward,
+    Adam,
+    Stats,
+}
+
+impl Backend for GpuBackend {
+    fn describe(&self) -> String {
+        format!(
+            "gpu ({}, {}, {})",
+            self.ctx.adapter.name, self.ctx.adapter.backend, self.ctx.adapter.device_type
+        )
+    }
+
+    fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    fn set_params(&mut self, values: &[f32]) -> Result<()> {
+        if values.len() != self.layout.len {
+            bail!(
+                "parameter vector has {} values, the layout needs {}",
+                values.len(),
+                self.layout.len
+            );
+        }
+        self.ctx
+            .queue
+            .write_buffer(&self.params, 0, bytemuck::cast_slice(values));
+        Ok(())
+    }
+
+    fn params(&mut self) -> Result<Vec<f32>> {
+        self.ctx.read(&self.params, 0, self.layout.len)
+    }
+
+    fn forward(&mut self, x: &[f32], batch: usize, n: usize, noise: &Noise) -> Result<&[f32]> {
+        if batch == 0 || n == 0 {
+            bail!("forward needs at least one datapoint and one sample (batch {batch}, n {n})");
+        }
+        self.ensure_shape(batch, n)?;
+        self.upload_x(x, batch)?;
+        self.write_noise(noise);
+        self.run(batch, n, &[Part::Forward]);
+        self.last = Some((batch, n));
+        let sb = self.shape.as_ref().expect("shape buffers exist");
+        self.lw_host = self.ctx.read(&sb.lw, 0, batch * n)?;
+        Ok(&self.lw_host)
+    }
+
+    fn backward(&mut self, a: &[f32], b: &[f32], c: &[f32]) -> Result<GradNorms> {
+        let (batch, n) = self
+            .last
+            .ok_or_else(|| anyhow::anyhow!("backward called before forward"))?;
+        let rows = batch * n;
+        if a.len() != rows || b.len() != rows || c.len() != rows {
+            bail!("coefficients must be [batch {batch}, n {n}] = {rows} values each");
+        }
+        let sb = self.shape.as_ref().expect("shape buffers exist");
+        for (i, v) in [a, b, c].iter().enumerate() {
+            self.ctx
+                .queue
+                .write_buffer(&sb.coef, (i * rows * 4) as u64, bytemuck::cast_slice(v));
+        }
+        self.write_adam(None, batch);
+        self.run(batch, n, &[Part::Backward]);
+        let norms = self.ctx.read(&self.norms, 0, 2)?;
+        Ok(GradNorms {
+            encoder: norms[0] as f64,
+            decoder: norms[1] as f64,
+        })
+    }
+
+    fn gradient(&mut self) -> Result<Vec<f32>> {
+        self.ctx.read(&self.grad, 0, self.layout.len)
+    }
+
+    fn optimizer_step(&mut self, cfg: &AdamConfig, lr: f64) -> Result<()> {
+        let (batch, n) = self
+            .last
+            .ok_or_else(|| anyhow::anyhow!("optimizer step before any forward pass"))?;
+        self.write_adam(Some((cfg, lr)), batch);
+        self.run(batch, n, &[Part::Adam]);
+        Ok(())
+    }
+
+    fn reset_optimizer(&mut self) {
+        self.adam = AdamState::default();
+        let zeros = vec![0u8; 3 * self.layout.len * 4];
+        self.ctx.queue.write_buffer(&self.moments, 0, &zeros);
+    }
+
+    fn train_step(
+        &mut self,
+        x: &[f32],
+        batch: usize,
+        n: usize,
+        noise: &Noise,
+        program: &CoefficientProgram,
+        cfg: &AdamConfig,
+        lr: f64,
+    ) -> Result<()> {
+        if batch == 0 || n == 0 {
+            bail!("a training step needs at least one datapoint and one sample");
+        }
+        self.ensure_shape(batch, n)?;
+        self.upload_x(x, batch)?;
+        self.write_noise(noise);
+        self.ctx.queue.write_buffer(
+            &self.program_u,
+            0,
+            bytemuck::bytes_of(&program_uniform(program, batch, n)),
+        );
+        self.write_adam(Some((cfg, lr)), batch);
+        self.run(
+            batch,
+            n,
+            &[
+                Part::Forward,
+                Part::Coefficients,
+                Part::Backward,
+                Part::Adam,
+                Part::Stats,
+            ],
+        );
+        self.last = Some((batch, n));
+        Ok(())
+    }
+
+    fn take_stats(&mut self) -> Result<StepStats> {
+        let s = self.ctx.read(&self.stats, 0, 4)?;
+        self.ctx.queue.write_buffer(&self.stats, 0, &[0u8; 16]);
+        Ok(StepStats {
+            steps: s[3] as usize,
+            objective: s[0] as f64,
+            grad_norm_encoder: s[1] as f64,
+            grad_norm_decoder: s[2] as f64,
+        })
+    }
+
+    fn max_rows(&self) -> usize {
+        let bytes = (self.ctx.limits.max_storage_buffer_binding_size as u64)
+            .min(self.ctx.limits.max_buffer_size) as usize;
+        bytes / (4 * self.widest())
+    }
+}
