@@ -9,6 +9,7 @@ pub mod estimators;
 pub mod eval;
 pub mod model;
 pub mod optim;
+pub mod parity;
 pub mod report;
 pub mod rng;
 pub mod train;

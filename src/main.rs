@@ -28,6 +28,15 @@ enum Command {
     Train(TrainArgs),
     /// Estimate the test-set log-likelihood of a checkpoint by the IWAE bound L_K.
     Eval(EvalArgs),
+    /// Check a GPU against the CPU reference: every kernel and estimator, same seed.
+    Check {
+        /// GPU adapter (substring of its name); default: the best one, software included.
+        #[arg(long)]
+        adapter: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the GPU adapters wgpu can see, with backend, type, driver and features.
     Devices {
         /// Print JSON.
@@ -251,6 +260,27 @@ fn run_eval(a: EvalArgs) -> Result<()> {
     Ok(())
 }
 
+fn run_check(adapter: Option<String>, json: bool) -> Result<()> {
+    let choice = unbiased_vae::backend::gpu::AdapterChoice {
+        name: adapter,
+        allow_software: true,
+    };
+    let (device, rows) = unbiased_vae::parity::run_suite(&choice, &Default::default())?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "device": device, "rows": rows }))?
+        );
+    } else {
+        print!("{}", unbiased_vae::parity::format_table(&device, &rows));
+    }
+    let failed = rows.iter().filter(|r| !r.pass).count();
+    if failed > 0 {
+        anyhow::bail!("{failed} parity checks failed on {device}");
+    }
+    Ok(())
+}
+
 fn run_devices(json: bool) -> Result<()> {
     let adapters = unbiased_vae::backend::gpu::list_adapters();
     if json {
@@ -288,6 +318,7 @@ fn main() {
         Command::Train(a) => run_train(a),
         Command::Eval(a) => run_eval(a),
         Command::Devices { json } => run_devices(json),
+        Command::Check { adapter, json } => run_check(adapter, json),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

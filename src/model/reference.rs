@@ -115,3 +115,16 @@ pub fn log_weights(
         .map(|e| sample(layout, theta, phi_draw, phi_score, x, e).log_weight())
         .collect()
 }
+
+/// Encoder outputs (mu, log sigma) [batch, 2 z] of f32 inputs, computed in f64.
+pub fn encode_batch(params: &super::Params, x: &[f32], batch: usize) -> Vec<f32> {
+    let p: Vec<f64> = params.values.iter().map(|&v| v as f64).collect();
+    let xd = params.layout.arch.x_dim;
+    let mut out = Vec::with_capacity(batch * 2 * params.layout.arch.z_dim);
+    for b in 0..batch {
+        let xb: Vec<f64> = x[b * xd..(b + 1) * xd].iter().map(|&v| v as f64).collect();
+        let (mu, ls) = encode(&params.layout, &p, &xb);
+        out.extend(mu.iter().chain(&ls).map(|&v| v as f32));
+    }
+    out
+}

@@ -1,0 +1,177 @@
+//! `uvae train` and `uvae eval` on the GPU against the CPU, through the binary.
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+fn have_gpu() -> bool {
+    if unbiased_vae::backend::gpu::list_adapters().is_empty() {
+        let ci = std::env::var("CI")
+            .map(|v| v == "true" || v == "1")
+            .unwrap_or(false);
+        assert!(
+            !ci,
+            "CI=true but wgpu found no adapter: install mesa-vulkan-drivers (lavapipe)"
+        );
+        eprintln!("SKIPPED: no GPU adapter");
+        return false;
+    }
+    true
+}
+
+fn metrics(dir: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Same seed, small config: the first epoch's objective agrees to 1e-3 relative.
+#[test]
+fn gpu_and_cpu_training_agree_on_the_first_epoch() {
+    if !have_gpu() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut objectives = Vec::new();
+    for backend in ["cpu", "gpu"] {
+        let out = tmp.path().join(backend);
+        Command::cargo_bin("uvae")
+            .unwrap()
+            .args([
+                "train",
+                "--backend",
+                backend,
+                "--train-limit",
+                "200",
+                "--valid-size",
+                "40",
+                "--epochs",
+                "1",
+                "--batch",
+                "20",
+                "--k",
+                "4",
+            ])
+            .args([
+                "--hidden",
+                "48",
+                "--latent",
+                "8",
+                "--val-k",
+                "8",
+                "--estimator",
+                "iwae-dreg",
+                "--out",
+            ])
+            .arg(&out)
+            .assert()
+            .success();
+        let m = metrics(&out);
+        objectives.push((
+            m[0]["train_objective"].as_f64().unwrap(),
+            m[0]["val_lk"].as_f64().unwrap(),
+        ));
+    }
+    let ((oc, vc), (og, vg)) = (objectives[0], objectives[1]);
+    println!("first-epoch objective: cpu {oc:.6} gpu {og:.6}; validation: cpu {vc:.6} gpu {vg:.6}");
+    assert!(
+        ((og - oc) / oc).abs() < 1e-3,
+        "objectives differ: cpu {oc} gpu {og}"
+    );
+    assert!(
+        ((vg - vc) / vc).abs() < 1e-3,
+        "validation bounds differ: cpu {vc} gpu {vg}"
+    );
+}
+
+/// `uvae eval --backend gpu` agrees with the CPU within 0.01 nats on a subset.
+#[test]
+fn gpu_eval_matches_cpu_within_a_hundredth_of_a_nat() {
+    if !have_gpu() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    Command::cargo_bin("uvae")
+        .unwrap()
+        .args([
+            "train",
+            "--backend",
+            "cpu",
+            "--train-limit",
+            "200",
+            "--valid-size",
+            "40",
+            "--epochs",
+            "1",
+            "--batch",
+            "20",
+            "--k",
+            "2",
+        ])
+        .args(["--hidden", "48", "--latent", "8", "--val-k", "4", "--out"])
+        .arg(&run)
+        .assert()
+        .success();
+    let mut means = Vec::new();
+    for backend in ["cpu", "gpu"] {
+        let out = Command::cargo_bin("uvae")
+            .unwrap()
+            .args([
+                "eval",
+                "--backend",
+                backend,
+                "--k",
+                "50",
+                "--limit",
+                "20",
+                "--json",
+                "--checkpoint",
+            ])
+            .arg(run.join("checkpoint.safetensors"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        means.push(v["mean"].as_f64().unwrap());
+    }
+    println!(
+        "L_50 on 20 test images: cpu {:.6} gpu {:.6}",
+        means[0], means[1]
+    );
+    assert!(
+        (means[0] - means[1]).abs() < 0.01,
+        "cpu {} gpu {}",
+        means[0],
+        means[1]
+    );
+}
+
+/// `uvae check` prints the table and exits 0 when everything passes.
+#[test]
+fn check_command_prints_a_passing_table() {
+    if !have_gpu() {
+        return;
+    }
+    let out = Command::cargo_bin("uvae")
+        .unwrap()
+        .arg("check")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("{text}");
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("weights: coefficients jvi-dreg") && text.contains("0 failed"),
+        "{text}"
+    );
+}
