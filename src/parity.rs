@@ -36,7 +36,8 @@ pub fn compare(name: &str, gpu: &[f32], cpu: &[f32], atol: f64, rtol: f64) -> Pa
         let (g, c) = (g as f64, c as f64);
         let err = (g - c).abs();
         let excess = err / (atol + rtol * c.abs());
-        if !(excess <= 1.0) {
+        // NaN fails too.
+        if excess.is_nan() || excess > 1.0 {
             pass = false;
         }
         max_abs = max_abs.max(err);

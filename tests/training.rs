@@ -31,6 +31,7 @@ fn short_iwae_run_improves_validation_lk() {
         seed: 0,
         threads: 0,
         backend: BackendChoice::Cpu,
+        adapter: None,
         val_k: 50,
         out: dir.path().join("run"),
     };
@@ -43,7 +44,7 @@ fn short_iwae_run_improves_validation_lk() {
     let init = Params::init(&arch, cfg.seed, Some(&ds.train_mean()));
     let val_x = data::binarize_eval(&ds.valid);
     let eval_val = |params: &Params| {
-        let mut backend = train::make_backend(cfg.backend, params, cfg.threads).unwrap();
+        let mut backend = train::make_backend(cfg.backend, params, cfg.threads, None).unwrap();
         eval::log_likelihood(
             backend.as_mut(),
             &val_x,

@@ -131,7 +131,7 @@ fn summarize(index: usize, a: &wgpu::Adapter) -> AdapterSummary {
         driver_info: info.driver_info.clone(),
         timestamp_query: f.contains(wgpu::Features::TIMESTAMP_QUERY),
         subgroup: f.contains(wgpu::Features::SUBGROUP),
-        max_storage_binding_mib: a.limits().max_storage_buffer_binding_size as u64 >> 20,
+        max_storage_binding_mib: a.limits().max_storage_buffer_binding_size >> 20,
     }
 }
 
@@ -195,14 +195,24 @@ impl GpuContext {
                     .find(|a| a.get_info().name.to_lowercase().contains(&want))
                     .with_context(|| format!("no GPU adapter name contains '{name}' (--adapter); `uvae devices` lists them"))?
             }
-            None => adapters
-                .into_iter()
-                .filter(|a| choice.allow_software || a.get_info().device_type != wgpu::DeviceType::Cpu)
-                .min_by_key(|a| rank(a.get_info().device_type))
-                .context(
-                    "no GPU adapter found (wgpu sees no Vulkan, Metal or DX12 device); install a driver \
-                     (on Debian: mesa-vulkan-drivers) or use --backend cpu",
-                )?,
+            None => {
+                let software: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
+                match adapters
+                    .into_iter()
+                    .filter(|a| choice.allow_software || a.get_info().device_type != wgpu::DeviceType::Cpu)
+                    .min_by_key(|a| rank(a.get_info().device_type))
+                {
+                    Some(a) => a,
+                    None if software.is_empty() => bail!(
+                        "no GPU adapter found (wgpu sees no Vulkan, Metal or DX12 device); install a driver \
+                         (on Debian: mesa-vulkan-drivers) or use --backend cpu"
+                    ),
+                    None => bail!(
+                        "only software adapters found ({}); --backend gpu uses them, auto prefers the CPU backend",
+                        software.join(", ")
+                    ),
+                }
+            }
         };
         let summary = summarize(0, &picked);
         let limits = picked.limits();

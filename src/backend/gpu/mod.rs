@@ -819,7 +819,7 @@ impl GpuBackend {
         batch: usize,
         n: usize,
         program: &CoefficientProgram,
-    ) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>)> {
+    ) -> Result<DeviceCoefficients> {
         self.ensure_shape(batch, n)?;
         let rows = batch * n;
         let sb = self.shape.as_ref().expect("shape buffers exist");
@@ -843,6 +843,9 @@ impl GpuBackend {
         ))
     }
 }
+
+/// Coefficients read back from the device: (a, b, c, objective).
+pub type DeviceCoefficients = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>);
 
 enum Part {
     Forward,
@@ -987,7 +990,10 @@ impl Backend for GpuBackend {
     }
 
     fn max_rows(&self) -> usize {
-        let bytes = (self.ctx.limits.max_storage_buffer_binding_size as u64)
+        let bytes = self
+            .ctx
+            .limits
+            .max_storage_buffer_binding_size
             .min(self.ctx.limits.max_buffer_size) as usize;
         bytes / (4 * self.widest())
     }
