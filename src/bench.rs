@@ -99,3 +99,84 @@ pub fn peer_model(ds: &Dataset) -> Params {
         Some(&ds.train_mean()),
     )
 }
+
+#[derive(Clone, Debug, Serialize)]
+pub struct EvalBench {
+    pub backend: String,
+    pub k: usize,
+    pub images: usize,
+    pub seconds: f64,
+    pub datapoints_per_s: f64,
+    pub samples_per_s: f64,
+    pub mean_lk: f64,
+}
+
+/// Times L_K over the first `limit` test images.
+pub fn eval_throughput(
+    backend: &mut dyn Backend,
+    ds: &Dataset,
+    k: usize,
+    limit: usize,
+) -> Result<EvalBench> {
+    let test = ds.test.slice(0..limit.min(ds.test.count));
+    let x = data::binarize_eval(&test);
+    let r = crate::eval::log_likelihood(
+        backend,
+        &x,
+        test.count,
+        k,
+        crate::eval::DEFAULT_EVAL_SEED,
+        0,
+    )?;
+    Ok(EvalBench {
+        backend: backend.describe(),
+        k,
+        images: test.count,
+        seconds: r.seconds,
+        datapoints_per_s: test.count as f64 / r.seconds,
+        samples_per_s: r.samples_per_s,
+        mean_lk: r.mean,
+    })
+}
+
+/// A training configuration to time: estimator, samples, batch.
+#[derive(Clone, Copy, Debug)]
+pub struct BenchConfig {
+    pub estimator: Estimator,
+    pub k: usize,
+    pub batch: usize,
+}
+
+/// Parses "iwae:50:100,iwae-dreg:50:100" (estimator:k:batch).
+pub fn parse_configs(s: &str) -> Result<Vec<BenchConfig>> {
+    s.split(',')
+        .map(|part| {
+            let f: Vec<&str> = part.trim().split(':').collect();
+            if f.len() != 3 {
+                anyhow::bail!(
+                    "--configs entry '{part}' must be estimator:k:batch, e.g. iwae:50:100"
+                );
+            }
+            let kind = f[0]
+                .parse::<crate::estimators::EstimatorKind>()
+                .map_err(|e| anyhow::anyhow!("--configs: {e}"))?;
+            let k: usize = f[1].parse().map_err(|_| {
+                anyhow::anyhow!("--configs entry '{part}': k '{}' is not a number", f[1])
+            })?;
+            let batch: usize = f[2].parse().map_err(|_| {
+                anyhow::anyhow!("--configs entry '{part}': batch '{}' is not a number", f[2])
+            })?;
+            if k < kind.min_samples() || batch == 0 {
+                anyhow::bail!(
+                    "--configs entry '{part}': needs k >= {} and batch >= 1",
+                    kind.min_samples()
+                );
+            }
+            Ok(BenchConfig {
+                estimator: Estimator::new(kind, 0.5),
+                k,
+                batch,
+            })
+        })
+        .collect()
+}

@@ -37,6 +37,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Measure training-step and evaluation throughput (median of repeats after warm-up).
+    Bench(BenchArgs),
     /// List the GPU adapters wgpu can see, with backend, type, driver and features.
     Devices {
         /// Print JSON.
@@ -157,6 +159,83 @@ struct EvalArgs {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Training configurations, estimator:k:batch, comma-separated.
+    #[arg(long, default_value = "iwae:50:100,iwae-dreg:50:100,iwae:5:20")]
+    configs: String,
+    /// Timed steps per repeat.
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    /// Untimed warm-up steps.
+    #[arg(long, default_value_t = 5)]
+    warmup: usize,
+    #[arg(long, default_value_t = 5)]
+    repeats: usize,
+    /// Samples per datapoint of the evaluation benchmark (0: skip it).
+    #[arg(long, default_value_t = 5000)]
+    eval_k: usize,
+    /// Test images of the evaluation benchmark.
+    #[arg(long, default_value_t = 100)]
+    eval_images: usize,
+    /// Print one JSON object per result instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn run_bench(a: BenchArgs) -> Result<()> {
+    use unbiased_vae::bench;
+    if a.steps == 0 || a.repeats == 0 {
+        anyhow::bail!("--steps and --repeats must be at least 1");
+    }
+    let configs = bench::parse_configs(&a.configs)?;
+    let ds = data::load_or_bundled(a.common.data.as_deref(), 400)?;
+    let params = bench::peer_model(&ds);
+    let mut backend = train::make_backend(
+        a.common.backend.into(),
+        &params,
+        a.common.threads,
+        a.common.adapter.as_deref(),
+    )?;
+    for c in configs {
+        backend.set_params(&params.values)?;
+        backend.reset_optimizer();
+        let r = bench::train_steps(
+            backend.as_mut(),
+            &ds,
+            c.estimator,
+            c.k,
+            c.batch,
+            a.warmup,
+            a.steps,
+            a.repeats,
+        )?;
+        if a.json {
+            println!("{}", serde_json::to_string(&r)?);
+        } else {
+            println!(
+                "train {:<10} K={:<5} batch={:<5} {:>10.1} datapoints/s (median of {}; range {:.1}..{:.1})  {}",
+                r.estimator, r.k, r.batch, r.datapoints_per_s, r.repeats, r.min_datapoints_per_s, r.max_datapoints_per_s, r.backend
+            );
+        }
+    }
+    if a.eval_k > 0 {
+        backend.set_params(&params.values)?;
+        let r = bench::eval_throughput(backend.as_mut(), &ds, a.eval_k, a.eval_images)?;
+        if a.json {
+            println!("{}", serde_json::to_string(&r)?);
+        } else {
+            println!(
+                "eval  L_{:<5} {} images {:>8.2} s  {:>10.1} images/s  {:.3e} samples/s  {}",
+                r.k, r.images, r.seconds, r.datapoints_per_s, r.samples_per_s, r.backend
+            );
+        }
+    }
+    Ok(())
 }
 
 fn run_train(a: TrainArgs) -> Result<()> {
@@ -318,6 +397,7 @@ fn main() {
         Command::Train(a) => run_train(a),
         Command::Eval(a) => run_eval(a),
         Command::Devices { json } => run_devices(json),
+        Command::Bench(a) => run_bench(a),
         Command::Check { adapter, json } => run_check(adapter, json),
     };
     if let Err(e) = result {
