@@ -170,3 +170,42 @@ fn coefficients(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
         objective[b] = nf * l_n - k * (sum_lse - nf * log(nf - 1.0));
     }
 }
+
+// ---- lse_accumulate: running log-sum-exp over chunks of samples (evaluation L_K) ----
+// state[2b] = running max, state[2b + 1] = sum of exp(l - max) so far. One workgroup per
+// datapoint; `first` starts a new accumulation.
+struct LseChunk {
+    batch: u32, n: u32, first: u32, _p0: u32,
+}
+
+@group(0) @binding(0) var<uniform> chunk: LseChunk;
+@group(0) @binding(1) var<storage, read> chunk_lw: array<f32>;       // [batch, n]
+@group(0) @binding(2) var<storage, read_write> lse_state: array<f32>; // [batch, 2]
+
+@compute @workgroup_size(64)
+fn lse_accumulate(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let b = wg.x;
+    let base = b * chunk.n;
+    var m_part = NEG_HUGE;
+    for (var i = lid; i < chunk.n; i += WG) {
+        m_part = max(m_part, chunk_lw[base + i]);
+    }
+    let m_chunk = reduce_max(lid, m_part);
+    var s_part = 0.0;
+    for (var i = lid; i < chunk.n; i += WG) {
+        s_part += exp(chunk_lw[base + i] - m_chunk);
+    }
+    let s_chunk = reduce_sum(lid, s_part);
+    if (lid == 0u) {
+        if (chunk.first != 0u) {
+            lse_state[2u * b] = m_chunk;
+            lse_state[2u * b + 1u] = s_chunk;
+        } else {
+            let m_old = lse_state[2u * b];
+            let s_old = lse_state[2u * b + 1u];
+            let m_new = max(m_old, m_chunk);
+            lse_state[2u * b] = m_new;
+            lse_state[2u * b + 1u] = s_old * exp(m_old - m_new) + s_chunk * exp(m_chunk - m_new);
+        }
+    }
+}

@@ -26,34 +26,6 @@ pub struct EvalResult {
     pub per_point: Vec<f64>,
 }
 
-/// (max, sum of exp(l - max)), merged chunk by chunk.
-#[derive(Clone, Copy)]
-struct RunningLse {
-    max: f64,
-    sum: f64,
-}
-
-impl RunningLse {
-    const EMPTY: RunningLse = RunningLse {
-        max: f64::NEG_INFINITY,
-        sum: 0.0,
-    };
-    fn push(&mut self, l: &[f32]) {
-        let m = l.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
-        if m == f64::NEG_INFINITY {
-            return;
-        }
-        if m > self.max {
-            self.sum *= (self.max - m).exp();
-            self.max = m;
-        }
-        self.sum += l.iter().map(|&v| (v as f64 - self.max).exp()).sum::<f64>();
-    }
-    fn value(&self) -> f64 {
-        self.max + self.sum.ln()
-    }
-}
-
 /// L_K for each of `count` datapoints in `x` [count, x_dim]. Datapoint i uses noise
 /// (EvalEps, step 0, first_index + i), so a subset scores the same as in the whole set.
 pub fn log_likelihood(
@@ -73,7 +45,6 @@ pub fn log_likelihood(
     let mut b0 = 0;
     while b0 < count {
         let nb = points.min(count - b0);
-        let mut lse = vec![RunningLse::EMPTY; nb];
         let mut s0 = 0;
         while s0 < k {
             let ns = k_chunk.min(k - s0);
@@ -84,13 +55,10 @@ pub fn log_likelihood(
                 first_datapoint: first_index + b0 as u32,
                 first_sample: s0 as u32,
             };
-            let lw = backend.forward(&x[b0 * xd..(b0 + nb) * xd], nb, ns, &noise)?;
-            for (i, acc) in lse.iter_mut().enumerate() {
-                acc.push(&lw[i * ns..(i + 1) * ns]);
-            }
+            backend.lse_chunk(&x[b0 * xd..(b0 + nb) * xd], nb, ns, &noise, s0 == 0)?;
             s0 += ns;
         }
-        per_point.extend(lse.iter().map(|a| a.value() - (k as f64).ln()));
+        per_point.extend(backend.lse_read(nb)?.iter().map(|v| v - (k as f64).ln()));
         b0 += nb;
     }
     let n = per_point.len() as f64;

@@ -79,4 +79,46 @@ pub trait Backend {
     fn take_stats(&mut self) -> Result<StepStats>;
     /// The most sample rows (batch x n) one forward pass may hold.
     fn max_rows(&self) -> usize;
+    /// Evaluation: a forward pass over one chunk of samples whose log-weights are folded into
+    /// a running log-sum-exp per datapoint (`first` starts afresh); nothing is read back.
+    fn lse_chunk(
+        &mut self,
+        x: &[f32],
+        batch: usize,
+        n: usize,
+        noise: &Noise,
+        first: bool,
+    ) -> Result<()>;
+    /// log sum_k exp(l_k) per datapoint over every chunk since the last `first`.
+    fn lse_read(&mut self, batch: usize) -> Result<Vec<f64>>;
+}
+
+/// A log-sum-exp merged chunk by chunk: (max, sum of exp(l - max)).
+#[derive(Clone, Copy, Debug)]
+pub struct RunningLse {
+    pub max: f64,
+    pub sum: f64,
+}
+
+impl RunningLse {
+    pub const EMPTY: RunningLse = RunningLse {
+        max: f64::NEG_INFINITY,
+        sum: 0.0,
+    };
+
+    pub fn push(&mut self, l: &[f32]) {
+        let m = l.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+        if m == f64::NEG_INFINITY {
+            return;
+        }
+        if m > self.max {
+            self.sum *= (self.max - m).exp();
+            self.max = m;
+        }
+        self.sum += l.iter().map(|&v| (v as f64 - self.max).exp()).sum::<f64>();
+    }
+
+    pub fn value(&self) -> f64 {
+        self.max + self.sum.ln()
+    }
 }

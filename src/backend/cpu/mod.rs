@@ -5,7 +5,7 @@
 
 pub mod fastmath;
 
-use super::{Backend, GradNorms, Noise, StepStats};
+use super::{Backend, GradNorms, Noise, RunningLse, StepStats};
 use crate::estimators::{CoefficientProgram, Coefficients};
 use crate::model::{Layout, Linear};
 use crate::optim::{self, AdamConfig, AdamState};
@@ -186,6 +186,7 @@ pub struct CpuBackend {
     norms: GradNorms,
     coeffs: Coefficients,
     stats: StepStats,
+    lse: Vec<RunningLse>,
     batch: usize,
     n: usize,
     x: Vec<f32>,
@@ -223,6 +224,7 @@ impl CpuBackend {
             norms: GradNorms::default(),
             coeffs: Coefficients::default(),
             stats: StepStats::default(),
+            lse: Vec::new(),
             batch: 0,
             n: 0,
             x: Vec::new(),
@@ -689,6 +691,37 @@ impl Backend for CpuBackend {
 
     fn take_stats(&mut self) -> Result<StepStats> {
         Ok(std::mem::take(&mut self.stats))
+    }
+
+    fn lse_chunk(
+        &mut self,
+        x: &[f32],
+        batch: usize,
+        n: usize,
+        noise: &Noise,
+        first: bool,
+    ) -> Result<()> {
+        if first {
+            self.lse = vec![RunningLse::EMPTY; batch];
+        }
+        if self.lse.len() != batch {
+            bail!(
+                "lse_chunk: batch {batch} differs from the accumulation's {}",
+                self.lse.len()
+            );
+        }
+        self.forward(x, batch, n, noise)?;
+        for (acc, l) in self.lse.iter_mut().zip(self.log_w.chunks(n)) {
+            acc.push(l);
+        }
+        Ok(())
+    }
+
+    fn lse_read(&mut self, batch: usize) -> Result<Vec<f64>> {
+        if self.lse.len() != batch {
+            bail!("lse_read: no accumulation over {batch} datapoints");
+        }
+        Ok(self.lse.iter().map(RunningLse::value).collect())
     }
 
     fn max_rows(&self) -> usize {

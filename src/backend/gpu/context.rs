@@ -31,10 +31,11 @@ pub enum KernelId {
     GradNorms,
     Adam,
     AccumulateStats,
+    LseAccumulate,
 }
 
 impl KernelId {
-    pub const ALL: [KernelId; 8] = [
+    pub const ALL: [KernelId; 9] = [
         KernelId::Gemm,
         KernelId::SampleZ,
         KernelId::LogWeights,
@@ -43,6 +44,7 @@ impl KernelId {
         KernelId::GradNorms,
         KernelId::Adam,
         KernelId::AccumulateStats,
+        KernelId::LseAccumulate,
     ];
 
     /// (family, entry point, bindings as the WGSL declares them).
@@ -100,6 +102,11 @@ impl KernelId {
                 Family::Optim,
                 "accumulate_stats",
                 vec![(0, Uniform), (4, ReadWrite), (5, ReadWrite), (6, Read)],
+            ),
+            KernelId::LseAccumulate => (
+                Family::Weights,
+                "lse_accumulate",
+                seq(&[Uniform, Read, ReadWrite]),
             ),
         }
     }

@@ -123,6 +123,16 @@ fn program_uniform(p: &CoefficientProgram, batch: usize, n: usize) -> ProgramU {
     u
 }
 
+/// Log-weights and coefficients over all N samples of a chunked training step, with the
+/// coefficient dispatch bound to them.
+struct FullBuffers {
+    batch: usize,
+    n: usize,
+    lw: wgpu::Buffer,
+    coef: wgpu::Buffer,
+    coefficients: Dispatch,
+}
+
 /// One recorded dispatch.
 struct Dispatch {
     kernel: KernelId,
@@ -138,6 +148,7 @@ struct Plan {
     norms: Dispatch,
     adam: Dispatch,
     stats: Dispatch,
+    lse: Dispatch,
     /// Keeps the plan's static uniforms alive.
     _uniforms: wgpu::Buffer,
 }
@@ -157,6 +168,8 @@ struct ShapeBuffers {
     enc_up: wgpu::Buffer,
     delta: [wgpu::Buffer; 2],
     ones: wgpu::Buffer,
+    /// [batch, 2]: running (max, sum) of the evaluation log-sum-exp.
+    lse_state: wgpu::Buffer,
 }
 
 pub struct GpuBackend {
@@ -172,7 +185,13 @@ pub struct GpuBackend {
     adam_u: wgpu::Buffer,
     adam: AdamState,
     shape: Option<ShapeBuffers>,
-    plans: HashMap<(usize, usize), Plan>,
+    /// Plans by (batch, n, accumulate gradients).
+    plans: HashMap<(usize, usize, bool), Plan>,
+    lse_u: wgpu::Buffer,
+    /// Lowers the rows one pass may hold below the adapter's limit (tests of chunking).
+    row_limit: Option<usize>,
+    /// Whole-step log-weights and coefficients of a chunked step.
+    full: Option<FullBuffers>,
     last: Option<(usize, usize)>,
     lw_host: Vec<f32>,
 }
@@ -260,6 +279,8 @@ struct BackwardBuffers<'a> {
     grad: &'a wgpu::Buffer,
     sb: &'a ShapeBuffers,
     inv_b: f32,
+    /// 0 to overwrite the gradient, 1 to add to it (later chunks of a chunked step).
+    beta: f32,
 }
 
 /// Backward through an MLP whose output gradient is in `delta0`; weight gradients averaged
@@ -302,6 +323,7 @@ fn mlp_backward<'a>(
             c_rs: l.inp as u32,
             c_cs: 1,
             alpha: bb.inv_b,
+            beta: bb.beta,
             ..Default::default()
         };
         let slot = arena.push(&wg);
@@ -328,6 +350,7 @@ fn mlp_backward<'a>(
             c_rs: 1,
             c_cs: 1,
             alpha: bb.inv_b,
+            beta: bb.beta,
             ..Default::default()
         };
         let slot = arena.push(&bg);
@@ -416,6 +439,9 @@ impl GpuBackend {
             layout: layout.clone(),
             shape: None,
             plans: HashMap::new(),
+            lse_u: ctx.uniform("lse chunk", 16),
+            row_limit: None,
+            full: None,
             last: None,
             lw_host: Vec::new(),
             ctx,
@@ -436,7 +462,7 @@ impl GpuBackend {
             .unwrap_or(1)
     }
 
-    fn ensure_shape(&mut self, batch: usize, n: usize) -> Result<()> {
+    fn ensure_shape(&mut self, batch: usize, n: usize, accumulate: bool) -> Result<()> {
         let rows = batch * n;
         if rows > self.max_rows() {
             bail!(
@@ -485,17 +511,19 @@ impl GpuBackend {
                     ctx.storage("delta 1", rc.max(bc) * widest),
                 ],
                 ones,
+                lse_state: ctx.storage("lse state", 2 * bc),
             });
             self.plans.clear();
+            self.full = None;
         }
-        if !self.plans.contains_key(&(batch, n)) {
-            let plan = self.build_plan(batch, n);
-            self.plans.insert((batch, n), plan);
+        if !self.plans.contains_key(&(batch, n, accumulate)) {
+            let plan = self.build_plan(batch, n, accumulate);
+            self.plans.insert((batch, n, accumulate), plan);
         }
         Ok(())
     }
 
-    fn build_plan(&self, batch: usize, n: usize) -> Plan {
+    fn build_plan(&self, batch: usize, n: usize, accumulate: bool) -> Plan {
         let sb = self.shape.as_ref().expect("shape buffers exist");
         let a = &self.layout.arch;
         let rows = batch * n;
@@ -577,6 +605,7 @@ impl GpuBackend {
             grad: &self.grad,
             sb,
             inv_b,
+            beta: if accumulate { 1.0 } else { 0.0 },
         };
         let dz = mlp_backward(
             &ctx,
@@ -706,7 +735,17 @@ impl GpuBackend {
             ],
             [1, 1, 1],
         );
+        let lse = (
+            KernelId::LseAccumulate,
+            vec![
+                (0, Res::Own(&self.lse_u, 0, 16)),
+                (1, Res::Buf(&sb.lw)),
+                (2, Res::Buf(&sb.lse_state)),
+            ],
+            [batch as u32, 1, 1],
+        );
         Plan {
+            lse: make(lse),
             forward: forward.into_iter().map(make).collect(),
             coefficients: make(prog),
             backward: backward.into_iter().map(make).collect(),
@@ -755,30 +794,37 @@ impl GpuBackend {
             .write_buffer(&self.adam_u, 0, bytemuck::bytes_of(&u));
     }
 
-    /// Records `parts` of the plan for (batch, n) into one compute pass and submits it.
-    fn run(&self, batch: usize, n: usize, parts: &[Part]) {
-        let plan = &self.plans[&(batch, n)];
-        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            let mut go = |d: &Dispatch| {
-                pass.set_pipeline(&self.ctx.kernel(d.kernel).pipeline);
-                pass.set_bind_group(0, &d.group, &[]);
-                pass.dispatch_workgroups(d.count[0], d.count[1], d.count[2]);
-            };
-            for part in parts {
-                match part {
-                    Part::Forward => plan.forward.iter().for_each(&mut go),
-                    Part::Coefficients => go(&plan.coefficients),
-                    Part::Backward => {
-                        plan.backward.iter().for_each(&mut go);
-                        go(&plan.norms);
-                    }
-                    Part::Adam => go(&plan.adam),
-                    Part::Stats => go(&plan.stats),
+    /// Records `parts` of the plan for (batch, n, accumulate) into one compute pass.
+    fn record(&self, enc: &mut wgpu::CommandEncoder, key: (usize, usize, bool), parts: &[Part]) {
+        let plan = &self.plans[&key];
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        let mut go = |d: &Dispatch| {
+            pass.set_pipeline(&self.ctx.kernel(d.kernel).pipeline);
+            pass.set_bind_group(0, &d.group, &[]);
+            pass.dispatch_workgroups(d.count[0], d.count[1], d.count[2]);
+        };
+        for part in parts {
+            match part {
+                Part::Forward => plan.forward.iter().for_each(&mut go),
+                Part::Coefficients => go(&plan.coefficients),
+                Part::FullCoefficients => {
+                    go(&self.full.as_ref().expect("full buffers exist").coefficients)
                 }
+                Part::Backward => {
+                    plan.backward.iter().for_each(&mut go);
+                    go(&plan.norms);
+                }
+                Part::Adam => go(&plan.adam),
+                Part::Stats => go(&plan.stats),
+                Part::Lse => go(&plan.lse),
             }
         }
+    }
+
+    /// Records `parts` of the (batch, n) plan into one pass and submits it.
+    fn run(&self, batch: usize, n: usize, parts: &[Part]) {
+        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+        self.record(&mut enc, (batch, n, false), parts);
         self.ctx.queue.submit([enc.finish()]);
     }
 
@@ -820,7 +866,7 @@ impl GpuBackend {
         n: usize,
         program: &CoefficientProgram,
     ) -> Result<DeviceCoefficients> {
-        self.ensure_shape(batch, n)?;
+        self.ensure_shape(batch, n, false)?;
         let rows = batch * n;
         let sb = self.shape.as_ref().expect("shape buffers exist");
         self.ctx
@@ -844,10 +890,172 @@ impl GpuBackend {
     }
 }
 
+impl GpuBackend {
+    /// Caps the sample rows of one pass below the adapter's limit, so tests can exercise
+    /// chunked steps on small shapes.
+    pub fn set_row_limit(&mut self, rows: Option<usize>) {
+        self.row_limit = rows;
+    }
+
+    /// A training step whose batch x N rows exceed one pass: pass 1 computes the log-weights
+    /// chunk by chunk into whole-step buffers, then the coefficients over all N samples;
+    /// pass 2 recomputes each chunk's forward pass (same noise, so the same z) and adds its
+    /// backward into the gradient. Memory stays that of one chunk whatever N is.
+    #[allow(clippy::too_many_arguments)]
+    fn train_step_chunked(
+        &mut self,
+        x: &[f32],
+        batch: usize,
+        n: usize,
+        noise: &Noise,
+        program: &CoefficientProgram,
+        cfg: &AdamConfig,
+        lr: f64,
+    ) -> Result<()> {
+        let per = (self.max_rows() / batch).max(1);
+        if self.max_rows() < batch {
+            bail!("--batch {batch} alone exceeds the rows this adapter binds at once ({}); lower --batch", self.max_rows());
+        }
+        let chunks: Vec<(usize, usize)> = (0..n)
+            .step_by(per)
+            .map(|s0| (s0, per.min(n - s0)))
+            .collect();
+        for &(_, len) in &chunks {
+            self.ensure_shape(batch, len, false)?;
+            self.ensure_shape(batch, len, true)?;
+        }
+        self.ensure_full(batch, n);
+        self.upload_x(x, batch)?;
+        self.ctx.queue.write_buffer(
+            &self.program_u,
+            0,
+            bytemuck::bytes_of(&program_uniform(program, batch, n)),
+        );
+        let rows = batch * n;
+        // Pass 1: log-weights of every chunk into the whole-step buffer.
+        for &(s0, len) in &chunks {
+            self.write_noise(&Noise {
+                first_sample: noise.first_sample + s0 as u32,
+                ..*noise
+            });
+            let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+            self.record(&mut enc, (batch, len, false), &[Part::Forward]);
+            let (sb, full) = (
+                self.shape.as_ref().expect("shape"),
+                self.full.as_ref().expect("full"),
+            );
+            for b in 0..batch {
+                enc.copy_buffer_to_buffer(
+                    &sb.lw,
+                    (b * len * 4) as u64,
+                    &full.lw,
+                    ((b * n + s0) * 4) as u64,
+                    (len * 4) as u64,
+                );
+            }
+            self.ctx.queue.submit([enc.finish()]);
+        }
+        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+        self.record(
+            &mut enc,
+            (batch, chunks[0].1, false),
+            &[Part::FullCoefficients],
+        );
+        self.ctx.queue.submit([enc.finish()]);
+        // Pass 2: each chunk's backward, added into the gradient after the first.
+        self.write_adam(None, batch);
+        for (ci, &(s0, len)) in chunks.iter().enumerate() {
+            self.write_noise(&Noise {
+                first_sample: noise.first_sample + s0 as u32,
+                ..*noise
+            });
+            let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+            self.record(&mut enc, (batch, len, false), &[Part::Forward]);
+            let (sb, full) = (
+                self.shape.as_ref().expect("shape"),
+                self.full.as_ref().expect("full"),
+            );
+            let chunk_rows = batch * len;
+            for part in 0..3 {
+                for b in 0..batch {
+                    enc.copy_buffer_to_buffer(
+                        &full.coef,
+                        ((part * rows + b * n + s0) * 4) as u64,
+                        &sb.coef,
+                        ((part * chunk_rows + b * len) * 4) as u64,
+                        (len * 4) as u64,
+                    );
+                }
+            }
+            self.record(&mut enc, (batch, len, ci > 0), &[Part::Backward]);
+            self.ctx.queue.submit([enc.finish()]);
+        }
+        self.write_adam(Some((cfg, lr)), batch);
+        self.run(batch, chunks[0].1, &[Part::Adam, Part::Stats]);
+        self.last = None;
+        Ok(())
+    }
+
+    /// Whole-step log-weight and coefficient buffers for (batch, n), with their dispatch.
+    fn ensure_full(&mut self, batch: usize, n: usize) {
+        if self
+            .full
+            .as_ref()
+            .is_some_and(|f| f.batch == batch && f.n == n)
+        {
+            return;
+        }
+        let rows = batch * n;
+        let lw = self.ctx.storage("whole-step log-weights", rows);
+        let coef = self.ctx.storage("whole-step coefficients", 3 * rows);
+        let sb = self.shape.as_ref().expect("shape buffers exist");
+        let kernel = self.ctx.kernel(KernelId::Coefficients);
+        let group = self
+            .ctx
+            .device
+            .create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("whole-step coefficients"),
+                layout: &kernel.layout,
+                entries: &[
+                    wgpu::BindGroupEntry {
+                        binding: 0,
+                        resource: self.program_u.as_entire_binding(),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 1,
+                        resource: lw.as_entire_binding(),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 2,
+                        resource: coef.as_entire_binding(),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 3,
+                        resource: sb.objective.as_entire_binding(),
+                    },
+                ],
+            });
+        let coefficients = Dispatch {
+            kernel: KernelId::Coefficients,
+            group,
+            count: [batch as u32, 1, 1],
+        };
+        self.full = Some(FullBuffers {
+            batch,
+            n,
+            lw,
+            coef,
+            coefficients,
+        });
+    }
+}
+
 /// Coefficients read back from the device: (a, b, c, objective).
 pub type DeviceCoefficients = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>);
 
 enum Part {
+    Lse,
+    FullCoefficients,
     Forward,
     Coefficients,
     Backward,
@@ -889,7 +1097,7 @@ impl Backend for GpuBackend {
         if batch == 0 || n == 0 {
             bail!("forward needs at least one datapoint and one sample (batch {batch}, n {n})");
         }
-        self.ensure_shape(batch, n)?;
+        self.ensure_shape(batch, n, false)?;
         self.upload_x(x, batch)?;
         self.write_noise(noise);
         self.run(batch, n, &[Part::Forward]);
@@ -954,7 +1162,10 @@ impl Backend for GpuBackend {
         if batch == 0 || n == 0 {
             bail!("a training step needs at least one datapoint and one sample");
         }
-        self.ensure_shape(batch, n)?;
+        if batch * n > self.max_rows() {
+            return self.train_step_chunked(x, batch, n, noise, program, cfg, lr);
+        }
+        self.ensure_shape(batch, n, false)?;
         self.upload_x(x, batch)?;
         self.write_noise(noise);
         self.ctx.queue.write_buffer(
@@ -978,6 +1189,41 @@ impl Backend for GpuBackend {
         Ok(())
     }
 
+    fn lse_chunk(
+        &mut self,
+        x: &[f32],
+        batch: usize,
+        n: usize,
+        noise: &Noise,
+        first: bool,
+    ) -> Result<()> {
+        if batch == 0 || n == 0 {
+            bail!("evaluation needs at least one datapoint and one sample");
+        }
+        self.ensure_shape(batch, n, false)?;
+        self.upload_x(x, batch)?;
+        self.write_noise(noise);
+        let u: [u32; 4] = [batch as u32, n as u32, first as u32, 0];
+        self.ctx
+            .queue
+            .write_buffer(&self.lse_u, 0, bytemuck::cast_slice(&u));
+        self.run(batch, n, &[Part::Forward, Part::Lse]);
+        self.last = Some((batch, n));
+        Ok(())
+    }
+
+    fn lse_read(&mut self, batch: usize) -> Result<Vec<f64>> {
+        let sb = self
+            .shape
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("lse_read before any lse_chunk"))?;
+        let st = self.ctx.read(&sb.lse_state, 0, 2 * batch)?;
+        Ok(st
+            .chunks(2)
+            .map(|p| p[0] as f64 + (p[1] as f64).ln())
+            .collect())
+    }
+
     fn take_stats(&mut self) -> Result<StepStats> {
         let s = self.ctx.read(&self.stats, 0, 4)?;
         self.ctx.queue.write_buffer(&self.stats, 0, &[0u8; 16]);
@@ -995,6 +1241,7 @@ impl Backend for GpuBackend {
             .limits
             .max_storage_buffer_binding_size
             .min(self.ctx.limits.max_buffer_size) as usize;
-        bytes / (4 * self.widest())
+        let adapter = bytes / (4 * self.widest());
+        self.row_limit.map_or(adapter, |l| l.min(adapter))
     }
 }
