@@ -20,8 +20,69 @@ const MODE_JACKKNIFE_DREG: u32 = 3u;
 @group(0) @binding(3) var<storage, read_write> objective: array<f32>; // [batch]
 
 const WG: u32 = 64u;
-var<workgroup> red: array<f32, 64>;
+// One slot per thread for the workgroup tree, or per subgroup plus the result (slot WG).
+var<workgroup> red: array<f32, 65>;
 
+// #if subgroups
+// Subgroup path: each subgroup reduces in registers, one lane per subgroup writes its partial,
+// and one thread combines the partials. Nothing assumes a subgroup size: the partials are
+// indexed by subgroup_id and counted by num_subgroups.
+var<private> sg_lane: u32;
+var<private> sg_id: u32;
+var<private> sg_count: u32;
+
+fn set_lanes(lane: u32, id: u32, count: u32) {
+    sg_lane = lane;
+    sg_id = id;
+    sg_count = count;
+}
+
+fn combine(lid: u32, op: u32) -> f32 {
+    workgroupBarrier();
+    if (lid == 0u) {
+        var t = red[0];
+        for (var i = 1u; i < sg_count; i++) {
+            if (op == 0u) {
+                t += red[i];
+            } else if (op == 1u) {
+                t = max(t, red[i]);
+            } else {
+                t = min(t, red[i]);
+            }
+        }
+        red[WG] = t;
+    }
+    workgroupBarrier();
+    let r = red[WG];
+    workgroupBarrier();
+    return r;
+}
+
+fn reduce_sum(lid: u32, v: f32) -> f32 {
+    let s = subgroupAdd(v);
+    if (sg_lane == 0u) {
+        red[sg_id] = s;
+    }
+    return combine(lid, 0u);
+}
+
+fn reduce_max(lid: u32, v: f32) -> f32 {
+    let s = subgroupMax(v);
+    if (sg_lane == 0u) {
+        red[sg_id] = s;
+    }
+    return combine(lid, 1u);
+}
+
+fn reduce_min(lid: u32, v: f32) -> f32 {
+    let s = subgroupMin(v);
+    if (sg_lane == 0u) {
+        red[sg_id] = s;
+    }
+    return combine(lid, 2u);
+}
+// #else
+// Workgroup path (adapters without subgroups): a shared-memory tree.
 fn reduce_sum(lid: u32, v: f32) -> f32 {
     red[lid] = v;
     workgroupBarrier();
@@ -63,11 +124,23 @@ fn reduce_min(lid: u32, v: f32) -> f32 {
     workgroupBarrier();
     return r;
 }
+// #endif
 
 const NEG_HUGE: f32 = -3.0e38;
 
 @compute @workgroup_size(64)
-fn coefficients(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn coefficients(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+// #if subgroups
+    @builtin(subgroup_invocation_id) sgl: u32,
+    @builtin(subgroup_id) sgi: u32,
+    @builtin(num_subgroups) sgn: u32,
+// #endif
+) {
+// #if subgroups
+    set_lanes(sgl, sgi, sgn);
+// #endif
     let b = wg.x;
     let n = prog.n;
     let rows = prog.batch * n;
@@ -183,7 +256,18 @@ struct LseChunk {
 @group(0) @binding(2) var<storage, read_write> lse_state: array<f32>; // [batch, 2]
 
 @compute @workgroup_size(64)
-fn lse_accumulate(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn lse_accumulate(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+// #if subgroups
+    @builtin(subgroup_invocation_id) sgl: u32,
+    @builtin(subgroup_id) sgi: u32,
+    @builtin(num_subgroups) sgn: u32,
+// #endif
+) {
+// #if subgroups
+    set_lanes(sgl, sgi, sgn);
+// #endif
     let b = wg.x;
     let base = b * chunk.n;
     var m_part = NEG_HUGE;

@@ -343,6 +343,7 @@ fn run_check(adapter: Option<String>, json: bool) -> Result<()> {
     let choice = unbiased_vae::backend::gpu::AdapterChoice {
         name: adapter,
         allow_software: true,
+        disable_subgroups: false,
     };
     let (device, rows) = unbiased_vae::parity::run_suite(&choice, &Default::default())?;
     if json {

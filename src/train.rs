@@ -47,6 +47,7 @@ pub fn make_backend(
         let choice = AdapterChoice {
             name: adapter.map(str::to_string),
             allow_software,
+            disable_subgroups: false,
         };
         Ok(Box::new(GpuBackend::new(
             &params.layout,

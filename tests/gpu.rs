@@ -34,6 +34,7 @@ fn any_adapter() -> AdapterChoice {
     AdapterChoice {
         name: None,
         allow_software: true,
+        disable_subgroups: false,
     }
 }
 
@@ -77,4 +78,23 @@ fn parity_suite_multi_tile_shape() {
         batch: 5,
         n: 19,
     });
+}
+
+/// The workgroup-memory fallback of the reductions, on an adapter that has subgroups too.
+#[test]
+fn parity_suite_without_subgroups() {
+    if !have_gpu() {
+        return;
+    }
+    let choice = AdapterChoice {
+        name: None,
+        allow_software: true,
+        disable_subgroups: true,
+    };
+    let (device, rows) =
+        parity::run_suite(&choice, &ParityShape::default()).expect("parity suite runs");
+    let table = parity::format_table(&device, &rows);
+    println!("{table}");
+    assert!(device.contains("workgroup reductions"), "{device}");
+    assert!(rows.iter().all(|r| r.pass), "{table}");
 }

@@ -5,26 +5,40 @@ use unbiased_vae::backend::gpu::shaders::Family;
 #[test]
 fn every_shader_family_validates_with_naga() {
     let mut failures = Vec::new();
-    for family in Family::ALL {
-        let src = family.source();
+    let variants = Family::ALL.iter().flat_map(|&f| {
+        let mut v = vec![(f, false)];
+        if f.has_subgroup_variant() {
+            v.push((f, true));
+        }
+        v
+    });
+    for (family, subgroups) in variants {
+        let src = family.source(subgroups);
         let module = match naga::front::wgsl::parse_str(&src) {
             Ok(m) => m,
             Err(e) => {
                 failures.push(format!(
-                    "{}: parse error:\n{}",
+                    "{} (subgroups {subgroups}): parse error:\n{}",
                     family.file(),
                     e.emit_to_string(&src)
                 ));
                 continue;
             }
         };
-        let mut validator = naga::valid::Validator::new(
-            naga::valid::ValidationFlags::all(),
-            naga::valid::Capabilities::default(),
-        );
+        let caps = if subgroups {
+            naga::valid::Capabilities::SUBGROUP
+        } else {
+            naga::valid::Capabilities::default()
+        };
+        let mut validator = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps);
+        if subgroups {
+            validator
+                .subgroup_stages(naga::valid::ShaderStages::COMPUTE)
+                .subgroup_operations(naga::valid::SubgroupOperationSet::all());
+        }
         if let Err(e) = validator.validate(&module) {
             failures.push(format!(
-                "{}: validation error:\n{}",
+                "{} (subgroups {subgroups}): validation error:\n{}",
                 family.file(),
                 e.emit_to_string(&src)
             ));

@@ -168,6 +168,8 @@ pub struct AdapterChoice {
     pub name: Option<String>,
     /// Accept software adapters (lavapipe, WARP) when choosing the best one.
     pub allow_software: bool,
+    /// Use the workgroup-memory reductions even where the adapter has subgroups.
+    pub disable_subgroups: bool,
 }
 
 pub struct GpuContext {
@@ -176,6 +178,8 @@ pub struct GpuContext {
     pub adapter: AdapterSummary,
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
+    /// Whether the reductions use subgroup operations.
+    pub subgroups: bool,
     kernels: Vec<(KernelId, Kernel)>,
 }
 
@@ -223,7 +227,10 @@ impl GpuContext {
         };
         let summary = summarize(0, &picked);
         let limits = picked.limits();
-        let wanted = wgpu::Features::TIMESTAMP_QUERY;
+        let mut wanted = wgpu::Features::TIMESTAMP_QUERY;
+        if !choice.disable_subgroups {
+            wanted |= wgpu::Features::SUBGROUP;
+        }
         let features = picked.features() & wanted;
         let (device, queue) = pollster::block_on(picked.request_device(&wgpu::DeviceDescriptor {
             label: Some("uvae"),
@@ -238,6 +245,7 @@ impl GpuContext {
             adapter: summary,
             limits,
             features,
+            subgroups: features.contains(wgpu::Features::SUBGROUP),
             kernels: Vec::new(),
         };
         ctx.build_kernels()?;
@@ -246,13 +254,14 @@ impl GpuContext {
 
     fn build_kernels(&mut self) -> Result<()> {
         let mut modules = std::collections::HashMap::new();
+        let subgroups = self.subgroups;
         for id in KernelId::ALL {
             let (family, entry, slots) = id.spec();
             let module = modules.entry(family).or_insert_with(|| {
                 self.device
                     .create_shader_module(wgpu::ShaderModuleDescriptor {
                         label: Some(family.file()),
-                        source: wgpu::ShaderSource::Wgsl(family.source().into()),
+                        source: wgpu::ShaderSource::Wgsl(family.source(subgroups).into()),
                     })
             });
             let entries: Vec<wgpu::BindGroupLayoutEntry> = slots

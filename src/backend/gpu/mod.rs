@@ -1065,9 +1065,15 @@ enum Part {
 
 impl Backend for GpuBackend {
     fn describe(&self) -> String {
+        let a = &self.ctx.adapter;
+        let reductions = if self.ctx.subgroups {
+            "subgroup reductions"
+        } else {
+            "workgroup reductions"
+        };
         format!(
-            "gpu ({}, {}, {})",
-            self.ctx.adapter.name, self.ctx.adapter.backend, self.ctx.adapter.device_type
+            "gpu ({}, {}, {}, {reductions})",
+            a.name, a.backend, a.device_type
         )
     }
 
