@@ -33,6 +33,40 @@ const TK: u32 = 16u;
 var<workgroup> tile_a: array<f32, 1024>; // [TK][TILE]: tile_a[kk * TILE + row]
 var<workgroup> tile_b: array<f32, 1024>; // [TK][TILE]: tile_b[kk * TILE + col]
 
+// The epilogue: alpha, beta, bias, tanh, tanh backward, masked store of a thread's 4 x 4.
+fn store_tile(row0: u32, col0: u32, lid: vec2<u32>, acc_in: array<f32, 16>) {
+    var acc = acc_in; // dynamic indexing needs a variable, not a value
+    for (var i = 0u; i < 4u; i++) {
+        let r = row0 + lid.y * 4u + i;
+        if (r >= g.m) {
+            continue;
+        }
+        for (var j = 0u; j < 4u; j++) {
+            let c = col0 + lid.x * 4u + j;
+            if (c >= g.n) {
+                continue;
+            }
+            var v = g.alpha * acc[i * 4u + j];
+            let ci = g.c_off + r * g.c_rs + c * g.c_cs;
+            if (g.beta != 0.0) {
+                v += g.beta * mat_c[ci];
+            }
+            if ((g.flags & FLAG_BIAS) != 0u) {
+                v += epi[g.e_off + c];
+            }
+            if ((g.flags & FLAG_TANH) != 0u) {
+                // Clamped: some drivers overflow exp inside tanh for large |v| and return NaN.
+                v = tanh(clamp(v, -15.0, 15.0));
+            }
+            if ((g.flags & FLAG_TANH_GRAD) != 0u) {
+                let act = epi[g.e_off + r * g.e_rs + c];
+                v = v * (1.0 - act * act);
+            }
+            mat_c[ci] = v;
+        }
+    }
+}
+
 @compute @workgroup_size(16, 16, 1)
 fn gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let row0 = wg.y * TILE;
@@ -80,33 +114,93 @@ fn gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         }
         workgroupBarrier();
     }
-    for (var i = 0u; i < 4u; i++) {
-        let r = row0 + lid.y * 4u + i;
-        if (r >= g.m) {
-            continue;
-        }
-        for (var j = 0u; j < 4u; j++) {
-            let c = col0 + lid.x * 4u + j;
-            if (c >= g.n) {
-                continue;
-            }
-            var v = g.alpha * acc[i * 4u + j];
-            let ci = g.c_off + r * g.c_rs + c * g.c_cs;
-            if (g.beta != 0.0) {
-                v += g.beta * mat_c[ci];
-            }
-            if ((g.flags & FLAG_BIAS) != 0u) {
-                v += epi[g.e_off + c];
-            }
-            if ((g.flags & FLAG_TANH) != 0u) {
-                // Clamped: some drivers overflow exp inside tanh for large |v| and return NaN.
-                v = tanh(clamp(v, -15.0, 15.0));
-            }
-            if ((g.flags & FLAG_TANH_GRAD) != 0u) {
-                let act = epi[g.e_off + r * g.e_rs + c];
-                v = v * (1.0 - act * act);
-            }
-            mat_c[ci] = v;
-        }
+    store_tile(row0, col0, lid.xy, acc);
+}
+
+// ---- gemm_vec4: the same product with one vec4 load per operand per thread per k-step ----
+// For operands whose contiguous dimension, other stride and offset are multiples of 4 (the
+// host checks). A is contiguous along k (A_KCONTIG) or along m; B along k (B_KCONTIG) or
+// along n. A 64 x 16 tile is then 256 vec4s, one per thread, so every vec4 lies wholly in
+// or wholly out of the matrix and edges stay zero-padded.
+const FLAG_A_KCONTIG: u32 = 16u;
+const FLAG_B_KCONTIG: u32 = 32u;
+
+@group(0) @binding(1) var<storage, read> mat_a4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> mat_b4: array<vec4<f32>>;
+
+@compute @workgroup_size(16, 16, 1)
+fn gemm_vec4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let row0 = wg.y * TILE;
+    let col0 = wg.x * TILE;
+    let t = lid.y * 16u + lid.x;
+    var acc: array<f32, 16>;
+    for (var i = 0u; i < 16u; i++) {
+        acc[i] = 0.0;
     }
+    let scale_k = (g.flags & FLAG_SCALE_K) != 0u;
+    let a_k = (g.flags & FLAG_A_KCONTIG) != 0u;
+    let b_k = (g.flags & FLAG_B_KCONTIG) != 0u;
+    for (var k0 = 0u; k0 < g.k; k0 += TK) {
+        // A: k-contiguous: thread t loads row t / 4, k = 4 (t % 4) .. +3;
+        //    m-contiguous: thread t loads k = t / 16, rows 4 (t % 16) .. +3.
+        var ra = t / 4u;
+        var ka = (t % 4u) * 4u;
+        if (!a_k) {
+            ka = t / 16u;
+            ra = (t % 16u) * 4u;
+        }
+        var va = vec4<f32>(0.0);
+        if (row0 + ra < g.m && k0 + ka < g.k) {
+            va = mat_a4[(g.a_off + (row0 + ra) * g.a_rs + (k0 + ka) * g.a_cs) / 4u];
+            if (scale_k) {
+                if (a_k) {
+                    va = va * vec4<f32>(epi[g.e_off + k0 + ka], epi[g.e_off + k0 + ka + 1u], epi[g.e_off + k0 + ka + 2u], epi[g.e_off + k0 + ka + 3u]);
+                } else {
+                    va = va * epi[g.e_off + k0 + ka];
+                }
+            }
+        }
+        if (a_k) {
+            for (var j = 0u; j < 4u; j++) {
+                tile_a[(ka + j) * TILE + ra] = va[j];
+            }
+        } else {
+            for (var j = 0u; j < 4u; j++) {
+                tile_a[ka * TILE + ra + j] = va[j];
+            }
+        }
+        // B: k-contiguous: thread t loads column t / 4, k = 4 (t % 4) .. +3;
+        //    n-contiguous: thread t loads k = t / 16, columns 4 (t % 16) .. +3.
+        var cb = t / 4u;
+        var kb = (t % 4u) * 4u;
+        if (!b_k) {
+            kb = t / 16u;
+            cb = (t % 16u) * 4u;
+        }
+        var vb = vec4<f32>(0.0);
+        if (col0 + cb < g.n && k0 + kb < g.k) {
+            vb = mat_b4[(g.b_off + (k0 + kb) * g.b_rs + (col0 + cb) * g.b_cs) / 4u];
+        }
+        if (b_k) {
+            for (var j = 0u; j < 4u; j++) {
+                tile_b[(kb + j) * TILE + cb] = vb[j];
+            }
+        } else {
+            for (var j = 0u; j < 4u; j++) {
+                tile_b[kb * TILE + cb + j] = vb[j];
+            }
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < TK; kk++) {
+            let av = vec4<f32>(tile_a[kk * TILE + lid.y * 4u], tile_a[kk * TILE + lid.y * 4u + 1u], tile_a[kk * TILE + lid.y * 4u + 2u], tile_a[kk * TILE + lid.y * 4u + 3u]);
+            let bv = vec4<f32>(tile_b[kk * TILE + lid.x * 4u], tile_b[kk * TILE + lid.x * 4u + 1u], tile_b[kk * TILE + lid.x * 4u + 2u], tile_b[kk * TILE + lid.x * 4u + 3u]);
+            for (var i = 0u; i < 4u; i++) {
+                for (var j = 0u; j < 4u; j++) {
+                    acc[i * 4u + j] = fma(av[i], bv[j], acc[i * 4u + j]);
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+    store_tile(row0, col0, lid.xy, acc);
 }

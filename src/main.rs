@@ -345,18 +345,18 @@ fn run_check(adapter: Option<String>, json: bool) -> Result<()> {
         allow_software: true,
         disable_subgroups: false,
     };
-    let (device, rows) = unbiased_vae::parity::run_suite(&choice, &Default::default())?;
+    let report = unbiased_vae::parity::run_suite(&choice, &Default::default())?;
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "device": device, "rows": rows }))?
-        );
+        println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", unbiased_vae::parity::format_table(&device, &rows));
+        print!("{}", unbiased_vae::parity::format_table(&report));
     }
-    let failed = rows.iter().filter(|r| !r.pass).count();
-    if failed > 0 {
-        anyhow::bail!("{failed} parity checks failed on {device}");
+    if report.failed() > 0 {
+        anyhow::bail!(
+            "{} parity checks failed on {}",
+            report.failed(),
+            report.device
+        );
     }
     Ok(())
 }

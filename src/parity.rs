@@ -119,8 +119,23 @@ fn binary_data(count: usize, dim: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
+/// What a suite run found.
+#[derive(Clone, Debug, Serialize)]
+pub struct ParityReport {
+    pub device: String,
+    /// Dispatches per kernel in the plans the suite built (which GEMM variant ran).
+    pub kernels: Vec<(String, usize)>,
+    pub rows: Vec<ParityRow>,
+}
+
+impl ParityReport {
+    pub fn failed(&self) -> usize {
+        self.rows.iter().filter(|r| !r.pass).count()
+    }
+}
+
 /// Runs the whole suite on `choice`'s adapter.
-pub fn run_suite(choice: &AdapterChoice, shape: &ParityShape) -> Result<(String, Vec<ParityRow>)> {
+pub fn run_suite(choice: &AdapterChoice, shape: &ParityShape) -> Result<ParityReport> {
     let ParityShape { arch, batch, n } = shape.clone();
     let xd = arch.x_dim;
     let mean: Vec<f32> = (0..xd).map(|j| 0.1 + 0.8 * j as f32 / xd as f32).collect();
@@ -338,12 +353,28 @@ pub fn run_suite(choice: &AdapterChoice, shape: &ParityShape) -> Result<(String,
         1e-4,
         1e-5,
     ));
-    Ok((device, rows))
+    let kernels = gpu
+        .plan_kernel_counts()
+        .into_iter()
+        .map(|(k, n)| (k.to_string(), n))
+        .collect();
+    Ok(ParityReport {
+        device,
+        kernels,
+        rows,
+    })
 }
 
 /// The suite as a table.
-pub fn format_table(device: &str, rows: &[ParityRow]) -> String {
+pub fn format_table(report: &ParityReport) -> String {
+    let (device, rows) = (&report.device, &report.rows);
     let mut out = format!("parity on {device}: |gpu - cpu| <= atol + rtol |cpu|\n");
+    let kernels: Vec<String> = report
+        .kernels
+        .iter()
+        .map(|(k, n)| format!("{k} x{n}"))
+        .collect();
+    out += &format!("dispatches in the plans: {}\n", kernels.join(", "));
     out += &format!(
         "{:<46} {:>6} {:>11} {:>11} {:>8} {:>8}  result\n",
         "kernel / estimator", "values", "max abs", "max rel", "atol", "rtol"

@@ -4,7 +4,7 @@
 
 use unbiased_vae::backend::gpu::{list_adapters, AdapterChoice};
 use unbiased_vae::model::Arch;
-use unbiased_vae::parity::{self, ParityShape};
+use unbiased_vae::parity::{self, ParityReport, ParityShape};
 
 /// True when a GPU adapter exists; panics in CI when none does.
 fn have_gpu() -> bool {
@@ -30,6 +30,24 @@ fn have_gpu() -> bool {
     true
 }
 
+fn suite(choice: &AdapterChoice, shape: &ParityShape) -> ParityReport {
+    let report = parity::run_suite(choice, shape).expect("parity suite runs");
+    let table = parity::format_table(&report);
+    println!("{table}");
+    let failed: Vec<_> = report
+        .rows
+        .iter()
+        .filter(|r| !r.pass)
+        .map(|r| r.name.clone())
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "parity failures on {}: {failed:?}\n{table}",
+        report.device
+    );
+    report
+}
+
 fn any_adapter() -> AdapterChoice {
     AdapterChoice {
         name: None,
@@ -38,28 +56,23 @@ fn any_adapter() -> AdapterChoice {
     }
 }
 
-fn assert_suite(shape: &ParityShape) {
-    let (device, rows) = parity::run_suite(&any_adapter(), shape).expect("parity suite runs");
-    let table = parity::format_table(&device, &rows);
-    println!("{table}");
-    let failed: Vec<_> = rows
+fn dispatches(report: &ParityReport, kernel: &str) -> usize {
+    report
+        .kernels
         .iter()
-        .filter(|r| !r.pass)
-        .map(|r| r.name.clone())
-        .collect();
-    assert!(
-        failed.is_empty(),
-        "parity failures on {device}: {failed:?}\n{table}"
-    );
+        .find(|(k, _)| k == kernel)
+        .map_or(0, |(_, n)| *n)
 }
 
-/// Every kernel and estimator on the default tiny shape (rows 21, widths 70/33/17/10/5).
+/// Every kernel and estimator on the default tiny shape (rows 21, widths 70/33/17/10/5):
+/// nothing a multiple of 4, so the scalar GEMM runs.
 #[test]
 fn parity_suite_default_shape() {
     if !have_gpu() {
         return;
     }
-    assert_suite(&ParityShape::default());
+    let report = suite(&any_adapter(), &ParityShape::default());
+    assert!(dispatches(&report, "gemm") > 0, "{:?}", report.kernels);
 }
 
 /// A second shape spanning several 64 x 64 GEMM tiles in rows and columns, with one
@@ -69,15 +82,43 @@ fn parity_suite_multi_tile_shape() {
     if !have_gpu() {
         return;
     }
-    assert_suite(&ParityShape {
-        arch: Arch {
-            x_dim: 131,
-            hidden: vec![67],
-            z_dim: 3,
+    suite(
+        &any_adapter(),
+        &ParityShape {
+            arch: Arch {
+                x_dim: 131,
+                hidden: vec![67],
+                z_dim: 3,
+            },
+            batch: 5,
+            n: 19,
         },
-        batch: 5,
-        n: 19,
-    });
+    );
+}
+
+/// Every width a multiple of 4, so the GEMMs take the vec4 path (checked, not assumed).
+#[test]
+fn parity_suite_vec4_aligned_shape() {
+    if !have_gpu() {
+        return;
+    }
+    let report = suite(
+        &any_adapter(),
+        &ParityShape {
+            arch: Arch {
+                x_dim: 132,
+                hidden: vec![68, 36],
+                z_dim: 4,
+            },
+            batch: 4,
+            n: 8,
+        },
+    );
+    assert!(
+        dispatches(&report, "gemm_vec4") >= 10,
+        "vec4 GEMMs not used: {:?}",
+        report.kernels
+    );
 }
 
 /// The workgroup-memory fallback of the reductions, on an adapter that has subgroups too.
@@ -91,10 +132,10 @@ fn parity_suite_without_subgroups() {
         allow_software: true,
         disable_subgroups: true,
     };
-    let (device, rows) =
-        parity::run_suite(&choice, &ParityShape::default()).expect("parity suite runs");
-    let table = parity::format_table(&device, &rows);
-    println!("{table}");
-    assert!(device.contains("workgroup reductions"), "{device}");
-    assert!(rows.iter().all(|r| r.pass), "{table}");
+    let report = suite(&choice, &ParityShape::default());
+    assert!(
+        report.device.contains("workgroup reductions"),
+        "{}",
+        report.device
+    );
 }

@@ -24,6 +24,7 @@ pub struct Kernel {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum KernelId {
     Gemm,
+    GemmVec4,
     SampleZ,
     LogWeights,
     EncoderUpstream,
@@ -35,8 +36,9 @@ pub enum KernelId {
 }
 
 impl KernelId {
-    pub const ALL: [KernelId; 9] = [
+    pub const ALL: [KernelId; 10] = [
         KernelId::Gemm,
+        KernelId::GemmVec4,
         KernelId::SampleZ,
         KernelId::LogWeights,
         KernelId::EncoderUpstream,
@@ -102,6 +104,11 @@ impl KernelId {
                 Family::Optim,
                 "accumulate_stats",
                 vec![(0, Uniform), (4, ReadWrite), (5, ReadWrite), (6, Read)],
+            ),
+            KernelId::GemmVec4 => (
+                Family::Matmul,
+                "gemm_vec4",
+                seq(&[Uniform, Read, Read, ReadWrite, Read]),
             ),
             KernelId::LseAccumulate => (
                 Family::Weights,

@@ -20,6 +20,8 @@ const FLAG_BIAS: u32 = 1;
 const FLAG_TANH: u32 = 2;
 const FLAG_SCALE_K: u32 = 4;
 const FLAG_TANH_GRAD: u32 = 8;
+const FLAG_A_KCONTIG: u32 = 16;
+const FLAG_B_KCONTIG: u32 = 32;
 /// Largest workgroup count per dimension every adapter supports.
 const MAX_GROUPS: u32 = 65_535;
 
@@ -227,6 +229,32 @@ enum Res<'a> {
 /// A dispatch before its bind group exists: kernel, bindings, workgroup counts.
 type Step<'a> = (KernelId, Vec<(u32, Res<'a>)>, [u32; 3]);
 
+/// The GEMM kernel for `u`: the vec4 one, with its layout flags, when each operand is
+/// contiguous along one dimension whose extent, other stride and offset are multiples of 4.
+fn gemm_kernel(u: &mut GemmU) -> KernelId {
+    let a = if u.a_cs == 1 && u.a_rs % 4 == 0 && u.k % 4 == 0 {
+        Some(FLAG_A_KCONTIG)
+    } else if u.a_rs == 1 && u.a_cs % 4 == 0 && u.m % 4 == 0 {
+        Some(0)
+    } else {
+        None
+    };
+    let b = if u.b_rs == 1 && u.b_cs % 4 == 0 && u.k % 4 == 0 {
+        Some(FLAG_B_KCONTIG)
+    } else if u.b_cs == 1 && u.b_rs % 4 == 0 && u.n % 4 == 0 {
+        Some(0)
+    } else {
+        None
+    };
+    match (a, b) {
+        (Some(fa), Some(fb)) if u.a_off % 4 == 0 && u.b_off % 4 == 0 => {
+            u.flags |= fa | fb;
+            KernelId::GemmVec4
+        }
+        _ => KernelId::Gemm,
+    }
+}
+
 fn gemm_count(m: usize, n: usize) -> [u32; 3] {
     [n.div_ceil(64) as u32, m.div_ceil(64) as u32, 1]
 }
@@ -243,7 +271,7 @@ fn linear_fwd<'a>(
     dst: &'a wgpu::Buffer,
     hidden: bool,
 ) {
-    let u = GemmU {
+    let mut u = GemmU {
         m: m as u32,
         n: l.out as u32,
         k: l.inp as u32,
@@ -259,9 +287,10 @@ fn linear_fwd<'a>(
         alpha: 1.0,
         ..Default::default()
     };
+    let kernel = gemm_kernel(&mut u);
     let slot = arena.push(&u);
     out.push((
-        KernelId::Gemm,
+        kernel,
         vec![
             (0, Res::Slot(slot.0, slot.1)),
             (1, Res::Buf(inp)),
@@ -310,7 +339,7 @@ fn mlp_backward<'a>(
             Some(s) => (FLAG_SCALE_K, s),
             None => (0, &sb.ones),
         };
-        let wg = GemmU {
+        let mut wg = GemmU {
             m: l.out as u32,
             n: l.inp as u32,
             k: m as u32,
@@ -326,9 +355,10 @@ fn mlp_backward<'a>(
             beta: bb.beta,
             ..Default::default()
         };
+        let kernel = gemm_kernel(&mut wg);
         let slot = arena.push(&wg);
         out.push((
-            KernelId::Gemm,
+            kernel,
             vec![
                 (0, Res::Slot(slot.0, slot.1)),
                 (1, Res::Buf(delta)),
@@ -338,7 +368,7 @@ fn mlp_backward<'a>(
             ],
             gemm_count(l.out, l.inp),
         ));
-        let bg = GemmU {
+        let mut bg = GemmU {
             m: l.out as u32,
             n: 1,
             k: m as u32,
@@ -353,9 +383,10 @@ fn mlp_backward<'a>(
             beta: bb.beta,
             ..Default::default()
         };
+        let kernel = gemm_kernel(&mut bg);
         let slot = arena.push(&bg);
         out.push((
-            KernelId::Gemm,
+            kernel,
             vec![
                 (0, Res::Slot(slot.0, slot.1)),
                 (1, Res::Buf(delta)),
@@ -370,7 +401,7 @@ fn mlp_backward<'a>(
                 Some(0) => 1,
                 _ => 0,
             };
-            let ig = GemmU {
+            let mut ig = GemmU {
                 m: m as u32,
                 n: l.inp as u32,
                 k: l.out as u32,
@@ -386,9 +417,10 @@ fn mlp_backward<'a>(
                 alpha: 1.0,
                 ..Default::default()
             };
+            let kernel = gemm_kernel(&mut ig);
             let slot = arena.push(&ig);
             out.push((
-                KernelId::Gemm,
+                kernel,
                 vec![
                     (0, Res::Slot(slot.0, slot.1)),
                     (1, Res::Buf(delta)),
@@ -891,6 +923,26 @@ impl GpuBackend {
 }
 
 impl GpuBackend {
+    /// How many dispatches of each kernel the cached plans hold (which GEMM variant ran).
+    pub fn plan_kernel_counts(&self) -> Vec<(&'static str, usize)> {
+        let mut counts: HashMap<&'static str, usize> = HashMap::new();
+        for plan in self.plans.values() {
+            let all = plan.forward.iter().chain(&plan.backward).chain([
+                &plan.coefficients,
+                &plan.norms,
+                &plan.adam,
+                &plan.stats,
+                &plan.lse,
+            ]);
+            for d in all {
+                *counts.entry(self.ctx.kernel(d.kernel).name).or_default() += 1;
+            }
+        }
+        let mut v: Vec<_> = counts.into_iter().collect();
+        v.sort();
+        v
+    }
+
     /// Caps the sample rows of one pass below the adapter's limit, so tests can exercise
     /// chunked steps on small shapes.
     pub fn set_row_limit(&mut self, rows: Option<usize>) {
