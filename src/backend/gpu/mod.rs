@@ -232,22 +232,22 @@ type Step<'a> = (KernelId, Vec<(u32, Res<'a>)>, [u32; 3]);
 /// The GEMM kernel for `u`: the vec4 one, with its layout flags, when each operand is
 /// contiguous along one dimension whose extent, other stride and offset are multiples of 4.
 fn gemm_kernel(u: &mut GemmU) -> KernelId {
-    let a = if u.a_cs == 1 && u.a_rs % 4 == 0 && u.k % 4 == 0 {
+    let a = if u.a_cs == 1 && u.a_rs.is_multiple_of(4) && u.k.is_multiple_of(4) {
         Some(FLAG_A_KCONTIG)
-    } else if u.a_rs == 1 && u.a_cs % 4 == 0 && u.m % 4 == 0 {
+    } else if u.a_rs == 1 && u.a_cs.is_multiple_of(4) && u.m.is_multiple_of(4) {
         Some(0)
     } else {
         None
     };
-    let b = if u.b_rs == 1 && u.b_cs % 4 == 0 && u.k % 4 == 0 {
+    let b = if u.b_rs == 1 && u.b_cs.is_multiple_of(4) && u.k.is_multiple_of(4) {
         Some(FLAG_B_KCONTIG)
-    } else if u.b_cs == 1 && u.b_rs % 4 == 0 && u.n % 4 == 0 {
+    } else if u.b_cs == 1 && u.b_rs.is_multiple_of(4) && u.n.is_multiple_of(4) {
         Some(0)
     } else {
         None
     };
     match (a, b) {
-        (Some(fa), Some(fb)) if u.a_off % 4 == 0 && u.b_off % 4 == 0 => {
+        (Some(fa), Some(fb)) if u.a_off.is_multiple_of(4) && u.b_off.is_multiple_of(4) => {
             u.flags |= fa | fb;
             KernelId::GemmVec4
         }
