@@ -39,6 +39,8 @@ enum Command {
     },
     /// Measure training-step and evaluation throughput (median of repeats after warm-up).
     Bench(BenchArgs),
+    /// Time a training step per kernel (GPU timestamps) or phase (CPU), with a Chrome trace.
+    Profile(ProfileArgs),
     /// List the GPU adapters wgpu can see, with backend, type, driver and features.
     Devices {
         /// Print JSON.
@@ -238,6 +240,76 @@ fn run_bench(a: BenchArgs) -> Result<()> {
     Ok(())
 }
 
+#[derive(Args)]
+struct ProfileArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    #[arg(long, default_value = "iwae")]
+    estimator: EstimatorKind,
+    #[arg(long, default_value_t = 50)]
+    k: usize,
+    #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
+    alpha: f64,
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+    /// Profiled steps (the same number again runs unprofiled for wall time).
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Chrome trace file (open in ui.perfetto.dev or chrome://tracing).
+    #[arg(long, default_value = "uvae-profile.trace.json")]
+    trace: PathBuf,
+}
+
+fn run_profile(a: ProfileArgs) -> Result<()> {
+    if a.steps == 0 || a.batch == 0 {
+        anyhow::bail!("--steps and --batch must be at least 1");
+    }
+    if a.k < a.estimator.min_samples() {
+        anyhow::bail!(
+            "--k {} is too small for --estimator {}: it needs at least {}",
+            a.k,
+            a.estimator,
+            a.estimator.min_samples()
+        );
+    }
+    let ds = data::load_or_bundled(a.common.data.as_deref(), 400)?;
+    let params = unbiased_vae::bench::peer_model(&ds);
+    let mut backend = train::make_backend(
+        a.common.backend.into(),
+        &params,
+        a.common.threads,
+        a.common.adapter.as_deref(),
+    )?;
+    let est = Estimator::new(a.estimator, a.alpha);
+    let report = unbiased_vae::profile::profile(
+        backend.as_mut(),
+        &ds,
+        est,
+        a.k,
+        a.batch,
+        a.steps,
+        a.warmup,
+    )?;
+    let trace = serde_json::to_vec(&unbiased_vae::profile::chrome_trace(&report))?;
+    unbiased_vae::report::write_atomic(&a.trace, &trace)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", unbiased_vae::profile::format_table(&report));
+        println!(
+            "\nChrome trace ({} events): {}",
+            report.events.len(),
+            a.trace.display()
+        );
+    }
+    Ok(())
+}
+
 fn run_train(a: TrainArgs) -> Result<()> {
     let cfg = TrainConfig {
         data: a.common.data,
@@ -399,6 +471,7 @@ fn main() {
         Command::Eval(a) => run_eval(a),
         Command::Devices { json } => run_devices(json),
         Command::Bench(a) => run_bench(a),
+        Command::Profile(a) => run_profile(a),
         Command::Check { adapter, json } => run_check(adapter, json),
     };
     if let Err(e) = result {

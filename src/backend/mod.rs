@@ -31,6 +31,58 @@ pub struct GradNorms {
     pub decoder: f64,
 }
 
+/// One timed piece of work: a GPU dispatch (timestamp queries) or a CPU phase (wall clock).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Timing {
+    /// The kernel (GPU entry point) or phase (CPU).
+    pub kernel: String,
+    /// What it computed, with its shape, e.g. "decoder.4 forward [5000x200 . 200x784]".
+    pub label: String,
+    /// Microseconds since profiling was switched on.
+    pub start_us: f64,
+    pub dur_us: f64,
+    /// Floating-point operations (2 m n k for a GEMM; 0 when not counted).
+    pub flops: f64,
+}
+
+/// Records CPU phases with wall-clock timers while switched on.
+#[derive(Debug, Default)]
+pub struct PhaseTimer {
+    origin: Option<std::time::Instant>,
+    pub events: Vec<Timing>,
+}
+
+impl PhaseTimer {
+    pub fn set(&mut self, on: bool) {
+        self.origin = on.then(std::time::Instant::now);
+        self.events.clear();
+    }
+
+    /// A start mark (None while profiling is off).
+    pub fn start(&self) -> Option<std::time::Instant> {
+        self.origin.map(|_| std::time::Instant::now())
+    }
+
+    pub fn stop(
+        &mut self,
+        start: Option<std::time::Instant>,
+        kernel: &str,
+        label: impl FnOnce() -> String,
+        flops: f64,
+    ) {
+        if let (Some(origin), Some(t0)) = (self.origin, start) {
+            let end = std::time::Instant::now();
+            self.events.push(Timing {
+                kernel: kernel.to_string(),
+                label: label(),
+                start_us: (t0 - origin).as_secs_f64() * 1e6,
+                dur_us: (end - t0).as_secs_f64() * 1e6,
+                flops,
+            });
+        }
+    }
+}
+
 /// Sums over the training steps since the last `take_stats`.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct StepStats {
@@ -91,6 +143,13 @@ pub trait Backend {
     ) -> Result<()>;
     /// log sum_k exp(l_k) per datapoint over every chunk since the last `first`.
     fn lse_read(&mut self, batch: usize) -> Result<Vec<f64>>;
+    /// Switches per-kernel timing on or off; returns how this backend measures time.
+    fn set_profiling(&mut self, on: bool) -> String;
+    /// The timings recorded since profiling was switched on or last taken.
+    fn take_timings(&mut self) -> Result<Vec<Timing>>;
+    /// (bytes held now, most bytes held since creation) of working memory: device buffers
+    /// for a GPU, activation and gradient buffers for the CPU.
+    fn memory_bytes(&self) -> (u64, u64);
 }
 
 /// A log-sum-exp merged chunk by chunk: (max, sum of exp(l - max)).

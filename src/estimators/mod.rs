@@ -32,6 +32,8 @@
 pub mod device;
 pub mod importance;
 pub mod jackknife;
+pub mod mlmc;
+pub mod sumo;
 
 pub use device::CoefficientProgram;
 

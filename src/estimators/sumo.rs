@@ -97,10 +97,7 @@ impl SumoTail {
         if !(ratio > 0.0 && ratio < 1.0) {
             return Err(format!("SUMO tail ratio must lie in (0, 1), got {ratio}"));
         }
-        Ok(SumoTail {
-            heavy_until,
-            ratio,
-        })
+        Ok(SumoTail { heavy_until, ratio })
     }
 
     /// `P(K >= k)`.
@@ -282,7 +279,11 @@ fn softplus(t: f64) -> f64 {
 
 fn check_shape(l: &[f64], m: usize, k: usize) {
     assert!(m >= 1, "SUMO needs a base of m >= 1 samples");
-    assert_eq!(l.len(), m + k, "SUMO with base m and K = k needs m + k log-weights");
+    assert_eq!(
+        l.len(),
+        m + k,
+        "SUMO with base m and K = k needs m + k log-weights"
+    );
 }
 
 #[cfg(test)]
@@ -369,7 +370,10 @@ mod tests {
             }
             let got = sumo_value(&t, &l, m, k);
             let scale = 1.0 + 1.0 / t.survival(k);
-            assert!((got - want).abs() < 1e-10 * scale, "m={m} k={k}: {got} vs {want}");
+            assert!(
+                (got - want).abs() < 1e-10 * scale,
+                "m={m} k={k}: {got} vs {want}"
+            );
             // Sum over prefixes with c_n.
             let c = t.prefix_coefficients(k);
             let alt: f64 = (0..=k).map(|j| c[j] * bound(m + j)).sum();
@@ -413,7 +417,10 @@ mod tests {
             // The coefficients of the pieces sum to the sum of c_n (each softmax sums to 1).
             let sum_a: f64 = a.iter().sum();
             let sum_c: f64 = t.prefix_coefficients(k).iter().sum();
-            assert!((sum_a - sum_c).abs() < 1e-12 * (1.0 + scale), "{sum_a} {sum_c}");
+            assert!(
+                (sum_a - sum_c).abs() < 1e-12 * (1.0 + scale),
+                "{sum_a} {sum_c}"
+            );
             assert!((sum_c - 1.0).abs() < 1e-12 * (1.0 + scale));
         }
     }
@@ -466,8 +473,8 @@ mod tests {
             // With DESIGN's literal indices (Delta_j = L_{m+j+1} - L_{m+j}) the expectation
             // would miss L_{m+1} - L_m: check that this difference is not zero here, so the
             // test distinguishes the conventions.
-            let miss = crate::estimators::iwae_bound(&l[..m + 1])
-                - crate::estimators::iwae_bound(&l[..m]);
+            let miss =
+                crate::estimators::iwae_bound(&l[..m + 1]) - crate::estimators::iwae_bound(&l[..m]);
             assert!(miss.abs() > 1e-6, "{miss}");
         }
     }

@@ -104,9 +104,7 @@ impl Ppca {
                 fill_std_normals(&mut rng, &mut z);
                 fill_std_normals(&mut rng, &mut eps);
                 (0..dx)
-                    .map(|k| {
-                        b[k] + s * eps[k] + (0..dz).map(|j| w[k * dz + j] * z[j]).sum::<f64>()
-                    })
+                    .map(|k| b[k] + s * eps[k] + (0..dz).map(|j| w[k * dz + j] * z[j]).sum::<f64>())
                     .collect()
             })
             .collect();

@@ -5,7 +5,7 @@
 
 pub mod fastmath;
 
-use super::{Backend, GradNorms, Noise, RunningLse, StepStats};
+use super::{Backend, GradNorms, Noise, PhaseTimer, RunningLse, StepStats, Timing};
 use crate::estimators::{CoefficientProgram, Coefficients};
 use crate::model::{Layout, Linear};
 use crate::optim::{self, AdamConfig, AdamState};
@@ -187,6 +187,8 @@ pub struct CpuBackend {
     coeffs: Coefficients,
     stats: StepStats,
     lse: Vec<RunningLse>,
+    timer: PhaseTimer,
+    peak_bytes: u64,
     batch: usize,
     n: usize,
     x: Vec<f32>,
@@ -225,6 +227,8 @@ impl CpuBackend {
             coeffs: Coefficients::default(),
             stats: StepStats::default(),
             lse: Vec::new(),
+            timer: PhaseTimer::default(),
+            peak_bytes: 0,
             batch: 0,
             n: 0,
             x: Vec::new(),
@@ -373,6 +377,9 @@ impl Backend for CpuBackend {
         let layout = &self.layout;
         let threads = self.threads;
 
+        let enc_flops = 2.0 * (batch * mlp_macs(&self.layout.encoder)) as f64;
+        let dec_flops = 2.0 * (rows * mlp_macs(&self.layout.decoder)) as f64;
+        let t_enc = self.timer.start();
         // Encoder, parallel over datapoints.
         self.enc.acts[0].copy_from_slice(x);
         let enc_ranges = worker_ranges(batch, threads);
@@ -398,6 +405,13 @@ impl Backend for CpuBackend {
                 })
         });
 
+        self.timer.stop(
+            t_enc,
+            "encoder forward",
+            || format!("encoder forward [{batch} rows]"),
+            enc_flops,
+        );
+        let t_dec = self.timer.start();
         // Noise, sampling and decoder, parallel over sample rows.
         let mu_ls = &self.enc.acts[enc_dims.len() - 1];
         let dec_dims = arch.decoder_dims();
@@ -464,6 +478,14 @@ impl Backend for CpuBackend {
                     }
                 })
         });
+        self.timer.stop(
+            t_dec,
+            "decoder forward",
+            || format!("sample z, decoder forward, log-weights [{rows} rows]"),
+            dec_flops,
+        );
+        let bytes = self.working_bytes();
+        self.peak_bytes = self.peak_bytes.max(bytes);
         Ok(&self.log_w[..rows])
     }
 
@@ -485,6 +507,9 @@ impl Backend for CpuBackend {
             w.grad.iter_mut().for_each(|g| *g = 0.0);
         }
 
+        let t_dec = self.timer.start();
+        let dec_flops = 4.0 * (rows * mlp_macs(&layout.decoder)) as f64;
+        let enc_flops = 4.0 * (batch * mlp_macs(&layout.encoder)) as f64;
         // Decoder backward per sample row, weight gradients scaled by a.
         let ranges = worker_ranges(rows, self.threads);
         let dec = &self.dec.acts;
@@ -545,6 +570,13 @@ impl Backend for CpuBackend {
                 })
         });
 
+        self.timer.stop(
+            t_dec,
+            "decoder backward",
+            || format!("decoder backward, encoder upstream [{rows} rows]"),
+            dec_flops,
+        );
+        let t_enc = self.timer.start();
         // Sum the upstream over each datapoint's samples, then the encoder backward.
         for bi in 0..batch {
             let dst = &mut self.enc_up[bi * 2 * zd..(bi + 1) * 2 * zd];
@@ -592,6 +624,13 @@ impl Backend for CpuBackend {
                 })
         });
 
+        self.timer.stop(
+            t_enc,
+            "encoder backward",
+            || format!("encoder backward [{batch} rows]"),
+            enc_flops,
+        );
+        let t_red = self.timer.start();
         // Reduce the workers' accumulators in a fixed order; mean over the batch.
         let inv_b = 1.0 / batch as f32;
         let workers = &self.workers;
@@ -619,6 +658,12 @@ impl Backend for CpuBackend {
             encoder: enc,
             decoder: dec,
         };
+        self.timer.stop(
+            t_red,
+            "reduce + norms",
+            || "sum worker gradients, gradient norms".to_string(),
+            0.0,
+        );
         Ok(self.norms)
     }
 
@@ -627,6 +672,7 @@ impl Backend for CpuBackend {
     }
 
     fn optimizer_step(&mut self, cfg: &AdamConfig, lr: f64) -> Result<()> {
+        let t_adam = self.timer.start();
         let el = self.layout.encoder_len;
         let scales = [
             optim::clip_factor(self.norms.encoder, cfg.clip_encoder),
@@ -657,6 +703,9 @@ impl Backend for CpuBackend {
                     optim::adam_update(&step, p1, &g[cut..], scales[1], m1, v1, vm1);
                 })
         });
+        let len = self.layout.len;
+        self.timer
+            .stop(t_adam, "adam", || format!("adam [{len} parameters]"), 0.0);
         Ok(())
     }
 
@@ -676,7 +725,14 @@ impl Backend for CpuBackend {
     ) -> Result<()> {
         self.forward(x, batch, n, noise)?;
         let mut coeffs = std::mem::take(&mut self.coeffs);
+        let t_coef = self.timer.start();
         program.coefficients_into(&self.log_w[..batch * n], batch, n, &mut coeffs);
+        self.timer.stop(
+            t_coef,
+            "coefficients",
+            || format!("coefficients [{batch} x {n}]"),
+            0.0,
+        );
         let norms = self.backward(&coeffs.a, &coeffs.b, &coeffs.c);
         let objective = coeffs.objective.iter().sum::<f64>() / batch as f64;
         self.coeffs = coeffs;
@@ -728,6 +784,55 @@ impl Backend for CpuBackend {
         // Memory, not addressing, is the CPU's limit: about 5.5 KB a row for MNIST.
         1 << 22
     }
+
+    fn set_profiling(&mut self, on: bool) -> String {
+        self.timer.set(on);
+        format!(
+            "wall-clock timers around each phase, {} threads",
+            self.threads
+        )
+    }
+
+    fn take_timings(&mut self) -> Result<Vec<Timing>> {
+        Ok(std::mem::take(&mut self.timer.events))
+    }
+
+    fn memory_bytes(&self) -> (u64, u64) {
+        let now = self.working_bytes();
+        (now, self.peak_bytes.max(now))
+    }
+}
+
+impl CpuBackend {
+    /// Bytes held by parameters, optimizer state, activations and worker scratch.
+    fn working_bytes(&self) -> u64 {
+        let acts: usize = self
+            .enc
+            .acts
+            .iter()
+            .chain(&self.dec.acts)
+            .map(Vec::len)
+            .sum();
+        let workers: usize = self
+            .workers
+            .iter()
+            .map(|w| w.grad.len() + w.scaled.len() + w.delta.len() + w.delta_prev.len())
+            .sum();
+        let other = self.params.len()
+            + self.grad.len()
+            + 3 * self.adam.m.len()
+            + self.x.len()
+            + self.eps.len()
+            + self.log_w.len()
+            + self.row_up.len()
+            + self.enc_up.len();
+        4 * (acts + workers + other) as u64
+    }
+}
+
+/// Multiply-adds of one row through `layers`.
+fn mlp_macs(layers: &[Linear]) -> usize {
+    layers.iter().map(|l| l.inp * l.out).sum()
 }
 
 /// Parameters per parallel chunk of the optimizer step.

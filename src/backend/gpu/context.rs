@@ -363,15 +363,21 @@ impl GpuContext {
 
     /// Copies `len` floats from `buf` at float `offset` to the host (submits and waits).
     pub fn read(&self, buf: &wgpu::Buffer, offset: usize, len: usize) -> Result<Vec<f32>> {
-        let bytes = (len * 4) as u64;
+        let bytes = self.read_bytes(buf, (offset * 4) as u64, (len * 4) as u64)?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
+    /// The one readback helper: copies `len` bytes at `offset` into a mappable buffer, submits,
+    /// waits, and returns them.
+    pub fn read_bytes(&self, buf: &wgpu::Buffer, offset: u64, len: u64) -> Result<Vec<u8>> {
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
-            size: bytes.max(4),
+            size: len.max(4),
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
         let mut enc = self.device.create_command_encoder(&Default::default());
-        enc.copy_buffer_to_buffer(buf, (offset * 4) as u64, &staging, 0, bytes);
+        enc.copy_buffer_to_buffer(buf, offset, &staging, 0, len);
         self.queue.submit([enc.finish()]);
         let (tx, rx) = std::sync::mpsc::channel();
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
@@ -384,10 +390,7 @@ impl GpuContext {
             Ok(Ok(())) => {}
             _ => bail!("mapping a readback buffer failed"),
         }
-        let out = {
-            let view = staging.get_mapped_range(..)?;
-            bytemuck::cast_slice::<u8, f32>(&view[..bytes as usize]).to_vec()
-        };
+        let out = staging.get_mapped_range(..)?[..len as usize].to_vec();
         staging.unmap();
         Ok(out)
     }

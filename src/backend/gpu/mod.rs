@@ -6,7 +6,7 @@
 pub mod context;
 pub mod shaders;
 
-use super::{Backend, GradNorms, Noise, StepStats};
+use super::{Backend, GradNorms, Noise, StepStats, Timing};
 use crate::estimators::CoefficientProgram;
 use crate::model::{Layout, Linear};
 use crate::optim::{AdamConfig, AdamState};
@@ -14,6 +14,7 @@ use anyhow::{bail, Result};
 use bytemuck::{Pod, Zeroable};
 pub use context::{list_adapters, AdapterChoice, AdapterSummary};
 use context::{GpuContext, KernelId};
+use std::cell::RefCell;
 use std::collections::HashMap;
 
 const FLAG_BIAS: u32 = 1;
@@ -135,11 +136,26 @@ struct FullBuffers {
     coefficients: Dispatch,
 }
 
+/// Timing state while profiling: a timestamp query set (two per dispatch) and its resolve
+/// buffer, or None where the adapter lacks TIMESTAMP_QUERY (then wall time per submit).
+struct GpuProfiler {
+    timestamps: Option<(wgpu::QuerySet, wgpu::Buffer)>,
+    period_ns: f64,
+    origin: std::time::Instant,
+    gpu_origin: Option<u64>,
+    events: Vec<Timing>,
+}
+
+/// Dispatches a profiled submit holds at most (two queries each).
+const PROFILE_BATCH: usize = 256;
+
 /// One recorded dispatch.
 struct Dispatch {
     kernel: KernelId,
     group: wgpu::BindGroup,
     count: [u32; 3],
+    label: String,
+    flops: f64,
 }
 
 /// The dispatches of one batch shape.
@@ -194,6 +210,8 @@ pub struct GpuBackend {
     row_limit: Option<usize>,
     /// Whole-step log-weights and coefficients of a chunked step.
     full: Option<FullBuffers>,
+    profiler: RefCell<Option<GpuProfiler>>,
+    peak_bytes: u64,
     last: Option<(usize, usize)>,
     lw_host: Vec<f32>,
 }
@@ -227,7 +245,8 @@ enum Res<'a> {
 }
 
 /// A dispatch before its bind group exists: kernel, bindings, workgroup counts.
-type Step<'a> = (KernelId, Vec<(u32, Res<'a>)>, [u32; 3]);
+/// (kernel, bindings, workgroups, label for profiles, floating-point operations).
+type Step<'a> = (KernelId, Vec<(u32, Res<'a>)>, [u32; 3], String, f64);
 
 /// The GEMM kernel for `u`: the vec4 one, with its layout flags, when each operand is
 /// contiguous along one dimension whose extent, other stride and offset are multiples of 4.
@@ -299,6 +318,8 @@ fn linear_fwd<'a>(
             (4, Res::Buf(params)),
         ],
         gemm_count(m, l.out),
+        format!("{} forward [{m}x{} . {}x{}]", l.name, l.inp, l.inp, l.out),
+        2.0 * (m * l.inp * l.out) as f64,
     ));
 }
 
@@ -367,6 +388,8 @@ fn mlp_backward<'a>(
                 (4, Res::Buf(e_buf)),
             ],
             gemm_count(l.out, l.inp),
+            format!("{} weight grad [{}x{m} . {m}x{}]", l.name, l.out, l.inp),
+            2.0 * (m * l.inp * l.out) as f64,
         ));
         let mut bg = GemmU {
             m: l.out as u32,
@@ -395,6 +418,8 @@ fn mlp_backward<'a>(
                 (4, Res::Buf(e_buf)),
             ],
             gemm_count(l.out, 1),
+            format!("{} bias grad [{}x{m} . {m}x1]", l.name, l.out),
+            2.0 * (m * l.out) as f64,
         ));
         if i > 0 || want_input {
             let next = match cur {
@@ -429,6 +454,11 @@ fn mlp_backward<'a>(
                     (4, Res::Buf(&acts[i])),
                 ],
                 gemm_count(m, l.inp),
+                format!(
+                    "{} input grad [{m}x{} . {}x{}]",
+                    l.name, l.out, l.out, l.inp
+                ),
+                2.0 * (m * l.inp * l.out) as f64,
             ));
             cur = Some(next);
         }
@@ -474,6 +504,8 @@ impl GpuBackend {
             lse_u: ctx.uniform("lse chunk", 16),
             row_limit: None,
             full: None,
+            profiler: RefCell::new(None),
+            peak_bytes: 0,
             last: None,
             lw_host: Vec::new(),
             ctx,
@@ -552,6 +584,7 @@ impl GpuBackend {
             let plan = self.build_plan(batch, n, accumulate);
             self.plans.insert((batch, n, accumulate), plan);
         }
+        self.peak_bytes = self.peak_bytes.max(self.live_bytes());
         Ok(())
     }
 
@@ -604,6 +637,8 @@ impl GpuBackend {
                 (4, Res::Buf(&sb.dec[0])),
             ],
             groups_1d(rows * zd, 256),
+            format!("sample z [{rows}x{zd}]"),
+            0.0,
         ));
         for (i, l) in self.layout.decoder.iter().enumerate() {
             linear_fwd(
@@ -630,6 +665,8 @@ impl GpuBackend {
                 (6, Res::Buf(&sb.lw)),
             ],
             groups_1d(rows, 1),
+            format!("log-weights [{rows}x{xd}]"),
+            0.0,
         ));
 
         let ctx = BackwardBuffers {
@@ -663,6 +700,8 @@ impl GpuBackend {
                 (6, Res::Buf(&sb.enc_up)),
             ],
             groups_1d(batch * zd, 256),
+            format!("encoder upstream [{batch}x{n}x{zd}]"),
+            0.0,
         ));
         mlp_backward(
             &ctx,
@@ -678,7 +717,7 @@ impl GpuBackend {
 
         let uniforms = self.ctx.uniform("plan uniforms", arena.bytes.len());
         self.ctx.queue.write_buffer(&uniforms, 0, &arena.bytes);
-        let make = |(k, res, count): Step| -> Dispatch {
+        let make = |(k, res, count, label, flops): Step| -> Dispatch {
             let kernel = self.ctx.kernel(k);
             let entries: Vec<wgpu::BindGroupEntry> = res
                 .iter()
@@ -715,6 +754,8 @@ impl GpuBackend {
                 kernel: k,
                 group,
                 count,
+                label,
+                flops,
             }
         };
         let adam_u = Res::Own(&self.adam_u, 0, std::mem::size_of::<AdamU>() as u64);
@@ -730,6 +771,8 @@ impl GpuBackend {
                 (3, Res::Buf(&sb.objective)),
             ],
             [batch as u32, 1, 1],
+            format!("coefficients [{batch}x{n}]"),
+            0.0,
         );
         let norms = (
             KernelId::GradNorms,
@@ -742,6 +785,8 @@ impl GpuBackend {
                 (4, Res::Buf(&self.norms)),
             ],
             [2, 1, 1],
+            "gradient norms".to_string(),
+            0.0,
         );
         let adam = (
             KernelId::Adam,
@@ -756,6 +801,8 @@ impl GpuBackend {
                 (4, Res::Buf(&self.norms)),
             ],
             groups_1d(self.layout.len, 256),
+            format!("adam [{} parameters]", self.layout.len),
+            0.0,
         );
         let stats = (
             KernelId::AccumulateStats,
@@ -766,6 +813,8 @@ impl GpuBackend {
                 (6, Res::Buf(&sb.objective)),
             ],
             [1, 1, 1],
+            "running statistics".to_string(),
+            0.0,
         );
         let lse = (
             KernelId::LseAccumulate,
@@ -775,6 +824,8 @@ impl GpuBackend {
                 (2, Res::Buf(&sb.lse_state)),
             ],
             [batch as u32, 1, 1],
+            format!("lse accumulate [{batch}x{n}]"),
+            0.0,
         );
         Plan {
             lse: make(lse),
@@ -826,38 +877,150 @@ impl GpuBackend {
             .write_buffer(&self.adam_u, 0, bytemuck::bytes_of(&u));
     }
 
-    /// Records `parts` of the plan for (batch, n, accumulate) into one compute pass.
     fn record(&self, enc: &mut wgpu::CommandEncoder, key: (usize, usize, bool), parts: &[Part]) {
-        let plan = &self.plans[&key];
+        let list = self.dispatch_list(key, parts);
         let mut pass = enc.begin_compute_pass(&Default::default());
-        let mut go = |d: &Dispatch| {
+        for d in list {
             pass.set_pipeline(&self.ctx.kernel(d.kernel).pipeline);
             pass.set_bind_group(0, &d.group, &[]);
             pass.dispatch_workgroups(d.count[0], d.count[1], d.count[2]);
-        };
-        for part in parts {
-            match part {
-                Part::Forward => plan.forward.iter().for_each(&mut go),
-                Part::Coefficients => go(&plan.coefficients),
-                Part::FullCoefficients => {
-                    go(&self.full.as_ref().expect("full buffers exist").coefficients)
-                }
-                Part::Backward => {
-                    plan.backward.iter().for_each(&mut go);
-                    go(&plan.norms);
-                }
-                Part::Adam => go(&plan.adam),
-                Part::Stats => go(&plan.stats),
-                Part::Lse => go(&plan.lse),
-            }
         }
     }
 
-    /// Records `parts` of the (batch, n) plan into one pass and submits it.
-    fn run(&self, batch: usize, n: usize, parts: &[Part]) {
+    /// The dispatches `parts` of the plan for `key` stand for, in order.
+    fn dispatch_list(&self, key: (usize, usize, bool), parts: &[Part]) -> Vec<&Dispatch> {
+        let plan = &self.plans[&key];
+        let mut list = Vec::new();
+        for part in parts {
+            match part {
+                Part::Forward => list.extend(plan.forward.iter()),
+                Part::Coefficients => list.push(&plan.coefficients),
+                Part::FullCoefficients => {
+                    list.push(&self.full.as_ref().expect("full buffers exist").coefficients)
+                }
+                Part::Backward => {
+                    list.extend(plan.backward.iter());
+                    list.push(&plan.norms);
+                }
+                Part::Adam => list.push(&plan.adam),
+                Part::Stats => list.push(&plan.stats),
+                Part::Lse => list.push(&plan.lse),
+            }
+        }
+        list
+    }
+
+    /// Like `run`, timing every dispatch: each in its own compute pass with timestamp writes
+    /// at its start and end, or, without TIMESTAMP_QUERY, in its own submit timed on the host.
+    fn run_profiled(&self, key: (usize, usize, bool), parts: &[Part]) -> Result<()> {
+        let list = self.dispatch_list(key, parts);
+        let mut guard = self.profiler.borrow_mut();
+        let prof = guard.as_mut().expect("profiling is on");
+        let push = |prof: &mut GpuProfiler, d: &Dispatch, start_us: f64, dur_us: f64| {
+            prof.events.push(Timing {
+                kernel: self.ctx.kernel(d.kernel).name.to_string(),
+                label: d.label.clone(),
+                start_us,
+                dur_us,
+                flops: d.flops,
+            });
+        };
+        for group in list.chunks(PROFILE_BATCH) {
+            let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+            if let Some((qs, resolve)) = &prof.timestamps {
+                for (i, d) in group.iter().enumerate() {
+                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: Some(&d.label),
+                        timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                            query_set: qs,
+                            beginning_of_pass_write_index: Some(2 * i as u32),
+                            end_of_pass_write_index: Some(2 * i as u32 + 1),
+                        }),
+                    });
+                    pass.set_pipeline(&self.ctx.kernel(d.kernel).pipeline);
+                    pass.set_bind_group(0, &d.group, &[]);
+                    pass.dispatch_workgroups(d.count[0], d.count[1], d.count[2]);
+                }
+                let queries = 2 * group.len() as u32;
+                enc.resolve_query_set(qs, 0..queries, resolve, 0);
+                self.ctx.queue.submit([enc.finish()]);
+                let bytes = self.ctx.read_bytes(resolve, 0, queries as u64 * 8)?;
+                let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&bytes);
+                let origin = *prof.gpu_origin.get_or_insert(ticks[0]);
+                let period = prof.period_ns;
+                for (i, d) in group.iter().enumerate() {
+                    let (t0, t1) = (ticks[2 * i], ticks[2 * i + 1].max(ticks[2 * i]));
+                    let start_us = t0.saturating_sub(origin) as f64 * period / 1e3;
+                    push(prof, d, start_us, (t1 - t0) as f64 * period / 1e3);
+                }
+            } else {
+                drop(enc);
+                for d in group {
+                    let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+                    {
+                        let mut pass = enc.begin_compute_pass(&Default::default());
+                        pass.set_pipeline(&self.ctx.kernel(d.kernel).pipeline);
+                        pass.set_bind_group(0, &d.group, &[]);
+                        pass.dispatch_workgroups(d.count[0], d.count[1], d.count[2]);
+                    }
+                    let t0 = std::time::Instant::now();
+                    self.ctx.queue.submit([enc.finish()]);
+                    self.ctx.device.poll(wgpu::PollType::wait_indefinitely())?;
+                    let start_us = (t0 - prof.origin).as_secs_f64() * 1e6;
+                    push(prof, d, start_us, t0.elapsed().as_secs_f64() * 1e6);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes of every live device buffer.
+    fn live_bytes(&self) -> u64 {
+        let mut total: u64 = [
+            &self.params,
+            &self.grad,
+            &self.moments,
+            &self.norms,
+            &self.stats,
+            &self.noise_u,
+            &self.program_u,
+            &self.adam_u,
+            &self.lse_u,
+        ]
+        .iter()
+        .map(|b| b.size())
+        .sum();
+        if let Some(sb) = &self.shape {
+            let bufs = sb
+                .enc
+                .iter()
+                .chain(&sb.dec)
+                .chain([
+                    &sb.eps,
+                    &sb.lw,
+                    &sb.coef,
+                    &sb.objective,
+                    &sb.enc_up,
+                    &sb.ones,
+                    &sb.lse_state,
+                ])
+                .chain(sb.delta.iter());
+            total += bufs.map(|b| b.size()).sum::<u64>();
+        }
+        if let Some(f) = &self.full {
+            total += f.lw.size() + f.coef.size();
+        }
+        total + self.plans.values().map(|p| p._uniforms.size()).sum::<u64>()
+    }
+
+    fn run(&self, batch: usize, n: usize, parts: &[Part]) -> Result<()> {
+        if self.profiler.borrow().is_some() {
+            return self.run_profiled((batch, n, false), parts);
+        }
         let mut enc = self.ctx.device.create_command_encoder(&Default::default());
         self.record(&mut enc, (batch, n, false), parts);
         self.ctx.queue.submit([enc.finish()]);
+        Ok(())
     }
 
     fn upload_x(&self, x: &[f32], batch: usize) -> Result<()> {
@@ -909,7 +1072,7 @@ impl GpuBackend {
             0,
             bytemuck::bytes_of(&program_uniform(program, batch, n)),
         );
-        self.run(batch, n, &[Part::Coefficients]);
+        self.run(batch, n, &[Part::Coefficients])?;
         let sb = self.shape.as_ref().expect("shape buffers exist");
         let coef = self.ctx.read(&sb.coef, 0, 3 * rows)?;
         let obj = self.ctx.read(&sb.objective, 0, batch)?;
@@ -1043,7 +1206,7 @@ impl GpuBackend {
             self.ctx.queue.submit([enc.finish()]);
         }
         self.write_adam(Some((cfg, lr)), batch);
-        self.run(batch, chunks[0].1, &[Part::Adam, Part::Stats]);
+        self.run(batch, chunks[0].1, &[Part::Adam, Part::Stats])?;
         self.last = None;
         Ok(())
     }
@@ -1088,6 +1251,8 @@ impl GpuBackend {
                 ],
             });
         let coefficients = Dispatch {
+            label: format!("coefficients, whole step [{batch}x{n}]"),
+            flops: 0.0,
             kernel: KernelId::Coefficients,
             group,
             count: [batch as u32, 1, 1],
@@ -1158,7 +1323,7 @@ impl Backend for GpuBackend {
         self.ensure_shape(batch, n, false)?;
         self.upload_x(x, batch)?;
         self.write_noise(noise);
-        self.run(batch, n, &[Part::Forward]);
+        self.run(batch, n, &[Part::Forward])?;
         self.last = Some((batch, n));
         let sb = self.shape.as_ref().expect("shape buffers exist");
         self.lw_host = self.ctx.read(&sb.lw, 0, batch * n)?;
@@ -1180,7 +1345,7 @@ impl Backend for GpuBackend {
                 .write_buffer(&sb.coef, (i * rows * 4) as u64, bytemuck::cast_slice(v));
         }
         self.write_adam(None, batch);
-        self.run(batch, n, &[Part::Backward]);
+        self.run(batch, n, &[Part::Backward])?;
         let norms = self.ctx.read(&self.norms, 0, 2)?;
         Ok(GradNorms {
             encoder: norms[0] as f64,
@@ -1197,7 +1362,7 @@ impl Backend for GpuBackend {
             .last
             .ok_or_else(|| anyhow::anyhow!("optimizer step before any forward pass"))?;
         self.write_adam(Some((cfg, lr)), batch);
-        self.run(batch, n, &[Part::Adam]);
+        self.run(batch, n, &[Part::Adam])?;
         Ok(())
     }
 
@@ -1242,7 +1407,7 @@ impl Backend for GpuBackend {
                 Part::Adam,
                 Part::Stats,
             ],
-        );
+        )?;
         self.last = Some((batch, n));
         Ok(())
     }
@@ -1265,7 +1430,7 @@ impl Backend for GpuBackend {
         self.ctx
             .queue
             .write_buffer(&self.lse_u, 0, bytemuck::cast_slice(&u));
-        self.run(batch, n, &[Part::Forward, Part::Lse]);
+        self.run(batch, n, &[Part::Forward, Part::Lse])?;
         self.last = Some((batch, n));
         Ok(())
     }
@@ -1301,5 +1466,58 @@ impl Backend for GpuBackend {
             .min(self.ctx.limits.max_buffer_size) as usize;
         let adapter = bytes / (4 * self.widest());
         self.row_limit.map_or(adapter, |l| l.min(adapter))
+    }
+
+    fn set_profiling(&mut self, on: bool) -> String {
+        if !on {
+            *self.profiler.borrow_mut() = None;
+            return "off".to_string();
+        }
+        let timestamps = self
+            .ctx
+            .features
+            .contains(wgpu::Features::TIMESTAMP_QUERY)
+            .then(|| {
+                let qs = self.ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
+                    label: Some("profile"),
+                    ty: wgpu::QueryType::Timestamp,
+                    count: 2 * PROFILE_BATCH as u32,
+                });
+                let resolve = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("profile resolve"),
+                    size: (2 * PROFILE_BATCH * 8) as u64,
+                    usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                    mapped_at_creation: false,
+                });
+                (qs, resolve)
+            });
+        let period_ns = self.ctx.queue.get_timestamp_period() as f64;
+        let how = if timestamps.is_some() {
+            format!("GPU timestamp queries around each dispatch, one compute pass per dispatch (tick = {period_ns} ns)")
+        } else {
+            "this adapter has no TIMESTAMP_QUERY: falling back to per-submit wall-clock timing, one submit per dispatch (includes submit and wait overhead)".to_string()
+        };
+        *self.profiler.borrow_mut() = Some(GpuProfiler {
+            timestamps,
+            period_ns,
+            origin: std::time::Instant::now(),
+            gpu_origin: None,
+            events: Vec::new(),
+        });
+        how
+    }
+
+    fn take_timings(&mut self) -> Result<Vec<Timing>> {
+        Ok(self
+            .profiler
+            .borrow_mut()
+            .as_mut()
+            .map(|p| std::mem::take(&mut p.events))
+            .unwrap_or_default())
+    }
+
+    fn memory_bytes(&self) -> (u64, u64) {
+        let now = self.live_bytes();
+        (now, self.peak_bytes.max(now))
     }
 }
