@@ -25,6 +25,7 @@ pub struct Kernel {
 pub enum KernelId {
     Gemm,
     GemmVec4,
+    ColumnSums,
     SampleZ,
     LogWeights,
     EncoderUpstream,
@@ -36,9 +37,10 @@ pub enum KernelId {
 }
 
 impl KernelId {
-    pub const ALL: [KernelId; 10] = [
+    pub const ALL: [KernelId; 11] = [
         KernelId::Gemm,
         KernelId::GemmVec4,
+        KernelId::ColumnSums,
         KernelId::SampleZ,
         KernelId::LogWeights,
         KernelId::EncoderUpstream,
@@ -108,6 +110,11 @@ impl KernelId {
             KernelId::GemmVec4 => (
                 Family::Matmul,
                 "gemm_vec4",
+                seq(&[Uniform, Read, Read, ReadWrite, Read]),
+            ),
+            KernelId::ColumnSums => (
+                Family::Matmul,
+                "column_sums",
                 seq(&[Uniform, Read, Read, ReadWrite, Read]),
             ),
             KernelId::LseAccumulate => (

@@ -391,25 +391,23 @@ fn mlp_backward<'a>(
             format!("{} weight grad [{}x{m} . {m}x{}]", l.name, l.out, l.inp),
             2.0 * (m * l.inp * l.out) as f64,
         ));
-        let mut bg = GemmU {
-            m: l.out as u32,
-            n: 1,
-            k: m as u32,
-            a_rs: 1,
-            a_cs: l.out as u32,
-            b_rs: 1,
-            b_cs: 1,
+        // Bias gradient: column sums of delta [m, out], weighted by a where the weight
+        // gradient is (the ones buffer otherwise, so the flag alone decides).
+        let bg = GemmU {
+            m: m as u32,
+            n: l.out as u32,
+            flags: if scale.is_some() { FLAG_SCALE_K } else { 0 },
+            a_rs: l.out as u32,
+            a_cs: 1,
             c_off: l.b as u32,
-            c_rs: 1,
             c_cs: 1,
             alpha: bb.inv_b,
             beta: bb.beta,
             ..Default::default()
         };
-        let kernel = gemm_kernel(&mut bg);
         let slot = arena.push(&bg);
         out.push((
-            kernel,
+            KernelId::ColumnSums,
             vec![
                 (0, Res::Slot(slot.0, slot.1)),
                 (1, Res::Buf(delta)),
@@ -417,8 +415,8 @@ fn mlp_backward<'a>(
                 (3, Res::Buf(bb.grad)),
                 (4, Res::Buf(e_buf)),
             ],
-            gemm_count(l.out, 1),
-            format!("{} bias grad [{}x{m} . {m}x1]", l.name, l.out),
+            [l.out.div_ceil(64) as u32, 1, 1],
+            format!("{} bias grad [column sums of {m}x{}]", l.name, l.out),
             2.0 * (m * l.out) as f64,
         ));
         if i > 0 || want_input {
