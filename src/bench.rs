@@ -26,6 +26,63 @@ pub struct StepBench {
     pub max_datapoints_per_s: f64,
 }
 
+/// Drives training steps the way the PyTorch peer does: random MNIST minibatches with
+/// dynamic binarization, the estimator's program, Adam at lr 1e-3.
+pub struct StepDriver<'a> {
+    ds: &'a Dataset,
+    program: crate::estimators::CoefficientProgram,
+    adam: AdamConfig,
+    k: usize,
+    batch: usize,
+    x: Vec<f32>,
+    idx: Vec<usize>,
+    pick: rand_chacha::ChaCha8Rng,
+    step: u32,
+}
+
+impl<'a> StepDriver<'a> {
+    pub fn new(ds: &'a Dataset, estimator: Estimator, k: usize, batch: usize) -> Self {
+        StepDriver {
+            ds,
+            program: estimator.program(),
+            adam: AdamConfig::default(),
+            k,
+            batch,
+            x: vec![0.0; batch * ds.dim()],
+            idx: vec![0; batch],
+            pick: rand_chacha::ChaCha8Rng::seed_from_u64(0),
+            step: 0,
+        }
+    }
+
+    /// One step: draw and binarize a minibatch, then `train_step`.
+    pub fn step(&mut self, backend: &mut dyn Backend) -> Result<()> {
+        let n = self.ds.train.count;
+        self.idx
+            .iter_mut()
+            .for_each(|i| *i = self.pick.random_range(0..n));
+        data::binarize_train(&self.ds.train, &self.idx, 0, self.step, &mut self.x);
+        let noise = Noise {
+            seed: 0,
+            stream: Stream::Eps,
+            step: self.step,
+            first_datapoint: 0,
+            first_sample: 0,
+        };
+        backend.train_step(
+            &self.x,
+            self.batch,
+            self.k,
+            &noise,
+            &self.program,
+            &self.adam,
+            1e-3,
+        )?;
+        self.step += 1;
+        Ok(())
+    }
+}
+
 /// Times `repeats` runs of `steps` training steps after `warmup` steps.
 #[allow(clippy::too_many_arguments)]
 pub fn train_steps(
@@ -38,30 +95,9 @@ pub fn train_steps(
     steps: usize,
     repeats: usize,
 ) -> Result<StepBench> {
-    let xd = ds.dim();
-    let mut x = vec![0.0f32; batch * xd];
-    let mut idx = vec![0usize; batch];
-    let program = estimator.program();
-    let mut pick = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-    let adam = AdamConfig::default();
-    let mut step = 0u32;
-    let mut one = |backend: &mut dyn Backend| -> Result<()> {
-        idx.iter_mut()
-            .for_each(|i| *i = pick.random_range(0..ds.train.count));
-        data::binarize_train(&ds.train, &idx, 0, step, &mut x);
-        let noise = Noise {
-            seed: 0,
-            stream: Stream::Eps,
-            step,
-            first_datapoint: 0,
-            first_sample: 0,
-        };
-        backend.train_step(&x, batch, k, &noise, &program, &adam, 1e-3)?;
-        step += 1;
-        Ok(())
-    };
+    let mut driver = StepDriver::new(ds, estimator, k, batch);
     for _ in 0..warmup {
-        one(backend)?;
+        driver.step(backend)?;
     }
     // Steps may run asynchronously (GPU): reading the stats waits for them.
     backend.take_stats()?;
@@ -69,7 +105,7 @@ pub fn train_steps(
     for _ in 0..repeats {
         let t = std::time::Instant::now();
         for _ in 0..steps {
-            one(backend)?;
+            driver.step(backend)?;
         }
         backend.take_stats()?;
         rates.push((steps * batch) as f64 / t.elapsed().as_secs_f64());

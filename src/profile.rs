@@ -2,13 +2,10 @@
 //! per phase (CPU wall clock), with achieved GFLOP/s for the GEMMs, working memory, and a
 //! Chrome trace (one event per dispatch) that Perfetto and chrome://tracing open.
 
-use crate::backend::{Backend, Noise, Timing};
-use crate::data::{self, Dataset};
+use crate::backend::{Backend, Timing};
+use crate::data::Dataset;
 use crate::estimators::Estimator;
-use crate::optim::AdamConfig;
-use crate::rng::Stream;
 use anyhow::Result;
-use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use std::collections::HashMap;
 
@@ -58,29 +55,12 @@ pub fn profile(
     steps: usize,
     warmup: usize,
 ) -> Result<ProfileReport> {
-    let xd = ds.dim();
-    let program = estimator.program();
-    let adam = AdamConfig::default();
-    let mut x = vec![0.0f32; batch * xd];
-    let mut idx = vec![0usize; batch];
-    let mut pick = rand_chacha::ChaCha8Rng::seed_from_u64(1);
-    let mut step = 0u32;
+    let mut driver = crate::bench::StepDriver::new(ds, estimator, k, batch);
     let mut host = std::time::Duration::ZERO;
     let mut one = |backend: &mut dyn Backend, host: &mut std::time::Duration| -> Result<()> {
         let t = std::time::Instant::now();
-        idx.iter_mut()
-            .for_each(|i| *i = pick.random_range(0..ds.train.count));
-        data::binarize_train(&ds.train, &idx, 0, step, &mut x);
-        let noise = Noise {
-            seed: 0,
-            stream: Stream::Eps,
-            step,
-            first_datapoint: 0,
-            first_sample: 0,
-        };
-        backend.train_step(&x, batch, k, &noise, &program, &adam, 1e-3)?;
+        driver.step(backend)?;
         *host += t.elapsed();
-        step += 1;
         Ok(())
     };
     for _ in 0..warmup {

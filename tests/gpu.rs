@@ -2,33 +2,12 @@
 //! message, except in CI (CI=true), where a missing adapter is a failure: CI installs
 //! lavapipe (mesa-vulkan-drivers) so they always run there.
 
-use unbiased_vae::backend::gpu::{list_adapters, AdapterChoice};
+use unbiased_vae::backend::gpu::AdapterChoice;
 use unbiased_vae::model::Arch;
 use unbiased_vae::parity::{self, ParityReport, ParityShape};
 
-/// True when a GPU adapter exists; panics in CI when none does.
-fn have_gpu() -> bool {
-    let adapters = list_adapters();
-    if adapters.is_empty() {
-        let ci = std::env::var("CI")
-            .map(|v| v == "true" || v == "1")
-            .unwrap_or(false);
-        assert!(
-            !ci,
-            "CI=true but wgpu found no adapter: install mesa-vulkan-drivers (lavapipe)"
-        );
-        eprintln!("SKIPPED: no GPU adapter (install mesa-vulkan-drivers for lavapipe)");
-        return false;
-    }
-    eprintln!(
-        "adapters: {:?}",
-        adapters
-            .iter()
-            .map(|a| format!("{} ({})", a.name, a.backend))
-            .collect::<Vec<_>>()
-    );
-    true
-}
+mod common;
+use common::have_gpu;
 
 fn suite(choice: &AdapterChoice, shape: &ParityShape) -> ParityReport {
     let report = parity::run_suite(choice, shape).expect("parity suite runs");

@@ -3,20 +3,8 @@
 use assert_cmd::Command;
 use serde_json::Value;
 
-fn have_gpu() -> bool {
-    if unbiased_vae::backend::gpu::list_adapters().is_empty() {
-        let ci = std::env::var("CI")
-            .map(|v| v == "true" || v == "1")
-            .unwrap_or(false);
-        assert!(
-            !ci,
-            "CI=true but wgpu found no adapter: install mesa-vulkan-drivers (lavapipe)"
-        );
-        eprintln!("SKIPPED: no GPU adapter");
-        return false;
-    }
-    true
-}
+mod common;
+use common::have_gpu;
 
 fn metrics(dir: &std::path::Path) -> Vec<Value> {
     std::fs::read_to_string(dir.join("metrics.jsonl"))
