@@ -37,3 +37,14 @@ r = u["datapoints_per_s"] / t["datapoints_per_s"]
 print(f"| {u['estimator']} | {u['k']} | {u['batch']} | {u['datapoints_per_s']:.1f} | {t['datapoints_per_s']:.1f} | {r:.2f}x |")
 PY
 done
+# Evaluation: L_K on the first EVAL_IMAGES test images (fresh, untrained weights on both sides).
+eval_k=${EVAL_K:-5000}
+eval_images=${EVAL_IMAGES:-100}
+u=$("$uvae" bench --backend "$backend" --configs iwae:1:1 --steps 1 --repeats 1 --warmup 0 --eval-k "$eval_k" --eval-images "$eval_images" --json 2>/dev/null | tail -1)
+t=$("$py" benches/torch_eval_peer.py --device "$torch_dev" --k "$eval_k" --images "$eval_images" | tail -1)
+"$py" - "$u" "$t" <<'PY'
+import json, sys
+u, t = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+r = u["datapoints_per_s"] / t["datapoints_per_s"]
+print(f"| eval L_{u['k']} ({u['images']} test images) | {u['k']} | - | {u['datapoints_per_s']:.2f} images/s | {t['datapoints_per_s']:.2f} images/s | {r:.2f}x |")
+PY
