@@ -3,10 +3,12 @@
 // estimator without knowing it. One workgroup per datapoint, any number of samples.
 
 struct Program {
-    batch: u32, n: u32, mode: u32, _p0: u32,
+    batch: u32, n: u32, mode: u32, n_terms: u32,
     pa: vec4<f32>, // (1/N, w, w^2) weights of a
     pb: vec4<f32>,
     pc: vec4<f32>,
+    // Subset programs: (encoder rule, DReG block size, scratch slots per datapoint, 0).
+    extra: vec4<u32>,
 }
 
 const MODE_SOFTMAX: u32 = 0u;       // objective L_N
@@ -291,5 +293,98 @@ fn lse_accumulate(
             lse_state[2u * b] = m_new;
             lse_state[2u * b + 1u] = s_old * exp(m_old - m_new) + s_chunk * exp(m_chunk - m_new);
         }
+    }
+}
+
+// ---- subset_coefficients: SUMO's prefixes and MLMC's dyadic blocks ----
+// objective = sum_t weight_t sum_{S of term t} (logsumexp(l_S) - ln |S|),
+// a_n = sum_t weight_t exp(l_n - logsumexp(l_{S_t(n)})). Terms are (blocks?, size, weight, 0):
+// a prefix [0, size) or every aligned block of size. Block log-sum-exps go to `scratch`
+// first (extra.z slots per datapoint), then each sample sums its terms. Encoder rules
+// (extra.x): 0 DReG over blocks of extra.y samples, whose log-sum-exps are the last term's
+// (the host appends it with weight 0); 1 unbiased RWS (b = 0, c = -a); 2 variance
+// (b = c = -2 objective a). Mirrors evaluate_subsets in src/estimators/device.rs.
+@group(0) @binding(4) var<storage, read> terms: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> scratch: array<f32>;
+
+@compute @workgroup_size(64)
+fn subset_coefficients(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+// #if subgroups
+    @builtin(subgroup_invocation_id) sgl: u32,
+    @builtin(subgroup_id) sgi: u32,
+    @builtin(num_subgroups) sgn: u32,
+// #endif
+) {
+// #if subgroups
+    set_lanes(sgl, sgi, sgn);
+// #endif
+    let b = wg.x;
+    let n = prog.n;
+    let rows = prog.batch * n;
+    let base = b * n;
+    let sbase = b * prog.extra.z;
+    var slot = 0u;
+    var obj_part = 0.0;
+    for (var t = 0u; t < prog.n_terms; t++) {
+        let term = terms[t];
+        let size = u32(term.y);
+        var count = 1u;
+        if (term.x > 0.5) {
+            count = n / size;
+        }
+        for (var bi = lid; bi < count; bi += WG) {
+            let start = bi * size;
+            var m = NEG_HUGE;
+            for (var i = start; i < start + size; i++) {
+                m = max(m, lw[base + i]);
+            }
+            var total = 0.0;
+            for (var i = start; i < start + size; i++) {
+                total += exp(lw[base + i] - m);
+            }
+            let lse = m + log(total);
+            scratch[sbase + slot + bi] = lse;
+            obj_part += term.z * (lse - log(f32(size)));
+        }
+        slot += count;
+    }
+    storageBarrier();
+    let obj = reduce_sum(lid, obj_part);
+    for (var i = lid; i < n; i += WG) {
+        let l = lw[base + i];
+        var a = 0.0;
+        var at = 0u;
+        var last_lse = 0.0;
+        for (var t = 0u; t < prog.n_terms; t++) {
+            let term = terms[t];
+            let size = u32(term.y);
+            if (term.x > 0.5) {
+                last_lse = scratch[sbase + at + i / size];
+                a += term.z * exp(l - last_lse);
+                at += n / size;
+            } else {
+                if (i < size) {
+                    a += term.z * exp(l - scratch[sbase + at]);
+                }
+                at += 1u;
+            }
+        }
+        coef[base + i] = a;
+        if (prog.extra.x == 0u) {
+            let w = exp(l - last_lse);
+            coef[rows + base + i] = w * w / f32(n / prog.extra.y);
+            coef[2u * rows + base + i] = 0.0;
+        } else if (prog.extra.x == 1u) {
+            coef[rows + base + i] = 0.0;
+            coef[2u * rows + base + i] = -a;
+        } else {
+            coef[rows + base + i] = -2.0 * obj * a;
+            coef[2u * rows + base + i] = -2.0 * obj * a;
+        }
+    }
+    if (lid == 0u) {
+        objective[b] = obj;
     }
 }

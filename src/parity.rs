@@ -5,7 +5,7 @@
 use crate::backend::cpu::CpuBackend;
 use crate::backend::gpu::{AdapterChoice, GpuBackend};
 use crate::backend::{Backend, Noise};
-use crate::estimators::{Estimator, EstimatorKind};
+use crate::estimators::{CoefficientProgram, EncoderRule, Estimator, EstimatorKind, SubsetTerm};
 use crate::eval;
 use crate::model::{Arch, Params};
 use crate::optim::AdamConfig;
@@ -221,6 +221,86 @@ pub fn run_suite(choice: &AdapterChoice, shape: &ParityShape) -> Result<ParityRe
         ));
     }
 
+    // Subset programs (SUMO's prefixes, MLMC's dyadic blocks) and their encoder rules.
+    let prefixes: Vec<SubsetTerm> = (1..=n as u32)
+        .map(|size| SubsetTerm {
+            blocks: false,
+            size,
+            weight: 1.0 / size as f64 - 0.3,
+        })
+        .collect();
+    let n8 = 8;
+    let lw8: Vec<f32> = (0..batch * n8)
+        .map(|i| -60.0 + 7.0 * ((i * 37 % 11) as f32 / 11.0) - (i % 3) as f32)
+        .collect();
+    let blocks: Vec<SubsetTerm> = [(1, 0.5), (2, -0.7), (4, 1.2), (8, 0.3)]
+        .iter()
+        .map(|&(size, weight)| SubsetTerm {
+            blocks: true,
+            size,
+            weight,
+        })
+        .collect();
+    let subset_cases = [
+        (
+            "prefixes, DReG on all",
+            CoefficientProgram::Subsets {
+                terms: prefixes.clone(),
+                encoder: EncoderRule::DregBlocks { size: n as u32 },
+            },
+            &lw_cpu,
+            n,
+        ),
+        (
+            "prefixes, variance",
+            CoefficientProgram::Subsets {
+                terms: prefixes,
+                encoder: EncoderRule::Variance,
+            },
+            &lw_cpu,
+            n,
+        ),
+        (
+            "dyadic blocks, unbiased RWS",
+            CoefficientProgram::Subsets {
+                terms: blocks.clone(),
+                encoder: EncoderRule::UnbiasedRws,
+            },
+            &lw8,
+            n8,
+        ),
+        (
+            "dyadic blocks, DReG on pairs",
+            CoefficientProgram::Subsets {
+                terms: blocks.clone(),
+                encoder: EncoderRule::DregBlocks { size: 2 },
+            },
+            &lw8,
+            n8,
+        ),
+    ];
+    for (what, program, lw, nn) in subset_cases {
+        let mut want = crate::estimators::Coefficients::default();
+        program.coefficients_into(lw, batch, nn, &mut want);
+        let (a, b, c, obj) = gpu.coefficients_on_device(lw, batch, nn, &program)?;
+        let got: Vec<f32> = a.into_iter().chain(b).chain(c).chain(obj).collect();
+        let reference: Vec<f32> = want
+            .a
+            .iter()
+            .chain(&want.b)
+            .chain(&want.c)
+            .copied()
+            .chain(want.objective.iter().map(|&o| o as f32))
+            .collect();
+        rows.push(compare(
+            &format!("weights: subset program, {what}"),
+            &got,
+            &reference,
+            1e-5,
+            1e-4,
+        ));
+    }
+
     // Backward with IWAE-DReG's coefficients (a, b, c all different, so routing shows).
     let est = Estimator::new(EstimatorKind::IwaeDreg, 0.0);
     let co = est.coefficients(&lw_cpu, batch, n);
@@ -296,6 +376,34 @@ pub fn run_suite(choice: &AdapterChoice, shape: &ParityShape) -> Result<ParityRe
             sc.grad_norm_decoder as f32,
             sc.steps as f32,
         ],
+        1e-4,
+        1e-4,
+    ));
+
+    // A fused step with a subset program on 8 samples (MLMC's shape of estimator).
+    for b in [&mut cpu as &mut dyn Backend, &mut gpu as &mut dyn Backend] {
+        b.set_params(&params.values)?;
+        b.reset_optimizer();
+        b.take_stats()?;
+    }
+    let p8 = CoefficientProgram::Subsets {
+        terms: blocks,
+        encoder: EncoderRule::DregBlocks { size: 2 },
+    };
+    cpu.train_step(&x, batch, n8, &noise, &p8, &cfg, lr)?;
+    gpu.train_step(&x, batch, n8, &noise, &p8, &cfg, lr)?;
+    let (sc, sg) = (cpu.take_stats()?, gpu.take_stats()?);
+    rows.push(compare(
+        "optim: parameters after a subset-program step",
+        &gpu.params()?,
+        &cpu.params()?,
+        lr * 0.1,
+        1e-4,
+    ));
+    rows.push(compare(
+        "weights: subset step objective",
+        &[sg.objective as f32],
+        &[sc.objective as f32],
         1e-4,
         1e-4,
     ));
@@ -376,12 +484,12 @@ pub fn format_table(report: &ParityReport) -> String {
         .collect();
     out += &format!("dispatches in the plans: {}\n", kernels.join(", "));
     out += &format!(
-        "{:<46} {:>6} {:>11} {:>11} {:>8} {:>8}  result\n",
+        "{:<52} {:>6} {:>11} {:>11} {:>8} {:>8}  result\n",
         "kernel / estimator", "values", "max abs", "max rel", "atol", "rtol"
     );
     for r in rows {
         out += &format!(
-            "{:<46} {:>6} {:>11.3e} {:>11.3e} {:>8.0e} {:>8.0e}  {}\n",
+            "{:<52} {:>6} {:>11.3e} {:>11.3e} {:>8.0e} {:>8.0e}  {}\n",
             r.name,
             r.count,
             r.max_abs,

@@ -3,8 +3,33 @@
 
 use super::{Estimator, EstimatorKind};
 
-/// How to compute one datapoint's coefficients from its log-weights on a device.
+/// One term of a [`CoefficientProgram::Subsets`] program: `weight` times the IWAE bound of
+/// each subset it names, L_S = logsumexp(l_S) - ln |S|.
 #[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SubsetTerm {
+    /// false: the prefix of samples [0, size); true: every aligned block of `size` samples
+    /// (size must divide N).
+    pub blocks: bool,
+    pub size: u32,
+    pub weight: f64,
+}
+
+/// How the encoder's coefficients (b, c) follow from a subset program's decoder
+/// coefficients a.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum EncoderRule {
+    /// IWAE-DReG on the aligned blocks of `size` samples, averaged over blocks:
+    /// b_n = (N / size)^-1 (w_n within its block)^2, c = 0 (size = N: DReG on all samples).
+    DregBlocks { size: u32 },
+    /// Unbiased RWS (Shi & Cornish 2021): b = 0, c = -a.
+    UnbiasedRws,
+    /// Minimise E[estimate^2] (SUMO's variance objective, Luo et al. 2020):
+    /// b = c = -2 estimate a.
+    Variance,
+}
+
+/// How to compute one datapoint's coefficients from its log-weights on a device.
+#[derive(Clone, Debug, PartialEq)]
 pub enum CoefficientProgram {
     /// Each of a, b, c is p[0] / N + p[1] w + p[2] w^2 with w = softmax(l). The objective is
     /// mean(l) when `mean_objective`, else L_N = logsumexp(l) - ln N.
@@ -17,6 +42,13 @@ pub enum CoefficientProgram {
     /// Jackknife (JVI): a = dJ/dl; with `dreg`, b is the doubly reparameterised weight and
     /// c = 0, else b = c = a. The objective is J.
     Jackknife { dreg: bool },
+    /// A signed combination of IWAE bounds over subsets of the samples (SUMO's nested
+    /// prefixes, MLMC's dyadic blocks): objective = sum_t weight_t sum_S L_S and
+    /// a_n = sum_t weight_t w_n^(S(n)), the softmax within the subset of term t holding n.
+    Subsets {
+        terms: Vec<SubsetTerm>,
+        encoder: EncoderRule,
+    },
 }
 
 impl Estimator {
@@ -100,8 +132,91 @@ impl CoefficientProgram {
             }
             CoefficientProgram::Jackknife { dreg: false } => super::jackknife::jvi(l, a, b, c),
             CoefficientProgram::Jackknife { dreg: true } => super::jackknife::jvi_dreg(l, a, b, c),
+            CoefficientProgram::Subsets { ref terms, encoder } => {
+                evaluate_subsets(terms, encoder, l, a, b, c)
+            }
         }
     }
+
+    /// Checks a subset program against N samples: sizes positive, within N, blocks dividing N.
+    pub fn validate(&self, n: usize) -> Result<(), String> {
+        if let CoefficientProgram::Subsets { terms, encoder } = self {
+            for t in terms {
+                let s = t.size as usize;
+                if s == 0 || s > n || (t.blocks && n % s != 0) {
+                    return Err(format!("subset term {t:?} does not fit N = {n} samples"));
+                }
+            }
+            if let EncoderRule::DregBlocks { size } = encoder {
+                if *size == 0 || n % *size as usize != 0 {
+                    return Err(format!("DReG block size {size} does not divide N = {n}"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// f64 reference of the subset program (the WGSL kernel `subset_coefficients` mirrors it).
+fn evaluate_subsets(
+    terms: &[SubsetTerm],
+    encoder: EncoderRule,
+    l: &[f64],
+    a: &mut [f64],
+    b: &mut [f64],
+    c: &mut [f64],
+) -> f64 {
+    let n = l.len();
+    let mut objective = 0.0;
+    a.iter_mut().for_each(|v| *v = 0.0);
+    for t in terms {
+        let s = t.size as usize;
+        let starts: Vec<usize> = if t.blocks {
+            (0..n).step_by(s).collect()
+        } else {
+            vec![0]
+        };
+        for start in starts {
+            let lse = super::logsumexp(&l[start..start + s]);
+            objective += t.weight * (lse - (s as f64).ln());
+            for i in start..start + s {
+                if lse.is_finite() {
+                    a[i] += t.weight * (l[i] - lse).exp();
+                }
+            }
+        }
+    }
+    match encoder {
+        EncoderRule::DregBlocks { size } => {
+            let s = size as usize;
+            let groups = (n / s) as f64;
+            for start in (0..n).step_by(s) {
+                let lse = super::logsumexp(&l[start..start + s]);
+                for i in start..start + s {
+                    let w = if lse.is_finite() {
+                        (l[i] - lse).exp()
+                    } else {
+                        0.0
+                    };
+                    b[i] = w * w / groups;
+                    c[i] = 0.0;
+                }
+            }
+        }
+        EncoderRule::UnbiasedRws => {
+            for i in 0..n {
+                b[i] = 0.0;
+                c[i] = -a[i];
+            }
+        }
+        EncoderRule::Variance => {
+            for i in 0..n {
+                b[i] = -2.0 * objective * a[i];
+                c[i] = b[i];
+            }
+        }
+    }
+    objective
 }
 
 #[cfg(test)]
@@ -130,6 +245,81 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod subset_tests {
+    use super::*;
+
+    /// One prefix term over all samples with DReG on all samples is IWAE-DReG exactly.
+    #[test]
+    fn a_single_full_prefix_is_iwae_dreg() {
+        let l = [-3.0, 0.5, -1.25, 2.0, -7.5, 0.0];
+        let p = CoefficientProgram::Subsets {
+            terms: vec![SubsetTerm {
+                blocks: false,
+                size: 6,
+                weight: 1.0,
+            }],
+            encoder: EncoderRule::DregBlocks { size: 6 },
+        };
+        let (mut a, mut b, mut c) = ([0.0; 6], [0.0; 6], [0.0; 6]);
+        let obj = p.evaluate_row(&l, &mut a, &mut b, &mut c);
+        let (mut ra, mut rb, mut rc) = ([0.0; 6], [0.0; 6], [0.0; 6]);
+        let want = super::super::importance::iwae_dreg(&l, &mut ra, &mut rb, &mut rc);
+        assert!((obj - want).abs() < 1e-12);
+        for i in 0..6 {
+            assert!((a[i] - ra[i]).abs() < 1e-12 && (b[i] - rb[i]).abs() < 1e-12 && c[i] == 0.0);
+        }
+    }
+
+    /// a is the gradient of the objective for any mix of prefix and block terms.
+    #[test]
+    fn decoder_coefficients_are_the_objective_gradient() {
+        let l = [-3.0, 0.5, -1.25, 2.0, -7.5, 0.0, 1.5, -0.25];
+        let terms = vec![
+            SubsetTerm {
+                blocks: false,
+                size: 3,
+                weight: 0.7,
+            },
+            SubsetTerm {
+                blocks: true,
+                size: 2,
+                weight: -1.3,
+            },
+            SubsetTerm {
+                blocks: true,
+                size: 8,
+                weight: 2.0,
+            },
+        ];
+        let p = CoefficientProgram::Subsets {
+            terms,
+            encoder: EncoderRule::UnbiasedRws,
+        };
+        assert!(p.validate(8).is_ok());
+        assert!(p.validate(6).is_err(), "blocks of 8 cannot fit 6 samples");
+        let (mut a, mut b, mut c) = ([0.0; 8], [0.0; 8], [0.0; 8]);
+        p.evaluate_row(&l, &mut a, &mut b, &mut c);
+        for i in 0..8 {
+            let h = 1e-6;
+            let (mut lp, mut lm) = (l, l);
+            lp[i] += h;
+            lm[i] -= h;
+            let (mut x, mut y, mut z) = ([0.0; 8], [0.0; 8], [0.0; 8]);
+            let fd = (p.evaluate_row(&lp, &mut x, &mut y, &mut z)
+                - p.evaluate_row(&lm, &mut x, &mut y, &mut z))
+                / (2.0 * h);
+            assert!(
+                (fd - a[i]).abs() < 1e-7,
+                "a[{i}] {} vs finite difference {fd}",
+                a[i]
+            );
+            assert_eq!(b[i], 0.0);
+            assert_eq!(c[i], -a[i]);
         }
     }
 }

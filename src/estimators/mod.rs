@@ -35,7 +35,7 @@ pub mod jackknife;
 pub mod mlmc;
 pub mod sumo;
 
-pub use device::CoefficientProgram;
+pub use device::{CoefficientProgram, EncoderRule, SubsetTerm};
 
 use rayon::prelude::*;
 use std::cell::RefCell;

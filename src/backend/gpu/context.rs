@@ -34,10 +34,11 @@ pub enum KernelId {
     Adam,
     AccumulateStats,
     LseAccumulate,
+    SubsetCoefficients,
 }
 
 impl KernelId {
-    pub const ALL: [KernelId; 11] = [
+    pub const ALL: [KernelId; 12] = [
         KernelId::Gemm,
         KernelId::GemmVec4,
         KernelId::ColumnSums,
@@ -49,6 +50,7 @@ impl KernelId {
         KernelId::Adam,
         KernelId::AccumulateStats,
         KernelId::LseAccumulate,
+        KernelId::SubsetCoefficients,
     ];
 
     /// (family, entry point, bindings as the WGSL declares them).
@@ -116,6 +118,11 @@ impl KernelId {
                 Family::Matmul,
                 "column_sums",
                 seq(&[Uniform, Read, Read, ReadWrite, Read]),
+            ),
+            KernelId::SubsetCoefficients => (
+                Family::Weights,
+                "subset_coefficients",
+                seq(&[Uniform, Read, ReadWrite, ReadWrite, Read, ReadWrite]),
             ),
             KernelId::LseAccumulate => (
                 Family::Weights,

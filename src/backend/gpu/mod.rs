@@ -7,7 +7,7 @@ pub mod context;
 pub mod shaders;
 
 use super::{Backend, GradNorms, Noise, StepStats, Timing};
-use crate::estimators::CoefficientProgram;
+use crate::estimators::{CoefficientProgram, EncoderRule};
 use crate::model::{Layout, Linear};
 use crate::optim::{AdamConfig, AdamState};
 use anyhow::{bail, Result};
@@ -79,10 +79,12 @@ struct ProgramU {
     batch: u32,
     n: u32,
     mode: u32,
-    _pad: u32,
+    n_terms: u32,
     pa: [f32; 4],
     pb: [f32; 4],
     pc: [f32; 4],
+    /// Subset programs: (encoder rule, DReG block size, scratch slots per datapoint, 0).
+    extra: [u32; 4],
 }
 
 #[repr(C)]
@@ -109,23 +111,61 @@ fn program_uniform(p: &CoefficientProgram, batch: usize, n: usize) -> ProgramU {
         n: n as u32,
         ..Default::default()
     };
-    match *p {
+    match p {
         CoefficientProgram::Softmax {
             a,
             b,
             c,
             mean_objective,
         } => {
-            u.mode = if mean_objective { 1 } else { 0 };
-            u.pa = v(a);
-            u.pb = v(b);
-            u.pc = v(c);
+            u.mode = if *mean_objective { 1 } else { 0 };
+            u.pa = v(*a);
+            u.pb = v(*b);
+            u.pc = v(*c);
         }
-        CoefficientProgram::Jackknife { dreg } => u.mode = if dreg { 3 } else { 2 },
+        CoefficientProgram::Jackknife { dreg } => u.mode = if *dreg { 3 } else { 2 },
+        CoefficientProgram::Subsets { .. } => {
+            let (terms, rule, dreg_size, stride) = subset_terms(p, n);
+            u.mode = 4;
+            u.n_terms = terms.len() as u32;
+            u.extra = [rule, dreg_size, stride as u32, 0];
+        }
     }
     u
 }
 
+/// A subset program as the kernel reads it: (terms as (blocks, size, weight, 0), encoder
+/// rule, DReG block size, scratch slots per datapoint). DReG's blocks ride along as a last
+/// term of weight 0, so the kernel finds their log-sum-exps where it finds every term's.
+fn subset_terms(p: &CoefficientProgram, n: usize) -> (Vec<[f32; 4]>, u32, u32, usize) {
+    let CoefficientProgram::Subsets { terms, encoder } = p else {
+        return (Vec::new(), 0, 0, 0);
+    };
+    let mut out: Vec<[f32; 4]> = terms
+        .iter()
+        .map(|t| {
+            [
+                if t.blocks { 1.0 } else { 0.0 },
+                t.size as f32,
+                t.weight as f32,
+                0.0,
+            ]
+        })
+        .collect();
+    let (rule, dreg_size) = match encoder {
+        EncoderRule::DregBlocks { size } => {
+            out.push([1.0, *size as f32, 0.0, 0.0]);
+            (0, *size)
+        }
+        EncoderRule::UnbiasedRws => (1, 0),
+        EncoderRule::Variance => (2, 0),
+    };
+    let stride = out
+        .iter()
+        .map(|t| if t[0] > 0.5 { n / t[1] as usize } else { 1 })
+        .sum();
+    (out, rule, dreg_size, stride)
+}
 /// Log-weights and coefficients over all N samples of a chunked training step, with the
 /// coefficient dispatch bound to them.
 struct FullBuffers {
@@ -212,8 +252,19 @@ pub struct GpuBackend {
     full: Option<FullBuffers>,
     profiler: RefCell<Option<GpuProfiler>>,
     peak_bytes: u64,
+    /// Subset programs (SUMO, MLMC): their terms, scratch, and the dispatch bound to them.
+    subsets: Option<SubsetState>,
     last: Option<(usize, usize)>,
     lw_host: Vec<f32>,
+}
+
+/// The buffers and dispatch of the subset coefficient kernel for the current program.
+struct SubsetState {
+    terms: wgpu::Buffer,
+    scratch: wgpu::Buffer,
+    /// The shape and the log-weight buffers (per-shape or whole-step) the dispatch reads.
+    key: (usize, usize, bool),
+    dispatch: Dispatch,
 }
 
 fn groups_1d(total: usize, per_group: usize) -> [u32; 3] {
@@ -504,6 +555,7 @@ impl GpuBackend {
             full: None,
             profiler: RefCell::new(None),
             peak_bytes: 0,
+            subsets: None,
             last: None,
             lw_host: Vec::new(),
             ctx,
@@ -892,9 +944,12 @@ impl GpuBackend {
         for part in parts {
             match part {
                 Part::Forward => list.extend(plan.forward.iter()),
-                Part::Coefficients => list.push(&plan.coefficients),
+                Part::Coefficients => {
+                    list.push(self.active_subsets(false).unwrap_or(&plan.coefficients))
+                }
                 Part::FullCoefficients => {
-                    list.push(&self.full.as_ref().expect("full buffers exist").coefficients)
+                    let whole = &self.full.as_ref().expect("full buffers exist").coefficients;
+                    list.push(self.active_subsets(true).unwrap_or(whole))
                 }
                 Part::Backward => {
                     list.extend(plan.backward.iter());
@@ -969,6 +1024,109 @@ impl GpuBackend {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// The subset dispatch when the current program is a subset program (`full`: bound to
+    /// the whole-step buffers of a chunked step).
+    fn active_subsets(&self, full: bool) -> Option<&Dispatch> {
+        self.subsets
+            .as_ref()
+            .filter(|s| s.key.2 == full)
+            .map(|s| &s.dispatch)
+    }
+
+    /// Makes the subset kernel ready for `program` on (batch, n): uploads its terms and binds
+    /// it to the per-shape (`full` false) or whole-step log-weights and coefficients. Any other
+    /// program clears it, so the plan's own coefficient dispatch runs.
+    fn prepare_subsets(
+        &mut self,
+        program: &CoefficientProgram,
+        batch: usize,
+        n: usize,
+        full: bool,
+    ) -> Result<()> {
+        if !matches!(program, CoefficientProgram::Subsets { .. }) {
+            self.subsets = None;
+            return Ok(());
+        }
+        program.validate(n).map_err(|e| anyhow::anyhow!(e))?;
+        let (terms, _, _, stride) = subset_terms(program, n);
+        let need_terms = terms.len().max(1) * 4;
+        let need_scratch = batch * stride.max(1);
+        let reuse = self.subsets.as_ref().is_some_and(|s| {
+            s.key == (batch, n, full)
+                && s.terms.size() >= (need_terms * 4) as u64
+                && s.scratch.size() >= (need_scratch * 4) as u64
+        });
+        if !reuse {
+            let terms_buf = match self.subsets.take() {
+                Some(s) if s.terms.size() >= (need_terms * 4) as u64 => s.terms,
+                _ => self
+                    .ctx
+                    .storage("subset terms", need_terms.next_power_of_two()),
+            };
+            let scratch = self
+                .ctx
+                .storage("subset scratch", need_scratch.next_power_of_two());
+            let sb = self.shape.as_ref().expect("shape buffers exist");
+            let (lw, coef) = match (&self.full, full) {
+                (Some(f), true) => (&f.lw, &f.coef),
+                _ => (&sb.lw, &sb.coef),
+            };
+            let kernel = self.ctx.kernel(KernelId::SubsetCoefficients);
+            let entries = [
+                wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: self.program_u.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 1,
+                    resource: lw.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 2,
+                    resource: coef.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 3,
+                    resource: sb.objective.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 4,
+                    resource: terms_buf.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 5,
+                    resource: scratch.as_entire_binding(),
+                },
+            ];
+            let group = self
+                .ctx
+                .device
+                .create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some("subset coefficients"),
+                    layout: &kernel.layout,
+                    entries: &entries,
+                });
+            let dispatch = Dispatch {
+                kernel: KernelId::SubsetCoefficients,
+                group,
+                count: [batch as u32, 1, 1],
+                label: format!("subset coefficients [{batch}x{n}]"),
+                flops: 0.0,
+            };
+            self.subsets = Some(SubsetState {
+                terms: terms_buf,
+                scratch,
+                key: (batch, n, full),
+                dispatch,
+            });
+        }
+        let st = self.subsets.as_ref().expect("just made");
+        self.ctx
+            .queue
+            .write_buffer(&st.terms, 0, bytemuck::cast_slice(&terms));
         Ok(())
     }
 
@@ -1060,6 +1218,7 @@ impl GpuBackend {
         program: &CoefficientProgram,
     ) -> Result<DeviceCoefficients> {
         self.ensure_shape(batch, n, false)?;
+        self.prepare_subsets(program, batch, n, false)?;
         let rows = batch * n;
         let sb = self.shape.as_ref().expect("shape buffers exist");
         self.ctx
@@ -1138,6 +1297,7 @@ impl GpuBackend {
             self.ensure_shape(batch, len, true)?;
         }
         self.ensure_full(batch, n);
+        self.prepare_subsets(program, batch, n, true)?;
         self.upload_x(x, batch)?;
         self.ctx.queue.write_buffer(
             &self.program_u,
@@ -1387,6 +1547,7 @@ impl Backend for GpuBackend {
             return self.train_step_chunked(x, batch, n, noise, program, cfg, lr);
         }
         self.ensure_shape(batch, n, false)?;
+        self.prepare_subsets(program, batch, n, false)?;
         self.upload_x(x, batch)?;
         self.write_noise(noise);
         self.ctx.queue.write_buffer(
