@@ -143,12 +143,12 @@ impl CoefficientProgram {
         if let CoefficientProgram::Subsets { terms, encoder } = self {
             for t in terms {
                 let s = t.size as usize;
-                if s == 0 || s > n || (t.blocks && n % s != 0) {
+                if s == 0 || s > n || (t.blocks && !n.is_multiple_of(s)) {
                     return Err(format!("subset term {t:?} does not fit N = {n} samples"));
                 }
             }
             if let EncoderRule::DregBlocks { size } = encoder {
-                if *size == 0 || n % *size as usize != 0 {
+                if *size == 0 || !n.is_multiple_of(*size as usize) {
                     return Err(format!("DReG block size {size} does not divide N = {n}"));
                 }
             }
