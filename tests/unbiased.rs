@@ -1,23 +1,79 @@
-//! Scratch exploration (replaced by the real tests).
+//! Unbiasedness on exact models (DESIGN.md §5.3).
+//!
+//! For a fixed datapoint `x` of an exact model ([`Toy`]: Rainforth et al. / Tucker et al. §6.1
+//! in the paper's setup; [`Ppca`]), each check draws `R` independent replications of an
+//! estimator — fresh level draw (`K` or `k`), fresh `eps` — computes the theta-gradient
+//! estimate `g = sum_n a_n D_n` and the estimator's value, and compares the replication mean
+//! with the exact `grad_theta log p(x)` and `log p(x)`, coordinate by coordinate:
+//!
+//! ```text
+//! z_i = (mean_i - exact_i) / SE_i,      SE_i = sample sd_i / sqrt(R),      pass iff |z_i| < 4 for every i.
+//! ```
+//!
+//! Confidence: under the normal approximation a two-sided 4-SE bound has false-alarm rate
+//! `6.3e-5` per coordinate; with `d + 1` coordinates (21 for the toy, 16 for PPCA) the union
+//! bound gives at most `1.3e-3` per check and about `1.3e-2` over the 10 checks that must
+//! pass in this file, for a fresh seed. All draws are seeded (ChaCha8, one stream per chunk of
+//! replications, merged in a fixed order), so the outcome is reproducible and independent of
+//! the number of threads.
+//!
+//! Power: every check that must pass also measures how large IWAE(K = 2)'s bias is in units of
+//! the check's own SE (`power ratio = max_i |bias_IWAE2_i| / SE_i`) and requires it to be
+//! `>= 6`: an estimator as biased as IWAE(2) would then fail the 4-SE check with probability
+//! `>= P(N(0,1) > -2) = 0.977`. The converse checks — IWAE(2) and a SUMO with DESIGN.md's
+//! literal index convention must FAIL — show that the check can fail.
+//!
+//! SUMO caveat: with DESIGN.md's tail (`P(K >= k) = 1/(k+1)` for `k < 79`, then geometric
+//! with ratio 0.9) the terms `Delta_j / P(K >= j)` grow like `0.9^-j / j`, so SUMO's variance is
+//! infinite; the sample SE is dominated by the few largest `K` drawn and the mean's error
+//! decays far more slowly than `1/sqrt(R)`. The 4-SE check still passes (one outlier moves the
+//! mean and the SE alike), but its power is a matter of luck: over 8 seeds at `R = 128000` on
+//! the toy (`sumo_default_tail_across_seeds`, ignored by default) the largest gradient SE
+//! ranged from 0.014 to 0.88 and the power ratio from 1.4 to 14. The powered SUMO checks
+//! therefore use the same code with the heavy `1/(k+1)` part extended to `k < 10000`
+//! (`SumoTail::new(10_000, 0.9)`, `E[K] ~ 8.8`), whose variance is finite in practice; the
+//! default tail is checked too, with the power ratio printed but not asserted.
 
 use std::time::Instant;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
-use unbiased_vae::estimators::mlmc::{Mlmc, MlmcVariant};
-use unbiased_vae::estimators::softmax_into;
-use unbiased_vae::estimators::sumo::{sumo_coefficients, SumoTail};
-use unbiased_vae::exact::{combine, draw_samples, ExactModel, Ppca, PpcaConfig, Toy};
+use unbiased_vae::estimators::mlmc::{p_range_warning, Mlmc, MlmcTarget, MlmcVariant};
+use unbiased_vae::estimators::sumo::{sumo_coefficients_with, SumoTail};
+use unbiased_vae::estimators::{iwae_bound, softmax_into};
+use unbiased_vae::exact::{combine, draw_samples, ExactModel, Ppca, Toy};
+
+/// Replications for the MLMC checks and IWAE references.
+const R: usize = 64_000;
+/// Replications for the SUMO checks (its variance is larger).
+const R_SUMO: usize = 128_000;
+/// The 4-SE threshold.
+const Z_MAX: f64 = 4.0;
+/// Minimum power ratio (see the module docs).
+const MIN_POWER: f64 = 6.0;
+/// Chunks of replications, each with its own ChaCha8 stream.
+const CHUNKS: u64 = 64;
+
+/// SUMO's tail with the heavy part extended to `k < 10000` (see the module docs).
+fn long_heavy_tail() -> SumoTail {
+    SumoTail::new(10_000, 0.9).unwrap()
+}
 
 #[derive(Clone, Copy, Debug)]
 enum Est {
+    /// IWAE with `k` samples: `a = softmax(l)`.
     Iwae(usize),
-    Sumo(usize),
+    /// SUMO with base `m`.
+    Sumo(usize, SumoTail),
+    /// SUMO with DESIGN.md §1's indices read literally, `Delta_j = L_{m+j+1} - L_{m+j}`
+    /// (`j = 1..K`, `N = m + K + 1`): a deliberately biased variant.
+    SumoLiteral(usize, SumoTail),
     Mlmc(Mlmc),
 }
 
 impl Est {
+    /// One replication: `(value, g, samples used)`.
     fn draw<M: ExactModel>(
         &self,
         model: &M,
@@ -25,60 +81,79 @@ impl Est {
         rng: &mut ChaCha8Rng,
     ) -> (f64, Vec<f64>, usize) {
         let p = model.theta_len();
-        match *self {
+        let (value, a, d) = match *self {
             Est::Iwae(k) => {
                 let (l, d) = draw_samples(model, x, k, rng);
                 let mut a = vec![0.0; k];
                 softmax_into(&l, &mut a);
-                (
-                    unbiased_vae::estimators::iwae_bound(&l),
-                    combine(&a, &d, p),
-                    k,
-                )
+                (iwae_bound(&l), a, d)
             }
-            Est::Sumo(m) => {
-                let k = SumoTail::DEFAULT.sample(rng);
+            Est::Sumo(m, tail) => {
+                let k = tail.sample(rng);
                 let (l, d) = draw_samples(model, x, m + k, rng);
-                let (v, a) = sumo_coefficients(&l, m, k);
-                (v, combine(&a, &d, p), m + k)
+                let (v, a) = sumo_coefficients_with(&tail, &l, m, k);
+                (v, a, d)
+            }
+            Est::SumoLiteral(m, tail) => {
+                // L_m + sum_{j=1}^K (L_{m+j+1} - L_{m+j}) / P(K >= j)
+                //   = SUMO(base m + 1, K) - L_{m+1} + L_m.
+                let k = tail.sample(rng);
+                let (l, d) = draw_samples(model, x, m + 1 + k, rng);
+                let (v, mut a) = sumo_coefficients_with(&tail, &l, m + 1, k);
+                let mut w = vec![0.0; m + 1];
+                softmax_into(&l[..m + 1], &mut w);
+                for (ai, wi) in a.iter_mut().zip(&w) {
+                    *ai -= wi;
+                }
+                softmax_into(&l[..m], &mut w[..m]);
+                for (ai, wi) in a.iter_mut().zip(&w[..m]) {
+                    *ai += wi;
+                }
+                (v - iwae_bound(&l[..m + 1]) + iwae_bound(&l[..m]), a, d)
             }
             Est::Mlmc(e) => {
                 let k = e.sample_level(rng);
-                let n = e.num_samples(k);
-                let (l, d) = draw_samples(model, x, n, rng);
+                let (l, d) = draw_samples(model, x, e.num_samples(k), rng);
                 let (v, a) = e.coefficients(&l, k);
-                (v, combine(&a, &d, p), n)
+                (v, a, d)
             }
-        }
+        };
+        let n = a.len();
+        (value, combine(&a, &d, p), n)
     }
 }
 
+/// Running mean and sum of squared deviations per coordinate (Welford / Chan et al.).
 #[derive(Clone, Debug)]
-struct Stats {
+struct Moments {
     n: f64,
     mean: Vec<f64>,
     m2: Vec<f64>,
     samples: f64,
+    max_samples: usize,
 }
 
-impl Stats {
+impl Moments {
     fn new(d: usize) -> Self {
-        Stats {
+        Moments {
             n: 0.0,
             mean: vec![0.0; d],
             m2: vec![0.0; d],
             samples: 0.0,
+            max_samples: 0,
         }
     }
+
     fn push(&mut self, v: &[f64]) {
         self.n += 1.0;
-        for i in 0..v.len() {
-            let delta = v[i] - self.mean[i];
+        for (i, &vi) in v.iter().enumerate() {
+            let delta = vi - self.mean[i];
             self.mean[i] += delta / self.n;
-            self.m2[i] += delta * (v[i] - self.mean[i]);
+            self.m2[i] += delta * (vi - self.mean[i]);
         }
     }
-    fn merge(&mut self, o: &Stats) {
+
+    fn merge(&mut self, o: &Moments) {
         let n = self.n + o.n;
         for i in 0..self.mean.len() {
             let delta = o.mean[i] - self.mean[i];
@@ -87,99 +162,406 @@ impl Stats {
         }
         self.n = n;
         self.samples += o.samples;
+        self.max_samples = self.max_samples.max(o.max_samples);
     }
+
+    /// Standard error of the mean of coordinate `i`.
     fn se(&self, i: usize) -> f64 {
         (self.m2[i] / (self.n - 1.0) / self.n).sqrt()
     }
 }
 
-fn replicate<M: ExactModel + Sync>(
-    model: &M,
-    x: &[f64],
-    est: Est,
-    reps: usize,
-    seed: u64,
-) -> Stats {
-    const CHUNKS: u64 = 64;
-    let per = reps as u64 / CHUNKS;
-    let d = model.theta_len() + 1;
-    let parts: Vec<Stats> = (0..CHUNKS)
-        .into_par_iter()
-        .map(|c| {
-            let mut rng = ChaCha8Rng::seed_from_u64(seed);
-            rng.set_stream(c);
-            let mut s = Stats::new(d);
-            let mut v = vec![0.0; d];
-            for _ in 0..per {
-                let (val, g, n) = est.draw(model, x, &mut rng);
-                v[..d - 1].copy_from_slice(&g);
-                v[d - 1] = val;
-                s.push(&v);
-                s.samples += n as f64;
-            }
-            s
-        })
-        .collect();
-    let mut total = Stats::new(d);
-    for p in &parts {
-        total.merge(p);
-    }
-    total
+/// The outcome of `R` replications against the exact gradient (coordinates `0..d`) and the
+/// exact `log p(x)` (coordinate `d`).
+struct Check {
+    label: String,
+    moments: Moments,
+    exact: Vec<f64>,
 }
 
-fn report<M: ExactModel + Sync>(name: &str, model: &M, x: &[f64], est: Est, reps: usize) {
-    let t = Instant::now();
-    let s = replicate(model, x, est, reps, 42);
-    let mut target = model.exact_grad_theta(x);
-    target.push(model.exact_log_px(x));
-    let z: Vec<f64> = (0..target.len())
-        .map(|i| (s.mean[i] - target[i]) / s.se(i))
-        .collect();
-    let zmax = z[..z.len() - 1].iter().fold(0.0f64, |a, b| a.max(b.abs()));
-    let se_max = (0..target.len() - 1).map(|i| s.se(i)).fold(0.0, f64::max);
-    println!(
-        "{name:30} {est:?} R={reps} samples/rep={:.2} max|z|grad={zmax:.2} z(value)={:.2} maxSE={se_max:.4} t={:.2}s",
-        s.samples / s.n,
-        z[z.len() - 1],
-        t.elapsed().as_secs_f64()
+impl Check {
+    fn run<M: ExactModel + Sync>(
+        label: &str,
+        model: &M,
+        x: &[f64],
+        est: Est,
+        reps: usize,
+        seed: u64,
+    ) -> Check {
+        assert_eq!(
+            reps as u64 % CHUNKS,
+            0,
+            "reps must be a multiple of {CHUNKS}"
+        );
+        let t = Instant::now();
+        let per = reps as u64 / CHUNKS;
+        let d = model.theta_len() + 1;
+        let parts: Vec<Moments> = (0..CHUNKS)
+            .into_par_iter()
+            .map(|c| {
+                let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                rng.set_stream(c);
+                let mut mo = Moments::new(d);
+                let mut v = vec![0.0; d];
+                for _ in 0..per {
+                    let (val, g, n) = est.draw(model, x, &mut rng);
+                    v[..d - 1].copy_from_slice(&g);
+                    v[d - 1] = val;
+                    mo.push(&v);
+                    mo.samples += n as f64;
+                    mo.max_samples = mo.max_samples.max(n);
+                }
+                mo
+            })
+            .collect();
+        let mut moments = Moments::new(d);
+        for p in &parts {
+            moments.merge(p);
+        }
+        let mut exact = model.exact_grad_theta(x);
+        exact.push(model.exact_log_px(x));
+        let check = Check {
+            label: format!("{label} {est:?}"),
+            moments,
+            exact,
+        };
+        check.print(t.elapsed().as_secs_f64());
+        check
+    }
+
+    fn d(&self) -> usize {
+        self.exact.len() - 1
+    }
+
+    fn z(&self) -> Vec<f64> {
+        (0..self.exact.len())
+            .map(|i| (self.moments.mean[i] - self.exact[i]) / self.moments.se(i))
+            .collect()
+    }
+
+    /// Largest |z| over the gradient coordinates.
+    fn max_abs_z_grad(&self) -> f64 {
+        self.z()[..self.d()].iter().fold(0.0, |a, z| a.max(z.abs()))
+    }
+
+    fn max_abs_z(&self) -> f64 {
+        self.z().iter().fold(0.0, |a, z| a.max(z.abs()))
+    }
+
+    fn max_se_grad(&self) -> f64 {
+        (0..self.d())
+            .map(|i| self.moments.se(i))
+            .fold(0.0, f64::max)
+    }
+
+    /// `max_i |bias_i of reference| / SE_i of self` over the gradient coordinates.
+    fn power_ratio(&self, biased: &Check) -> f64 {
+        (0..self.d())
+            .map(|i| (biased.moments.mean[i] - biased.exact[i]).abs() / self.moments.se(i))
+            .fold(0.0, f64::max)
+    }
+
+    fn print(&self, secs: f64) {
+        let z = self.z();
+        let zs: Vec<String> = z.iter().map(|v| format!("{v:.2}")).collect();
+        println!(
+            "{}: R = {}, mean samples/rep = {:.2} (max {}), {secs:.2} s\n  max |z| (gradient) = {:.2}, z(value) = {:.2}, max SE (gradient) = {:.3e}, SE(value) = {:.3e}\n  z = [{}]",
+            self.label,
+            self.moments.n,
+            self.moments.samples / self.moments.n,
+            self.moments.max_samples,
+            self.max_abs_z_grad(),
+            z[self.d()],
+            self.max_se_grad(),
+            self.moments.se(self.d()),
+            zs.join(", ")
+        );
+    }
+
+    fn assert_unbiased(&self) {
+        let z = self.max_abs_z();
+        assert!(
+            z < Z_MAX,
+            "{}: max |z| = {z:.2} >= {Z_MAX}: mean differs from the exact gradient / log p(x)",
+            self.label
+        );
+    }
+
+    fn assert_powered(&self, iwae2: &Check) {
+        let r = self.power_ratio(iwae2);
+        println!("  power ratio vs IWAE(2) bias = {r:.1}");
+        assert!(
+            r >= MIN_POWER,
+            "{}: power ratio {r:.1} < {MIN_POWER}: the check could miss a bias of IWAE(2)'s size",
+            self.label
+        );
+    }
+}
+
+fn toy() -> (Toy, Vec<f64>) {
+    // The paper's setup: optimum + N(0, 0.01^2) perturbation of mu, A and b.
+    let m = Toy::new(1);
+    let x = m.data()[0].clone();
+    (m, x)
+}
+
+fn ppca() -> (Ppca, Vec<f64>) {
+    let m = Ppca::new(1);
+    let x = m.data()[0].clone();
+    (m, x)
+}
+
+fn mlmc(variant: MlmcVariant, i0: u32, cap: Option<u32>) -> Mlmc {
+    Mlmc::new(variant, 0.6, i0, cap).unwrap()
+}
+
+// ---------------------------------------------------------------- the check can fail
+
+#[test]
+fn iwae_k2_fails_the_check_on_both_models() {
+    let (t, tx) = toy();
+    let c = Check::run("toy", &t, &tx, Est::Iwae(2), R, 101);
+    assert!(
+        c.max_abs_z_grad() > Z_MAX,
+        "IWAE(2)'s gradient bias went undetected on the toy (max |z| = {:.2})",
+        c.max_abs_z_grad()
     );
-    println!(
-        "   z = {:?}",
-        z.iter()
-            .map(|v| (v * 100.0).round() / 100.0)
-            .collect::<Vec<_>>()
+    let (p, px) = ppca();
+    let c = Check::run("ppca", &p, &px, Est::Iwae(2), R, 102);
+    assert!(
+        c.max_abs_z_grad() > Z_MAX,
+        "IWAE(2)'s gradient bias went undetected on PPCA (max |z| = {:.2})",
+        c.max_abs_z_grad()
     );
 }
 
 #[test]
-#[ignore]
-fn explore() {
-    let reps: usize = std::env::var("REPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(64_000);
-    let sd: f64 = std::env::var("SD")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.02);
-    let psd: f64 = std::env::var("PSD")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.1);
-    let toy = Toy::with_perturbation(1, sd);
-    let x = toy.data()[0].clone();
-    let ss = Mlmc::new(MlmcVariant::SingleSample, 0.6, 0, None).unwrap();
-    let rr = Mlmc::new(MlmcVariant::RussianRoulette, 0.6, 0, None).unwrap();
-    for est in [Est::Iwae(2), Est::Sumo(1), Est::Mlmc(ss), Est::Mlmc(rr)] {
-        report("toy", &toy, &x, est, reps);
+fn sumo_with_design_literal_indices_is_biased() {
+    // E = log p(x) - (E[L_{m+1}] - E[L_m]): with m = 1 the bias is grad(L_2 - L_1).
+    let (t, tx) = toy();
+    let c = Check::run(
+        "toy",
+        &t,
+        &tx,
+        Est::SumoLiteral(1, long_heavy_tail()),
+        R_SUMO,
+        103,
+    );
+    assert!(
+        c.max_abs_z_grad() > Z_MAX,
+        "SUMO with Delta_j = L_(m+j+1) - L_(m+j) was not detected as biased (max |z| = {:.2})",
+        c.max_abs_z_grad()
+    );
+}
+
+// ---------------------------------------------------------------- MLMC
+
+#[test]
+fn mlmc_ss_is_unbiased_on_the_toy() {
+    let (t, x) = toy();
+    let iwae2 = Check::run("toy", &t, &x, Est::Iwae(2), R, 201);
+    let c = Check::run(
+        "toy",
+        &t,
+        &x,
+        Est::Mlmc(mlmc(MlmcVariant::SingleSample, 1, None)),
+        R,
+        202,
+    );
+    c.assert_powered(&iwae2);
+    c.assert_unbiased();
+}
+
+#[test]
+fn mlmc_rr_is_unbiased_on_the_toy() {
+    let (t, x) = toy();
+    let iwae2 = Check::run("toy", &t, &x, Est::Iwae(2), R, 211);
+    let c = Check::run(
+        "toy",
+        &t,
+        &x,
+        Est::Mlmc(mlmc(MlmcVariant::RussianRoulette, 0, None)),
+        R,
+        212,
+    );
+    c.assert_powered(&iwae2);
+    c.assert_unbiased();
+}
+
+#[test]
+fn mlmc_ss_is_unbiased_on_ppca() {
+    let (p, x) = ppca();
+    let iwae2 = Check::run("ppca", &p, &x, Est::Iwae(2), R, 221);
+    let c = Check::run(
+        "ppca",
+        &p,
+        &x,
+        Est::Mlmc(mlmc(MlmcVariant::SingleSample, 0, None)),
+        R,
+        222,
+    );
+    c.assert_powered(&iwae2);
+    c.assert_unbiased();
+}
+
+#[test]
+fn mlmc_rr_is_unbiased_on_ppca() {
+    let (p, x) = ppca();
+    let iwae2 = Check::run("ppca", &p, &x, Est::Iwae(2), R, 231);
+    let c = Check::run(
+        "ppca",
+        &p,
+        &x,
+        Est::Mlmc(mlmc(MlmcVariant::RussianRoulette, 1, None)),
+        R,
+        232,
+    );
+    c.assert_powered(&iwae2);
+    c.assert_unbiased();
+}
+
+/// A capped level makes the target `E[L_M]`, `M = 2^(cap+I0+1)`, not `log p(x)`: the capped
+/// estimators' mean matches IWAE(M)'s mean (two-sample 4-SE check per coordinate) and fails
+/// the check against the exact gradient.
+#[test]
+fn capped_mlmc_targets_the_capped_bound() {
+    let (t, x) = toy();
+    let iwae4 = Check::run("toy", &t, &x, Est::Iwae(4), R, 301);
+    for (variant, seed) in [
+        (MlmcVariant::SingleSample, 302),
+        (MlmcVariant::RussianRoulette, 303),
+    ] {
+        let e = mlmc(variant, 0, Some(1));
+        assert_eq!(e.target(), MlmcTarget::IwaeBound { samples: 4 });
+        let desc = e.capped_target_description();
+        println!("{desc}");
+        assert!(
+            desc.contains("L_4") && desc.contains("NOT for log p(x)"),
+            "{desc}"
+        );
+        assert_eq!(e.warnings(2.0), vec![desc]);
+
+        let c = Check::run("toy capped", &t, &x, Est::Mlmc(e), R, seed);
+        let d = c.d() + 1;
+        let z2: Vec<f64> = (0..d)
+            .map(|i| {
+                let se = (c.moments.se(i).powi(2) + iwae4.moments.se(i).powi(2)).sqrt();
+                (c.moments.mean[i] - iwae4.moments.mean[i]) / se
+            })
+            .collect();
+        let zmax = z2.iter().fold(0.0f64, |a, z| a.max(z.abs()));
+        println!(
+            "  capped {variant:?} vs IWAE(4): max |z| = {zmax:.2}, z = [{}]",
+            z2.iter()
+                .map(|v| format!("{v:.2}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        assert!(
+            zmax < Z_MAX,
+            "capped {variant:?} does not match IWAE(4): max |z| = {zmax:.2}"
+        );
+        assert!(
+            c.max_abs_z_grad() > Z_MAX,
+            "capped {variant:?} should be measurably biased for grad log p(x) (max |z| = {:.2})",
+            c.max_abs_z_grad()
+        );
     }
-    let cfg = PpcaConfig {
-        perturb_sd: psd,
-        ..PpcaConfig::default()
-    };
-    let pp = Ppca::with_config(1, &cfg);
-    let x = pp.data()[0].clone();
-    for est in [Est::Iwae(2), Est::Sumo(1), Est::Mlmc(ss), Est::Mlmc(rr)] {
-        report("ppca", &pp, &x, est, reps);
+}
+
+#[test]
+fn mlmc_p_outside_the_range_warns() {
+    for (p, want) in [
+        (0.5, "infinite expected cost"),
+        (0.3, "infinite expected cost"),
+        (0.75, "infinite variance"),
+        (0.9, "infinite variance"),
+    ] {
+        let w = p_range_warning(p, 2.0).unwrap_or_default();
+        assert!(w.contains(want), "p = {p}: {w:?}");
+        let e = Mlmc::new(MlmcVariant::SingleSample, p, 0, None).unwrap();
+        assert_eq!(e.warnings(2.0), vec![w]);
+    }
+    assert_eq!(p_range_warning(0.6, 2.0), None);
+    assert!(mlmc(MlmcVariant::RussianRoulette, 0, None)
+        .warnings(2.0)
+        .is_empty());
+    assert!(Mlmc::new(MlmcVariant::SingleSample, 0.5, 0, None)
+        .unwrap()
+        .expected_samples()
+        .is_infinite());
+    assert!((mlmc(MlmcVariant::SingleSample, 0, None).expected_samples() - 6.0).abs() < 1e-12);
+}
+
+// ---------------------------------------------------------------- SUMO
+
+#[test]
+fn sumo_is_unbiased_on_the_toy() {
+    let (t, x) = toy();
+    let iwae2 = Check::run("toy", &t, &x, Est::Iwae(2), R, 401);
+    let c = Check::run("toy", &t, &x, Est::Sumo(1, long_heavy_tail()), R_SUMO, 402);
+    c.assert_powered(&iwae2);
+    c.assert_unbiased();
+}
+
+#[test]
+fn sumo_is_unbiased_on_ppca() {
+    let (p, x) = ppca();
+    let iwae2 = Check::run("ppca", &p, &x, Est::Iwae(2), R, 411);
+    let c = Check::run("ppca", &p, &x, Est::Sumo(1, long_heavy_tail()), R_SUMO, 412);
+    c.assert_powered(&iwae2);
+    c.assert_unbiased();
+}
+
+/// DESIGN.md's default tail: infinite variance, so this check passes but has (almost) no
+/// power; the power ratio is printed, not asserted.
+#[test]
+fn sumo_default_tail_passes_without_power() {
+    let (t, x) = toy();
+    let iwae2 = Check::run("toy", &t, &x, Est::Iwae(2), R, 421);
+    let c = Check::run("toy", &t, &x, Est::Sumo(1, SumoTail::DEFAULT), R_SUMO, 422);
+    println!(
+        "  power ratio vs IWAE(2) bias = {:.2} (not asserted)",
+        c.power_ratio(&iwae2)
+    );
+    c.assert_unbiased();
+    let (p, px) = ppca();
+    let iwae2 = Check::run("ppca", &p, &px, Est::Iwae(2), R, 431);
+    let c = Check::run(
+        "ppca",
+        &p,
+        &px,
+        Est::Sumo(1, SumoTail::DEFAULT),
+        R_SUMO,
+        432,
+    );
+    println!(
+        "  power ratio vs IWAE(2) bias = {:.2} (not asserted)",
+        c.power_ratio(&iwae2)
+    );
+    c.assert_unbiased();
+}
+
+/// Diagnostic (slow, `--ignored`): the default tail's SE and power across seeds on the toy,
+/// showing how much they depend on the largest `K` drawn. Each seed must still pass.
+#[test]
+#[ignore]
+fn sumo_default_tail_across_seeds() {
+    let (t, x) = toy();
+    let iwae2 = Check::run("toy", &t, &x, Est::Iwae(2), R, 441);
+    for seed in 0..8 {
+        let c = Check::run(
+            "toy",
+            &t,
+            &x,
+            Est::Sumo(1, SumoTail::DEFAULT),
+            R_SUMO,
+            500 + seed,
+        );
+        println!(
+            "  seed {seed}: power ratio vs IWAE(2) bias = {:.2}",
+            c.power_ratio(&iwae2)
+        );
+        c.assert_unbiased();
     }
 }

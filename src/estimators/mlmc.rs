@@ -141,9 +141,13 @@ impl GeometricLevel {
         } else {
             t as u32
         };
-        // Guard the rounding at u == (1-p)^j exactly.
-        while k > 0 && (1.0 - self.p).powi(k as i32) < u {
+        // Guard the rounding near u == (1-p)^j: k = #{j >= 1 : (1-p)^j >= u}.
+        let q = 1.0 - self.p;
+        while k > 0 && q.powf(k as f64) < u {
             k -= 1;
+        }
+        while k < u32::MAX && q.powf(k as f64 + 1.0) >= u {
+            k += 1;
         }
         match self.cap {
             Some(c) => k.min(c),
@@ -338,7 +342,7 @@ impl Mlmc {
 pub fn antithetic_delta(l: &[f64]) -> f64 {
     let n = l.len();
     assert!(
-        n >= 2 && n % 2 == 0,
+        n >= 2 && n.is_multiple_of(2),
         "antithetic difference needs an even group"
     );
     let (a, b) = l.split_at(n / 2);
@@ -349,7 +353,7 @@ pub fn antithetic_delta(l: &[f64]) -> f64 {
 /// Mean of the IWAE bound over the contiguous groups of `size` samples.
 pub fn mean_bound(l: &[f64], size: usize) -> f64 {
     assert!(
-        size >= 1 && l.len() % size == 0,
+        size >= 1 && l.len().is_multiple_of(size),
         "groups must tile the samples"
     );
     let g = l.len() / size;
@@ -365,7 +369,10 @@ pub fn dyadic_combination(l: &[f64], levels: &[(u32, f64)]) -> (f64, Vec<f64>) {
     let mut value = 0.0;
     for &(s, coef) in levels {
         let size = 1usize << s;
-        assert!(n % size == 0, "block size 2^{s} does not divide N = {n}");
+        assert!(
+            n.is_multiple_of(size),
+            "block size 2^{s} does not divide N = {n}"
+        );
         let ln_size = (size as f64).ln();
         for (lb, wb) in l.chunks(size).zip(w.chunks_mut(size)) {
             value += coef * (softmax_lse(lb, wb) - ln_size);
@@ -412,7 +419,7 @@ pub fn p_range_warning(p: f64, beta: f64) -> Option<String> {
 /// (`w` the softmax within `n`'s group, `G` the number of groups), `c = 0`.
 pub fn encoder_iwae_dreg_groups(l: &[f64], group_size: usize) -> (Vec<f64>, Vec<f64>) {
     assert!(
-        group_size >= 1 && l.len() % group_size == 0,
+        group_size >= 1 && l.len().is_multiple_of(group_size),
         "groups must tile the samples"
     );
     let g = (l.len() / group_size) as f64;
@@ -479,6 +486,11 @@ mod tests {
         assert_eq!(g.inverse(0.4 - 1e-12), 1);
         assert_eq!(g.inverse(0.4 + 1e-12), 0);
         assert_eq!(c.inverse(1e-300), 3);
+        for i in 1..=10_000 {
+            let u = i as f64 / 10_000.0;
+            let brute = (1..200).take_while(|&j| 0.4f64.powi(j) >= u).count() as u32;
+            assert_eq!(g.inverse(u), brute, "u = {u}");
+        }
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let n = 200_000;
         let mut counts = [0usize; 12];

@@ -21,8 +21,7 @@
 //! Index convention: DESIGN.md §1 writes `Delta_j = L_{m+j+1} - L_{m+j}` with the sum over
 //! `j = 1..K`; read literally that skips the first increment `L_{m+1} - L_m` and has
 //! expectation `E[L_m] + log p(x) - E[L_{m+1}] != log p(x)`. The convention above (the
-//! lecture's, and Luo et al.'s eq. for SUMO with the sum starting at the first increment) is
-//! the unbiased one. The two agree if DESIGN's sum starts at `j = 0` with `P(K >= 0) = 1`,
+//! lecture's, whose sum starts at the first increment `IW_2 - IW_1`) is the unbiased one. The two agree if DESIGN's sum starts at `j = 0` with `P(K >= 0) = 1`,
 //! which amounts to a base of `m + 1` samples.
 //!
 //! # Coefficients
@@ -55,8 +54,11 @@
 //! keeps the weights `1/P(K >= j)` growing only linearly; the geometric tail (ratio 0.9 after
 //! `k = 79`) makes the expected cost finite, at a price: since `|Delta_j| ~ 1/j`, the terms
 //! `Delta_j / P(K >= j)` grow like `0.9^-j / j` in the tail, so the second moment of SUMO
-//! (and, logarithmically, even its absolute first moment) diverges in theory. In practice
-//! `P(K >= 120) ~ 1.7e-4`, and such draws show up as rare large outliers.
+//! diverges. Heuristically `P(|SUMO| > t) ~ 1 / (t log t)`, so even `E|SUMO|` diverges (like
+//! `log log t`): unbiasedness holds for the iterated expectation `E_K[E_z[SUMO | K]]`, and the
+//! weak law of large numbers still applies (`t P(|SUMO| > t) -> 0`), but sample means converge
+//! slowly and sample standard errors are unreliable. In practice `P(K >= 120) ~ 1.7e-4`, and
+//! such draws show up as rare large outliers.
 
 use super::softmax_lse;
 use rand::Rng;

@@ -154,8 +154,8 @@ impl Ppca {
         for k in 0..dx {
             let rhs: Vec<f64> = (0..dz).map(|j| self.w[k * dz + j] / s2).collect();
             let col = cholesky_solve(&l, dz, &rhs);
-            for j in 0..dz {
-                self.c[j * dx + k] = col[j];
+            for (j, v) in col.iter().enumerate() {
+                self.c[j * dx + k] = *v;
             }
         }
         for j in 0..dz {
