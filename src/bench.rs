@@ -30,7 +30,8 @@ pub struct StepBench {
 /// dynamic binarization, the estimator's program, Adam at lr 1e-3.
 pub struct StepDriver<'a> {
     ds: &'a Dataset,
-    program: crate::estimators::CoefficientProgram,
+    estimator: Estimator,
+    levels: rand_chacha::ChaCha8Rng,
     adam: AdamConfig,
     k: usize,
     batch: usize,
@@ -44,7 +45,8 @@ impl<'a> StepDriver<'a> {
     pub fn new(ds: &'a Dataset, estimator: Estimator, k: usize, batch: usize) -> Self {
         StepDriver {
             ds,
-            program: estimator.program(),
+            estimator,
+            levels: rand_chacha::ChaCha8Rng::seed_from_u64(1),
             adam: AdamConfig::default(),
             k,
             batch,
@@ -69,12 +71,16 @@ impl<'a> StepDriver<'a> {
             first_datapoint: 0,
             first_sample: 0,
         };
+        let draw = self
+            .estimator
+            .draw(self.k, &mut self.levels)
+            .map_err(anyhow::Error::msg)?;
         backend.train_step(
             &self.x,
             self.batch,
-            self.k,
+            draw.n,
             &noise,
-            &self.program,
+            &draw.program,
             &self.adam,
             1e-3,
         )?;

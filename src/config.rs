@@ -74,6 +74,19 @@ impl TrainConfig {
         if self.arch.z_dim == 0 || self.arch.hidden.contains(&0) || self.arch.hidden.is_empty() {
             bail!("--hidden needs at least one positive size (e.g. 200,200) and --latent must be positive");
         }
+        if matches!(
+            self.estimator.kind,
+            EstimatorKind::MlmcSs | EstimatorKind::MlmcRr
+        ) {
+            self.estimator
+                .mlmc()
+                .map_err(|e| anyhow::anyhow!("{e} (check --mlmc-p, --mlmc-i0 and --mlmc-cap)"))?;
+        }
+        if self.estimator.unbiased.encoder != crate::estimators::EncoderChoice::Dreg
+            && !self.estimator.kind.is_random_size()
+        {
+            bail!("--encoder applies to sumo, mlmc-ss and mlmc-rr only; --estimator {} sets its own encoder gradient", self.estimator.kind);
+        }
         if self.estimator.kind == EstimatorKind::Dreg && !self.estimator.alpha.is_finite() {
             bail!("--alpha must be a finite number");
         }

@@ -5,7 +5,7 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use unbiased_vae::config::{BackendChoice, TrainConfig};
 use unbiased_vae::data;
-use unbiased_vae::estimators::{Estimator, EstimatorKind};
+use unbiased_vae::estimators::{EncoderChoice, Estimator, EstimatorKind, UnbiasedOptions};
 use unbiased_vae::eval;
 use unbiased_vae::model::{checkpoint, Arch};
 use unbiased_vae::optim::{AdamConfig, Schedule};
@@ -89,9 +89,21 @@ struct TrainArgs {
     /// Gradient estimator: elbo, iwae, stl, iwae-dreg, rws, rws-dreg, dreg, jvi, jvi-dreg.
     #[arg(long, default_value = "iwae")]
     estimator: EstimatorKind,
-    /// Samples per datapoint.
+    /// Samples per datapoint (SUMO: the minimum m; MLMC: unused, see --mlmc-i0).
     #[arg(long, default_value_t = 5)]
     k: usize,
+    /// MLMC level distribution P(k) = p (1 - p)^k; finite cost needs p > 1/2, finite variance p < 3/4.
+    #[arg(long, default_value_t = 0.6)]
+    mlmc_p: f64,
+    /// MLMC base groups of 2^I0 samples.
+    #[arg(long, default_value_t = 2)]
+    mlmc_i0: u32,
+    /// Largest MLMC level (the run then targets L_{2^(cap+I0+1)} and says so).
+    #[arg(long)]
+    mlmc_cap: Option<u32>,
+    /// Encoder gradient of sumo / mlmc-*: dreg (IWAE-DReG), rws (unbiased RWS), variance (min E[estimate^2]).
+    #[arg(long, value_enum, default_value = "dreg")]
+    encoder: EncoderArg,
     /// DReG(alpha) mixing weight (estimator dreg only): 0 is IWAE-DReG, 1 is RWS-DReG.
     #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
     alpha: f64,
@@ -134,6 +146,13 @@ struct TrainArgs {
     /// Run directory.
     #[arg(long, default_value = "runs/latest")]
     out: PathBuf,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum EncoderArg {
+    Dreg,
+    Rws,
+    Variance,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -320,7 +339,19 @@ fn run_train(a: TrainArgs) -> Result<()> {
             hidden: a.hidden,
             z_dim: a.latent,
         },
-        estimator: Estimator::new(a.estimator, a.alpha),
+        estimator: Estimator {
+            unbiased: UnbiasedOptions {
+                mlmc_p: a.mlmc_p,
+                mlmc_i0: a.mlmc_i0,
+                mlmc_cap: a.mlmc_cap,
+                encoder: match a.encoder {
+                    EncoderArg::Dreg => EncoderChoice::Dreg,
+                    EncoderArg::Rws => EncoderChoice::Rws,
+                    EncoderArg::Variance => EncoderChoice::Variance,
+                },
+            },
+            ..Estimator::new(a.estimator, a.alpha)
+        },
         k: a.k,
         epochs: a.epochs,
         batch: a.batch,
@@ -343,6 +374,9 @@ fn run_train(a: TrainArgs) -> Result<()> {
         out: a.out,
     };
     cfg.validate()?;
+    for note in train::estimator_notes(&cfg) {
+        eprintln!("{note}");
+    }
     println!(
         "training {} K={} batch={} for {} epochs -> {}",
         cfg.estimator.kind,

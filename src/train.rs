@@ -15,6 +15,9 @@ use rand::SeedableRng;
 use serde::Serialize;
 use std::collections::HashMap;
 
+/// Seeds the host-side level draws (SUMO, MLMC) from the run seed, apart from the shuffle.
+const LEVEL_STREAM: u64 = 0x1E7E_15EE_D000_0001;
+
 /// One line of metrics.jsonl.
 #[derive(Clone, Debug, Serialize)]
 pub struct EpochMetrics {
@@ -33,6 +36,26 @@ pub struct EpochMetrics {
     /// Mean L2 norm of the minibatch gradients, encoder (phi) and decoder (theta).
     pub grad_norm_encoder: f64,
     pub grad_norm_decoder: f64,
+    /// Mean samples per datapoint per step this epoch (the cost), and its expectation.
+    pub samples_per_datapoint: f64,
+    pub expected_samples_per_datapoint: f64,
+    /// SUMO's tail lengths K or MLMC's levels drawn this epoch: value -> minibatches.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub levels: Option<std::collections::BTreeMap<u32, usize>>,
+}
+
+/// What a run should say before it starts: MLMC's p outside the range with finite cost and
+/// variance, and the true target of a capped MLMC.
+pub fn estimator_notes(cfg: &TrainConfig) -> Vec<String> {
+    // A capped MLMC's warning is its true target; an uncapped one warns about p's range.
+    match cfg.estimator.mlmc() {
+        Ok(m) => m
+            .warnings(crate::estimators::mlmc::DEFAULT_BETA)
+            .into_iter()
+            .map(|w| format!("warning: {w}"))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
 }
 
 /// Builds the backend a configuration asks for. `auto` takes a hardware GPU adapter when
@@ -133,7 +156,8 @@ fn run_epochs(
     let steps_per_epoch = ds.train.count / b;
     let val_x = data::binarize_eval(&ds.valid);
     let mut x = vec![0.0f32; b * xd];
-    let program = cfg.estimator.program();
+    let mut level_rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed ^ LEVEL_STREAM);
+    let expected_samples = cfg.estimator.expected_samples(k);
     let mut order: Vec<usize> = (0..ds.train.count).collect();
     let mut shuffle_rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed);
     let mut step: u32 = 0;
@@ -143,6 +167,8 @@ fn run_epochs(
         let lr = cfg.schedule.lr(cfg.lr, epoch);
         order.shuffle(&mut shuffle_rng);
         let start = std::time::Instant::now();
+        let mut samples = 0usize;
+        let mut levels: std::collections::BTreeMap<u32, usize> = std::collections::BTreeMap::new();
         for batch_idx in order.chunks_exact(b) {
             data::binarize_train(&ds.train, batch_idx, cfg.seed, step, &mut x);
             let noise = Noise {
@@ -152,7 +178,15 @@ fn run_epochs(
                 first_datapoint: 0,
                 first_sample: 0,
             };
-            backend.train_step(&x, b, k, &noise, &program, &cfg.adam, lr)?;
+            let draw = cfg
+                .estimator
+                .draw(k, &mut level_rng)
+                .map_err(anyhow::Error::msg)?;
+            backend.train_step(&x, b, draw.n, &noise, &draw.program, &cfg.adam, lr)?;
+            samples += draw.n;
+            if let Some(level) = draw.level {
+                *levels.entry(level).or_default() += 1;
+            }
             step += 1;
         }
         let stats = backend.take_stats()?;
@@ -189,6 +223,9 @@ fn run_epochs(
             datapoints_per_s: (steps_per_epoch * b) as f64 / seconds,
             grad_norm_encoder: ne / s,
             grad_norm_decoder: nd / s,
+            samples_per_datapoint: samples as f64 / s,
+            expected_samples_per_datapoint: expected_samples,
+            levels: (!levels.is_empty()).then_some(levels),
         };
         report::append_jsonl(&cfg.out.join("metrics.jsonl"), &serde_json::to_value(&m)?)?;
         let params = Params {

@@ -52,7 +52,7 @@ pub enum CoefficientProgram {
 }
 
 impl Estimator {
-    /// This estimator as a [`CoefficientProgram`].
+    /// This fixed-size estimator as a [`CoefficientProgram`] (SUMO and MLMC: see `draw`).
     pub fn program(&self) -> CoefficientProgram {
         const MEAN: [f32; 3] = [1.0, 0.0, 0.0];
         const W: [f32; 3] = [0.0, 1.0, 0.0];
@@ -82,6 +82,9 @@ impl Estimator {
             }
             EstimatorKind::Jvi => CoefficientProgram::Jackknife { dreg: false },
             EstimatorKind::JviDreg => CoefficientProgram::Jackknife { dreg: true },
+            EstimatorKind::Sumo | EstimatorKind::MlmcSs | EstimatorKind::MlmcRr => {
+                panic!("{}", super::RANDOM_SIZE_MSG)
+            }
         }
     }
 }

@@ -37,6 +37,10 @@ pub mod sumo;
 
 pub use device::{CoefficientProgram, EncoderRule, SubsetTerm};
 
+/// Why a fixed-size call was made for a random-size estimator (a programming error).
+const RANDOM_SIZE_MSG: &str =
+    "SUMO and MLMC draw their number of samples each step: use Estimator::draw";
+
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -62,6 +66,13 @@ pub enum EstimatorKind {
     Jvi,
     /// JVI with a doubly reparameterised encoder gradient.
     JviDreg,
+    /// SUMO, Russian-roulette sum of nested IWAE bounds (Luo et al. 2020): unbiased for
+    /// log p(x); `--k` is the minimum number of samples m.
+    Sumo,
+    /// Multilevel Monte Carlo, single-sample (Shi & Cornish 2021).
+    MlmcSs,
+    /// Multilevel Monte Carlo, random truncation / Russian roulette (Shi & Cornish 2021).
+    MlmcRr,
 }
 
 impl EstimatorKind {
@@ -90,7 +101,21 @@ impl EstimatorKind {
             EstimatorKind::Dreg => "dreg",
             EstimatorKind::Jvi => "jvi",
             EstimatorKind::JviDreg => "jvi-dreg",
+            EstimatorKind::Sumo => "sumo",
+            EstimatorKind::MlmcSs => "mlmc-ss",
+            EstimatorKind::MlmcRr => "mlmc-rr",
         }
+    }
+
+    /// The estimators whose number of samples is drawn afresh each step.
+    pub const RANDOM_SIZE: [EstimatorKind; 3] = [
+        EstimatorKind::Sumo,
+        EstimatorKind::MlmcSs,
+        EstimatorKind::MlmcRr,
+    ];
+
+    pub fn is_random_size(self) -> bool {
+        Self::RANDOM_SIZE.contains(&self)
     }
 
     /// Parses a name as printed by [`EstimatorKind::name`]. ASCII case and `_` vs `-` are
@@ -109,10 +134,15 @@ impl EstimatorKind {
             .collect();
         Self::ALL
             .iter()
+            .chain(Self::RANDOM_SIZE.iter())
             .copied()
             .find(|k| k.name() == norm)
             .ok_or_else(|| {
-                let names: Vec<&str> = Self::ALL.iter().map(|k| k.name()).collect();
+                let names: Vec<&str> = Self::ALL
+                    .iter()
+                    .chain(Self::RANDOM_SIZE.iter())
+                    .map(|k| k.name())
+                    .collect();
                 format!(
                     "unknown estimator '{s}'; valid estimators: {}",
                     names.join(", ")
@@ -147,6 +177,54 @@ impl std::fmt::Display for EstimatorKind {
 pub struct Estimator {
     pub kind: EstimatorKind,
     pub alpha: f64,
+    /// Settings of SUMO and MLMC.
+    #[serde(default)]
+    pub unbiased: UnbiasedOptions,
+}
+
+/// How SUMO and MLMC train the encoder.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EncoderChoice {
+    /// IWAE-DReG: on all samples for SUMO, on the base groups for MLMC.
+    #[default]
+    Dreg,
+    /// Unbiased RWS: b = 0, c = -a (Shi & Cornish 2021).
+    Rws,
+    /// Minimise E[estimate^2] (SUMO's variance objective, Luo et al. 2020).
+    Variance,
+}
+
+/// Settings of the random-size estimators.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct UnbiasedOptions {
+    /// MLMC level distribution: P(k) = p (1 - p)^k.
+    pub mlmc_p: f64,
+    /// MLMC base groups of 2^i0 samples.
+    pub mlmc_i0: u32,
+    /// Largest MLMC level; the estimate then targets L_{2^(cap+i0+1)}, not log p(x).
+    pub mlmc_cap: Option<u32>,
+    pub encoder: EncoderChoice,
+}
+
+impl Default for UnbiasedOptions {
+    fn default() -> Self {
+        UnbiasedOptions {
+            mlmc_p: mlmc::DEFAULT_P,
+            mlmc_i0: 2,
+            mlmc_cap: None,
+            encoder: EncoderChoice::Dreg,
+        }
+    }
+}
+
+/// One step's draw: how many samples per datapoint, and the coefficients as a program.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Draw {
+    pub n: usize,
+    pub program: CoefficientProgram,
+    /// The drawn level (MLMC) or tail length K (SUMO); None for fixed-size estimators.
+    pub level: Option<u32>,
 }
 
 /// Per-sample coefficients for a batch, row-major `[batch, n]`; `objective` has one value
@@ -174,7 +252,96 @@ thread_local! {
 
 impl Estimator {
     pub fn new(kind: EstimatorKind, alpha: f64) -> Self {
-        Estimator { kind, alpha }
+        Estimator {
+            kind,
+            alpha,
+            unbiased: UnbiasedOptions::default(),
+        }
+    }
+
+    /// The MLMC estimator these settings describe (MLMC kinds only).
+    pub fn mlmc(&self) -> Result<mlmc::Mlmc, String> {
+        let variant = match self.kind {
+            EstimatorKind::MlmcSs => mlmc::MlmcVariant::SingleSample,
+            EstimatorKind::MlmcRr => mlmc::MlmcVariant::RussianRoulette,
+            other => return Err(format!("{other} is not an MLMC estimator")),
+        };
+        let o = &self.unbiased;
+        mlmc::Mlmc::new(variant, o.mlmc_p, o.mlmc_i0, o.mlmc_cap)
+    }
+
+    /// This step's samples per datapoint and coefficient program: `k` for the fixed-size
+    /// estimators; for SUMO (m = `k`) and MLMC a fresh draw from `rng`.
+    pub fn draw(&self, k: usize, rng: &mut impl rand::Rng) -> Result<Draw, String> {
+        let encoder = |dreg_size: usize| match self.unbiased.encoder {
+            EncoderChoice::Dreg => EncoderRule::DregBlocks {
+                size: dreg_size as u32,
+            },
+            EncoderChoice::Rws => EncoderRule::UnbiasedRws,
+            EncoderChoice::Variance => EncoderRule::Variance,
+        };
+        match self.kind {
+            EstimatorKind::Sumo => {
+                let tail = sumo::SumoTail::DEFAULT;
+                let big_k = tail.sample(rng);
+                let n = k + big_k;
+                let terms = tail
+                    .prefix_coefficients(big_k)
+                    .into_iter()
+                    .enumerate()
+                    .map(|(j, w)| SubsetTerm {
+                        blocks: false,
+                        size: (k + j) as u32,
+                        weight: w,
+                    })
+                    .collect();
+                Ok(Draw {
+                    n,
+                    program: CoefficientProgram::Subsets {
+                        terms,
+                        encoder: encoder(n),
+                    },
+                    level: Some(big_k as u32),
+                })
+            }
+            EstimatorKind::MlmcSs | EstimatorKind::MlmcRr => {
+                let m = self.mlmc()?;
+                let level = m.sample_level(rng);
+                let terms = m
+                    .level_coefficients(level)
+                    .into_iter()
+                    .map(|(s, w)| SubsetTerm {
+                        blocks: true,
+                        size: 1 << s,
+                        weight: w,
+                    })
+                    .collect();
+                Ok(Draw {
+                    n: m.num_samples(level),
+                    program: CoefficientProgram::Subsets {
+                        terms,
+                        encoder: encoder(m.base_group_size()),
+                    },
+                    level: Some(level),
+                })
+            }
+            _ => Ok(Draw {
+                n: k,
+                program: self.program(),
+                level: None,
+            }),
+        }
+    }
+
+    /// Expected samples per datapoint per step (the cost): `k`, m + E[K], or E[2^(level+i0+1)].
+    pub fn expected_samples(&self, k: usize) -> f64 {
+        match self.kind {
+            EstimatorKind::Sumo => sumo::SumoTail::DEFAULT.expected_samples(k),
+            EstimatorKind::MlmcSs | EstimatorKind::MlmcRr => {
+                self.mlmc().map_or(f64::NAN, |m| m.expected_samples())
+            }
+            _ => k as f64,
+        }
     }
 
     /// One datapoint: `log_w` has `n` entries; writes `a`, `b`, `c` (each of length `n`)
@@ -211,6 +378,9 @@ impl Estimator {
             EstimatorKind::Dreg => importance::dreg(self.alpha, log_w, a, b, c),
             EstimatorKind::Jvi => jackknife::jvi(log_w, a, b, c),
             EstimatorKind::JviDreg => jackknife::jvi_dreg(log_w, a, b, c),
+            EstimatorKind::Sumo | EstimatorKind::MlmcSs | EstimatorKind::MlmcRr => {
+                panic!("{RANDOM_SIZE_MSG}")
+            }
         }
     }
 

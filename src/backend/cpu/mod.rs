@@ -189,6 +189,8 @@ pub struct CpuBackend {
     lse: Vec<RunningLse>,
     timer: PhaseTimer,
     peak_bytes: u64,
+    /// Caps the rows of one pass (tests of chunking); None: ROWS_PER_PASS.
+    row_limit: Option<usize>,
     batch: usize,
     n: usize,
     x: Vec<f32>,
@@ -229,6 +231,7 @@ impl CpuBackend {
             lse: Vec::new(),
             timer: PhaseTimer::default(),
             peak_bytes: 0,
+            row_limit: None,
             batch: 0,
             n: 0,
             x: Vec::new(),
@@ -490,6 +493,164 @@ impl Backend for CpuBackend {
     }
 
     fn backward(&mut self, a: &[f32], b: &[f32], c: &[f32]) -> Result<GradNorms> {
+        self.backward_impl(a, b, c, false)
+    }
+
+    fn gradient(&mut self) -> Result<Vec<f32>> {
+        Ok(self.grad.clone())
+    }
+
+    fn optimizer_step(&mut self, cfg: &AdamConfig, lr: f64) -> Result<()> {
+        let t_adam = self.timer.start();
+        let el = self.layout.encoder_len;
+        let scales = [
+            optim::clip_factor(self.norms.encoder, cfg.clip_encoder),
+            optim::clip_factor(self.norms.decoder, cfg.clip_decoder),
+        ];
+        let step = self.adam.begin_step(cfg, lr);
+        let st = &mut self.adam;
+        let (grad, params) = (&self.grad, &mut self.params);
+        self.pool.install(|| {
+            params
+                .par_chunks_mut(ADAM_CHUNK)
+                .zip(grad.par_chunks(ADAM_CHUNK))
+                .zip(
+                    st.m.par_chunks_mut(ADAM_CHUNK)
+                        .zip(st.v.par_chunks_mut(ADAM_CHUNK))
+                        .zip(st.v_max.par_chunks_mut(ADAM_CHUNK)),
+                )
+                .enumerate()
+                .for_each(|(ci, ((p, g), ((m, v), vm)))| {
+                    // A chunk that straddles the encoder/decoder boundary is split there.
+                    let off = ci * ADAM_CHUNK;
+                    let cut = el.saturating_sub(off).min(p.len());
+                    let (p0, p1) = p.split_at_mut(cut);
+                    let (m0, m1) = m.split_at_mut(cut);
+                    let (v0, v1) = v.split_at_mut(cut);
+                    let (vm0, vm1) = vm.split_at_mut(cut);
+                    optim::adam_update(&step, p0, &g[..cut], scales[0], m0, v0, vm0);
+                    optim::adam_update(&step, p1, &g[cut..], scales[1], m1, v1, vm1);
+                })
+        });
+        let len = self.layout.len;
+        self.timer
+            .stop(t_adam, "adam", || format!("adam [{len} parameters]"), 0.0);
+        Ok(())
+    }
+
+    fn reset_optimizer(&mut self) {
+        self.adam = AdamState::new(self.layout.len);
+    }
+
+    fn train_step(
+        &mut self,
+        x: &[f32],
+        batch: usize,
+        n: usize,
+        noise: &Noise,
+        program: &CoefficientProgram,
+        cfg: &AdamConfig,
+        lr: f64,
+    ) -> Result<()> {
+        if batch * n > self.max_rows() {
+            let (norms, objective) =
+                self.chunked_coefficients_and_backward(x, batch, n, noise, program)?;
+            self.optimizer_step(cfg, lr)?;
+            self.stats.steps += 1;
+            self.stats.objective += objective;
+            self.stats.grad_norm_encoder += norms.encoder;
+            self.stats.grad_norm_decoder += norms.decoder;
+            return Ok(());
+        }
+        self.forward(x, batch, n, noise)?;
+        let mut coeffs = std::mem::take(&mut self.coeffs);
+        let t_coef = self.timer.start();
+        program.coefficients_into(&self.log_w[..batch * n], batch, n, &mut coeffs);
+        self.timer.stop(
+            t_coef,
+            "coefficients",
+            || format!("coefficients [{batch} x {n}]"),
+            0.0,
+        );
+        let norms = self.backward(&coeffs.a, &coeffs.b, &coeffs.c);
+        let objective = coeffs.objective.iter().sum::<f64>() / batch as f64;
+        self.coeffs = coeffs;
+        let norms = norms?;
+        self.optimizer_step(cfg, lr)?;
+        self.stats.steps += 1;
+        self.stats.objective += objective;
+        self.stats.grad_norm_encoder += norms.encoder;
+        self.stats.grad_norm_decoder += norms.decoder;
+        Ok(())
+    }
+
+    fn take_stats(&mut self) -> Result<StepStats> {
+        Ok(std::mem::take(&mut self.stats))
+    }
+
+    fn lse_chunk(
+        &mut self,
+        x: &[f32],
+        batch: usize,
+        n: usize,
+        noise: &Noise,
+        first: bool,
+    ) -> Result<()> {
+        if first {
+            self.lse = vec![RunningLse::EMPTY; batch];
+        }
+        if self.lse.len() != batch {
+            bail!(
+                "lse_chunk: batch {batch} differs from the accumulation's {}",
+                self.lse.len()
+            );
+        }
+        self.forward(x, batch, n, noise)?;
+        for (acc, l) in self.lse.iter_mut().zip(self.log_w.chunks(n)) {
+            acc.push(l);
+        }
+        Ok(())
+    }
+
+    fn lse_read(&mut self, batch: usize) -> Result<Vec<f64>> {
+        if self.lse.len() != batch {
+            bail!("lse_read: no accumulation over {batch} datapoints");
+        }
+        Ok(self.lse.iter().map(RunningLse::value).collect())
+    }
+
+    fn max_rows(&self) -> usize {
+        self.row_limit.unwrap_or(ROWS_PER_PASS)
+    }
+
+    fn set_profiling(&mut self, on: bool) -> String {
+        self.timer.set(on);
+        format!(
+            "wall-clock timers around each phase, {} threads",
+            self.threads
+        )
+    }
+
+    fn take_timings(&mut self) -> Result<Vec<Timing>> {
+        Ok(std::mem::take(&mut self.timer.events))
+    }
+
+    fn memory_bytes(&self) -> (u64, u64) {
+        let now = self.working_bytes();
+        (now, self.peak_bytes.max(now))
+    }
+}
+
+impl CpuBackend {
+    /// The gradient of the last forward pass; `accumulate` adds it to the current gradient
+    /// (later chunks of a chunked step) instead of replacing it.
+    fn backward_impl(
+        &mut self,
+        a: &[f32],
+        b: &[f32],
+        c: &[f32],
+        accumulate: bool,
+    ) -> Result<GradNorms> {
         let (batch, n) = (self.batch, self.n);
         let rows = batch * n;
         if batch == 0 {
@@ -645,7 +806,11 @@ impl Backend for CpuBackend {
                         for w in workers {
                             s += w.grad[off + i];
                         }
-                        *v = s * inv_b;
+                        if accumulate {
+                            *v += s * inv_b;
+                        } else {
+                            *v = s * inv_b;
+                        }
                     }
                 })
         });
@@ -667,143 +832,73 @@ impl Backend for CpuBackend {
         Ok(self.norms)
     }
 
-    fn gradient(&mut self) -> Result<Vec<f32>> {
-        Ok(self.grad.clone())
+    /// Caps the sample rows one pass holds (default 65,536); larger steps run in chunks.
+    pub fn set_row_limit(&mut self, rows: Option<usize>) {
+        self.row_limit = rows;
     }
 
-    fn optimizer_step(&mut self, cfg: &AdamConfig, lr: f64) -> Result<()> {
-        let t_adam = self.timer.start();
-        let el = self.layout.encoder_len;
-        let scales = [
-            optim::clip_factor(self.norms.encoder, cfg.clip_encoder),
-            optim::clip_factor(self.norms.decoder, cfg.clip_decoder),
-        ];
-        let step = self.adam.begin_step(cfg, lr);
-        let st = &mut self.adam;
-        let (grad, params) = (&self.grad, &mut self.params);
-        self.pool.install(|| {
-            params
-                .par_chunks_mut(ADAM_CHUNK)
-                .zip(grad.par_chunks(ADAM_CHUNK))
-                .zip(
-                    st.m.par_chunks_mut(ADAM_CHUNK)
-                        .zip(st.v.par_chunks_mut(ADAM_CHUNK))
-                        .zip(st.v_max.par_chunks_mut(ADAM_CHUNK)),
-                )
-                .enumerate()
-                .for_each(|(ci, ((p, g), ((m, v), vm)))| {
-                    // A chunk that straddles the encoder/decoder boundary is split there.
-                    let off = ci * ADAM_CHUNK;
-                    let cut = el.saturating_sub(off).min(p.len());
-                    let (p0, p1) = p.split_at_mut(cut);
-                    let (m0, m1) = m.split_at_mut(cut);
-                    let (v0, v1) = v.split_at_mut(cut);
-                    let (vm0, vm1) = vm.split_at_mut(cut);
-                    optim::adam_update(&step, p0, &g[..cut], scales[0], m0, v0, vm0);
-                    optim::adam_update(&step, p1, &g[cut..], scales[1], m1, v1, vm1);
-                })
-        });
-        let len = self.layout.len;
-        self.timer
-            .stop(t_adam, "adam", || format!("adam [{len} parameters]"), 0.0);
-        Ok(())
-    }
-
-    fn reset_optimizer(&mut self) {
-        self.adam = AdamState::new(self.layout.len);
-    }
-
-    fn train_step(
+    /// A step whose batch x N rows exceed one pass: log-weights chunk by chunk, the
+    /// coefficients over all N, then each chunk's forward again (same noise, same z) and its
+    /// backward added into the gradient. Memory stays that of one chunk.
+    fn chunked_coefficients_and_backward(
         &mut self,
         x: &[f32],
         batch: usize,
         n: usize,
         noise: &Noise,
         program: &CoefficientProgram,
-        cfg: &AdamConfig,
-        lr: f64,
-    ) -> Result<()> {
-        self.forward(x, batch, n, noise)?;
+    ) -> Result<(GradNorms, f64)> {
+        let per = (self.max_rows() / batch).max(1);
+        let chunks: Vec<(usize, usize)> = (0..n)
+            .step_by(per)
+            .map(|s0| (s0, per.min(n - s0)))
+            .collect();
+        let mut full = vec![0.0f32; batch * n];
+        for &(s0, len) in &chunks {
+            let lw = self.forward(
+                x,
+                batch,
+                len,
+                &Noise {
+                    first_sample: noise.first_sample + s0 as u32,
+                    ..*noise
+                },
+            )?;
+            for b in 0..batch {
+                full[b * n + s0..b * n + s0 + len].copy_from_slice(&lw[b * len..(b + 1) * len]);
+            }
+        }
         let mut coeffs = std::mem::take(&mut self.coeffs);
-        let t_coef = self.timer.start();
-        program.coefficients_into(&self.log_w[..batch * n], batch, n, &mut coeffs);
-        self.timer.stop(
-            t_coef,
-            "coefficients",
-            || format!("coefficients [{batch} x {n}]"),
-            0.0,
-        );
-        let norms = self.backward(&coeffs.a, &coeffs.b, &coeffs.c);
+        program.coefficients_into(&full, batch, n, &mut coeffs);
+        let mut norms = GradNorms::default();
+        let (mut ca, mut cb, mut cc) = (Vec::new(), Vec::new(), Vec::new());
+        for (ci, &(s0, len)) in chunks.iter().enumerate() {
+            self.forward(
+                x,
+                batch,
+                len,
+                &Noise {
+                    first_sample: noise.first_sample + s0 as u32,
+                    ..*noise
+                },
+            )?;
+            for (dst, src) in [
+                (&mut ca, &coeffs.a),
+                (&mut cb, &coeffs.b),
+                (&mut cc, &coeffs.c),
+            ] {
+                dst.clear();
+                for b in 0..batch {
+                    dst.extend_from_slice(&src[b * n + s0..b * n + s0 + len]);
+                }
+            }
+            norms = self.backward_impl(&ca, &cb, &cc, ci > 0)?;
+        }
         let objective = coeffs.objective.iter().sum::<f64>() / batch as f64;
         self.coeffs = coeffs;
-        let norms = norms?;
-        self.optimizer_step(cfg, lr)?;
-        self.stats.steps += 1;
-        self.stats.objective += objective;
-        self.stats.grad_norm_encoder += norms.encoder;
-        self.stats.grad_norm_decoder += norms.decoder;
-        Ok(())
+        Ok((norms, objective))
     }
 
-    fn take_stats(&mut self) -> Result<StepStats> {
-        Ok(std::mem::take(&mut self.stats))
-    }
-
-    fn lse_chunk(
-        &mut self,
-        x: &[f32],
-        batch: usize,
-        n: usize,
-        noise: &Noise,
-        first: bool,
-    ) -> Result<()> {
-        if first {
-            self.lse = vec![RunningLse::EMPTY; batch];
-        }
-        if self.lse.len() != batch {
-            bail!(
-                "lse_chunk: batch {batch} differs from the accumulation's {}",
-                self.lse.len()
-            );
-        }
-        self.forward(x, batch, n, noise)?;
-        for (acc, l) in self.lse.iter_mut().zip(self.log_w.chunks(n)) {
-            acc.push(l);
-        }
-        Ok(())
-    }
-
-    fn lse_read(&mut self, batch: usize) -> Result<Vec<f64>> {
-        if self.lse.len() != batch {
-            bail!("lse_read: no accumulation over {batch} datapoints");
-        }
-        Ok(self.lse.iter().map(RunningLse::value).collect())
-    }
-
-    fn max_rows(&self) -> usize {
-        // Memory, not addressing, is the CPU's limit: about 5.5 KB a row for MNIST.
-        1 << 22
-    }
-
-    fn set_profiling(&mut self, on: bool) -> String {
-        self.timer.set(on);
-        format!(
-            "wall-clock timers around each phase, {} threads",
-            self.threads
-        )
-    }
-
-    fn take_timings(&mut self) -> Result<Vec<Timing>> {
-        Ok(std::mem::take(&mut self.timer.events))
-    }
-
-    fn memory_bytes(&self) -> (u64, u64) {
-        let now = self.working_bytes();
-        (now, self.peak_bytes.max(now))
-    }
-}
-
-impl CpuBackend {
     /// Bytes held by parameters, optimizer state, activations and worker scratch.
     fn working_bytes(&self) -> u64 {
         let acts: usize = self
@@ -834,6 +929,10 @@ impl CpuBackend {
 fn mlp_macs(layers: &[Linear]) -> usize {
     layers.iter().map(|l| l.inp * l.out).sum()
 }
+
+/// Sample rows of one pass: about 360 MB of activations for the MNIST model. Larger steps
+/// (a high MLMC level, a long SUMO tail) run in chunks.
+const ROWS_PER_PASS: usize = 1 << 16;
 
 /// Parameters per parallel chunk of the optimizer step.
 const ADAM_CHUNK: usize = 16_384;

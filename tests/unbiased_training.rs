@@ -1,0 +1,264 @@
+//! Training with SUMO and MLMC through the CLI: level draws logged with their cost, the
+//! warnings a user must see, both backends agreeing, and chunked steps equal to whole ones.
+
+use assert_cmd::Command;
+use serde_json::Value;
+use unbiased_vae::backend::cpu::CpuBackend;
+use unbiased_vae::backend::{Backend, Noise};
+use unbiased_vae::estimators::{Estimator, EstimatorKind};
+use unbiased_vae::model::{Arch, Params};
+use unbiased_vae::optim::AdamConfig;
+use unbiased_vae::rng::Stream;
+
+mod common;
+use common::have_gpu;
+
+const TINY: [&str; 14] = [
+    "--train-limit",
+    "200",
+    "--valid-size",
+    "40",
+    "--epochs",
+    "1",
+    "--batch",
+    "20",
+    "--hidden",
+    "48",
+    "--latent",
+    "8",
+    "--val-k",
+    "8",
+];
+
+fn train(dir: &std::path::Path, extra: &[&str]) -> (Value, String) {
+    let out = Command::cargo_bin("uvae")
+        .unwrap()
+        .arg("train")
+        .args(TINY)
+        .args(extra)
+        .arg("--out")
+        .arg(dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stderr}");
+    let line = std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    (serde_json::from_str(&line).unwrap(), stderr)
+}
+
+#[test]
+fn random_size_estimators_log_levels_and_cost() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (est, expect_levels) in [
+        ("sumo", true),
+        ("mlmc-ss", true),
+        ("mlmc-rr", true),
+        ("iwae", false),
+    ] {
+        let (m, _) = train(
+            &tmp.path().join(est),
+            &["--backend", "cpu", "--estimator", est],
+        );
+        let steps = m["steps"].as_u64().unwrap();
+        let mean = m["samples_per_datapoint"].as_f64().unwrap();
+        let expected = m["expected_samples_per_datapoint"].as_f64().unwrap();
+        assert!(m["train_objective"].as_f64().unwrap().is_finite(), "{m}");
+        match m.get("levels") {
+            Some(levels) => {
+                assert!(expect_levels, "{est} logged levels: {m}");
+                let draws: u64 = levels
+                    .as_object()
+                    .unwrap()
+                    .values()
+                    .map(|v| v.as_u64().unwrap())
+                    .sum();
+                assert_eq!(draws, steps, "one level draw per minibatch: {m}");
+                assert!(mean >= 1.0 && expected > 1.0, "{m}");
+            }
+            None => {
+                assert!(!expect_levels, "{est} logged no levels: {m}");
+                assert_eq!((mean, expected), (5.0, 5.0), "{m}");
+            }
+        }
+    }
+}
+
+#[test]
+fn mlmc_outside_the_p_range_warns_and_a_capped_run_states_its_target() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, err) = train(
+        &tmp.path().join("p"),
+        &[
+            "--backend",
+            "cpu",
+            "--estimator",
+            "mlmc-ss",
+            "--mlmc-p",
+            "0.45",
+        ],
+    );
+    assert!(
+        err.contains("warning") && err.contains("infinite expected cost"),
+        "{err}"
+    );
+    let (_, err) = train(
+        &tmp.path().join("v"),
+        &[
+            "--backend",
+            "cpu",
+            "--estimator",
+            "mlmc-rr",
+            "--mlmc-p",
+            "0.8",
+        ],
+    );
+    assert!(err.contains("infinite variance"), "{err}");
+    let (m, err) = train(
+        &tmp.path().join("cap"),
+        &[
+            "--backend",
+            "cpu",
+            "--estimator",
+            "mlmc-ss",
+            "--mlmc-cap",
+            "1",
+            "--mlmc-i0",
+            "1",
+        ],
+    );
+    assert!(
+        err.contains("L_8") && err.contains("NOT for log p(x)"),
+        "{err}"
+    );
+    let levels = m["levels"].as_object().unwrap();
+    assert!(
+        levels.keys().all(|k| k.parse::<u32>().unwrap() <= 1),
+        "capped levels: {levels:?}"
+    );
+    let (_, err) = train(
+        &tmp.path().join("ok"),
+        &["--backend", "cpu", "--estimator", "mlmc-ss"],
+    );
+    assert!(
+        !err.contains("warning"),
+        "the default p = 0.6 is in range: {err}"
+    );
+}
+
+#[test]
+fn bad_unbiased_settings_name_their_flag() {
+    for (args, flag) in [
+        (
+            vec!["--estimator", "mlmc-ss", "--mlmc-p", "1.5"],
+            "--mlmc-p",
+        ),
+        (vec!["--estimator", "iwae", "--encoder", "rws"], "--encoder"),
+    ] {
+        let out = Command::cargo_bin("uvae")
+            .unwrap()
+            .arg("train")
+            .args(TINY)
+            .args(&args)
+            .args(["--out", "/tmp/uvae-never-written"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(flag) && !err.contains("panicked"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+/// Same seed, same level draws: the GPU's first-epoch objective equals the CPU's.
+#[test]
+fn gpu_and_cpu_agree_for_sumo_and_mlmc() {
+    if !have_gpu() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    for est in ["sumo", "mlmc-ss", "mlmc-rr"] {
+        let (c, _) = train(
+            &tmp.path().join(format!("{est}-cpu")),
+            &["--backend", "cpu", "--estimator", est],
+        );
+        let (g, _) = train(
+            &tmp.path().join(format!("{est}-gpu")),
+            &["--backend", "gpu", "--estimator", est],
+        );
+        let (oc, og) = (
+            c["train_objective"].as_f64().unwrap(),
+            g["train_objective"].as_f64().unwrap(),
+        );
+        println!("{est}: cpu {oc:.6} gpu {og:.6}");
+        assert!(((og - oc) / oc).abs() < 1e-3, "{est}: cpu {oc} gpu {og}");
+        assert_eq!(c["levels"], g["levels"], "{est}: the same level draws");
+    }
+}
+
+/// A step too large for one pass runs in chunks on the CPU and gives the same parameters.
+#[test]
+fn chunked_cpu_steps_equal_whole_steps() {
+    let arch = Arch {
+        x_dim: 30,
+        hidden: vec![12],
+        z_dim: 3,
+    };
+    let mean: Vec<f32> = (0..30).map(|j| 0.2 + 0.02 * j as f32).collect();
+    let params = Params::init(&arch, 3, Some(&mean));
+    let x: Vec<f32> = (0..4 * 30)
+        .map(|i| ((i * 7) % 3 == 0) as u8 as f32)
+        .collect();
+    let noise = Noise {
+        seed: 5,
+        stream: Stream::Eps,
+        step: 0,
+        first_datapoint: 0,
+        first_sample: 0,
+    };
+    let est = Estimator::new(EstimatorKind::MlmcRr, 0.0);
+    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(9);
+    let draw = est.draw(0, &mut rng).unwrap();
+    for (program, n) in [
+        (draw.program.clone(), draw.n),
+        (Estimator::new(EstimatorKind::JviDreg, 0.0).program(), 8),
+    ] {
+        let mut whole = CpuBackend::new(&params.layout, &params.values, 2).unwrap();
+        let mut chunked = CpuBackend::new(&params.layout, &params.values, 2).unwrap();
+        chunked.set_row_limit(Some(4 * 3)); // 3 samples per datapoint per pass
+        for b in [&mut whole, &mut chunked] {
+            b.reset_optimizer();
+            b.train_step(&x, 4, n, &noise, &program, &AdamConfig::default(), 1e-3)
+                .unwrap();
+        }
+        let (pw, pc) = (whole.params().unwrap(), chunked.params().unwrap());
+        let worst = pw
+            .iter()
+            .zip(&pc)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        let (sw, sc) = (whole.take_stats().unwrap(), chunked.take_stats().unwrap());
+        println!(
+            "n = {n}: worst parameter difference {worst:e}; objective {} vs {}",
+            sw.objective, sc.objective
+        );
+        // Adam's first step is lr sign(g) except where |g| ~ eps; a tenth of a step bounds
+        // what summation order can change.
+        assert!(worst < 1e-4, "chunked step differs by {worst}");
+        assert!(
+            (sw.objective - sc.objective).abs() < 1e-9 * sw.objective.abs().max(1.0),
+            "{} vs {}",
+            sw.objective,
+            sc.objective
+        );
+        assert!(
+            (sw.grad_norm_decoder - sc.grad_norm_decoder).abs() < 1e-5 * sw.grad_norm_decoder,
+            "{sw:?} {sc:?}"
+        );
+    }
+}
