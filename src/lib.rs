@@ -8,6 +8,7 @@ pub mod data;
 pub mod estimators;
 pub mod eval;
 pub mod exact;
+pub mod gradstats;
 pub mod model;
 pub mod optim;
 pub mod parity;

@@ -41,6 +41,8 @@ enum Command {
     Bench(BenchArgs),
     /// Time a training step per kernel (GPU timestamps) or phase (CPU), with a Chrome trace.
     Profile(ProfileArgs),
+    /// Bias, variance, SNR and cost of an estimator's gradient on a model with exact log p(x).
+    GradStats(GradStatsArgs),
     /// List the GPU adapters wgpu can see, with backend, type, driver and features.
     Devices {
         /// Print JSON.
@@ -329,6 +331,69 @@ fn run_profile(a: ProfileArgs) -> Result<()> {
     Ok(())
 }
 
+#[derive(Args)]
+struct GradStatsArgs {
+    /// toy (linear-Gaussian, DReG paper section 6.1) or ppca.
+    #[arg(long, value_enum, default_value = "ppca")]
+    model: ModelArg,
+    #[arg(long, default_value = "iwae")]
+    estimator: EstimatorKind,
+    #[arg(long, default_value_t = 5)]
+    k: usize,
+    /// Independent gradient estimates.
+    #[arg(long, default_value_t = 20_000)]
+    reps: usize,
+    #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
+    alpha: f64,
+    #[arg(long, default_value_t = 0.6)]
+    mlmc_p: f64,
+    #[arg(long, default_value_t = 2)]
+    mlmc_i0: u32,
+    #[arg(long)]
+    mlmc_cap: Option<u32>,
+    /// Which datapoint of the model's data set.
+    #[arg(long, default_value_t = 0)]
+    datapoint: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ModelArg {
+    Toy,
+    Ppca,
+}
+
+fn run_grad_stats(a: GradStatsArgs) -> Result<()> {
+    use unbiased_vae::gradstats::{self, ExactKind};
+    let est = Estimator {
+        unbiased: UnbiasedOptions {
+            mlmc_p: a.mlmc_p,
+            mlmc_i0: a.mlmc_i0,
+            mlmc_cap: a.mlmc_cap,
+            ..Default::default()
+        },
+        ..Estimator::new(a.estimator, a.alpha)
+    };
+    if matches!(a.estimator, EstimatorKind::MlmcSs | EstimatorKind::MlmcRr) {
+        est.mlmc()
+            .map_err(|e| anyhow::anyhow!("{e} (check --mlmc-p, --mlmc-i0 and --mlmc-cap)"))?;
+    }
+    let kind = match a.model {
+        ModelArg::Toy => ExactKind::Toy,
+        ModelArg::Ppca => ExactKind::Ppca,
+    };
+    let r = gradstats::grad_stats(kind, est, a.k, a.reps, a.seed, a.datapoint)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        print!("{}", gradstats::format_report(&r));
+    }
+    Ok(())
+}
+
 fn run_train(a: TrainArgs) -> Result<()> {
     let cfg = TrainConfig {
         data: a.common.data,
@@ -505,6 +570,7 @@ fn main() {
         Command::Eval(a) => run_eval(a),
         Command::Devices { json } => run_devices(json),
         Command::Bench(a) => run_bench(a),
+        Command::GradStats(a) => run_grad_stats(a),
         Command::Profile(a) => run_profile(a),
         Command::Check { adapter, json } => run_check(adapter, json),
     };

@@ -1,0 +1,363 @@
+//! `uvae grad-stats`: the statistics of an estimator's theta-gradient on a model with a
+//! closed-form log p(x): bias against the exact gradient (significance by a Bonferroni-
+//! corrected z-test), variance, signal-to-noise ratio and cost, per parameter group; for
+//! MLMC the measured decay of E[Delta_k^2] with the level and the range of p it implies.
+
+use crate::estimators::{mlmc, Estimator, EstimatorKind};
+use crate::exact::{self, ExactModel, Ppca, Toy};
+use anyhow::{bail, Result};
+use rand::SeedableRng;
+use serde::Serialize;
+
+/// Models with a closed-form gradient.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExactKind {
+    Toy,
+    Ppca,
+}
+
+fn build(kind: ExactKind, seed: u64) -> Box<dyn ExactModel> {
+    match kind {
+        ExactKind::Toy => Box::new(Toy::new(seed)),
+        ExactKind::Ppca => Box::new(Ppca::new(seed)),
+    }
+}
+
+/// Named ranges of theta: the toy's prior mean; PPCA's W (row-major) and b.
+fn groups(kind: ExactKind, model: &dyn ExactModel) -> Vec<(String, std::ops::Range<usize>)> {
+    match kind {
+        ExactKind::Toy => vec![("mu".to_string(), 0..model.theta_len())],
+        ExactKind::Ppca => {
+            let w = model.x_dim() * model.z_dim();
+            vec![
+                ("W".to_string(), 0..w),
+                ("b".to_string(), w..model.theta_len()),
+            ]
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct GroupStats {
+    pub group: String,
+    pub dims: usize,
+    /// || mean estimate - exact gradient ||.
+    pub bias_norm: f64,
+    /// Largest |bias / standard error| over the group's coordinates.
+    pub max_abs_z: f64,
+    /// max_abs_z beyond the Bonferroni-corrected two-sided critical value at 99%.
+    pub significant: bool,
+    pub critical_z: f64,
+    /// Mean over coordinates of the estimate's variance.
+    pub mean_variance: f64,
+    /// Mean over coordinates of |E g_i| / sd(g_i) (Rainforth et al. 2018).
+    pub snr: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LevelDecay {
+    pub level: u32,
+    pub samples: usize,
+    pub mean_delta_sq: f64,
+    pub stderr: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct GradStatsReport {
+    pub model: ExactKind,
+    pub estimator: String,
+    /// The estimator's size settings, e.g. "K = 5", "m = 5", "I0 = 2, p = 0.6".
+    pub settings: String,
+    pub k: usize,
+    pub reps: usize,
+    pub datapoint: usize,
+    pub exact_log_px: f64,
+    pub reference: String,
+    /// Samples per datapoint per estimate: measured mean and closed-form expectation.
+    pub cost_measured: f64,
+    pub cost_expected: f64,
+    pub groups: Vec<GroupStats>,
+    /// MLMC only: E[Delta_k^2] by level, the fitted decay rate beta (E ~ 2^(-beta k)), and the
+    /// range of p with finite cost and variance it implies.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mlmc_decay: Option<Vec<LevelDecay>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub beta: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p_range: Option<(f64, f64)>,
+}
+
+/// Standard normal quantile (Acklam's rational approximation, relative error < 1.2e-9).
+pub fn normal_quantile(p: f64) -> f64 {
+    const A: [f64; 6] = [
+        -3.969683028665376e1,
+        2.209460984245205e2,
+        -2.759285104469687e2,
+        1.383577518672690e2,
+        -3.066479806614716e1,
+        2.506628277459239,
+    ];
+    const B: [f64; 5] = [
+        -5.447609879822406e1,
+        1.615858368580409e2,
+        -1.556989798598866e2,
+        6.680131188771972e1,
+        -1.328068155288572e1,
+    ];
+    const C: [f64; 6] = [
+        -7.784894002430293e-3,
+        -3.223964580411365e-1,
+        -2.400758277161838,
+        -2.549732539343734,
+        4.374664141464968,
+        2.938163982698783,
+    ];
+    const D: [f64; 4] = [
+        7.784695709041462e-3,
+        3.224671290700398e-1,
+        2.445134137142996,
+        3.754408661907416,
+    ];
+    let tail = |q: f64| {
+        (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5])
+            / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
+    };
+    if p < 0.02425 {
+        tail((-2.0 * p.ln()).sqrt())
+    } else if p > 1.0 - 0.02425 {
+        -tail((-2.0 * (1.0 - p).ln()).sqrt())
+    } else {
+        let q = p - 0.5;
+        let r = q * q;
+        (((((A[0] * r + A[1]) * r + A[2]) * r + A[3]) * r + A[4]) * r + A[5]) * q
+            / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
+    }
+}
+
+/// Runs `reps` independent estimates of the theta-gradient at one datapoint.
+pub fn grad_stats(
+    kind: ExactKind,
+    estimator: Estimator,
+    k: usize,
+    reps: usize,
+    seed: u64,
+    datapoint: usize,
+) -> Result<GradStatsReport> {
+    if reps < 2 {
+        bail!("--reps must be at least 2 (a variance needs two estimates)");
+    }
+    if k < estimator.kind.min_samples() {
+        bail!("--k {k} is too small for --estimator {}", estimator.kind);
+    }
+    let model = build(kind, seed);
+    let data = model.data();
+    if datapoint >= data.len() {
+        bail!(
+            "--datapoint {datapoint} is out of range: the {kind:?} data set has {} points",
+            data.len()
+        );
+    }
+    let x = &data[datapoint];
+    let p = model.theta_len();
+    let exact_grad = model.exact_grad_theta(x);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x67AD_57A7);
+    let (mut mean, mut m2) = (vec![0.0; p], vec![0.0; p]);
+    let mut cost = 0usize;
+    for r in 0..reps {
+        let draw = estimator.draw(k, &mut rng).map_err(anyhow::Error::msg)?;
+        let (l, d) = exact::draw_samples(model.as_ref(), x, draw.n, &mut rng);
+        let (mut a, mut b, mut c) = (vec![0.0; draw.n], vec![0.0; draw.n], vec![0.0; draw.n]);
+        draw.program.evaluate_row(&l, &mut a, &mut b, &mut c);
+        let g = exact::combine(&a, &d, p);
+        cost += draw.n;
+        // Welford's running mean and sum of squares.
+        for i in 0..p {
+            let delta = g[i] - mean[i];
+            mean[i] += delta / (r + 1) as f64;
+            m2[i] += delta * (g[i] - mean[i]);
+        }
+    }
+    let var: Vec<f64> = m2.iter().map(|v| v / (reps - 1) as f64).collect();
+    let groups = groups(kind, model.as_ref())
+        .into_iter()
+        .map(|(name, range)| {
+            let dims = range.len();
+            let critical_z = normal_quantile(1.0 - 0.01 / (2.0 * dims as f64));
+            let mut bias_sq = 0.0;
+            let mut max_abs_z = 0.0f64;
+            let mut snr = 0.0;
+            for i in range.clone() {
+                let bias = mean[i] - exact_grad[i];
+                bias_sq += bias * bias;
+                let se = (var[i] / reps as f64).sqrt();
+                max_abs_z = max_abs_z.max(if se > 0.0 { bias.abs() / se } else { 0.0 });
+                snr += if var[i] > 0.0 {
+                    mean[i].abs() / var[i].sqrt()
+                } else {
+                    0.0
+                };
+            }
+            GroupStats {
+                group: name,
+                dims,
+                bias_norm: bias_sq.sqrt(),
+                max_abs_z,
+                significant: max_abs_z > critical_z,
+                critical_z,
+                mean_variance: range.clone().map(|i| var[i]).sum::<f64>() / dims as f64,
+                snr: snr / dims as f64,
+            }
+        })
+        .collect();
+    let (mlmc_decay, beta, p_range) = if matches!(
+        estimator.kind,
+        EstimatorKind::MlmcSs | EstimatorKind::MlmcRr
+    ) {
+        let (decay, beta) = level_decay(
+            model.as_ref(),
+            x,
+            estimator.unbiased.mlmc_i0,
+            reps.min(4000),
+            &mut rng,
+        );
+        let hi = 1.0 - 2f64.powf(-beta);
+        (Some(decay), Some(beta), Some((0.5, hi)))
+    } else {
+        (None, None, None)
+    };
+    Ok(GradStatsReport {
+        model: kind,
+        estimator: estimator.kind.name().to_string(),
+        settings: match estimator.kind {
+            EstimatorKind::Sumo => format!("m = {k}"),
+            EstimatorKind::MlmcSs | EstimatorKind::MlmcRr => {
+                let o = &estimator.unbiased;
+                format!(
+                    "I0 = {}, p = {}{}",
+                    o.mlmc_i0,
+                    o.mlmc_p,
+                    o.mlmc_cap.map_or(String::new(), |c| format!(", cap = {c}"))
+                )
+            }
+            _ => format!("K = {k}"),
+        },
+        k,
+        reps,
+        datapoint,
+        exact_log_px: model.exact_log_px(x),
+        reference: "the closed-form gradient of log p(x)".to_string(),
+        cost_measured: cost as f64 / reps as f64,
+        cost_expected: estimator.expected_samples(k),
+        groups,
+        mlmc_decay,
+        beta,
+        p_range,
+    })
+}
+
+/// E[Delta_k^2] of the antithetic difference at N = 2^(k + i0 + 1) samples for k = 0..=6, and
+/// the decay rate beta from a least-squares fit of log2 E[Delta_k^2] against k.
+fn level_decay(
+    model: &dyn ExactModel,
+    x: &[f64],
+    i0: u32,
+    reps: usize,
+    rng: &mut impl rand::Rng,
+) -> (Vec<LevelDecay>, f64) {
+    let mut out = Vec::new();
+    for level in 0..=6u32 {
+        let n = 1usize << (level + i0 + 1);
+        let vals: Vec<f64> = (0..reps)
+            .map(|_| mlmc::antithetic_delta(&exact::draw_samples(model, x, n, rng).0).powi(2))
+            .collect();
+        let m = vals.iter().sum::<f64>() / reps as f64;
+        let v = vals.iter().map(|d| (d - m).powi(2)).sum::<f64>() / (reps - 1) as f64;
+        out.push(LevelDecay {
+            level,
+            samples: n,
+            mean_delta_sq: m,
+            stderr: (v / reps as f64).sqrt(),
+        });
+    }
+    let pts: Vec<(f64, f64)> = out
+        .iter()
+        .filter(|d| d.mean_delta_sq > 0.0)
+        .map(|d| (d.level as f64, d.mean_delta_sq.log2()))
+        .collect();
+    let nf = pts.len() as f64;
+    let (sx, sy) = (
+        pts.iter().map(|p| p.0).sum::<f64>(),
+        pts.iter().map(|p| p.1).sum::<f64>(),
+    );
+    let sxx = pts.iter().map(|p| p.0 * p.0).sum::<f64>();
+    let sxy = pts.iter().map(|p| p.0 * p.1).sum::<f64>();
+    let slope = (nf * sxy - sx * sy) / (nf * sxx - sx * sx);
+    (out, -slope)
+}
+
+/// The report as text.
+pub fn format_report(r: &GradStatsReport) -> String {
+    let mut s = format!(
+        "grad-stats: {:?} model, estimator {} ({}), {} independent estimates at datapoint {}\n",
+        r.model, r.estimator, r.settings, r.reps, r.datapoint
+    );
+    s += &format!(
+        "bias against {}; exact log p(x) = {:.4}\n",
+        r.reference, r.exact_log_px
+    );
+    s += &format!(
+        "cost: {:.2} samples per datapoint per estimate (expected {:.2})\n\n",
+        r.cost_measured, r.cost_expected
+    );
+    s += &format!(
+        "{:<6} {:>5} {:>11} {:>9} {:>9} {:>13} {:>11} {:>9}\n",
+        "group", "dims", "|bias|", "max |z|", "crit z", "bias signif.", "mean var", "SNR"
+    );
+    for g in &r.groups {
+        s += &format!(
+            "{:<6} {:>5} {:>11.4e} {:>9.2} {:>9.2} {:>13} {:>11.4e} {:>9.3}\n",
+            g.group,
+            g.dims,
+            g.bias_norm,
+            g.max_abs_z,
+            g.critical_z,
+            if g.significant { "YES" } else { "no" },
+            g.mean_variance,
+            g.snr
+        );
+    }
+    s += "(significance: two-sided z-test per coordinate at 99%, Bonferroni-corrected over the group)\n";
+    if let (Some(decay), Some(beta), Some((lo, hi))) = (&r.mlmc_decay, r.beta, r.p_range) {
+        s += "\nMLMC level decay of E[Delta_k^2] (antithetic difference at N = 2^(k+I0+1)):\n";
+        for d in decay {
+            s += &format!(
+                "  k = {}  N = {:>5}  E[Delta^2] = {:.4e} ± {:.1e}\n",
+                d.level, d.samples, d.mean_delta_sq, d.stderr
+            );
+        }
+        s += &format!("fitted beta = {beta:.2} (E[Delta_k^2] ~ 2^(-beta k)): finite cost and variance need {lo} < p < {hi:.3}\n");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normal_quantile_matches_known_values() {
+        for (p, z) in [
+            (0.5, 0.0),
+            (0.975, 1.959963985),
+            (0.995, 2.575829304),
+            (1.0 - 1e-5, 4.264890794),
+        ] {
+            assert!(
+                (normal_quantile(p) - z).abs() < 1e-6,
+                "{p}: {}",
+                normal_quantile(p)
+            );
+        }
+    }
+}
