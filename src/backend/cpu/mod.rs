@@ -552,30 +552,24 @@ impl Backend for CpuBackend {
         cfg: &AdamConfig,
         lr: f64,
     ) -> Result<()> {
-        if batch * n > self.max_rows() {
-            let (norms, objective) =
-                self.chunked_coefficients_and_backward(x, batch, n, noise, program)?;
-            self.optimizer_step(cfg, lr)?;
-            self.stats.steps += 1;
-            self.stats.objective += objective;
-            self.stats.grad_norm_encoder += norms.encoder;
-            self.stats.grad_norm_decoder += norms.decoder;
-            return Ok(());
-        }
-        self.forward(x, batch, n, noise)?;
-        let mut coeffs = std::mem::take(&mut self.coeffs);
-        let t_coef = self.timer.start();
-        program.coefficients_into(&self.log_w[..batch * n], batch, n, &mut coeffs);
-        self.timer.stop(
-            t_coef,
-            "coefficients",
-            || format!("coefficients [{batch} x {n}]"),
-            0.0,
-        );
-        let norms = self.backward(&coeffs.a, &coeffs.b, &coeffs.c);
-        let objective = coeffs.objective.iter().sum::<f64>() / batch as f64;
-        self.coeffs = coeffs;
-        let norms = norms?;
+        let (norms, objective) = if batch * n > self.max_rows() {
+            self.chunked_coefficients_and_backward(x, batch, n, noise, program)?
+        } else {
+            self.forward(x, batch, n, noise)?;
+            let mut coeffs = std::mem::take(&mut self.coeffs);
+            let t_coef = self.timer.start();
+            program.coefficients_into(&self.log_w[..batch * n], batch, n, &mut coeffs);
+            self.timer.stop(
+                t_coef,
+                "coefficients",
+                || format!("coefficients [{batch} x {n}]"),
+                0.0,
+            );
+            let norms = self.backward(&coeffs.a, &coeffs.b, &coeffs.c);
+            let objective = coeffs.objective.iter().sum::<f64>() / batch as f64;
+            self.coeffs = coeffs;
+            (norms?, objective)
+        };
         self.optimizer_step(cfg, lr)?;
         self.stats.steps += 1;
         self.stats.objective += objective;
