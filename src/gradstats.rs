@@ -9,18 +9,21 @@ use anyhow::{bail, Result};
 use rand::SeedableRng;
 use serde::Serialize;
 
-/// Models with a closed-form gradient.
+/// The model grad-stats runs on: two with a closed-form gradient, and the VAE (against a
+/// large-K reference).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ExactKind {
     Toy,
     Ppca,
+    Vae,
 }
 
-fn build(kind: ExactKind, seed: u64) -> Box<dyn ExactModel> {
+fn build(kind: ExactKind, seed: u64) -> Result<Box<dyn ExactModel>> {
     match kind {
-        ExactKind::Toy => Box::new(Toy::new(seed)),
-        ExactKind::Ppca => Box::new(Ppca::new(seed)),
+        ExactKind::Toy => Ok(Box::new(Toy::new(seed))),
+        ExactKind::Ppca => Ok(Box::new(Ppca::new(seed))),
+        ExactKind::Vae => bail!("the VAE has no closed-form gradient: use grad_stats_vae"),
     }
 }
 
@@ -35,6 +38,8 @@ fn groups(kind: ExactKind, model: &dyn ExactModel) -> Vec<(String, std::ops::Ran
                 ("b".to_string(), w..model.theta_len()),
             ]
         }
+        // The VAE's groups are its decoder layers (grad_stats_vae).
+        ExactKind::Vae => Vec::new(),
     }
 }
 
@@ -72,6 +77,7 @@ pub struct GradStatsReport {
     pub k: usize,
     pub reps: usize,
     pub datapoint: usize,
+    /// log p(x): exact, or the reference's L_K for the VAE.
     pub exact_log_px: f64,
     pub reference: String,
     /// Samples per datapoint per estimate: measured mean and closed-form expectation.
@@ -86,6 +92,23 @@ pub struct GradStatsReport {
     pub beta: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub p_range: Option<(f64, f64)>,
+}
+
+/// The estimator's size settings as text: "K = 5", "m = 5", "I0 = 2, p = 0.6".
+fn settings(estimator: &Estimator, k: usize) -> String {
+    match estimator.kind {
+        EstimatorKind::Sumo => format!("m = {k}"),
+        EstimatorKind::MlmcSs | EstimatorKind::MlmcRr => {
+            let o = &estimator.unbiased;
+            format!(
+                "I0 = {}, p = {}{}",
+                o.mlmc_i0,
+                o.mlmc_p,
+                o.mlmc_cap.map_or(String::new(), |c| format!(", cap = {c}"))
+            )
+        }
+        _ => format!("K = {k}"),
+    }
 }
 
 /// Standard normal quantile (Acklam's rational approximation, relative error < 1.2e-9).
@@ -152,7 +175,7 @@ pub fn grad_stats(
     if k < estimator.kind.min_samples() {
         bail!("--k {k} is too small for --estimator {}", estimator.kind);
     }
-    let model = build(kind, seed);
+    let model = build(kind, seed)?;
     let data = model.data();
     if datapoint >= data.len() {
         bail!(
@@ -231,19 +254,7 @@ pub fn grad_stats(
     Ok(GradStatsReport {
         model: kind,
         estimator: estimator.kind.name().to_string(),
-        settings: match estimator.kind {
-            EstimatorKind::Sumo => format!("m = {k}"),
-            EstimatorKind::MlmcSs | EstimatorKind::MlmcRr => {
-                let o = &estimator.unbiased;
-                format!(
-                    "I0 = {}, p = {}{}",
-                    o.mlmc_i0,
-                    o.mlmc_p,
-                    o.mlmc_cap.map_or(String::new(), |c| format!(", cap = {c}"))
-                )
-            }
-            _ => format!("K = {k}"),
-        },
+        settings: settings(&estimator, k),
         k,
         reps,
         datapoint,
@@ -255,6 +266,150 @@ pub fn grad_stats(
         mlmc_decay,
         beta,
         p_range,
+    })
+}
+
+/// Running mean and sum of squared deviations per coordinate (Welford).
+struct Running {
+    n: usize,
+    mean: Vec<f64>,
+    m2: Vec<f64>,
+}
+
+impl Running {
+    fn new(p: usize) -> Self {
+        Running {
+            n: 0,
+            mean: vec![0.0; p],
+            m2: vec![0.0; p],
+        }
+    }
+    fn push(&mut self, g: &[f32]) {
+        self.n += 1;
+        for (i, &v) in g.iter().enumerate() {
+            let v = v as f64;
+            let d = v - self.mean[i];
+            self.mean[i] += d / self.n as f64;
+            self.m2[i] += d * (v - self.mean[i]);
+        }
+    }
+    fn var(&self, i: usize) -> f64 {
+        self.m2[i] / (self.n - 1).max(1) as f64
+    }
+}
+
+/// Gradient statistics of `estimator` on the VAE in `backend` at the single datapoint `x`,
+/// against a reference: the mean of `reference_reps` IWAE gradients with `reference_k`
+/// samples, which estimates grad L_{reference_k}, close to grad log p(x) for large K. The
+/// z-test uses both standard errors. Groups are the decoder's layers (theta).
+#[allow(clippy::too_many_arguments)]
+pub fn grad_stats_vae(
+    backend: &mut dyn crate::backend::Backend,
+    x: &[f32],
+    estimator: Estimator,
+    k: usize,
+    reps: usize,
+    reference_k: usize,
+    reference_reps: usize,
+    seed: u64,
+    datapoint: usize,
+) -> Result<GradStatsReport> {
+    use crate::backend::Noise;
+    use crate::rng::Stream;
+    if reps < 2 || reference_reps < 2 {
+        bail!("--reps and --reference-reps must be at least 2");
+    }
+    let layout = backend.layout().clone();
+    let theta = layout.encoder_len..layout.len;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x67AD_57A7);
+    let mut coeffs = crate::estimators::Coefficients::default();
+    let mut run = |backend: &mut dyn crate::backend::Backend,
+                   est: &Estimator,
+                   k: usize,
+                   step: u32,
+                   acc: &mut Running,
+                   rng: &mut rand_chacha::ChaCha8Rng|
+     -> Result<(usize, f64)> {
+        let draw = est.draw(k, rng).map_err(anyhow::Error::msg)?;
+        let noise = Noise {
+            seed,
+            stream: Stream::Eps,
+            step,
+            first_datapoint: datapoint as u32,
+            first_sample: 0,
+        };
+        let lw = backend.forward(x, 1, draw.n, &noise)?;
+        draw.program.coefficients_into(lw, 1, draw.n, &mut coeffs);
+        backend.backward(&coeffs.a, &coeffs.b, &coeffs.c)?;
+        acc.push(&backend.gradient()?[theta.clone()]);
+        Ok((draw.n, coeffs.objective[0]))
+    };
+    let iwae = Estimator::new(EstimatorKind::Iwae, 0.0);
+    let mut reference = Running::new(theta.len());
+    let mut lk = 0.0;
+    for r in 0..reference_reps {
+        lk += run(
+            backend,
+            &iwae,
+            reference_k,
+            (1 << 30) + r as u32,
+            &mut reference,
+            &mut rng,
+        )?
+        .1 / reference_reps as f64;
+    }
+    let mut est = Running::new(theta.len());
+    let mut cost = 0;
+    for r in 0..reps {
+        cost += run(backend, &estimator, k, r as u32, &mut est, &mut rng)?.0;
+    }
+    let groups = layout
+        .decoder
+        .iter()
+        .map(|l| {
+            let range = (l.w - layout.encoder_len)..(l.b + l.out - layout.encoder_len);
+            let dims = range.len();
+            let critical_z = normal_quantile(1.0 - 0.01 / (2.0 * dims as f64));
+            let (mut bias_sq, mut max_abs_z, mut snr, mut var_sum) = (0.0, 0.0f64, 0.0, 0.0);
+            for i in range {
+                let bias = est.mean[i] - reference.mean[i];
+                bias_sq += bias * bias;
+                let se = (est.var(i) / est.n as f64 + reference.var(i) / reference.n as f64).sqrt();
+                max_abs_z = max_abs_z.max(if se > 0.0 { bias.abs() / se } else { 0.0 });
+                snr += if est.var(i) > 0.0 {
+                    est.mean[i].abs() / est.var(i).sqrt()
+                } else {
+                    0.0
+                };
+                var_sum += est.var(i);
+            }
+            GroupStats {
+                group: l.name.clone(),
+                dims,
+                bias_norm: bias_sq.sqrt(),
+                max_abs_z,
+                significant: max_abs_z > critical_z,
+                critical_z,
+                mean_variance: var_sum / dims as f64,
+                snr: snr / dims as f64,
+            }
+        })
+        .collect();
+    Ok(GradStatsReport {
+        model: ExactKind::Vae,
+        estimator: estimator.kind.name().to_string(),
+        settings: settings(&estimator, k),
+        k,
+        reps,
+        datapoint,
+        exact_log_px: lk,
+        reference: format!("the mean of {reference_reps} IWAE gradients with K = {reference_k} (estimates grad L_{reference_k}; its standard error enters the z-test)"),
+        cost_measured: cost as f64 / reps as f64,
+        cost_expected: estimator.expected_samples(k),
+        groups,
+        mlmc_decay: None,
+        beta: None,
+        p_range: None,
     })
 }
 
@@ -304,8 +459,13 @@ pub fn format_report(r: &GradStatsReport) -> String {
         "grad-stats: {:?} model, estimator {} ({}), {} independent estimates at datapoint {}\n",
         r.model, r.estimator, r.settings, r.reps, r.datapoint
     );
+    let what = if r.model == ExactKind::Vae {
+        "reference L_K"
+    } else {
+        "exact log p(x)"
+    };
     s += &format!(
-        "bias against {}; exact log p(x) = {:.4}\n",
+        "bias against {}; {what} = {:.4}\n",
         r.reference, r.exact_log_px
     );
     s += &format!(
@@ -313,12 +473,12 @@ pub fn format_report(r: &GradStatsReport) -> String {
         r.cost_measured, r.cost_expected
     );
     s += &format!(
-        "{:<6} {:>5} {:>11} {:>9} {:>9} {:>13} {:>11} {:>9}\n",
+        "{:<10} {:>6} {:>11} {:>9} {:>9} {:>13} {:>11} {:>9}\n",
         "group", "dims", "|bias|", "max |z|", "crit z", "bias signif.", "mean var", "SNR"
     );
     for g in &r.groups {
         s += &format!(
-            "{:<6} {:>5} {:>11.4e} {:>9.2} {:>9.2} {:>13} {:>11.4e} {:>9.3}\n",
+            "{:<10} {:>6} {:>11.4e} {:>9.2} {:>9.2} {:>13} {:>11.4e} {:>9.3}\n",
             g.group,
             g.dims,
             g.bias_norm,

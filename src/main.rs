@@ -351,9 +351,20 @@ struct GradStatsArgs {
     mlmc_i0: u32,
     #[arg(long)]
     mlmc_cap: Option<u32>,
-    /// Which datapoint of the model's data set.
+    /// Which datapoint of the model's data set (vae: a test image).
     #[arg(long, default_value_t = 0)]
     datapoint: usize,
+    /// vae: the checkpoint to measure at (default: the peer model's fresh initialisation).
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// vae: K of the IWAE reference gradient.
+    #[arg(long, default_value_t = 5000)]
+    reference_k: usize,
+    /// vae: IWAE gradients averaged into the reference.
+    #[arg(long, default_value_t = 20)]
+    reference_reps: usize,
+    #[command(flatten)]
+    common: CommonArgs,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     #[arg(long)]
@@ -364,6 +375,7 @@ struct GradStatsArgs {
 enum ModelArg {
     Toy,
     Ppca,
+    Vae,
 }
 
 fn run_grad_stats(a: GradStatsArgs) -> Result<()> {
@@ -381,11 +393,46 @@ fn run_grad_stats(a: GradStatsArgs) -> Result<()> {
         est.mlmc()
             .map_err(|e| anyhow::anyhow!("{e} (check --mlmc-p, --mlmc-i0 and --mlmc-cap)"))?;
     }
-    let kind = match a.model {
-        ModelArg::Toy => ExactKind::Toy,
-        ModelArg::Ppca => ExactKind::Ppca,
+    let r = match a.model {
+        ModelArg::Toy => {
+            gradstats::grad_stats(ExactKind::Toy, est, a.k, a.reps, a.seed, a.datapoint)?
+        }
+        ModelArg::Ppca => {
+            gradstats::grad_stats(ExactKind::Ppca, est, a.k, a.reps, a.seed, a.datapoint)?
+        }
+        ModelArg::Vae => {
+            let ds = data::load_or_bundled(a.common.data.as_deref(), 400)?;
+            let params = match &a.checkpoint {
+                Some(path) => checkpoint::load(path)?.0,
+                None => unbiased_vae::bench::peer_model(&ds),
+            };
+            if a.datapoint >= ds.test.count {
+                anyhow::bail!(
+                    "--datapoint {} is out of range: {} test images",
+                    a.datapoint,
+                    ds.test.count
+                );
+            }
+            let x = data::binarize_eval(&ds.test.slice(a.datapoint..a.datapoint + 1));
+            let mut backend = train::make_backend(
+                a.common.backend.into(),
+                &params,
+                a.common.threads,
+                a.common.adapter.as_deref(),
+            )?;
+            gradstats::grad_stats_vae(
+                backend.as_mut(),
+                &x,
+                est,
+                a.k,
+                a.reps,
+                a.reference_k,
+                a.reference_reps,
+                a.seed,
+                a.datapoint,
+            )?
+        }
     };
-    let r = gradstats::grad_stats(kind, est, a.k, a.reps, a.seed, a.datapoint)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
