@@ -4,6 +4,7 @@
 pub mod backend;
 pub mod bench;
 pub mod config;
+pub mod coupling;
 pub mod data;
 pub mod estimators;
 pub mod eval;
