@@ -92,6 +92,9 @@ pub struct GradStatsReport {
     pub beta: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub p_range: Option<(f64, f64)>,
+    /// Coupled chains only: meeting times.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub meeting: Option<MeetingSummary>,
 }
 
 /// The estimator's size settings as text: "K = 5", "m = 5", "I0 = 2, p = 0.6".
@@ -169,11 +172,94 @@ pub fn grad_stats(
     seed: u64,
     datapoint: usize,
 ) -> Result<GradStatsReport> {
-    if reps < 2 {
-        bail!("--reps must be at least 2 (a variance needs two estimates)");
-    }
     if k < estimator.kind.min_samples() {
         bail!("--k {k} is too small for --estimator {}", estimator.kind);
+    }
+    let mut report = exact_stats(kind, reps, seed, datapoint, |model, x, rng| {
+        let draw = estimator.draw(k, rng).map_err(anyhow::Error::msg)?;
+        let (l, d) = exact::draw_samples(model, x, draw.n, rng);
+        let (mut a, mut b, mut c) = (vec![0.0; draw.n], vec![0.0; draw.n], vec![0.0; draw.n]);
+        draw.program.evaluate_row(&l, &mut a, &mut b, &mut c);
+        Ok((exact::combine(&a, &d, model.theta_len()), draw.n, None))
+    })?;
+    report.estimator = estimator.kind.name().to_string();
+    report.settings = settings(&estimator, k);
+    report.k = k;
+    report.cost_expected = estimator.expected_samples(k);
+    if matches!(
+        estimator.kind,
+        EstimatorKind::MlmcSs | EstimatorKind::MlmcRr
+    ) {
+        let model = build(kind, seed)?;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0xDECA_7000);
+        let (decay, beta) = level_decay(
+            model.as_ref(),
+            &model.data()[datapoint],
+            estimator.unbiased.mlmc_i0,
+            reps.min(4000),
+            &mut rng,
+        );
+        report.mlmc_decay = Some(decay);
+        report.beta = Some(beta);
+        report.p_range = Some((0.5, 1.0 - 2f64.powf(-beta)));
+    }
+    Ok(report)
+}
+
+/// The same statistics for a coupled Markov chain estimator (Ruiz et al. 2021), with the
+/// meeting times' mean and tail.
+pub fn grad_stats_coupled(
+    kind: ExactKind,
+    cfg: crate::coupling::CouplingConfig,
+    reps: usize,
+    seed: u64,
+    datapoint: usize,
+) -> Result<GradStatsReport> {
+    cfg.validate().map_err(|e| {
+        anyhow::anyhow!("{e} (check --k, --chain-k, --chain-m, --lag and --max-iters)")
+    })?;
+    let mut report = exact_stats(kind, reps, seed, datapoint, |model, x, rng| {
+        let e = crate::coupling::estimate(model, x, &cfg, rng);
+        Ok((e.grad_theta, e.proposals, Some((e.meeting_time, e.capped))))
+    })?;
+    report.estimator = format!("coupled-{}", cfg.kernel);
+    report.settings = format!(
+        "K = {} particles, k = {}, m = {}, lag = {}",
+        cfg.particles, cfg.k, cfg.m, cfg.lag
+    );
+    report.k = cfg.particles;
+    report.cost_expected = f64::NAN;
+    Ok(report)
+}
+
+/// Meeting times of coupled chains: mean, tail, and how many runs hit the iteration cap.
+#[derive(Clone, Debug, Serialize)]
+pub struct MeetingSummary {
+    pub mean: f64,
+    pub sd: f64,
+    pub p50: usize,
+    pub p90: usize,
+    pub p99: usize,
+    pub max: usize,
+    pub capped: usize,
+}
+
+/// Runs `one` (an estimate: gradient, samples drawn, meeting time and cap) `reps` times at
+/// one datapoint of an exact model and summarises against the exact gradient.
+#[allow(clippy::type_complexity)]
+fn exact_stats(
+    kind: ExactKind,
+    reps: usize,
+    seed: u64,
+    datapoint: usize,
+    mut one: impl FnMut(
+        &dyn ExactModel,
+        &[f64],
+        &mut rand_chacha::ChaCha8Rng,
+    ) -> Result<(Vec<f64>, usize, Option<(usize, bool)>)>,
+) -> Result<GradStatsReport> {
+    if reps < 2 {
+        bail!("--reps must be at least 2 (a variance needs two estimates)");
     }
     let model = build(kind, seed)?;
     let data = model.data();
@@ -187,86 +273,87 @@ pub fn grad_stats(
     let p = model.theta_len();
     let exact_grad = model.exact_grad_theta(x);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x67AD_57A7);
-    let (mut mean, mut m2) = (vec![0.0; p], vec![0.0; p]);
+    let mut run = Running::new(p);
     let mut cost = 0usize;
-    for r in 0..reps {
-        let draw = estimator.draw(k, &mut rng).map_err(anyhow::Error::msg)?;
-        let (l, d) = exact::draw_samples(model.as_ref(), x, draw.n, &mut rng);
-        let (mut a, mut b, mut c) = (vec![0.0; draw.n], vec![0.0; draw.n], vec![0.0; draw.n]);
-        draw.program.evaluate_row(&l, &mut a, &mut b, &mut c);
-        let g = exact::combine(&a, &d, p);
-        cost += draw.n;
-        // Welford's running mean and sum of squares.
-        for i in 0..p {
-            let delta = g[i] - mean[i];
-            mean[i] += delta / (r + 1) as f64;
-            m2[i] += delta * (g[i] - mean[i]);
+    let (mut times, mut capped) = (Vec::new(), Vec::new());
+    for _ in 0..reps {
+        let (g, n, meeting) = one(model.as_ref(), x, &mut rng)?;
+        run.push64(&g);
+        cost += n;
+        if let Some((t, c)) = meeting {
+            times.push(t);
+            capped.push(c);
         }
     }
-    let var: Vec<f64> = m2.iter().map(|v| v / (reps - 1) as f64).collect();
     let groups = groups(kind, model.as_ref())
         .into_iter()
-        .map(|(name, range)| {
-            let dims = range.len();
-            let critical_z = normal_quantile(1.0 - 0.01 / (2.0 * dims as f64));
-            let mut bias_sq = 0.0;
-            let mut max_abs_z = 0.0f64;
-            let mut snr = 0.0;
-            for i in range.clone() {
-                let bias = mean[i] - exact_grad[i];
-                bias_sq += bias * bias;
-                let se = (var[i] / reps as f64).sqrt();
-                max_abs_z = max_abs_z.max(if se > 0.0 { bias.abs() / se } else { 0.0 });
-                snr += if var[i] > 0.0 {
-                    mean[i].abs() / var[i].sqrt()
-                } else {
-                    0.0
-                };
-            }
-            GroupStats {
-                group: name,
-                dims,
-                bias_norm: bias_sq.sqrt(),
-                max_abs_z,
-                significant: max_abs_z > critical_z,
-                critical_z,
-                mean_variance: range.clone().map(|i| var[i]).sum::<f64>() / dims as f64,
-                snr: snr / dims as f64,
-            }
-        })
+        .map(|(name, range)| group_stats(name, range.clone(), &run, |i| (exact_grad[i], 0.0)))
         .collect();
-    let (mlmc_decay, beta, p_range) = if matches!(
-        estimator.kind,
-        EstimatorKind::MlmcSs | EstimatorKind::MlmcRr
-    ) {
-        let (decay, beta) = level_decay(
-            model.as_ref(),
-            x,
-            estimator.unbiased.mlmc_i0,
-            reps.min(4000),
-            &mut rng,
-        );
-        let hi = 1.0 - 2f64.powf(-beta);
-        (Some(decay), Some(beta), Some((0.5, hi)))
-    } else {
-        (None, None, None)
-    };
+    let meeting = (!times.is_empty()).then(|| {
+        let m = crate::coupling::MeetingStats::from_times(&times, &capped);
+        MeetingSummary {
+            mean: m.mean,
+            sd: m.sd,
+            p50: m.p50,
+            p90: m.p90,
+            p99: m.p99,
+            max: m.max,
+            capped: m.capped,
+        }
+    });
     Ok(GradStatsReport {
         model: kind,
-        estimator: estimator.kind.name().to_string(),
-        settings: settings(&estimator, k),
-        k,
+        estimator: String::new(),
+        settings: String::new(),
+        k: 0,
         reps,
         datapoint,
         exact_log_px: model.exact_log_px(x),
         reference: "the closed-form gradient of log p(x)".to_string(),
         cost_measured: cost as f64 / reps as f64,
-        cost_expected: estimator.expected_samples(k),
+        cost_expected: f64::NAN,
         groups,
-        mlmc_decay,
-        beta,
-        p_range,
+        mlmc_decay: None,
+        beta: None,
+        p_range: None,
+        meeting,
     })
+}
+
+/// Bias, significance, variance and SNR over `range`, against `reference(i)` = (value,
+/// variance of the reference's mean; 0 for an exact one).
+fn group_stats(
+    group: String,
+    range: std::ops::Range<usize>,
+    est: &Running,
+    reference: impl Fn(usize) -> (f64, f64),
+) -> GroupStats {
+    let dims = range.len();
+    let critical_z = normal_quantile(1.0 - 0.01 / (2.0 * dims as f64));
+    let (mut bias_sq, mut max_abs_z, mut snr, mut var_sum) = (0.0, 0.0f64, 0.0, 0.0);
+    for i in range {
+        let (r, r_var) = reference(i);
+        let bias = est.mean[i] - r;
+        bias_sq += bias * bias;
+        let se = (est.var(i) / est.n as f64 + r_var).sqrt();
+        max_abs_z = max_abs_z.max(if se > 0.0 { bias.abs() / se } else { 0.0 });
+        snr += if est.var(i) > 0.0 {
+            est.mean[i].abs() / est.var(i).sqrt()
+        } else {
+            0.0
+        };
+        var_sum += est.var(i);
+    }
+    GroupStats {
+        group,
+        dims,
+        bias_norm: bias_sq.sqrt(),
+        max_abs_z,
+        significant: max_abs_z > critical_z,
+        critical_z,
+        mean_variance: var_sum / dims as f64,
+        snr: snr / dims as f64,
+    }
 }
 
 /// Running mean and sum of squared deviations per coordinate (Welford).
@@ -288,6 +375,14 @@ impl Running {
         self.n += 1;
         for (i, &v) in g.iter().enumerate() {
             let v = v as f64;
+            let d = v - self.mean[i];
+            self.mean[i] += d / self.n as f64;
+            self.m2[i] += d * (v - self.mean[i]);
+        }
+    }
+    fn push64(&mut self, g: &[f64]) {
+        self.n += 1;
+        for (i, &v) in g.iter().enumerate() {
             let d = v - self.mean[i];
             self.mean[i] += d / self.n as f64;
             self.m2[i] += d * (v - self.mean[i]);
@@ -368,31 +463,9 @@ pub fn grad_stats_vae(
         .iter()
         .map(|l| {
             let range = (l.w - layout.encoder_len)..(l.b + l.out - layout.encoder_len);
-            let dims = range.len();
-            let critical_z = normal_quantile(1.0 - 0.01 / (2.0 * dims as f64));
-            let (mut bias_sq, mut max_abs_z, mut snr, mut var_sum) = (0.0, 0.0f64, 0.0, 0.0);
-            for i in range {
-                let bias = est.mean[i] - reference.mean[i];
-                bias_sq += bias * bias;
-                let se = (est.var(i) / est.n as f64 + reference.var(i) / reference.n as f64).sqrt();
-                max_abs_z = max_abs_z.max(if se > 0.0 { bias.abs() / se } else { 0.0 });
-                snr += if est.var(i) > 0.0 {
-                    est.mean[i].abs() / est.var(i).sqrt()
-                } else {
-                    0.0
-                };
-                var_sum += est.var(i);
-            }
-            GroupStats {
-                group: l.name.clone(),
-                dims,
-                bias_norm: bias_sq.sqrt(),
-                max_abs_z,
-                significant: max_abs_z > critical_z,
-                critical_z,
-                mean_variance: var_sum / dims as f64,
-                snr: snr / dims as f64,
-            }
+            group_stats(l.name.clone(), range, &est, |i| {
+                (reference.mean[i], reference.var(i) / reference.n as f64)
+            })
         })
         .collect();
     Ok(GradStatsReport {
@@ -410,6 +483,7 @@ pub fn grad_stats_vae(
         mlmc_decay: None,
         beta: None,
         p_range: None,
+        meeting: None,
     })
 }
 
@@ -469,9 +543,13 @@ pub fn format_report(r: &GradStatsReport) -> String {
         r.reference, r.exact_log_px
     );
     s += &format!(
-        "cost: {:.2} samples per datapoint per estimate (expected {:.2})\n\n",
-        r.cost_measured, r.cost_expected
+        "cost: {:.2} samples per datapoint per estimate",
+        r.cost_measured
     );
+    if !r.cost_expected.is_nan() {
+        s += &format!(" (expected {:.2})", r.cost_expected);
+    }
+    s += "\n\n";
     s += &format!(
         "{:<10} {:>6} {:>11} {:>9} {:>9} {:>13} {:>11} {:>9}\n",
         "group", "dims", "|bias|", "max |z|", "crit z", "bias signif.", "mean var", "SNR"
@@ -490,6 +568,20 @@ pub fn format_report(r: &GradStatsReport) -> String {
         );
     }
     s += "(significance: two-sided z-test per coordinate at 99%, Bonferroni-corrected over the group)\n";
+    if let Some(m) = &r.meeting {
+        s += &format!(
+            "\nmeeting times: mean {:.2} (sd {:.2}), median {}, 90% {}, 99% {}, max {}; {} of {} runs hit the iteration cap{}\n",
+            m.mean,
+            m.sd,
+            m.p50,
+            m.p90,
+            m.p99,
+            m.max,
+            m.capped,
+            r.reps,
+            if m.capped > 0 { " (their estimates are truncated and biased)" } else { "" }
+        );
+    }
     if let (Some(decay), Some(beta), Some((lo, hi))) = (&r.mlmc_decay, r.beta, r.p_range) {
         s += "\nMLMC level decay of E[Delta_k^2] (antithetic difference at N = 2^(k+I0+1)):\n";
         for d in decay {

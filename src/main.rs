@@ -336,8 +336,21 @@ struct GradStatsArgs {
     /// toy (linear-Gaussian, DReG paper section 6.1) or ppca.
     #[arg(long, value_enum, default_value = "ppca")]
     model: ModelArg,
+    /// Any training estimator, or coupled-pimh, coupled-isir, coupled-disir (toy and ppca).
     #[arg(long, default_value = "iwae")]
-    estimator: EstimatorKind,
+    estimator: String,
+    /// Coupled chains: the time-average starts at iteration --chain-k ...
+    #[arg(long, default_value_t = 0)]
+    chain_k: usize,
+    /// ... and ends at --chain-m.
+    #[arg(long, default_value_t = 4)]
+    chain_m: usize,
+    /// Coupled chains: the lag L between the two chains.
+    #[arg(long, default_value_t = 1)]
+    lag: usize,
+    /// Coupled chains: iterations before a run stops unmet (reported, never silent).
+    #[arg(long, default_value_t = 1000)]
+    max_iters: usize,
     #[arg(long, default_value_t = 5)]
     k: usize,
     /// Independent gradient estimates.
@@ -380,6 +393,28 @@ enum ModelArg {
 
 fn run_grad_stats(a: GradStatsArgs) -> Result<()> {
     use unbiased_vae::gradstats::{self, ExactKind};
+    let exact = |m: ModelArg| match m {
+        ModelArg::Toy => Some(ExactKind::Toy),
+        ModelArg::Ppca => Some(ExactKind::Ppca),
+        ModelArg::Vae => None,
+    };
+    if let Some(kernel) = a.estimator.strip_prefix("coupled-") {
+        let kernel = unbiased_vae::coupling::Kernel::parse(kernel)
+            .map_err(|e| anyhow::anyhow!("--estimator: {e}"))?;
+        let kind = exact(a.model).context("--estimator coupled-* runs on --model toy or ppca (Fisher's identity needs the exact model)")?;
+        let cfg = unbiased_vae::coupling::CouplingConfig {
+            k: a.chain_k,
+            m: a.chain_m,
+            lag: a.lag,
+            max_iters: a.max_iters,
+            ..unbiased_vae::coupling::CouplingConfig::new(kernel, a.k)
+        };
+        let r = gradstats::grad_stats_coupled(kind, cfg, a.reps, a.seed, a.datapoint)?;
+        return print_grad_stats(&r, a.json);
+    }
+    let kind: EstimatorKind = a.estimator.parse().map_err(|e: String| {
+        anyhow::anyhow!("--estimator: {e}; or coupled-pimh, coupled-isir, coupled-disir")
+    })?;
     let est = Estimator {
         unbiased: UnbiasedOptions {
             mlmc_p: a.mlmc_p,
@@ -387,9 +422,9 @@ fn run_grad_stats(a: GradStatsArgs) -> Result<()> {
             mlmc_cap: a.mlmc_cap,
             ..Default::default()
         },
-        ..Estimator::new(a.estimator, a.alpha)
+        ..Estimator::new(kind, a.alpha)
     };
-    if matches!(a.estimator, EstimatorKind::MlmcSs | EstimatorKind::MlmcRr) {
+    if matches!(kind, EstimatorKind::MlmcSs | EstimatorKind::MlmcRr) {
         est.mlmc()
             .map_err(|e| anyhow::anyhow!("{e} (check --mlmc-p, --mlmc-i0 and --mlmc-cap)"))?;
     }
@@ -433,10 +468,14 @@ fn run_grad_stats(a: GradStatsArgs) -> Result<()> {
             )?
         }
     };
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+    print_grad_stats(&r, a.json)
+}
+
+fn print_grad_stats(r: &unbiased_vae::gradstats::GradStatsReport, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(r)?);
     } else {
-        print!("{}", gradstats::format_report(&r));
+        print!("{}", unbiased_vae::gradstats::format_report(r));
     }
     Ok(())
 }

@@ -88,3 +88,41 @@ fn vae_gradient_bias_against_a_large_k_reference() {
         r.groups
     );
 }
+
+/// Coupled chains on PPCA: no significant bias, meeting times reported, and the iteration
+/// cap counted when it is hit.
+#[test]
+fn coupled_chains_report_meeting_times_and_caps() {
+    use unbiased_vae::coupling::{CouplingConfig, Kernel};
+    let r = unbiased_vae::gradstats::grad_stats_coupled(
+        ExactKind::Ppca,
+        CouplingConfig::new(Kernel::Isir, 5),
+        8000,
+        0,
+        0,
+    )
+    .unwrap();
+    println!("{}", format_report(&r));
+    assert!(r.groups.iter().all(|g| !g.significant), "{:?}", r.groups);
+    let m = r.meeting.as_ref().expect("meeting times");
+    assert!(m.mean >= 1.0 && m.p99 >= m.p50 && m.capped == 0, "{m:?}");
+    let capped = unbiased_vae::gradstats::grad_stats_coupled(
+        ExactKind::Ppca,
+        CouplingConfig {
+            m: 0,
+            max_iters: 1,
+            ..CouplingConfig::new(Kernel::Pimh, 5)
+        },
+        50,
+        0,
+        0,
+    )
+    .unwrap();
+    assert_eq!(
+        capped.meeting.as_ref().unwrap().capped,
+        50,
+        "every run stopped at the cap is reported"
+    );
+    assert!(format_report(&capped)
+        .contains("hit the iteration cap (their estimates are truncated and biased)"));
+}
