@@ -336,10 +336,8 @@ pub fn run_suite(choice: &AdapterChoice, shape: &ParityShape) -> Result<ParityRe
     // Whole training steps, fused on the GPU: parameters after Adam. Adam divides by
     // sqrt(v), so a gradient entry near 0 moves by up to lr whatever its size; the tolerance
     // is a tenth of one step.
-    for b in [&mut cpu as &mut dyn Backend, &mut gpu as &mut dyn Backend] {
-        b.set_params(&params.values)?;
-        b.reset_optimizer();
-    }
+    restart(&mut cpu, &params.values)?;
+    restart(&mut gpu, &params.values)?;
     let lr = 1e-3;
     let cfg = AdamConfig {
         clip_encoder: Some(50.0),
@@ -381,11 +379,8 @@ pub fn run_suite(choice: &AdapterChoice, shape: &ParityShape) -> Result<ParityRe
     ));
 
     // A fused step with a subset program on 8 samples (MLMC's shape of estimator).
-    for b in [&mut cpu as &mut dyn Backend, &mut gpu as &mut dyn Backend] {
-        b.set_params(&params.values)?;
-        b.reset_optimizer();
-        b.take_stats()?;
-    }
+    restart(&mut cpu, &params.values)?;
+    restart(&mut gpu, &params.values)?;
     let p8 = CoefficientProgram::Subsets {
         terms: blocks,
         encoder: EncoderRule::DregBlocks { size: 2 },
@@ -410,11 +405,8 @@ pub fn run_suite(choice: &AdapterChoice, shape: &ParityShape) -> Result<ParityRe
 
     // A chunked step: the GPU may hold only 3 samples per datapoint, so N = n runs as
     // chunks of 3, 3, 1 (log-weights pass, then backward chunk by chunk).
-    for b in [&mut cpu as &mut dyn Backend, &mut gpu as &mut dyn Backend] {
-        b.set_params(&params.values)?;
-        b.reset_optimizer();
-        b.take_stats()?;
-    }
+    restart(&mut cpu, &params.values)?;
+    restart(&mut gpu, &params.values)?;
     gpu.set_row_limit(Some(3 * batch));
     let p = Estimator::new(EstimatorKind::IwaeDreg, 0.0).program();
     cpu.train_step(&x, batch, n, &noise, &p, &cfg, lr)?;
@@ -471,6 +463,14 @@ pub fn run_suite(choice: &AdapterChoice, shape: &ParityShape) -> Result<ParityRe
         kernels,
         rows,
     })
+}
+
+/// Fresh parameters, fresh Adam moments and empty running statistics.
+fn restart(backend: &mut dyn Backend, params: &[f32]) -> Result<()> {
+    backend.set_params(params)?;
+    backend.reset_optimizer();
+    backend.take_stats()?;
+    Ok(())
 }
 
 /// The suite as a table.

@@ -329,6 +329,37 @@ fn gemm_count(m: usize, n: usize) -> [u32; 3] {
     [n.div_ceil(64) as u32, m.div_ceil(64) as u32, 1]
 }
 
+/// A GEMM dispatch of `u` (scalar or vec4 kernel, whichever its layout allows) over A, B,
+/// C and the epilogue operand E, with its uniform slot in the arena.
+#[allow(clippy::too_many_arguments)]
+fn gemm_step<'a>(
+    arena: &mut UniformArena,
+    mut u: GemmU,
+    a: &'a wgpu::Buffer,
+    b: &'a wgpu::Buffer,
+    c: &'a wgpu::Buffer,
+    e: &'a wgpu::Buffer,
+    label: String,
+) -> Step<'a> {
+    let kernel = gemm_kernel(&mut u);
+    let slot = arena.push(&u);
+    let count = gemm_count(u.m as usize, u.n as usize);
+    let flops = 2.0 * u.m as f64 * u.n as f64 * u.k as f64;
+    (
+        kernel,
+        vec![
+            (0, Res::Slot(slot.0, slot.1)),
+            (1, Res::Buf(a)),
+            (2, Res::Buf(b)),
+            (3, Res::Buf(c)),
+            (4, Res::Buf(e)),
+        ],
+        count,
+        label,
+        flops,
+    )
+}
+
 /// Forward through one Linear over `m` rows: dst = act(inp W^T + b), bias and tanh fused.
 #[allow(clippy::too_many_arguments)]
 fn linear_fwd<'a>(
@@ -341,7 +372,7 @@ fn linear_fwd<'a>(
     dst: &'a wgpu::Buffer,
     hidden: bool,
 ) {
-    let mut u = GemmU {
+    let u = GemmU {
         m: m as u32,
         n: l.out as u32,
         k: l.inp as u32,
@@ -357,20 +388,14 @@ fn linear_fwd<'a>(
         alpha: 1.0,
         ..Default::default()
     };
-    let kernel = gemm_kernel(&mut u);
-    let slot = arena.push(&u);
-    out.push((
-        kernel,
-        vec![
-            (0, Res::Slot(slot.0, slot.1)),
-            (1, Res::Buf(inp)),
-            (2, Res::Buf(params)),
-            (3, Res::Buf(dst)),
-            (4, Res::Buf(params)),
-        ],
-        gemm_count(m, l.out),
+    out.push(gemm_step(
+        arena,
+        u,
+        inp,
+        params,
+        dst,
+        params,
         format!("{} forward [{m}x{} . {}x{}]", l.name, l.inp, l.inp, l.out),
-        2.0 * (m * l.inp * l.out) as f64,
     ));
 }
 
@@ -411,7 +436,7 @@ fn mlp_backward<'a>(
             Some(s) => (FLAG_SCALE_K, s),
             None => (0, &sb.ones),
         };
-        let mut wg = GemmU {
+        let wg = GemmU {
             m: l.out as u32,
             n: l.inp as u32,
             k: m as u32,
@@ -427,20 +452,14 @@ fn mlp_backward<'a>(
             beta: bb.beta,
             ..Default::default()
         };
-        let kernel = gemm_kernel(&mut wg);
-        let slot = arena.push(&wg);
-        out.push((
-            kernel,
-            vec![
-                (0, Res::Slot(slot.0, slot.1)),
-                (1, Res::Buf(delta)),
-                (2, Res::Buf(&acts[i])),
-                (3, Res::Buf(bb.grad)),
-                (4, Res::Buf(e_buf)),
-            ],
-            gemm_count(l.out, l.inp),
+        out.push(gemm_step(
+            arena,
+            wg,
+            delta,
+            &acts[i],
+            bb.grad,
+            e_buf,
             format!("{} weight grad [{}x{m} . {m}x{}]", l.name, l.out, l.inp),
-            2.0 * (m * l.inp * l.out) as f64,
         ));
         // Bias gradient: column sums of delta [m, out], weighted by a where the weight
         // gradient is (the ones buffer otherwise, so the flag alone decides).
@@ -475,7 +494,7 @@ fn mlp_backward<'a>(
                 Some(0) => 1,
                 _ => 0,
             };
-            let mut ig = GemmU {
+            let ig = GemmU {
                 m: m as u32,
                 n: l.inp as u32,
                 k: l.out as u32,
@@ -491,23 +510,17 @@ fn mlp_backward<'a>(
                 alpha: 1.0,
                 ..Default::default()
             };
-            let kernel = gemm_kernel(&mut ig);
-            let slot = arena.push(&ig);
-            out.push((
-                kernel,
-                vec![
-                    (0, Res::Slot(slot.0, slot.1)),
-                    (1, Res::Buf(delta)),
-                    (2, Res::Buf(bb.params)),
-                    (3, Res::Buf(&sb.delta[next])),
-                    (4, Res::Buf(&acts[i])),
-                ],
-                gemm_count(m, l.inp),
+            out.push(gemm_step(
+                arena,
+                ig,
+                delta,
+                bb.params,
+                &sb.delta[next],
+                &acts[i],
                 format!(
                     "{} input grad [{m}x{} . {}x{}]",
                     l.name, l.out, l.out, l.inp
                 ),
-                2.0 * (m * l.inp * l.out) as f64,
             ));
             cur = Some(next);
         }
