@@ -403,6 +403,28 @@ pub fn run_suite(choice: &AdapterChoice, shape: &ParityShape) -> Result<ParityRe
         1e-4,
     ));
 
+    // The same subset step again after a larger pass has reallocated the GPU's buffers (as
+    // validation does between epochs): the cached subset dispatch must follow them.
+    let big = batch * 40;
+    gpu.forward(&binary_data(big, xd, 23), big, 16, &noise)?;
+    cpu.train_step(&x, batch, n8, &noise, &p8, &cfg, lr)?;
+    gpu.train_step(&x, batch, n8, &noise, &p8, &cfg, lr)?;
+    let (sc, sg) = (cpu.take_stats()?, gpu.take_stats()?);
+    rows.push(compare(
+        "weights: subset step after a reallocation",
+        &[sg.objective as f32],
+        &[sc.objective as f32],
+        1e-4,
+        1e-4,
+    ));
+    rows.push(compare(
+        "optim: parameters after it",
+        &gpu.params()?,
+        &cpu.params()?,
+        lr * 0.1,
+        1e-4,
+    ));
+
     // A chunked step: the GPU may hold only 3 samples per datapoint, so N = n runs as
     // chunks of 3, 3, 1 (log-weights pass, then backward chunk by chunk).
     restart(&mut cpu, &params.values)?;

@@ -253,7 +253,9 @@ pub struct GpuBackend {
     profiler: RefCell<Option<GpuProfiler>>,
     peak_bytes: u64,
     /// Subset programs (SUMO, MLMC): their terms, scratch, and the dispatch bound to them.
-    subsets: Option<SubsetState>,
+    subsets: HashMap<(usize, usize, bool), SubsetState>,
+    /// The key of `subsets` the current program uses; None: the plan's own coefficients.
+    active_subset: Option<(usize, usize, bool)>,
     last: Option<(usize, usize)>,
     lw_host: Vec<f32>,
 }
@@ -262,8 +264,6 @@ pub struct GpuBackend {
 struct SubsetState {
     terms: wgpu::Buffer,
     scratch: wgpu::Buffer,
-    /// The shape and the log-weight buffers (per-shape or whole-step) the dispatch reads.
-    key: (usize, usize, bool),
     dispatch: Dispatch,
 }
 
@@ -568,7 +568,8 @@ impl GpuBackend {
             full: None,
             profiler: RefCell::new(None),
             peak_bytes: 0,
-            subsets: None,
+            subsets: HashMap::new(),
+            active_subset: None,
             last: None,
             lw_host: Vec::new(),
             ctx,
@@ -642,6 +643,7 @@ impl GpuBackend {
             });
             self.plans.clear();
             self.full = None;
+            self.subsets.clear();
         }
         if !self.plans.contains_key(&(batch, n, accumulate)) {
             let plan = self.build_plan(batch, n, accumulate);
@@ -1040,18 +1042,12 @@ impl GpuBackend {
         Ok(())
     }
 
-    /// The subset dispatch when the current program is a subset program (`full`: bound to
-    /// the whole-step buffers of a chunked step).
     fn active_subsets(&self, full: bool) -> Option<&Dispatch> {
-        self.subsets
-            .as_ref()
-            .filter(|s| s.key.2 == full)
-            .map(|s| &s.dispatch)
+        self.active_subset
+            .filter(|k| k.2 == full)
+            .map(|k| &self.subsets[&k].dispatch)
     }
 
-    /// Makes the subset kernel ready for `program` on (batch, n): uploads its terms and binds
-    /// it to the per-shape (`full` false) or whole-step log-weights and coefficients. Any other
-    /// program clears it, so the plan's own coefficient dispatch runs.
     fn prepare_subsets(
         &mut self,
         program: &CoefficientProgram,
@@ -1060,60 +1056,51 @@ impl GpuBackend {
         full: bool,
     ) -> Result<()> {
         if !matches!(program, CoefficientProgram::Subsets { .. }) {
-            self.subsets = None;
+            self.active_subset = None;
             return Ok(());
         }
         program.validate(n).map_err(|e| anyhow::anyhow!(e))?;
         let (terms, _, _, stride) = subset_terms(program, n);
-        let need_terms = terms.len().max(1) * 4;
-        let need_scratch = batch * stride.max(1);
-        let reuse = self.subsets.as_ref().is_some_and(|s| {
-            s.key == (batch, n, full)
-                && s.terms.size() >= (need_terms * 4) as u64
-                && s.scratch.size() >= (need_scratch * 4) as u64
-        });
-        if !reuse {
-            let terms_buf = match self.subsets.take() {
-                Some(s) if s.terms.size() >= (need_terms * 4) as u64 => s.terms,
-                _ => self
-                    .ctx
-                    .storage("subset terms", need_terms.next_power_of_two()),
-            };
-            let scratch = self
-                .ctx
-                .storage("subset scratch", need_scratch.next_power_of_two());
+        let key = (batch, n, full);
+        let need_terms = (terms.len().max(1) * 16) as u64;
+        let need_scratch = (batch * stride.max(1) * 4) as u64;
+        // Cached per shape: SUMO and MLMC revisit the same N often. Entries bind the shape
+        // and whole-step buffers, so reallocating those clears them (ensure_shape, ensure_full).
+        let fits = self
+            .subsets
+            .get(&key)
+            .is_some_and(|s| s.terms.size() >= need_terms && s.scratch.size() >= need_scratch);
+        if !fits {
+            let terms_buf = self.ctx.storage(
+                "subset terms",
+                (need_terms as usize / 4).next_power_of_two(),
+            );
+            let scratch = self.ctx.storage(
+                "subset scratch",
+                (need_scratch as usize / 4).next_power_of_two(),
+            );
             let sb = self.shape.as_ref().expect("shape buffers exist");
             let (lw, coef) = match (&self.full, full) {
                 (Some(f), true) => (&f.lw, &f.coef),
                 _ => (&sb.lw, &sb.coef),
             };
             let kernel = self.ctx.kernel(KernelId::SubsetCoefficients);
-            let entries = [
-                wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: self.program_u.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 1,
-                    resource: lw.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 2,
-                    resource: coef.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 3,
-                    resource: sb.objective.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 4,
-                    resource: terms_buf.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 5,
-                    resource: scratch.as_entire_binding(),
-                },
+            let resources = [
+                &self.program_u,
+                lw,
+                coef,
+                &sb.objective,
+                &terms_buf,
+                &scratch,
             ];
+            let entries: Vec<wgpu::BindGroupEntry> = resources
+                .iter()
+                .enumerate()
+                .map(|(i, b)| wgpu::BindGroupEntry {
+                    binding: i as u32,
+                    resource: b.as_entire_binding(),
+                })
+                .collect();
             let group = self
                 .ctx
                 .device
@@ -1129,17 +1116,19 @@ impl GpuBackend {
                 label: format!("subset coefficients [{batch}x{n}]"),
                 flops: 0.0,
             };
-            self.subsets = Some(SubsetState {
-                terms: terms_buf,
-                scratch,
-                key: (batch, n, full),
-                dispatch,
-            });
+            self.subsets.insert(
+                key,
+                SubsetState {
+                    terms: terms_buf,
+                    scratch,
+                    dispatch,
+                },
+            );
         }
-        let st = self.subsets.as_ref().expect("just made");
+        self.active_subset = Some(key);
         self.ctx
             .queue
-            .write_buffer(&st.terms, 0, bytemuck::cast_slice(&terms));
+            .write_buffer(&self.subsets[&key].terms, 0, bytemuck::cast_slice(&terms));
         Ok(())
     }
 
@@ -1179,6 +1168,11 @@ impl GpuBackend {
         if let Some(f) = &self.full {
             total += f.lw.size() + f.coef.size();
         }
+        total += self
+            .subsets
+            .values()
+            .map(|s| s.terms.size() + s.scratch.size())
+            .sum::<u64>();
         total + self.plans.values().map(|p| p._uniforms.size()).sum::<u64>()
     }
 
@@ -1428,6 +1422,7 @@ impl GpuBackend {
             group,
             count: [batch as u32, 1, 1],
         };
+        self.subsets.retain(|k, _| !k.2);
         self.full = Some(FullBuffers {
             batch,
             n,
