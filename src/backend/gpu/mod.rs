@@ -399,6 +399,30 @@ fn linear_fwd<'a>(
     ));
 }
 
+/// Forward through an MLP over `m` rows: acts[i + 1] = tanh(acts[i] W^T + b) for hidden
+/// layers, the last layer linear (its output transform is the caller's kernel).
+fn mlp_forward<'a>(
+    params: &'a wgpu::Buffer,
+    arena: &mut UniformArena,
+    out: &mut Vec<Step<'a>>,
+    layers: &[Linear],
+    m: usize,
+    acts: &'a [wgpu::Buffer],
+) {
+    for (i, l) in layers.iter().enumerate() {
+        linear_fwd(
+            params,
+            arena,
+            out,
+            l,
+            m,
+            &acts[i],
+            &acts[i + 1],
+            i + 1 < layers.len(),
+        );
+    }
+}
+
 /// What every backward GEMM binds besides its own operands.
 struct BackwardBuffers<'a> {
     params: &'a wgpu::Buffer,
@@ -676,18 +700,14 @@ impl GpuBackend {
             ..Default::default()
         });
 
-        for (i, l) in self.layout.encoder.iter().enumerate() {
-            linear_fwd(
-                &self.params,
-                &mut arena,
-                &mut forward,
-                l,
-                batch,
-                &sb.enc[i],
-                &sb.enc[i + 1],
-                i + 1 < self.layout.encoder.len(),
-            );
-        }
+        mlp_forward(
+            &self.params,
+            &mut arena,
+            &mut forward,
+            &self.layout.encoder,
+            batch,
+            &sb.enc,
+        );
         let enc_out = sb.enc.last().expect("encoder output");
         forward.push((
             KernelId::SampleZ,
@@ -705,18 +725,14 @@ impl GpuBackend {
             format!("sample z [{rows}x{zd}]"),
             0.0,
         ));
-        for (i, l) in self.layout.decoder.iter().enumerate() {
-            linear_fwd(
-                &self.params,
-                &mut arena,
-                &mut forward,
-                l,
-                rows,
-                &sb.dec[i],
-                &sb.dec[i + 1],
-                i + 1 < self.layout.decoder.len(),
-            );
-        }
+        mlp_forward(
+            &self.params,
+            &mut arena,
+            &mut forward,
+            &self.layout.decoder,
+            rows,
+            &sb.dec,
+        );
         let logits = sb.dec.last().expect("decoder output");
         forward.push((
             KernelId::LogWeights,
