@@ -26,6 +26,8 @@
 //! The configurations vary `(k, m, L)` across the checks so that both the lag-1 and the lag >= 2
 //! bias-correction weights (`coupling::bc_weight`) are exercised.
 
+mod stats;
+use stats::Welford;
 use std::sync::OnceLock;
 use std::time::Instant;
 
@@ -62,20 +64,24 @@ enum Est {
 /// cost and the meeting times.
 #[derive(Clone, Debug)]
 struct Moments {
-    n: f64,
-    mean: Vec<f64>,
-    m2: Vec<f64>,
+    stats: Welford,
     cost: f64,
     times: Vec<usize>,
     capped: Vec<bool>,
 }
 
+/// Reads of n, mean, m2 and se() go to the shared running moments.
+impl std::ops::Deref for Moments {
+    type Target = Welford;
+    fn deref(&self) -> &Welford {
+        &self.stats
+    }
+}
+
 impl Moments {
     fn new(d: usize) -> Self {
         Moments {
-            n: 0.0,
-            mean: vec![0.0; d],
-            m2: vec![0.0; d],
+            stats: Welford::new(d),
             cost: 0.0,
             times: Vec::new(),
             capped: Vec::new(),
@@ -83,30 +89,14 @@ impl Moments {
     }
 
     fn push(&mut self, v: &[f64]) {
-        self.n += 1.0;
-        for (i, &vi) in v.iter().enumerate() {
-            let delta = vi - self.mean[i];
-            self.mean[i] += delta / self.n;
-            self.m2[i] += delta * (vi - self.mean[i]);
-        }
+        self.stats.push(v);
     }
 
     fn merge(&mut self, o: &Moments) {
-        let n = self.n + o.n;
-        for i in 0..self.mean.len() {
-            let delta = o.mean[i] - self.mean[i];
-            self.m2[i] += o.m2[i] + delta * delta * self.n * o.n / n;
-            self.mean[i] += delta * o.n / n;
-        }
-        self.n = n;
+        self.stats.merge(&o.stats);
         self.cost += o.cost;
         self.times.extend_from_slice(&o.times);
         self.capped.extend_from_slice(&o.capped);
-    }
-
-    /// Standard error of the mean of coordinate `i`.
-    fn se(&self, i: usize) -> f64 {
-        (self.m2[i] / (self.n - 1.0) / self.n).sqrt()
     }
 }
 

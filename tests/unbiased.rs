@@ -34,6 +34,8 @@
 //! (`SumoTail::new(10_000, 0.9)`, `E[K] ~ 8.8`), whose variance is finite in practice; the
 //! default tail is checked too, with the power ratio printed but not asserted.
 
+mod stats;
+use stats::Welford;
 use std::time::Instant;
 
 use rand::SeedableRng;
@@ -126,48 +128,36 @@ impl Est {
 /// Running mean and sum of squared deviations per coordinate (Welford / Chan et al.).
 #[derive(Clone, Debug)]
 struct Moments {
-    n: f64,
-    mean: Vec<f64>,
-    m2: Vec<f64>,
+    stats: Welford,
     samples: f64,
     max_samples: usize,
+}
+
+/// Reads of n, mean, m2 and se() go to the shared running moments.
+impl std::ops::Deref for Moments {
+    type Target = Welford;
+    fn deref(&self) -> &Welford {
+        &self.stats
+    }
 }
 
 impl Moments {
     fn new(d: usize) -> Self {
         Moments {
-            n: 0.0,
-            mean: vec![0.0; d],
-            m2: vec![0.0; d],
+            stats: Welford::new(d),
             samples: 0.0,
             max_samples: 0,
         }
     }
 
     fn push(&mut self, v: &[f64]) {
-        self.n += 1.0;
-        for (i, &vi) in v.iter().enumerate() {
-            let delta = vi - self.mean[i];
-            self.mean[i] += delta / self.n;
-            self.m2[i] += delta * (vi - self.mean[i]);
-        }
+        self.stats.push(v);
     }
 
     fn merge(&mut self, o: &Moments) {
-        let n = self.n + o.n;
-        for i in 0..self.mean.len() {
-            let delta = o.mean[i] - self.mean[i];
-            self.m2[i] += o.m2[i] + delta * delta * self.n * o.n / n;
-            self.mean[i] += delta * o.n / n;
-        }
-        self.n = n;
+        self.stats.merge(&o.stats);
         self.samples += o.samples;
         self.max_samples = self.max_samples.max(o.max_samples);
-    }
-
-    /// Standard error of the mean of coordinate `i`.
-    fn se(&self, i: usize) -> f64 {
-        (self.m2[i] / (self.n - 1.0) / self.n).sqrt()
     }
 }
 
