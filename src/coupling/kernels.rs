@@ -1,11 +1,13 @@
 //! The index draws of the three kernels, single and coupled, as pure functions of the
-//! normalised (or common-scale) importance weights of the particle sets and of uniforms drawn
-//! from the caller's generator.
+//! normalised (or common-scale) importance weights of the particle sets and of given uniforms
+//! in `[0, 1)` (Philox numbers on a backend, the caller's generator on the exact models), so the
+//! host and the device make the same draws.
 //!
 //! Slot conventions for ISIR and DISIR: slot 0 of a set holds the chain's current particle (the
 //! conditioning particle), slots `1..K` the `K - 1` fresh particles, which in a coupled step are
 //! the *same* particles for both chains.
 
+#[cfg(test)]
 use rand::Rng;
 
 /// Index `i` with `sum_{j<i} p_j <= u < sum_{j<=i} p_j` for `u` in `[0, sum p)`; rounding at the
@@ -26,14 +28,16 @@ pub(crate) fn categorical(p: &[f64], u: f64) -> usize {
 }
 
 /// One draw from `p` (need not be normalised).
+#[cfg(test)]
 pub(crate) fn sample_categorical(p: &[f64], rng: &mut impl Rng) -> usize {
     let s: f64 = p.iter().sum();
     categorical(p, rng.random::<f64>() * s)
 }
 
-/// The ISIR selection: an index drawn proportionally to the normalised weights `w`.
-pub(crate) fn isir_select(w: &[f64], rng: &mut impl Rng) -> usize {
-    sample_categorical(w, rng)
+/// The ISIR selection: an index drawn proportionally to the weights `w`, with uniform `u`.
+pub(crate) fn isir_select(w: &[f64], u: f64) -> usize {
+    let s: f64 = w.iter().sum();
+    categorical(w, u * s)
 }
 
 /// Coupled ISIR selection for two sets that share slots `1..K` (the fresh particles) and differ
@@ -47,8 +51,9 @@ pub(crate) fn isir_select(w: &[f64], rng: &mut impl Rng) -> usize {
 /// otherwise each draws independently from its residual `(w - min) / (1 - a)`, whose supports on
 /// the shared slots are disjoint. Each marginal is exactly the ISIR selection.
 ///
-/// Returns `(ix, iy)`; the chains meet iff `ix == iy >= 1`.
-pub(crate) fn isir_select_coupled(wx: &[f64], wy: &[f64], rng: &mut impl Rng) -> (usize, usize) {
+/// Uniforms: `u[0]` decides common part or residuals and places the common draw, `u[1]` and
+/// `u[2]` draw the two residuals. Returns `(ix, iy)`; the chains meet iff `ix == iy >= 1`.
+pub(crate) fn isir_select_coupled(wx: &[f64], wy: &[f64], u: [f64; 3]) -> (usize, usize) {
     debug_assert_eq!(wx.len(), wy.len());
     let k = wx.len();
     let mut common = vec![0.0; k];
@@ -56,9 +61,8 @@ pub(crate) fn isir_select_coupled(wx: &[f64], wy: &[f64], rng: &mut impl Rng) ->
         common[j] = wx[j].min(wy[j]);
     }
     let a: f64 = common.iter().sum();
-    let u = rng.random::<f64>();
-    if u < a {
-        let j = categorical(&common, u);
+    if u[0] < a {
+        let j = categorical(&common, u[0]);
         return (j, j);
     }
     let rx: Vec<f64> = wx
@@ -71,22 +75,21 @@ pub(crate) fn isir_select_coupled(wx: &[f64], wy: &[f64], rng: &mut impl Rng) ->
         .zip(&common)
         .map(|(w, c)| (w - c).max(0.0))
         .collect();
-    (sample_categorical(&rx, rng), sample_categorical(&ry, rng))
+    (isir_select(&rx, u[1]), isir_select(&ry, u[2]))
 }
 
 /// The DISIR move (see the module docs of [`super`] for its status): Liu's (1996) Metropolised
 /// version of ISIR's index draw. `w`: weights of the set on any common scale, slot 0 the current
 /// particle. A fresh slot `j >= 1` is proposed with probability `w_j / W_f`,
 /// `W_f = sum_{j>=1} w_j`, and accepted with probability `min(1, W_f / (W_f - w_j + w_0))`;
-/// otherwise the chain keeps slot 0. Returns the selected slot.
-pub(crate) fn disir_select(w: &[f64], rng: &mut impl Rng) -> usize {
+/// otherwise the chain keeps slot 0. `u[0]` proposes, `u[1]` accepts. Returns the selected slot.
+pub(crate) fn disir_select(w: &[f64], u: [f64; 2]) -> usize {
     let wf: f64 = w[1..].iter().sum();
     if w.len() < 2 || wf <= 0.0 {
         return 0;
     }
-    let j = 1 + categorical(&w[1..], rng.random::<f64>() * wf);
-    let u = rng.random::<f64>();
-    if u * (wf - w[j] + w[0]) < wf {
+    let j = 1 + categorical(&w[1..], u[0] * wf);
+    if u[1] * (wf - w[j] + w[0]) < wf {
         j
     } else {
         0
@@ -98,18 +101,13 @@ pub(crate) fn disir_select(w: &[f64], rng: &mut impl Rng) -> usize {
 /// same scale. The proposal law `w_j / W_f` is the same for both chains, so they propose the
 /// same fresh slot `j`; a common uniform decides acceptance. Both accept (and meet) with
 /// probability `min(alpha_x, alpha_y)`. Returns `(ix, iy)`.
-pub(crate) fn disir_select_coupled(
-    wf: &[f64],
-    w0x: f64,
-    w0y: f64,
-    rng: &mut impl Rng,
-) -> (usize, usize) {
+pub(crate) fn disir_select_coupled(wf: &[f64], w0x: f64, w0y: f64, u: [f64; 2]) -> (usize, usize) {
     let sf: f64 = wf.iter().sum();
     if wf.is_empty() || sf <= 0.0 {
         return (0, 0);
     }
-    let j = 1 + categorical(wf, rng.random::<f64>() * sf);
-    let u = rng.random::<f64>();
+    let j = 1 + categorical(wf, u[0] * sf);
+    let u = u[1];
     let ix = if u * (sf - wf[j - 1] + w0x) < sf {
         j
     } else {
@@ -123,7 +121,7 @@ pub(crate) fn disir_select_coupled(
     (ix, iy)
 }
 
-/// PIMH acceptance with a given uniform in `(0, 1]`: accept the proposed set iff
+/// PIMH acceptance with a given uniform in `[0, 1)`: accept the proposed set iff
 /// `u < Z' / Z`, i.e. `ln u < log_sum' - log_sum` (the sets have the same size, so the ratio of
 /// mean weights is the ratio of sums).
 pub(crate) fn pimh_accept(log_sum_current: f64, log_sum_proposed: f64, u: f64) -> bool {
@@ -174,7 +172,7 @@ mod tests {
         let n = 200_000;
         let (mut cx, mut cy, mut meet) = (vec![0.0; 5], vec![0.0; 5], 0.0);
         for _ in 0..n {
-            let (ix, iy) = isir_select_coupled(&wx, &wy, &mut rng);
+            let (ix, iy) = isir_select_coupled(&wx, &wy, rng.random());
             cx[ix] += 1.0;
             cy[iy] += 1.0;
             // Both keeping slot 0 is allowed (two different particles); equal shared slots
@@ -206,7 +204,7 @@ mod tests {
             let mut perm: Vec<usize> = vec![b];
             perm.extend((0..w.len()).filter(|&i| i != b));
             let wp: Vec<f64> = perm.iter().map(|&i| w[i]).collect();
-            let j = disir_select(&wp, &mut rng);
+            let j = disir_select(&wp, rng.random());
             counts[perm[j]] += 1.0;
         }
         assert_law("disir", &counts, n as f64, &p);
@@ -226,7 +224,7 @@ mod tests {
         };
         let (mut cx, mut cy) = (vec![0.0; 5], vec![0.0; 5]);
         for _ in 0..n {
-            let (ix, iy) = disir_select_coupled(&wf, w0x, w0y, &mut rng);
+            let (ix, iy) = disir_select_coupled(&wf, w0x, w0y, rng.random());
             cx[ix] += 1.0;
             cy[iy] += 1.0;
         }

@@ -122,6 +122,7 @@
 //! (shared while coupled): `2 + (K - 1)(1 + max(m, tau - 1))`. The meeting time decides the
 //! spread of the cost, `m` its floor.
 
+pub mod chain;
 mod kernels;
 mod pool;
 mod stats;
@@ -129,7 +130,6 @@ mod stats;
 pub use stats::MeetingStats;
 
 use crate::exact::ExactModel;
-use kernels::{disir_select, disir_select_coupled, isir_select, isir_select_coupled, pimh_accept};
 use pool::Pool;
 use rand::Rng;
 
@@ -300,7 +300,9 @@ pub fn bc_weight(t: usize, k: usize, m: usize, lag: usize) -> f64 {
 
 /// One draw of the coupled estimator `H_{k:m}` of `grad_theta log p(x)` for datapoint `x`.
 ///
-/// Deterministic given `rng`'s state. The encoder of `model` is the proposal.
+/// Deterministic given `rng`'s state. The encoder of `model` is the proposal. The chains run
+/// through [`chain::step`], the code the training backends run; each time index draws its block
+/// of particles (only when the step reads it) and four uniforms from `rng`.
 ///
 /// # Panics
 /// If `cfg` is invalid ([`CouplingConfig::validate`]).
@@ -314,233 +316,26 @@ pub fn estimate<M: ExactModel + ?Sized>(
         panic!("invalid coupling configuration: {e}");
     }
     let mut pool = Pool::new(model, x);
-    let run = match cfg.kernel {
-        Kernel::Pimh => run_pimh(&mut pool, cfg, rng),
-        Kernel::Isir | Kernel::Disir => run_isir(&mut pool, cfg, rng),
-    };
+    let mut st = chain::ChainState::default();
+    while !st.done {
+        if st.needs_block(cfg) {
+            let end = cfg.step_block(st.t).end;
+            pool.draw_n(end - pool.len(), rng);
+        }
+        let u: [f64; 4] = rng.random();
+        chain::step(cfg, &mut st, &pool.l, u, &mut pool.coef);
+    }
+    debug_assert_eq!(st.particles, pool.len());
     let grad_theta = pool.gradient();
     CouplingEstimate {
         grad_theta,
-        meeting_time: run.meeting_time,
-        capped: run.capped,
-        iterations: run.iterations,
+        meeting_time: st.meeting_time(cfg),
+        capped: st.capped,
+        iterations: st.t,
         proposals: pool.len(),
         coefficients: pool.coef,
         eps: pool.eps,
         log_weights: pool.l,
-    }
-}
-
-struct Run {
-    meeting_time: usize,
-    capped: bool,
-    iterations: usize,
-}
-
-/// An ISIR/DISIR chain state: the current particle and the set it was selected from.
-struct Part {
-    id: usize,
-    prev: Vec<usize>,
-}
-
-fn single_select<M: ExactModel + ?Sized>(
-    kernel: Kernel,
-    pool: &Pool<'_, M>,
-    set: &[usize],
-    rng: &mut impl Rng,
-) -> usize {
-    let w = pool.normalized_weights(set);
-    match kernel {
-        Kernel::Isir => isir_select(&w, rng),
-        Kernel::Disir => disir_select(&w, rng),
-        Kernel::Pimh => unreachable!("PIMH has no index draw"),
-    }
-}
-
-fn coupled_select<M: ExactModel + ?Sized>(
-    kernel: Kernel,
-    pool: &Pool<'_, M>,
-    sx: &[usize],
-    sy: &[usize],
-    rng: &mut impl Rng,
-) -> (usize, usize) {
-    match kernel {
-        Kernel::Isir => {
-            let wx = pool.normalized_weights(sx);
-            let wy = pool.normalized_weights(sy);
-            isir_select_coupled(&wx, &wy, rng)
-        }
-        Kernel::Disir => {
-            // One common scale for both sets (they share slots 1..K).
-            let c = sx
-                .iter()
-                .chain(&sy[..1])
-                .map(|&i| pool.l[i])
-                .fold(f64::NEG_INFINITY, f64::max);
-            let wf: Vec<f64> = sx[1..].iter().map(|&i| (pool.l[i] - c).exp()).collect();
-            let w0x = (pool.l[sx[0]] - c).exp();
-            let w0y = (pool.l[sy[0]] - c).exp();
-            disir_select_coupled(&wf, w0x, w0y, rng)
-        }
-        Kernel::Pimh => unreachable!("PIMH has no index draw"),
-    }
-}
-
-/// Initial state: one particle from `q(z | x)`. There is no earlier set, so `prev` (used only
-/// by the trap, [`RbSet::SelectedFrom`]) is empty and `h(X_0)` is `h(S_0)` for both choices.
-fn init_part<M: ExactModel + ?Sized>(pool: &mut Pool<'_, M>, rng: &mut impl Rng) -> Part {
-    Part {
-        id: pool.draw(rng),
-        prev: Vec::new(),
-    }
-}
-
-/// The particle set `h(X_t)` averages over: the set `built` by the step from `X_t`, or (the
-/// trap) the set `X_t` was selected from, when there is one (not for an initial state).
-fn h_set<'s>(rb: RbSet, part: &'s Part, built: &'s [usize]) -> &'s [usize] {
-    match rb {
-        RbSet::SelectedFrom if !part.prev.is_empty() => &part.prev,
-        _ => built,
-    }
-}
-
-fn run_isir<M: ExactModel + ?Sized>(
-    pool: &mut Pool<'_, M>,
-    cfg: &CouplingConfig,
-    rng: &mut impl Rng,
-) -> Run {
-    let (kk, k, m, lag) = (cfg.particles, cfg.k, cfg.m, cfg.lag);
-    let mcmc_w = 1.0 / (m - k + 1) as f64;
-    let mut x = init_part(pool, rng);
-    let mut y = init_part(pool, rng);
-    let mut tau: Option<usize> = None;
-    let mut t = 0;
-    let capped = loop {
-        // h(X_t) is needed for t <= max(m, tau - 1).
-        if tau.is_some() && t > m {
-            break false;
-        }
-        if t >= cfg.max_iters {
-            break true;
-        }
-        let fresh = pool.draw_n(kk - 1, rng);
-        let mut sx = Vec::with_capacity(kk);
-        sx.push(x.id);
-        sx.extend_from_slice(&fresh);
-        let coupled = t >= lag && tau.is_none();
-        if (k..=m).contains(&t) {
-            pool.add_rb(h_set(cfg.rb_set, &x, &sx), mcmc_w);
-        }
-        if !coupled {
-            let slot = single_select(cfg.kernel, pool, &sx, rng);
-            x = Part {
-                id: sx[slot],
-                prev: sx,
-            };
-        } else {
-            let mut sy = Vec::with_capacity(kk);
-            sy.push(y.id);
-            sy.extend_from_slice(&fresh);
-            let v = bc_weight(t, k, m, lag);
-            if v > 0.0 {
-                pool.add_rb(h_set(cfg.rb_set, &x, &sx), v);
-                pool.add_rb(h_set(cfg.rb_set, &y, &sy), -v);
-            }
-            let (ix, iy) = coupled_select(cfg.kernel, pool, &sx, &sy, rng);
-            if ix == iy && ix >= 1 {
-                tau = Some(t + 1);
-            }
-            x = Part {
-                id: sx[ix],
-                prev: sx,
-            };
-            y = Part {
-                id: sy[iy],
-                prev: sy,
-            };
-        }
-        t += 1;
-    };
-    Run {
-        meeting_time: tau.unwrap_or(cfg.max_iters),
-        capped,
-        iterations: t,
-    }
-}
-
-/// A PIMH state: a particle set and the log of its summed weights.
-#[derive(Clone)]
-struct SetState {
-    ids: Vec<usize>,
-    log_sum: f64,
-}
-
-fn fresh_set<M: ExactModel + ?Sized>(
-    pool: &mut Pool<'_, M>,
-    k: usize,
-    rng: &mut impl Rng,
-) -> SetState {
-    let ids = pool.draw_n(k, rng);
-    let log_sum = pool.log_sum_weights(&ids);
-    SetState { ids, log_sum }
-}
-
-fn run_pimh<M: ExactModel + ?Sized>(
-    pool: &mut Pool<'_, M>,
-    cfg: &CouplingConfig,
-    rng: &mut impl Rng,
-) -> Run {
-    let (kk, k, m, lag) = (cfg.particles, cfg.k, cfg.m, cfg.lag);
-    let mcmc_w = 1.0 / (m - k + 1) as f64;
-    let mut x = fresh_set(pool, kk, rng);
-    let mut y = fresh_set(pool, kk, rng);
-    let mut tau: Option<usize> = None;
-    let mut t = 0;
-    let capped = loop {
-        if tau.is_some() && t > m {
-            break false;
-        }
-        if t >= cfg.max_iters {
-            break true;
-        }
-        if (k..=m).contains(&t) {
-            pool.add_rb(&x.ids, mcmc_w);
-        }
-        let coupled = t >= lag && tau.is_none();
-        if coupled {
-            let v = bc_weight(t, k, m, lag);
-            pool.add_rb(&x.ids, v);
-            pool.add_rb(&y.ids, -v);
-        }
-        // Is X_{t+1} needed? Only while not met or up to m.
-        if tau.is_some() && t + 1 > m {
-            t += 1;
-            break false;
-        }
-        let prop = fresh_set(pool, kk, rng);
-        let u = 1.0 - rng.random::<f64>();
-        // X_{t+1} pairs with Y_{t+1-L}: coupled from t >= L (X alone before).
-        if coupled {
-            let ax = pimh_accept(x.log_sum, prop.log_sum, u);
-            let ay = pimh_accept(y.log_sum, prop.log_sum, u);
-            if ax && ay {
-                tau = Some(t + 1);
-            }
-            if ay {
-                y = prop.clone();
-            }
-            if ax {
-                x = prop;
-            }
-        } else if pimh_accept(x.log_sum, prop.log_sum, u) {
-            x = prop;
-        }
-        t += 1;
-    };
-    Run {
-        meeting_time: tau.unwrap_or(cfg.max_iters),
-        capped,
-        iterations: t,
     }
 }
 

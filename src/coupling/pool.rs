@@ -1,5 +1,5 @@
 //! Every particle an estimate draws, with its log-weight, its decoder gradient `D` and the
-//! coefficient the estimator gives it.
+//! coefficient the estimator gives it (added by [`super::chain::step`]).
 
 use crate::exact::{fill_std_normals, ExactModel, LN_2PI};
 use rand::Rng;
@@ -25,7 +25,6 @@ pub(crate) struct Pool<'a, M: ExactModel + ?Sized> {
     pub(crate) coef: Vec<f64>,
     eps_buf: Vec<f64>,
     z_buf: Vec<f64>,
-    w_buf: Vec<f64>,
 }
 
 impl<'a, M: ExactModel + ?Sized> Pool<'a, M> {
@@ -48,7 +47,6 @@ impl<'a, M: ExactModel + ?Sized> Pool<'a, M> {
             coef: Vec::new(),
             eps_buf: vec![0.0; dz],
             z_buf: vec![0.0; dz],
-            w_buf: Vec::new(),
         }
     }
 
@@ -84,51 +82,6 @@ impl<'a, M: ExactModel + ?Sized> Pool<'a, M> {
     /// Draws `n` particles and returns their ids.
     pub(crate) fn draw_n(&mut self, n: usize, rng: &mut impl Rng) -> Vec<usize> {
         (0..n).map(|_| self.draw(rng)).collect()
-    }
-
-    /// The self-normalised importance weights `softmax(l)` of the particle set `ids`.
-    pub(crate) fn normalized_weights(&self, ids: &[usize]) -> Vec<f64> {
-        let lmax = ids
-            .iter()
-            .map(|&i| self.l[i])
-            .fold(f64::NEG_INFINITY, f64::max);
-        let mut w: Vec<f64> = ids.iter().map(|&i| (self.l[i] - lmax).exp()).collect();
-        let s: f64 = w.iter().sum();
-        w.iter_mut().for_each(|v| *v /= s);
-        w
-    }
-
-    /// `logsumexp` of the log-weights of `ids` (`log Z + ln |ids|`, `Z` the mean weight).
-    pub(crate) fn log_sum_weights(&self, ids: &[usize]) -> f64 {
-        let lmax = ids
-            .iter()
-            .map(|&i| self.l[i])
-            .fold(f64::NEG_INFINITY, f64::max);
-        lmax + ids
-            .iter()
-            .map(|&i| (self.l[i] - lmax).exp())
-            .sum::<f64>()
-            .ln()
-    }
-
-    /// Adds `scale * h(ids)` to the estimate, where `h(ids) = sum_k softmax(l_ids)_k D_k` is the
-    /// Rao-Blackwellised test function of the particle set `ids`.
-    pub(crate) fn add_rb(&mut self, ids: &[usize], scale: f64) {
-        if scale == 0.0 {
-            return;
-        }
-        let mut w = std::mem::take(&mut self.w_buf);
-        w.clear();
-        let lmax = ids
-            .iter()
-            .map(|&i| self.l[i])
-            .fold(f64::NEG_INFINITY, f64::max);
-        w.extend(ids.iter().map(|&i| (self.l[i] - lmax).exp()));
-        let s: f64 = w.iter().sum();
-        for (&i, wi) in ids.iter().zip(&w) {
-            self.coef[i] += scale * wi / s;
-        }
-        self.w_buf = w;
     }
 
     /// `sum_i coef[i] D_i`.
