@@ -76,7 +76,8 @@ impl ChainState {
     /// Whether the next step reads its block of particles (PIMH skips the proposal once the
     /// chains have met and `t + 1 > m`); callers that draw lazily draw it only then.
     pub fn needs_block(&self, cfg: &CouplingConfig) -> bool {
-        !self.done && !(cfg.kernel == Kernel::Pimh && self.tau.is_some() && self.t + 1 > cfg.m)
+        let pimh_finished = cfg.kernel == Kernel::Pimh && self.tau.is_some() && self.t + 1 > cfg.m;
+        !(self.done || pimh_finished)
     }
 
     /// The meeting time as reported: `tau`, or `max_iters` (a lower bound) when capped.
