@@ -458,6 +458,52 @@ pub fn run_suite(choice: &AdapterChoice, shape: &ParityShape) -> Result<ParityRe
         1e-4,
     ));
 
+    // Coupled chains: the whole batch advances in lockstep, each datapoint's chains on one GPU
+    // thread (shaders/coupling.wgsl) against the host's coupling::chain::step; then the
+    // backward over every particle drawn, chunked to what one pass holds (the initial block).
+    for kernel in crate::coupling::Kernel::ALL {
+        let chains = crate::coupling::CouplingConfig {
+            m: 2,
+            max_iters: 60,
+            ..crate::coupling::CouplingConfig::new(kernel, 4)
+        };
+        restart(&mut cpu, &params.values)?;
+        restart(&mut gpu, &params.values)?;
+        gpu.set_row_limit(Some(batch * chains.particles_through(1)));
+        let oc = cpu.chain_step(&x, batch, &noise, &chains, &cfg, lr)?;
+        let og = gpu.chain_step(&x, batch, &noise, &chains, &cfg, lr)?;
+        gpu.set_row_limit(None);
+        let summary = |o: &crate::backend::ChainOutcome| -> Vec<f32> {
+            let mut v = vec![o.iterations as f32];
+            v.extend(o.meeting_times.iter().map(|&t| t as f32));
+            v.extend(o.particles.iter().map(|&p| p as f32));
+            v.extend(o.capped.iter().map(|&c| c as u8 as f32));
+            v
+        };
+        rows.push(compare(
+            &format!("coupling: {kernel} iterations, meeting times, particles"),
+            &summary(&og),
+            &summary(&oc),
+            0.5,
+            0.0,
+        ));
+        rows.push(compare(
+            &format!("coupling: {kernel} gradient"),
+            &gpu.gradient()?,
+            &cpu.gradient()?,
+            1e-4,
+            1e-3,
+        ));
+        let (sc, sg) = (cpu.take_stats()?, gpu.take_stats()?);
+        rows.push(compare(
+            &format!("coupling: {kernel} objective (L_K of the first K)"),
+            &[sg.objective as f32],
+            &[sc.objective as f32],
+            1e-4,
+            1e-4,
+        ));
+    }
+
     // Evaluation L_K: log-sum-exp accumulated on the device over chunks of 5 samples.
     gpu.set_row_limit(Some(5));
     gpu.set_params(&params.values)?;

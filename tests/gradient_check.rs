@@ -279,8 +279,14 @@ fn phi_surrogate(kind: EstimatorKind) -> (Moves, PhiSurrogate) {
         }),
         EstimatorKind::Jvi => (Moves::Both, |l, _, _| jackknife(l)),
         EstimatorKind::JviDreg => (Moves::Draw, |l, l0, _| dot(&jvi_dreg_weights(l0), l)),
-        // Random-size estimators are subset programs, checked in src/estimators/device.rs.
-        EstimatorKind::Sumo | EstimatorKind::MlmcSs | EstimatorKind::MlmcRr => {
+        // Random-size estimators are subset programs, checked in src/estimators/device.rs;
+        // the coupled chains in tests/coupling.rs.
+        EstimatorKind::Sumo
+        | EstimatorKind::MlmcSs
+        | EstimatorKind::MlmcRr
+        | EstimatorKind::CoupledPimh
+        | EstimatorKind::CoupledIsir
+        | EstimatorKind::CoupledDisir => {
             unreachable!("fixed-size estimators only")
         }
     }

@@ -5,6 +5,7 @@
 pub mod cpu;
 pub mod gpu;
 
+use crate::coupling::CouplingConfig;
 use crate::estimators::CoefficientProgram;
 use crate::model::Layout;
 use crate::optim::AdamConfig;
@@ -93,6 +94,20 @@ pub struct StepStats {
     pub grad_norm_decoder: f64,
 }
 
+/// What one coupled-chain training step did ([`Backend::chain_step`]), per datapoint.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ChainOutcome {
+    /// Time indices the batch ran: its slowest datapoint's.
+    pub iterations: usize,
+    /// Meeting time per datapoint (`max_iters`, a lower bound, where capped).
+    pub meeting_times: Vec<u32>,
+    /// Datapoints stopped by `max_iters` before meeting: their estimates are biased.
+    pub capped: Vec<bool>,
+    /// Particles each datapoint's estimate used (its cost); the batch computed
+    /// `particles_through(iterations)` for every datapoint.
+    pub particles: Vec<u32>,
+}
+
 /// One training backend. A training step is `train_step`: forward (log-weights), the
 /// estimator's coefficients from its [`CoefficientProgram`], backward, and Adam, with no
 /// readback; `take_stats` reads the running sums. The separate `forward`, `backward` and
@@ -127,6 +142,24 @@ pub trait Backend {
         cfg: &AdamConfig,
         lr: f64,
     ) -> Result<()>;
+    /// One training step with coupled Markov chains. The program `chains` is interpreted as
+    /// `crate::coupling::chain::step` defines it (the GPU runs its WGSL twin), with the
+    /// uniforms of Philox stream `Coupling` at (`noise.step`, datapoint, time index): every
+    /// time index draws one block of particles for the whole batch (noise sample = particle
+    /// id) and advances each datapoint's chains, until every datapoint is done or capped.
+    /// Then one backward over every particle drawn: decoder coefficients from the chains,
+    /// encoder coefficients IWAE-DReG on the first `K` particles (independent draws from q);
+    /// then Adam. The objective in the stats is the IWAE bound of those `K` particles.
+    #[allow(clippy::too_many_arguments)]
+    fn chain_step(
+        &mut self,
+        x: &[f32],
+        batch: usize,
+        noise: &Noise,
+        chains: &CouplingConfig,
+        cfg: &AdamConfig,
+        lr: f64,
+    ) -> Result<ChainOutcome>;
     /// The sums since the last call, then resets them.
     fn take_stats(&mut self) -> Result<StepStats>;
     /// The most sample rows (batch x n) one forward pass may hold.

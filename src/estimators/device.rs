@@ -85,6 +85,9 @@ impl Estimator {
             EstimatorKind::Sumo | EstimatorKind::MlmcSs | EstimatorKind::MlmcRr => {
                 panic!("{}", super::RANDOM_SIZE_MSG)
             }
+            EstimatorKind::CoupledPimh
+            | EstimatorKind::CoupledIsir
+            | EstimatorKind::CoupledDisir => panic!("{}", super::COUPLED_MSG),
         }
     }
 }

@@ -40,6 +40,9 @@ pub use device::{CoefficientProgram, EncoderRule, SubsetTerm};
 /// Why a fixed-size call was made for a random-size estimator (a programming error).
 const RANDOM_SIZE_MSG: &str =
     "SUMO and MLMC draw their number of samples each step: use Estimator::draw";
+/// Why a coefficient program was asked of a coupled estimator (a programming error).
+const COUPLED_MSG: &str =
+    "coupled chains run until they meet: use Estimator::coupling and Backend::chain_step";
 
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -73,6 +76,13 @@ pub enum EstimatorKind {
     MlmcSs,
     /// Multilevel Monte Carlo, random truncation / Russian roulette (Shi & Cornish 2021).
     MlmcRr,
+    /// Coupled particle independent Metropolis–Hastings chains (Ruiz et al. 2021): unbiased
+    /// for the decoder's grad log p(x); `--k` particles per set.
+    CoupledPimh,
+    /// Coupled iterated sampling importance resampling chains (Ruiz et al. 2021).
+    CoupledIsir,
+    /// Coupled ISIR with a Metropolised index draw (a reconstruction; see `coupling`).
+    CoupledDisir,
 }
 
 impl EstimatorKind {
@@ -104,6 +114,28 @@ impl EstimatorKind {
             EstimatorKind::Sumo => "sumo",
             EstimatorKind::MlmcSs => "mlmc-ss",
             EstimatorKind::MlmcRr => "mlmc-rr",
+            EstimatorKind::CoupledPimh => "coupled-pimh",
+            EstimatorKind::CoupledIsir => "coupled-isir",
+            EstimatorKind::CoupledDisir => "coupled-disir",
+        }
+    }
+
+    /// The coupled Markov chain estimators: a training step runs the chains until they meet
+    /// (`Backend::chain_step`) instead of a coefficient program.
+    pub const COUPLED: [EstimatorKind; 3] = [
+        EstimatorKind::CoupledPimh,
+        EstimatorKind::CoupledIsir,
+        EstimatorKind::CoupledDisir,
+    ];
+
+    /// The Markov kernel of a coupled estimator.
+    pub fn coupling_kernel(self) -> Option<crate::coupling::Kernel> {
+        use crate::coupling::Kernel;
+        match self {
+            EstimatorKind::CoupledPimh => Some(Kernel::Pimh),
+            EstimatorKind::CoupledIsir => Some(Kernel::Isir),
+            EstimatorKind::CoupledDisir => Some(Kernel::Disir),
+            _ => None,
         }
     }
 
@@ -135,12 +167,14 @@ impl EstimatorKind {
         Self::ALL
             .iter()
             .chain(Self::RANDOM_SIZE.iter())
+            .chain(Self::COUPLED.iter())
             .copied()
             .find(|k| k.name() == norm)
             .ok_or_else(|| {
                 let names: Vec<&str> = Self::ALL
                     .iter()
                     .chain(Self::RANDOM_SIZE.iter())
+                    .chain(Self::COUPLED.iter())
                     .map(|k| k.name())
                     .collect();
                 format!(
@@ -154,6 +188,7 @@ impl EstimatorKind {
     pub fn min_samples(self) -> usize {
         match self {
             EstimatorKind::Jvi | EstimatorKind::JviDreg => 2,
+            EstimatorKind::CoupledIsir | EstimatorKind::CoupledDisir => 2,
             _ => 1,
         }
     }
@@ -180,6 +215,33 @@ pub struct Estimator {
     /// Settings of SUMO and MLMC.
     #[serde(default)]
     pub unbiased: UnbiasedOptions,
+    /// Settings of the coupled chains.
+    #[serde(default)]
+    pub chains: ChainOptions,
+}
+
+/// The coupled chains' horizon (`crate::coupling::CouplingConfig` without the kernel and K):
+/// the time average runs over iterations `burn_in..=horizon` (Jacob et al.'s k and m), the
+/// chains are `lag` apart, and a datapoint whose chains have not met by `max_iters` stops
+/// there (the estimate is then biased; training reports how many did).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ChainOptions {
+    pub burn_in: usize,
+    pub horizon: usize,
+    pub lag: usize,
+    pub max_iters: usize,
+}
+
+impl Default for ChainOptions {
+    fn default() -> Self {
+        let c = crate::coupling::CouplingConfig::new(crate::coupling::Kernel::Isir, 2);
+        ChainOptions {
+            burn_in: c.k,
+            horizon: c.m,
+            lag: c.lag,
+            max_iters: c.max_iters,
+        }
+    }
 }
 
 /// How SUMO and MLMC train the encoder.
@@ -256,7 +318,26 @@ impl Estimator {
             kind,
             alpha,
             unbiased: UnbiasedOptions::default(),
+            chains: ChainOptions::default(),
         }
+    }
+
+    /// The coupled chains with `k` particles per set (coupled kinds only), validated.
+    pub fn coupling(&self, k: usize) -> Result<crate::coupling::CouplingConfig, String> {
+        let kernel = self
+            .kind
+            .coupling_kernel()
+            .ok_or_else(|| format!("{} is not a coupled-chain estimator", self.kind))?;
+        let o = &self.chains;
+        let cfg = crate::coupling::CouplingConfig {
+            k: o.burn_in,
+            m: o.horizon,
+            lag: o.lag,
+            max_iters: o.max_iters,
+            ..crate::coupling::CouplingConfig::new(kernel, k)
+        };
+        cfg.validate()?;
+        Ok(cfg)
     }
 
     /// The MLMC estimator these settings describe (MLMC kinds only).
@@ -325,6 +406,9 @@ impl Estimator {
                     level: Some(level),
                 })
             }
+            EstimatorKind::CoupledPimh
+            | EstimatorKind::CoupledIsir
+            | EstimatorKind::CoupledDisir => Err(format!("{}: {COUPLED_MSG}", self.kind)),
             _ => Ok(Draw {
                 n: k,
                 program: self.program(),
@@ -333,9 +417,13 @@ impl Estimator {
         }
     }
 
-    /// Expected samples per datapoint per step (the cost): `k`, m + E[K], or E[2^(level+i0+1)].
+    /// Expected samples per datapoint per step (the cost): `k`, m + E[K], or E[2^(level+i0+1)];
+    /// NaN for the coupled chains, whose cost follows the meeting time (no closed form).
     pub fn expected_samples(&self, k: usize) -> f64 {
         match self.kind {
+            EstimatorKind::CoupledPimh
+            | EstimatorKind::CoupledIsir
+            | EstimatorKind::CoupledDisir => f64::NAN,
             EstimatorKind::Sumo => sumo::SumoTail::DEFAULT.expected_samples(k),
             EstimatorKind::MlmcSs | EstimatorKind::MlmcRr => {
                 self.mlmc().map_or(f64::NAN, |m| m.expected_samples())
@@ -381,6 +469,9 @@ impl Estimator {
             EstimatorKind::Sumo | EstimatorKind::MlmcSs | EstimatorKind::MlmcRr => {
                 panic!("{RANDOM_SIZE_MSG}")
             }
+            EstimatorKind::CoupledPimh
+            | EstimatorKind::CoupledIsir
+            | EstimatorKind::CoupledDisir => panic!("{COUPLED_MSG}"),
         }
     }
 

@@ -5,11 +5,13 @@
 
 pub mod fastmath;
 
-use super::{Backend, GradNorms, Noise, PhaseTimer, RunningLse, StepStats, Timing};
+use super::{Backend, ChainOutcome, GradNorms, Noise, PhaseTimer, RunningLse, StepStats, Timing};
+use crate::coupling::chain::{self, ChainState};
+use crate::coupling::CouplingConfig;
 use crate::estimators::{CoefficientProgram, Coefficients};
 use crate::model::{Layout, Linear};
 use crate::optim::{self, AdamConfig, AdamState};
-use crate::rng;
+use crate::rng::{self, Stream};
 use anyhow::{bail, Result};
 use rayon::prelude::*;
 use std::ops::Range;
@@ -578,6 +580,94 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
+    fn chain_step(
+        &mut self,
+        x: &[f32],
+        batch: usize,
+        noise: &Noise,
+        chains: &CouplingConfig,
+        cfg: &AdamConfig,
+        lr: f64,
+    ) -> Result<ChainOutcome> {
+        chains.validate().map_err(anyhow::Error::msg)?;
+        if batch == 0 {
+            bail!("a training step needs at least one datapoint");
+        }
+        let kk = chains.particles;
+        // Per datapoint: every log-weight drawn so far and the chains' coefficients, by id.
+        let mut hist: Vec<Vec<f64>> = vec![Vec::new(); batch];
+        let mut coef: Vec<Vec<f64>> = vec![Vec::new(); batch];
+        let mut states = vec![ChainState::default(); batch];
+        let mut t = 0;
+        while states.iter().any(|s| !s.done) {
+            let block = chains.step_block(t);
+            let first = if t == 0 { 0 } else { block.start };
+            let len = block.end - first;
+            let per = (self.max_rows() / batch).max(1);
+            for s0 in (first..block.end).step_by(per) {
+                let l = per.min(block.end - s0);
+                let lw = self.forward(
+                    x,
+                    batch,
+                    l,
+                    &Noise {
+                        first_sample: noise.first_sample + s0 as u32,
+                        ..*noise
+                    },
+                )?;
+                for (r, h) in hist.iter_mut().enumerate() {
+                    h.extend(lw[r * l..(r + 1) * l].iter().map(|&v| v as f64));
+                }
+            }
+            debug_assert!(hist.iter().all(|h| h.len() == first + len));
+            for (r, st) in states.iter_mut().enumerate() {
+                coef[r].resize(block.end, 0.0);
+                let u = rng::uniforms4(
+                    noise.seed,
+                    Stream::Coupling,
+                    noise.step,
+                    noise.first_datapoint + r as u32,
+                    t as u32,
+                )
+                .map(|v| v as f64);
+                chain::step(chains, st, &hist[r], u, &mut coef[r]);
+            }
+            t += 1;
+        }
+        // Decoder: the chains' coefficients; encoder: IWAE-DReG on the first K particles.
+        let n = chains.particles_through(t);
+        let (mut a, mut b) = (vec![0.0f32; batch * n], vec![0.0f32; batch * n]);
+        let mut objective = 0.0;
+        let dreg =
+            crate::estimators::Estimator::new(crate::estimators::EstimatorKind::IwaeDreg, 0.0);
+        let (mut wa, mut wb, mut wc) = (vec![0.0; kk], vec![0.0; kk], vec![0.0; kk]);
+        for r in 0..batch {
+            for (dst, &v) in a[r * n..(r + 1) * n].iter_mut().zip(&coef[r]) {
+                *dst = v as f32;
+            }
+            objective += dreg.coefficients_row(&hist[r][..kk], &mut wa, &mut wb, &mut wc);
+            for (dst, &v) in b[r * n..r * n + kk].iter_mut().zip(&wb) {
+                *dst = v as f32;
+            }
+        }
+        let c = vec![0.0f32; batch * n];
+        let norms = self.backward_in_chunks(x, batch, n, noise, &a, &b, &c)?;
+        self.optimizer_step(cfg, lr)?;
+        self.stats.steps += 1;
+        self.stats.objective += objective / batch as f64;
+        self.stats.grad_norm_encoder += norms.encoder;
+        self.stats.grad_norm_decoder += norms.decoder;
+        Ok(ChainOutcome {
+            iterations: t,
+            meeting_times: states
+                .iter()
+                .map(|s| s.meeting_time(chains) as u32)
+                .collect(),
+            capped: states.iter().map(|s| s.capped).collect(),
+            particles: states.iter().map(|s| s.particles as u32).collect(),
+        })
+    }
+
     fn take_stats(&mut self) -> Result<StepStats> {
         Ok(std::mem::take(&mut self.stats))
     }
@@ -864,9 +954,30 @@ impl CpuBackend {
         }
         let mut coeffs = std::mem::take(&mut self.coeffs);
         program.coefficients_into(&full, batch, n, &mut coeffs);
+        let norms = self.backward_in_chunks(x, batch, n, noise, &coeffs.a, &coeffs.b, &coeffs.c)?;
+        let objective = coeffs.objective.iter().sum::<f64>() / batch as f64;
+        self.coeffs = coeffs;
+        Ok((norms, objective))
+    }
+
+    /// The backward of a step over `n` samples with given coefficients `[batch, n]`: each
+    /// chunk's forward pass again (same noise, same z), its backward added into the gradient.
+    #[allow(clippy::too_many_arguments)]
+    fn backward_in_chunks(
+        &mut self,
+        x: &[f32],
+        batch: usize,
+        n: usize,
+        noise: &Noise,
+        a: &[f32],
+        b: &[f32],
+        c: &[f32],
+    ) -> Result<GradNorms> {
+        let per = (self.max_rows() / batch).max(1);
         let mut norms = GradNorms::default();
         let (mut ca, mut cb, mut cc) = (Vec::new(), Vec::new(), Vec::new());
-        for (ci, &(s0, len)) in chunks.iter().enumerate() {
+        for (ci, s0) in (0..n).step_by(per).enumerate() {
+            let len = per.min(n - s0);
             self.forward(
                 x,
                 batch,
@@ -876,21 +987,15 @@ impl CpuBackend {
                     ..*noise
                 },
             )?;
-            for (dst, src) in [
-                (&mut ca, &coeffs.a),
-                (&mut cb, &coeffs.b),
-                (&mut cc, &coeffs.c),
-            ] {
+            for (dst, src) in [(&mut ca, a), (&mut cb, b), (&mut cc, c)] {
                 dst.clear();
-                for b in 0..batch {
-                    dst.extend_from_slice(&src[b * n + s0..b * n + s0 + len]);
+                for r in 0..batch {
+                    dst.extend_from_slice(&src[r * n + s0..r * n + s0 + len]);
                 }
             }
             norms = self.backward_impl(&ca, &cb, &cc, ci > 0)?;
         }
-        let objective = coeffs.objective.iter().sum::<f64>() / batch as f64;
-        self.coeffs = coeffs;
-        Ok((norms, objective))
+        Ok(norms)
     }
 
     /// Bytes held by parameters, optimizer state, activations and worker scratch.

@@ -35,10 +35,12 @@ pub enum KernelId {
     AccumulateStats,
     LseAccumulate,
     SubsetCoefficients,
+    ChainStep,
+    ChainEncoder,
 }
 
 impl KernelId {
-    pub const ALL: [KernelId; 12] = [
+    pub const ALL: [KernelId; 14] = [
         KernelId::Gemm,
         KernelId::GemmVec4,
         KernelId::ColumnSums,
@@ -51,6 +53,8 @@ impl KernelId {
         KernelId::AccumulateStats,
         KernelId::LseAccumulate,
         KernelId::SubsetCoefficients,
+        KernelId::ChainStep,
+        KernelId::ChainEncoder,
     ];
 
     /// (family, entry point, bindings as the WGSL declares them).
@@ -128,6 +132,16 @@ impl KernelId {
                 Family::Weights,
                 "lse_accumulate",
                 seq(&[Uniform, Read, ReadWrite]),
+            ),
+            KernelId::ChainStep => (
+                Family::Coupling,
+                "chain_step",
+                seq(&[Uniform, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite]),
+            ),
+            KernelId::ChainEncoder => (
+                Family::Coupling,
+                "chain_encoder",
+                vec![(0, Uniform), (2, ReadWrite), (4, ReadWrite), (6, ReadWrite)],
             ),
         }
     }

@@ -3,10 +3,12 @@
 //! then writes the minibatch and three small uniforms, records the plan into one compute
 //! pass and submits once, reading nothing back.
 
+mod chains;
 pub mod context;
 pub mod shaders;
 
-use super::{Backend, GradNorms, Noise, StepStats, Timing};
+use super::{Backend, ChainOutcome, GradNorms, Noise, StepStats, Timing};
+use crate::coupling::CouplingConfig;
 use crate::estimators::{CoefficientProgram, EncoderRule};
 use crate::model::{Layout, Linear};
 use crate::optim::{AdamConfig, AdamState};
@@ -258,6 +260,8 @@ pub struct GpuBackend {
     active_subset: Option<(usize, usize, bool)>,
     last: Option<(usize, usize)>,
     lw_host: Vec<f32>,
+    /// The coupled chains' device state (`chain_step`).
+    chains: Option<chains::ChainBuffers>,
 }
 
 /// The buffers and dispatch of the subset coefficient kernel for the current program.
@@ -596,6 +600,7 @@ impl GpuBackend {
             active_subset: None,
             last: None,
             lw_host: Vec::new(),
+            chains: None,
             ctx,
         };
         Ok(b)
@@ -1184,6 +1189,9 @@ impl GpuBackend {
         if let Some(f) = &self.full {
             total += f.lw.size() + f.coef.size();
         }
+        if let Some(c) = &self.chains {
+            total += c.bytes();
+        }
         total += self
             .subsets
             .values()
@@ -1593,6 +1601,18 @@ impl Backend for GpuBackend {
         )?;
         self.last = Some((batch, n));
         Ok(())
+    }
+
+    fn chain_step(
+        &mut self,
+        x: &[f32],
+        batch: usize,
+        noise: &Noise,
+        chains: &CouplingConfig,
+        cfg: &AdamConfig,
+        lr: f64,
+    ) -> Result<ChainOutcome> {
+        self.chain_step_gpu(x, batch, noise, chains, cfg, lr)
     }
 
     fn lse_chunk(

@@ -9,15 +9,17 @@ pub enum Family {
     Vae,
     Weights,
     Optim,
+    Coupling,
 }
 
 impl Family {
-    pub const ALL: [Family; 5] = [
+    pub const ALL: [Family; 6] = [
         Family::Rng,
         Family::Matmul,
         Family::Vae,
         Family::Weights,
         Family::Optim,
+        Family::Coupling,
     ];
 
     pub fn file(self) -> &'static str {
@@ -27,6 +29,7 @@ impl Family {
             Family::Vae => "vae.wgsl",
             Family::Weights => "weights.wgsl",
             Family::Optim => "optim.wgsl",
+            Family::Coupling => "coupling.wgsl",
         }
     }
 
@@ -37,6 +40,7 @@ impl Family {
             Family::Vae => include_str!("../../../shaders/vae.wgsl"),
             Family::Weights => include_str!("../../../shaders/weights.wgsl"),
             Family::Optim => include_str!("../../../shaders/optim.wgsl"),
+            Family::Coupling => include_str!("../../../shaders/coupling.wgsl"),
         }
     }
 
@@ -44,7 +48,7 @@ impl Family {
     pub fn source(self, subgroups: bool) -> String {
         let own = preprocess(self.own_source(), subgroups);
         match self {
-            Family::Vae => format!("{}\n{}", Family::Rng.own_source(), own),
+            Family::Vae | Family::Coupling => format!("{}\n{}", Family::Rng.own_source(), own),
             _ => own,
         }
     }

@@ -1,0 +1,307 @@
+//! Coupled Markov chains on the GPU ([`Backend::chain_step`](crate::backend::Backend)): per
+//! time index, one forward pass draws the block of particles of every datapoint and
+//! `chain_step` (shaders/coupling.wgsl) advances every datapoint's chains in parallel, one
+//! thread each; the host reads back only the number of datapoints still running. Then one
+//! chunked backward over every particle drawn with the coefficients the chains left on the
+//! device.
+
+use super::context::KernelId;
+use super::{groups_1d, GpuBackend, Part};
+use crate::backend::{Backend, ChainOutcome, Noise};
+use crate::coupling::{CouplingConfig, Kernel};
+use crate::optim::AdamConfig;
+use anyhow::{bail, Result};
+use bytemuck::{Pod, Zeroable};
+
+/// State words per datapoint; the layout is documented in shaders/coupling.wgsl.
+const STATE_WORDS: usize = 8;
+const FLAG_CAPPED: u32 = 2;
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable, Default)]
+struct ChainU {
+    batch: u32,
+    cap: u32,
+    kernel: u32,
+    kk: u32,
+    burn_in: u32,
+    horizon: u32,
+    lag: u32,
+    max_iters: u32,
+    t: u32,
+    start: u32,
+    len: u32,
+    step: u32,
+    seed_lo: u32,
+    seed_hi: u32,
+    first_datapoint: u32,
+    _pad: u32,
+}
+
+/// The chains' device state for one (batch, particle cap).
+pub(super) struct ChainBuffers {
+    batch: usize,
+    cap: usize,
+    /// [batch, cap]: every log-weight drawn so far.
+    hist: wgpu::Buffer,
+    /// [3, batch, cap]: decoder, path and score coefficients.
+    coef: wgpu::Buffer,
+    /// [batch, STATE_WORDS] u32.
+    state: wgpu::Buffer,
+    /// One u32: datapoints still running after the last time index.
+    active: wgpu::Buffer,
+    uniform: wgpu::Buffer,
+}
+
+impl ChainBuffers {
+    pub(super) fn bytes(&self) -> u64 {
+        [
+            &self.hist,
+            &self.coef,
+            &self.state,
+            &self.active,
+            &self.uniform,
+        ]
+        .iter()
+        .map(|b| b.size())
+        .sum()
+    }
+}
+
+impl GpuBackend {
+    fn ensure_chains(&mut self, batch: usize, cap: usize) -> Result<()> {
+        if self
+            .chains
+            .as_ref()
+            .is_some_and(|c| c.batch == batch && c.cap == cap)
+        {
+            return Ok(());
+        }
+        let max_binding = self.ctx.limits.max_storage_buffer_binding_size as usize;
+        if 3 * batch * cap * 4 > max_binding {
+            bail!(
+                "coupled chains with --batch {batch} and up to {cap} particles per datapoint need {} MiB in one binding, more than this adapter's {} MiB; lower --max-iters, --k or --batch",
+                (3 * batch * cap * 4) >> 20,
+                max_binding >> 20
+            );
+        }
+        let ctx = &self.ctx;
+        self.chains = Some(ChainBuffers {
+            batch,
+            cap,
+            hist: ctx.storage("chain log-weights", batch * cap),
+            coef: ctx.storage("chain coefficients", 3 * batch * cap),
+            state: ctx.storage("chain state", batch * STATE_WORDS),
+            active: ctx.storage("chains running", 1),
+            uniform: ctx.uniform("chain", std::mem::size_of::<ChainU>()),
+        });
+        self.peak_bytes = self.peak_bytes.max(self.live_bytes());
+        Ok(())
+    }
+
+    fn chain_group(&self, kernel: KernelId, entries: &[(u32, &wgpu::Buffer)]) -> wgpu::BindGroup {
+        let layout = &self.ctx.kernel(kernel).layout;
+        let entries: Vec<wgpu::BindGroupEntry> = entries
+            .iter()
+            .map(|&(binding, buf)| wgpu::BindGroupEntry {
+                binding,
+                resource: buf.as_entire_binding(),
+            })
+            .collect();
+        self.ctx
+            .device
+            .create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("coupled chains"),
+                layout,
+                entries: &entries,
+            })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn chain_step_gpu(
+        &mut self,
+        x: &[f32],
+        batch: usize,
+        noise: &Noise,
+        chains: &CouplingConfig,
+        cfg: &AdamConfig,
+        lr: f64,
+    ) -> Result<ChainOutcome> {
+        chains.validate().map_err(anyhow::Error::msg)?;
+        if chains.rb_set != crate::coupling::RbSet::Built {
+            bail!("the GPU runs the correct test function only (RbSet::Built)");
+        }
+        if batch == 0 {
+            bail!("a training step needs at least one datapoint");
+        }
+        let first_len = chains.particles_through(1);
+        let per_step = chains.particles_per_step();
+        if batch * first_len > self.max_rows() {
+            bail!(
+                "--batch {batch} x {first_len} initial particles exceeds the rows this adapter binds at once ({}); lower --batch or --k",
+                self.max_rows()
+            );
+        }
+        self.ensure_shape(batch, first_len, false)?;
+        self.ensure_shape(batch, per_step, false)?;
+        let cap = chains.particle_cap();
+        self.ensure_chains(batch, cap)?;
+        self.upload_x(x, batch)?;
+        let base = ChainU {
+            batch: batch as u32,
+            cap: cap as u32,
+            kernel: match chains.kernel {
+                Kernel::Pimh => 0,
+                Kernel::Isir => 1,
+                Kernel::Disir => 2,
+            },
+            kk: chains.particles as u32,
+            burn_in: chains.k as u32,
+            horizon: chains.m as u32,
+            lag: chains.lag as u32,
+            max_iters: chains.max_iters as u32,
+            step: noise.step,
+            seed_lo: noise.seed as u32,
+            seed_hi: (noise.seed >> 32) as u32,
+            first_datapoint: noise.first_datapoint,
+            ..Default::default()
+        };
+        let cb = self.chains.as_ref().expect("chain buffers");
+        let sb = self.shape.as_ref().expect("shape buffers");
+        let step_group = self.chain_group(
+            KernelId::ChainStep,
+            &[
+                (0, &cb.uniform),
+                (1, &sb.lw),
+                (2, &cb.hist),
+                (3, &cb.state),
+                (4, &cb.coef),
+                (5, &cb.active),
+            ],
+        );
+        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+        enc.clear_buffer(&cb.state, 0, None);
+        enc.clear_buffer(&cb.coef, 0, None);
+        self.ctx.queue.submit([enc.finish()]);
+        let mut t = 0;
+        loop {
+            let block = chains.step_block(t);
+            let first = if t == 0 { 0 } else { block.start };
+            let len = block.end - first;
+            self.write_noise(&Noise {
+                first_sample: noise.first_sample + first as u32,
+                ..*noise
+            });
+            let cb = self.chains.as_ref().expect("chain buffers");
+            let u = ChainU {
+                t: t as u32,
+                start: first as u32,
+                len: len as u32,
+                ..base
+            };
+            self.ctx
+                .queue
+                .write_buffer(&cb.uniform, 0, bytemuck::bytes_of(&u));
+            let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+            enc.clear_buffer(&cb.active, 0, None);
+            self.record(&mut enc, (batch, len, false), &[Part::Forward]);
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                pass.set_pipeline(&self.ctx.kernel(KernelId::ChainStep).pipeline);
+                pass.set_bind_group(0, &step_group, &[]);
+                let g = groups_1d(batch, 64);
+                pass.dispatch_workgroups(g[0], g[1], g[2]);
+            }
+            self.ctx.queue.submit([enc.finish()]);
+            let running: u32 =
+                bytemuck::pod_read_unaligned(&self.ctx.read_bytes(&cb.active, 0, 4)?);
+            t += 1;
+            if running == 0 {
+                break;
+            }
+        }
+        // The backward over every particle drawn, chunk by chunk, as a chunked train step.
+        let n = chains.particles_through(t);
+        let per = (self.max_rows() / batch).max(1);
+        let chunks: Vec<(usize, usize)> = (0..n)
+            .step_by(per)
+            .map(|s0| (s0, per.min(n - s0)))
+            .collect();
+        for &(_, len) in &chunks {
+            self.ensure_shape(batch, len, false)?;
+            self.ensure_shape(batch, len, true)?;
+        }
+        self.upload_x(x, batch)?;
+        let cb = self.chains.as_ref().expect("chain buffers");
+        let sb = self.shape.as_ref().expect("shape buffers");
+        let encoder_group = self.chain_group(
+            KernelId::ChainEncoder,
+            &[
+                (0, &cb.uniform),
+                (2, &cb.hist),
+                (4, &cb.coef),
+                (6, &sb.objective),
+            ],
+        );
+        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            pass.set_pipeline(&self.ctx.kernel(KernelId::ChainEncoder).pipeline);
+            pass.set_bind_group(0, &encoder_group, &[]);
+            let g = groups_1d(batch, 64);
+            pass.dispatch_workgroups(g[0], g[1], g[2]);
+        }
+        self.ctx.queue.submit([enc.finish()]);
+        self.write_adam(None, batch);
+        for (ci, &(s0, len)) in chunks.iter().enumerate() {
+            self.write_noise(&Noise {
+                first_sample: noise.first_sample + s0 as u32,
+                ..*noise
+            });
+            let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+            self.record(&mut enc, (batch, len, false), &[Part::Forward]);
+            let (sb, cb) = (
+                self.shape.as_ref().expect("shape buffers"),
+                self.chains.as_ref().expect("chain buffers"),
+            );
+            let chunk_rows = batch * len;
+            for part in 0..3 {
+                for b in 0..batch {
+                    enc.copy_buffer_to_buffer(
+                        &cb.coef,
+                        ((part * batch * cap + b * cap + s0) * 4) as u64,
+                        &sb.coef,
+                        ((part * chunk_rows + b * len) * 4) as u64,
+                        (len * 4) as u64,
+                    );
+                }
+            }
+            self.record(&mut enc, (batch, len, ci > 0), &[Part::Backward]);
+            self.ctx.queue.submit([enc.finish()]);
+        }
+        self.write_adam(Some((cfg, lr)), batch);
+        self.run(batch, chunks[0].1, &[Part::Adam, Part::Stats])?;
+        self.last = None;
+        let cb = self.chains.as_ref().expect("chain buffers");
+        let words: Vec<u32> = bytemuck::pod_collect_to_vec(&self.ctx.read_bytes(
+            &cb.state,
+            0,
+            (batch * STATE_WORDS * 4) as u64,
+        )?);
+        let mut out = ChainOutcome {
+            iterations: t,
+            ..Default::default()
+        };
+        for s in words.chunks_exact(STATE_WORDS) {
+            let capped = s[2] & FLAG_CAPPED != 0;
+            out.meeting_times.push(if s[1] == 0 {
+                chains.max_iters as u32
+            } else {
+                s[1]
+            });
+            out.capped.push(capped);
+            out.particles.push(s[5]);
+        }
+        Ok(out)
+    }
+}
