@@ -57,7 +57,7 @@ impl<'a> StepDriver<'a> {
         }
     }
 
-    /// One step: draw and binarize a minibatch, then `train_step`.
+    /// One step: draw and binarize a minibatch, then the estimator's training step.
     pub fn step(&mut self, backend: &mut dyn Backend) -> Result<()> {
         let n = self.ds.train.count;
         self.idx
@@ -71,16 +71,14 @@ impl<'a> StepDriver<'a> {
             first_datapoint: 0,
             first_sample: 0,
         };
-        let draw = self
-            .estimator
-            .draw(self.k, &mut self.levels)
-            .map_err(anyhow::Error::msg)?;
-        backend.train_step(
+        crate::train::estimator_step(
+            backend,
+            &self.estimator,
+            self.k,
             &self.x,
             self.batch,
-            draw.n,
             &noise,
-            &draw.program,
+            &mut self.levels,
             &self.adam,
             1e-3,
         )?;

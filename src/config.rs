@@ -82,6 +82,11 @@ impl TrainConfig {
                 .mlmc()
                 .map_err(|e| anyhow::anyhow!("{e} (check --mlmc-p, --mlmc-i0 and --mlmc-cap)"))?;
         }
+        if self.estimator.kind.coupling_kernel().is_some() {
+            self.estimator.coupling(self.k).map_err(|e| {
+                anyhow::anyhow!("{e} (check --k, --chain-k, --chain-m, --lag and --max-iters)")
+            })?;
+        }
         if self.estimator.unbiased.encoder != crate::estimators::EncoderChoice::Dreg
             && !self.estimator.kind.is_random_size()
         {

@@ -5,7 +5,9 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use unbiased_vae::config::{BackendChoice, TrainConfig};
 use unbiased_vae::data;
-use unbiased_vae::estimators::{EncoderChoice, Estimator, EstimatorKind, UnbiasedOptions};
+use unbiased_vae::estimators::{
+    ChainOptions, EncoderChoice, Estimator, EstimatorKind, UnbiasedOptions,
+};
 use unbiased_vae::eval;
 use unbiased_vae::model::{checkpoint, Arch};
 use unbiased_vae::optim::{AdamConfig, Schedule};
@@ -88,12 +90,24 @@ impl From<BackendArg> for BackendChoice {
 struct TrainArgs {
     #[command(flatten)]
     common: CommonArgs,
-    /// Gradient estimator: elbo, iwae, stl, iwae-dreg, rws, rws-dreg, dreg, jvi, jvi-dreg.
+    /// Gradient estimator: elbo, iwae, stl, iwae-dreg, rws, rws-dreg, dreg, jvi, jvi-dreg, sumo, mlmc-ss, mlmc-rr, coupled-pimh, coupled-isir, coupled-disir.
     #[arg(long, default_value = "iwae")]
     estimator: EstimatorKind,
-    /// Samples per datapoint (SUMO: the minimum m; MLMC: unused, see --mlmc-i0).
+    /// Samples per datapoint (SUMO: the minimum m; MLMC: unused, see --mlmc-i0; coupled-*: particles per set).
     #[arg(long, default_value_t = 5)]
     k: usize,
+    /// Coupled chains: the time average H_{k:m} starts at iteration --chain-k ...
+    #[arg(long, default_value_t = 0)]
+    chain_k: usize,
+    /// ... and ends at --chain-m.
+    #[arg(long, default_value_t = 4)]
+    chain_m: usize,
+    /// Coupled chains: the lag L between the two chains.
+    #[arg(long, default_value_t = 1)]
+    lag: usize,
+    /// Coupled chains: iterations before a datapoint stops unmet (counted and reported).
+    #[arg(long, default_value_t = 1000)]
+    max_iters: usize,
     /// MLMC level distribution P(k) = p (1 - p)^k; finite cost needs p > 1/2, finite variance p < 3/4.
     #[arg(long, default_value_t = 0.6)]
     mlmc_p: f64,
@@ -501,6 +515,12 @@ fn run_train(a: TrainArgs) -> Result<()> {
                     EncoderArg::Variance => EncoderChoice::Variance,
                 },
             },
+            chains: ChainOptions {
+                burn_in: a.chain_k,
+                horizon: a.chain_m,
+                lag: a.lag,
+                max_iters: a.max_iters,
+            },
             ..Estimator::new(a.estimator, a.alpha)
         },
         k: a.k,
@@ -540,7 +560,19 @@ fn run_train(a: TrainArgs) -> Result<()> {
         println!(
             "epoch {:>3}  objective {:>9.3}  val L_{} {:>9.3} ± {:.3}  {:>6.1} s  {:>8.0} datapoints/s",
             m.epoch, m.train_objective, m.val_k, m.val_lk, m.val_lk_stderr, m.seconds, m.datapoints_per_s
-        )
+        );
+        if let Some(c) = &m.chains {
+            println!(
+                "           chains met at t = {:.2} on average (90% by {}, max {}); {:.1} samples per datapoint used, {:.1} computed",
+                c.meeting_time_mean, c.meeting_time_p90, c.meeting_time_max, m.samples_per_datapoint, c.computed_samples_per_datapoint
+            );
+            if c.capped > 0 {
+                eprintln!(
+                    "warning: epoch {}: {} datapoint-steps reached --max-iters before their chains met; those gradients are truncated and biased (raise --max-iters)",
+                    m.epoch, c.capped
+                );
+            }
+        }
     })?;
     let best = outcome.epochs.last().map(|m| m.val_lk).unwrap_or(f64::NAN);
     println!(

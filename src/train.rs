@@ -2,11 +2,13 @@
 //! per-epoch validation, metrics and checkpoints.
 
 use crate::backend::gpu::{AdapterChoice, GpuBackend};
-use crate::backend::{cpu::CpuBackend, Backend, Noise};
+use crate::backend::{cpu::CpuBackend, Backend, ChainOutcome, Noise};
 use crate::config::{BackendChoice, TrainConfig};
 use crate::data::{self, Dataset};
+use crate::estimators::Estimator;
 use crate::eval;
 use crate::model::{checkpoint, Params};
+use crate::optim::AdamConfig;
 use crate::report;
 use crate::rng::Stream;
 use anyhow::{bail, Context, Result};
@@ -36,12 +38,79 @@ pub struct EpochMetrics {
     /// Mean L2 norm of the minibatch gradients, encoder (phi) and decoder (theta).
     pub grad_norm_encoder: f64,
     pub grad_norm_decoder: f64,
-    /// Mean samples per datapoint per step this epoch (the cost), and its expectation.
+    /// Mean samples per datapoint per step this epoch (the cost), and its expectation (None
+    /// for the coupled chains, whose cost follows the meeting time: `samples_per_datapoint` is
+    /// then its running estimate and `chains` the meeting-time distribution).
     pub samples_per_datapoint: f64,
-    pub expected_samples_per_datapoint: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected_samples_per_datapoint: Option<f64>,
     /// SUMO's tail lengths K or MLMC's levels drawn this epoch: value -> minibatches.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub levels: Option<std::collections::BTreeMap<u32, usize>>,
+    /// Coupled chains: meeting times and cost this epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chains: Option<ChainMetrics>,
+}
+
+/// A coupled-chain epoch: one meeting time per datapoint and step.
+#[derive(Clone, Debug, Serialize)]
+pub struct ChainMetrics {
+    pub meeting_time_mean: f64,
+    pub meeting_time_p90: usize,
+    pub meeting_time_max: usize,
+    /// Datapoint-steps stopped by the iteration cap before meeting: their gradients are
+    /// truncated, hence biased.
+    pub capped: usize,
+    /// Mean time indices per step: the batch runs until its slowest datapoint is done.
+    pub iterations_mean: f64,
+    /// Mean particles per datapoint per step the batch computed (every datapoint draws until
+    /// the slowest is done); `samples_per_datapoint` counts only those each estimate used.
+    pub computed_samples_per_datapoint: f64,
+}
+
+/// What one training step drew and cost.
+#[derive(Clone, Debug, Default)]
+pub struct StepInfo {
+    /// Samples per datapoint the estimate used (mean over the batch).
+    pub samples: f64,
+    /// SUMO's tail length or MLMC's level.
+    pub level: Option<u32>,
+    /// Coupled chains: what the chains did.
+    pub chains: Option<ChainOutcome>,
+}
+
+/// One training step of `estimator` (`k` samples, SUMO's m, or the coupled chains' K): a
+/// coefficient-program step, SUMO's and MLMC's size drawn from `levels`, or a coupled-chain
+/// step. The CLI's training loop and the benchmarks share it.
+#[allow(clippy::too_many_arguments)]
+pub fn estimator_step(
+    backend: &mut dyn Backend,
+    estimator: &Estimator,
+    k: usize,
+    x: &[f32],
+    batch: usize,
+    noise: &Noise,
+    levels: &mut impl rand::Rng,
+    adam: &AdamConfig,
+    lr: f64,
+) -> Result<StepInfo> {
+    if estimator.kind.coupling_kernel().is_some() {
+        let chains = estimator.coupling(k).map_err(anyhow::Error::msg)?;
+        let o = backend.chain_step(x, batch, noise, &chains, adam, lr)?;
+        let samples = o.particles.iter().map(|&p| p as f64).sum::<f64>() / batch as f64;
+        return Ok(StepInfo {
+            samples,
+            level: None,
+            chains: Some(o),
+        });
+    }
+    let draw = estimator.draw(k, levels).map_err(anyhow::Error::msg)?;
+    backend.train_step(x, batch, draw.n, noise, &draw.program, adam, lr)?;
+    Ok(StepInfo {
+        samples: draw.n as f64,
+        level: draw.level,
+        chains: None,
+    })
 }
 
 /// What a run should say before it starts: MLMC's p outside the range with finite cost and
@@ -157,7 +226,8 @@ fn run_epochs(
     let val_x = data::binarize_eval(&ds.valid);
     let mut x = vec![0.0f32; b * xd];
     let mut level_rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed ^ LEVEL_STREAM);
-    let expected_samples = cfg.estimator.expected_samples(k);
+    let expected_samples = Some(cfg.estimator.expected_samples(k)).filter(|v| v.is_finite());
+    let chain_cfg = cfg.estimator.coupling(k).ok();
     let mut order: Vec<usize> = (0..ds.train.count).collect();
     let mut shuffle_rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed);
     let mut step: u32 = 0;
@@ -167,8 +237,10 @@ fn run_epochs(
         let lr = cfg.schedule.lr(cfg.lr, epoch);
         order.shuffle(&mut shuffle_rng);
         let start = std::time::Instant::now();
-        let mut samples = 0usize;
+        let mut samples = 0.0;
         let mut levels: std::collections::BTreeMap<u32, usize> = std::collections::BTreeMap::new();
+        let (mut meet, mut capped) = (Vec::new(), Vec::new());
+        let (mut iterations, mut computed) = (0usize, 0usize);
         for batch_idx in order.chunks_exact(b) {
             data::binarize_train(&ds.train, batch_idx, cfg.seed, step, &mut x);
             let noise = Noise {
@@ -178,14 +250,26 @@ fn run_epochs(
                 first_datapoint: 0,
                 first_sample: 0,
             };
-            let draw = cfg
-                .estimator
-                .draw(k, &mut level_rng)
-                .map_err(anyhow::Error::msg)?;
-            backend.train_step(&x, b, draw.n, &noise, &draw.program, &cfg.adam, lr)?;
-            samples += draw.n;
-            if let Some(level) = draw.level {
+            let info = estimator_step(
+                backend,
+                &cfg.estimator,
+                k,
+                &x,
+                b,
+                &noise,
+                &mut level_rng,
+                &cfg.adam,
+                lr,
+            )?;
+            samples += info.samples;
+            if let Some(level) = info.level {
                 *levels.entry(level).or_default() += 1;
+            }
+            if let (Some(o), Some(c)) = (info.chains, &chain_cfg) {
+                meet.extend(o.meeting_times.iter().map(|&t| t as usize));
+                capped.extend(o.capped);
+                iterations += o.iterations;
+                computed += c.particles_through(o.iterations);
             }
             step += 1;
         }
@@ -223,9 +307,20 @@ fn run_epochs(
             datapoints_per_s: (steps_per_epoch * b) as f64 / seconds,
             grad_norm_encoder: ne / s,
             grad_norm_decoder: nd / s,
-            samples_per_datapoint: samples as f64 / s,
+            samples_per_datapoint: samples / s,
             expected_samples_per_datapoint: expected_samples,
             levels: (!levels.is_empty()).then_some(levels),
+            chains: (!meet.is_empty()).then(|| {
+                let m = crate::coupling::MeetingStats::from_times(&meet, &capped);
+                ChainMetrics {
+                    meeting_time_mean: m.mean,
+                    meeting_time_p90: m.p90,
+                    meeting_time_max: m.max,
+                    capped: m.capped,
+                    iterations_mean: iterations as f64 / s,
+                    computed_samples_per_datapoint: computed as f64 / s,
+                }
+            }),
         };
         report::append_jsonl(&cfg.out.join("metrics.jsonl"), &serde_json::to_value(&m)?)?;
         let params = Params {

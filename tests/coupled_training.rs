@@ -1,0 +1,265 @@
+//! Training with coupled Markov chains (coupled-pimh, coupled-isir, coupled-disir) on MNIST:
+//! the batch runs until every datapoint's chains have met, the cost and meeting times are
+//! logged, a cap is reported, chunked steps equal whole ones, and both backends agree. The
+//! chains' unbiasedness is tested on the exact models in tests/coupling.rs, through the same
+//! `coupling::chain::step` the CPU backend runs (and the GPU mirrors, see `uvae check`).
+
+use assert_cmd::Command;
+use serde_json::Value;
+use unbiased_vae::backend::cpu::CpuBackend;
+use unbiased_vae::backend::{Backend, Noise};
+use unbiased_vae::coupling::{CouplingConfig, Kernel};
+use unbiased_vae::model::{Arch, Params};
+use unbiased_vae::optim::AdamConfig;
+use unbiased_vae::rng::Stream;
+
+mod common;
+use common::have_gpu;
+
+const TINY: [&str; 14] = [
+    "--train-limit",
+    "120",
+    "--valid-size",
+    "20",
+    "--epochs",
+    "1",
+    "--batch",
+    "12",
+    "--hidden",
+    "24",
+    "--latent",
+    "4",
+    "--val-k",
+    "4",
+];
+
+fn train(dir: &std::path::Path, extra: &[&str]) -> (Vec<Value>, String) {
+    let out = Command::cargo_bin("uvae")
+        .unwrap()
+        .arg("train")
+        .args(TINY)
+        .args(extra)
+        .arg("--out")
+        .arg(dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stderr}");
+    let lines = std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (lines, stderr)
+}
+
+#[test]
+fn coupled_estimators_train_and_log_meeting_times_and_cost() {
+    let tmp = tempfile::tempdir().unwrap();
+    let k = 4.0;
+    for est in ["coupled-pimh", "coupled-isir", "coupled-disir"] {
+        let (m, err) = train(
+            &tmp.path().join(est),
+            &["--backend", "cpu", "--estimator", est, "--k", "4"],
+        );
+        let m = &m[0];
+        println!("{est}: {m}");
+        assert!(!err.contains("warning"), "{est}: {err}");
+        assert!(m["train_objective"].as_f64().unwrap().is_finite(), "{m}");
+        assert!(m.get("expected_samples_per_datapoint").is_none(), "{m}");
+        let c = &m["chains"];
+        let used = m["samples_per_datapoint"].as_f64().unwrap();
+        let computed = c["computed_samples_per_datapoint"].as_f64().unwrap();
+        let (mean, max) = (
+            c["meeting_time_mean"].as_f64().unwrap(),
+            c["meeting_time_max"].as_u64().unwrap(),
+        );
+        assert_eq!(c["capped"], 0, "{m}");
+        // The chains meet after the lag (tau > L = 1); the time average runs to m = 4.
+        assert!(mean > 1.0 && max as f64 >= mean, "{m}");
+        // Per datapoint the cost is K (2 + max(m, tau)) (PIMH) or 2 + (K-1) max(m+1, tau).
+        let floor = if est == "coupled-pimh" {
+            k * (2.0 + 4.0)
+        } else {
+            2.0 + (k - 1.0) * 5.0
+        };
+        assert!(used >= floor && computed >= used, "{est}: {m}");
+        // The batch runs until its slowest datapoint is done.
+        assert!(c["iterations_mean"].as_f64().unwrap() >= 5.0, "{m}");
+    }
+}
+
+#[test]
+fn a_capped_chain_is_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    // With max-iters 2 the chains have one coupled step to meet in.
+    let (m, err) = train(
+        &tmp.path().join("cap"),
+        &[
+            "--backend",
+            "cpu",
+            "--estimator",
+            "coupled-pimh",
+            "--chain-m",
+            "1",
+            "--max-iters",
+            "2",
+        ],
+    );
+    let capped = m[0]["chains"]["capped"].as_u64().unwrap();
+    assert!(capped > 0, "{}", m[0]);
+    assert!(
+        err.contains(&format!("{capped} datapoint-steps reached --max-iters")),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_chain_settings_name_their_flag() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (args, needle) in [
+        (vec!["--max-iters", "3", "--chain-m", "4"], "--max-iters"),
+        (vec!["--chain-k", "5", "--chain-m", "4"], "--chain-k"),
+        (vec!["--lag", "0"], "--lag"),
+        (vec!["--k", "1"], "at least 2"),
+    ] {
+        let out = Command::cargo_bin("uvae")
+            .unwrap()
+            .args(["train", "--estimator", "coupled-isir", "--backend", "cpu"])
+            .args(&args)
+            .arg("--out")
+            .arg(tmp.path().join("x"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+fn tiny_model() -> (Params, Vec<f32>, usize) {
+    let arch = Arch {
+        x_dim: 30,
+        hidden: vec![12],
+        z_dim: 3,
+    };
+    let mean: Vec<f32> = (0..30).map(|j| 0.2 + 0.02 * j as f32).collect();
+    let batch = 5;
+    let x = (0..batch * 30)
+        .map(|i| ((i * 7) % 3 == 0) as u8 as f32)
+        .collect();
+    (Params::init(&arch, 3, Some(&mean)), x, batch)
+}
+
+const NOISE: Noise = Noise {
+    seed: 11,
+    stream: Stream::Eps,
+    step: 2,
+    first_datapoint: 0,
+    first_sample: 0,
+};
+
+/// One step on the CPU: every datapoint's iterations and particles follow from its meeting
+/// time (the batch runs to the slowest), and a step chunked to the initial block per pass
+/// gives the same parameters as a whole one.
+#[test]
+fn chain_steps_run_to_the_slowest_datapoint_and_chunk_exactly() {
+    let (params, x, batch) = tiny_model();
+    let mut early = false;
+    for kernel in Kernel::ALL {
+        let chains = CouplingConfig {
+            m: 3,
+            ..CouplingConfig::new(kernel, 4)
+        };
+        let mut whole = CpuBackend::new(&params.layout, &params.values, 2).unwrap();
+        let mut chunked = CpuBackend::new(&params.layout, &params.values, 2).unwrap();
+        chunked.set_row_limit(Some(batch * chains.particles_through(1)));
+        let mut outcomes = Vec::new();
+        for b in [&mut whole, &mut chunked] {
+            b.reset_optimizer();
+            outcomes.push(
+                b.chain_step(&x, batch, &NOISE, &chains, &AdamConfig::default(), 1e-3)
+                    .unwrap(),
+            );
+        }
+        let o = &outcomes[0];
+        assert_eq!(o, &outcomes[1], "{kernel}: chunking changed the chains");
+        let own_iterations: Vec<usize> = o
+            .meeting_times
+            .iter()
+            .map(|&tau| (tau as usize).max(chains.m + 1))
+            .collect();
+        assert_eq!(o.iterations, *own_iterations.iter().max().unwrap(), "{o:?}");
+        assert!(o.capped.iter().all(|&c| !c));
+        for ((&p, &it), &tau) in o
+            .particles
+            .iter()
+            .zip(&own_iterations)
+            .zip(&o.meeting_times)
+        {
+            let expect = match kernel {
+                Kernel::Pimh => 4 * (2 + chains.m.max(tau as usize)),
+                _ => chains.particles_through(it),
+            };
+            assert_eq!(p as usize, expect, "{kernel}: {o:?}");
+        }
+        early |= o
+            .particles
+            .iter()
+            .any(|&p| (p as usize) < chains.particles_through(o.iterations));
+        let (pw, pc) = (whole.params().unwrap(), chunked.params().unwrap());
+        let worst = pw
+            .iter()
+            .zip(&pc)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        println!("{kernel}: {o:?}; worst chunked-vs-whole parameter difference {worst:e}");
+        // A tenth of Adam's first step (lr = 1e-3) bounds what summation order can change.
+        assert!(worst < 1e-4, "{kernel}: chunked step differs by {worst}");
+    }
+    assert!(
+        early,
+        "some datapoint should finish before its batch's slowest"
+    );
+}
+
+#[test]
+fn gpu_and_cpu_agree_for_coupled_chains() {
+    if !have_gpu() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    for est in ["coupled-pimh", "coupled-isir", "coupled-disir"] {
+        let run = |backend: &str| {
+            train(
+                &tmp.path().join(format!("{est}-{backend}")),
+                &[
+                    "--backend",
+                    backend,
+                    "--estimator",
+                    est,
+                    "--k",
+                    "3",
+                    "--chain-m",
+                    "2",
+                ],
+            )
+            .0
+        };
+        let (cpu, gpu) = (run("cpu"), run("gpu"));
+        let (c, g) = (&cpu[0], &gpu[0]);
+        let (oc, og) = (
+            c["train_objective"].as_f64().unwrap(),
+            g["train_objective"].as_f64().unwrap(),
+        );
+        println!(
+            "{est}: cpu {oc:.6} {} gpu {og:.6} {}",
+            c["chains"], g["chains"]
+        );
+        assert!(((og - oc) / oc).abs() < 1e-3, "{est}: cpu {oc} gpu {og}");
+        // The same Philox uniforms give the same chain decisions on both backends.
+        assert_eq!(c["chains"], g["chains"], "{est}");
+        assert_eq!(c["samples_per_datapoint"], g["samples_per_datapoint"]);
+    }
+}
