@@ -3,10 +3,11 @@
 //! `chain_step` (shaders/coupling.wgsl) advances every datapoint's chains in parallel, one
 //! thread each; the host reads back only the number of datapoints still running. Then one
 //! chunked backward over every particle drawn with the coefficients the chains left on the
-//! device.
+//! device. While profiling, every dispatch runs in its own timed pass.
 
+use super::context::GpuContext;
 use super::context::KernelId;
-use super::{groups_1d, GpuBackend, Part};
+use super::{groups_1d, Dispatch, GpuBackend, Part};
 use crate::backend::{Backend, ChainOutcome, Noise};
 use crate::coupling::{CouplingConfig, Kernel};
 use crate::optim::AdamConfig;
@@ -179,6 +180,13 @@ impl GpuBackend {
                 (5, &cb.active),
             ],
         );
+        let step_dispatch = Dispatch {
+            kernel: KernelId::ChainStep,
+            group: step_group,
+            count: groups_1d(batch, 64),
+            label: format!("chain step [{batch} datapoints, K = {}]", chains.particles),
+            flops: 0.0,
+        };
         let mut enc = self.ctx.device.create_command_encoder(&Default::default());
         enc.clear_buffer(&cb.state, 0, None);
         enc.clear_buffer(&cb.coef, 0, None);
@@ -204,15 +212,21 @@ impl GpuBackend {
                 .write_buffer(&cb.uniform, 0, bytemuck::bytes_of(&u));
             let mut enc = self.ctx.device.create_command_encoder(&Default::default());
             enc.clear_buffer(&cb.active, 0, None);
-            self.record(&mut enc, (batch, len, false), &[Part::Forward]);
-            {
-                let mut pass = enc.begin_compute_pass(&Default::default());
-                pass.set_pipeline(&self.ctx.kernel(KernelId::ChainStep).pipeline);
-                pass.set_bind_group(0, &step_group, &[]);
-                let g = groups_1d(batch, 64);
-                pass.dispatch_workgroups(g[0], g[1], g[2]);
+            // The encoder runs once per minibatch: its output stays in place between indices.
+            let forward = if t == 0 {
+                Part::Forward
+            } else {
+                Part::ForwardFromZ
+            };
+            if self.profiling() {
+                self.ctx.queue.submit([enc.finish()]);
+                self.run_profiled((batch, len, false), &[forward])?;
+                self.profile_dispatches(&[&step_dispatch])?;
+            } else {
+                self.record(&mut enc, (batch, len, false), &[forward]);
+                record_one(&self.ctx, &mut enc, &step_dispatch);
+                self.ctx.queue.submit([enc.finish()]);
             }
-            self.ctx.queue.submit([enc.finish()]);
             let running: u32 =
                 bytemuck::pod_read_unaligned(&self.ctx.read_bytes(&cb.active, 0, 4)?);
             t += 1;
@@ -243,15 +257,20 @@ impl GpuBackend {
                 (6, &sb.objective),
             ],
         );
-        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            pass.set_pipeline(&self.ctx.kernel(KernelId::ChainEncoder).pipeline);
-            pass.set_bind_group(0, &encoder_group, &[]);
-            let g = groups_1d(batch, 64);
-            pass.dispatch_workgroups(g[0], g[1], g[2]);
+        let encoder_dispatch = Dispatch {
+            kernel: KernelId::ChainEncoder,
+            group: encoder_group,
+            count: groups_1d(batch, 64),
+            label: format!("chain encoder coefficients [{batch} datapoints]"),
+            flops: 0.0,
+        };
+        if self.profiling() {
+            self.profile_dispatches(&[&encoder_dispatch])?;
+        } else {
+            let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+            record_one(&self.ctx, &mut enc, &encoder_dispatch);
+            self.ctx.queue.submit([enc.finish()]);
         }
-        self.ctx.queue.submit([enc.finish()]);
         self.write_adam(None, batch);
         for (ci, &(s0, len)) in chunks.iter().enumerate() {
             self.write_noise(&Noise {
@@ -259,7 +278,6 @@ impl GpuBackend {
                 ..*noise
             });
             let mut enc = self.ctx.device.create_command_encoder(&Default::default());
-            self.record(&mut enc, (batch, len, false), &[Part::Forward]);
             let (sb, cb) = (
                 self.shape.as_ref().expect("shape buffers"),
                 self.chains.as_ref().expect("chain buffers"),
@@ -276,8 +294,15 @@ impl GpuBackend {
                     );
                 }
             }
-            self.record(&mut enc, (batch, len, ci > 0), &[Part::Backward]);
-            self.ctx.queue.submit([enc.finish()]);
+            if self.profiling() {
+                self.ctx.queue.submit([enc.finish()]);
+                self.run_profiled((batch, len, false), &[Part::Forward])?;
+                self.run_profiled((batch, len, ci > 0), &[Part::Backward])?;
+            } else {
+                self.record(&mut enc, (batch, len, false), &[Part::Forward]);
+                self.record(&mut enc, (batch, len, ci > 0), &[Part::Backward]);
+                self.ctx.queue.submit([enc.finish()]);
+            }
         }
         self.write_adam(Some((cfg, lr)), batch);
         self.run(batch, chunks[0].1, &[Part::Adam, Part::Stats])?;
@@ -304,4 +329,12 @@ impl GpuBackend {
         }
         Ok(out)
     }
+}
+
+/// Records one dispatch in its own compute pass.
+fn record_one(ctx: &GpuContext, enc: &mut wgpu::CommandEncoder, d: &Dispatch) {
+    let mut pass = enc.begin_compute_pass(&Default::default());
+    pass.set_pipeline(&ctx.kernel(d.kernel).pipeline);
+    pass.set_bind_group(0, &d.group, &[]);
+    pass.dispatch_workgroups(d.count[0], d.count[1], d.count[2]);
 }

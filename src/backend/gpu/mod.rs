@@ -980,6 +980,10 @@ impl GpuBackend {
         for part in parts {
             match part {
                 Part::Forward => list.extend(plan.forward.iter()),
+                // One GEMM per encoder layer leads the forward list.
+                Part::ForwardFromZ => {
+                    list.extend(plan.forward.iter().skip(self.layout.encoder.len()))
+                }
                 Part::Coefficients => {
                     list.push(self.active_subsets(false).unwrap_or(&plan.coefficients))
                 }
@@ -1002,7 +1006,15 @@ impl GpuBackend {
     /// Like `run`, timing every dispatch: each in its own compute pass with timestamp writes
     /// at its start and end, or, without TIMESTAMP_QUERY, in its own submit timed on the host.
     fn run_profiled(&self, key: (usize, usize, bool), parts: &[Part]) -> Result<()> {
-        let list = self.dispatch_list(key, parts);
+        self.profile_dispatches(&self.dispatch_list(key, parts))
+    }
+
+    fn profiling(&self) -> bool {
+        self.profiler.borrow().is_some()
+    }
+
+    /// Runs and times `list` (see `run_profiled`).
+    fn profile_dispatches(&self, list: &[&Dispatch]) -> Result<()> {
         let mut guard = self.profiler.borrow_mut();
         let prof = guard.as_mut().expect("profiling is on");
         let push = |prof: &mut GpuProfiler, d: &Dispatch, start_us: f64, dur_us: f64| {
@@ -1464,6 +1476,9 @@ enum Part {
     Lse,
     FullCoefficients,
     Forward,
+    /// The forward pass from sampling z on, reusing the encoder output already computed for
+    /// this minibatch (the coupled chains' later time indices).
+    ForwardFromZ,
     Coefficients,
     Backward,
     Adam,
