@@ -94,10 +94,14 @@ fn vae_gradient_bias_against_a_large_k_reference() {
 #[test]
 fn coupled_chains_report_meeting_times_and_caps() {
     use unbiased_vae::coupling::{CouplingConfig, Kernel};
+    // The check is at 99 % per group (Bonferroni over its coordinates), so about 2 % of seeds
+    // flag one of the two groups by chance: with R = 8000 this seed did (W: max |z| 3.41 vs
+    // 3.29) once the chains drew their uniforms per time index; R = 64000, as in
+    // tests/coupling.rs, gives 1.55 and 1.20.
     let r = unbiased_vae::gradstats::grad_stats_coupled(
         ExactKind::Ppca,
         CouplingConfig::new(Kernel::Isir, 5),
-        8000,
+        64000,
         0,
         0,
     )
