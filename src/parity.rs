@@ -88,6 +88,7 @@ impl Default for ParityShape {
                 x_dim: 70,
                 hidden: vec![33, 17],
                 z_dim: 5,
+                likelihood: Default::default(),
             },
             batch: 3,
             n: 7,
