@@ -2,9 +2,11 @@
 // log-weights l = log p(x|z) + log p(z) - log q(z|x), and the encoder's upstream gradient
 // sum_n (b_n P_n + c_n S_n) (DESIGN.md §1). Needs rng.wgsl.
 
+// lik: 0 Bernoulli (logits), 1 Gaussian (means) with inv_var = 1 / s^2 and log_norm =
+// -0.5 ln(2 pi s^2) per dimension (src/model/mod.rs, Likelihood).
 struct Shape {
     batch: u32, n: u32, rows: u32, x_dim: u32,
-    z_dim: u32, _p0: u32, _p1: u32, _p2: u32,
+    z_dim: u32, lik: u32, inv_var: f32, log_norm: f32,
 }
 
 // Where this pass's noise comes from (src/backend/mod.rs, Noise).
@@ -45,8 +47,8 @@ fn sample_z(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
 }
 
 // ---- log_weights: one workgroup per row ----
-@group(0) @binding(1) var<storage, read> l_x: array<f32>;             // [batch, x_dim], binary
-@group(0) @binding(2) var<storage, read_write> l_logits: array<f32>;  // [rows, x_dim] -> x - sigmoid
+@group(0) @binding(1) var<storage, read> l_x: array<f32>;             // [batch, x_dim]
+@group(0) @binding(2) var<storage, read_write> l_logits: array<f32>;  // [rows, x_dim] -> d log p(x|z) / d out
 @group(0) @binding(3) var<storage, read> l_eps: array<f32>;
 @group(0) @binding(4) var<storage, read> l_z: array<f32>;
 @group(0) @binding(5) var<storage, read> l_enc_out: array<f32>;
@@ -63,14 +65,22 @@ fn log_weights(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) gr
     if (in_range) {
         let b = r / shape.n;
         let xd = shape.x_dim;
-        for (var i = lid; i < xd; i += 64u) {
-            let l = l_logits[r * xd + i];
-            let x = l_x[b * xd + i];
-            let e = exp(-abs(l));
-            let inv = 1.0 / (1.0 + e);
-            let sig = select(e * inv, inv, l >= 0.0);
-            part += x * l - (max(l, 0.0) + log(1.0 + e));
-            l_logits[r * xd + i] = x - sig;
+        if (shape.lik == 1u) {
+            for (var i = lid; i < xd; i += 64u) {
+                let res = l_x[b * xd + i] - l_logits[r * xd + i];
+                part += shape.log_norm - 0.5 * shape.inv_var * res * res;
+                l_logits[r * xd + i] = res * shape.inv_var;
+            }
+        } else {
+            for (var i = lid; i < xd; i += 64u) {
+                let l = l_logits[r * xd + i];
+                let x = l_x[b * xd + i];
+                let e = exp(-abs(l));
+                let inv = 1.0 / (1.0 + e);
+                let sig = select(e * inv, inv, l >= 0.0);
+                part += x * l - (max(l, 0.0) + log(1.0 + e));
+                l_logits[r * xd + i] = x - sig;
+            }
         }
         let zd = shape.z_dim;
         for (var d = lid; d < zd; d += 64u) {

@@ -16,8 +16,64 @@ pub enum BackendChoice {
     Gpu,
 }
 
+/// The model `uvae train` fits (`--model`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelChoice {
+    /// The MNIST MLP VAE with a Bernoulli decoder.
+    #[default]
+    Vae,
+    /// The linear-Gaussian toy model, trained on its own generated data
+    /// (`crate::exact::training`).
+    Toy,
+    /// Probabilistic PCA, trained on its own generated data.
+    Ppca,
+}
+
+impl ModelChoice {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ModelChoice::Vae => "vae",
+            ModelChoice::Toy => "toy",
+            ModelChoice::Ppca => "ppca",
+        }
+    }
+
+    /// The architecture for `--hidden` / `--latent` (None: not given). The exact models fix
+    /// their own shape, so giving either flag with them is an error that says so.
+    pub fn arch(&self, hidden: Option<Vec<usize>>, latent: Option<usize>) -> Result<Arch> {
+        match self {
+            ModelChoice::Vae => Ok(Arch {
+                x_dim: 784,
+                hidden: hidden.unwrap_or_else(|| vec![200, 200]),
+                z_dim: latent.unwrap_or(50),
+                likelihood: Default::default(),
+            }),
+            exact => {
+                for (flag, given) in [
+                    ("--hidden", hidden.is_some()),
+                    ("--latent", latent.is_some()),
+                ] {
+                    if given {
+                        bail!(
+                            "{flag} does not apply to --model {}: its shape is fixed ({}); drop {flag}",
+                            exact.name(),
+                            crate::exact::training::shape_note(*exact)
+                        );
+                    }
+                }
+                Ok(crate::exact::training::arch(*exact).expect("an exact model"))
+            }
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TrainConfig {
+    /// vae (MNIST), or toy / ppca trained on their own generated data. Absent in
+    /// configurations written before it existed: vae.
+    #[serde(default)]
+    pub model: ModelChoice,
     /// Folder with MNIST-layout IDX files; None: the bundled MNIST.
     pub data: Option<PathBuf>,
     /// Training images held back for validation (the last ones, as Burda et al.).
@@ -71,7 +127,17 @@ impl TrainConfig {
         if self.val_k == 0 {
             bail!("--val-k must be at least 1");
         }
-        if self.arch.z_dim == 0 || self.arch.hidden.contains(&0) || self.arch.hidden.is_empty() {
+        if self.model != ModelChoice::Vae {
+            if self.data.is_some() {
+                bail!(
+                    "--data applies to --model vae only: --model {} trains on its own generated data",
+                    self.model.name()
+                );
+            }
+        } else if self.arch.z_dim == 0
+            || self.arch.hidden.contains(&0)
+            || self.arch.hidden.is_empty()
+        {
             bail!("--hidden needs at least one positive size (e.g. 200,200) and --latent must be positive");
         }
         if matches!(

@@ -3,13 +3,13 @@
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
-use unbiased_vae::config::{BackendChoice, TrainConfig};
+use unbiased_vae::config::{BackendChoice, ModelChoice, TrainConfig};
 use unbiased_vae::data;
 use unbiased_vae::estimators::{
     ChainOptions, EncoderChoice, Estimator, EstimatorKind, UnbiasedOptions,
 };
 use unbiased_vae::eval;
-use unbiased_vae::model::{checkpoint, Arch};
+use unbiased_vae::model::checkpoint;
 use unbiased_vae::optim::{AdamConfig, Schedule};
 use unbiased_vae::train;
 
@@ -142,12 +142,17 @@ struct TrainArgs {
     /// Clip the decoder gradient to this L2 norm.
     #[arg(long, allow_negative_numbers = true)]
     clip_decoder: Option<f64>,
-    /// Hidden layer sizes of the encoder (the decoder mirrors them).
-    #[arg(long, value_delimiter = ',', default_value = "200,200")]
-    hidden: Vec<usize>,
-    /// Latent dimension.
-    #[arg(long, default_value_t = 50)]
-    latent: usize,
+    /// Model: vae (MNIST MLP VAE), toy (linear-Gaussian, D = 20) or ppca (probabilistic PCA);
+    /// toy and ppca train on their own generated data and report the exact log p(x).
+    #[arg(long, value_enum, default_value = "vae")]
+    model: ModelArg,
+    /// Hidden layer sizes of the encoder (the decoder mirrors them); --model vae only
+    /// [default: 200,200].
+    #[arg(long, value_delimiter = ',')]
+    hidden: Option<Vec<usize>>,
+    /// Latent dimension; --model vae only [default: 50].
+    #[arg(long)]
+    latent: Option<usize>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Training images held back for validation (the last ones).
@@ -162,6 +167,16 @@ struct TrainArgs {
     /// Run directory.
     #[arg(long, default_value = "runs/latest")]
     out: PathBuf,
+}
+
+impl From<ModelArg> for ModelChoice {
+    fn from(m: ModelArg) -> Self {
+        match m {
+            ModelArg::Vae => ModelChoice::Vae,
+            ModelArg::Toy => ModelChoice::Toy,
+            ModelArg::Ppca => ModelChoice::Ppca,
+        }
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -495,15 +510,13 @@ fn print_grad_stats(r: &unbiased_vae::gradstats::GradStatsReport, json: bool) ->
 }
 
 fn run_train(a: TrainArgs) -> Result<()> {
+    let model = ModelChoice::from(a.model);
     let cfg = TrainConfig {
+        model,
         data: a.common.data,
         valid_size: a.valid_size,
         train_limit: a.train_limit,
-        arch: Arch {
-            x_dim: 784,
-            hidden: a.hidden,
-            z_dim: a.latent,
-        },
+        arch: model.arch(a.hidden, a.latent)?,
         estimator: Estimator {
             unbiased: UnbiasedOptions {
                 mlmc_p: a.mlmc_p,
@@ -557,8 +570,13 @@ fn run_train(a: TrainArgs) -> Result<()> {
         cfg.out.display()
     );
     let outcome = train::train(&cfg, |m| {
+        let exact = match (m.exact_log_px, m.optimum_log_px) {
+            (Some(e), Some(o)) => format!("  exact log p(x) {e:>9.3} (optimum {o:.3})"),
+            (Some(e), None) => format!("  exact log p(x) {e:>9.3}"),
+            _ => String::new(),
+        };
         println!(
-            "epoch {:>3}  objective {:>9.3}  val L_{} {:>9.3} ± {:.3}  {:>6.1} s  {:>8.0} datapoints/s",
+            "epoch {:>3}  objective {:>9.3}  val L_{} {:>9.3} ± {:.3}{exact}  {:>6.1} s  {:>8.0} datapoints/s",
             m.epoch, m.train_objective, m.val_k, m.val_lk, m.val_lk_stderr, m.seconds, m.datapoints_per_s
         );
         if let Some(c) = &m.chains {
@@ -587,7 +605,10 @@ fn run_eval(a: EvalArgs) -> Result<()> {
     if a.k == 0 {
         anyhow::bail!("--k must be at least 1");
     }
-    let (params, _) = checkpoint::load(&a.checkpoint)?;
+    let (params, meta) = checkpoint::load(&a.checkpoint)?;
+    if let Some(model) = unbiased_vae::exact::training::from_checkpoint_metadata(&meta)? {
+        return run_eval_exact(a, params, model);
+    }
     let ds = data::load_or_bundled(a.common.data.as_deref(), 0)?;
     if ds.dim() != params.layout.arch.x_dim {
         anyhow::bail!(
@@ -622,6 +643,60 @@ fn run_eval(a: EvalArgs) -> Result<()> {
             r.count,
             r.seconds,
             r.samples_per_s,
+            backend.describe()
+        );
+    }
+    Ok(())
+}
+
+/// `uvae eval` of a --model toy / ppca checkpoint: L_K and the exact log p(x) over the data
+/// regenerated from the run's seed.
+fn run_eval_exact(
+    a: EvalArgs,
+    params: unbiased_vae::model::Params,
+    model: unbiased_vae::exact::training::ExactTraining,
+) -> Result<()> {
+    if a.common.data.is_some() {
+        anyhow::bail!("--data does not apply: this checkpoint's model ({}) regenerates its own data from its seed; drop --data", model.choice().name());
+    }
+    let count = match a.limit {
+        Some(0) => anyhow::bail!("--limit must be at least 1"),
+        Some(n) => n.min(model.count()),
+        None => model.count(),
+    };
+    let mut x = model.data_f32();
+    x.truncate(count * model.dim());
+    let mut backend = train::make_backend(
+        a.common.backend.into(),
+        &params,
+        a.common.threads,
+        a.common.adapter.as_deref(),
+    )?;
+    let r =
+        eval::log_likelihood(backend.as_mut(), &x, count, a.k, a.seed, 0).context("evaluating")?;
+    let exact = model.mean_exact_log_px(&params)?;
+    if a.json {
+        let mut v = serde_json::to_value(&r)?;
+        v["model"] = model.choice().name().into();
+        v["exact_log_px"] = exact.into();
+        if let Some(o) = model.optimum_log_px() {
+            v["optimum_log_px"] = o.into();
+        }
+        println!("{v}");
+    } else {
+        let opt = model
+            .optimum_log_px()
+            .map(|o| format!(", optimum {o:.3}"))
+            .unwrap_or_default();
+        println!(
+            "L_{} = {:.3} ± {:.3} nats over {} datapoints of --model {}; exact log p(x) = {exact:.3} (all {} datapoints{opt}); {:.1} s, {}",
+            r.k,
+            r.mean,
+            r.stderr,
+            r.count,
+            model.choice().name(),
+            model.count(),
+            r.seconds,
             backend.describe()
         );
     }

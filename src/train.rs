@@ -7,6 +7,7 @@ use crate::config::{BackendChoice, TrainConfig};
 use crate::data::{self, Dataset};
 use crate::estimators::Estimator;
 use crate::eval;
+use crate::exact::training::ExactTraining;
 use crate::model::{checkpoint, Params};
 use crate::optim::AdamConfig;
 use crate::report;
@@ -50,6 +51,13 @@ pub struct EpochMetrics {
     /// Coupled chains: meeting times and cost this epoch.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub chains: Option<ChainMetrics>,
+    /// --model toy / ppca: the exact mean log p(x) over the training data under the current
+    /// decoder (closed form, f64).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exact_log_px: Option<f64>,
+    /// --model toy: the maximum-likelihood optimum's mean log p(x) (mu* = the data mean).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub optimum_log_px: Option<f64>,
 }
 
 /// A coupled-chain epoch: one meeting time per datapoint and step.
@@ -111,6 +119,51 @@ pub fn estimator_step(
         level: draw.level,
         chains: None,
     })
+}
+
+/// What a run trains on: binarized images (the VAE), or an exact model's own continuous
+/// data, where validation is on the same training data (the exact log p(x) is over it too).
+enum TrainData {
+    Images(Dataset),
+    Exact {
+        model: ExactTraining,
+        x: Vec<f32>,
+        count: usize,
+    },
+}
+
+impl TrainData {
+    fn dim(&self) -> usize {
+        match self {
+            TrainData::Images(ds) => ds.dim(),
+            TrainData::Exact { model, .. } => model.dim(),
+        }
+    }
+    fn train_count(&self) -> usize {
+        match self {
+            TrainData::Images(ds) => ds.train.count,
+            TrainData::Exact { count, .. } => *count,
+        }
+    }
+    /// (validation x, count).
+    fn validation(&self) -> (Vec<f32>, usize) {
+        match self {
+            TrainData::Images(ds) => (data::binarize_eval(&ds.valid), ds.valid.count),
+            TrainData::Exact { x, count, .. } => (x.clone(), *count),
+        }
+    }
+    /// Fills `out` with the minibatch `indices` (binarized afresh per step for images).
+    fn minibatch(&self, indices: &[usize], seed: u64, step: u32, out: &mut [f32]) {
+        match self {
+            TrainData::Images(ds) => data::binarize_train(&ds.train, indices, seed, step, out),
+            TrainData::Exact { model, x, .. } => {
+                let d = model.dim();
+                for (row, &i) in out.chunks_exact_mut(d).zip(indices) {
+                    row.copy_from_slice(&x[i * d..(i + 1) * d]);
+                }
+            }
+        }
+    }
 }
 
 /// What a run should say before it starts: MLMC's p outside the range with finite cost and
@@ -178,22 +231,35 @@ pub struct TrainOutcome {
 /// `cfg.out`. `progress` receives each epoch's metrics as they are written.
 pub fn train(cfg: &TrainConfig, mut progress: impl FnMut(&EpochMetrics)) -> Result<TrainOutcome> {
     cfg.validate()?;
-    let mut ds = data::load_or_bundled(cfg.data.as_deref(), cfg.valid_size)?;
-    if let Some(limit) = cfg.train_limit {
-        if limit < ds.train.count {
-            ds.train = ds.train.slice(0..limit);
+    let (train_data, params) = match ExactTraining::new(cfg.model, cfg.seed) {
+        None => {
+            let mut ds = data::load_or_bundled(cfg.data.as_deref(), cfg.valid_size)?;
+            if let Some(limit) = cfg.train_limit {
+                if limit < ds.train.count {
+                    ds.train = ds.train.slice(0..limit);
+                }
+            }
+            let mut arch = cfg.arch.clone();
+            arch.x_dim = ds.dim();
+            let params = Params::init(&arch, cfg.seed, Some(&ds.train_mean()));
+            (TrainData::Images(ds), params)
         }
+        Some(model) => {
+            let params = model.initial_params(cfg.seed);
+            let count = cfg.train_limit.unwrap_or(usize::MAX).min(model.count());
+            let mut x = model.data_f32();
+            x.truncate(count * model.dim());
+            (TrainData::Exact { model, x, count }, params)
+        }
+    };
+    let count = train_data.train_count();
+    if count < cfg.batch {
+        bail!("--batch {} is larger than the {count} training datapoints; lower --batch or raise --train-limit", cfg.batch);
     }
-    if ds.train.count < cfg.batch {
-        bail!("--batch {} is larger than the {} training images; lower --batch or raise --train-limit", cfg.batch, ds.train.count);
-    }
-    let mut arch = cfg.arch.clone();
-    arch.x_dim = ds.dim();
     prepare_out_dir(cfg)?;
-    let params = Params::init(&arch, cfg.seed, Some(&ds.train_mean()));
     let mut backend = make_backend(cfg.backend, &params, cfg.threads, cfg.adapter.as_deref())?;
     backend.reset_optimizer();
-    let outcome = run_epochs(cfg, &ds, backend.as_mut(), &mut progress)?;
+    let outcome = run_epochs(cfg, &train_data, backend.as_mut(), &mut progress)?;
     Ok(outcome)
 }
 
@@ -216,19 +282,19 @@ fn prepare_out_dir(cfg: &TrainConfig) -> Result<()> {
 
 fn run_epochs(
     cfg: &TrainConfig,
-    ds: &Dataset,
+    ds: &TrainData,
     backend: &mut dyn Backend,
     progress: &mut impl FnMut(&EpochMetrics),
 ) -> Result<TrainOutcome> {
     let xd = ds.dim();
     let (b, k) = (cfg.batch, cfg.k);
-    let steps_per_epoch = ds.train.count / b;
-    let val_x = data::binarize_eval(&ds.valid);
+    let steps_per_epoch = ds.train_count() / b;
+    let (val_x, val_count) = ds.validation();
     let mut x = vec![0.0f32; b * xd];
     let mut level_rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed ^ LEVEL_STREAM);
     let expected_samples = Some(cfg.estimator.expected_samples(k)).filter(|v| v.is_finite());
     let chain_cfg = cfg.estimator.coupling(k).ok();
-    let mut order: Vec<usize> = (0..ds.train.count).collect();
+    let mut order: Vec<usize> = (0..ds.train_count()).collect();
     let mut shuffle_rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed);
     let mut step: u32 = 0;
     let mut history = Vec::new();
@@ -242,7 +308,7 @@ fn run_epochs(
         let (mut meet, mut capped) = (Vec::new(), Vec::new());
         let (mut iterations, mut computed) = (0usize, 0usize);
         for batch_idx in order.chunks_exact(b) {
-            data::binarize_train(&ds.train, batch_idx, cfg.seed, step, &mut x);
+            ds.minibatch(batch_idx, cfg.seed, step, &mut x);
             let noise = Noise {
                 seed: cfg.seed,
                 stream: Stream::Eps,
@@ -289,11 +355,22 @@ fn run_epochs(
         let val = eval::log_likelihood(
             backend,
             &val_x,
-            ds.valid.count,
+            val_count,
             cfg.val_k,
             eval::DEFAULT_EVAL_SEED,
             0,
         )?;
+        let params = Params {
+            layout: backend.layout().clone(),
+            values: backend.params()?,
+        };
+        let (exact_log_px, optimum_log_px) = match ds {
+            TrainData::Exact { model, .. } => (
+                Some(model.mean_exact_log_px(&params)?),
+                model.optimum_log_px(),
+            ),
+            TrainData::Images(_) => (None, None),
+        };
         let s = steps_per_epoch as f64;
         let m = EpochMetrics {
             epoch: epoch + 1,
@@ -321,12 +398,10 @@ fn run_epochs(
                     computed_samples_per_datapoint: computed as f64 / s,
                 }
             }),
+            exact_log_px,
+            optimum_log_px,
         };
         report::append_jsonl(&cfg.out.join("metrics.jsonl"), &serde_json::to_value(&m)?)?;
-        let params = Params {
-            layout: backend.layout().clone(),
-            values: backend.params()?,
-        };
         checkpoint::save(&params, &meta, &cfg.out.join("checkpoint.safetensors"))?;
         progress(&m);
         history.push(m);
@@ -346,6 +421,7 @@ fn run_epochs(
 fn metadata(cfg: &TrainConfig) -> HashMap<String, String> {
     let value = serde_json::json!({
         "format": "unbiased-vae",
+        "model": cfg.model.name(),
         "estimator": cfg.estimator.kind.name(),
         "k": cfg.k,
         "seed": cfg.seed,

@@ -816,3 +816,80 @@ fn checkpoint_bytes_are_reproducible() {
         }
     }
 }
+
+/// `--model toy` / `ppca` through the binary: metrics carry the exact log p(x), `eval` of the
+/// checkpoint regenerates the data and prints it, and shape or data flags are refused.
+#[test]
+fn exact_models_train_and_eval_through_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    for model in ["toy", "ppca"] {
+        let out = dir.path().join(model);
+        let o = out.to_str().unwrap();
+        run_ok(&[
+            "train",
+            "--model",
+            model,
+            "--backend",
+            "cpu",
+            "--epochs",
+            "2",
+            "--batch",
+            "16",
+            "--k",
+            "3",
+            "--val-k",
+            "5",
+            "--lr",
+            "0.02",
+            "--out",
+            o,
+        ]);
+        let m = read_metrics(&out);
+        assert_eq!(m.len(), 2);
+        let (e1, e2) = (num(&m[0], "exact_log_px"), num(&m[1], "exact_log_px"));
+        assert!(e2 > e1, "{model}: exact log p(x) {e1} -> {e2}");
+        assert_eq!(m[0].contains_key("optimum_log_px"), model == "toy");
+        let ck = out.join("checkpoint.safetensors");
+        let stdout = run_ok(&[
+            "eval",
+            "--checkpoint",
+            ck.to_str().unwrap(),
+            "--backend",
+            "cpu",
+            "--k",
+            "10",
+            "--json",
+        ]);
+        let v: Value = serde_json::from_str(stdout.trim()).unwrap();
+        assert_eq!(v["model"], model);
+        assert!(
+            (v["exact_log_px"].as_f64().unwrap() - e2).abs() < 1e-9,
+            "{v}"
+        );
+        // L_10 is a lower bound, up to its noise.
+        assert!(v["mean"].as_f64().unwrap() < e2 + 3.0 * v["stderr"].as_f64().unwrap());
+    }
+    let out = dir.path().join("bad");
+    assert_all_clean(vec![
+        (
+            train_args(&out, &["--model", "toy"]),
+            strings(&["--hidden", "toy"]),
+        ),
+        (
+            strings(&["train", "--model", "ppca", "--latent", "3", "--out", "x"]),
+            strings(&["--latent", "ppca"]),
+        ),
+        (
+            strings(&[
+                "train",
+                "--model",
+                "ppca",
+                "--data",
+                "somewhere",
+                "--out",
+                "x",
+            ]),
+            strings(&["--data", "ppca"]),
+        ),
+    ]);
+}

@@ -143,6 +143,7 @@ fn tiny_model() -> (Params, Vec<f32>, usize) {
         x_dim: 30,
         hidden: vec![12],
         z_dim: 3,
+        likelihood: Default::default(),
     };
     let mean: Vec<f32> = (0..30).map(|j| 0.2 + 0.02 * j as f32).collect();
     let batch = 5;

@@ -77,6 +77,7 @@ impl Fixture {
             x_dim: 7,
             hidden: vec![5, 4],
             z_dim: 3,
+            likelihood: Default::default(),
         };
         let mean = [0.1f32, 0.3, 0.5, 0.7, 0.9, 0.45, 0.2];
         let mut p = Params::init(&arch, 11, Some(&mean));

@@ -1,6 +1,6 @@
 //! A short training run through the library API must improve the validation bound L_K.
 
-use unbiased_vae::config::{BackendChoice, TrainConfig};
+use unbiased_vae::config::{BackendChoice, ModelChoice, TrainConfig};
 use unbiased_vae::data;
 use unbiased_vae::estimators::{Estimator, EstimatorKind};
 use unbiased_vae::eval;
@@ -12,6 +12,7 @@ use unbiased_vae::train;
 fn short_iwae_run_improves_validation_lk() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = TrainConfig {
+        model: ModelChoice::Vae,
         data: None,
         valid_size: 400,
         train_limit: Some(3000),
@@ -20,6 +21,7 @@ fn short_iwae_run_improves_validation_lk() {
             x_dim: 784,
             hidden: vec![100],
             z_dim: 20,
+            likelihood: Default::default(),
         },
         estimator: Estimator::new(EstimatorKind::Iwae, 0.5),
         k: 5,

@@ -246,6 +246,7 @@ fn chunked_cpu_steps_equal_whole_steps() {
         x_dim: 30,
         hidden: vec![12],
         z_dim: 3,
+        likelihood: Default::default(),
     };
     let mean: Vec<f32> = (0..30).map(|j| 0.2 + 0.02 * j as f32).collect();
     let params = Params::init(&arch, 3, Some(&mean));

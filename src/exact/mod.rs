@@ -26,6 +26,7 @@
 mod linalg;
 mod ppca;
 mod toy;
+pub mod training;
 
 pub use linalg::{cholesky, cholesky_logdet, cholesky_solve};
 pub use ppca::{Ppca, PpcaConfig};

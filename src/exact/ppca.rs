@@ -167,6 +167,40 @@ impl Ppca {
         }
     }
 
+    /// A PPCA model from explicit parts: `w` is `D x d` row-major with `D = b.len()`,
+    /// `d = e.len()`, `c` is `d x D` row-major.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_parts(
+        noise_sd: f64,
+        w: Vec<f64>,
+        b: Vec<f64>,
+        c: Vec<f64>,
+        e: Vec<f64>,
+        log_sd: Vec<f64>,
+        data: Vec<Vec<f64>>,
+    ) -> Self {
+        let (dx, dz) = (b.len(), e.len());
+        assert!(noise_sd > 0.0, "the noise sd must be positive");
+        assert_eq!(w.len(), dx * dz, "W must be D x d");
+        assert_eq!(c.len(), dz * dx, "C must be d x D");
+        assert_eq!(log_sd.len(), dz, "log_sd must have d entries");
+        assert!(
+            data.iter().all(|x| x.len() == dx),
+            "datapoints must have D entries"
+        );
+        Ppca {
+            dx,
+            dz,
+            s: noise_sd,
+            w,
+            b,
+            c,
+            e,
+            log_sd,
+            data,
+        }
+    }
+
     /// The observation noise standard deviation `s`.
     pub fn noise_sd(&self) -> f64 {
         self.s

@@ -53,9 +53,9 @@ pub fn load(path: &Path) -> Result<(Params, HashMap<String, String>)> {
         }
         enc_shapes.push(s);
     }
-    if enc_shapes.len() < 2 {
+    if enc_shapes.is_empty() {
         bail!(
-            "checkpoint {} lacks encoder.0.weight / encoder.2.weight: not a uvae VAE checkpoint",
+            "checkpoint {} lacks encoder.0.weight: not a uvae VAE checkpoint",
             path.display()
         );
     }
@@ -72,10 +72,26 @@ pub fn load(path: &Path) -> Result<(Params, HashMap<String, String>)> {
             last[0]
         );
     }
+    // The shapes do not say the likelihood; the run's configuration in the metadata does
+    // (absent: Bernoulli, the VAE's).
+    let likelihood = metadata
+        .get("uvae")
+        .and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok())
+        .and_then(|v| v.pointer("/config/arch/likelihood").cloned())
+        .map(serde_json::from_value)
+        .transpose()
+        .with_context(|| {
+            format!(
+                "checkpoint {}: unreadable likelihood in its metadata",
+                path.display()
+            )
+        })?
+        .unwrap_or_default();
     let arch = Arch {
         x_dim,
         hidden,
         z_dim: last[0] / 2,
+        likelihood,
     };
     let layout = Layout::new(&arch);
     let mut values = vec![0.0f32; layout.len];
@@ -112,6 +128,7 @@ mod tests {
             x_dim: 12,
             hidden: vec![7, 5],
             z_dim: 3,
+            likelihood: Default::default(),
         };
         let p = Params::init(&arch, 1, None);
         let dir = tempfile::tempdir().unwrap();

@@ -8,13 +8,55 @@ pub mod reference;
 use crate::rng::{self, Stream};
 use serde::{Deserialize, Serialize};
 
+/// The observation model p(x | z) on the decoder's output m.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Likelihood {
+    /// Binary x, m the logits: sum_d x_d m_d - softplus(m_d) (the MNIST VAE).
+    #[default]
+    Bernoulli,
+    /// Continuous x, m the mean, fixed noise sd s (not a parameter):
+    /// sum_d -0.5 ln(2 pi s^2) - (x_d - m_d)^2 / (2 s^2) (the exact models).
+    Gaussian { sd: f64 },
+}
+
+impl Likelihood {
+    /// 1 / s^2 of a Gaussian (0 for Bernoulli).
+    pub fn inv_var(&self) -> f64 {
+        match self {
+            Likelihood::Bernoulli => 0.0,
+            Likelihood::Gaussian { sd } => 1.0 / (sd * sd),
+        }
+    }
+    /// The per-dimension constant -0.5 ln(2 pi s^2) of a Gaussian (0 for Bernoulli).
+    pub fn log_norm(&self) -> f64 {
+        match self {
+            Likelihood::Bernoulli => 0.0,
+            Likelihood::Gaussian { sd } => -0.5 * (std::f64::consts::TAU * sd * sd).ln(),
+        }
+    }
+    /// log p(x_d | m_d) in f64 (the reference forward pass and tests).
+    pub fn log_term(&self, x: f64, m: f64) -> f64 {
+        match self {
+            Likelihood::Bernoulli => x * m - (m.max(0.0) + (-m.abs()).exp().ln_1p()),
+            Likelihood::Gaussian { .. } => {
+                self.log_norm() - 0.5 * (x - m) * (x - m) * self.inv_var()
+            }
+        }
+    }
+}
+
 /// Layer sizes. Encoder x -> hidden... -> 2 * latent (mu, log sigma); decoder
-/// latent -> reversed hidden... -> x (Bernoulli logits). Hidden layers use tanh.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// latent -> reversed hidden... -> x (Bernoulli logits or Gaussian means). Hidden layers use
+/// tanh; with no hidden layers both are linear (the exact models, `crate::exact::training`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Arch {
     pub x_dim: usize,
     pub hidden: Vec<usize>,
     pub z_dim: usize,
+    /// Absent in configurations written before it existed: Bernoulli.
+    #[serde(default)]
+    pub likelihood: Likelihood,
 }
 
 impl Arch {
@@ -24,6 +66,7 @@ impl Arch {
             x_dim: 784,
             hidden: vec![200, 200],
             z_dim: 50,
+            likelihood: Likelihood::Bernoulli,
         }
     }
     pub fn encoder_dims(&self) -> Vec<usize> {
@@ -52,13 +95,17 @@ pub struct Linear {
 
 /// Where every tensor lives in the flat parameter vector. The encoder comes first, so
 /// `0..encoder_len` is the encoder and `encoder_len..len` the decoder.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Layout {
     pub arch: Arch,
     pub encoder: Vec<Linear>,
     pub decoder: Vec<Linear>,
     pub encoder_len: usize,
     pub len: usize,
+    /// Flat ranges whose gradient the backends zero right after backward (before norms,
+    /// clipping and Adam), so they keep their values: the exact models' fixed entries
+    /// (`crate::exact::training`). Empty for the VAE.
+    pub frozen: Vec<std::ops::Range<usize>>,
 }
 
 fn stack(prefix: &str, dims: &[usize], offset: &mut usize) -> Vec<Linear> {
@@ -93,6 +140,7 @@ impl Layout {
             decoder,
             encoder_len,
             len: offset,
+            frozen: Vec::new(),
         }
     }
     pub fn layers(&self) -> impl Iterator<Item = &Linear> {
@@ -180,6 +228,7 @@ mod tests {
             x_dim: 6,
             hidden: vec![5],
             z_dim: 2,
+            likelihood: Likelihood::Bernoulli,
         };
         let mean = [0.0, 0.5, 1.0, 0.25, 0.1, 0.9];
         let p = Params::init(&arch, 3, Some(&mean));
@@ -196,5 +245,18 @@ mod tests {
         assert!((b[3] - (1.0f32 / 3.0).ln()).abs() < 1e-5);
         assert_eq!(Params::init(&arch, 3, Some(&mean)).values, p.values);
         assert_ne!(Params::init(&arch, 4, Some(&mean)).values, p.values);
+    }
+
+    #[test]
+    fn gaussian_likelihood_terms() {
+        let g = Likelihood::Gaussian { sd: 0.5 };
+        assert!((g.inv_var() - 4.0).abs() < 1e-12);
+        let want = -0.5 * (std::f64::consts::TAU * 0.25).ln() - 0.5 * 0.09 * 4.0;
+        assert!((g.log_term(1.0, 0.7) - want).abs() < 1e-12);
+        let b = Likelihood::Bernoulli;
+        assert!((b.log_term(1.0, 0.0) + std::f64::consts::LN_2).abs() < 1e-12);
+        // Configurations written before the field existed read as Bernoulli.
+        let a: Arch = serde_json::from_str(r#"{"x_dim":3,"hidden":[2],"z_dim":1}"#).unwrap();
+        assert_eq!(a.likelihood, Likelihood::Bernoulli);
     }
 }

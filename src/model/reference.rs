@@ -35,14 +35,12 @@ pub fn encode(layout: &Layout, p: &[f64], x: &[f64]) -> (Vec<f64>, Vec<f64>) {
     (out[..z].to_vec(), out[z..].to_vec())
 }
 
-/// log p(x | z) for a Bernoulli decoder with logits from the decoder in `p`.
+/// log p(x | z) under the layout's likelihood (Bernoulli logits or Gaussian means) with the
+/// decoder in `p`.
 pub fn log_lik(layout: &Layout, p: &[f64], x: &[f64], z: &[f64]) -> f64 {
-    let logits = mlp(p, &layout.decoder, z);
-    logits
-        .iter()
-        .zip(x)
-        .map(|(&l, &xv)| xv * l - (l.max(0.0) + (-l.abs()).exp().ln_1p()))
-        .sum()
+    let out = mlp(p, &layout.decoder, z);
+    let lik = layout.arch.likelihood;
+    out.iter().zip(x).map(|(&m, &xv)| lik.log_term(xv, m)).sum()
 }
 
 const HALF_LN_2PI: f64 = 0.918_938_533_204_672_8;

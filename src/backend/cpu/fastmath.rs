@@ -138,6 +138,32 @@ simd_dispatch! {
 }
 
 simd_dispatch! {
+    /// For means m (+ bias) of one row against continuous targets x under N(m, s^2): returns
+    /// sum_d -(x - m)^2 inv_var / 2 (the caller adds the constant) and overwrites the means
+    /// with (x - m) inv_var, the gradient the backward pass needs.
+    pub fn gaussian_row(means: &mut [f32], bias: &[f32], x: &[f32], inv_var: f32) -> f32 {
+        let mut acc = [0.0f32; 8];
+        let mut mc = means.chunks_exact_mut(8);
+        let mut bc = bias.chunks_exact(8);
+        let mut xc = x.chunks_exact(8);
+        for ((m8, b8), x8) in (&mut mc).zip(&mut bc).zip(&mut xc) {
+            for j in 0..8 {
+                let r = x8[j] - (m8[j] + b8[j]);
+                acc[j] += r * r;
+                m8[j] = r * inv_var;
+            }
+        }
+        let mut tail = 0.0;
+        for ((m, b), xv) in mc.into_remainder().iter_mut().zip(bc.remainder()).zip(xc.remainder()) {
+            let r = *xv - (*m + *b);
+            tail += r * r;
+            *m = r * inv_var;
+        }
+        -0.5 * inv_var * (acc.iter().sum::<f32>() + tail)
+    }
+}
+
+simd_dispatch! {
     /// delta = delta * (1 - act^2): back through tanh given its output.
     pub fn tanh_backward(delta: &mut [f32], act: &[f32]) {
         for (d, a) in delta.iter_mut().zip(act) {

@@ -9,7 +9,7 @@ use super::{Backend, ChainOutcome, GradNorms, Noise, PhaseTimer, RunningLse, Ste
 use crate::coupling::chain::{self, ChainState};
 use crate::coupling::CouplingConfig;
 use crate::estimators::{CoefficientProgram, Coefficients};
-use crate::model::{Layout, Linear};
+use crate::model::{Layout, Likelihood, Linear};
 use crate::optim::{self, AdamConfig, AdamState};
 use crate::rng::{self, Stream};
 use anyhow::{bail, Result};
@@ -171,7 +171,8 @@ struct Worker {
 }
 
 /// Activations of one MLP over `rows`: acts[0] is the input, acts[i] the output of layer i
-/// (pre-softplus logits are overwritten by the Bernoulli gradient for the decoder).
+/// (the decoder's output is overwritten by the likelihood's gradient, x - sigmoid(logit) or
+/// (x - mean) / s^2).
 #[derive(Default)]
 struct Acts {
     acts: Vec<Vec<f32>>,
@@ -430,6 +431,10 @@ impl Backend for CpuBackend {
         let eps_parts = split_rows(&mut self.eps, zd, &ranges);
         let lw_parts = split_rows(&mut self.log_w, 1, &ranges);
         let xs = &self.x;
+        let lik = arch.likelihood;
+        let inv_var = lik.inv_var() as f32;
+        // The Gaussian's normalising constant over all x_dim outputs, once per row.
+        let lik_const = (lik.log_norm() * xd as f64) as f32;
         self.pool.install(|| {
             per_worker
                 .into_par_iter()
@@ -463,12 +468,14 @@ impl Backend for CpuBackend {
                         for j in 0..p {
                             let row = range.start + start + j;
                             let b = row / n;
-                            let logits = &mut piece[last][j * xd..(j + 1) * xd];
-                            let log_px = fastmath::bernoulli_row(
-                                logits,
-                                out_bias,
-                                &xs[b * xd..(b + 1) * xd],
-                            );
+                            let out = &mut piece[last][j * xd..(j + 1) * xd];
+                            let xb = &xs[b * xd..(b + 1) * xd];
+                            let log_px = match lik {
+                                Likelihood::Bernoulli => fastmath::bernoulli_row(out, out_bias, xb),
+                                Likelihood::Gaussian { .. } => {
+                                    fastmath::gaussian_row(out, out_bias, xb, inv_var) + lik_const
+                                }
+                            };
                             let z = &piece[0][j * zd..(j + 1) * zd];
                             let e = &eps[(start + j) * zd..(start + j + 1) * zd];
                             let ls = &mu_ls[b * 2 * zd + zd..(b + 1) * 2 * zd];
@@ -898,6 +905,11 @@ impl CpuBackend {
                     }
                 })
         });
+        // Frozen entries keep their values: zero gradient, so norms, clipping and Adam
+        // (zero moments stay zero) leave them alone.
+        for r in &self.layout.frozen {
+            self.grad[r.clone()].fill(0.0);
+        }
         let el = self.layout.encoder_len;
         let grad = &self.grad;
         let (enc, dec) = self

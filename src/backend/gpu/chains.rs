@@ -221,7 +221,7 @@ impl GpuBackend {
             if self.profiling() {
                 self.ctx.queue.submit([enc.finish()]);
                 self.run_profiled((batch, len, false), &[forward])?;
-                self.profile_dispatches(&[&step_dispatch])?;
+                self.profile_dispatches(&[Some(&step_dispatch)])?;
             } else {
                 self.record(&mut enc, (batch, len, false), &[forward]);
                 record_one(&self.ctx, &mut enc, &step_dispatch);
@@ -265,7 +265,7 @@ impl GpuBackend {
             flops: 0.0,
         };
         if self.profiling() {
-            self.profile_dispatches(&[&encoder_dispatch])?;
+            self.profile_dispatches(&[Some(&encoder_dispatch)])?;
         } else {
             let mut enc = self.ctx.device.create_command_encoder(&Default::default());
             record_one(&self.ctx, &mut enc, &encoder_dispatch);

@@ -10,7 +10,7 @@ pub mod shaders;
 use super::{Backend, ChainOutcome, GradNorms, Noise, StepStats, Timing};
 use crate::coupling::CouplingConfig;
 use crate::estimators::{CoefficientProgram, EncoderRule};
-use crate::model::{Layout, Linear};
+use crate::model::{Layout, Likelihood, Linear};
 use crate::optim::{AdamConfig, AdamState};
 use anyhow::{bail, Result};
 use bytemuck::{Pod, Zeroable};
@@ -60,7 +60,10 @@ struct ShapeU {
     rows: u32,
     x_dim: u32,
     z_dim: u32,
-    _pad: [u32; 3],
+    /// 0 Bernoulli, 1 Gaussian (shaders/vae.wgsl, Shape).
+    lik: u32,
+    inv_var: f32,
+    log_norm: f32,
 }
 
 #[repr(C)]
@@ -702,7 +705,12 @@ impl GpuBackend {
             rows: rows as u32,
             x_dim: xd as u32,
             z_dim: zd as u32,
-            ..Default::default()
+            lik: match a.likelihood {
+                Likelihood::Bernoulli => 0,
+                Likelihood::Gaussian { .. } => 1,
+            },
+            inv_var: a.likelihood.inv_var() as f32,
+            log_norm: a.likelihood.log_norm() as f32,
         });
 
         mlp_forward(
@@ -965,39 +973,60 @@ impl GpuBackend {
 
     fn record(&self, enc: &mut wgpu::CommandEncoder, key: (usize, usize, bool), parts: &[Part]) {
         let list = self.dispatch_list(key, parts);
-        let mut pass = enc.begin_compute_pass(&Default::default());
-        for d in list {
-            pass.set_pipeline(&self.ctx.kernel(d.kernel).pipeline);
-            pass.set_bind_group(0, &d.group, &[]);
-            pass.dispatch_workgroups(d.count[0], d.count[1], d.count[2]);
+        // A clear is a transfer command, so the compute pass ends before it and resumes after.
+        for (i, segment) in list.split(Option::is_none).enumerate() {
+            if i > 0 {
+                self.clear_frozen(enc);
+            }
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            for d in segment.iter().flatten() {
+                pass.set_pipeline(&self.ctx.kernel(d.kernel).pipeline);
+                pass.set_bind_group(0, &d.group, &[]);
+                pass.dispatch_workgroups(d.count[0], d.count[1], d.count[2]);
+            }
         }
     }
 
-    /// The dispatches `parts` of the plan for `key` stand for, in order.
-    fn dispatch_list(&self, key: (usize, usize, bool), parts: &[Part]) -> Vec<&Dispatch> {
+    /// Zeroes the gradient on the layout's frozen ranges (after backward, before the norms),
+    /// so norms, clipping and Adam leave those parameters unchanged.
+    fn clear_frozen(&self, enc: &mut wgpu::CommandEncoder) {
+        for r in &self.layout.frozen {
+            enc.clear_buffer(&self.grad, (r.start * 4) as u64, Some((r.len() * 4) as u64));
+        }
+    }
+
+    /// The dispatches `parts` of the plan for `key` stand for, in order; None marks where
+    /// the frozen gradient ranges are cleared.
+    fn dispatch_list(&self, key: (usize, usize, bool), parts: &[Part]) -> Vec<Option<&Dispatch>> {
         let plan = &self.plans[&key];
         let mut list = Vec::new();
         for part in parts {
             match part {
-                Part::Forward => list.extend(plan.forward.iter()),
+                Part::Forward => list.extend(plan.forward.iter().map(Some)),
                 // One GEMM per encoder layer leads the forward list.
-                Part::ForwardFromZ => {
-                    list.extend(plan.forward.iter().skip(self.layout.encoder.len()))
-                }
-                Part::Coefficients => {
-                    list.push(self.active_subsets(false).unwrap_or(&plan.coefficients))
-                }
+                Part::ForwardFromZ => list.extend(
+                    plan.forward
+                        .iter()
+                        .skip(self.layout.encoder.len())
+                        .map(Some),
+                ),
+                Part::Coefficients => list.push(Some(
+                    self.active_subsets(false).unwrap_or(&plan.coefficients),
+                )),
                 Part::FullCoefficients => {
                     let whole = &self.full.as_ref().expect("full buffers exist").coefficients;
-                    list.push(self.active_subsets(true).unwrap_or(whole))
+                    list.push(Some(self.active_subsets(true).unwrap_or(whole)))
                 }
                 Part::Backward => {
-                    list.extend(plan.backward.iter());
-                    list.push(&plan.norms);
+                    list.extend(plan.backward.iter().map(Some));
+                    if !self.layout.frozen.is_empty() {
+                        list.push(None);
+                    }
+                    list.push(Some(&plan.norms));
                 }
-                Part::Adam => list.push(&plan.adam),
-                Part::Stats => list.push(&plan.stats),
-                Part::Lse => list.push(&plan.lse),
+                Part::Adam => list.push(Some(&plan.adam)),
+                Part::Stats => list.push(Some(&plan.stats)),
+                Part::Lse => list.push(Some(&plan.lse)),
             }
         }
         list
@@ -1014,7 +1043,7 @@ impl GpuBackend {
     }
 
     /// Runs and times `list` (see `run_profiled`).
-    fn profile_dispatches(&self, list: &[&Dispatch]) -> Result<()> {
+    fn profile_dispatches(&self, list: &[Option<&Dispatch>]) -> Result<()> {
         let mut guard = self.profiler.borrow_mut();
         let prof = guard.as_mut().expect("profiling is on");
         let push = |prof: &mut GpuProfiler, d: &Dispatch, start_us: f64, dur_us: f64| {
@@ -1026,6 +1055,29 @@ impl GpuBackend {
                 flops: d.flops,
             });
         };
+        // Submits follow the queue's order, so a clear submitted between two segments lands
+        // between them, as in `record`.
+        let segments: Vec<Vec<&Dispatch>> = list
+            .split(Option::is_none)
+            .map(|seg| seg.iter().flatten().copied().collect())
+            .collect();
+        for (si, segment) in segments.iter().enumerate() {
+            if si > 0 {
+                let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+                self.clear_frozen(&mut enc);
+                self.ctx.queue.submit([enc.finish()]);
+            }
+            self.profile_segment(prof, segment, &push)?;
+        }
+        Ok(())
+    }
+
+    fn profile_segment(
+        &self,
+        prof: &mut GpuProfiler,
+        list: &[&Dispatch],
+        push: &impl Fn(&mut GpuProfiler, &Dispatch, f64, f64),
+    ) -> Result<()> {
         for group in list.chunks(PROFILE_BATCH) {
             let mut enc = self.ctx.device.create_command_encoder(&Default::default());
             if let Some((qs, resolve)) = &prof.timestamps {
