@@ -367,3 +367,23 @@ fn chain_encoder(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     objective[b] = c + log(s) - log(f32(ch.kk));
 }
+
+// One backward chunk's coefficients, particles [start, start + len) of every datapoint,
+// gathered from the chains' [3, batch, cap] into the pass's [3, batch, len] (one dispatch
+// instead of 3 x batch copies).
+@group(0) @binding(7) var<storage, read_write> chunk_coef: array<f32>;
+
+@compute @workgroup_size(256)
+fn chain_gather(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let id = gid.x + gid.y * groups.x * 256u;
+    if (id >= ch.batch * ch.len) {
+        return;
+    }
+    let b = id / ch.len;
+    let j = id % ch.len;
+    let rows = ch.batch * ch.len;
+    let plane = ch.batch * ch.cap;
+    for (var part = 0u; part < 3u; part++) {
+        chunk_coef[part * rows + id] = coef[part * plane + b * ch.cap + ch.start + j];
+    }
+}

@@ -227,11 +227,15 @@ impl GpuBackend {
                 record_one(&self.ctx, &mut enc, &step_dispatch);
                 self.ctx.queue.submit([enc.finish()]);
             }
-            let running: u32 =
-                bytemuck::pod_read_unaligned(&self.ctx.read_bytes(&cb.active, 0, 4)?);
             t += 1;
-            if running == 0 {
-                break;
+            // No datapoint is done before time index m + 1 (max_iters > m), so the count is
+            // read back only from there on.
+            if t > chains.m {
+                let running: u32 =
+                    bytemuck::pod_read_unaligned(&self.ctx.read_bytes(&cb.active, 0, 4)?);
+                if running == 0 {
+                    break;
+                }
             }
         }
         // The backward over every particle drawn, chunk by chunk, as a chunked train step.
@@ -257,6 +261,10 @@ impl GpuBackend {
                 (6, &sb.objective),
             ],
         );
+        let gather_group = self.chain_group(
+            KernelId::ChainGather,
+            &[(0, &cb.uniform), (4, &cb.coef), (7, &sb.coef)],
+        );
         let encoder_dispatch = Dispatch {
             kernel: KernelId::ChainEncoder,
             group: encoder_group,
@@ -277,28 +285,29 @@ impl GpuBackend {
                 first_sample: noise.first_sample + s0 as u32,
                 ..*noise
             });
-            let mut enc = self.ctx.device.create_command_encoder(&Default::default());
-            let (sb, cb) = (
-                self.shape.as_ref().expect("shape buffers"),
-                self.chains.as_ref().expect("chain buffers"),
-            );
-            let chunk_rows = batch * len;
-            for part in 0..3 {
-                for b in 0..batch {
-                    enc.copy_buffer_to_buffer(
-                        &cb.coef,
-                        ((part * batch * cap + b * cap + s0) * 4) as u64,
-                        &sb.coef,
-                        ((part * chunk_rows + b * len) * 4) as u64,
-                        (len * 4) as u64,
-                    );
-                }
-            }
+            let cb = self.chains.as_ref().expect("chain buffers");
+            let u = ChainU {
+                start: s0 as u32,
+                len: len as u32,
+                ..base
+            };
+            self.ctx
+                .queue
+                .write_buffer(&cb.uniform, 0, bytemuck::bytes_of(&u));
+            let gather = Dispatch {
+                kernel: KernelId::ChainGather,
+                group: gather_group.clone(),
+                count: groups_1d(batch * len, 256),
+                label: format!("chain coefficients gather [{batch}x{len}]"),
+                flops: 0.0,
+            };
             if self.profiling() {
-                self.ctx.queue.submit([enc.finish()]);
+                self.profile_dispatches(&[Some(&gather)])?;
                 self.run_profiled((batch, len, false), &[Part::Forward])?;
                 self.run_profiled((batch, len, ci > 0), &[Part::Backward])?;
             } else {
+                let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+                record_one(&self.ctx, &mut enc, &gather);
                 self.record(&mut enc, (batch, len, false), &[Part::Forward]);
                 self.record(&mut enc, (batch, len, ci > 0), &[Part::Backward]);
                 self.ctx.queue.submit([enc.finish()]);

@@ -37,10 +37,11 @@ pub enum KernelId {
     SubsetCoefficients,
     ChainStep,
     ChainEncoder,
+    ChainGather,
 }
 
 impl KernelId {
-    pub const ALL: [KernelId; 14] = [
+    pub const ALL: [KernelId; 15] = [
         KernelId::Gemm,
         KernelId::GemmVec4,
         KernelId::ColumnSums,
@@ -55,6 +56,7 @@ impl KernelId {
         KernelId::SubsetCoefficients,
         KernelId::ChainStep,
         KernelId::ChainEncoder,
+        KernelId::ChainGather,
     ];
 
     /// (family, entry point, bindings as the WGSL declares them).
@@ -142,6 +144,11 @@ impl KernelId {
                 Family::Coupling,
                 "chain_encoder",
                 vec![(0, Uniform), (2, ReadWrite), (4, ReadWrite), (6, ReadWrite)],
+            ),
+            KernelId::ChainGather => (
+                Family::Coupling,
+                "chain_gather",
+                vec![(0, Uniform), (4, ReadWrite), (7, ReadWrite)],
             ),
         }
     }
