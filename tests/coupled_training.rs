@@ -265,6 +265,9 @@ fn gpu_and_cpu_agree_for_coupled_chains() {
     }
 }
 
+/// (name, backend, kernels checked, steps).
+type BackendUnderTest = (&'static str, Box<dyn Backend>, Vec<Kernel>, u32);
+
 /// Mean over `steps` batch means of the decoder-bias gradient (the toy's mu), and its SE.
 fn mu_gradient_stats(
     backend: &mut dyn Backend,
@@ -333,7 +336,7 @@ fn coupled_chain_steps_are_unbiased_on_the_toy_through_the_backends() {
             .map(|((m, s), e)| ((m - e) / s).abs())
             .fold(0.0f64, f64::max)
     };
-    let mut backends: Vec<(&str, Box<dyn Backend>, Vec<Kernel>, u32)> = vec![(
+    let mut backends: Vec<BackendUnderTest> = vec![(
         "cpu",
         Box::new(CpuBackend::new(&params.layout, &params.values, 2).unwrap()),
         Kernel::ALL.to_vec(),
