@@ -96,18 +96,8 @@ struct TrainArgs {
     /// Samples per datapoint (SUMO: the minimum m; MLMC: unused, see --mlmc-i0; coupled-*: particles per set).
     #[arg(long, default_value_t = 5)]
     k: usize,
-    /// Coupled chains: the time average H_{k:m} starts at iteration --chain-k ...
-    #[arg(long, default_value_t = 0)]
-    chain_k: usize,
-    /// ... and ends at --chain-m.
-    #[arg(long, default_value_t = 4)]
-    chain_m: usize,
-    /// Coupled chains: the lag L between the two chains.
-    #[arg(long, default_value_t = 1)]
-    lag: usize,
-    /// Coupled chains: iterations before a datapoint stops unmet (counted and reported).
-    #[arg(long, default_value_t = 1000)]
-    max_iters: usize,
+    #[command(flatten)]
+    chains: ChainArgs,
     /// MLMC level distribution P(k) = p (1 - p)^k; finite cost needs p > 1/2, finite variance p < 3/4.
     #[arg(long, default_value_t = 0.6)]
     mlmc_p: f64,
@@ -175,6 +165,34 @@ impl From<ModelArg> for ModelChoice {
             ModelArg::Vae => ModelChoice::Vae,
             ModelArg::Toy => ModelChoice::Toy,
             ModelArg::Ppca => ModelChoice::Ppca,
+        }
+    }
+}
+
+/// The coupled chains' horizon, shared by `train` and `grad-stats`.
+#[derive(Args)]
+struct ChainArgs {
+    /// Coupled chains: the time average H_{k:m} starts at iteration --chain-k ...
+    #[arg(long, default_value_t = 0)]
+    chain_k: usize,
+    /// ... and ends at --chain-m.
+    #[arg(long, default_value_t = 4)]
+    chain_m: usize,
+    /// Coupled chains: the lag L between the two chains.
+    #[arg(long, default_value_t = 1)]
+    lag: usize,
+    /// Coupled chains: iterations before a datapoint's chains stop unmet (counted and reported; the estimate is then biased).
+    #[arg(long, default_value_t = 1000)]
+    max_iters: usize,
+}
+
+impl ChainArgs {
+    fn options(&self) -> ChainOptions {
+        ChainOptions {
+            burn_in: self.chain_k,
+            horizon: self.chain_m,
+            lag: self.lag,
+            max_iters: self.max_iters,
         }
     }
 }
@@ -368,18 +386,8 @@ struct GradStatsArgs {
     /// Any training estimator, or coupled-pimh, coupled-isir, coupled-disir (toy and ppca).
     #[arg(long, default_value = "iwae")]
     estimator: String,
-    /// Coupled chains: the time-average starts at iteration --chain-k ...
-    #[arg(long, default_value_t = 0)]
-    chain_k: usize,
-    /// ... and ends at --chain-m.
-    #[arg(long, default_value_t = 4)]
-    chain_m: usize,
-    /// Coupled chains: the lag L between the two chains.
-    #[arg(long, default_value_t = 1)]
-    lag: usize,
-    /// Coupled chains: iterations before a run stops unmet (reported, never silent).
-    #[arg(long, default_value_t = 1000)]
-    max_iters: usize,
+    #[command(flatten)]
+    chains: ChainArgs,
     #[arg(long, default_value_t = 5)]
     k: usize,
     /// Independent gradient estimates.
@@ -427,23 +435,22 @@ fn run_grad_stats(a: GradStatsArgs) -> Result<()> {
         ModelArg::Ppca => Some(ExactKind::Ppca),
         ModelArg::Vae => None,
     };
-    if let Some(kernel) = a.estimator.strip_prefix("coupled-") {
-        let kernel = unbiased_vae::coupling::Kernel::parse(kernel)
-            .map_err(|e| anyhow::anyhow!("--estimator: {e}"))?;
-        let kind = exact(a.model).context("--estimator coupled-* runs on --model toy or ppca (Fisher's identity needs the exact model)")?;
-        let cfg = unbiased_vae::coupling::CouplingConfig {
-            k: a.chain_k,
-            m: a.chain_m,
-            lag: a.lag,
-            max_iters: a.max_iters,
-            ..unbiased_vae::coupling::CouplingConfig::new(kernel, a.k)
+    let kind: EstimatorKind = a
+        .estimator
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("--estimator: {e}"))?;
+    if kind.coupling_kernel().is_some() {
+        let model = exact(a.model).context("--estimator coupled-* runs on --model toy or ppca (Fisher's identity needs the exact model)")?;
+        let est = Estimator {
+            chains: a.chains.options(),
+            ..Estimator::new(kind, a.alpha)
         };
-        let r = gradstats::grad_stats_coupled(kind, cfg, a.reps, a.seed, a.datapoint)?;
+        let cfg = est.coupling(a.k).map_err(|e| {
+            anyhow::anyhow!("{e} (check --k, --chain-k, --chain-m, --lag and --max-iters)")
+        })?;
+        let r = gradstats::grad_stats_coupled(model, cfg, a.reps, a.seed, a.datapoint)?;
         return print_grad_stats(&r, a.json);
     }
-    let kind: EstimatorKind = a.estimator.parse().map_err(|e: String| {
-        anyhow::anyhow!("--estimator: {e}; or coupled-pimh, coupled-isir, coupled-disir")
-    })?;
     let est = Estimator {
         unbiased: UnbiasedOptions {
             mlmc_p: a.mlmc_p,
@@ -528,12 +535,7 @@ fn run_train(a: TrainArgs) -> Result<()> {
                     EncoderArg::Variance => EncoderChoice::Variance,
                 },
             },
-            chains: ChainOptions {
-                burn_in: a.chain_k,
-                horizon: a.chain_m,
-                lag: a.lag,
-                max_iters: a.max_iters,
-            },
+            chains: a.chains.options(),
             ..Estimator::new(a.estimator, a.alpha)
         },
         k: a.k,
