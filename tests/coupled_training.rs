@@ -162,8 +162,9 @@ const NOISE: Noise = Noise {
 };
 
 /// One step on the CPU: every datapoint's iterations and particles follow from its meeting
-/// time (the batch runs to the slowest), and a step chunked to the initial block per pass
-/// gives the same parameters as a whole one.
+/// time (the batch runs to the slowest), and a step chunked to the initial block per pass, or
+/// whose backward runs per datapoint over the particles it used, gives the same parameters as
+/// one whole backward.
 #[test]
 fn chain_steps_run_to_the_slowest_datapoint_and_chunk_exactly() {
     let (params, x, batch) = tiny_model();
@@ -174,10 +175,14 @@ fn chain_steps_run_to_the_slowest_datapoint_and_chunk_exactly() {
             ..CouplingConfig::new(kernel, 4)
         };
         let mut whole = CpuBackend::new(&params.layout, &params.values, 2).unwrap();
+        whole.set_chain_group_overhead(Some(usize::MAX / 4));
         let mut chunked = CpuBackend::new(&params.layout, &params.values, 2).unwrap();
         chunked.set_row_limit(Some(batch * chains.particles_through(1)));
+        // One backward group per datapoint, each over the particles it used.
+        let mut split = CpuBackend::new(&params.layout, &params.values, 2).unwrap();
+        split.set_chain_group_overhead(Some(0));
         let mut outcomes = Vec::new();
-        for b in [&mut whole, &mut chunked] {
+        for b in [&mut whole, &mut chunked, &mut split] {
             b.reset_optimizer();
             outcomes.push(
                 b.chain_step(&x, batch, &NOISE, &chains, &AdamConfig::default(), 1e-3)
@@ -186,6 +191,7 @@ fn chain_steps_run_to_the_slowest_datapoint_and_chunk_exactly() {
         }
         let o = &outcomes[0];
         assert_eq!(o, &outcomes[1], "{kernel}: chunking changed the chains");
+        assert_eq!(o, &outcomes[2], "{kernel}: grouping changed the chains");
         let own_iterations: Vec<usize> = o
             .meeting_times
             .iter()
@@ -209,13 +215,12 @@ fn chain_steps_run_to_the_slowest_datapoint_and_chunk_exactly() {
             .particles
             .iter()
             .any(|&p| (p as usize) < chains.particles_through(o.iterations));
-        let (pw, pc) = (whole.params().unwrap(), chunked.params().unwrap());
-        let worst = pw
+        let pw = whole.params().unwrap();
+        let worst = [chunked.params().unwrap(), split.params().unwrap()]
             .iter()
-            .zip(&pc)
-            .map(|(a, b)| (a - b).abs())
+            .flat_map(|pc| pw.iter().zip(pc).map(|(a, b)| (a - b).abs()))
             .fold(0.0f32, f32::max);
-        println!("{kernel}: {o:?}; worst chunked-vs-whole parameter difference {worst:e}");
+        println!("{kernel}: {o:?}; worst chunked or split vs whole parameter difference {worst:e}");
         // A tenth of Adam's first step (lr = 1e-3) bounds what summation order can change.
         assert!(worst < 1e-4, "{kernel}: chunked step differs by {worst}");
     }

@@ -241,3 +241,116 @@ fn weights(l: &[f64], ids: &[usize]) -> Vec<f64> {
     w.iter_mut().for_each(|v| *v /= s);
     w
 }
+
+/// Particle-rows one extra backward group is charged in [`backward_groups`]: its encoder pass
+/// and dispatch overhead, about a 256-row decoder pass.
+pub const GROUP_OVERHEAD: usize = 256;
+
+/// Splits a batch into contiguous row groups for the backward after a coupled step. Datapoint
+/// `r`'s coefficients are zero beyond the `used[r]` particles its estimate used, so a group
+/// `(rows, n)` needs particles `0..n` with `n` the most any of its rows used. Contiguous,
+/// because a sub-batch's noise counter is its first datapoint plus the row. The groups minimise
+/// `sum |g| n_g + overhead x groups` (dynamic programming, quadratic in the batch; above 4096
+/// rows, fixed groups of 64).
+pub fn backward_groups(used: &[usize], overhead: usize) -> Vec<(Range<usize>, usize)> {
+    let b = used.len();
+    let fixed = |size: usize| {
+        (0..b)
+            .step_by(size)
+            .map(|r0| {
+                let r1 = (r0 + size).min(b);
+                (r0..r1, used[r0..r1].iter().copied().max().unwrap_or(0))
+            })
+            .collect()
+    };
+    if b > 4096 {
+        return fixed(64);
+    }
+    // best[j]: least cost of rows 0..j; from[j]: where its last group starts.
+    let mut best = vec![0usize; b + 1];
+    let mut from = vec![0usize; b + 1];
+    for j in 1..=b {
+        let (mut m, mut cost) = (0usize, usize::MAX);
+        for i in (0..j).rev() {
+            m = m.max(used[i]);
+            let c = best[i]
+                .saturating_add((j - i).saturating_mul(m))
+                .saturating_add(overhead);
+            if c < cost {
+                (cost, from[j]) = (c, i);
+            }
+        }
+        best[j] = cost;
+    }
+    let mut groups = Vec::new();
+    let mut j = b;
+    while j > 0 {
+        let i = from[j];
+        groups.push((i..j, used[i..j].iter().copied().max().unwrap_or(0)));
+        j = i;
+    }
+    groups.reverse();
+    groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cost(groups: &[(Range<usize>, usize)], overhead: usize) -> usize {
+        groups.iter().map(|(r, n)| r.len() * n + overhead).sum()
+    }
+
+    /// Every contiguous partition of a small batch, by brute force.
+    fn brute(used: &[usize], overhead: usize) -> usize {
+        let b = used.len();
+        (0..1u32 << (b - 1))
+            .map(|cuts| {
+                let mut groups = Vec::new();
+                let mut start = 0;
+                for r in 1..=b {
+                    if r == b || cuts & (1 << (r - 1)) != 0 {
+                        let n = *used[start..r].iter().max().unwrap();
+                        groups.push((start..r, n));
+                        start = r;
+                    }
+                }
+                cost(&groups, overhead)
+            })
+            .min()
+            .unwrap()
+    }
+
+    #[test]
+    fn backward_groups_cover_the_batch_at_least_cost() {
+        let cases: [&[usize]; 4] = [
+            &[22, 22, 22, 22],
+            &[22, 30, 700, 26, 22, 22, 34, 22],
+            &[5, 900, 5, 900, 5],
+            &[14, 14, 44, 17, 17, 14, 100, 14, 14, 14],
+        ];
+        for used in cases {
+            for overhead in [0, 16, 256, 100_000] {
+                let g = backward_groups(used, overhead);
+                let mut next = 0;
+                for (rows, n) in &g {
+                    assert_eq!(rows.start, next, "{used:?}: groups must tile the batch");
+                    next = rows.end;
+                    assert!(used[rows.clone()].iter().all(|u| u <= n));
+                }
+                assert_eq!(next, used.len());
+                assert_eq!(
+                    cost(&g, overhead),
+                    brute(used, overhead),
+                    "{used:?} {overhead}"
+                );
+            }
+        }
+        // A large overhead keeps one group; none splits a long tail off.
+        assert_eq!(backward_groups(&[22, 700, 22], 100_000).len(), 1);
+        assert_eq!(
+            backward_groups(&[22, 22, 700, 22, 22], 1),
+            vec![(0..2, 22), (2..3, 700), (3..5, 22)]
+        );
+    }
+}

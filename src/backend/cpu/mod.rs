@@ -194,6 +194,8 @@ pub struct CpuBackend {
     peak_bytes: u64,
     /// Caps the rows of one pass (tests of chunking); None: ROWS_PER_PASS.
     row_limit: Option<usize>,
+    /// Overrides the coupled chains' backward-group overhead (tests of the grouping).
+    chain_group_overhead: Option<usize>,
     batch: usize,
     n: usize,
     x: Vec<f32>,
@@ -235,6 +237,7 @@ impl CpuBackend {
             timer: PhaseTimer::default(),
             peak_bytes: 0,
             row_limit: None,
+            chain_group_overhead: None,
             batch: 0,
             n: 0,
             x: Vec::new(),
@@ -641,24 +644,46 @@ impl Backend for CpuBackend {
             }
             t += 1;
         }
-        // Decoder: the chains' coefficients; encoder: IWAE-DReG on the first K particles.
-        let n = chains.particles_through(t);
-        let (mut a, mut b) = (vec![0.0f32; batch * n], vec![0.0f32; batch * n]);
-        let mut objective = 0.0;
+        // Decoder: the chains' coefficients; encoder: IWAE-DReG on the first K particles. The
+        // backward runs per group of rows over the particles its rows used (beyond them the
+        // coefficients are zero), each group's coefficients scaled by |group| / batch since a
+        // pass averages over its own rows.
         let dreg =
             crate::estimators::Estimator::new(crate::estimators::EstimatorKind::IwaeDreg, 0.0);
         let (mut wa, mut wb, mut wc) = (vec![0.0; kk], vec![0.0; kk], vec![0.0; kk]);
-        for r in 0..batch {
-            for (dst, &v) in a[r * n..(r + 1) * n].iter_mut().zip(&coef[r]) {
-                *dst = v as f32;
-            }
-            objective += dreg.coefficients_row(&hist[r][..kk], &mut wa, &mut wb, &mut wc);
-            for (dst, &v) in b[r * n..r * n + kk].iter_mut().zip(&wb) {
-                *dst = v as f32;
-            }
+        let mut objective = 0.0;
+        let mut encoder_b = Vec::with_capacity(batch);
+        for h in &hist {
+            objective += dreg.coefficients_row(&h[..kk], &mut wa, &mut wb, &mut wc);
+            encoder_b.push(wb.clone());
         }
-        let c = vec![0.0f32; batch * n];
-        let norms = self.backward_in_chunks(x, batch, n, noise, &a, &b, &c)?;
+        let used: Vec<usize> = states.iter().map(|s| s.particles).collect();
+        let overhead = self.chain_group_overhead.unwrap_or(chain::GROUP_OVERHEAD);
+        let xd = self.layout.arch.x_dim;
+        let mut norms = GradNorms::default();
+        for (gi, (rows, n)) in chain::backward_groups(&used, overhead)
+            .into_iter()
+            .enumerate()
+        {
+            let gb = rows.len();
+            let scale = gb as f64 / batch as f64;
+            let (mut a, mut b) = (vec![0.0f32; gb * n], vec![0.0f32; gb * n]);
+            for (i, r) in rows.clone().enumerate() {
+                for (dst, &v) in a[i * n..(i + 1) * n].iter_mut().zip(&coef[r]) {
+                    *dst = (v * scale) as f32;
+                }
+                for (dst, &v) in b[i * n..i * n + kk].iter_mut().zip(&encoder_b[r]) {
+                    *dst = (v * scale) as f32;
+                }
+            }
+            let c = vec![0.0f32; gb * n];
+            let group_noise = Noise {
+                first_datapoint: noise.first_datapoint + rows.start as u32,
+                ..*noise
+            };
+            let xs = &x[rows.start * xd..rows.end * xd];
+            norms = self.backward_in_chunks(xs, gb, n, &group_noise, &a, &b, &c, gi > 0)?;
+        }
         self.optimizer_step(cfg, lr)?;
         self.stats.steps += 1;
         self.stats.objective += objective / batch as f64;
@@ -933,6 +958,13 @@ impl CpuBackend {
         self.row_limit = rows;
     }
 
+    /// Sets the overhead `coupling::chain::backward_groups` charges per backward group of a
+    /// coupled step (None: the default; 0 splits wherever it saves a particle, a huge value
+    /// keeps one group).
+    pub fn set_chain_group_overhead(&mut self, overhead: Option<usize>) {
+        self.chain_group_overhead = overhead;
+    }
+
     /// A step whose batch x N rows exceed one pass: log-weights chunk by chunk, the
     /// coefficients over all N, then each chunk's forward again (same noise, same z) and its
     /// backward added into the gradient. Memory stays that of one chunk.
@@ -966,14 +998,16 @@ impl CpuBackend {
         }
         let mut coeffs = std::mem::take(&mut self.coeffs);
         program.coefficients_into(&full, batch, n, &mut coeffs);
-        let norms = self.backward_in_chunks(x, batch, n, noise, &coeffs.a, &coeffs.b, &coeffs.c)?;
+        let norms =
+            self.backward_in_chunks(x, batch, n, noise, &coeffs.a, &coeffs.b, &coeffs.c, false)?;
         let objective = coeffs.objective.iter().sum::<f64>() / batch as f64;
         self.coeffs = coeffs;
         Ok((norms, objective))
     }
 
     /// The backward of a step over `n` samples with given coefficients `[batch, n]`: each
-    /// chunk's forward pass again (same noise, same z), its backward added into the gradient.
+    /// chunk's forward pass again (same noise, same z), its backward added into the gradient
+    /// (the first chunk's too when `accumulate`).
     #[allow(clippy::too_many_arguments)]
     fn backward_in_chunks(
         &mut self,
@@ -984,6 +1018,7 @@ impl CpuBackend {
         a: &[f32],
         b: &[f32],
         c: &[f32],
+        accumulate: bool,
     ) -> Result<GradNorms> {
         let per = (self.max_rows() / batch).max(1);
         let mut norms = GradNorms::default();
@@ -1005,7 +1040,7 @@ impl CpuBackend {
                     dst.extend_from_slice(&src[r * n + s0..r * n + s0 + len]);
                 }
             }
-            norms = self.backward_impl(&ca, &cb, &cc, ci > 0)?;
+            norms = self.backward_impl(&ca, &cb, &cc, accumulate || ci > 0)?;
         }
         Ok(norms)
     }
