@@ -9,6 +9,7 @@ struct Chain {
     burn_in: u32, horizon: u32, lag: u32, max_iters: u32,
     t: u32, start: u32, len: u32, step: u32,         // this time index; its log-weights' ids
     seed_lo: u32, seed_hi: u32, first_datapoint: u32, _p0: u32,
+    row0: u32, rows: u32, scale: f32, _p1: u32,      // chain_gather: a group of rows
 }
 
 // State words per datapoint (chain.rs ChainState): t, tau (0: not met), flags, x, y, particles.
@@ -368,22 +369,22 @@ fn chain_encoder(@builtin(global_invocation_id) gid: vec3<u32>) {
     objective[b] = c + log(s) - log(f32(ch.kk));
 }
 
-// One backward chunk's coefficients, particles [start, start + len) of every datapoint,
-// gathered from the chains' [3, batch, cap] into the pass's [3, batch, len] (one dispatch
-// instead of 3 x batch copies).
+// One backward chunk's coefficients: particles [start, start + len) of the group of rows
+// [row0, row0 + rows), gathered from the chains' [3, batch, cap] into the pass's
+// [3, rows, len] and scaled by |group| / batch (a pass averages over its own rows).
 @group(0) @binding(7) var<storage, read_write> chunk_coef: array<f32>;
 
 @compute @workgroup_size(256)
 fn chain_gather(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let id = gid.x + gid.y * groups.x * 256u;
-    if (id >= ch.batch * ch.len) {
+    let n = ch.rows * ch.len;
+    if (id >= n) {
         return;
     }
-    let b = id / ch.len;
+    let b = ch.row0 + id / ch.len;
     let j = id % ch.len;
-    let rows = ch.batch * ch.len;
     let plane = ch.batch * ch.cap;
     for (var part = 0u; part < 3u; part++) {
-        chunk_coef[part * rows + id] = coef[part * plane + b * ch.cap + ch.start + j];
+        chunk_coef[part * n + id] = ch.scale * coef[part * plane + b * ch.cap + ch.start + j];
     }
 }

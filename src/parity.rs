@@ -462,7 +462,8 @@ pub fn run_suite(choice: &AdapterChoice, shape: &ParityShape) -> Result<ParityRe
 
     // Coupled chains: the whole batch advances in lockstep, each datapoint's chains on one GPU
     // thread (shaders/coupling.wgsl) against the host's coupling::chain::step; then the
-    // backward over every particle drawn, chunked to what one pass holds (the initial block).
+    // backward over the particles each datapoint used: on the GPU one group per datapoint,
+    // chunked to what one pass holds (the initial block), on the CPU its default grouping.
     for kernel in crate::coupling::Kernel::ALL {
         let chains = crate::coupling::CouplingConfig {
             m: 2,
@@ -472,9 +473,11 @@ pub fn run_suite(choice: &AdapterChoice, shape: &ParityShape) -> Result<ParityRe
         restart(&mut cpu, &params.values)?;
         restart(&mut gpu, &params.values)?;
         gpu.set_row_limit(Some(batch * chains.particles_through(1)));
+        gpu.set_chain_group_overhead(Some(0));
         let oc = cpu.chain_step(&x, batch, &noise, &chains, &cfg, lr)?;
         let og = gpu.chain_step(&x, batch, &noise, &chains, &cfg, lr)?;
         gpu.set_row_limit(None);
+        gpu.set_chain_group_overhead(None);
         let summary = |o: &crate::backend::ChainOutcome| -> Vec<f32> {
             let mut v = vec![o.iterations as f32];
             v.extend(o.meeting_times.iter().map(|&t| t as f32));

@@ -9,10 +9,11 @@ use super::context::GpuContext;
 use super::context::KernelId;
 use super::{groups_1d, Dispatch, GpuBackend, Part};
 use crate::backend::{Backend, ChainOutcome, Noise};
-use crate::coupling::{CouplingConfig, Kernel};
+use crate::coupling::{chain, CouplingConfig, Kernel};
 use crate::optim::AdamConfig;
 use anyhow::{bail, Result};
 use bytemuck::{Pod, Zeroable};
+use std::ops::Range;
 
 /// State words per datapoint; the layout is documented in shaders/coupling.wgsl.
 const STATE_WORDS: usize = 8;
@@ -37,6 +38,10 @@ struct ChainU {
     seed_hi: u32,
     first_datapoint: u32,
     _pad: u32,
+    row0: u32,
+    rows: u32,
+    scale: f32,
+    _pad1: u32,
 }
 
 /// The chains' device state for one (batch, particle cap).
@@ -238,18 +243,49 @@ impl GpuBackend {
                 }
             }
         }
-        // The backward over every particle drawn, chunk by chunk, as a chunked train step.
-        let n = chains.particles_through(t);
-        let per = (self.max_rows() / batch).max(1);
-        let chunks: Vec<(usize, usize)> = (0..n)
-            .step_by(per)
-            .map(|s0| (s0, per.min(n - s0)))
-            .collect();
-        for &(_, len) in &chunks {
-            self.ensure_shape(batch, len, false)?;
-            self.ensure_shape(batch, len, true)?;
+        // The chains' state: meeting times, caps and the particles each datapoint used.
+        let cb = self.chains.as_ref().expect("chain buffers");
+        let words: Vec<u32> = bytemuck::pod_collect_to_vec(&self.ctx.read_bytes(
+            &cb.state,
+            0,
+            (batch * STATE_WORDS * 4) as u64,
+        )?);
+        let mut out = ChainOutcome {
+            iterations: t,
+            ..Default::default()
+        };
+        for s in words.chunks_exact(STATE_WORDS) {
+            let capped = s[2] & FLAG_CAPPED != 0;
+            out.meeting_times.push(if s[1] == 0 {
+                chains.max_iters as u32
+            } else {
+                s[1]
+            });
+            out.capped.push(capped);
+            out.particles.push(s[5]);
         }
-        self.upload_x(x, batch)?;
+        // The backward per group of rows over the particles its rows used (beyond them the
+        // coefficients are zero), chunk by chunk; the gather scales each group's coefficients
+        // by |group| / batch, since a pass averages over its own rows.
+        let used: Vec<usize> = out.particles.iter().map(|&p| p as usize).collect();
+        let overhead = self.chain_group_overhead.unwrap_or(chain::GROUP_OVERHEAD);
+        let mut passes: Vec<(Range<usize>, usize, usize)> = Vec::new();
+        for (rows, n) in chain::backward_groups(&used, overhead) {
+            let per = (self.max_rows() / rows.len()).max(1);
+            for s0 in (0..n).step_by(per) {
+                passes.push((rows.clone(), s0, per.min(n - s0)));
+            }
+        }
+        // The largest shape first: a reallocation drops the plans built before it.
+        let mut shapes: Vec<(usize, usize)> =
+            passes.iter().map(|(r, _, l)| (r.len(), *l)).collect();
+        shapes.sort_by_key(|&(b, l)| std::cmp::Reverse(b * l));
+        for (gb, len) in shapes {
+            self.ensure_shape(gb, len, false)?;
+            self.ensure_shape(gb, len, true)?;
+        }
+        // Adam and the running statistics run over the whole batch.
+        self.ensure_shape(batch, per_step, false)?;
         let cb = self.chains.as_ref().expect("chain buffers");
         let sb = self.shape.as_ref().expect("shape buffers");
         let encoder_group = self.chain_group(
@@ -280,8 +316,16 @@ impl GpuBackend {
             self.ctx.queue.submit([enc.finish()]);
         }
         self.write_adam(None, batch);
-        for (ci, &(s0, len)) in chunks.iter().enumerate() {
+        let xd = self.layout.arch.x_dim;
+        let mut uploaded = None;
+        for (pi, (rows, s0, len)) in passes.iter().enumerate() {
+            let (gb, s0, len) = (rows.len(), *s0, *len);
+            if uploaded != Some(rows.start) {
+                self.upload_x(&x[rows.start * xd..rows.end * xd], gb)?;
+                uploaded = Some(rows.start);
+            }
             self.write_noise(&Noise {
+                first_datapoint: noise.first_datapoint + rows.start as u32,
                 first_sample: noise.first_sample + s0 as u32,
                 ..*noise
             });
@@ -289,6 +333,9 @@ impl GpuBackend {
             let u = ChainU {
                 start: s0 as u32,
                 len: len as u32,
+                row0: rows.start as u32,
+                rows: gb as u32,
+                scale: gb as f32 / batch as f32,
                 ..base
             };
             self.ctx
@@ -297,45 +344,25 @@ impl GpuBackend {
             let gather = Dispatch {
                 kernel: KernelId::ChainGather,
                 group: gather_group.clone(),
-                count: groups_1d(batch * len, 256),
-                label: format!("chain coefficients gather [{batch}x{len}]"),
+                count: groups_1d(gb * len, 256),
+                label: format!("chain coefficients gather [{gb}x{len}]"),
                 flops: 0.0,
             };
             if self.profiling() {
                 self.profile_dispatches(&[Some(&gather)])?;
-                self.run_profiled((batch, len, false), &[Part::Forward])?;
-                self.run_profiled((batch, len, ci > 0), &[Part::Backward])?;
+                self.run_profiled((gb, len, false), &[Part::Forward])?;
+                self.run_profiled((gb, len, pi > 0), &[Part::Backward])?;
             } else {
                 let mut enc = self.ctx.device.create_command_encoder(&Default::default());
                 record_one(&self.ctx, &mut enc, &gather);
-                self.record(&mut enc, (batch, len, false), &[Part::Forward]);
-                self.record(&mut enc, (batch, len, ci > 0), &[Part::Backward]);
+                self.record(&mut enc, (gb, len, false), &[Part::Forward]);
+                self.record(&mut enc, (gb, len, pi > 0), &[Part::Backward]);
                 self.ctx.queue.submit([enc.finish()]);
             }
         }
         self.write_adam(Some((cfg, lr)), batch);
-        self.run(batch, chunks[0].1, &[Part::Adam, Part::Stats])?;
+        self.run(batch, per_step, &[Part::Adam, Part::Stats])?;
         self.last = None;
-        let cb = self.chains.as_ref().expect("chain buffers");
-        let words: Vec<u32> = bytemuck::pod_collect_to_vec(&self.ctx.read_bytes(
-            &cb.state,
-            0,
-            (batch * STATE_WORDS * 4) as u64,
-        )?);
-        let mut out = ChainOutcome {
-            iterations: t,
-            ..Default::default()
-        };
-        for s in words.chunks_exact(STATE_WORDS) {
-            let capped = s[2] & FLAG_CAPPED != 0;
-            out.meeting_times.push(if s[1] == 0 {
-                chains.max_iters as u32
-            } else {
-                s[1]
-            });
-            out.capped.push(capped);
-            out.particles.push(s[5]);
-        }
         Ok(out)
     }
 }

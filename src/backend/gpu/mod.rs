@@ -265,6 +265,8 @@ pub struct GpuBackend {
     lw_host: Vec<f32>,
     /// The coupled chains' device state (`chain_step`).
     chains: Option<chains::ChainBuffers>,
+    /// Overrides the coupled chains' backward-group overhead (tests of the grouping).
+    chain_group_overhead: Option<usize>,
 }
 
 /// The buffers and dispatch of the subset coefficient kernel for the current program.
@@ -604,6 +606,7 @@ impl GpuBackend {
             last: None,
             lw_host: Vec::new(),
             chains: None,
+            chain_group_overhead: None,
             ctx,
         };
         Ok(b)
@@ -1362,6 +1365,12 @@ impl GpuBackend {
     /// chunked steps on small shapes.
     pub fn set_row_limit(&mut self, rows: Option<usize>) {
         self.row_limit = rows;
+    }
+
+    /// Sets the overhead `coupling::chain::backward_groups` charges per backward group of a
+    /// coupled step (None: the default; 0 splits wherever it saves a particle).
+    pub fn set_chain_group_overhead(&mut self, overhead: Option<usize>) {
+        self.chain_group_overhead = overhead;
     }
 
     /// A training step whose batch x N rows exceed one pass: pass 1 computes the log-weights
