@@ -367,141 +367,7 @@ impl Backend for CpuBackend {
     }
 
     fn forward(&mut self, x: &[f32], batch: usize, n: usize, noise: &Noise) -> Result<&[f32]> {
-        let arch = self.layout.arch.clone();
-        let (xd, zd) = (arch.x_dim, arch.z_dim);
-        if x.len() != batch * xd {
-            bail!(
-                "input has {} values, expected batch {batch} x {xd}",
-                x.len()
-            );
-        }
-        if batch == 0 || n == 0 {
-            bail!("forward needs at least one datapoint and one sample (batch {batch}, n {n})");
-        }
-        self.resize(batch, n);
-        self.x.clear();
-        self.x.extend_from_slice(x);
-        let rows = batch * n;
-        let params = &self.params;
-        let layout = &self.layout;
-        let threads = self.threads;
-
-        let enc_flops = 2.0 * (batch * mlp_macs(&self.layout.encoder)) as f64;
-        let dec_flops = 2.0 * (rows * mlp_macs(&self.layout.decoder)) as f64;
-        let t_enc = self.timer.start();
-        // Encoder, parallel over datapoints.
-        self.enc.acts[0].copy_from_slice(x);
-        let enc_ranges = worker_ranges(batch, threads);
-        let enc_dims = arch.encoder_dims();
-        let mut per_worker: Vec<Vec<&mut [f32]>> =
-            (0..enc_ranges.len()).map(|_| Vec::new()).collect();
-        for (buf, &d) in self.enc.acts.iter_mut().zip(&enc_dims) {
-            for (w, s) in split_rows(buf, d, &enc_ranges).into_iter().enumerate() {
-                per_worker[w].push(s);
-            }
-        }
-        self.pool.install(|| {
-            per_worker
-                .into_par_iter()
-                .zip(enc_ranges.par_iter())
-                .for_each(|(mut acts, r)| {
-                    mlp_forward_rows(params, &layout.encoder, &mut acts, r.len());
-                    let last = layout.encoder.last().expect("encoder has layers");
-                    fastmath::bias_rows(
-                        &mut acts[enc_dims.len() - 1][..r.len() * last.out],
-                        &params[last.b..last.b + last.out],
-                    );
-                })
-        });
-
-        self.timer.stop(
-            t_enc,
-            "encoder forward",
-            || format!("encoder forward [{batch} rows]"),
-            enc_flops,
-        );
-        let t_dec = self.timer.start();
-        // Noise, sampling and decoder, parallel over sample rows.
-        let mu_ls = &self.enc.acts[enc_dims.len() - 1];
-        let dec_dims = arch.decoder_dims();
-        let ranges = worker_ranges(rows, threads);
-        let mut per_worker: Vec<Vec<&mut [f32]>> = (0..ranges.len()).map(|_| Vec::new()).collect();
-        for (buf, &d) in self.dec.acts.iter_mut().zip(&dec_dims) {
-            for (w, s) in split_rows(buf, d, &ranges).into_iter().enumerate() {
-                per_worker[w].push(s);
-            }
-        }
-        let eps_parts = split_rows(&mut self.eps, zd, &ranges);
-        let lw_parts = split_rows(&mut self.log_w, 1, &ranges);
-        let xs = &self.x;
-        let lik = arch.likelihood;
-        let inv_var = lik.inv_var() as f32;
-        // The Gaussian's normalising constant over all x_dim outputs, once per row.
-        let lik_const = (lik.log_norm() * xd as f64) as f32;
-        self.pool.install(|| {
-            per_worker
-                .into_par_iter()
-                .zip(eps_parts.into_par_iter().zip(lw_parts.into_par_iter()))
-                .zip(ranges.par_iter())
-                .for_each(|((mut acts, (eps, lw)), range)| {
-                    let out_layer = layout.decoder.last().expect("decoder has layers");
-                    let out_bias = &params[out_layer.b..out_layer.b + xd];
-                    let last = acts.len() - 1;
-                    let mut start = 0;
-                    while start < range.len() {
-                        let p = PIECE_ROWS.min(range.len() - start);
-                        // Noise and z = mu + sigma * eps for each row of the piece.
-                        for j in 0..p {
-                            let row = range.start + start + j;
-                            let (b, s) = (row / n, row % n);
-                            let e = &mut eps[(start + j) * zd..(start + j + 1) * zd];
-                            fill_normals_at(noise, b, s, zd, e);
-                            let m = &mu_ls[b * 2 * zd..(b + 1) * 2 * zd];
-                            let z = &mut acts[0][(start + j) * zd..(start + j + 1) * zd];
-                            for d in 0..zd {
-                                z[d] = m[d] + fastmath::exp(m[zd + d]) * e[d];
-                            }
-                        }
-                        let mut piece: Vec<&mut [f32]> = acts
-                            .iter_mut()
-                            .zip(&dec_dims)
-                            .map(|(a, &d)| &mut a[start * d..(start + p) * d])
-                            .collect();
-                        mlp_forward_rows(params, &layout.decoder, &mut piece, p);
-                        for j in 0..p {
-                            let row = range.start + start + j;
-                            let b = row / n;
-                            let out = &mut piece[last][j * xd..(j + 1) * xd];
-                            let xb = &xs[b * xd..(b + 1) * xd];
-                            let log_px = match lik {
-                                Likelihood::Bernoulli => fastmath::bernoulli_row(out, out_bias, xb),
-                                Likelihood::Gaussian { .. } => {
-                                    fastmath::gaussian_row(out, out_bias, xb, inv_var) + lik_const
-                                }
-                            };
-                            let z = &piece[0][j * zd..(j + 1) * zd];
-                            let e = &eps[(start + j) * zd..(start + j + 1) * zd];
-                            let ls = &mu_ls[b * 2 * zd + zd..(b + 1) * 2 * zd];
-                            // log p(z) - log q(z|x); the 2 pi constants cancel.
-                            let mut lz = 0.0f32;
-                            for d in 0..zd {
-                                lz += 0.5 * (e[d] * e[d] - z[d] * z[d]) + ls[d];
-                            }
-                            lw[start + j] = log_px + lz;
-                        }
-                        start += p;
-                    }
-                })
-        });
-        self.timer.stop(
-            t_dec,
-            "decoder forward",
-            || format!("sample z, decoder forward, log-weights [{rows} rows]"),
-            dec_flops,
-        );
-        let bytes = self.working_bytes();
-        self.peak_bytes = self.peak_bytes.max(bytes);
-        Ok(&self.log_w[..rows])
+        self.forward_impl(x, batch, n, noise, true)
     }
 
     fn backward(&mut self, a: &[f32], b: &[f32], c: &[f32]) -> Result<GradNorms> {
@@ -616,7 +482,8 @@ impl Backend for CpuBackend {
             let per = (self.max_rows() / batch).max(1);
             for s0 in (first..block.end).step_by(per) {
                 let l = per.min(block.end - s0);
-                let lw = self.forward(
+                // The encoder runs once per minibatch: its output stays in place.
+                let lw = self.forward_impl(
                     x,
                     batch,
                     l,
@@ -624,6 +491,7 @@ impl Backend for CpuBackend {
                         first_sample: noise.first_sample + s0 as u32,
                         ..*noise
                     },
+                    t == 0 && s0 == first,
                 )?;
                 for (r, h) in hist.iter_mut().enumerate() {
                     h.extend(lw[r * l..(r + 1) * l].iter().map(|&v| v as f64));
@@ -758,6 +626,157 @@ impl Backend for CpuBackend {
 }
 
 impl CpuBackend {
+    /// `forward`; with `encode` false the encoder output of the last pass over the same
+    /// minibatch is reused (a coupled step's later time indices).
+    fn forward_impl(
+        &mut self,
+        x: &[f32],
+        batch: usize,
+        n: usize,
+        noise: &Noise,
+        encode: bool,
+    ) -> Result<&[f32]> {
+        let arch = self.layout.arch.clone();
+        let (xd, zd) = (arch.x_dim, arch.z_dim);
+        if x.len() != batch * xd {
+            bail!(
+                "input has {} values, expected batch {batch} x {xd}",
+                x.len()
+            );
+        }
+        if batch == 0 || n == 0 {
+            bail!("forward needs at least one datapoint and one sample (batch {batch}, n {n})");
+        }
+        self.resize(batch, n);
+        self.x.clear();
+        self.x.extend_from_slice(x);
+        let rows = batch * n;
+        let params = &self.params;
+        let layout = &self.layout;
+        let threads = self.threads;
+
+        let enc_flops = 2.0 * (batch * mlp_macs(&self.layout.encoder)) as f64;
+        let dec_flops = 2.0 * (rows * mlp_macs(&self.layout.decoder)) as f64;
+        let enc_dims = arch.encoder_dims();
+        // Reusing needs the same minibatch in place (same batch size: `resize` kept it).
+        let encode = encode || self.enc.acts[0] != x;
+        if encode {
+            let t_enc = self.timer.start();
+            // Encoder, parallel over datapoints.
+            self.enc.acts[0].copy_from_slice(x);
+            let enc_ranges = worker_ranges(batch, threads);
+            let mut per_worker: Vec<Vec<&mut [f32]>> =
+                (0..enc_ranges.len()).map(|_| Vec::new()).collect();
+            for (buf, &d) in self.enc.acts.iter_mut().zip(&enc_dims) {
+                for (w, s) in split_rows(buf, d, &enc_ranges).into_iter().enumerate() {
+                    per_worker[w].push(s);
+                }
+            }
+            self.pool.install(|| {
+                per_worker
+                    .into_par_iter()
+                    .zip(enc_ranges.par_iter())
+                    .for_each(|(mut acts, r)| {
+                        mlp_forward_rows(params, &layout.encoder, &mut acts, r.len());
+                        let last = layout.encoder.last().expect("encoder has layers");
+                        fastmath::bias_rows(
+                            &mut acts[enc_dims.len() - 1][..r.len() * last.out],
+                            &params[last.b..last.b + last.out],
+                        );
+                    })
+            });
+
+            self.timer.stop(
+                t_enc,
+                "encoder forward",
+                || format!("encoder forward [{batch} rows]"),
+                enc_flops,
+            );
+        }
+        let t_dec = self.timer.start();
+        // Noise, sampling and decoder, parallel over sample rows.
+        let mu_ls = &self.enc.acts[enc_dims.len() - 1];
+        let dec_dims = arch.decoder_dims();
+        let ranges = worker_ranges(rows, threads);
+        let mut per_worker: Vec<Vec<&mut [f32]>> = (0..ranges.len()).map(|_| Vec::new()).collect();
+        for (buf, &d) in self.dec.acts.iter_mut().zip(&dec_dims) {
+            for (w, s) in split_rows(buf, d, &ranges).into_iter().enumerate() {
+                per_worker[w].push(s);
+            }
+        }
+        let eps_parts = split_rows(&mut self.eps, zd, &ranges);
+        let lw_parts = split_rows(&mut self.log_w, 1, &ranges);
+        let xs = &self.x;
+        let lik = arch.likelihood;
+        let inv_var = lik.inv_var() as f32;
+        // The Gaussian's normalising constant over all x_dim outputs, once per row.
+        let lik_const = (lik.log_norm() * xd as f64) as f32;
+        self.pool.install(|| {
+            per_worker
+                .into_par_iter()
+                .zip(eps_parts.into_par_iter().zip(lw_parts.into_par_iter()))
+                .zip(ranges.par_iter())
+                .for_each(|((mut acts, (eps, lw)), range)| {
+                    let out_layer = layout.decoder.last().expect("decoder has layers");
+                    let out_bias = &params[out_layer.b..out_layer.b + xd];
+                    let last = acts.len() - 1;
+                    let mut start = 0;
+                    while start < range.len() {
+                        let p = PIECE_ROWS.min(range.len() - start);
+                        // Noise and z = mu + sigma * eps for each row of the piece.
+                        for j in 0..p {
+                            let row = range.start + start + j;
+                            let (b, s) = (row / n, row % n);
+                            let e = &mut eps[(start + j) * zd..(start + j + 1) * zd];
+                            fill_normals_at(noise, b, s, zd, e);
+                            let m = &mu_ls[b * 2 * zd..(b + 1) * 2 * zd];
+                            let z = &mut acts[0][(start + j) * zd..(start + j + 1) * zd];
+                            for d in 0..zd {
+                                z[d] = m[d] + fastmath::exp(m[zd + d]) * e[d];
+                            }
+                        }
+                        let mut piece: Vec<&mut [f32]> = acts
+                            .iter_mut()
+                            .zip(&dec_dims)
+                            .map(|(a, &d)| &mut a[start * d..(start + p) * d])
+                            .collect();
+                        mlp_forward_rows(params, &layout.decoder, &mut piece, p);
+                        for j in 0..p {
+                            let row = range.start + start + j;
+                            let b = row / n;
+                            let out = &mut piece[last][j * xd..(j + 1) * xd];
+                            let xb = &xs[b * xd..(b + 1) * xd];
+                            let log_px = match lik {
+                                Likelihood::Bernoulli => fastmath::bernoulli_row(out, out_bias, xb),
+                                Likelihood::Gaussian { .. } => {
+                                    fastmath::gaussian_row(out, out_bias, xb, inv_var) + lik_const
+                                }
+                            };
+                            let z = &piece[0][j * zd..(j + 1) * zd];
+                            let e = &eps[(start + j) * zd..(start + j + 1) * zd];
+                            let ls = &mu_ls[b * 2 * zd + zd..(b + 1) * 2 * zd];
+                            // log p(z) - log q(z|x); the 2 pi constants cancel.
+                            let mut lz = 0.0f32;
+                            for d in 0..zd {
+                                lz += 0.5 * (e[d] * e[d] - z[d] * z[d]) + ls[d];
+                            }
+                            lw[start + j] = log_px + lz;
+                        }
+                        start += p;
+                    }
+                })
+        });
+        self.timer.stop(
+            t_dec,
+            "decoder forward",
+            || format!("sample z, decoder forward, log-weights [{rows} rows]"),
+            dec_flops,
+        );
+        let bytes = self.working_bytes();
+        self.peak_bytes = self.peak_bytes.max(bytes);
+        Ok(&self.log_w[..rows])
+    }
+
     /// The gradient of the last forward pass; `accumulate` adds it to the current gradient
     /// (later chunks of a chunked step) instead of replacing it.
     fn backward_impl(
