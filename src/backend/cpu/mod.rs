@@ -367,7 +367,7 @@ impl Backend for CpuBackend {
     }
 
     fn forward(&mut self, x: &[f32], batch: usize, n: usize, noise: &Noise) -> Result<&[f32]> {
-        self.forward_impl(x, batch, n, noise, true)
+        self.forward_impl(x, batch, n, noise, true, None)
     }
 
     fn backward(&mut self, a: &[f32], b: &[f32], c: &[f32]) -> Result<GradNorms> {
@@ -478,8 +478,12 @@ impl Backend for CpuBackend {
         while states.iter().any(|s| !s.done) {
             let block = chains.step_block(t);
             let first = if t == 0 { 0 } else { block.start };
-            let len = block.end - first;
-            let per = (self.max_rows() / batch).max(1);
+            // Only datapoints still running draw this index's block (their own noise).
+            let running: Vec<u32> = (0..batch as u32)
+                .filter(|&r| !states[r as usize].done)
+                .collect();
+            let pick = (running.len() < batch).then_some(&running[..]);
+            let per = (self.max_rows() / running.len()).max(1);
             for s0 in (first..block.end).step_by(per) {
                 let l = per.min(block.end - s0);
                 // The encoder runs once per minibatch: its output stays in place.
@@ -492,13 +496,15 @@ impl Backend for CpuBackend {
                         ..*noise
                     },
                     t == 0 && s0 == first,
+                    pick,
                 )?;
-                for (r, h) in hist.iter_mut().enumerate() {
-                    h.extend(lw[r * l..(r + 1) * l].iter().map(|&v| v as f64));
+                for (i, &r) in running.iter().enumerate() {
+                    hist[r as usize].extend(lw[i * l..(i + 1) * l].iter().map(|&v| v as f64));
                 }
             }
-            debug_assert!(hist.iter().all(|h| h.len() == first + len));
-            for (r, st) in states.iter_mut().enumerate() {
+            for &r in &running {
+                let r = r as usize;
+                debug_assert_eq!(hist[r].len(), block.end);
                 coef[r].resize(block.end, 0.0);
                 let u = rng::uniforms4(
                     noise.seed,
@@ -508,7 +514,7 @@ impl Backend for CpuBackend {
                     t as u32,
                 )
                 .map(|v| v as f64);
-                chain::step(chains, st, &hist[r], u, &mut coef[r]);
+                chain::step(chains, &mut states[r], &hist[r], u, &mut coef[r]);
             }
             t += 1;
         }
@@ -627,7 +633,10 @@ impl Backend for CpuBackend {
 
 impl CpuBackend {
     /// `forward`; with `encode` false the encoder output of the last pass over the same
-    /// minibatch is reused (a coupled step's later time indices).
+    /// minibatch is reused (a coupled step's later time indices). With `pick`, the pass covers
+    /// only those datapoints of the minibatch (their own noise counters), `n` samples each, and
+    /// returns `[pick.len(), n]` log-weights; it needs the minibatch encoded already and is
+    /// for log-weights only (no backward follows it).
     fn forward_impl(
         &mut self,
         x: &[f32],
@@ -635,6 +644,7 @@ impl CpuBackend {
         n: usize,
         noise: &Noise,
         encode: bool,
+        pick: Option<&[u32]>,
     ) -> Result<&[f32]> {
         let arch = self.layout.arch.clone();
         let (xd, zd) = (arch.x_dim, arch.z_dim);
@@ -647,10 +657,13 @@ impl CpuBackend {
         if batch == 0 || n == 0 {
             bail!("forward needs at least one datapoint and one sample (batch {batch}, n {n})");
         }
+        if pick.is_some_and(|p| encode || p.iter().any(|&r| r as usize >= batch)) {
+            bail!("a pass over picked datapoints needs their minibatch encoded already");
+        }
         self.resize(batch, n);
         self.x.clear();
         self.x.extend_from_slice(x);
-        let rows = batch * n;
+        let rows = pick.map_or(batch, |p| p.len()) * n;
         let params = &self.params;
         let layout = &self.layout;
         let threads = self.threads;
@@ -727,6 +740,7 @@ impl CpuBackend {
                         for j in 0..p {
                             let row = range.start + start + j;
                             let (b, s) = (row / n, row % n);
+                            let b = pick.map_or(b, |p| p[b] as usize);
                             let e = &mut eps[(start + j) * zd..(start + j + 1) * zd];
                             fill_normals_at(noise, b, s, zd, e);
                             let m = &mu_ls[b * 2 * zd..(b + 1) * 2 * zd];
@@ -743,7 +757,7 @@ impl CpuBackend {
                         mlp_forward_rows(params, &layout.decoder, &mut piece, p);
                         for j in 0..p {
                             let row = range.start + start + j;
-                            let b = row / n;
+                            let b = pick.map_or(row / n, |p| p[row / n] as usize);
                             let out = &mut piece[last][j * xd..(j + 1) * xd];
                             let xb = &xs[b * xd..(b + 1) * xd];
                             let log_px = match lik {
