@@ -56,6 +56,8 @@ pub(super) struct ChainBuffers {
     state: wgpu::Buffer,
     /// One u32: datapoints still running after the last time index.
     active: wgpu::Buffer,
+    /// Its readback, once per time index: allocated once.
+    active_staging: wgpu::Buffer,
     uniform: wgpu::Buffer,
 }
 
@@ -66,6 +68,7 @@ impl ChainBuffers {
             &self.coef,
             &self.state,
             &self.active,
+            &self.active_staging,
             &self.uniform,
         ]
         .iter()
@@ -99,6 +102,7 @@ impl GpuBackend {
             coef: ctx.storage("chain coefficients", 3 * batch * cap),
             state: ctx.storage("chain state", batch * STATE_WORDS),
             active: ctx.storage("chains running", 1),
+            active_staging: ctx.staging("chains running readback", 4),
             uniform: ctx.uniform("chain", std::mem::size_of::<ChainU>()),
         });
         self.peak_bytes = self.peak_bytes.max(self.live_bytes());
@@ -236,8 +240,12 @@ impl GpuBackend {
             // No datapoint is done before time index m + 1 (max_iters > m), so the count is
             // read back only from there on.
             if t > chains.m {
-                let running: u32 =
-                    bytemuck::pod_read_unaligned(&self.ctx.read_bytes(&cb.active, 0, 4)?);
+                let running: u32 = bytemuck::pod_read_unaligned(&self.ctx.read_bytes_via(
+                    &cb.active,
+                    0,
+                    4,
+                    &cb.active_staging,
+                )?);
                 if running == 0 {
                     break;
                 }

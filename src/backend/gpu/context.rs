@@ -405,12 +405,29 @@ impl GpuContext {
     /// The one readback helper: copies `len` bytes at `offset` into a mappable buffer, submits,
     /// waits, and returns them.
     pub fn read_bytes(&self, buf: &wgpu::Buffer, offset: u64, len: u64) -> Result<Vec<u8>> {
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
+        let staging = self.staging("readback", len);
+        self.read_bytes_via(buf, offset, len, &staging)
+    }
+
+    /// A mappable buffer of `len` bytes for [`GpuContext::read_bytes_via`].
+    pub fn staging(&self, label: &str, len: u64) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
             size: len.max(4),
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
-        });
+        })
+    }
+
+    /// `read_bytes` through a caller's staging buffer (at least `len` bytes, unmapped), for
+    /// readbacks repeated within a step.
+    pub fn read_bytes_via(
+        &self,
+        buf: &wgpu::Buffer,
+        offset: u64,
+        len: u64,
+        staging: &wgpu::Buffer,
+    ) -> Result<Vec<u8>> {
         let mut enc = self.device.create_command_encoder(&Default::default());
         enc.copy_buffer_to_buffer(buf, offset, &staging, 0, len);
         self.queue.submit([enc.finish()]);
@@ -425,7 +442,7 @@ impl GpuContext {
             Ok(Ok(())) => {}
             _ => bail!("mapping a readback buffer failed"),
         }
-        let out = staging.get_mapped_range(..)?[..len as usize].to_vec();
+        let out = staging.get_mapped_range(..len)?.to_vec();
         staging.unmap();
         Ok(out)
     }
