@@ -429,7 +429,7 @@ impl GpuContext {
         staging: &wgpu::Buffer,
     ) -> Result<Vec<u8>> {
         let mut enc = self.device.create_command_encoder(&Default::default());
-        enc.copy_buffer_to_buffer(buf, offset, &staging, 0, len);
+        enc.copy_buffer_to_buffer(buf, offset, staging, 0, len);
         self.queue.submit([enc.finish()]);
         let (tx, rx) = std::sync::mpsc::channel();
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
