@@ -98,15 +98,8 @@ struct TrainArgs {
     k: usize,
     #[command(flatten)]
     chains: ChainArgs,
-    /// MLMC level distribution P(k) = p (1 - p)^k; finite cost needs p > 1/2, finite variance p < 3/4.
-    #[arg(long, default_value_t = 0.6)]
-    mlmc_p: f64,
-    /// MLMC base groups of 2^I0 samples.
-    #[arg(long, default_value_t = 2)]
-    mlmc_i0: u32,
-    /// Largest MLMC level (the run then targets L_{2^(cap+I0+1)} and says so).
-    #[arg(long)]
-    mlmc_cap: Option<u32>,
+    #[command(flatten)]
+    mlmc: MlmcArgs,
     /// Encoder gradient of sumo / mlmc-*: dreg (IWAE-DReG), rws (unbiased RWS), variance (min E[estimate^2]).
     #[arg(long, value_enum, default_value = "dreg")]
     encoder: EncoderArg,
@@ -165,6 +158,32 @@ impl From<ModelArg> for ModelChoice {
             ModelArg::Vae => ModelChoice::Vae,
             ModelArg::Toy => ModelChoice::Toy,
             ModelArg::Ppca => ModelChoice::Ppca,
+        }
+    }
+}
+
+/// MLMC's level distribution, shared by `train` and `grad-stats`.
+#[derive(Args)]
+struct MlmcArgs {
+    /// MLMC level distribution P(k) = p (1 - p)^k; finite cost needs p > 1/2, finite variance p < 3/4.
+    #[arg(long, default_value_t = 0.6)]
+    mlmc_p: f64,
+    /// MLMC base groups of 2^I0 samples.
+    #[arg(long, default_value_t = 2)]
+    mlmc_i0: u32,
+    /// Largest MLMC level (the run then targets L_{2^(cap+I0+1)} and says so).
+    #[arg(long)]
+    mlmc_cap: Option<u32>,
+}
+
+impl MlmcArgs {
+    /// The MLMC settings, with `encoder`.
+    fn options(&self, encoder: EncoderChoice) -> UnbiasedOptions {
+        UnbiasedOptions {
+            mlmc_p: self.mlmc_p,
+            mlmc_i0: self.mlmc_i0,
+            mlmc_cap: self.mlmc_cap,
+            encoder,
         }
     }
 }
@@ -395,12 +414,8 @@ struct GradStatsArgs {
     reps: usize,
     #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
     alpha: f64,
-    #[arg(long, default_value_t = 0.6)]
-    mlmc_p: f64,
-    #[arg(long, default_value_t = 2)]
-    mlmc_i0: u32,
-    #[arg(long)]
-    mlmc_cap: Option<u32>,
+    #[command(flatten)]
+    mlmc: MlmcArgs,
     /// Which datapoint of the model's data set (vae: a test image).
     #[arg(long, default_value_t = 0)]
     datapoint: usize,
@@ -452,12 +467,7 @@ fn run_grad_stats(a: GradStatsArgs) -> Result<()> {
         return print_grad_stats(&r, a.json);
     }
     let est = Estimator {
-        unbiased: UnbiasedOptions {
-            mlmc_p: a.mlmc_p,
-            mlmc_i0: a.mlmc_i0,
-            mlmc_cap: a.mlmc_cap,
-            ..Default::default()
-        },
+        unbiased: a.mlmc.options(EncoderChoice::default()),
         ..Estimator::new(kind, a.alpha)
     };
     if matches!(kind, EstimatorKind::MlmcSs | EstimatorKind::MlmcRr) {
@@ -525,16 +535,11 @@ fn run_train(a: TrainArgs) -> Result<()> {
         train_limit: a.train_limit,
         arch: model.arch(a.hidden, a.latent)?,
         estimator: Estimator {
-            unbiased: UnbiasedOptions {
-                mlmc_p: a.mlmc_p,
-                mlmc_i0: a.mlmc_i0,
-                mlmc_cap: a.mlmc_cap,
-                encoder: match a.encoder {
-                    EncoderArg::Dreg => EncoderChoice::Dreg,
-                    EncoderArg::Rws => EncoderChoice::Rws,
-                    EncoderArg::Variance => EncoderChoice::Variance,
-                },
-            },
+            unbiased: a.mlmc.options(match a.encoder {
+                EncoderArg::Dreg => EncoderChoice::Dreg,
+                EncoderArg::Rws => EncoderChoice::Rws,
+                EncoderArg::Variance => EncoderChoice::Variance,
+            }),
             chains: a.chains.options(),
             ..Estimator::new(a.estimator, a.alpha)
         },
