@@ -15,6 +15,9 @@ use unbiased_vae::rng::Stream;
 
 mod common;
 use common::have_gpu;
+#[path = "common/train_cli.rs"]
+mod train_cli;
+use train_cli::train_metrics;
 
 const TINY: [&str; 14] = [
     "--train-limit",
@@ -34,23 +37,7 @@ const TINY: [&str; 14] = [
 ];
 
 fn train(dir: &std::path::Path, extra: &[&str]) -> (Vec<Value>, String) {
-    let out = Command::cargo_bin("uvae")
-        .unwrap()
-        .arg("train")
-        .args(TINY)
-        .args(extra)
-        .arg("--out")
-        .arg(dir)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(out.status.success(), "{stderr}");
-    let lines = std::fs::read_to_string(dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    (lines, stderr)
+    train_metrics(dir, &TINY, extra)
 }
 
 #[test]

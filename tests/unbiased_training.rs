@@ -12,6 +12,9 @@ use unbiased_vae::rng::Stream;
 
 mod common;
 use common::have_gpu;
+#[path = "common/train_cli.rs"]
+mod train_cli;
+use train_cli::train_metrics;
 
 const TINY: [&str; 14] = [
     "--train-limit",
@@ -30,25 +33,10 @@ const TINY: [&str; 14] = [
     "8",
 ];
 
+/// The first epoch's metrics of a TINY run, with stderr.
 fn train(dir: &std::path::Path, extra: &[&str]) -> (Value, String) {
-    let out = Command::cargo_bin("uvae")
-        .unwrap()
-        .arg("train")
-        .args(TINY)
-        .args(extra)
-        .arg("--out")
-        .arg(dir)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(out.status.success(), "{stderr}");
-    let line = std::fs::read_to_string(dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .next()
-        .unwrap()
-        .to_string();
-    (serde_json::from_str(&line).unwrap(), stderr)
+    let (mut lines, stderr) = train_metrics(dir, &TINY, extra);
+    (lines.swap_remove(0), stderr)
 }
 
 #[test]
