@@ -92,10 +92,8 @@ fn add_rb(l: &[f64], ids: &[usize], scale: f64, coef: &mut [f64]) {
     if scale == 0.0 {
         return;
     }
-    let lmax = ids.iter().map(|&i| l[i]).fold(f64::NEG_INFINITY, f64::max);
-    let s: f64 = ids.iter().map(|&i| (l[i] - lmax).exp()).sum();
-    for &i in ids {
-        coef[i] += scale * (l[i] - lmax).exp() / s;
+    for (&i, w) in ids.iter().zip(weights(l, ids)) {
+        coef[i] += scale * w;
     }
 }
 
