@@ -1,7 +1,7 @@
 //! The validated run configuration, written to config.json beside every run.
 
 use crate::estimators::{Estimator, EstimatorKind};
-use crate::model::Arch;
+use crate::model::{Arch, ModelChoice};
 use crate::optim::{AdamConfig, Schedule};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
@@ -16,54 +16,34 @@ pub enum BackendChoice {
     Gpu,
 }
 
-/// The model `uvae train` fits (`--model`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ModelChoice {
-    /// The MNIST MLP VAE with a Bernoulli decoder.
-    #[default]
-    Vae,
-    /// The linear-Gaussian toy model, trained on its own generated data
-    /// (`crate::exact::training`).
-    Toy,
-    /// Probabilistic PCA, trained on its own generated data.
-    Ppca,
-}
-
-impl ModelChoice {
-    pub fn name(&self) -> &'static str {
-        match self {
-            ModelChoice::Vae => "vae",
-            ModelChoice::Toy => "toy",
-            ModelChoice::Ppca => "ppca",
-        }
-    }
-
-    /// The architecture for `--hidden` / `--latent` (None: not given). The exact models fix
-    /// their own shape, so giving either flag with them is an error that says so.
-    pub fn arch(&self, hidden: Option<Vec<usize>>, latent: Option<usize>) -> Result<Arch> {
-        match self {
-            ModelChoice::Vae => Ok(Arch {
-                x_dim: 784,
-                hidden: hidden.unwrap_or_else(|| vec![200, 200]),
-                z_dim: latent.unwrap_or(50),
-                likelihood: Default::default(),
-            }),
-            exact => {
-                for (flag, given) in [
-                    ("--hidden", hidden.is_some()),
-                    ("--latent", latent.is_some()),
-                ] {
-                    if given {
-                        bail!(
-                            "{flag} does not apply to --model {}: its shape is fixed ({}); drop {flag}",
-                            exact.name(),
-                            crate::exact::training::shape_note(*exact)
-                        );
-                    }
+/// The architecture for `--hidden` / `--latent` (None: not given). The exact models fix
+/// their own shape, so giving either flag with them is an error that says so.
+pub fn resolve_arch(
+    model: ModelChoice,
+    hidden: Option<Vec<usize>>,
+    latent: Option<usize>,
+) -> Result<Arch> {
+    match model {
+        ModelChoice::Vae => Ok(Arch {
+            x_dim: 784,
+            hidden: hidden.unwrap_or_else(|| vec![200, 200]),
+            z_dim: latent.unwrap_or(50),
+            likelihood: Default::default(),
+        }),
+        exact => {
+            for (flag, given) in [
+                ("--hidden", hidden.is_some()),
+                ("--latent", latent.is_some()),
+            ] {
+                if given {
+                    bail!(
+                        "{flag} does not apply to --model {}: its shape is fixed ({}); drop {flag}",
+                        exact.name(),
+                        crate::exact::training::shape_note(exact)
+                    );
                 }
-                Ok(crate::exact::training::arch(*exact).expect("an exact model"))
             }
+            Ok(crate::exact::training::arch(exact).expect("an exact model"))
         }
     }
 }

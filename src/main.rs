@@ -3,13 +3,14 @@
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
-use unbiased_vae::config::{BackendChoice, ModelChoice, TrainConfig};
+use unbiased_vae::config::{BackendChoice, TrainConfig};
 use unbiased_vae::data;
 use unbiased_vae::estimators::{
     ChainOptions, EncoderChoice, Estimator, EstimatorKind, UnbiasedOptions,
 };
 use unbiased_vae::eval;
 use unbiased_vae::model::checkpoint;
+use unbiased_vae::model::ModelChoice;
 use unbiased_vae::optim::{AdamConfig, Schedule};
 use unbiased_vae::train;
 
@@ -128,7 +129,7 @@ struct TrainArgs {
     /// Model: vae (MNIST MLP VAE), toy (linear-Gaussian, D = 20) or ppca (probabilistic PCA);
     /// toy and ppca train on their own generated data and report the exact log p(x).
     #[arg(long, value_enum, default_value = "vae")]
-    model: ModelArg,
+    model: ModelChoice,
     /// Hidden layer sizes of the encoder (the decoder mirrors them); --model vae only
     /// [default: 200,200].
     #[arg(long, value_delimiter = ',')]
@@ -150,16 +151,6 @@ struct TrainArgs {
     /// Run directory.
     #[arg(long, default_value = "runs/latest")]
     out: PathBuf,
-}
-
-impl From<ModelArg> for ModelChoice {
-    fn from(m: ModelArg) -> Self {
-        match m {
-            ModelArg::Vae => ModelChoice::Vae,
-            ModelArg::Toy => ModelChoice::Toy,
-            ModelArg::Ppca => ModelChoice::Ppca,
-        }
-    }
 }
 
 /// MLMC's level distribution, shared by `train` and `grad-stats`.
@@ -348,7 +339,7 @@ struct ProfileArgs {
     #[arg(long)]
     json: bool,
     /// Chrome trace file (open in ui.perfetto.dev or chrome://tracing).
-    #[arg(long, default_value = "uvae-profile.trace.json")]
+    #[arg(long, default_value = "runs/profile.trace.json")]
     trace: PathBuf,
 }
 
@@ -383,7 +374,11 @@ fn run_profile(a: ProfileArgs) -> Result<()> {
         a.warmup,
     )?;
     let trace = serde_json::to_vec(&unbiased_vae::profile::chrome_trace(&report))?;
-    unbiased_vae::report::write_atomic(&a.trace, &trace)?;
+    if let Some(dir) = a.trace.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create {} for --trace", dir.display()))?;
+    }
+    unbiased_vae::files::write_atomic(&a.trace, &trace)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -401,7 +396,7 @@ fn run_profile(a: ProfileArgs) -> Result<()> {
 struct GradStatsArgs {
     /// toy (linear-Gaussian, DReG paper section 6.1) or ppca.
     #[arg(long, value_enum, default_value = "ppca")]
-    model: ModelArg,
+    model: ModelChoice,
     /// Any training estimator, or coupled-pimh, coupled-isir, coupled-disir (toy and ppca).
     #[arg(long, default_value = "iwae")]
     estimator: String,
@@ -436,20 +431,9 @@ struct GradStatsArgs {
     json: bool,
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum ModelArg {
-    Toy,
-    Ppca,
-    Vae,
-}
-
 fn run_grad_stats(a: GradStatsArgs) -> Result<()> {
-    use unbiased_vae::gradstats::{self, ExactKind};
-    let exact = |m: ModelArg| match m {
-        ModelArg::Toy => Some(ExactKind::Toy),
-        ModelArg::Ppca => Some(ExactKind::Ppca),
-        ModelArg::Vae => None,
-    };
+    use unbiased_vae::grad_stats;
+    let exact = |m: ModelChoice| m.is_exact().then_some(m);
     let kind: EstimatorKind = a
         .estimator
         .parse()
@@ -463,7 +447,7 @@ fn run_grad_stats(a: GradStatsArgs) -> Result<()> {
         let cfg = est.coupling(a.k).map_err(|e| {
             anyhow::anyhow!("{e} (check --k, --chain-k, --chain-m, --lag and --max-iters)")
         })?;
-        let r = gradstats::grad_stats_coupled(model, cfg, a.reps, a.seed, a.datapoint)?;
+        let r = grad_stats::grad_stats_coupled(model, cfg, a.reps, a.seed, a.datapoint)?;
         return print_grad_stats(&r, a.json);
     }
     let est = Estimator {
@@ -475,13 +459,10 @@ fn run_grad_stats(a: GradStatsArgs) -> Result<()> {
             .map_err(|e| anyhow::anyhow!("{e} (check --mlmc-p, --mlmc-i0 and --mlmc-cap)"))?;
     }
     let r = match a.model {
-        ModelArg::Toy => {
-            gradstats::grad_stats(ExactKind::Toy, est, a.k, a.reps, a.seed, a.datapoint)?
+        model @ (ModelChoice::Toy | ModelChoice::Ppca) => {
+            grad_stats::grad_stats(model, est, a.k, a.reps, a.seed, a.datapoint)?
         }
-        ModelArg::Ppca => {
-            gradstats::grad_stats(ExactKind::Ppca, est, a.k, a.reps, a.seed, a.datapoint)?
-        }
-        ModelArg::Vae => {
+        ModelChoice::Vae => {
             let ds = data::load_or_bundled(a.common.data.as_deref(), 400)?;
             let params = match &a.checkpoint {
                 Some(path) => checkpoint::load(path)?.0,
@@ -501,7 +482,7 @@ fn run_grad_stats(a: GradStatsArgs) -> Result<()> {
                 a.common.threads,
                 a.common.adapter.as_deref(),
             )?;
-            gradstats::grad_stats_vae(
+            grad_stats::grad_stats_vae(
                 backend.as_mut(),
                 &x,
                 est,
@@ -517,23 +498,23 @@ fn run_grad_stats(a: GradStatsArgs) -> Result<()> {
     print_grad_stats(&r, a.json)
 }
 
-fn print_grad_stats(r: &unbiased_vae::gradstats::GradStatsReport, json: bool) -> Result<()> {
+fn print_grad_stats(r: &unbiased_vae::grad_stats::GradStatsReport, json: bool) -> Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(r)?);
     } else {
-        print!("{}", unbiased_vae::gradstats::format_report(r));
+        print!("{}", unbiased_vae::grad_stats::format_report(r));
     }
     Ok(())
 }
 
 fn run_train(a: TrainArgs) -> Result<()> {
-    let model = ModelChoice::from(a.model);
+    let model = a.model;
     let cfg = TrainConfig {
         model,
         data: a.common.data,
         valid_size: a.valid_size,
         train_limit: a.train_limit,
-        arch: model.arch(a.hidden, a.latent)?,
+        arch: unbiased_vae::config::resolve_arch(model, a.hidden, a.latent)?,
         estimator: Estimator {
             unbiased: a.mlmc.options(match a.encoder {
                 EncoderArg::Dreg => EncoderChoice::Dreg,

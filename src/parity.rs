@@ -5,9 +5,9 @@
 use crate::backend::cpu::CpuBackend;
 use crate::backend::gpu::{AdapterChoice, GpuBackend};
 use crate::backend::{Backend, Noise};
-use crate::config::ModelChoice;
 use crate::estimators::{CoefficientProgram, EncoderRule, Estimator, EstimatorKind, SubsetTerm};
 use crate::eval;
+use crate::model::ModelChoice;
 use crate::model::{Arch, Params};
 use crate::optim::AdamConfig;
 use crate::rng::{self, Stream};
@@ -464,9 +464,9 @@ pub fn run_suite(choice: &AdapterChoice, shape: &ParityShape) -> Result<ParityRe
     // thread (shaders/coupling.wgsl) against the host's coupling::chain::step; then the
     // backward over the particles each datapoint used: on the GPU one group per datapoint,
     // chunked to what one pass holds (the initial block), on the CPU its default grouping.
-    for kernel in crate::coupling::Kernel::ALL {
+    for kernel in crate::coupling::ChainKernel::ALL {
         let chains = crate::coupling::CouplingConfig {
-            m: 2,
+            horizon: 2,
             max_iters: 60,
             ..crate::coupling::CouplingConfig::new(kernel, 4)
         };

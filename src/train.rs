@@ -8,9 +8,9 @@ use crate::data::{self, Dataset};
 use crate::estimators::Estimator;
 use crate::eval;
 use crate::exact::training::ExactTraining;
+use crate::files;
 use crate::model::{checkpoint, Params};
 use crate::optim::AdamConfig;
-use crate::report;
 use crate::rng::Stream;
 use anyhow::{bail, Context, Result};
 use rand::seq::SliceRandom;
@@ -277,7 +277,7 @@ fn prepare_out_dir(cfg: &TrainConfig) -> Result<()> {
     }
     let mut json = serde_json::to_vec_pretty(cfg)?;
     json.push(b'\n');
-    report::write_atomic(&cfg.out.join("config.json"), &json)
+    files::write_atomic(&cfg.out.join("config.json"), &json)
 }
 
 fn run_epochs(
@@ -401,7 +401,7 @@ fn run_epochs(
             exact_log_px,
             optimum_log_px,
         };
-        report::append_jsonl(&cfg.out.join("metrics.jsonl"), &serde_json::to_value(&m)?)?;
+        files::append_jsonl(&cfg.out.join("metrics.jsonl"), &serde_json::to_value(&m)?)?;
         checkpoint::save(&params, &meta, &cfg.out.join("checkpoint.safetensors"))?;
         progress(&m);
         history.push(m);

@@ -8,7 +8,7 @@ use assert_cmd::Command;
 use serde_json::Value;
 use unbiased_vae::backend::cpu::CpuBackend;
 use unbiased_vae::backend::{Backend, Noise};
-use unbiased_vae::coupling::{CouplingConfig, Kernel};
+use unbiased_vae::coupling::{ChainKernel, CouplingConfig};
 use unbiased_vae::model::{Arch, Params};
 use unbiased_vae::optim::AdamConfig;
 use unbiased_vae::rng::Stream;
@@ -156,9 +156,9 @@ const NOISE: Noise = Noise {
 fn chain_steps_run_to_the_slowest_datapoint_and_chunk_exactly() {
     let (params, x, batch) = tiny_model();
     let mut early = false;
-    for kernel in Kernel::ALL {
+    for kernel in ChainKernel::ALL {
         let chains = CouplingConfig {
-            m: 3,
+            horizon: 3,
             ..CouplingConfig::new(kernel, 4)
         };
         let mut whole = CpuBackend::new(&params.layout, &params.values, 2).unwrap();
@@ -182,7 +182,7 @@ fn chain_steps_run_to_the_slowest_datapoint_and_chunk_exactly() {
         let own_iterations: Vec<usize> = o
             .meeting_times
             .iter()
-            .map(|&tau| (tau as usize).max(chains.m + 1))
+            .map(|&tau| (tau as usize).max(chains.horizon + 1))
             .collect();
         assert_eq!(o.iterations, *own_iterations.iter().max().unwrap(), "{o:?}");
         assert!(o.capped.iter().all(|&c| !c));
@@ -193,7 +193,7 @@ fn chain_steps_run_to_the_slowest_datapoint_and_chunk_exactly() {
             .zip(&o.meeting_times)
         {
             let expect = match kernel {
-                Kernel::Pimh => 4 * (2 + chains.m.max(tau as usize)),
+                ChainKernel::Pimh => 4 * (2 + chains.horizon.max(tau as usize)),
                 _ => chains.particles_through(it),
             };
             assert_eq!(p as usize, expect, "{kernel}: {o:?}");
@@ -258,7 +258,7 @@ fn gpu_and_cpu_agree_for_coupled_chains() {
 }
 
 /// (name, backend, kernels checked, steps).
-type BackendUnderTest = (&'static str, Box<dyn Backend>, Vec<Kernel>, u32);
+type BackendUnderTest = (&'static str, Box<dyn Backend>, Vec<ChainKernel>, u32);
 
 /// Mean over `steps` batch means of the decoder-bias gradient (the toy's mu), and its SE.
 fn mu_gradient_stats(
@@ -331,7 +331,7 @@ fn coupled_chain_steps_are_unbiased_on_the_toy_through_the_backends() {
     let mut backends: Vec<BackendUnderTest> = vec![(
         "cpu",
         Box::new(CpuBackend::new(&params.layout, &params.values, 2).unwrap()),
-        Kernel::ALL.to_vec(),
+        ChainKernel::ALL.to_vec(),
         64,
     )];
     if have_gpu() {
@@ -350,7 +350,7 @@ fn coupled_chain_steps_are_unbiased_on_the_toy_through_the_backends() {
                 )
                 .unwrap(),
             ),
-            vec![Kernel::Isir],
+            vec![ChainKernel::Isir],
             32,
         ));
     }

@@ -34,7 +34,7 @@ use std::time::Instant;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
-use unbiased_vae::coupling::{estimate, CouplingConfig, Kernel, MeetingStats, RbSet};
+use unbiased_vae::coupling::{estimate, ChainKernel, CouplingConfig, MeetingStats, RbSet};
 use unbiased_vae::estimators::softmax_into;
 use unbiased_vae::exact::{combine, draw_samples, ExactModel, Ppca, Toy};
 
@@ -252,10 +252,10 @@ fn ppca() -> (Ppca, Vec<f64>) {
     (m, x)
 }
 
-fn cfg(kernel: Kernel, particles: usize, k: usize, m: usize, lag: usize) -> CouplingConfig {
+fn cfg(kernel: ChainKernel, particles: usize, k: usize, m: usize, lag: usize) -> CouplingConfig {
     CouplingConfig {
-        k,
-        m,
+        burn_in: k,
+        horizon: m,
         lag,
         ..CouplingConfig::new(kernel, particles)
     }
@@ -326,7 +326,7 @@ fn iwae_references_fail_the_check() {
 #[test]
 fn trap_h_is_biased_on_the_toy() {
     let (t, x) = toy();
-    let good = cfg(Kernel::Isir, K, 0, 0, 1);
+    let good = cfg(ChainKernel::Isir, K, 0, 0, 1);
     let trap = CouplingConfig {
         rb_set: RbSet::SelectedFrom,
         ..good
@@ -345,32 +345,32 @@ fn trap_h_is_biased_on_the_toy() {
 
 #[test]
 fn pimh_is_unbiased_on_the_toy() {
-    check_toy(cfg(Kernel::Pimh, K, 1, 4, 1), 201);
+    check_toy(cfg(ChainKernel::Pimh, K, 1, 4, 1), 201);
 }
 
 #[test]
 fn isir_is_unbiased_on_the_toy() {
-    check_toy(cfg(Kernel::Isir, K, 0, 0, 1), 202);
+    check_toy(cfg(ChainKernel::Isir, K, 0, 0, 1), 202);
 }
 
 #[test]
 fn disir_is_unbiased_on_the_toy() {
-    check_toy(cfg(Kernel::Disir, K, 1, 4, 2), 203);
+    check_toy(cfg(ChainKernel::Disir, K, 1, 4, 2), 203);
 }
 
 #[test]
 fn pimh_is_unbiased_on_ppca() {
-    check_ppca(cfg(Kernel::Pimh, K, 0, 2, 3), 211);
+    check_ppca(cfg(ChainKernel::Pimh, K, 0, 2, 3), 211);
 }
 
 #[test]
 fn isir_is_unbiased_on_ppca() {
-    check_ppca(cfg(Kernel::Isir, K, 1, 4, 2), 212);
+    check_ppca(cfg(ChainKernel::Isir, K, 1, 4, 2), 212);
 }
 
 #[test]
 fn disir_is_unbiased_on_ppca() {
-    check_ppca(cfg(Kernel::Disir, K, 0, 0, 1), 213);
+    check_ppca(cfg(ChainKernel::Disir, K, 0, 0, 1), 213);
 }
 
 // ---------------------------------------------------------------- cap and meeting times
@@ -382,7 +382,7 @@ fn iteration_cap_is_reported() {
     // capped, reports tau as the cap and still returns a (truncated) estimate.
     let (t, x) = toy();
     let mut rng = ChaCha8Rng::seed_from_u64(301);
-    for kernel in Kernel::ALL {
+    for kernel in ChainKernel::ALL {
         let c = CouplingConfig {
             max_iters: 1,
             ..cfg(kernel, K, 0, 0, 1)
@@ -396,7 +396,7 @@ fn iteration_cap_is_reported() {
     // max_iters = 10 a good fraction of runs is capped, and exactly those are flagged.
     let bad = Toy::with_perturbation(1, 0.3);
     let bx = bad.data()[0].clone();
-    for kernel in Kernel::ALL {
+    for kernel in ChainKernel::ALL {
         let c = CouplingConfig {
             max_iters: 10,
             ..cfg(kernel, 2, 0, 0, 1)
@@ -432,7 +432,7 @@ fn meeting_times_are_sane() {
             "toy",
             &t,
             &x,
-            Est::Coupled(cfg(Kernel::Pimh, kk, 0, 0, 1)),
+            Est::Coupled(cfg(ChainKernel::Pimh, kk, 0, 0, 1)),
             reps,
             400 + i as u64,
         );
@@ -455,7 +455,7 @@ fn meeting_times_are_sane() {
         "toy",
         &t,
         &x,
-        Est::Coupled(cfg(Kernel::Isir, K, 0, 0, 1)),
+        Est::Coupled(cfg(ChainKernel::Isir, K, 0, 0, 1)),
         reps,
         410,
     )
@@ -464,7 +464,7 @@ fn meeting_times_are_sane() {
         "toy",
         &t,
         &x,
-        Est::Coupled(cfg(Kernel::Disir, K, 0, 0, 1)),
+        Est::Coupled(cfg(ChainKernel::Disir, K, 0, 0, 1)),
         reps,
         411,
     )

@@ -2,13 +2,14 @@
 //! on PPCA at K = 5 (seeded; the test's 99% Bonferroni-corrected critical values are printed).
 
 use unbiased_vae::estimators::{Estimator, EstimatorKind};
-use unbiased_vae::gradstats::{format_report, grad_stats, ExactKind};
+use unbiased_vae::grad_stats::{format_report, grad_stats};
+use unbiased_vae::model::ModelChoice;
 
 #[test]
 fn iwae_bias_is_significant_and_the_unbiased_estimators_are_not() {
     let reps = 20_000;
     let iwae = grad_stats(
-        ExactKind::Ppca,
+        ModelChoice::Ppca,
         Estimator::new(EstimatorKind::Iwae, 0.0),
         5,
         reps,
@@ -23,7 +24,7 @@ fn iwae_bias_is_significant_and_the_unbiased_estimators_are_not() {
         iwae.groups
     );
     for kind in EstimatorKind::RANDOM_SIZE {
-        let r = grad_stats(ExactKind::Ppca, Estimator::new(kind, 0.0), 5, reps, 0, 0).unwrap();
+        let r = grad_stats(ModelChoice::Ppca, Estimator::new(kind, 0.0), 5, reps, 0, 0).unwrap();
         println!("{}", format_report(&r));
         assert!(
             r.groups.iter().all(|g| !g.significant),
@@ -42,7 +43,7 @@ fn iwae_bias_is_significant_and_the_unbiased_estimators_are_not() {
 #[test]
 fn mlmc_reports_its_level_decay_and_p_range() {
     let r = grad_stats(
-        ExactKind::Toy,
+        ModelChoice::Toy,
         Estimator::new(EstimatorKind::MlmcRr, 0.0),
         5,
         2000,
@@ -75,7 +76,7 @@ fn vae_gradient_bias_against_a_large_k_reference() {
     let mut backend = CpuBackend::new(&params.layout, &params.values, 2).unwrap();
     let x = unbiased_vae::data::binarize_eval(&ds.test.slice(0..1));
     let est = Estimator::new(EstimatorKind::Iwae, 0.0);
-    let r = unbiased_vae::gradstats::grad_stats_vae(&mut backend, &x, est, 2, 200, 1000, 8, 0, 0)
+    let r = unbiased_vae::grad_stats::grad_stats_vae(&mut backend, &x, est, 2, 200, 1000, 8, 0, 0)
         .unwrap();
     println!("{}", format_report(&r));
     let names: Vec<&str> = r.groups.iter().map(|g| g.group.as_str()).collect();
@@ -93,14 +94,14 @@ fn vae_gradient_bias_against_a_large_k_reference() {
 /// cap counted when it is hit.
 #[test]
 fn coupled_chains_report_meeting_times_and_caps() {
-    use unbiased_vae::coupling::{CouplingConfig, Kernel};
+    use unbiased_vae::coupling::{ChainKernel, CouplingConfig};
     // The check is at 99 % per group (Bonferroni over its coordinates), so about 2 % of seeds
     // flag one of the two groups by chance: with R = 8000 this seed did (W: max |z| 3.41 vs
     // 3.29) once the chains drew their uniforms per time index; R = 64000, as in
     // tests/coupling.rs, gives 1.55 and 1.20.
-    let r = unbiased_vae::gradstats::grad_stats_coupled(
-        ExactKind::Ppca,
-        CouplingConfig::new(Kernel::Isir, 5),
+    let r = unbiased_vae::grad_stats::grad_stats_coupled(
+        ModelChoice::Ppca,
+        CouplingConfig::new(ChainKernel::Isir, 5),
         64000,
         0,
         0,
@@ -110,12 +111,12 @@ fn coupled_chains_report_meeting_times_and_caps() {
     assert!(r.groups.iter().all(|g| !g.significant), "{:?}", r.groups);
     let m = r.meeting.as_ref().expect("meeting times");
     assert!(m.mean >= 1.0 && m.p99 >= m.p50 && m.capped == 0, "{m:?}");
-    let capped = unbiased_vae::gradstats::grad_stats_coupled(
-        ExactKind::Ppca,
+    let capped = unbiased_vae::grad_stats::grad_stats_coupled(
+        ModelChoice::Ppca,
         CouplingConfig {
-            m: 0,
+            horizon: 0,
             max_iters: 1,
-            ..CouplingConfig::new(Kernel::Pimh, 5)
+            ..CouplingConfig::new(ChainKernel::Pimh, 5)
         },
         50,
         0,

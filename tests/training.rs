@@ -1,9 +1,10 @@
 //! A short training run through the library API must improve the validation bound L_K.
 
-use unbiased_vae::config::{BackendChoice, ModelChoice, TrainConfig};
+use unbiased_vae::config::{BackendChoice, TrainConfig};
 use unbiased_vae::data;
 use unbiased_vae::estimators::{Estimator, EstimatorKind};
 use unbiased_vae::eval;
+use unbiased_vae::model::ModelChoice;
 use unbiased_vae::model::{checkpoint, Arch, Params};
 use unbiased_vae::optim::{AdamConfig, Schedule};
 use unbiased_vae::train;

@@ -13,23 +13,23 @@
 use super::kernels::{
     disir_select, disir_select_coupled, isir_select, isir_select_coupled, pimh_accept,
 };
-use super::{bc_weight, CouplingConfig, Kernel, RbSet};
+use super::{bc_weight, ChainKernel, CouplingConfig, RbSet};
 use std::ops::Range;
 
 impl CouplingConfig {
     /// Particles drawn before time index 0: `2K` for PIMH, 2 for ISIR/DISIR.
     pub fn initial_particles(&self) -> usize {
         match self.kernel {
-            Kernel::Pimh => 2 * self.particles,
-            Kernel::Isir | Kernel::Disir => 2,
+            ChainKernel::Pimh => 2 * self.particles,
+            ChainKernel::Isir | ChainKernel::Disir => 2,
         }
     }
 
     /// Particles one time index draws: `K` (PIMH's proposal) or `K - 1` (ISIR's fresh ones).
     pub fn particles_per_step(&self) -> usize {
         match self.kernel {
-            Kernel::Pimh => self.particles,
-            Kernel::Isir | Kernel::Disir => self.particles - 1,
+            ChainKernel::Pimh => self.particles,
+            ChainKernel::Isir | ChainKernel::Disir => self.particles - 1,
         }
     }
 
@@ -76,7 +76,8 @@ impl ChainState {
     /// Whether the next step reads its block of particles (PIMH skips the proposal once the
     /// chains have met and `t + 1 > m`); callers that draw lazily draw it only then.
     pub fn needs_block(&self, cfg: &CouplingConfig) -> bool {
-        let pimh_finished = cfg.kernel == Kernel::Pimh && self.tau.is_some() && self.t + 1 > cfg.m;
+        let pimh_finished =
+            cfg.kernel == ChainKernel::Pimh && self.tau.is_some() && self.t + 1 > cfg.horizon;
         !(self.done || pimh_finished)
     }
 
@@ -118,19 +119,19 @@ pub fn step(cfg: &CouplingConfig, st: &mut ChainState, l: &[f64], u: [f64; 4], c
     if st.done {
         return;
     }
-    let (t, k, m, lag, kk) = (st.t, cfg.k, cfg.m, cfg.lag, cfg.particles);
+    let (t, k, m, lag, kk) = (st.t, cfg.burn_in, cfg.horizon, cfg.lag, cfg.particles);
     let mcmc_w = 1.0 / (m - k + 1) as f64;
     if t == 0 {
         st.particles = cfg.initial_particles();
         (st.x, st.y) = match cfg.kernel {
-            Kernel::Pimh => (0, kk),
-            Kernel::Isir | Kernel::Disir => (0, 1),
+            ChainKernel::Pimh => (0, kk),
+            ChainKernel::Isir | ChainKernel::Disir => (0, 1),
         };
     }
     let coupled = t >= lag && st.tau.is_none();
     let block = cfg.step_block(t);
     match cfg.kernel {
-        Kernel::Pimh => {
+        ChainKernel::Pimh => {
             let xs: Vec<usize> = (st.x..st.x + kk).collect();
             let ys: Vec<usize> = (st.y..st.y + kk).collect();
             if (k..=m).contains(&t) {
@@ -162,7 +163,7 @@ pub fn step(cfg: &CouplingConfig, st: &mut ChainState, l: &[f64], u: [f64; 4], c
                 }
             }
         }
-        Kernel::Isir | Kernel::Disir => {
+        ChainKernel::Isir | ChainKernel::Disir => {
             st.particles += kk - 1;
             let sx = set_of(st.x, block.clone());
             // The set h(X_t) averages over: the built set, or (the trap) the set X_t was
@@ -184,7 +185,7 @@ pub fn step(cfg: &CouplingConfig, st: &mut ChainState, l: &[f64], u: [f64; 4], c
             if !coupled {
                 let w = weights(l, &sx);
                 let slot = match cfg.kernel {
-                    Kernel::Isir => isir_select(&w, u[0]),
+                    ChainKernel::Isir => isir_select(&w, u[0]),
                     _ => disir_select(&w, [u[0], u[1]]),
                 };
                 st.x_prev = Some(st.x);
@@ -197,7 +198,7 @@ pub fn step(cfg: &CouplingConfig, st: &mut ChainState, l: &[f64], u: [f64; 4], c
                     add_rb(l, &h_set(st.y, st.y_prev), -v, coef);
                 }
                 let (ix, iy) = match cfg.kernel {
-                    Kernel::Isir => {
+                    ChainKernel::Isir => {
                         isir_select_coupled(&weights(l, &sx), &weights(l, &sy), [u[0], u[1], u[2]])
                     }
                     _ => {

@@ -22,11 +22,11 @@
 //!
 //! # Kernels
 //!
-//! - [`Kernel::Pimh`] (particle independent Metropolis–Hastings): the state is a set of `K`
+//! - [`ChainKernel::Pimh`] (particle independent Metropolis–Hastings): the state is a set of `K`
 //!   particles; propose a fresh set `S' ~ q^K` and accept with probability `min(1, Z'/Z)`,
 //!   `Z` the set's mean weight. `h(X_t) = h(S_t)`. Coupled: both chains use the same proposed
 //!   set and the same uniform; they meet when both accept. Initial state: `K` fresh particles.
-//! - [`Kernel::Isir`] (iterated sampling importance resampling, i-SIR / conditional importance
+//! - [`ChainKernel::Isir`] (iterated sampling importance resampling, i-SIR / conditional importance
 //!   sampling; Andrieu, Lee & Vihola, Bernoulli 2018): the state is one particle `z_t`; the step
 //!   builds `S_t = {z_t} ∪ {K - 1 fresh particles}` and selects `z_{t+1}` from `S_t` with
 //!   probability proportional to `w`. Coupled: both chains' sets share the same `K - 1` fresh
@@ -36,7 +36,7 @@
 //!   "both keep their own particle", which gives equal indices but different particles). They
 //!   meet when both select the same fresh particle. Initial state: one particle from `q`
 //!   (so `S_0` is `K` draws from `q`, like PIMH's initial set).
-//! - [`Kernel::Disir`]: see below: **the paper's definition could not be verified**; what is
+//! - [`ChainKernel::Disir`]: see below: **the paper's definition could not be verified**; what is
 //!   implemented is a documented reconstruction.
 //!
 //! ## What is implemented as DISIR, and its status
@@ -46,7 +46,7 @@
 //! algorithm is based on ISIR (rather than PIMH)" and "We propose an extension of ISIR, called
 //! DISIR that significantly reduces the variance of the estimator". The paper body (arXiv
 //! 2010.01845, PMLR 161 and its supplement) could not be retrieved, so the exact DISIR
-//! construction — and what the "D" stands for — is **unverified**. [`Kernel::Disir`]
+//! construction — and what the "D" stands for — is **unverified**. [`ChainKernel::Disir`]
 //! implements a variance-reduced ISIR with a clear justification, *not* claimed to be the
 //! paper's: the ISIR index draw (a Gibbs step on `b` given the particles) is replaced by Liu's
 //! Metropolised Gibbs step (Liu 1996, "Peskun's theorem and a modified discrete-state Gibbs
@@ -136,7 +136,7 @@ use rand::Rng;
 /// The Markov kernel on the extended space (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Kernel {
+pub enum ChainKernel {
     /// Particle independent Metropolis–Hastings on sets of `K` particles.
     Pimh,
     /// Iterated sampling importance resampling (conditional importance sampling).
@@ -145,23 +145,23 @@ pub enum Kernel {
     Disir,
 }
 
-impl Kernel {
+impl ChainKernel {
     /// All kernels, in documentation order.
-    pub const ALL: [Kernel; 3] = [Kernel::Pimh, Kernel::Isir, Kernel::Disir];
+    pub const ALL: [ChainKernel; 3] = [ChainKernel::Pimh, ChainKernel::Isir, ChainKernel::Disir];
 
     /// Lower-case name (`pimh`, `isir`, `disir`).
     pub fn name(self) -> &'static str {
         match self {
-            Kernel::Pimh => "pimh",
-            Kernel::Isir => "isir",
-            Kernel::Disir => "disir",
+            ChainKernel::Pimh => "pimh",
+            ChainKernel::Isir => "isir",
+            ChainKernel::Disir => "disir",
         }
     }
 
-    /// Parses a name as printed by [`Kernel::name`] (ASCII case ignored).
-    pub fn parse(s: &str) -> Result<Kernel, String> {
+    /// Parses a name as printed by [`ChainKernel::name`] (ASCII case ignored).
+    pub fn parse(s: &str) -> Result<ChainKernel, String> {
         let n = s.trim().to_ascii_lowercase();
-        Kernel::ALL
+        ChainKernel::ALL
             .iter()
             .copied()
             .find(|k| k.name() == n)
@@ -171,7 +171,7 @@ impl Kernel {
     }
 }
 
-impl std::fmt::Display for Kernel {
+impl std::fmt::Display for ChainKernel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
     }
@@ -191,13 +191,13 @@ pub enum RbSet {
 /// Settings of one coupled estimate.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct CouplingConfig {
-    pub kernel: Kernel,
+    pub kernel: ChainKernel,
     /// Particles per set `K` (`>= 1` for PIMH, `>= 2` for ISIR/DISIR).
     pub particles: usize,
-    /// First time index of the average (burn-in), `k <= m`.
-    pub k: usize,
-    /// Last time index of the average.
-    pub m: usize,
+    /// First time index of the average (Jacob et al.'s `k`), `burn_in <= horizon`.
+    pub burn_in: usize,
+    /// Last time index of the average (Jacob et al.'s `m`).
+    pub horizon: usize,
     /// Lag `L >= 1` between the chains.
     pub lag: usize,
     /// Iteration cap: no time index `>= max_iters` is processed (`max_iters > m`).
@@ -210,12 +210,12 @@ impl CouplingConfig {
     /// `K` particles with the default horizon: `k = 0`, `m = 4`, `L = 1`, `max_iters = 1000`,
     /// the correct `h`. (Not tuned; Jacob et al. suggest `k` near a high quantile of `tau` and
     /// `m` a few times `k` when variance matters more than cost.)
-    pub fn new(kernel: Kernel, particles: usize) -> Self {
+    pub fn new(kernel: ChainKernel, particles: usize) -> Self {
         CouplingConfig {
             kernel,
             particles,
-            k: 0,
-            m: 4,
+            burn_in: 0,
+            horizon: 4,
             lag: 1,
             max_iters: 1000,
             rb_set: RbSet::Built,
@@ -225,8 +225,8 @@ impl CouplingConfig {
     /// Checks the constraints listed on the fields.
     pub fn validate(&self) -> Result<(), String> {
         let min_k = match self.kernel {
-            Kernel::Pimh => 1,
-            Kernel::Isir | Kernel::Disir => 2,
+            ChainKernel::Pimh => 1,
+            ChainKernel::Isir | ChainKernel::Disir => 2,
         };
         if self.particles < min_k {
             return Err(format!(
@@ -234,19 +234,22 @@ impl CouplingConfig {
                 self.kernel, self.particles
             ));
         }
-        if self.k > self.m {
-            return Err(format!("k = {} must be <= m = {}", self.k, self.m));
+        if self.burn_in > self.horizon {
+            return Err(format!(
+                "the burn-in k = {} must be <= the horizon m = {}",
+                self.burn_in, self.horizon
+            ));
         }
         if self.lag == 0 {
             return Err("the lag must be >= 1".into());
         }
-        if self.max_iters <= self.m {
+        if self.max_iters <= self.horizon {
             return Err(format!(
-                "max_iters = {} must exceed m = {}",
-                self.max_iters, self.m
+                "max_iters = {} must exceed the horizon m = {}",
+                self.max_iters, self.horizon
             ));
         }
-        if self.kernel == Kernel::Pimh && self.rb_set == RbSet::SelectedFrom {
+        if self.kernel == ChainKernel::Pimh && self.rb_set == RbSet::SelectedFrom {
             return Err(
                 "RbSet::SelectedFrom applies to ISIR/DISIR only (a PIMH state is a set)".into(),
             );
@@ -494,11 +497,11 @@ mod tests {
         let ppca = Ppca::new(2);
         let x = ppca.data()[0].clone();
         let mut rng = ChaCha8Rng::seed_from_u64(5);
-        for kernel in Kernel::ALL {
+        for kernel in ChainKernel::ALL {
             for (k, m, lag) in [(0, 0, 1), (1, 4, 1), (0, 3, 2), (2, 2, 3)] {
                 let cfg = CouplingConfig {
-                    k,
-                    m,
+                    burn_in: k,
+                    horizon: m,
                     lag,
                     ..CouplingConfig::new(kernel, 4)
                 };
@@ -527,7 +530,7 @@ mod tests {
                     assert_eq!(e.iterations, m.max(e.meeting_time - 1) + 1);
                     // PIMH: 2K initial particles, K per transition up to state max(m, tau);
                     // ISIR/DISIR: 2 initial particles, K - 1 per processed time index.
-                    let expect = if kernel == Kernel::Pimh {
+                    let expect = if kernel == ChainKernel::Pimh {
                         8 + 4 * m.max(e.meeting_time)
                     } else {
                         2 + 3 * e.iterations
@@ -542,7 +545,7 @@ mod tests {
     fn same_seed_same_estimate() {
         let toy = Toy::new(1);
         let x = toy.data()[3].clone();
-        for kernel in Kernel::ALL {
+        for kernel in ChainKernel::ALL {
             let cfg = CouplingConfig::new(kernel, 5);
             let a = estimate(&toy, &x, &cfg, &mut ChaCha8Rng::seed_from_u64(9));
             // Also through a trait object (the API accepts `&dyn ExactModel`).
@@ -556,19 +559,27 @@ mod tests {
 
     #[test]
     fn config_validation() {
-        assert!(CouplingConfig::new(Kernel::Isir, 1).validate().is_err());
-        assert!(CouplingConfig::new(Kernel::Pimh, 1).validate().is_ok());
-        let c = CouplingConfig::new(Kernel::Isir, 4);
-        assert!(CouplingConfig { k: 5, m: 4, ..c }.validate().is_err());
+        assert!(CouplingConfig::new(ChainKernel::Isir, 1)
+            .validate()
+            .is_err());
+        assert!(CouplingConfig::new(ChainKernel::Pimh, 1).validate().is_ok());
+        let c = CouplingConfig::new(ChainKernel::Isir, 4);
+        assert!(CouplingConfig {
+            burn_in: 5,
+            horizon: 4,
+            ..c
+        }
+        .validate()
+        .is_err());
         assert!(CouplingConfig { lag: 0, ..c }.validate().is_err());
         assert!(CouplingConfig { max_iters: 4, ..c }.validate().is_err());
         assert!(CouplingConfig {
             rb_set: RbSet::SelectedFrom,
-            ..CouplingConfig::new(Kernel::Pimh, 4)
+            ..CouplingConfig::new(ChainKernel::Pimh, 4)
         }
         .validate()
         .is_err());
-        assert_eq!(Kernel::parse("DISIR"), Ok(Kernel::Disir));
-        assert!(Kernel::parse("gibbs").is_err());
+        assert_eq!(ChainKernel::parse("DISIR"), Ok(ChainKernel::Disir));
+        assert!(ChainKernel::parse("gibbs").is_err());
     }
 }

@@ -29,13 +29,13 @@
 //! | JVI | Nowozin 2018 | `dJ/dl_n` | same | same |
 //! | JVI-DReG | Nowozin 2018 + Tucker 2019 | `dJ/dl_n` | see [`jackknife`] | `0` |
 
-pub mod device;
 pub mod importance;
 pub mod jackknife;
 pub mod mlmc;
+pub mod program;
 pub mod sumo;
 
-pub use device::{CoefficientProgram, EncoderRule, SubsetTerm};
+pub use program::{CoefficientProgram, EncoderRule, SubsetTerm};
 
 /// Why a fixed-size call was made for a random-size estimator (a programming error).
 const RANDOM_SIZE_MSG: &str =
@@ -129,12 +129,12 @@ impl EstimatorKind {
     ];
 
     /// The Markov kernel of a coupled estimator.
-    pub fn coupling_kernel(self) -> Option<crate::coupling::Kernel> {
-        use crate::coupling::Kernel;
+    pub fn coupling_kernel(self) -> Option<crate::coupling::ChainKernel> {
+        use crate::coupling::ChainKernel;
         match self {
-            EstimatorKind::CoupledPimh => Some(Kernel::Pimh),
-            EstimatorKind::CoupledIsir => Some(Kernel::Isir),
-            EstimatorKind::CoupledDisir => Some(Kernel::Disir),
+            EstimatorKind::CoupledPimh => Some(ChainKernel::Pimh),
+            EstimatorKind::CoupledIsir => Some(ChainKernel::Isir),
+            EstimatorKind::CoupledDisir => Some(ChainKernel::Disir),
             _ => None,
         }
     }
@@ -234,10 +234,10 @@ pub struct ChainOptions {
 
 impl Default for ChainOptions {
     fn default() -> Self {
-        let c = crate::coupling::CouplingConfig::new(crate::coupling::Kernel::Isir, 2);
+        let c = crate::coupling::CouplingConfig::new(crate::coupling::ChainKernel::Isir, 2);
         ChainOptions {
-            burn_in: c.k,
-            horizon: c.m,
+            burn_in: c.burn_in,
+            horizon: c.horizon,
             lag: c.lag,
             max_iters: c.max_iters,
         }
@@ -330,8 +330,8 @@ impl Estimator {
             .ok_or_else(|| format!("{} is not a coupled-chain estimator", self.kind))?;
         let o = &self.chains;
         let cfg = crate::coupling::CouplingConfig {
-            k: o.burn_in,
-            m: o.horizon,
+            burn_in: o.burn_in,
+            horizon: o.horizon,
             lag: o.lag,
             max_iters: o.max_iters,
             ..crate::coupling::CouplingConfig::new(kernel, k)

@@ -28,7 +28,7 @@
 //! ```
 
 use super::{ExactModel, Ppca, PpcaConfig, Toy};
-use crate::config::ModelChoice;
+use crate::model::ModelChoice;
 use crate::model::{Arch, Layout, Likelihood, Params};
 use anyhow::{bail, Result};
 

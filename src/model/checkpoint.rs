@@ -23,7 +23,7 @@ pub fn save(params: &Params, metadata: &HashMap<String, String>, path: &Path) ->
         .collect();
     let bytes = safetensors::tensor::serialize(views, Some(metadata.clone()))
         .context("serializing checkpoint")?;
-    crate::report::write_atomic(path, &bytes)
+    crate::files::write_atomic(path, &bytes)
 }
 
 /// Reads a checkpoint written by `save` (or any safetensors file with the same names).

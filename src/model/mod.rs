@@ -3,7 +3,10 @@
 //! checkpoint loads into the peer's PyTorch model unchanged.
 
 pub mod checkpoint;
+mod choice;
 pub mod reference;
+
+pub use choice::ModelChoice;
 
 use crate::rng::{self, Stream};
 use serde::{Deserialize, Serialize};

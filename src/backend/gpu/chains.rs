@@ -9,7 +9,7 @@ use super::context::GpuContext;
 use super::context::KernelId;
 use super::{groups_1d, Dispatch, GpuBackend, Part};
 use crate::backend::{Backend, ChainOutcome, Noise};
-use crate::coupling::{chain, CouplingConfig, Kernel};
+use crate::coupling::{chain, ChainKernel, CouplingConfig};
 use crate::optim::AdamConfig;
 use anyhow::{bail, Result};
 use bytemuck::{Pod, Zeroable};
@@ -161,13 +161,13 @@ impl GpuBackend {
             batch: batch as u32,
             cap: cap as u32,
             kernel: match chains.kernel {
-                Kernel::Pimh => 0,
-                Kernel::Isir => 1,
-                Kernel::Disir => 2,
+                ChainKernel::Pimh => 0,
+                ChainKernel::Isir => 1,
+                ChainKernel::Disir => 2,
             },
             kk: chains.particles as u32,
-            burn_in: chains.k as u32,
-            horizon: chains.m as u32,
+            burn_in: chains.burn_in as u32,
+            horizon: chains.horizon as u32,
             lag: chains.lag as u32,
             max_iters: chains.max_iters as u32,
             step: noise.step,
@@ -239,7 +239,7 @@ impl GpuBackend {
             t += 1;
             // No datapoint is done before time index m + 1 (max_iters > m), so the count is
             // read back only from there on.
-            if t > chains.m {
+            if t > chains.horizon {
                 let running: u32 = bytemuck::pod_read_unaligned(&self.ctx.read_bytes_via(
                     &cb.active,
                     0,

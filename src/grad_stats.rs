@@ -5,33 +5,24 @@
 
 use crate::estimators::{mlmc, Estimator, EstimatorKind};
 use crate::exact::{self, ExactModel, Ppca, Toy};
+use crate::model::ModelChoice;
 use anyhow::{bail, Result};
 use rand::SeedableRng;
 use serde::Serialize;
 
-/// The model grad-stats runs on: two with a closed-form gradient, and the VAE (against a
-/// large-K reference).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ExactKind {
-    Toy,
-    Ppca,
-    Vae,
-}
-
-fn build(kind: ExactKind, seed: u64) -> Result<Box<dyn ExactModel>> {
+fn build(kind: ModelChoice, seed: u64) -> Result<Box<dyn ExactModel>> {
     match kind {
-        ExactKind::Toy => Ok(Box::new(Toy::new(seed))),
-        ExactKind::Ppca => Ok(Box::new(Ppca::new(seed))),
-        ExactKind::Vae => bail!("the VAE has no closed-form gradient: use grad_stats_vae"),
+        ModelChoice::Toy => Ok(Box::new(Toy::new(seed))),
+        ModelChoice::Ppca => Ok(Box::new(Ppca::new(seed))),
+        ModelChoice::Vae => bail!("the VAE has no closed-form gradient: use grad_stats_vae"),
     }
 }
 
 /// Named ranges of theta: the toy's prior mean; PPCA's W (row-major) and b.
-fn groups(kind: ExactKind, model: &dyn ExactModel) -> Vec<(String, std::ops::Range<usize>)> {
+fn groups(kind: ModelChoice, model: &dyn ExactModel) -> Vec<(String, std::ops::Range<usize>)> {
     match kind {
-        ExactKind::Toy => vec![("mu".to_string(), 0..model.theta_len())],
-        ExactKind::Ppca => {
+        ModelChoice::Toy => vec![("mu".to_string(), 0..model.theta_len())],
+        ModelChoice::Ppca => {
             let w = model.x_dim() * model.z_dim();
             vec![
                 ("W".to_string(), 0..w),
@@ -39,7 +30,7 @@ fn groups(kind: ExactKind, model: &dyn ExactModel) -> Vec<(String, std::ops::Ran
             ]
         }
         // The VAE's groups are its decoder layers (grad_stats_vae).
-        ExactKind::Vae => Vec::new(),
+        ModelChoice::Vae => Vec::new(),
     }
 }
 
@@ -70,7 +61,7 @@ pub struct LevelDecay {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct GradStatsReport {
-    pub model: ExactKind,
+    pub model: ModelChoice,
     pub estimator: String,
     /// The estimator's size settings, e.g. "K = 5", "m = 5", "I0 = 2, p = 0.6".
     pub settings: String,
@@ -165,7 +156,7 @@ pub fn normal_quantile(p: f64) -> f64 {
 
 /// Runs `reps` independent estimates of the theta-gradient at one datapoint.
 pub fn grad_stats(
-    kind: ExactKind,
+    kind: ModelChoice,
     estimator: Estimator,
     k: usize,
     reps: usize,
@@ -209,7 +200,7 @@ pub fn grad_stats(
 /// The same statistics for a coupled Markov chain estimator (Ruiz et al. 2021), with the
 /// meeting times' mean and tail.
 pub fn grad_stats_coupled(
-    kind: ExactKind,
+    kind: ModelChoice,
     cfg: crate::coupling::CouplingConfig,
     reps: usize,
     seed: u64,
@@ -225,7 +216,7 @@ pub fn grad_stats_coupled(
     report.estimator = format!("coupled-{}", cfg.kernel);
     report.settings = format!(
         "K = {} particles, k = {}, m = {}, lag = {}",
-        cfg.particles, cfg.k, cfg.m, cfg.lag
+        cfg.particles, cfg.burn_in, cfg.horizon, cfg.lag
     );
     report.k = cfg.particles;
     report.cost_expected = f64::NAN;
@@ -248,7 +239,7 @@ pub struct MeetingSummary {
 /// one datapoint of an exact model and summarises against the exact gradient.
 #[allow(clippy::type_complexity)]
 fn exact_stats(
-    kind: ExactKind,
+    kind: ModelChoice,
     reps: usize,
     seed: u64,
     datapoint: usize,
@@ -469,7 +460,7 @@ pub fn grad_stats_vae(
         })
         .collect();
     Ok(GradStatsReport {
-        model: ExactKind::Vae,
+        model: ModelChoice::Vae,
         estimator: estimator.kind.name().to_string(),
         settings: settings(&estimator, k),
         k,
@@ -533,7 +524,7 @@ pub fn format_report(r: &GradStatsReport) -> String {
         "grad-stats: {:?} model, estimator {} ({}), {} independent estimates at datapoint {}\n",
         r.model, r.estimator, r.settings, r.reps, r.datapoint
     );
-    let what = if r.model == ExactKind::Vae {
+    let what = if r.model == ModelChoice::Vae {
         "reference L_K"
     } else {
         "exact log p(x)"

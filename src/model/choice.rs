@@ -1,0 +1,40 @@
+//! Which model a run fits (`--model`): the one enum the CLI parses, the configuration
+//! records and the checkpoint metadata names.
+
+use serde::{Deserialize, Serialize};
+
+/// The model `uvae train`, `eval` and `grad-stats` work on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelChoice {
+    /// The MNIST MLP VAE with a Bernoulli decoder.
+    #[default]
+    Vae,
+    /// The linear-Gaussian toy model (DReG paper section 6.1), trained on its own generated
+    /// data; exact log p(x).
+    Toy,
+    /// Probabilistic PCA, trained on its own generated data; exact log p(x).
+    Ppca,
+}
+
+impl ModelChoice {
+    /// The CLI / serde name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ModelChoice::Vae => "vae",
+            ModelChoice::Toy => "toy",
+            ModelChoice::Ppca => "ppca",
+        }
+    }
+
+    /// True for the models with a closed-form log p(x) and gradient.
+    pub fn is_exact(&self) -> bool {
+        !matches!(self, ModelChoice::Vae)
+    }
+}
+
+impl std::fmt::Display for ModelChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
