@@ -1,5 +1,5 @@
 //! unbiased-vae: maximum-likelihood training of variational autoencoders with unbiased and
-//! multi-sample gradient estimators. See DESIGN.md in the repository for the math.
+//! multi-sample gradient estimators. See docs/design.md in the repository for the math.
 
 pub mod backend;
 pub mod bench;

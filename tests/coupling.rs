@@ -1,5 +1,5 @@
 //! Coupled Markov chain estimators (`unbiased_vae::coupling`, Ruiz et al. 2021) on the exact
-//! models (DESIGN.md §5.3).
+//! models (docs/design.md §5.3).
 //!
 //! For a fixed datapoint `x` of [`Toy`] (Rainforth et al. / Tucker et al. §6.1, paper setup,
 //! theta = mu, 20 coordinates) and of [`Ppca`] (theta = (W, b), 15 coordinates), each check
@@ -21,7 +21,7 @@
 //! (`power ratio = max_i |bias_i| / SE_i`), and requires both to be `>= 6`: an estimator as
 //! biased as IWAE(5) would fail the 4-SE check with probability `>= P(N(0,1) > -2) = 0.977`.
 //! The converse checks fail on purpose: IWAE(2) itself, and the coupled ISIR estimator with the
-//! Rao-Blackwellised `h` taken over the wrong particle set (the trap of DESIGN.md §1).
+//! Rao-Blackwellised `h` taken over the wrong particle set (the trap of docs/design.md §1).
 //!
 //! The configurations vary `(k, m, L)` across the checks so that both the lag-1 and the lag >= 2
 //! bias-correction weights (`coupling::bc_weight`) are exercised.
@@ -318,7 +318,7 @@ fn iwae_references_fail_the_check() {
     }
 }
 
-/// The trap of DESIGN.md §1: for ISIR, `h(X_t)` averaged over the set `X_t` was selected
+/// The trap of docs/design.md §1: for ISIR, `h(X_t)` averaged over the set `X_t` was selected
 /// from instead of the set the step from `X_t` builds. The chains' `h` then still differ at
 /// `tau`, where the corrections stop, and the estimator is biased. With `k = m = 0`, `L = 1`,
 /// `K = 5` the bias is about 13 SE at 640000 replications (measured), so about 8.4 SE at

@@ -1,4 +1,4 @@
-//! Gradient checks (DESIGN.md §5.2): the CPU backend's gradient for every estimator, built
+//! Gradient checks (docs/design.md §5.2): the CPU backend's gradient for every estimator, built
 //! the production way (f32 forward -> estimator coefficients -> backward), against central
 //! finite differences of that estimator's surrogate objective, written independently in f64
 //! over `model::reference::log_weights` with explicit stop-gradients, the way

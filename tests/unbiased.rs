@@ -1,4 +1,4 @@
-//! Unbiasedness on exact models (DESIGN.md §5.3).
+//! Unbiasedness on exact models (docs/design.md §5.3).
 //!
 //! For a fixed datapoint `x` of an exact model ([`Toy`]: Rainforth et al. / Tucker et al. §6.1
 //! in the paper's setup; [`Ppca`]), each check draws `R` independent replications of an
@@ -20,10 +20,10 @@
 //! Power: every check that must pass also measures how large IWAE(K = 2)'s bias is in units of
 //! the check's own SE (`power ratio = max_i |bias_IWAE2_i| / SE_i`) and requires it to be
 //! `>= 6`: an estimator as biased as IWAE(2) would then fail the 4-SE check with probability
-//! `>= P(N(0,1) > -2) = 0.977`. The converse checks — IWAE(2) and a SUMO with DESIGN.md's
+//! `>= P(N(0,1) > -2) = 0.977`. The converse checks — IWAE(2) and a SUMO with docs/design.md's
 //! literal index convention must FAIL — show that the check can fail.
 //!
-//! SUMO caveat: with DESIGN.md's tail (`P(K >= k) = 1/(k+1)` for `k < 79`, then geometric
+//! SUMO caveat: with docs/design.md's tail (`P(K >= k) = 1/(k+1)` for `k < 79`, then geometric
 //! with ratio 0.9) the terms `Delta_j / P(K >= j)` grow like `0.9^-j / j`, so SUMO's variance is
 //! infinite; the sample SE is dominated by the few largest `K` drawn and the mean's error
 //! decays far more slowly than `1/sqrt(R)`. The 4-SE check still passes (one outlier moves the
@@ -68,7 +68,7 @@ enum Est {
     Iwae(usize),
     /// SUMO with base `m`.
     Sumo(usize, SumoTail),
-    /// SUMO with DESIGN.md §1's indices read literally, `Delta_j = L_{m+j+1} - L_{m+j}`
+    /// SUMO with docs/design.md §1's indices read literally, `Delta_j = L_{m+j+1} - L_{m+j}`
     /// (`j = 1..K`, `N = m + K + 1`): a deliberately biased variant.
     SumoLiteral(usize, SumoTail),
     Mlmc(Mlmc),
@@ -503,7 +503,7 @@ fn sumo_is_unbiased_on_ppca() {
     c.assert_unbiased();
 }
 
-/// DESIGN.md's default tail: infinite variance, so this check passes but has (almost) no
+/// docs/design.md's default tail: infinite variance, so this check passes but has (almost) no
 /// power; the power ratio is printed, not asserted.
 #[test]
 fn sumo_default_tail_passes_without_power() {

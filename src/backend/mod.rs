@@ -1,5 +1,5 @@
 //! Backends compute log-weights and gradients for given per-sample coefficients; they know
-//! no estimator (DESIGN.md §1). The CPU backend is the reference every GPU kernel is checked
+//! no estimator (docs/design.md §1). The CPU backend is the reference every GPU kernel is checked
 //! against.
 
 pub mod cpu;

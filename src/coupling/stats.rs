@@ -2,7 +2,7 @@
 
 use super::CouplingEstimate;
 
-/// Summary of meeting times `tau` (DESIGN.md §1: they differ per datapoint, and the tail decides
+/// Summary of meeting times `tau` (docs/design.md §1: they differ per datapoint, and the tail decides
 /// the cost of a batch that iterates until every chain has met).
 ///
 /// Capped runs are censored at their cap (their `meeting_time` is a lower bound) and are

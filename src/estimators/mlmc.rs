@@ -1,6 +1,6 @@
 //! Multilevel Monte Carlo (MLMC) unbiased estimators of `log p(x)` and of its gradient
 //! (Shi & Cornish, "On multilevel Monte Carlo unbiased gradient estimation for deep latent
-//! variable models", AISTATS 2021), as per-sample coefficients, exactly as DESIGN.md §1
+//! variable models", AISTATS 2021), as per-sample coefficients, exactly as docs/design.md §1
 //! states them.
 //!
 //! # Definitions as implemented
@@ -61,10 +61,10 @@
 use super::{logsumexp, softmax_lse};
 use rand::Rng;
 
-/// DESIGN.md's default level probability.
+/// docs/design.md's default level probability.
 pub const DEFAULT_P: f64 = 0.6;
 
-/// DESIGN.md's decay rate of `E[Delta_k^2] = O(2^(-beta k))` for antithetic differences.
+/// docs/design.md's decay rate of `E[Delta_k^2] = O(2^(-beta k))` for antithetic differences.
 pub const DEFAULT_BETA: f64 = 2.0;
 
 /// Which MLMC estimator.

@@ -1,7 +1,7 @@
 //! Gradient estimators as per-sample coefficients.
 //!
 //! Every estimator in scope is a linear combination of three per-sample gradient pieces
-//! (see `DESIGN.md` §1): the decoder term `D_n`, the reparameterised "path" term `P_n` and
+//! (see `docs/design.md` §1): the decoder term `D_n`, the reparameterised "path" term `P_n` and
 //! the "score" term `S_n = -grad_phi log q(z_n | x)`. An estimator is therefore a *pure*
 //! function from the log-weights `l_n = log p(x, z_n) - log q(z_n | x)` of one datapoint to
 //! coefficients `(a_n, b_n, c_n)`, and the ascent directions are

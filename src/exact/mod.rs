@@ -1,6 +1,6 @@
 //! Exact models: latent variable models whose marginal `log p_theta(x)` and its gradient
-//! `grad_theta log p_theta(x)` are known in closed form (DESIGN.md §2), so that the
-//! unbiasedness of a gradient estimator can be *tested* (DESIGN.md §5.3).
+//! `grad_theta log p_theta(x)` are known in closed form (docs/design.md §2), so that the
+//! unbiasedness of a gradient estimator can be *tested* (docs/design.md §5.3).
 //!
 //! Both models here are linear-Gaussian and use a reparameterised diagonal Gaussian encoder
 //! `q_phi(z | x) = N(mean(x), diag(sd(x)^2))`, `z = mean(x) + sd(x) * eps`:
@@ -17,7 +17,7 @@
 //! theta-gradient estimate `g = sum_n a_n D_n`, whose expectation is compared with
 //! [`ExactModel::exact_grad_theta`].
 //!
-//! Note on `D_n`: DESIGN.md §1 writes `D_n = grad_theta log p_theta(x | z_n)` because the VAE's
+//! Note on `D_n`: docs/design.md §1 writes `D_n = grad_theta log p_theta(x | z_n)` because the VAE's
 //! prior has no parameters. In [`Toy`] the prior mean *is* theta, so in general
 //! `D_n = grad_theta log p_theta(x, z_n)` (the joint), which is what this module returns. With
 //! `z_n` reparameterised through phi only, `d l_n / d theta = D_n`, and the chain rule gives
@@ -59,7 +59,7 @@ pub trait ExactModel {
     fn log_joint(&self, x: &[f64], z: &[f64]) -> f64;
     /// `grad_theta log p_theta(x, z)` with `z` held fixed: the per-sample decoder piece `D_n`.
     fn log_joint_grad_theta(&self, x: &[f64], z: &[f64]) -> Vec<f64>;
-    /// `grad_z log p_theta(x, z)` (the `g_z` of DESIGN.md §1's path term).
+    /// `grad_z log p_theta(x, z)` (the `g_z` of docs/design.md §1's path term).
     fn log_joint_grad_z(&self, x: &[f64], z: &[f64]) -> Vec<f64>;
     /// The exact marginal `log p_theta(x)`.
     fn exact_log_px(&self, x: &[f64]) -> f64;

@@ -853,7 +853,7 @@ impl CpuBackend {
                             w,
                             need_path,
                         );
-                        // Encoder upstream per sample: b P + c S (DESIGN.md §1).
+                        // Encoder upstream per sample: b P + c S (docs/design.md §1).
                         for j in 0..p {
                             let row = r0 + j;
                             let bi = row / n;
