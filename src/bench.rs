@@ -4,7 +4,8 @@
 
 use crate::backend::{Backend, Noise};
 use crate::data::{self, Dataset};
-use crate::estimators::Estimator;
+use crate::error::{self, ConfigError};
+use crate::estimators::{Estimator, StepPlan};
 use crate::model::{Arch, Params};
 use crate::optim::AdamConfig;
 use crate::rng::Stream;
@@ -30,10 +31,9 @@ pub struct StepBench {
 /// dynamic binarization, the estimator's program, Adam at lr 1e-3.
 pub struct StepDriver<'a> {
     ds: &'a Dataset,
-    estimator: Estimator,
+    plan: StepPlan,
     levels: rand_chacha::ChaCha8Rng,
     adam: AdamConfig,
-    k: usize,
     batch: usize,
     x: Vec<f32>,
     idx: Vec<usize>,
@@ -42,19 +42,25 @@ pub struct StepDriver<'a> {
 }
 
 impl<'a> StepDriver<'a> {
-    pub fn new(ds: &'a Dataset, estimator: Estimator, k: usize, batch: usize) -> Self {
-        StepDriver {
+    /// Validates `estimator` with `k` samples (the error names the flag to fix).
+    pub fn new(
+        ds: &'a Dataset,
+        estimator: &Estimator,
+        k: usize,
+        batch: usize,
+    ) -> Result<Self, ConfigError> {
+        error::at_least("--batch", batch, 1, "a minibatch")?;
+        Ok(StepDriver {
             ds,
-            estimator,
+            plan: estimator.plan(k)?,
             levels: rand_chacha::ChaCha8Rng::seed_from_u64(1),
             adam: AdamConfig::default(),
-            k,
             batch,
             x: vec![0.0; batch * ds.dim()],
             idx: vec![0; batch],
             pick: rand_chacha::ChaCha8Rng::seed_from_u64(0),
             step: 0,
-        }
+        })
     }
 
     /// One step: draw and binarize a minibatch, then the estimator's training step.
@@ -73,8 +79,7 @@ impl<'a> StepDriver<'a> {
         };
         crate::train::estimator_step(
             backend,
-            &self.estimator,
-            self.k,
+            &self.plan,
             &self.x,
             self.batch,
             &noise,
@@ -99,7 +104,9 @@ pub fn train_steps(
     steps: usize,
     repeats: usize,
 ) -> Result<StepBench> {
-    let mut driver = StepDriver::new(ds, estimator, k, batch);
+    error::at_least("--steps", steps, 1, "a benchmark")?;
+    error::at_least("--repeats", repeats, 1, "a benchmark")?;
+    let mut driver = StepDriver::new(ds, &estimator, k, batch)?;
     for _ in 0..warmup {
         driver.step(backend)?;
     }
@@ -206,14 +213,14 @@ pub fn parse_configs(s: &str) -> Result<Vec<BenchConfig>> {
             let batch: usize = f[2].parse().map_err(|_| {
                 anyhow::anyhow!("--configs entry '{part}': batch '{}' is not a number", f[2])
             })?;
-            if k < kind.min_samples() || batch == 0 {
-                anyhow::bail!(
-                    "--configs entry '{part}': needs k >= {} and batch >= 1",
-                    kind.min_samples()
-                );
+            let estimator = Estimator::new(kind, 0.5);
+            let checked = error::at_least("--batch", batch, 1, "a minibatch")
+                .and_then(|()| estimator.plan(k).map(drop));
+            if let Err(e) = checked {
+                anyhow::bail!("--configs entry '{part}' (estimator:k:batch): {e}");
             }
             Ok(BenchConfig {
-                estimator: Estimator::new(kind, 0.5),
+                estimator,
                 k,
                 batch,
             })

@@ -1,13 +1,13 @@
 //! The validated run configuration, written to config.json beside every run.
 
-use crate::estimators::{Estimator, EstimatorKind};
+use crate::error::{self, ConfigError};
+use crate::estimators::{Estimator, StepPlan};
 use crate::model::{Arch, ModelChoice};
 use crate::optim::{AdamConfig, Schedule};
-use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum BackendChoice {
     /// A GPU adapter when one exists, else the CPU (with a notice).
@@ -22,28 +22,31 @@ pub fn resolve_arch(
     model: ModelChoice,
     hidden: Option<Vec<usize>>,
     latent: Option<usize>,
-) -> Result<Arch> {
-    match model {
-        ModelChoice::Vae => Ok(Arch {
+) -> Result<Arch, ConfigError> {
+    match crate::exact::training::arch(model) {
+        None => Ok(Arch {
             x_dim: 784,
             hidden: hidden.unwrap_or_else(|| vec![200, 200]),
             z_dim: latent.unwrap_or(50),
             likelihood: Default::default(),
         }),
-        exact => {
+        Some(fixed) => {
             for (flag, given) in [
                 ("--hidden", hidden.is_some()),
                 ("--latent", latent.is_some()),
             ] {
                 if given {
-                    bail!(
-                        "{flag} does not apply to --model {}: its shape is fixed ({}); drop {flag}",
-                        exact.name(),
-                        crate::exact::training::shape_note(exact)
-                    );
+                    return Err(ConfigError::NotApplicable {
+                        flag,
+                        context: format!(
+                            "to --model {model}: its shape is fixed ({})",
+                            crate::exact::training::shape_note(model)
+                        ),
+                        fix: format!("drop {flag}"),
+                    });
                 }
             }
-            Ok(crate::exact::training::arch(exact).expect("an exact model"))
+            Ok(fixed)
         }
     }
 }
@@ -82,78 +85,47 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
-    /// Checks every field and names the flag to fix.
-    pub fn validate(&self) -> Result<()> {
-        let min = self.estimator.kind.min_samples();
-        if self.k == 0 {
-            bail!("--k must be at least 1 (samples per datapoint)");
-        }
-        if self.k < min {
-            bail!(
-                "--k {} is too small for --estimator {}: it needs at least {min} samples",
-                self.k,
-                self.estimator.kind.name()
-            );
-        }
-        if self.batch == 0 {
-            bail!("--batch must be at least 1");
-        }
-        if self.epochs == 0 {
-            bail!("--epochs must be at least 1");
-        }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            bail!("--lr {} must be a positive number", self.lr);
-        }
-        if self.val_k == 0 {
-            bail!("--val-k must be at least 1");
-        }
-        if self.model != ModelChoice::Vae {
-            if self.data.is_some() {
-                bail!(
-                    "--data applies to --model vae only: --model {} trains on its own generated data",
-                    self.model.name()
-                );
+    /// Checks every field, each error naming its flag and what it accepts, and resolves the
+    /// estimator and K into the plan every training step follows.
+    pub fn validate(&self) -> Result<StepPlan, ConfigError> {
+        let plan = self.estimator.plan(self.k)?;
+        error::at_least("--batch", self.batch, 1, "a minibatch")?;
+        error::at_least("--epochs", self.epochs, 1, "training")?;
+        error::positive("--lr", self.lr)?;
+        error::at_least("--val-k", self.val_k, 1, "the validation bound L_K")?;
+        if self.model.is_exact() {
+            if let Some(data) = &self.data {
+                return Err(ConfigError::NotApplicable {
+                    flag: "--data",
+                    context: format!(
+                        "to --model {} ({}), which trains on its own generated data",
+                        self.model,
+                        data.display()
+                    ),
+                    fix: "drop --data, or use --model vae".into(),
+                });
             }
         } else if self.arch.z_dim == 0
-            || self.arch.hidden.contains(&0)
             || self.arch.hidden.is_empty()
+            || self.arch.hidden.contains(&0)
         {
-            bail!("--hidden needs at least one positive size (e.g. 200,200) and --latent must be positive");
-        }
-        if matches!(
-            self.estimator.kind,
-            EstimatorKind::MlmcSs | EstimatorKind::MlmcRr
-        ) {
-            self.estimator
-                .mlmc()
-                .map_err(|e| anyhow::anyhow!("{e} (check --mlmc-p, --mlmc-i0 and --mlmc-cap)"))?;
-        }
-        if self.estimator.kind.coupling_kernel().is_some() {
-            self.estimator.coupling(self.k).map_err(|e| {
-                anyhow::anyhow!("{e} (check --k, --chain-k, --chain-m, --lag and --max-iters)")
-            })?;
-        }
-        if self.estimator.unbiased.encoder != crate::estimators::EncoderChoice::Dreg
-            && !self.estimator.kind.is_random_size()
-        {
-            bail!("--encoder applies to sumo, mlmc-ss and mlmc-rr only; --estimator {} sets its own encoder gradient", self.estimator.kind);
-        }
-        if self.estimator.kind == EstimatorKind::Dreg && !self.estimator.alpha.is_finite() {
-            bail!("--alpha must be a finite number");
+            return Err(ConfigError::range(
+                "--hidden/--latent",
+                format!("{:?}/{}", self.arch.hidden, self.arch.z_dim),
+                "--hidden needs at least one positive size (e.g. 200,200) and --latent must be positive",
+            ));
         }
         for (flag, v) in [
             ("--clip-encoder", self.adam.clip_encoder),
             ("--clip-decoder", self.adam.clip_decoder),
         ] {
             if let Some(v) = v {
-                if !(v.is_finite() && v > 0.0) {
-                    bail!("{flag} {v} must be a positive number");
-                }
+                error::positive(flag, v)?;
             }
         }
-        if self.train_limit == Some(0) {
-            bail!("--train-limit must be at least 1");
+        if let Some(limit) = self.train_limit {
+            error::at_least("--train-limit", limit, 1, "training")?;
         }
-        Ok(())
+        Ok(plan)
     }
 }

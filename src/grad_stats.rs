@@ -154,7 +154,8 @@ pub fn normal_quantile(p: f64) -> f64 {
     }
 }
 
-/// Runs `reps` independent estimates of the theta-gradient at one datapoint.
+/// Runs `reps` independent estimates of the theta-gradient at one datapoint of an exact
+/// model (the coupled chains through [`grad_stats_coupled`]).
 pub fn grad_stats(
     kind: ModelChoice,
     estimator: Estimator,
@@ -163,11 +164,12 @@ pub fn grad_stats(
     seed: u64,
     datapoint: usize,
 ) -> Result<GradStatsReport> {
-    if k < estimator.kind.min_samples() {
-        bail!("--k {k} is too small for --estimator {}", estimator.kind);
+    let plan = estimator.plan(k)?;
+    if let Some(chains) = plan.coupling() {
+        return grad_stats_coupled(kind, *chains, reps, seed, datapoint);
     }
     let mut report = exact_stats(kind, reps, seed, datapoint, |model, x, rng| {
-        let draw = estimator.draw(k, rng).map_err(anyhow::Error::msg)?;
+        let draw = plan.draw(rng).expect("a coefficient plan");
         let (l, d) = exact::draw_samples(model, x, draw.n, rng);
         let (mut a, mut b, mut c) = (vec![0.0; draw.n], vec![0.0; draw.n], vec![0.0; draw.n]);
         draw.program.evaluate_row(&l, &mut a, &mut b, &mut c);
@@ -176,7 +178,7 @@ pub fn grad_stats(
     report.estimator = estimator.kind.name().to_string();
     report.settings = settings(&estimator, k);
     report.k = k;
-    report.cost_expected = estimator.expected_samples(k);
+    report.cost_expected = plan.expected_samples().unwrap_or(f64::NAN);
     if matches!(
         estimator.kind,
         EstimatorKind::MlmcSs | EstimatorKind::MlmcRr
@@ -206,9 +208,7 @@ pub fn grad_stats_coupled(
     seed: u64,
     datapoint: usize,
 ) -> Result<GradStatsReport> {
-    cfg.validate().map_err(|e| {
-        anyhow::anyhow!("{e} (check --k, --chain-k, --chain-m, --lag and --max-iters)")
-    })?;
+    cfg.validate()?;
     let mut report = exact_stats(kind, reps, seed, datapoint, |model, x, rng| {
         let e = crate::coupling::estimate(model, x, &cfg, rng);
         Ok((e.grad_theta, e.proposals, Some((e.meeting_time, e.capped))))
@@ -408,15 +408,19 @@ pub fn grad_stats_vae(
     let layout = backend.layout().clone();
     let theta = layout.encoder_len..layout.len;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x67AD_57A7);
+    let plan = estimator.plan(k)?;
+    if plan.coupling().is_some() {
+        bail!("--estimator coupled-* runs on --model toy or ppca (Fisher's identity needs the exact model)");
+    }
+    let reference_plan = Estimator::new(EstimatorKind::Iwae, 0.0).plan(reference_k)?;
     let mut coeffs = crate::estimators::Coefficients::default();
     let mut run = |backend: &mut dyn crate::backend::Backend,
-                   est: &Estimator,
-                   k: usize,
+                   plan: &crate::estimators::StepPlan,
                    step: u32,
                    acc: &mut Running,
                    rng: &mut rand_chacha::ChaCha8Rng|
      -> Result<(usize, f64)> {
-        let draw = est.draw(k, rng).map_err(anyhow::Error::msg)?;
+        let draw = plan.draw(rng).expect("a coefficient plan");
         let noise = Noise {
             seed,
             stream: Stream::Eps,
@@ -430,14 +434,12 @@ pub fn grad_stats_vae(
         acc.push(&backend.gradient()?[theta.clone()]);
         Ok((draw.n, coeffs.objective[0]))
     };
-    let iwae = Estimator::new(EstimatorKind::Iwae, 0.0);
     let mut reference = Running::new(theta.len());
     let mut lk = 0.0;
     for r in 0..reference_reps {
         lk += run(
             backend,
-            &iwae,
-            reference_k,
+            &reference_plan,
             (1 << 30) + r as u32,
             &mut reference,
             &mut rng,
@@ -447,7 +449,7 @@ pub fn grad_stats_vae(
     let mut est = Running::new(theta.len());
     let mut cost = 0;
     for r in 0..reps {
-        cost += run(backend, &estimator, k, r as u32, &mut est, &mut rng)?.0;
+        cost += run(backend, &plan, r as u32, &mut est, &mut rng)?.0;
     }
     let groups = layout
         .decoder
@@ -469,7 +471,7 @@ pub fn grad_stats_vae(
         exact_log_px: lk,
         reference: format!("the mean of {reference_reps} IWAE gradients with K = {reference_k} (estimates grad L_{reference_k}; its standard error enters the z-test)"),
         cost_measured: cost as f64 / reps as f64,
-        cost_expected: estimator.expected_samples(k),
+        cost_expected: plan.expected_samples().unwrap_or(f64::NAN),
         groups,
         mlmc_decay: None,
         beta: None,

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod config;
 pub mod coupling;
 pub mod data;
+pub mod error;
 pub mod estimators;
 pub mod eval;
 pub mod exact;

@@ -55,7 +55,8 @@ pub fn profile(
     steps: usize,
     warmup: usize,
 ) -> Result<ProfileReport> {
-    let mut driver = crate::bench::StepDriver::new(ds, estimator, k, batch);
+    crate::error::at_least("--steps", steps, 1, "a profile")?;
+    let mut driver = crate::bench::StepDriver::new(ds, &estimator, k, batch)?;
     let mut host = std::time::Duration::ZERO;
     let mut one = |backend: &mut dyn Backend, host: &mut std::time::Duration| -> Result<()> {
         let t = std::time::Instant::now();

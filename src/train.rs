@@ -5,7 +5,7 @@ use crate::backend::gpu::{AdapterChoice, GpuBackend};
 use crate::backend::{cpu::CpuBackend, Backend, ChainOutcome, Noise};
 use crate::config::{BackendChoice, TrainConfig};
 use crate::data::{self, Dataset};
-use crate::estimators::Estimator;
+use crate::estimators::StepPlan;
 use crate::eval;
 use crate::exact::training::ExactTraining;
 use crate::files;
@@ -87,14 +87,12 @@ pub struct StepInfo {
     pub chains: Option<ChainOutcome>,
 }
 
-/// One training step of `estimator` (`k` samples, SUMO's m, or the coupled chains' K): a
-/// coefficient-program step, SUMO's and MLMC's size drawn from `levels`, or a coupled-chain
-/// step. The CLI's training loop and the benchmarks share it.
+/// One training step as `plan` says: a coefficient-program step (SUMO's and MLMC's size
+/// drawn from `levels`) or a coupled-chain step. The training loop and the benchmarks share it.
 #[allow(clippy::too_many_arguments)]
 pub fn estimator_step(
     backend: &mut dyn Backend,
-    estimator: &Estimator,
-    k: usize,
+    plan: &StepPlan,
     x: &[f32],
     batch: usize,
     noise: &Noise,
@@ -102,17 +100,16 @@ pub fn estimator_step(
     adam: &AdamConfig,
     lr: f64,
 ) -> Result<StepInfo> {
-    if estimator.kind.coupling_kernel().is_some() {
-        let chains = estimator.coupling(k).map_err(anyhow::Error::msg)?;
-        let o = backend.chain_step(x, batch, noise, &chains, adam, lr)?;
+    let Some(draw) = plan.draw(levels) else {
+        let chains = plan.coupling().expect("a plan without a draw is coupled");
+        let o = backend.chain_step(x, batch, noise, chains, adam, lr)?;
         let samples = o.particles.iter().map(|&p| p as f64).sum::<f64>() / batch as f64;
         return Ok(StepInfo {
             samples,
             level: None,
             chains: Some(o),
         });
-    }
-    let draw = estimator.draw(k, levels).map_err(anyhow::Error::msg)?;
+    };
     backend.train_step(x, batch, draw.n, noise, &draw.program, adam, lr)?;
     Ok(StepInfo {
         samples: draw.n as f64,
@@ -168,15 +165,15 @@ impl TrainData {
 
 /// What a run should say before it starts: MLMC's p outside the range with finite cost and
 /// variance, and the true target of a capped MLMC.
-pub fn estimator_notes(cfg: &TrainConfig) -> Vec<String> {
+pub fn estimator_notes(plan: &StepPlan) -> Vec<String> {
     // A capped MLMC's warning is its true target; an uncapped one warns about p's range.
-    match cfg.estimator.mlmc() {
-        Ok(m) => m
+    match plan.mlmc() {
+        Some(m) => m
             .warnings(crate::estimators::mlmc::DEFAULT_BETA)
             .into_iter()
             .map(|w| format!("warning: {w}"))
             .collect(),
-        Err(_) => Vec::new(),
+        None => Vec::new(),
     }
 }
 
@@ -230,7 +227,7 @@ pub struct TrainOutcome {
 /// Trains as `cfg` says, writing config.json, metrics.jsonl and checkpoint.safetensors into
 /// `cfg.out`. `progress` receives each epoch's metrics as they are written.
 pub fn train(cfg: &TrainConfig, mut progress: impl FnMut(&EpochMetrics)) -> Result<TrainOutcome> {
-    cfg.validate()?;
+    let plan = cfg.validate()?;
     let (train_data, params) = match ExactTraining::new(cfg.model, cfg.seed) {
         None => {
             let mut ds = data::load_or_bundled(cfg.data.as_deref(), cfg.valid_size)?;
@@ -259,7 +256,7 @@ pub fn train(cfg: &TrainConfig, mut progress: impl FnMut(&EpochMetrics)) -> Resu
     prepare_out_dir(cfg)?;
     let mut backend = make_backend(cfg.backend, &params, cfg.threads, cfg.adapter.as_deref())?;
     backend.reset_optimizer();
-    let outcome = run_epochs(cfg, &train_data, backend.as_mut(), &mut progress)?;
+    let outcome = run_epochs(cfg, &plan, &train_data, backend.as_mut(), &mut progress)?;
     Ok(outcome)
 }
 
@@ -282,18 +279,19 @@ fn prepare_out_dir(cfg: &TrainConfig) -> Result<()> {
 
 fn run_epochs(
     cfg: &TrainConfig,
+    plan: &StepPlan,
     ds: &TrainData,
     backend: &mut dyn Backend,
     progress: &mut impl FnMut(&EpochMetrics),
 ) -> Result<TrainOutcome> {
     let xd = ds.dim();
-    let (b, k) = (cfg.batch, cfg.k);
+    let b = cfg.batch;
     let steps_per_epoch = ds.train_count() / b;
     let (val_x, val_count) = ds.validation();
     let mut x = vec![0.0f32; b * xd];
     let mut level_rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed ^ LEVEL_STREAM);
-    let expected_samples = Some(cfg.estimator.expected_samples(k)).filter(|v| v.is_finite());
-    let chain_cfg = cfg.estimator.coupling(k).ok();
+    let expected_samples = plan.expected_samples();
+    let chain_cfg = plan.coupling();
     let mut order: Vec<usize> = (0..ds.train_count()).collect();
     let mut shuffle_rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed);
     let mut step: u32 = 0;
@@ -316,17 +314,7 @@ fn run_epochs(
                 first_datapoint: 0,
                 first_sample: 0,
             };
-            let info = estimator_step(
-                backend,
-                &cfg.estimator,
-                k,
-                &x,
-                b,
-                &noise,
-                &mut level_rng,
-                &cfg.adam,
-                lr,
-            )?;
+            let info = estimator_step(backend, plan, &x, b, &noise, &mut level_rng, &cfg.adam, lr)?;
             samples += info.samples;
             if let Some(level) = info.level {
                 *levels.entry(level).or_default() += 1;

@@ -250,7 +250,7 @@ fn chunked_cpu_steps_equal_whole_steps() {
     };
     let est = Estimator::new(EstimatorKind::MlmcRr, 0.0);
     let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(9);
-    let draw = est.draw(0, &mut rng).unwrap();
+    let draw = est.plan(1).unwrap().draw(&mut rng).unwrap();
     for (program, n) in [
         (draw.program.clone(), draw.n),
         (Estimator::new(EstimatorKind::JviDreg, 0.0).program(), 8),

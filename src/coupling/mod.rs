@@ -129,6 +129,7 @@ mod stats;
 
 pub use stats::MeetingStats;
 
+use crate::error::ConfigError;
 use crate::exact::ExactModel;
 use pool::Pool;
 use rand::Rng;
@@ -159,14 +160,16 @@ impl ChainKernel {
     }
 
     /// Parses a name as printed by [`ChainKernel::name`] (ASCII case ignored).
-    pub fn parse(s: &str) -> Result<ChainKernel, String> {
+    pub fn parse(s: &str) -> Result<ChainKernel, ConfigError> {
         let n = s.trim().to_ascii_lowercase();
         ChainKernel::ALL
             .iter()
             .copied()
             .find(|k| k.name() == n)
-            .ok_or_else(|| {
-                format!("unknown coupling kernel '{s}'; valid kernels: pimh, isir, disir")
+            .ok_or_else(|| ConfigError::UnknownName {
+                flag: "kernel",
+                given: s.to_string(),
+                accepted: "pimh, isir, disir".into(),
             })
     }
 }
@@ -222,37 +225,45 @@ impl CouplingConfig {
         }
     }
 
-    /// Checks the constraints listed on the fields.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks the constraints listed on the fields; each error names the option that sets
+    /// the field (`--k` for the particles, `--chain-k`, `--chain-m`, `--lag`, `--max-iters`).
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let min_k = match self.kernel {
             ChainKernel::Pimh => 1,
             ChainKernel::Isir | ChainKernel::Disir => 2,
         };
-        if self.particles < min_k {
-            return Err(format!(
-                "{} needs at least {min_k} particles, got {}",
-                self.kernel, self.particles
-            ));
-        }
+        crate::error::at_least(
+            "--k",
+            self.particles,
+            min_k,
+            &format!("coupled-{} (particles per set)", self.kernel),
+        )?;
         if self.burn_in > self.horizon {
-            return Err(format!(
-                "the burn-in k = {} must be <= the horizon m = {}",
-                self.burn_in, self.horizon
+            return Err(ConfigError::range(
+                "--chain-k",
+                self.burn_in,
+                format!(
+                    "the burn-in must be <= the horizon --chain-m {}",
+                    self.horizon
+                ),
             ));
         }
         if self.lag == 0 {
-            return Err("the lag must be >= 1".into());
+            return Err(ConfigError::range("--lag", 0, "the lag must be >= 1"));
         }
         if self.max_iters <= self.horizon {
-            return Err(format!(
-                "max_iters = {} must exceed the horizon m = {}",
-                self.max_iters, self.horizon
+            return Err(ConfigError::range(
+                "--max-iters",
+                self.max_iters,
+                format!("the iteration cap must exceed --chain-m {}", self.horizon),
             ));
         }
         if self.kernel == ChainKernel::Pimh && self.rb_set == RbSet::SelectedFrom {
-            return Err(
-                "RbSet::SelectedFrom applies to ISIR/DISIR only (a PIMH state is a set)".into(),
-            );
+            return Err(ConfigError::Conflict {
+                flag: "rb_set",
+                reason: "RbSet::SelectedFrom applies to ISIR/DISIR only (a PIMH state is a set)"
+                    .into(),
+            });
         }
         Ok(())
     }

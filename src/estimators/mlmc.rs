@@ -59,6 +59,7 @@
 //! (`b = 0`, `c = -a` of the MLMC combiner, [`encoder_unbiased_rws`]).
 
 use super::{logsumexp, softmax_lse};
+use crate::error::ConfigError;
 use rand::Rng;
 
 /// docs/design.md's default level probability.
@@ -91,10 +92,12 @@ pub struct GeometricLevel {
 
 impl GeometricLevel {
     /// `p` must lie in `(0, 1)`.
-    pub fn new(p: f64, cap: Option<u32>) -> Result<Self, String> {
+    pub fn new(p: f64, cap: Option<u32>) -> Result<Self, ConfigError> {
         if !(p > 0.0 && p < 1.0) {
-            return Err(format!(
-                "MLMC level probability p must lie in (0, 1), got {p}"
+            return Err(ConfigError::range(
+                "--mlmc-p",
+                p,
+                "the MLMC level probability must lie in (0, 1)",
             ));
         }
         Ok(GeometricLevel { p, cap })
@@ -189,18 +192,31 @@ pub struct Mlmc {
 
 impl Mlmc {
     /// Validated constructor; `p` in `(0, 1)` and `2^(cap+I0+1)` must fit in `usize`.
-    pub fn new(variant: MlmcVariant, p: f64, i0: u32, cap: Option<u32>) -> Result<Self, String> {
+    pub fn new(
+        variant: MlmcVariant,
+        p: f64,
+        i0: u32,
+        cap: Option<u32>,
+    ) -> Result<Self, ConfigError> {
         let level = GeometricLevel::new(p, cap)?;
+        if i0 as u64 + 1 >= usize::BITS as u64 {
+            return Err(ConfigError::range(
+                "--mlmc-i0",
+                i0,
+                format!("base groups of 2^I0 samples need I0 + 1 < {}", usize::BITS),
+            ));
+        }
         if let Some(c) = cap {
             if (c as u64 + i0 as u64 + 1) >= usize::BITS as u64 {
-                return Err(format!(
-                    "MLMC cap {c} with I0 = {i0} needs 2^{} samples, too many",
-                    c + i0 + 1
+                return Err(ConfigError::range(
+                    "--mlmc-cap",
+                    c,
+                    format!(
+                        "with --mlmc-i0 {i0} the top level needs 2^(cap + I0 + 1) samples, so cap + I0 + 1 < {}",
+                        usize::BITS
+                    ),
                 ));
             }
-        }
-        if i0 as u64 + 1 >= usize::BITS as u64 {
-            return Err(format!("MLMC base size 2^{i0} is too large"));
         }
         Ok(Mlmc { variant, level, i0 })
     }

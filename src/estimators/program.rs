@@ -83,11 +83,11 @@ impl Estimator {
             EstimatorKind::Jvi => CoefficientProgram::Jackknife { dreg: false },
             EstimatorKind::JviDreg => CoefficientProgram::Jackknife { dreg: true },
             EstimatorKind::Sumo | EstimatorKind::MlmcSs | EstimatorKind::MlmcRr => {
-                panic!("{}", super::RANDOM_SIZE_MSG)
+                panic!("{}", super::batch::RANDOM_SIZE_MSG)
             }
             EstimatorKind::CoupledPimh
             | EstimatorKind::CoupledIsir
-            | EstimatorKind::CoupledDisir => panic!("{}", super::COUPLED_MSG),
+            | EstimatorKind::CoupledDisir => panic!("{}", super::batch::COUPLED_MSG),
         }
     }
 }
@@ -101,7 +101,7 @@ impl CoefficientProgram {
         n: usize,
         out: &mut super::Coefficients,
     ) {
-        super::rows_into(
+        super::batch::rows_into(
             |l, a, b, c| self.evaluate_row(l, a, b, c),
             log_w,
             batch,

@@ -1,0 +1,95 @@
+//! Flags every command that touches data or a backend shares, and the one place that turns
+//! them into a dataset and a backend.
+
+use anyhow::Result;
+use clap::Args;
+use std::path::PathBuf;
+use unbiased_vae::backend::Backend;
+use unbiased_vae::config::BackendChoice;
+use unbiased_vae::data::{self, Dataset};
+use unbiased_vae::estimators::{ChainOptions, EncoderChoice, UnbiasedOptions};
+use unbiased_vae::model::Params;
+use unbiased_vae::train;
+
+#[derive(Args)]
+pub struct CommonArgs {
+    /// Folder with MNIST-layout IDX files (train-images-idx3-ubyte.gz, t10k-images-idx3-ubyte.gz); default: the bundled MNIST.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Compute backend: auto (a GPU adapter if there is one, else the CPU), gpu, or cpu.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub backend: BackendChoice,
+    /// GPU adapter to use: a case-insensitive substring of its name (see `uvae devices`).
+    #[arg(long)]
+    pub adapter: Option<String>,
+    /// CPU worker threads (0: all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+impl CommonArgs {
+    /// The data set of `--data` (or the bundled MNIST), `valid_size` training images held
+    /// back for validation.
+    pub fn dataset(&self, valid_size: usize) -> Result<Dataset> {
+        data::load_or_bundled(self.data.as_deref(), valid_size)
+    }
+
+    /// The backend of `--backend`, `--adapter` and `--threads`, holding `params`.
+    pub fn backend(&self, params: &Params) -> Result<Box<dyn Backend>> {
+        train::make_backend(self.backend, params, self.threads, self.adapter.as_deref())
+    }
+}
+
+/// MLMC's level distribution, shared by `train` and `grad-stats`.
+#[derive(Args)]
+pub struct MlmcArgs {
+    /// MLMC level distribution P(k) = p (1 - p)^k; finite cost needs p > 1/2, finite variance p < 3/4.
+    #[arg(long, default_value_t = 0.6)]
+    pub mlmc_p: f64,
+    /// MLMC base groups of 2^I0 samples.
+    #[arg(long, default_value_t = 2)]
+    pub mlmc_i0: u32,
+    /// Largest MLMC level (the run then targets L_{2^(cap+I0+1)} and says so).
+    #[arg(long)]
+    pub mlmc_cap: Option<u32>,
+}
+
+impl MlmcArgs {
+    /// The MLMC settings, with `encoder`.
+    pub fn options(&self, encoder: EncoderChoice) -> UnbiasedOptions {
+        UnbiasedOptions {
+            mlmc_p: self.mlmc_p,
+            mlmc_i0: self.mlmc_i0,
+            mlmc_cap: self.mlmc_cap,
+            encoder,
+        }
+    }
+}
+
+/// The coupled chains' horizon, shared by `train` and `grad-stats`.
+#[derive(Args)]
+pub struct ChainArgs {
+    /// Coupled chains: the time average H_{k:m} starts at iteration --chain-k ...
+    #[arg(long, default_value_t = 0)]
+    pub chain_k: usize,
+    /// ... and ends at --chain-m.
+    #[arg(long, default_value_t = 4)]
+    pub chain_m: usize,
+    /// Coupled chains: the lag L between the two chains.
+    #[arg(long, default_value_t = 1)]
+    pub lag: usize,
+    /// Coupled chains: iterations before a datapoint's chains stop unmet (counted and reported; the estimate is then biased).
+    #[arg(long, default_value_t = 1000)]
+    pub max_iters: usize,
+}
+
+impl ChainArgs {
+    pub fn options(&self) -> ChainOptions {
+        ChainOptions {
+            burn_in: self.chain_k,
+            horizon: self.chain_m,
+            lag: self.lag,
+            max_iters: self.max_iters,
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! `uvae grad-stats`: bias, variance, SNR and cost of an estimator's gradient.
+
+use super::common::{ChainArgs, CommonArgs, MlmcArgs};
+use anyhow::Result;
+use clap::Args;
+use std::path::PathBuf;
+use unbiased_vae::error::ConfigError;
+use unbiased_vae::estimators::{EncoderChoice, Estimator, EstimatorKind};
+use unbiased_vae::grad_stats::{self, GradStatsReport};
+use unbiased_vae::model::{checkpoint, ModelChoice};
+use unbiased_vae::{bench, data};
+
+#[derive(Args)]
+pub struct GradStatsArgs {
+    /// toy (linear-Gaussian, DReG paper section 6.1), ppca, or vae (against a large-K reference).
+    #[arg(long, value_enum, default_value = "ppca")]
+    model: ModelChoice,
+    /// Any training estimator, or coupled-pimh, coupled-isir, coupled-disir (toy and ppca).
+    #[arg(long, default_value = "iwae")]
+    estimator: EstimatorKind,
+    #[command(flatten)]
+    chains: ChainArgs,
+    #[arg(long, default_value_t = 5)]
+    k: usize,
+    /// Independent gradient estimates.
+    #[arg(long, default_value_t = 20_000)]
+    reps: usize,
+    #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
+    alpha: f64,
+    #[command(flatten)]
+    mlmc: MlmcArgs,
+    /// Which datapoint of the model's data set (vae: a test image).
+    #[arg(long, default_value_t = 0)]
+    datapoint: usize,
+    /// vae: the checkpoint to measure at (default: the peer model's fresh initialisation).
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// vae: K of the IWAE reference gradient.
+    #[arg(long, default_value_t = 5000)]
+    reference_k: usize,
+    /// vae: IWAE gradients averaged into the reference.
+    #[arg(long, default_value_t = 20)]
+    reference_reps: usize,
+    #[command(flatten)]
+    common: CommonArgs,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: GradStatsArgs) -> Result<()> {
+    let est = Estimator {
+        unbiased: a.mlmc.options(EncoderChoice::default()),
+        chains: a.chains.options(),
+        ..Estimator::new(a.estimator, a.alpha)
+    };
+    let report = if a.model.is_exact() {
+        grad_stats::grad_stats(a.model, est, a.k, a.reps, a.seed, a.datapoint)?
+    } else {
+        if a.estimator.is_coupled() {
+            return Err(ConfigError::NotApplicable {
+                flag: "--estimator",
+                context: format!(
+                    "to --model {}: coupled chains need the exact model (Fisher's identity)",
+                    a.model
+                ),
+                fix: "use --model toy or --model ppca".into(),
+            }
+            .into());
+        }
+        let ds = a.common.dataset(400)?;
+        let params = match &a.checkpoint {
+            Some(path) => checkpoint::load(path)?.0,
+            None => bench::peer_model(&ds),
+        };
+        if a.datapoint >= ds.test.count {
+            return Err(ConfigError::range(
+                "--datapoint",
+                a.datapoint,
+                format!("the test set has {} images", ds.test.count),
+            )
+            .into());
+        }
+        let x = data::binarize_eval(&ds.test.slice(a.datapoint..a.datapoint + 1));
+        let mut backend = a.common.backend(&params)?;
+        grad_stats::grad_stats_vae(
+            backend.as_mut(),
+            &x,
+            est,
+            a.k,
+            a.reps,
+            a.reference_k,
+            a.reference_reps,
+            a.seed,
+            a.datapoint,
+        )?
+    };
+    print(&report, a.json)
+}
+
+fn print(r: &GradStatsReport, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(r)?);
+    } else {
+        print!("{}", grad_stats::format_report(r));
+    }
+    Ok(())
+}

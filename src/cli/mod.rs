@@ -1,0 +1,65 @@
+//! The command line: one file per command family, each only parsing its flags and calling
+//! the library. Errors reach `main` as one chain and are printed once.
+
+mod bench;
+mod common;
+mod devices;
+mod eval;
+mod grad_stats;
+mod train;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "uvae",
+    version,
+    about = "Train VAEs by maximum likelihood with unbiased and multi-sample gradient estimators"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a VAE; writes config.json, metrics.jsonl and checkpoint.safetensors into --out.
+    Train(train::TrainArgs),
+    /// Estimate the test-set log-likelihood of a checkpoint by the IWAE bound L_K.
+    Eval(eval::EvalArgs),
+    /// Check a GPU against the CPU reference: every kernel and estimator, same seed.
+    Check {
+        /// GPU adapter (substring of its name); default: the best one, software included.
+        #[arg(long)]
+        adapter: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure training-step and evaluation throughput (median of repeats after warm-up).
+    Bench(bench::BenchArgs),
+    /// Time a training step per kernel (GPU timestamps) or phase (CPU), with a Chrome trace.
+    Profile(bench::ProfileArgs),
+    /// Bias, variance, SNR and cost of an estimator's gradient on a model with exact log p(x).
+    GradStats(grad_stats::GradStatsArgs),
+    /// List the GPU adapters wgpu can see, with backend, type, driver and features.
+    Devices {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Train(a) => train::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Check { adapter, json } => devices::run_check(adapter, json),
+        Command::Bench(a) => bench::run_bench(a),
+        Command::Profile(a) => bench::run_profile(a),
+        Command::GradStats(a) => grad_stats::run(a),
+        Command::Devices { json } => devices::run_devices(json),
+    }
+}
