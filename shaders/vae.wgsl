@@ -1,6 +1,6 @@
 // The VAE's stochastic layer and likelihood: sampling z = mu + sigma * eps, the
 // log-weights l = log p(x|z) + log p(z) - log q(z|x), and the encoder's upstream gradient
-// sum_n (b_n P_n + c_n S_n) (docs/design.md §1). Needs rng.wgsl.
+// sum_n (b_n P_n + c_n S_n) (the closed forms of P and S: docs/design.md §1). Needs rng.wgsl.
 
 // lik: 0 Bernoulli (logits), 1 Gaussian (means) with inv_var = 1 / s^2 and log_norm =
 // -0.5 ln(2 pi s^2) per dimension (src/model/mod.rs, Likelihood).

@@ -1,5 +1,6 @@
 //! unbiased-vae: maximum-likelihood training of variational autoencoders with unbiased and
-//! multi-sample gradient estimators. See docs/design.md in the repository for the math.
+//! multi-sample gradient estimators. docs/design.md in the repository describes the design;
+//! docs/estimators.md holds the estimators' maths.
 
 pub mod backend;
 pub mod bench;

@@ -1,6 +1,6 @@
 //! Backends compute log-weights and gradients for given per-sample coefficients; they know
-//! no estimator (docs/design.md §1). The CPU backend is the reference every GPU kernel is checked
-//! against.
+//! no estimator (docs/design.md §1, §4). The CPU backend is the reference every GPU kernel is
+//! checked against (docs/design.md §5.1).
 
 pub mod cpu;
 pub mod gpu;

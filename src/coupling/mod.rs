@@ -2,8 +2,8 @@
 //! (Ruiz, Titsias, Cemgil & Doucet, "Unbiased gradient estimation for variational
 //! auto-encoders using coupled Markov chains", UAI 2021, PMLR 161:707–717), with the lagged,
 //! time-averaged estimator of Jacob, O'Leary & Atchadé ("Unbiased Markov chain Monte Carlo
-//! methods with couplings", JRSSB 2020). docs/design.md §1 gives the contract; docs/estimators.md §3
-//! the write-up.
+//! methods with couplings", JRSSB 2020). docs/design.md §1 states the contract, docs/design.md
+//! §7 the corrections to the original notes, and docs/estimators.md §3 is the write-up.
 //!
 //! # Target and test function
 //!
@@ -73,16 +73,16 @@
 //!
 //! which is the average over `l = k..m` of `H_l = h(X_l) + sum_{j>=1} (h(X_{l+jL}) -
 //! h(Y_{l+(j-1)L}))` (Jacob et al. 2020, §2; lag `L`: Biswas, Jacob & Vanetti 2019). For
-//! `L = 1`, `v_t = min(1, (t-k)/(m-k+1))` as in the paper. For `L >= 2` the formula printed
-//! in docs/design.md §1 (and used by the `unbiasedmcmc` R package, `R/H_bar.R`),
-//! `min(1, ceil((t-k)/L)/(m-k+1))`,
-//! over-counts: e.g. for `t - k = 3`, `L = 2` only `l = k + 1` contributes, not two. A unit test
+//! `L = 1`, `v_t = min(1, (t-k)/(m-k+1))` as in the paper. For `L >= 2` the closed form
+//! of the original design notes (also used by the `unbiasedmcmc` R package, `R/H_bar.R`),
+//! `min(1, ceil((t-k)/L)/(m-k+1))`, over-counts (docs/design.md §7): e.g. for `t - k = 3`,
+//! `L = 2` only `l = k + 1` contributes, not two. A unit test
 //! (`literal_ceil_weights_are_biased_for_lag_2`) shows the literal formula biased on a 3-state
 //! chain where [`bc_weight`] is not; this module uses [`bc_weight`].
 //!
-//! **Which set `h(X_t)` averages over (the trap of docs/design.md §1).** For ISIR and DISIR the
-//! state is one particle, and two particle sets touch `X_t`: the set `S_{t-1}` it was selected
-//! from and the set `S_t` the step *from* `X_t` builds. `h(X_t)` must be `h(S_t)`
+//! **Which set `h(X_t)` averages over (the trap, docs/design.md §1 and §7).** For ISIR and
+//! DISIR the state is one particle, and two particle sets touch `X_t`: the set `S_{t-1}` it
+//! was selected from and the set `S_t` the step *from* `X_t` builds. `h(X_t)` must be `h(S_t)`
 //! ([`RbSet::Built`]): it is an unbiased estimate of `E[D]` under `pi` whenever `X_t ~ p(z|x)`
 //! (given `X_t`, `S_t` is `pi(z_1:K | b = 1)`, and `h` is symmetric), and once the chains have
 //! met, `S_t^X = S_{t-L}^Y` (same conditioning particle, shared fresh particles), so all later
@@ -369,7 +369,7 @@ mod tests {
         c as f64 / (m - k + 1) as f64
     }
 
-    /// docs/design.md §1's formula, read literally.
+    /// The original design notes' closed form, read literally (docs/design.md §7).
     fn bc_weight_literal(t: usize, k: usize, m: usize, lag: usize) -> f64 {
         if t < k + lag {
             return 0.0;

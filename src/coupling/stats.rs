@@ -2,8 +2,8 @@
 
 use super::CouplingEstimate;
 
-/// Summary of meeting times `tau` (docs/design.md §1: they differ per datapoint, and the tail decides
-/// the cost of a batch that iterates until every chain has met).
+/// Summary of meeting times `tau` (docs/design.md §1): they differ per datapoint, and their tail
+/// decides the cost of a batch that iterates until every chain has met.
 ///
 /// Capped runs are censored at their cap (their `meeting_time` is a lower bound) and are
 /// counted in `capped`; they are included in the quantiles and the survival function at their

@@ -1,7 +1,7 @@
 //! Multilevel Monte Carlo (MLMC) unbiased estimators of `log p(x)` and of its gradient
 //! (Shi & Cornish, "On multilevel Monte Carlo unbiased gradient estimation for deep latent
-//! variable models", AISTATS 2021), as per-sample coefficients, exactly as docs/design.md §1
-//! states them.
+//! variable models", AISTATS 2021), as per-sample coefficients, as docs/design.md §1 states
+//! them.
 //!
 //! # Definitions as implemented
 //!
@@ -62,10 +62,11 @@ use super::{logsumexp, softmax_lse};
 use crate::error::ConfigError;
 use rand::Rng;
 
-/// docs/design.md's default level probability.
+/// The default level probability (docs/design.md §1).
 pub const DEFAULT_P: f64 = 0.6;
 
-/// docs/design.md's decay rate of `E[Delta_k^2] = O(2^(-beta k))` for antithetic differences.
+/// The assumed decay rate of `E[Delta_k^2] = O(2^(-beta k))` for antithetic differences
+/// (docs/design.md §1).
 pub const DEFAULT_BETA: f64 = 2.0;
 
 /// Which MLMC estimator.

@@ -18,11 +18,12 @@
 //! `E_K[SUMO | l] = L_m + sum_j Delta_j P(K >= j) / P(K >= j)` and, taking the expectation
 //! over the samples, `E[SUMO] = E[L_m] + sum_j (E[L_{m+j}] - E[L_{m+j-1}]) = log p(x)`.
 //!
-//! Index convention: docs/design.md §1 writes `Delta_j = L_{m+j+1} - L_{m+j}` with the sum over
-//! `j = 1..K`; read literally that skips the first increment `L_{m+1} - L_m` and has
-//! expectation `E[L_m] + log p(x) - E[L_{m+1}] != log p(x)`. The convention above (the
-//! lecture's, whose sum starts at the first increment `IW_2 - IW_1`) is the unbiased one. The two agree if DESIGN's sum starts at `j = 0` with `P(K >= 0) = 1`,
-//! which amounts to a base of `m + 1` samples.
+//! Index convention (docs/design.md §7): the original design notes once wrote
+//! `Delta_j = L_{m+j+1} - L_{m+j}` with the sum over `j = 1..K`; read literally that skips the
+//! first increment `L_{m+1} - L_m` and has expectation `E[L_m] + log p(x) - E[L_{m+1}] !=
+//! log p(x)`. The convention above (the lecture's, whose sum starts at the first increment
+//! `IW_2 - IW_1`) is the unbiased one. The two agree only if the notes' sum starts at `j = 0`
+//! with `P(K >= 0) = 1`, which amounts to a base of `m + 1` samples.
 //!
 //! # Coefficients
 //!
@@ -71,7 +72,7 @@ use rand::Rng;
 ///           = 1 / (heavy_until + 1) * ratio^(k - heavy_until)   for k >= heavy_until
 /// ```
 ///
-/// continuous at `k = heavy_until`. [`SumoTail::DEFAULT`] is docs/design.md's choice,
+/// continuous at `k = heavy_until`. [`SumoTail::DEFAULT`] is the tail of docs/design.md §1,
 /// `heavy_until = 79`, `ratio = 0.9`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SumoTail {
@@ -472,7 +473,7 @@ mod tests {
                 (expect - want).abs() < 1e-9,
                 "m={m} J={big_j}: E_K = {expect}, L_(m+J) = {want}"
             );
-            // With DESIGN's literal indices (Delta_j = L_{m+j+1} - L_{m+j}) the expectation
+            // With the original notes' literal indices (Delta_j = L_{m+j+1} - L_{m+j}) the expectation
             // would miss L_{m+1} - L_m: check that this difference is not zero here, so the
             // test distinguishes the conventions.
             let miss =

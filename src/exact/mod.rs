@@ -17,9 +17,10 @@
 //! theta-gradient estimate `g = sum_n a_n D_n`, whose expectation is compared with
 //! [`ExactModel::exact_grad_theta`].
 //!
-//! Note on `D_n`: docs/design.md §1 writes `D_n = grad_theta log p_theta(x | z_n)` because the VAE's
-//! prior has no parameters. In [`Toy`] the prior mean *is* theta, so in general
-//! `D_n = grad_theta log p_theta(x, z_n)` (the joint), which is what this module returns. With
+//! Note on `D_n`: the original design notes wrote `D_n = grad_theta log p_theta(x | z_n)`,
+//! which is the same thing for the VAE, whose prior has no parameters. In [`Toy`] the prior
+//! mean *is* theta, so in general `D_n = grad_theta log p_theta(x, z_n)` (the joint), which is
+//! what this module returns and what docs/design.md §1 defines (see its §7). With
 //! `z_n` reparameterised through phi only, `d l_n / d theta = D_n`, and the chain rule gives
 //! `grad_theta F(l) = sum_n (dF/dl_n) D_n` for any estimator value `F`.
 
