@@ -164,8 +164,11 @@ impl TrainData {
 }
 
 /// What a run should say before it starts: MLMC's p outside the range with finite cost and
-/// variance, and the true target of a capped MLMC.
+/// variance, the true target of a capped MLMC, and that DISIR is a reconstruction.
 pub fn estimator_notes(plan: &StepPlan) -> Vec<String> {
+    if plan.coupling().map(|c| c.kernel) == Some(crate::coupling::ChainKernel::Disir) {
+        return vec!["note: coupled-disir is a labelled reconstruction (ISIR with a Metropolised index draw); the paper's DISIR could not be checked, see docs/estimators.md §3".into()];
+    }
     // A capped MLMC's warning is its true target; an uncapped one warns about p's range.
     match plan.mlmc() {
         Some(m) => m

@@ -16,7 +16,7 @@ use unbiased_vae::train::{self, EpochMetrics};
 pub struct TrainArgs {
     #[command(flatten)]
     common: CommonArgs,
-    /// Gradient estimator: elbo, iwae, stl, iwae-dreg, rws, rws-dreg, dreg, jvi, jvi-dreg, sumo, mlmc-ss, mlmc-rr, coupled-pimh, coupled-isir, coupled-disir.
+    /// Gradient estimator: elbo, iwae, stl, iwae-dreg, rws, rws-dreg, dreg, jvi, jvi-dreg, sumo, mlmc-ss, mlmc-rr, coupled-pimh, coupled-isir, coupled-disir (a labelled reconstruction of the paper's DISIR, see docs/estimators.md §3).
     #[arg(long, default_value = "iwae")]
     estimator: EstimatorKind,
     /// Samples per datapoint (SUMO: the minimum m; MLMC: unused, see --mlmc-i0; coupled-*: particles per set).
