@@ -2,6 +2,7 @@
 //! datapoints and samples so memory stays bounded for any K.
 
 use crate::backend::{Backend, Noise};
+use crate::progress::{Progress, Silent};
 use crate::rng::Stream;
 use anyhow::Result;
 use serde::Serialize;
@@ -36,6 +37,20 @@ pub fn log_likelihood(
     seed: u64,
     first_index: u32,
 ) -> Result<EvalResult> {
+    log_likelihood_with(backend, x, count, k, seed, first_index, &mut Silent)
+}
+
+/// [`log_likelihood`], reporting the datapoints done to `progress`.
+pub fn log_likelihood_with(
+    backend: &mut dyn Backend,
+    x: &[f32],
+    count: usize,
+    k: usize,
+    seed: u64,
+    first_index: u32,
+    progress: &mut dyn Progress,
+) -> Result<EvalResult> {
+    progress.start(&format!("L_{k}"), count as u64, "datapoints");
     let xd = backend.layout().arch.x_dim;
     let start = std::time::Instant::now();
     let max_rows = MAX_ROWS.min(backend.max_rows()).max(1);
@@ -60,7 +75,9 @@ pub fn log_likelihood(
         }
         per_point.extend(backend.lse_read(nb)?.iter().map(|v| v - (k as f64).ln()));
         b0 += nb;
+        progress.advance(b0 as u64);
     }
+    progress.finish();
     let n = per_point.len() as f64;
     let mean = per_point.iter().sum::<f64>() / n;
     let var = if per_point.len() > 1 {

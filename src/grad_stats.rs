@@ -6,6 +6,7 @@
 use crate::estimators::{mlmc, Estimator, EstimatorKind};
 use crate::exact::{self, ExactModel, Ppca, Toy};
 use crate::model::ModelChoice;
+use crate::progress::Progress;
 use anyhow::{bail, Result};
 use rand::SeedableRng;
 use serde::Serialize;
@@ -163,12 +164,13 @@ pub fn grad_stats(
     reps: usize,
     seed: u64,
     datapoint: usize,
+    progress: &mut dyn Progress,
 ) -> Result<GradStatsReport> {
     let plan = estimator.plan(k)?;
     if let Some(chains) = plan.coupling() {
-        return grad_stats_coupled(kind, *chains, reps, seed, datapoint);
+        return grad_stats_coupled(kind, *chains, reps, seed, datapoint, progress);
     }
-    let mut report = exact_stats(kind, reps, seed, datapoint, |model, x, rng| {
+    let mut report = exact_stats(kind, reps, seed, datapoint, progress, |model, x, rng| {
         let draw = plan.draw(rng).expect("a coefficient plan");
         let (l, d) = exact::draw_samples(model, x, draw.n, rng);
         let (mut a, mut b, mut c) = (vec![0.0; draw.n], vec![0.0; draw.n], vec![0.0; draw.n]);
@@ -207,9 +209,10 @@ pub fn grad_stats_coupled(
     reps: usize,
     seed: u64,
     datapoint: usize,
+    progress: &mut dyn Progress,
 ) -> Result<GradStatsReport> {
     cfg.validate()?;
-    let mut report = exact_stats(kind, reps, seed, datapoint, |model, x, rng| {
+    let mut report = exact_stats(kind, reps, seed, datapoint, progress, |model, x, rng| {
         let e = crate::coupling::estimate(model, x, &cfg, rng);
         Ok((e.grad_theta, e.proposals, Some((e.meeting_time, e.capped))))
     })?;
@@ -243,6 +246,7 @@ fn exact_stats(
     reps: usize,
     seed: u64,
     datapoint: usize,
+    progress: &mut dyn Progress,
     mut one: impl FnMut(
         &dyn ExactModel,
         &[f64],
@@ -267,7 +271,8 @@ fn exact_stats(
     let mut run = Running::new(p);
     let mut cost = 0usize;
     let (mut times, mut capped) = (Vec::new(), Vec::new());
-    for _ in 0..reps {
+    progress.start("grad-stats", reps as u64, "estimates");
+    for r in 0..reps {
         let (g, n, meeting) = one(model.as_ref(), x, &mut rng)?;
         run.push64(&g);
         cost += n;
@@ -275,7 +280,11 @@ fn exact_stats(
             times.push(t);
             capped.push(c);
         }
+        if r % 256 == 255 {
+            progress.advance(r as u64 + 1);
+        }
     }
+    progress.finish();
     let groups = groups(kind, model.as_ref())
         .into_iter()
         .map(|(name, range)| group_stats(name, range.clone(), &run, |i| (exact_grad[i], 0.0)))
@@ -399,6 +408,7 @@ pub fn grad_stats_vae(
     reference_reps: usize,
     seed: u64,
     datapoint: usize,
+    progress: &mut dyn Progress,
 ) -> Result<GradStatsReport> {
     use crate::backend::Noise;
     use crate::rng::Stream;
@@ -436,7 +446,9 @@ pub fn grad_stats_vae(
     };
     let mut reference = Running::new(theta.len());
     let mut lk = 0.0;
+    progress.start("reference", (reference_reps + reps) as u64, "gradients");
     for r in 0..reference_reps {
+        progress.advance(r as u64);
         lk += run(
             backend,
             &reference_plan,
@@ -449,8 +461,10 @@ pub fn grad_stats_vae(
     let mut est = Running::new(theta.len());
     let mut cost = 0;
     for r in 0..reps {
+        progress.advance((reference_reps + r) as u64);
         cost += run(backend, &plan, r as u32, &mut est, &mut rng)?.0;
     }
+    progress.finish();
     let groups = layout
         .decoder
         .iter()

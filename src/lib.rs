@@ -17,5 +17,6 @@ pub mod model;
 pub mod optim;
 pub mod parity;
 pub mod profile;
+pub mod progress;
 pub mod rng;
 pub mod train;

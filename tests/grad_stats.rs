@@ -4,6 +4,7 @@
 use unbiased_vae::estimators::{Estimator, EstimatorKind};
 use unbiased_vae::grad_stats::{format_report, grad_stats};
 use unbiased_vae::model::ModelChoice;
+use unbiased_vae::progress::Silent;
 
 #[test]
 fn iwae_bias_is_significant_and_the_unbiased_estimators_are_not() {
@@ -15,6 +16,7 @@ fn iwae_bias_is_significant_and_the_unbiased_estimators_are_not() {
         reps,
         0,
         0,
+        &mut Silent,
     )
     .unwrap();
     println!("{}", format_report(&iwae));
@@ -24,7 +26,16 @@ fn iwae_bias_is_significant_and_the_unbiased_estimators_are_not() {
         iwae.groups
     );
     for kind in EstimatorKind::RANDOM_SIZE {
-        let r = grad_stats(ModelChoice::Ppca, Estimator::new(kind, 0.0), 5, reps, 0, 0).unwrap();
+        let r = grad_stats(
+            ModelChoice::Ppca,
+            Estimator::new(kind, 0.0),
+            5,
+            reps,
+            0,
+            0,
+            &mut Silent,
+        )
+        .unwrap();
         println!("{}", format_report(&r));
         assert!(
             r.groups.iter().all(|g| !g.significant),
@@ -49,6 +60,7 @@ fn mlmc_reports_its_level_decay_and_p_range() {
         2000,
         1,
         0,
+        &mut Silent,
     )
     .unwrap();
     let decay = r.mlmc_decay.as_ref().expect("MLMC reports the level decay");
@@ -76,8 +88,19 @@ fn vae_gradient_bias_against_a_large_k_reference() {
     let mut backend = CpuBackend::new(&params.layout, &params.values, 2).unwrap();
     let x = unbiased_vae::data::binarize_eval(&ds.test.slice(0..1));
     let est = Estimator::new(EstimatorKind::Iwae, 0.0);
-    let r = unbiased_vae::grad_stats::grad_stats_vae(&mut backend, &x, est, 2, 200, 1000, 8, 0, 0)
-        .unwrap();
+    let r = unbiased_vae::grad_stats::grad_stats_vae(
+        &mut backend,
+        &x,
+        est,
+        2,
+        200,
+        1000,
+        8,
+        0,
+        0,
+        &mut Silent,
+    )
+    .unwrap();
     println!("{}", format_report(&r));
     let names: Vec<&str> = r.groups.iter().map(|g| g.group.as_str()).collect();
     assert_eq!(names, ["decoder.0", "decoder.2", "decoder.4"]);
@@ -105,6 +128,7 @@ fn coupled_chains_report_meeting_times_and_caps() {
         64000,
         0,
         0,
+        &mut Silent,
     )
     .unwrap();
     println!("{}", format_report(&r));
@@ -121,6 +145,7 @@ fn coupled_chains_report_meeting_times_and_caps() {
         50,
         0,
         0,
+        &mut Silent,
     )
     .unwrap();
     assert_eq!(

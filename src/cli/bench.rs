@@ -1,6 +1,7 @@
 //! `uvae bench` (throughput) and `uvae profile` (where a step's time goes).
 
 use super::common::CommonArgs;
+use super::console::{Mode, WorkBar};
 use anyhow::{Context, Result};
 use clap::Args;
 use std::path::PathBuf;
@@ -38,9 +39,14 @@ pub fn run_bench(a: BenchArgs) -> Result<()> {
     let ds = a.common.dataset(400)?;
     let params = bench::peer_model(&ds);
     let mut backend = a.common.backend(&params)?;
+    let mode = Mode::detect(a.common.quiet || a.json);
     for c in configs {
         backend.set_params(&params.values)?;
         backend.reset_optimizer();
+        let spinner = WorkBar::spinner(
+            mode,
+            &format!("timing {} K={} batch={}", c.estimator.kind, c.k, c.batch),
+        );
         let r = bench::train_steps(
             backend.as_mut(),
             &ds,
@@ -51,6 +57,7 @@ pub fn run_bench(a: BenchArgs) -> Result<()> {
             a.steps,
             a.repeats,
         )?;
+        drop(spinner);
         if a.json {
             println!("{}", serde_json::to_string(&r)?);
         } else {
@@ -62,7 +69,9 @@ pub fn run_bench(a: BenchArgs) -> Result<()> {
     }
     if a.eval_k > 0 {
         backend.set_params(&params.values)?;
+        let spinner = WorkBar::spinner(mode, &format!("timing L_{}", a.eval_k));
         let r = bench::eval_throughput(backend.as_mut(), &ds, a.eval_k, a.eval_images)?;
+        drop(spinner);
         if a.json {
             println!("{}", serde_json::to_string(&r)?);
         } else {

@@ -25,6 +25,9 @@ pub struct CommonArgs {
     /// CPU worker threads (0: all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Print only errors, warnings and the final result (no progress, no per-epoch lines).
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 impl CommonArgs {

@@ -1,5 +1,6 @@
 //! `uvae devices` (the adapters wgpu sees) and `uvae check` (a GPU against the CPU reference).
 
+use super::console::{Mode, WorkBar};
 use anyhow::Result;
 use unbiased_vae::backend::gpu::{self, AdapterChoice};
 use unbiased_vae::parity;
@@ -10,7 +11,9 @@ pub fn run_check(adapter: Option<String>, json: bool) -> Result<()> {
         allow_software: true,
         disable_subgroups: false,
     };
+    let spinner = WorkBar::spinner(Mode::detect(json), "GPU against the CPU reference");
     let report = parity::run_suite(&choice, &Default::default())?;
+    drop(spinner);
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

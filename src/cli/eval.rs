@@ -2,6 +2,7 @@
 //! regenerated data beside the exact log p(x)).
 
 use super::common::CommonArgs;
+use super::console::{Mode, WorkBar};
 use anyhow::{Context, Result};
 use clap::Args;
 use std::path::PathBuf;
@@ -55,7 +56,8 @@ pub fn run(a: EvalArgs) -> Result<()> {
     };
     let x = data::binarize_eval(&test);
     let mut backend = a.common.backend(&params)?;
-    let r = eval::log_likelihood(backend.as_mut(), &x, test.count, a.k, a.seed, 0)
+    let mut bar = WorkBar::new(Mode::detect(a.common.quiet));
+    let r = eval::log_likelihood_with(backend.as_mut(), &x, test.count, a.k, a.seed, 0, &mut bar)
         .context("evaluating")?;
     if a.json {
         println!("{}", serde_json::to_string(&r)?);
@@ -92,8 +94,9 @@ fn run_exact(a: EvalArgs, params: Params, model: ExactTraining) -> Result<()> {
     let mut x = model.data_f32();
     x.truncate(count * model.dim());
     let mut backend = a.common.backend(&params)?;
-    let r =
-        eval::log_likelihood(backend.as_mut(), &x, count, a.k, a.seed, 0).context("evaluating")?;
+    let mut bar = WorkBar::new(Mode::detect(a.common.quiet));
+    let r = eval::log_likelihood_with(backend.as_mut(), &x, count, a.k, a.seed, 0, &mut bar)
+        .context("evaluating")?;
     let exact = model.mean_exact_log_px(&params)?;
     if a.json {
         let mut v = serde_json::to_value(&r)?;

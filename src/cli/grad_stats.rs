@@ -1,6 +1,7 @@
 //! `uvae grad-stats`: bias, variance, SNR and cost of an estimator's gradient.
 
 use super::common::{ChainArgs, CommonArgs, MlmcArgs};
+use super::console::{Mode, WorkBar};
 use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
@@ -55,8 +56,9 @@ pub fn run(a: GradStatsArgs) -> Result<()> {
         chains: a.chains.options(),
         ..Estimator::new(a.estimator, a.alpha)
     };
+    let mut bar = WorkBar::new(Mode::detect(a.common.quiet));
     let report = if a.model.is_exact() {
-        grad_stats::grad_stats(a.model, est, a.k, a.reps, a.seed, a.datapoint)?
+        grad_stats::grad_stats(a.model, est, a.k, a.reps, a.seed, a.datapoint, &mut bar)?
     } else {
         if a.estimator.is_coupled() {
             return Err(ConfigError::NotApplicable {
@@ -94,8 +96,10 @@ pub fn run(a: GradStatsArgs) -> Result<()> {
             a.reference_reps,
             a.seed,
             a.datapoint,
+            &mut bar,
         )?
     };
+    drop(bar);
     print(&report, a.json)
 }
 

@@ -3,6 +3,7 @@
 
 mod bench;
 mod common;
+mod console;
 mod devices;
 mod eval;
 mod grad_stats;

@@ -2,6 +2,7 @@
 //! console lines of a run.
 
 use super::common::{ChainArgs, CommonArgs, MlmcArgs};
+use super::console::{Mode, TrainConsole};
 use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
@@ -10,7 +11,7 @@ use unbiased_vae::error::ConfigError;
 use unbiased_vae::estimators::{EncoderChoice, Estimator, EstimatorKind};
 use unbiased_vae::model::ModelChoice;
 use unbiased_vae::optim::{AdamConfig, Schedule};
-use unbiased_vae::train::{self, EpochMetrics};
+use unbiased_vae::train;
 
 #[derive(Args)]
 pub struct TrainArgs {
@@ -114,20 +115,23 @@ impl TrainArgs {
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
+    let mode = Mode::detect(args.common.quiet);
     let cfg = args.config()?;
     let plan = cfg.validate()?;
     for note in train::estimator_notes(&plan) {
         eprintln!("{note}");
     }
-    println!(
+    let mut console = TrainConsole::new(mode);
+    console.line(&format!(
         "training {} K={} batch={} for {} epochs -> {}",
         cfg.estimator.kind,
         cfg.k,
         cfg.batch,
         cfg.epochs,
         cfg.out.display()
-    );
-    let outcome = train::train(&cfg, print_epoch)?;
+    ));
+    let outcome = train::train_observed(&cfg, &mut console)?;
+    drop(console);
     let last = outcome.epochs.last().map(|m| m.val_lk).unwrap_or(f64::NAN);
     println!(
         "done: final validation L_{} = {last:.3}; checkpoint {}",
@@ -135,29 +139,4 @@ pub fn run(args: TrainArgs) -> Result<()> {
         cfg.out.join("checkpoint.safetensors").display()
     );
     Ok(())
-}
-
-/// One epoch's console line (and the chains' line and cap warning for coupled runs).
-fn print_epoch(m: &EpochMetrics) {
-    let exact = match (m.exact_log_px, m.optimum_log_px) {
-        (Some(e), Some(o)) => format!("  exact log p(x) {e:>9.3} (optimum {o:.3})"),
-        (Some(e), None) => format!("  exact log p(x) {e:>9.3}"),
-        _ => String::new(),
-    };
-    println!(
-        "epoch {:>3}  objective {:>9.3}  val L_{} {:>9.3} ± {:.3}{exact}  {:>6.1} s  {:>8.0} datapoints/s",
-        m.epoch, m.train_objective, m.val_k, m.val_lk, m.val_lk_stderr, m.seconds, m.datapoints_per_s
-    );
-    if let Some(c) = &m.chains {
-        println!(
-            "           chains met at t = {:.2} on average (90% by {}, max {}); {:.1} samples per datapoint used, {:.1} computed",
-            c.meeting_time_mean, c.meeting_time_p90, c.meeting_time_max, m.samples_per_datapoint, c.computed_samples_per_datapoint
-        );
-        if c.capped > 0 {
-            eprintln!(
-                "warning: epoch {}: {} datapoint-steps reached --max-iters before their chains met; those gradients are truncated and biased (raise --max-iters)",
-                m.epoch, c.capped
-            );
-        }
-    }
 }

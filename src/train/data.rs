@@ -1,0 +1,77 @@
+//! What a run trains on: binarized images, or an exact model's own data.
+
+use crate::config::TrainConfig;
+use crate::data::{self, Dataset};
+use crate::exact::training::ExactTraining;
+use crate::model::Params;
+use anyhow::Result;
+
+/// What a run trains on: binarized images (the VAE), or an exact model's own continuous
+/// data, where validation is on the same training data (the exact log p(x) is over it too).
+pub(crate) enum TrainData {
+    Images(Dataset),
+    Exact {
+        model: ExactTraining,
+        x: Vec<f32>,
+        count: usize,
+    },
+}
+
+impl TrainData {
+    /// The data `cfg` trains on and the initial parameters for it.
+    pub fn load(cfg: &TrainConfig) -> Result<(TrainData, Params)> {
+        Ok(match ExactTraining::new(cfg.model, cfg.seed) {
+            None => {
+                let mut ds = data::load_or_bundled(cfg.data.as_deref(), cfg.valid_size)?;
+                if let Some(limit) = cfg.train_limit {
+                    if limit < ds.train.count {
+                        ds.train = ds.train.slice(0..limit);
+                    }
+                }
+                let mut arch = cfg.arch.clone();
+                arch.x_dim = ds.dim();
+                let params = Params::init(&arch, cfg.seed, Some(&ds.train_mean()));
+                (TrainData::Images(ds), params)
+            }
+            Some(model) => {
+                let params = model.initial_params(cfg.seed);
+                let count = cfg.train_limit.unwrap_or(usize::MAX).min(model.count());
+                let mut x = model.data_f32();
+                x.truncate(count * model.dim());
+                (TrainData::Exact { model, x, count }, params)
+            }
+        })
+    }
+
+    pub fn dim(&self) -> usize {
+        match self {
+            TrainData::Images(ds) => ds.dim(),
+            TrainData::Exact { model, .. } => model.dim(),
+        }
+    }
+    pub fn train_count(&self) -> usize {
+        match self {
+            TrainData::Images(ds) => ds.train.count,
+            TrainData::Exact { count, .. } => *count,
+        }
+    }
+    /// (validation x, count).
+    pub fn validation(&self) -> (Vec<f32>, usize) {
+        match self {
+            TrainData::Images(ds) => (data::binarize_eval(&ds.valid), ds.valid.count),
+            TrainData::Exact { x, count, .. } => (x.clone(), *count),
+        }
+    }
+    /// Fills `out` with the minibatch `indices` (binarized afresh per step for images).
+    pub fn minibatch(&self, indices: &[usize], seed: u64, step: u32, out: &mut [f32]) {
+        match self {
+            TrainData::Images(ds) => data::binarize_train(&ds.train, indices, seed, step, out),
+            TrainData::Exact { model, x, .. } => {
+                let d = model.dim();
+                for (row, &i) in out.chunks_exact_mut(d).zip(indices) {
+                    row.copy_from_slice(&x[i * d..(i + 1) * d]);
+                }
+            }
+        }
+    }
+}
