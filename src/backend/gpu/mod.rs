@@ -2,6 +2,12 @@
 //! per batch shape, a plan of dispatches with their bind groups and uniforms; a training step
 //! then writes the minibatch and three small uniforms, records the plan into one compute
 //! pass and submits once, reading nothing back.
+//!
+//! Layout: `context` (device, buffers, readback), `adapters` (listing and picking),
+//! `pipelines` (the compute-pipeline registry), `shaders` (the WGSL sources as compiled);
+//! per WGSL family its host side (`matmul`, `vae`, `weights`, `optim`, `chains` for
+//! coupling.wgsl); `plan` (recording dispatches), `buffers` (shape-sized buffers),
+//! `chunked` (steps beyond one pass), `profiler`, and `backend` (`impl Backend`).
 
 /// Declares `u32` constants shared by name with the WGSL, and a table of them that
 /// `shaders.rs` prepends to the family's source as `const NAME: u32 = VALUEu;`: Rust holds
