@@ -5,7 +5,7 @@
 // Needs rng.wgsl.
 
 struct Chain {
-    batch: u32, cap: u32, kernel: u32, kk: u32,      // kernel: 0 PIMH, 1 ISIR, 2 DISIR
+    batch: u32, cap: u32, kernel: u32, kk: u32,      // kernel: KERNEL_PIMH, KERNEL_ISIR, KERNEL_DISIR
     burn_in: u32, horizon: u32, lag: u32, max_iters: u32,
     t: u32, start: u32, len: u32, step: u32,         // this time index; its log-weights' ids
     seed_lo: u32, seed_hi: u32, first_datapoint: u32, _p0: u32,
@@ -13,10 +13,8 @@ struct Chain {
 }
 
 // State words per datapoint (chain.rs ChainState): t, tau (0: not met), flags, x, y, particles.
-const STATE_WORDS: u32 = 8u;
-const FLAG_DONE: u32 = 1u;
-const FLAG_CAPPED: u32 = 2u;
-const STREAM_COUPLING: u32 = 3u;
+// STATE_WORDS, the flags FLAG_DONE and FLAG_CAPPED, the kernels KERNEL_* and the Philox
+// stream STREAM_COUPLING come from the prelude generated from src/backend/gpu/chains.rs.
 
 @group(0) @binding(0) var<uniform> ch: Chain;
 @group(0) @binding(1) var<storage, read> lw: array<f32>;            // [batch, len]: this pass
@@ -255,7 +253,7 @@ fn chain_step(@builtin(global_invocation_id) gid: vec3<u32>) {
     let m = ch.horizon;
     let lag = ch.lag;
     let mcmc_w = 1.0 / f32(m - k + 1u);
-    let pimh = ch.kernel == 0u;
+    let pimh = ch.kernel == KERNEL_PIMH;
     let init = select(2u, 2u * kk, pimh);
     let per = select(kk - 1u, kk, pimh);
     if (t == 0u) {
@@ -305,7 +303,7 @@ fn chain_step(@builtin(global_invocation_id) gid: vec3<u32>) {
         }
         if (!coupled) {
             var slot = 0u;
-            if (ch.kernel == 1u) {
+            if (ch.kernel == KERNEL_ISIR) {
                 slot = isir_select(base, x, block, u.x);
             } else {
                 slot = disir_select(b, block, x, x, u).x;
@@ -318,7 +316,7 @@ fn chain_step(@builtin(global_invocation_id) gid: vec3<u32>) {
                 set_add_rb(b, y, block, -v);
             }
             var pick = vec2<u32>(0u, 0u);
-            if (ch.kernel == 1u) {
+            if (ch.kernel == KERNEL_ISIR) {
                 pick = isir_select_coupled(b, block, u);
             } else {
                 pick = disir_select(b, block, x, y, u);

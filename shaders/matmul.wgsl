@@ -17,10 +17,8 @@ struct Gemm {
     alpha: f32, beta: f32, _pad1: u32, _pad2: u32,
 }
 
-const FLAG_BIAS: u32 = 1u;
-const FLAG_TANH: u32 = 2u;
-const FLAG_SCALE_K: u32 = 4u;
-const FLAG_TANH_GRAD: u32 = 8u;
+// FLAG_BIAS, FLAG_TANH, FLAG_SCALE_K, FLAG_TANH_GRAD (and gemm_vec4's FLAG_A_KCONTIG,
+// FLAG_B_KCONTIG) come from the prelude generated from src/backend/gpu/matmul.rs.
 
 @group(0) @binding(0) var<uniform> g: Gemm;
 @group(0) @binding(1) var<storage, read> mat_a: array<f32>;
@@ -122,8 +120,6 @@ fn gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 // host checks). A is contiguous along k (A_KCONTIG) or along m; B along k (B_KCONTIG) or
 // along n. A 64 x 16 tile is then 256 vec4s, one per thread, so every vec4 lies wholly in
 // or wholly out of the matrix and edges stay zero-padded.
-const FLAG_A_KCONTIG: u32 = 16u;
-const FLAG_B_KCONTIG: u32 = 32u;
 
 @group(0) @binding(1) var<storage, read> mat_a4: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> mat_b4: array<vec4<f32>>;

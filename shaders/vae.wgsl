@@ -2,8 +2,9 @@
 // log-weights l = log p(x|z) + log p(z) - log q(z|x), and the encoder's upstream gradient
 // sum_n (b_n P_n + c_n S_n) (the closed forms of P and S: docs/design.md §1). Needs rng.wgsl.
 
-// lik: 0 Bernoulli (logits), 1 Gaussian (means) with inv_var = 1 / s^2 and log_norm =
-// -0.5 ln(2 pi s^2) per dimension (src/model/mod.rs, Likelihood).
+// lik: LIK_BERNOULLI (logits) or LIK_GAUSSIAN (means) with inv_var = 1 / s^2 and log_norm =
+// -0.5 ln(2 pi s^2) per dimension (src/model/mod.rs, Likelihood). LIK_* come from the
+// prelude generated from src/backend/gpu/vae.rs.
 struct Shape {
     batch: u32, n: u32, rows: u32, x_dim: u32,
     z_dim: u32, lik: u32, inv_var: f32, log_norm: f32,
@@ -65,7 +66,7 @@ fn log_weights(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) gr
     if (in_range) {
         let b = r / shape.n;
         let xd = shape.x_dim;
-        if (shape.lik == 1u) {
+        if (shape.lik == LIK_GAUSSIAN) {
             for (var i = lid; i < xd; i += 64u) {
                 let res = l_x[b * xd + i] - l_logits[r * xd + i];
                 part += shape.log_norm - 0.5 * shape.inv_var * res * res;

@@ -11,10 +11,10 @@ struct Program {
     extra: vec4<u32>,
 }
 
-const MODE_SOFTMAX: u32 = 0u;       // objective L_N
-const MODE_SOFTMAX_MEAN: u32 = 1u;  // objective mean(l)
-const MODE_JACKKNIFE: u32 = 2u;
-const MODE_JACKKNIFE_DREG: u32 = 3u;
+// prog.mode: MODE_SOFTMAX (objective L_N), MODE_SOFTMAX_MEAN (objective mean(l)),
+// MODE_JACKKNIFE, MODE_JACKKNIFE_DREG; MODE_SUBSETS runs subset_coefficients, whose encoder
+// rule is prog.extra.x (RULE_*). All come from the prelude generated from
+// src/backend/gpu/weights.rs.
 
 @group(0) @binding(0) var<uniform> prog: Program;
 @group(0) @binding(1) var<storage, read> lw: array<f32>;            // [batch, n]
@@ -372,14 +372,14 @@ fn subset_coefficients(
             }
         }
         coef[base + i] = a;
-        if (prog.extra.x == 0u) {
+        if (prog.extra.x == RULE_DREG_BLOCKS) {
             let w = exp(l - last_lse);
             coef[rows + base + i] = w * w / f32(n / prog.extra.y);
             coef[2u * rows + base + i] = 0.0;
-        } else if (prog.extra.x == 1u) {
+        } else if (prog.extra.x == RULE_UNBIASED_RWS) {
             coef[rows + base + i] = 0.0;
             coef[2u * rows + base + i] = -a;
-        } else {
+        } else { // RULE_VARIANCE
             coef[rows + base + i] = -2.0 * obj * a;
             coef[2u * rows + base + i] = -2.0 * obj * a;
         }

@@ -5,9 +5,9 @@
 //! chunked backward over every particle drawn with the coefficients the chains left on the
 //! device. While profiling, every dispatch runs in its own timed pass.
 
-use super::context::GpuContext;
-use super::context::KernelId;
-use super::{groups_1d, Dispatch, GpuBackend, Part};
+use super::pipelines::PipelineId;
+use super::plan::{groups_1d, record_one, Dispatch, Part};
+use super::GpuBackend;
 use crate::backend::{Backend, ChainOutcome, Noise};
 use crate::coupling::{chain, ChainKernel, CouplingConfig};
 use crate::optim::AdamConfig;
@@ -15,9 +15,20 @@ use anyhow::{bail, Result};
 use bytemuck::{Pod, Zeroable};
 use std::ops::Range;
 
-/// State words per datapoint; the layout is documented in shaders/coupling.wgsl.
-const STATE_WORDS: usize = 8;
-const FLAG_CAPPED: u32 = 2;
+wgsl_consts! {
+    /// The coupling prelude: the state layout, the chain kernels of `ChainU::kernel`, and
+    /// the Philox stream of the chains' uniforms.
+    pub(super) const WGSL_CONSTS = {
+        /// State words per datapoint; the layout is documented in shaders/coupling.wgsl.
+        STATE_WORDS = 8,
+        FLAG_DONE = 1,
+        FLAG_CAPPED = 2,
+        KERNEL_PIMH = 0,
+        KERNEL_ISIR = 1,
+        KERNEL_DISIR = 2,
+        STREAM_COUPLING = crate::rng::Stream::Coupling as u32,
+    }
+}
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable, Default)]
@@ -100,7 +111,7 @@ impl GpuBackend {
             cap,
             hist: ctx.storage("chain log-weights", batch * cap),
             coef: ctx.storage("chain coefficients", 3 * batch * cap),
-            state: ctx.storage("chain state", batch * STATE_WORDS),
+            state: ctx.storage("chain state", batch * STATE_WORDS as usize),
             active: ctx.storage("chains running", 1),
             active_staging: ctx.staging("chains running readback", 4),
             uniform: ctx.uniform("chain", std::mem::size_of::<ChainU>()),
@@ -109,8 +120,12 @@ impl GpuBackend {
         Ok(())
     }
 
-    fn chain_group(&self, kernel: KernelId, entries: &[(u32, &wgpu::Buffer)]) -> wgpu::BindGroup {
-        let layout = &self.ctx.kernel(kernel).layout;
+    fn chain_group(
+        &self,
+        pipeline: PipelineId,
+        entries: &[(u32, &wgpu::Buffer)],
+    ) -> wgpu::BindGroup {
+        let layout = &self.ctx.pipeline(pipeline).layout;
         let entries: Vec<wgpu::BindGroupEntry> = entries
             .iter()
             .map(|&(binding, buf)| wgpu::BindGroupEntry {
@@ -161,9 +176,9 @@ impl GpuBackend {
             batch: batch as u32,
             cap: cap as u32,
             kernel: match chains.kernel {
-                ChainKernel::Pimh => 0,
-                ChainKernel::Isir => 1,
-                ChainKernel::Disir => 2,
+                ChainKernel::Pimh => KERNEL_PIMH,
+                ChainKernel::Isir => KERNEL_ISIR,
+                ChainKernel::Disir => KERNEL_DISIR,
             },
             kk: chains.particles as u32,
             burn_in: chains.burn_in as u32,
@@ -179,7 +194,7 @@ impl GpuBackend {
         let cb = self.chains.as_ref().expect("chain buffers");
         let sb = self.shape.as_ref().expect("shape buffers");
         let step_group = self.chain_group(
-            KernelId::ChainStep,
+            PipelineId::ChainStep,
             &[
                 (0, &cb.uniform),
                 (1, &sb.lw),
@@ -190,7 +205,7 @@ impl GpuBackend {
             ],
         );
         let step_dispatch = Dispatch {
-            kernel: KernelId::ChainStep,
+            pipeline: PipelineId::ChainStep,
             group: step_group,
             count: groups_1d(batch, 64),
             label: format!("chain step [{batch} datapoints, K = {}]", chains.particles),
@@ -256,13 +271,13 @@ impl GpuBackend {
         let words: Vec<u32> = bytemuck::pod_collect_to_vec(&self.ctx.read_bytes(
             &cb.state,
             0,
-            (batch * STATE_WORDS * 4) as u64,
+            (batch * STATE_WORDS as usize * 4) as u64,
         )?);
         let mut out = ChainOutcome {
             iterations: t,
             ..Default::default()
         };
-        for s in words.chunks_exact(STATE_WORDS) {
+        for s in words.chunks_exact(STATE_WORDS as usize) {
             let capped = s[2] & FLAG_CAPPED != 0;
             out.meeting_times.push(if s[1] == 0 {
                 chains.max_iters as u32
@@ -297,7 +312,7 @@ impl GpuBackend {
         let cb = self.chains.as_ref().expect("chain buffers");
         let sb = self.shape.as_ref().expect("shape buffers");
         let encoder_group = self.chain_group(
-            KernelId::ChainEncoder,
+            PipelineId::ChainEncoder,
             &[
                 (0, &cb.uniform),
                 (2, &cb.hist),
@@ -306,11 +321,11 @@ impl GpuBackend {
             ],
         );
         let gather_group = self.chain_group(
-            KernelId::ChainGather,
+            PipelineId::ChainGather,
             &[(0, &cb.uniform), (4, &cb.coef), (7, &sb.coef)],
         );
         let encoder_dispatch = Dispatch {
-            kernel: KernelId::ChainEncoder,
+            pipeline: PipelineId::ChainEncoder,
             group: encoder_group,
             count: groups_1d(batch, 64),
             label: format!("chain encoder coefficients [{batch} datapoints]"),
@@ -350,7 +365,7 @@ impl GpuBackend {
                 .queue
                 .write_buffer(&cb.uniform, 0, bytemuck::bytes_of(&u));
             let gather = Dispatch {
-                kernel: KernelId::ChainGather,
+                pipeline: PipelineId::ChainGather,
                 group: gather_group.clone(),
                 count: groups_1d(gb * len, 256),
                 label: format!("chain coefficients gather [{gb}x{len}]"),
@@ -373,12 +388,4 @@ impl GpuBackend {
         self.last = None;
         Ok(out)
     }
-}
-
-/// Records one dispatch in its own compute pass.
-fn record_one(ctx: &GpuContext, enc: &mut wgpu::CommandEncoder, d: &Dispatch) {
-    let mut pass = enc.begin_compute_pass(&Default::default());
-    pass.set_pipeline(&ctx.kernel(d.kernel).pipeline);
-    pass.set_bind_group(0, &d.group, &[]);
-    pass.dispatch_workgroups(d.count[0], d.count[1], d.count[2]);
 }

@@ -1,5 +1,6 @@
 //! The WGSL sources, one file per kernel family, with rng.wgsl prepended to the families
-//! that draw random numbers (WGSL has no includes).
+//! that draw random numbers (WGSL has no includes), and before everything the family's
+//! constants generated from Rust (`wgsl_consts!`), so flags and modes have one definition.
 
 /// A kernel family: one WGSL file under shaders/.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -44,12 +45,40 @@ impl Family {
         }
     }
 
+    /// The constants Rust shares with this family, by name.
+    pub fn constants(self) -> &'static [(&'static str, u32)] {
+        match self {
+            Family::Matmul => super::matmul::WGSL_CONSTS,
+            Family::Vae => super::vae::WGSL_CONSTS,
+            Family::Weights => super::weights::WGSL_CONSTS,
+            Family::Coupling => super::chains::WGSL_CONSTS,
+            Family::Rng | Family::Optim => &[],
+        }
+    }
+
+    /// The generated `const` declarations of [`Family::constants`].
+    pub fn prelude(self) -> String {
+        let consts = self.constants();
+        if consts.is_empty() {
+            return String::new();
+        }
+        let mut out = String::from("// Generated from the Rust host code (src/backend/gpu/).\n");
+        for (name, value) in consts {
+            out.push_str(&format!("const {name}: u32 = {value}u;\n"));
+        }
+        out.push('\n');
+        out
+    }
+
     /// The complete module source as compiled, with the subgroup path when `subgroups`.
     pub fn source(self, subgroups: bool) -> String {
         let own = preprocess(self.own_source(), subgroups);
+        let prelude = self.prelude();
         match self {
-            Family::Vae | Family::Coupling => format!("{}\n{}", Family::Rng.own_source(), own),
-            _ => own,
+            Family::Vae | Family::Coupling => {
+                format!("{prelude}{}\n{own}", Family::Rng.own_source())
+            }
+            _ => format!("{prelude}{own}"),
         }
     }
 
@@ -92,5 +121,22 @@ mod tests {
         assert_eq!(preprocess(src, false), "a\nwg\nb\n");
         assert!(Family::Weights.has_subgroup_variant());
         assert!(!Family::Matmul.has_subgroup_variant());
+    }
+
+    /// Every shared constant is used by its shader (or named in a comment there) and no
+    /// shader declares one itself: the generated prelude is the only definition.
+    #[test]
+    fn shared_constants_are_used_and_not_redeclared() {
+        for f in Family::ALL {
+            let own = f.own_source();
+            for (name, _) in f.constants() {
+                assert!(own.contains(name), "{} never names {name}", f.file());
+                assert!(
+                    !own.contains(&format!("const {name}:")),
+                    "{} redeclares {name}",
+                    f.file()
+                );
+            }
+        }
     }
 }

@@ -1,0 +1,234 @@
+//! `impl Backend` for the GPU: each trait method uploads its inputs and runs parts of the
+//! cached plan for its shape.
+
+use super::plan::Part;
+use super::profiler::GpuProfiler;
+use super::GpuBackend;
+use crate::backend::{Backend, ChainOutcome, GradNorms, Noise, StepStats, Timing};
+use crate::coupling::CouplingConfig;
+use crate::estimators::CoefficientProgram;
+use crate::model::Layout;
+use crate::optim::{AdamConfig, AdamState};
+use anyhow::{bail, Result};
+
+impl Backend for GpuBackend {
+    fn describe(&self) -> String {
+        let a = &self.ctx.adapter;
+        let reductions = if self.ctx.subgroups {
+            "subgroup reductions"
+        } else {
+            "workgroup reductions"
+        };
+        format!(
+            "gpu ({}, {}, {}, {reductions})",
+            a.name, a.backend, a.device_type
+        )
+    }
+
+    fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    fn set_params(&mut self, values: &[f32]) -> Result<()> {
+        if values.len() != self.layout.len {
+            bail!(
+                "parameter vector has {} values, the layout needs {}",
+                values.len(),
+                self.layout.len
+            );
+        }
+        self.ctx
+            .queue
+            .write_buffer(&self.params, 0, bytemuck::cast_slice(values));
+        Ok(())
+    }
+
+    fn params(&mut self) -> Result<Vec<f32>> {
+        self.ctx.read(&self.params, 0, self.layout.len)
+    }
+
+    fn forward(&mut self, x: &[f32], batch: usize, n: usize, noise: &Noise) -> Result<&[f32]> {
+        if batch == 0 || n == 0 {
+            bail!("forward needs at least one datapoint and one sample (batch {batch}, n {n})");
+        }
+        self.ensure_shape(batch, n, false)?;
+        self.upload_x(x, batch)?;
+        self.write_noise(noise);
+        self.run(batch, n, &[Part::Forward])?;
+        self.last = Some((batch, n));
+        let sb = self.shape.as_ref().expect("shape buffers exist");
+        self.lw_host = self.ctx.read(&sb.lw, 0, batch * n)?;
+        Ok(&self.lw_host)
+    }
+
+    fn backward(&mut self, a: &[f32], b: &[f32], c: &[f32]) -> Result<GradNorms> {
+        let (batch, n) = self
+            .last
+            .ok_or_else(|| anyhow::anyhow!("backward called before forward"))?;
+        let rows = batch * n;
+        if a.len() != rows || b.len() != rows || c.len() != rows {
+            bail!("coefficients must be [batch {batch}, n {n}] = {rows} values each");
+        }
+        let sb = self.shape.as_ref().expect("shape buffers exist");
+        for (i, v) in [a, b, c].iter().enumerate() {
+            self.ctx
+                .queue
+                .write_buffer(&sb.coef, (i * rows * 4) as u64, bytemuck::cast_slice(v));
+        }
+        self.write_adam(None, batch);
+        self.run(batch, n, &[Part::Backward])?;
+        let norms = self.ctx.read(&self.norms, 0, 2)?;
+        Ok(GradNorms {
+            encoder: norms[0] as f64,
+            decoder: norms[1] as f64,
+        })
+    }
+
+    fn gradient(&mut self) -> Result<Vec<f32>> {
+        self.ctx.read(&self.grad, 0, self.layout.len)
+    }
+
+    fn optimizer_step(&mut self, cfg: &AdamConfig, lr: f64) -> Result<()> {
+        let (batch, n) = self
+            .last
+            .ok_or_else(|| anyhow::anyhow!("optimizer step before any forward pass"))?;
+        self.write_adam(Some((cfg, lr)), batch);
+        self.run(batch, n, &[Part::Adam])?;
+        Ok(())
+    }
+
+    fn reset_optimizer(&mut self) {
+        self.adam = AdamState::default();
+        let zeros = vec![0u8; 3 * self.layout.len * 4];
+        self.ctx.queue.write_buffer(&self.moments, 0, &zeros);
+    }
+
+    fn train_step(
+        &mut self,
+        x: &[f32],
+        batch: usize,
+        n: usize,
+        noise: &Noise,
+        program: &CoefficientProgram,
+        cfg: &AdamConfig,
+        lr: f64,
+    ) -> Result<()> {
+        if batch == 0 || n == 0 {
+            bail!("a training step needs at least one datapoint and one sample");
+        }
+        if batch * n > self.max_rows() {
+            return self.train_step_chunked(x, batch, n, noise, program, cfg, lr);
+        }
+        self.ensure_shape(batch, n, false)?;
+        self.prepare_subsets(program, batch, n, false)?;
+        self.upload_x(x, batch)?;
+        self.write_noise(noise);
+        self.write_program(program, batch, n);
+        self.write_adam(Some((cfg, lr)), batch);
+        self.run(
+            batch,
+            n,
+            &[
+                Part::Forward,
+                Part::Coefficients,
+                Part::Backward,
+                Part::Adam,
+                Part::Stats,
+            ],
+        )?;
+        self.last = Some((batch, n));
+        Ok(())
+    }
+
+    fn chain_step(
+        &mut self,
+        x: &[f32],
+        batch: usize,
+        noise: &Noise,
+        chains: &CouplingConfig,
+        cfg: &AdamConfig,
+        lr: f64,
+    ) -> Result<ChainOutcome> {
+        self.chain_step_gpu(x, batch, noise, chains, cfg, lr)
+    }
+
+    fn lse_chunk(
+        &mut self,
+        x: &[f32],
+        batch: usize,
+        n: usize,
+        noise: &Noise,
+        first: bool,
+    ) -> Result<()> {
+        if batch == 0 || n == 0 {
+            bail!("evaluation needs at least one datapoint and one sample");
+        }
+        self.ensure_shape(batch, n, false)?;
+        self.upload_x(x, batch)?;
+        self.write_noise(noise);
+        let u: [u32; 4] = [batch as u32, n as u32, first as u32, 0];
+        self.ctx
+            .queue
+            .write_buffer(&self.lse_u, 0, bytemuck::cast_slice(&u));
+        self.run(batch, n, &[Part::Forward, Part::Lse])?;
+        self.last = Some((batch, n));
+        Ok(())
+    }
+
+    fn lse_read(&mut self, batch: usize) -> Result<Vec<f64>> {
+        let sb = self
+            .shape
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("lse_read before any lse_chunk"))?;
+        let st = self.ctx.read(&sb.lse_state, 0, 2 * batch)?;
+        Ok(st
+            .chunks(2)
+            .map(|p| p[0] as f64 + (p[1] as f64).ln())
+            .collect())
+    }
+
+    fn take_stats(&mut self) -> Result<StepStats> {
+        let s = self.ctx.read(&self.stats, 0, 4)?;
+        self.ctx.queue.write_buffer(&self.stats, 0, &[0u8; 16]);
+        Ok(StepStats {
+            steps: s[3] as usize,
+            objective: s[0] as f64,
+            grad_norm_encoder: s[1] as f64,
+            grad_norm_decoder: s[2] as f64,
+        })
+    }
+
+    fn max_rows(&self) -> usize {
+        let bytes = self
+            .ctx
+            .limits
+            .max_storage_buffer_binding_size
+            .min(self.ctx.limits.max_buffer_size) as usize;
+        let adapter = bytes / (4 * self.widest());
+        self.row_limit.map_or(adapter, |l| l.min(adapter))
+    }
+
+    fn set_profiling(&mut self, on: bool) -> String {
+        if !on {
+            *self.profiler.borrow_mut() = None;
+            return "off".to_string();
+        }
+        let (profiler, how) = GpuProfiler::new(&self.ctx);
+        *self.profiler.borrow_mut() = Some(profiler);
+        how
+    }
+
+    fn take_timings(&mut self) -> Result<Vec<Timing>> {
+        Ok(self
+            .profiler
+            .borrow_mut()
+            .as_mut()
+            .map(|p| std::mem::take(&mut p.events))
+            .unwrap_or_default())
+    }
+
+    fn memory_bytes(&self) -> (u64, u64) {
+        let now = self.live_bytes();
+        (now, self.peak_bytes.max(now))
+    }
+}

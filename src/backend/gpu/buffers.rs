@@ -1,0 +1,183 @@
+//! Device buffers whose size follows the batch shape, their (re)allocation with the plans
+//! bound to them, the minibatch upload and the memory accounting.
+
+use super::plan::MAX_GROUPS;
+use super::GpuBackend;
+use crate::backend::Backend;
+use anyhow::{bail, Result};
+
+/// Buffers whose size follows the batch shape, allocated for the largest shape seen.
+pub(super) struct ShapeBuffers {
+    pub batch_cap: usize,
+    pub rows_cap: usize,
+    /// enc[0] is the minibatch x, enc[i] the output of encoder layer i.
+    pub enc: Vec<wgpu::Buffer>,
+    /// dec[0] is z, dec[i] the output of decoder layer i (the last: logits, then x - sigmoid).
+    pub dec: Vec<wgpu::Buffer>,
+    pub eps: wgpu::Buffer,
+    pub lw: wgpu::Buffer,
+    pub coef: wgpu::Buffer,
+    pub objective: wgpu::Buffer,
+    pub enc_up: wgpu::Buffer,
+    pub delta: [wgpu::Buffer; 2],
+    pub ones: wgpu::Buffer,
+    /// [batch, 2]: running (max, sum) of the evaluation log-sum-exp.
+    pub lse_state: wgpu::Buffer,
+}
+
+impl ShapeBuffers {
+    /// The encoder's output: (mu, log sigma) per datapoint.
+    pub(super) fn encoder_output(&self) -> &wgpu::Buffer {
+        self.enc.last().expect("encoder output")
+    }
+
+    /// The decoder's output: logits, then the likelihood's gradient.
+    pub(super) fn decoder_output(&self) -> &wgpu::Buffer {
+        self.dec.last().expect("decoder output")
+    }
+
+    fn buffers(&self) -> impl Iterator<Item = &wgpu::Buffer> {
+        self.enc
+            .iter()
+            .chain(&self.dec)
+            .chain([
+                &self.eps,
+                &self.lw,
+                &self.coef,
+                &self.objective,
+                &self.enc_up,
+                &self.ones,
+                &self.lse_state,
+            ])
+            .chain(self.delta.iter())
+    }
+}
+
+impl GpuBackend {
+    pub(super) fn widest(&self) -> usize {
+        let a = &self.layout.arch;
+        a.encoder_dims()
+            .into_iter()
+            .chain(a.decoder_dims())
+            .max()
+            .unwrap_or(1)
+    }
+
+    /// Shape buffers that hold (batch, n), and the plan for (batch, n, accumulate).
+    pub(super) fn ensure_shape(&mut self, batch: usize, n: usize, accumulate: bool) -> Result<()> {
+        let rows = batch * n;
+        if rows > self.max_rows() {
+            bail!(
+                "batch x samples = {rows} rows exceeds what this adapter binds at once ({}); lower --batch or --k",
+                self.max_rows()
+            );
+        }
+        if batch as u32 > MAX_GROUPS {
+            bail!("--batch {batch} exceeds {MAX_GROUPS} datapoints per GPU step");
+        }
+        let fits = self
+            .shape
+            .as_ref()
+            .is_some_and(|s| s.batch_cap >= batch && s.rows_cap >= rows);
+        if !fits {
+            let (bc, rc) = match &self.shape {
+                Some(s) => (s.batch_cap.max(batch), s.rows_cap.max(rows)),
+                None => (batch, rows),
+            };
+            self.shape = Some(self.alloc_shape(bc, rc));
+            // Plans, whole-step and subset dispatches bind the old buffers.
+            self.plans.clear();
+            self.full = None;
+            self.subsets.clear();
+        }
+        if !self.plans.contains_key(&(batch, n, accumulate)) {
+            let plan = self.build_plan(batch, n, accumulate);
+            self.plans.insert((batch, n, accumulate), plan);
+        }
+        self.peak_bytes = self.peak_bytes.max(self.live_bytes());
+        Ok(())
+    }
+
+    /// Shape buffers for up to `bc` datapoints and `rc` rows.
+    fn alloc_shape(&self, bc: usize, rc: usize) -> ShapeBuffers {
+        let a = &self.layout.arch;
+        let ctx = &self.ctx;
+        let widest = self.widest();
+        let ones = ctx.storage("ones", rc.max(bc));
+        ctx.queue
+            .write_buffer(&ones, 0, bytemuck::cast_slice(&vec![1.0f32; rc.max(bc)]));
+        ShapeBuffers {
+            batch_cap: bc,
+            rows_cap: rc,
+            enc: a
+                .encoder_dims()
+                .iter()
+                .map(|&d| ctx.storage("encoder activations", bc * d))
+                .collect(),
+            dec: a
+                .decoder_dims()
+                .iter()
+                .map(|&d| ctx.storage("decoder activations", rc * d))
+                .collect(),
+            eps: ctx.storage("eps", rc * a.z_dim),
+            lw: ctx.storage("log-weights", rc),
+            coef: ctx.storage("coefficients", 3 * rc),
+            objective: ctx.storage("objective", bc),
+            enc_up: ctx.storage("encoder upstream", bc * 2 * a.z_dim),
+            delta: [
+                ctx.storage("delta 0", rc.max(bc) * widest),
+                ctx.storage("delta 1", rc.max(bc) * widest),
+            ],
+            ones,
+            lse_state: ctx.storage("lse state", 2 * bc),
+        }
+    }
+
+    pub(super) fn upload_x(&self, x: &[f32], batch: usize) -> Result<()> {
+        let xd = self.layout.arch.x_dim;
+        if x.len() != batch * xd {
+            bail!(
+                "input has {} values, expected batch {batch} x {xd}",
+                x.len()
+            );
+        }
+        let sb = self.shape.as_ref().expect("shape buffers exist");
+        self.ctx
+            .queue
+            .write_buffer(&sb.enc[0], 0, bytemuck::cast_slice(x));
+        Ok(())
+    }
+
+    /// Bytes of every live device buffer.
+    pub(super) fn live_bytes(&self) -> u64 {
+        let mut total: u64 = [
+            &self.params,
+            &self.grad,
+            &self.moments,
+            &self.norms,
+            &self.stats,
+            &self.noise_u,
+            &self.program_u,
+            &self.adam_u,
+            &self.lse_u,
+        ]
+        .iter()
+        .map(|b| b.size())
+        .sum();
+        if let Some(sb) = &self.shape {
+            total += sb.buffers().map(|b| b.size()).sum::<u64>();
+        }
+        if let Some(f) = &self.full {
+            total += f.lw.size() + f.coef.size();
+        }
+        if let Some(c) = &self.chains {
+            total += c.bytes();
+        }
+        total += self
+            .subsets
+            .values()
+            .map(|s| s.terms.size() + s.scratch.size())
+            .sum::<u64>();
+        total + self.plans.values().map(|p| p._uniforms.size()).sum::<u64>()
+    }
+}

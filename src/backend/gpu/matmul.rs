@@ -1,0 +1,315 @@
+//! Host side of shaders/matmul.wgsl: the GEMM uniform, the choice between the scalar and the
+//! vec4 kernel, and the dispatches of an MLP's forward and backward passes.
+
+use super::buffers::ShapeBuffers;
+use super::pipelines::PipelineId;
+use super::plan::{DispatchSpec, Res, UniformArena};
+use crate::model::Linear;
+use bytemuck::{Pod, Zeroable};
+
+wgsl_consts! {
+    /// The matmul prelude: epilogue and operand-layout flags of `GemmU::flags`.
+    pub(super) const WGSL_CONSTS = {
+        /// C = acc + E[bias_off + column] (forward: x W^T + b).
+        FLAG_BIAS = 1,
+        /// Then tanh (hidden layers).
+        FLAG_TANH = 2,
+        /// Weight gradient scaled per sample by E along k.
+        FLAG_SCALE_K = 4,
+        /// C = acc * (1 - E^2) (back through tanh).
+        FLAG_TANH_GRAD = 8,
+        /// gemm_vec4: A contiguous along k (else along m).
+        FLAG_A_KCONTIG = 16,
+        /// gemm_vec4: B contiguous along k (else along n).
+        FLAG_B_KCONTIG = 32,
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable, Default)]
+pub(super) struct GemmU {
+    m: u32,
+    n: u32,
+    k: u32,
+    flags: u32,
+    a_off: u32,
+    a_rs: u32,
+    a_cs: u32,
+    e_off: u32,
+    b_off: u32,
+    b_rs: u32,
+    b_cs: u32,
+    e_rs: u32,
+    c_off: u32,
+    c_rs: u32,
+    c_cs: u32,
+    _pad: u32,
+    alpha: f32,
+    beta: f32,
+    _pad1: [u32; 2],
+}
+
+/// The GEMM kernel for `u`: the vec4 one, with its layout flags, when each operand is
+/// contiguous along one dimension whose extent, other stride and offset are multiples of 4.
+fn gemm_kernel(u: &mut GemmU) -> PipelineId {
+    let a = if u.a_cs == 1 && u.a_rs.is_multiple_of(4) && u.k.is_multiple_of(4) {
+        Some(FLAG_A_KCONTIG)
+    } else if u.a_rs == 1 && u.a_cs.is_multiple_of(4) && u.m.is_multiple_of(4) {
+        Some(0)
+    } else {
+        None
+    };
+    let b = if u.b_rs == 1 && u.b_cs.is_multiple_of(4) && u.k.is_multiple_of(4) {
+        Some(FLAG_B_KCONTIG)
+    } else if u.b_cs == 1 && u.b_rs.is_multiple_of(4) && u.n.is_multiple_of(4) {
+        Some(0)
+    } else {
+        None
+    };
+    match (a, b) {
+        (Some(fa), Some(fb)) if u.a_off.is_multiple_of(4) && u.b_off.is_multiple_of(4) => {
+            u.flags |= fa | fb;
+            PipelineId::GemmVec4
+        }
+        _ => PipelineId::Gemm,
+    }
+}
+
+fn gemm_count(m: usize, n: usize) -> [u32; 3] {
+    [n.div_ceil(64) as u32, m.div_ceil(64) as u32, 1]
+}
+
+/// A GEMM dispatch of `u` (scalar or vec4 kernel, whichever its layout allows) over A, B,
+/// C and the epilogue operand E, with its uniform slot in the arena.
+#[allow(clippy::too_many_arguments)]
+fn gemm_step<'a>(
+    arena: &mut UniformArena,
+    mut u: GemmU,
+    a: &'a wgpu::Buffer,
+    b: &'a wgpu::Buffer,
+    c: &'a wgpu::Buffer,
+    e: &'a wgpu::Buffer,
+    label: String,
+) -> DispatchSpec<'a> {
+    let pipeline = gemm_kernel(&mut u);
+    let slot = arena.push(&u);
+    let count = gemm_count(u.m as usize, u.n as usize);
+    let flops = 2.0 * u.m as f64 * u.n as f64 * u.k as f64;
+    DispatchSpec {
+        pipeline,
+        bindings: vec![
+            (0, Res::Slot(slot.0, slot.1)),
+            (1, Res::Buf(a)),
+            (2, Res::Buf(b)),
+            (3, Res::Buf(c)),
+            (4, Res::Buf(e)),
+        ],
+        count,
+        label,
+        flops,
+    }
+}
+
+/// Forward through one Linear over `m` rows: dst = act(inp W^T + b), bias and tanh fused.
+#[allow(clippy::too_many_arguments)]
+fn linear_fwd<'a>(
+    params: &'a wgpu::Buffer,
+    arena: &mut UniformArena,
+    out: &mut Vec<DispatchSpec<'a>>,
+    l: &Linear,
+    m: usize,
+    inp: &'a wgpu::Buffer,
+    dst: &'a wgpu::Buffer,
+    hidden: bool,
+) {
+    let u = GemmU {
+        m: m as u32,
+        n: l.out as u32,
+        k: l.inp as u32,
+        flags: FLAG_BIAS | if hidden { FLAG_TANH } else { 0 },
+        a_rs: l.inp as u32,
+        a_cs: 1,
+        b_off: l.w as u32,
+        b_rs: 1,
+        b_cs: l.inp as u32,
+        c_rs: l.out as u32,
+        c_cs: 1,
+        e_off: l.b as u32,
+        alpha: 1.0,
+        ..Default::default()
+    };
+    out.push(gemm_step(
+        arena,
+        u,
+        inp,
+        params,
+        dst,
+        params,
+        format!("{} forward [{m}x{} . {}x{}]", l.name, l.inp, l.inp, l.out),
+    ));
+}
+
+/// Forward through an MLP over `m` rows: acts[i + 1] = tanh(acts[i] W^T + b) for hidden
+/// layers, the last layer linear (its output transform is the caller's kernel).
+pub(super) fn mlp_forward<'a>(
+    params: &'a wgpu::Buffer,
+    arena: &mut UniformArena,
+    out: &mut Vec<DispatchSpec<'a>>,
+    layers: &[Linear],
+    m: usize,
+    acts: &'a [wgpu::Buffer],
+) {
+    for (i, l) in layers.iter().enumerate() {
+        linear_fwd(
+            params,
+            arena,
+            out,
+            l,
+            m,
+            &acts[i],
+            &acts[i + 1],
+            i + 1 < layers.len(),
+        );
+    }
+}
+
+/// What every backward GEMM binds besides its own operands.
+pub(super) struct BackwardBuffers<'a> {
+    pub params: &'a wgpu::Buffer,
+    pub grad: &'a wgpu::Buffer,
+    pub sb: &'a ShapeBuffers,
+    pub inv_b: f32,
+    /// 0 to overwrite the gradient, 1 to add to it (later chunks of a chunked step).
+    pub beta: f32,
+}
+
+/// Backward through an MLP whose output gradient is in `delta0`; weight gradients averaged
+/// over the batch and, for the decoder, scaled per sample by `scale` (the coefficients a).
+/// Returns which ping-pong buffer holds the input gradient, when one was computed.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn mlp_backward<'a>(
+    bb: &BackwardBuffers<'a>,
+    arena: &mut UniformArena,
+    out: &mut Vec<DispatchSpec<'a>>,
+    layers: &[Linear],
+    acts: &'a [wgpu::Buffer],
+    delta0: &'a wgpu::Buffer,
+    m: usize,
+    scale: Option<&'a wgpu::Buffer>,
+    want_input: bool,
+) -> Option<usize> {
+    let sb = bb.sb;
+    let mut cur: Option<usize> = None; // None: delta0, Some(i): sb.delta[i]
+    for (i, l) in layers.iter().enumerate().rev() {
+        let delta = match cur {
+            None => delta0,
+            Some(j) => &sb.delta[j],
+        };
+        // Column weights of the bias gradient: a per sample, or ones.
+        let (flags, e_buf) = match scale {
+            Some(s) => (FLAG_SCALE_K, s),
+            None => (0, &sb.ones),
+        };
+        let wg = GemmU {
+            m: l.out as u32,
+            n: l.inp as u32,
+            k: m as u32,
+            flags,
+            a_rs: 1,
+            a_cs: l.out as u32,
+            b_rs: l.inp as u32,
+            b_cs: 1,
+            c_off: l.w as u32,
+            c_rs: l.inp as u32,
+            c_cs: 1,
+            alpha: bb.inv_b,
+            beta: bb.beta,
+            ..Default::default()
+        };
+        out.push(gemm_step(
+            arena,
+            wg,
+            delta,
+            &acts[i],
+            bb.grad,
+            e_buf,
+            format!("{} weight grad [{}x{m} . {m}x{}]", l.name, l.out, l.inp),
+        ));
+        out.push(bias_grad(bb, arena, l, m, delta, e_buf, scale.is_some()));
+        if i > 0 || want_input {
+            let next = match cur {
+                Some(0) => 1,
+                _ => 0,
+            };
+            let ig = GemmU {
+                m: m as u32,
+                n: l.inp as u32,
+                k: l.out as u32,
+                flags: if i > 0 { FLAG_TANH_GRAD } else { 0 },
+                a_rs: l.out as u32,
+                a_cs: 1,
+                b_off: l.w as u32,
+                b_rs: l.inp as u32,
+                b_cs: 1,
+                c_rs: l.inp as u32,
+                c_cs: 1,
+                e_rs: l.inp as u32,
+                alpha: 1.0,
+                ..Default::default()
+            };
+            out.push(gemm_step(
+                arena,
+                ig,
+                delta,
+                bb.params,
+                &sb.delta[next],
+                &acts[i],
+                format!(
+                    "{} input grad [{m}x{} . {}x{}]",
+                    l.name, l.out, l.out, l.inp
+                ),
+            ));
+            cur = Some(next);
+        }
+    }
+    cur
+}
+
+/// Bias gradient: column sums of delta [m, out], weighted by a where the weight gradient is
+/// (the ones buffer otherwise, so the flag alone decides).
+fn bias_grad<'a>(
+    bb: &BackwardBuffers<'a>,
+    arena: &mut UniformArena,
+    l: &Linear,
+    m: usize,
+    delta: &'a wgpu::Buffer,
+    e_buf: &'a wgpu::Buffer,
+    scaled: bool,
+) -> DispatchSpec<'a> {
+    let bg = GemmU {
+        m: m as u32,
+        n: l.out as u32,
+        flags: if scaled { FLAG_SCALE_K } else { 0 },
+        a_rs: l.out as u32,
+        a_cs: 1,
+        c_off: l.b as u32,
+        c_cs: 1,
+        alpha: bb.inv_b,
+        beta: bb.beta,
+        ..Default::default()
+    };
+    let slot = arena.push(&bg);
+    DispatchSpec {
+        pipeline: PipelineId::ColumnSums,
+        bindings: vec![
+            (0, Res::Slot(slot.0, slot.1)),
+            (1, Res::Buf(delta)),
+            (2, Res::Buf(e_buf)),
+            (3, Res::Buf(bb.grad)),
+            (4, Res::Buf(e_buf)),
+        ],
+        count: [l.out.div_ceil(64) as u32, 1, 1],
+        label: format!("{} bias grad [column sums of {m}x{}]", l.name, l.out),
+        flops: 2.0 * (m * l.out) as f64,
+    }
+}

@@ -1,0 +1,104 @@
+//! Host side of shaders/optim.wgsl: the Adam uniform (also read by the gradient norms and the
+//! running statistics) and the dispatches of those three kernels.
+
+use super::pipelines::PipelineId;
+use super::plan::{groups_1d, DispatchSpec, Res};
+use super::GpuBackend;
+use crate::optim::AdamConfig;
+use bytemuck::{Pod, Zeroable};
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable, Default)]
+pub(super) struct AdamU {
+    total: u32,
+    encoder_len: u32,
+    amsgrad: u32,
+    batch: u32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    step_size: f32,
+    inv_sqrt_bc2: f32,
+    clip_encoder: f32,
+    clip_decoder: f32,
+    _pad: f32,
+}
+
+impl GpuBackend {
+    /// Writes the Adam uniform; `cfg` None leaves the step fields zero (the norms and the
+    /// statistics read only the sizes).
+    pub(super) fn write_adam(&mut self, cfg: Option<(&AdamConfig, f64)>, batch: usize) {
+        let mut u = AdamU {
+            total: self.layout.len as u32,
+            encoder_len: self.layout.encoder_len as u32,
+            batch: batch as u32,
+            ..Default::default()
+        };
+        if let Some((cfg, lr)) = cfg {
+            let s = self.adam.begin_step(cfg, lr);
+            u.amsgrad = cfg.amsgrad as u32;
+            u.beta1 = s.beta1;
+            u.beta2 = s.beta2;
+            u.eps = s.eps;
+            u.step_size = s.step;
+            u.inv_sqrt_bc2 = s.inv_sqrt_bc2;
+            u.clip_encoder = cfg.clip_encoder.unwrap_or(0.0) as f32;
+            u.clip_decoder = cfg.clip_decoder.unwrap_or(0.0) as f32;
+        }
+        self.ctx
+            .queue
+            .write_buffer(&self.adam_u, 0, bytemuck::bytes_of(&u));
+    }
+
+    fn adam_binding(&self) -> Res<'_> {
+        Res::Own(&self.adam_u, 0, std::mem::size_of::<AdamU>() as u64)
+    }
+
+    /// The encoder's and the decoder's gradient norms, one workgroup each.
+    pub(super) fn grad_norms_spec(&self) -> DispatchSpec<'_> {
+        DispatchSpec {
+            pipeline: PipelineId::GradNorms,
+            bindings: vec![
+                (0, self.adam_binding()),
+                (2, Res::Buf(&self.grad)),
+                (4, Res::Buf(&self.norms)),
+            ],
+            count: [2, 1, 1],
+            label: "gradient norms".to_string(),
+            flops: 0.0,
+        }
+    }
+
+    /// One Adam step over every parameter, clipping by the norms.
+    pub(super) fn adam_spec(&self) -> DispatchSpec<'_> {
+        DispatchSpec {
+            pipeline: PipelineId::Adam,
+            bindings: vec![
+                (0, self.adam_binding()),
+                (1, Res::Buf(&self.params)),
+                (2, Res::Buf(&self.grad)),
+                (3, Res::Buf(&self.moments)),
+                (4, Res::Buf(&self.norms)),
+            ],
+            count: groups_1d(self.layout.len, 256),
+            label: format!("adam [{} parameters]", self.layout.len),
+            flops: 0.0,
+        }
+    }
+
+    /// Adds the step's objective and norms to the running statistics.
+    pub(super) fn stats_spec<'a>(&'a self, objective: &'a wgpu::Buffer) -> DispatchSpec<'a> {
+        DispatchSpec {
+            pipeline: PipelineId::AccumulateStats,
+            bindings: vec![
+                (0, self.adam_binding()),
+                (4, Res::Buf(&self.norms)),
+                (5, Res::Buf(&self.stats)),
+                (6, Res::Buf(objective)),
+            ],
+            count: [1, 1, 1],
+            label: "running statistics".to_string(),
+            flops: 0.0,
+        }
+    }
+}

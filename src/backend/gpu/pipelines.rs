@@ -1,0 +1,222 @@
+//! The pipeline registry: every compute pipeline the backend launches, each with an explicit
+//! bind-group layout (wgpu examples' style), compiled once per context.
+
+use super::shaders::Family;
+use std::collections::HashMap;
+
+/// How a kernel uses one binding slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Slot {
+    Uniform,
+    Read,
+    ReadWrite,
+}
+
+/// A compute pipeline and its bind-group layout; `slots` lists (binding, use).
+pub struct Pipeline {
+    pub name: &'static str,
+    pub pipeline: wgpu::ComputePipeline,
+    pub layout: wgpu::BindGroupLayout,
+    pub slots: Vec<(u32, Slot)>,
+}
+
+/// Every compute pipeline the backend launches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PipelineId {
+    Gemm,
+    GemmVec4,
+    ColumnSums,
+    SampleZ,
+    LogWeights,
+    EncoderUpstream,
+    Coefficients,
+    GradNorms,
+    Adam,
+    AccumulateStats,
+    LseAccumulate,
+    SubsetCoefficients,
+    ChainStep,
+    ChainEncoder,
+    ChainGather,
+}
+
+impl PipelineId {
+    pub const ALL: [PipelineId; 15] = [
+        PipelineId::Gemm,
+        PipelineId::GemmVec4,
+        PipelineId::ColumnSums,
+        PipelineId::SampleZ,
+        PipelineId::LogWeights,
+        PipelineId::EncoderUpstream,
+        PipelineId::Coefficients,
+        PipelineId::GradNorms,
+        PipelineId::Adam,
+        PipelineId::AccumulateStats,
+        PipelineId::LseAccumulate,
+        PipelineId::SubsetCoefficients,
+        PipelineId::ChainStep,
+        PipelineId::ChainEncoder,
+        PipelineId::ChainGather,
+    ];
+
+    /// (family, entry point, bindings as the WGSL declares them).
+    fn spec(self) -> (Family, &'static str, Vec<(u32, Slot)>) {
+        use Slot::*;
+        let seq = |s: &[Slot]| {
+            s.iter()
+                .enumerate()
+                .map(|(i, &k)| (i as u32, k))
+                .collect::<Vec<_>>()
+        };
+        match self {
+            PipelineId::Gemm => (
+                Family::Matmul,
+                "gemm",
+                seq(&[Uniform, Read, Read, ReadWrite, Read]),
+            ),
+            PipelineId::SampleZ => (
+                Family::Vae,
+                "sample_z",
+                seq(&[Uniform, Uniform, Read, ReadWrite, ReadWrite]),
+            ),
+            PipelineId::LogWeights => (
+                Family::Vae,
+                "log_weights",
+                seq(&[Uniform, Read, ReadWrite, Read, Read, Read, ReadWrite]),
+            ),
+            PipelineId::EncoderUpstream => (
+                Family::Vae,
+                "encoder_upstream",
+                seq(&[Uniform, Read, Read, Read, Read, Read, ReadWrite]),
+            ),
+            PipelineId::Coefficients => (
+                Family::Weights,
+                "coefficients",
+                seq(&[Uniform, Read, ReadWrite, ReadWrite]),
+            ),
+            PipelineId::GradNorms => (
+                Family::Optim,
+                "grad_norms",
+                vec![(0, Uniform), (2, Read), (4, ReadWrite)],
+            ),
+            PipelineId::Adam => (
+                Family::Optim,
+                "adam",
+                vec![
+                    (0, Uniform),
+                    (1, ReadWrite),
+                    (2, Read),
+                    (3, ReadWrite),
+                    (4, ReadWrite),
+                ],
+            ),
+            PipelineId::AccumulateStats => (
+                Family::Optim,
+                "accumulate_stats",
+                vec![(0, Uniform), (4, ReadWrite), (5, ReadWrite), (6, Read)],
+            ),
+            PipelineId::GemmVec4 => (
+                Family::Matmul,
+                "gemm_vec4",
+                seq(&[Uniform, Read, Read, ReadWrite, Read]),
+            ),
+            PipelineId::ColumnSums => (
+                Family::Matmul,
+                "column_sums",
+                seq(&[Uniform, Read, Read, ReadWrite, Read]),
+            ),
+            PipelineId::SubsetCoefficients => (
+                Family::Weights,
+                "subset_coefficients",
+                seq(&[Uniform, Read, ReadWrite, ReadWrite, Read, ReadWrite]),
+            ),
+            PipelineId::LseAccumulate => (
+                Family::Weights,
+                "lse_accumulate",
+                seq(&[Uniform, Read, ReadWrite]),
+            ),
+            PipelineId::ChainStep => (
+                Family::Coupling,
+                "chain_step",
+                seq(&[Uniform, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite]),
+            ),
+            PipelineId::ChainEncoder => (
+                Family::Coupling,
+                "chain_encoder",
+                vec![(0, Uniform), (2, ReadWrite), (4, ReadWrite), (6, ReadWrite)],
+            ),
+            PipelineId::ChainGather => (
+                Family::Coupling,
+                "chain_gather",
+                vec![(0, Uniform), (4, ReadWrite), (7, ReadWrite)],
+            ),
+        }
+    }
+}
+
+fn layout_entry(binding: u32, slot: Slot) -> wgpu::BindGroupLayoutEntry {
+    let ty = match slot {
+        Slot::Uniform => wgpu::BufferBindingType::Uniform,
+        Slot::Read => wgpu::BufferBindingType::Storage { read_only: true },
+        Slot::ReadWrite => wgpu::BufferBindingType::Storage { read_only: false },
+    };
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty,
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
+        count: None,
+    }
+}
+
+/// Compiles every pipeline of [`PipelineId::ALL`], one shader module per family.
+pub(super) fn build_pipelines(
+    device: &wgpu::Device,
+    subgroups: bool,
+) -> Vec<(PipelineId, Pipeline)> {
+    let mut modules = HashMap::new();
+    let mut out = Vec::new();
+    for id in PipelineId::ALL {
+        let (family, entry, slots) = id.spec();
+        let module = modules.entry(family).or_insert_with(|| {
+            device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(family.file()),
+                source: wgpu::ShaderSource::Wgsl(family.source(subgroups).into()),
+            })
+        });
+        let entries: Vec<wgpu::BindGroupLayoutEntry> = slots
+            .iter()
+            .map(|&(binding, slot)| layout_entry(binding, slot))
+            .collect();
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some(entry),
+            entries: &entries,
+        });
+        let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(entry),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(entry),
+            layout: Some(&pl),
+            module,
+            entry_point: Some(entry),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        out.push((
+            id,
+            Pipeline {
+                name: entry,
+                pipeline,
+                layout,
+                slots,
+            },
+        ));
+    }
+    out
+}

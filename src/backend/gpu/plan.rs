@@ -1,0 +1,366 @@
+//! The plan of one batch shape: every dispatch of a training step with its bind group and
+//! static uniforms, built once, then recorded part by part into compute passes.
+
+use super::buffers::ShapeBuffers;
+use super::context::GpuContext;
+use super::matmul::{mlp_backward, mlp_forward, BackwardBuffers};
+use super::pipelines::PipelineId;
+use super::vae::{self, ShapeU};
+use super::{weights, GpuBackend};
+use anyhow::Result;
+use bytemuck::Pod;
+
+/// Largest workgroup count per dimension every adapter supports.
+pub(super) const MAX_GROUPS: u32 = 65_535;
+
+pub(super) fn groups_1d(total: usize, per_group: usize) -> [u32; 3] {
+    let g = total.div_ceil(per_group).max(1) as u32;
+    let x = g.min(MAX_GROUPS);
+    [x, g.div_ceil(x), 1]
+}
+
+/// Accumulates the static uniforms of a plan in 256-byte-aligned slots.
+pub(super) struct UniformArena {
+    bytes: Vec<u8>,
+    align: usize,
+}
+
+impl UniformArena {
+    pub(super) fn push<T: Pod>(&mut self, v: &T) -> (u64, u64) {
+        let off = self.bytes.len().next_multiple_of(self.align);
+        self.bytes.resize(off, 0);
+        self.bytes.extend_from_slice(bytemuck::bytes_of(v));
+        (off as u64, std::mem::size_of::<T>() as u64)
+    }
+}
+
+/// A binding: a whole buffer, or a uniform slot inside the arena (resolved later).
+pub(super) enum Res<'a> {
+    Buf(&'a wgpu::Buffer),
+    Slot(u64, u64),
+    Own(&'a wgpu::Buffer, u64, u64),
+}
+
+/// A dispatch before its bind group exists.
+pub(super) struct DispatchSpec<'a> {
+    pub pipeline: PipelineId,
+    /// (binding, resource) as the pipeline's layout declares them.
+    pub bindings: Vec<(u32, Res<'a>)>,
+    /// Workgroups per dimension.
+    pub count: [u32; 3],
+    /// Label for profiles.
+    pub label: String,
+    /// Floating-point operations, for profiles.
+    pub flops: f64,
+}
+
+/// One recorded dispatch.
+pub(super) struct Dispatch {
+    pub pipeline: PipelineId,
+    pub group: wgpu::BindGroup,
+    pub count: [u32; 3],
+    pub label: String,
+    pub flops: f64,
+}
+
+impl Dispatch {
+    /// Sets the pipeline and bind group and dispatches, inside `pass`.
+    pub(super) fn encode(&self, ctx: &GpuContext, pass: &mut wgpu::ComputePass) {
+        pass.set_pipeline(&ctx.pipeline(self.pipeline).pipeline);
+        pass.set_bind_group(0, &self.group, &[]);
+        pass.dispatch_workgroups(self.count[0], self.count[1], self.count[2]);
+    }
+}
+
+/// Records one dispatch in its own compute pass.
+pub(super) fn record_one(ctx: &GpuContext, enc: &mut wgpu::CommandEncoder, d: &Dispatch) {
+    let mut pass = enc.begin_compute_pass(&Default::default());
+    d.encode(ctx, &mut pass);
+}
+
+/// The dispatches of one batch shape.
+pub(super) struct Plan {
+    pub forward: Vec<Dispatch>,
+    pub coefficients: Dispatch,
+    pub backward: Vec<Dispatch>,
+    pub norms: Dispatch,
+    pub adam: Dispatch,
+    pub stats: Dispatch,
+    pub lse: Dispatch,
+    /// Keeps the plan's static uniforms alive.
+    pub _uniforms: wgpu::Buffer,
+}
+
+/// A part of a plan to record.
+pub(super) enum Part {
+    Lse,
+    FullCoefficients,
+    Forward,
+    /// The forward pass from sampling z on, reusing the encoder output already computed for
+    /// this minibatch (the coupled chains' later time indices).
+    ForwardFromZ,
+    Coefficients,
+    Backward,
+    Adam,
+    Stats,
+}
+
+impl GpuBackend {
+    pub(super) fn build_plan(&self, batch: usize, n: usize, accumulate: bool) -> Plan {
+        let sb = self.shape.as_ref().expect("shape buffers exist");
+        let align = self.ctx.limits.min_uniform_buffer_offset_alignment as usize;
+        let mut arena = UniformArena {
+            bytes: Vec::new(),
+            align,
+        };
+        // Specs are collected first: bind groups need the arena's buffer.
+        let shape = arena.push(&ShapeU::new(&self.layout.arch, batch, n));
+        let mut forward = self.encoder_forward(sb, &mut arena, batch);
+        forward.extend(self.sampling_decoder(sb, &mut arena, shape, batch, n));
+        let backward = self.backward_specs(sb, &mut arena, shape, batch, n, accumulate);
+
+        let uniforms = self.ctx.uniform("plan uniforms", arena.bytes.len());
+        self.ctx.queue.write_buffer(&uniforms, 0, &arena.bytes);
+        let bind = |spec: DispatchSpec| self.bind(spec, &uniforms);
+        let coefficients = weights::coefficients(
+            &self.program_u,
+            &sb.lw,
+            &sb.coef,
+            &sb.objective,
+            batch,
+            format!("coefficients [{batch}x{n}]"),
+        );
+        let lse = weights::lse_accumulate(&self.lse_u, &sb.lw, &sb.lse_state, batch, n);
+        let (lse, forward, coefficients, backward) = (
+            bind(lse),
+            forward.into_iter().map(bind).collect(),
+            bind(coefficients),
+            backward.into_iter().map(bind).collect(),
+        );
+        let (norms, adam, stats) = (
+            bind(self.grad_norms_spec()),
+            bind(self.adam_spec()),
+            bind(self.stats_spec(&sb.objective)),
+        );
+        Plan {
+            lse,
+            forward,
+            coefficients,
+            backward,
+            norms,
+            adam,
+            stats,
+            _uniforms: uniforms,
+        }
+    }
+
+    /// The encoder over the minibatch: one GEMM per layer.
+    fn encoder_forward<'a>(
+        &'a self,
+        sb: &'a ShapeBuffers,
+        arena: &mut UniformArena,
+        batch: usize,
+    ) -> Vec<DispatchSpec<'a>> {
+        let mut out = Vec::new();
+        mlp_forward(
+            &self.params,
+            arena,
+            &mut out,
+            &self.layout.encoder,
+            batch,
+            &sb.enc,
+        );
+        out
+    }
+
+    /// Sampling z, the decoder over every (datapoint, sample) row, and the log-weights.
+    fn sampling_decoder<'a>(
+        &'a self,
+        sb: &'a ShapeBuffers,
+        arena: &mut UniformArena,
+        shape: (u64, u64),
+        batch: usize,
+        n: usize,
+    ) -> Vec<DispatchSpec<'a>> {
+        let a = &self.layout.arch;
+        let rows = batch * n;
+        let mut out = vec![vae::sample_z(shape, &self.noise_u, sb, rows, a.z_dim)];
+        mlp_forward(
+            &self.params,
+            arena,
+            &mut out,
+            &self.layout.decoder,
+            rows,
+            &sb.dec,
+        );
+        out.push(vae::log_weights(shape, sb, rows, a.x_dim));
+        out
+    }
+
+    /// The decoder's backward scaled by the coefficients a, the encoder's upstream gradient,
+    /// then the encoder's backward; `accumulate` adds into the gradient instead of writing.
+    fn backward_specs<'a>(
+        &'a self,
+        sb: &'a ShapeBuffers,
+        arena: &mut UniformArena,
+        shape: (u64, u64),
+        batch: usize,
+        n: usize,
+        accumulate: bool,
+    ) -> Vec<DispatchSpec<'a>> {
+        let rows = batch * n;
+        let mut out = Vec::new();
+        let bb = BackwardBuffers {
+            params: &self.params,
+            grad: &self.grad,
+            sb,
+            inv_b: 1.0 / batch as f32,
+            beta: if accumulate { 1.0 } else { 0.0 },
+        };
+        let dz = mlp_backward(
+            &bb,
+            arena,
+            &mut out,
+            &self.layout.decoder,
+            &sb.dec,
+            sb.decoder_output(),
+            rows,
+            Some(&sb.coef),
+            true,
+        )
+        .expect("decoder backward yields dz");
+        let zd = self.layout.arch.z_dim;
+        out.push(vae::encoder_upstream(shape, sb, dz, batch, n, zd));
+        mlp_backward(
+            &bb,
+            arena,
+            &mut out,
+            &self.layout.encoder,
+            &sb.enc,
+            &sb.enc_up,
+            batch,
+            None,
+            false,
+        );
+        out
+    }
+
+    /// Creates the bind group of `spec`, its arena slots resolved in `uniforms`.
+    fn bind(&self, spec: DispatchSpec, uniforms: &wgpu::Buffer) -> Dispatch {
+        let pipeline = self.ctx.pipeline(spec.pipeline);
+        let entries: Vec<wgpu::BindGroupEntry> = spec
+            .bindings
+            .iter()
+            .map(|(binding, r)| wgpu::BindGroupEntry {
+                binding: *binding,
+                resource: match r {
+                    Res::Buf(b) => b.as_entire_binding(),
+                    Res::Slot(off, size) => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: uniforms,
+                        offset: *off,
+                        size: wgpu::BufferSize::new(*size),
+                    }),
+                    Res::Own(b, off, size) => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: b,
+                        offset: *off,
+                        size: wgpu::BufferSize::new(*size),
+                    }),
+                },
+            })
+            .collect();
+        let group = self
+            .ctx
+            .device
+            .create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(pipeline.name),
+                layout: &pipeline.layout,
+                entries: &entries,
+            });
+        Dispatch {
+            pipeline: spec.pipeline,
+            group,
+            count: spec.count,
+            label: spec.label,
+            flops: spec.flops,
+        }
+    }
+
+    pub(super) fn record(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        key: (usize, usize, bool),
+        parts: &[Part],
+    ) {
+        let list = self.dispatch_list(key, parts);
+        // A clear is a transfer command, so the compute pass ends before it and resumes after.
+        for (i, segment) in list.split(Option::is_none).enumerate() {
+            if i > 0 {
+                self.clear_frozen(enc);
+            }
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            for d in segment.iter().flatten() {
+                d.encode(&self.ctx, &mut pass);
+            }
+        }
+    }
+
+    /// Zeroes the gradient on the layout's frozen ranges (after backward, before the norms),
+    /// so norms, clipping and Adam leave those parameters unchanged.
+    pub(super) fn clear_frozen(&self, enc: &mut wgpu::CommandEncoder) {
+        for r in &self.layout.frozen {
+            enc.clear_buffer(&self.grad, (r.start * 4) as u64, Some((r.len() * 4) as u64));
+        }
+    }
+
+    /// The dispatches `parts` of the plan for `key` stand for, in order; None marks where
+    /// the frozen gradient ranges are cleared.
+    pub(super) fn dispatch_list(
+        &self,
+        key: (usize, usize, bool),
+        parts: &[Part],
+    ) -> Vec<Option<&Dispatch>> {
+        let plan = &self.plans[&key];
+        let mut list = Vec::new();
+        for part in parts {
+            match part {
+                Part::Forward => list.extend(plan.forward.iter().map(Some)),
+                // One GEMM per encoder layer leads the forward list.
+                Part::ForwardFromZ => list.extend(
+                    plan.forward
+                        .iter()
+                        .skip(self.layout.encoder.len())
+                        .map(Some),
+                ),
+                Part::Coefficients => list.push(Some(
+                    self.active_subsets(false).unwrap_or(&plan.coefficients),
+                )),
+                Part::FullCoefficients => {
+                    let whole = &self.full.as_ref().expect("full buffers exist").coefficients;
+                    list.push(Some(self.active_subsets(true).unwrap_or(whole)))
+                }
+                Part::Backward => {
+                    list.extend(plan.backward.iter().map(Some));
+                    if !self.layout.frozen.is_empty() {
+                        list.push(None);
+                    }
+                    list.push(Some(&plan.norms));
+                }
+                Part::Adam => list.push(Some(&plan.adam)),
+                Part::Stats => list.push(Some(&plan.stats)),
+                Part::Lse => list.push(Some(&plan.lse)),
+            }
+        }
+        list
+    }
+
+    /// Records `parts` of the plan for (batch, n) and submits, or times them when profiling.
+    pub(super) fn run(&self, batch: usize, n: usize, parts: &[Part]) -> Result<()> {
+        if self.profiling() {
+            return self.run_profiled((batch, n, false), parts);
+        }
+        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+        self.record(&mut enc, (batch, n, false), parts);
+        self.ctx.queue.submit([enc.finish()]);
+        Ok(())
+    }
+}
