@@ -2,24 +2,32 @@
 //! sgemm, parallel over rows of the batch with rayon. Rows are split into one contiguous
 //! range per worker and each worker owns its gradient accumulator, so results do not depend
 //! on scheduling: the same seed gives the same numbers on every run.
+//!
+//! This file holds the backend's state and the `Backend` impl, which delegates to:
+//! `gemm` (sgemm and the linear layers), `forward`, `backward`, `adam` (the optimizer step),
+//! `step` (a training step, chunked when it exceeds one pass) and `chains` (coupled chains).
 
+mod adam;
 mod backward;
+mod chains;
 pub mod fastmath;
 mod forward;
 mod gemm;
+mod step;
 
 use super::{Backend, ChainOutcome, GradNorms, Noise, PhaseTimer, RunningLse, StepStats, Timing};
-use crate::coupling::chain::{self, ChainState};
 use crate::coupling::CouplingConfig;
 use crate::estimators::{CoefficientProgram, Coefficients};
 use crate::model::Layout;
-use crate::optim::{self, AdamConfig, AdamState};
-use crate::rng::{self, Stream};
+use crate::optim::{AdamConfig, AdamState};
 use anyhow::{bail, Result};
-use rayon::prelude::*;
 
 /// Rows a worker handles at a time: small enough that a piece's activations stay in L2.
 const PIECE_ROWS: usize = 128;
+
+/// Sample rows of one pass: about 360 MB of activations for the MNIST model. Larger steps
+/// (a high MLMC level, a long SUMO tail) run in chunks.
+const ROWS_PER_PASS: usize = 1 << 16;
 
 /// Per-worker scratch, reused across steps.
 #[derive(Default)]
@@ -115,6 +123,18 @@ impl CpuBackend {
         self.threads
     }
 
+    /// Caps the sample rows one pass holds (default 65,536); larger steps run in chunks.
+    pub fn set_row_limit(&mut self, rows: Option<usize>) {
+        self.row_limit = rows;
+    }
+
+    /// Sets the overhead `coupling::chain::backward_groups` charges per backward group of a
+    /// coupled step (None: the default; 0 splits wherever it saves a particle, a huge value
+    /// keeps one group).
+    pub fn set_chain_group_overhead(&mut self, overhead: Option<usize>) {
+        self.chain_group_overhead = overhead;
+    }
+
     fn resize(&mut self, batch: usize, n: usize) {
         let rows = batch * n;
         let a = &self.layout.arch;
@@ -146,6 +166,31 @@ impl CpuBackend {
         }
         self.batch = batch;
         self.n = n;
+    }
+
+    /// Bytes held by parameters, optimizer state, activations and worker scratch.
+    fn working_bytes(&self) -> u64 {
+        let acts: usize = self
+            .enc
+            .acts
+            .iter()
+            .chain(&self.dec.acts)
+            .map(Vec::len)
+            .sum();
+        let workers: usize = self
+            .workers
+            .iter()
+            .map(|w| w.grad.len() + w.scaled.len() + w.delta.len() + w.delta_prev.len())
+            .sum();
+        let other = self.params.len()
+            + self.grad.len()
+            + 3 * self.adam.m.len()
+            + self.x.len()
+            + self.eps.len()
+            + self.log_w.len()
+            + self.row_up.len()
+            + self.enc_up.len();
+        4 * (acts + workers + other) as u64
     }
 }
 
@@ -187,41 +232,7 @@ impl Backend for CpuBackend {
     }
 
     fn optimizer_step(&mut self, cfg: &AdamConfig, lr: f64) -> Result<()> {
-        let t_adam = self.timer.start();
-        let el = self.layout.encoder_len;
-        let scales = [
-            optim::clip_factor(self.norms.encoder, cfg.clip_encoder),
-            optim::clip_factor(self.norms.decoder, cfg.clip_decoder),
-        ];
-        let step = self.adam.begin_step(cfg, lr);
-        let st = &mut self.adam;
-        let (grad, params) = (&self.grad, &mut self.params);
-        self.pool.install(|| {
-            params
-                .par_chunks_mut(ADAM_CHUNK)
-                .zip(grad.par_chunks(ADAM_CHUNK))
-                .zip(
-                    st.m.par_chunks_mut(ADAM_CHUNK)
-                        .zip(st.v.par_chunks_mut(ADAM_CHUNK))
-                        .zip(st.v_max.par_chunks_mut(ADAM_CHUNK)),
-                )
-                .enumerate()
-                .for_each(|(ci, ((p, g), ((m, v), vm)))| {
-                    // A chunk that straddles the encoder/decoder boundary is split there.
-                    let off = ci * ADAM_CHUNK;
-                    let cut = el.saturating_sub(off).min(p.len());
-                    let (p0, p1) = p.split_at_mut(cut);
-                    let (m0, m1) = m.split_at_mut(cut);
-                    let (v0, v1) = v.split_at_mut(cut);
-                    let (vm0, vm1) = vm.split_at_mut(cut);
-                    optim::adam_update(&step, p0, &g[..cut], scales[0], m0, v0, vm0);
-                    optim::adam_update(&step, p1, &g[cut..], scales[1], m1, v1, vm1);
-                })
-        });
-        let len = self.layout.len;
-        self.timer
-            .stop(t_adam, "adam", || format!("adam [{len} parameters]"), 0.0);
-        Ok(())
+        self.optimizer_step_impl(cfg, lr)
     }
 
     fn reset_optimizer(&mut self) {
@@ -238,30 +249,7 @@ impl Backend for CpuBackend {
         cfg: &AdamConfig,
         lr: f64,
     ) -> Result<()> {
-        let (norms, objective) = if batch * n > self.max_rows() {
-            self.chunked_coefficients_and_backward(x, batch, n, noise, program)?
-        } else {
-            self.forward(x, batch, n, noise)?;
-            let mut coeffs = std::mem::take(&mut self.coeffs);
-            let t_coef = self.timer.start();
-            program.coefficients_into(&self.log_w[..batch * n], batch, n, &mut coeffs);
-            self.timer.stop(
-                t_coef,
-                "coefficients",
-                || format!("coefficients [{batch} x {n}]"),
-                0.0,
-            );
-            let norms = self.backward(&coeffs.a, &coeffs.b, &coeffs.c);
-            let objective = coeffs.objective.iter().sum::<f64>() / batch as f64;
-            self.coeffs = coeffs;
-            (norms?, objective)
-        };
-        self.optimizer_step(cfg, lr)?;
-        self.stats.steps += 1;
-        self.stats.objective += objective;
-        self.stats.grad_norm_encoder += norms.encoder;
-        self.stats.grad_norm_decoder += norms.decoder;
-        Ok(())
+        self.train_step_impl(x, batch, n, noise, program, cfg, lr)
     }
 
     fn chain_step(
@@ -273,113 +261,7 @@ impl Backend for CpuBackend {
         cfg: &AdamConfig,
         lr: f64,
     ) -> Result<ChainOutcome> {
-        chains.validate().map_err(anyhow::Error::msg)?;
-        if batch == 0 {
-            bail!("a training step needs at least one datapoint");
-        }
-        let kk = chains.particles;
-        // Per datapoint: every log-weight drawn so far and the chains' coefficients, by id.
-        let mut hist: Vec<Vec<f64>> = vec![Vec::new(); batch];
-        let mut coef: Vec<Vec<f64>> = vec![Vec::new(); batch];
-        let mut states = vec![ChainState::default(); batch];
-        let mut t = 0;
-        while states.iter().any(|s| !s.done) {
-            let block = chains.step_block(t);
-            let first = if t == 0 { 0 } else { block.start };
-            // Only datapoints still running draw this index's block (their own noise).
-            let running: Vec<u32> = (0..batch as u32)
-                .filter(|&r| !states[r as usize].done)
-                .collect();
-            let pick = (running.len() < batch).then_some(&running[..]);
-            let per = (self.max_rows() / running.len()).max(1);
-            for s0 in (first..block.end).step_by(per) {
-                let l = per.min(block.end - s0);
-                // The encoder runs once per minibatch: its output stays in place.
-                let lw = self.forward_impl(
-                    x,
-                    batch,
-                    l,
-                    &Noise {
-                        first_sample: noise.first_sample + s0 as u32,
-                        ..*noise
-                    },
-                    t == 0 && s0 == first,
-                    pick,
-                )?;
-                for (i, &r) in running.iter().enumerate() {
-                    hist[r as usize].extend(lw[i * l..(i + 1) * l].iter().map(|&v| v as f64));
-                }
-            }
-            for &r in &running {
-                let r = r as usize;
-                debug_assert_eq!(hist[r].len(), block.end);
-                coef[r].resize(block.end, 0.0);
-                let u = rng::uniforms4(
-                    noise.seed,
-                    Stream::Coupling,
-                    noise.step,
-                    noise.first_datapoint + r as u32,
-                    t as u32,
-                )
-                .map(|v| v as f64);
-                chain::step(chains, &mut states[r], &hist[r], u, &mut coef[r]);
-            }
-            t += 1;
-        }
-        // Decoder: the chains' coefficients; encoder: IWAE-DReG on the first K particles. The
-        // backward runs per group of rows over the particles its rows used (beyond them the
-        // coefficients are zero), each group's coefficients scaled by |group| / batch since a
-        // pass averages over its own rows.
-        let dreg =
-            crate::estimators::Estimator::new(crate::estimators::EstimatorKind::IwaeDreg, 0.0);
-        let (mut wa, mut wb, mut wc) = (vec![0.0; kk], vec![0.0; kk], vec![0.0; kk]);
-        let mut objective = 0.0;
-        let mut encoder_b = Vec::with_capacity(batch);
-        for h in &hist {
-            objective += dreg.coefficients_row(&h[..kk], &mut wa, &mut wb, &mut wc);
-            encoder_b.push(wb.clone());
-        }
-        let used: Vec<usize> = states.iter().map(|s| s.particles).collect();
-        let overhead = self.chain_group_overhead.unwrap_or(chain::GROUP_OVERHEAD);
-        let xd = self.layout.arch.x_dim;
-        let mut norms = GradNorms::default();
-        for (gi, (rows, n)) in chain::backward_groups(&used, overhead)
-            .into_iter()
-            .enumerate()
-        {
-            let gb = rows.len();
-            let scale = gb as f64 / batch as f64;
-            let (mut a, mut b) = (vec![0.0f32; gb * n], vec![0.0f32; gb * n]);
-            for (i, r) in rows.clone().enumerate() {
-                for (dst, &v) in a[i * n..(i + 1) * n].iter_mut().zip(&coef[r]) {
-                    *dst = (v * scale) as f32;
-                }
-                for (dst, &v) in b[i * n..i * n + kk].iter_mut().zip(&encoder_b[r]) {
-                    *dst = (v * scale) as f32;
-                }
-            }
-            let c = vec![0.0f32; gb * n];
-            let group_noise = Noise {
-                first_datapoint: noise.first_datapoint + rows.start as u32,
-                ..*noise
-            };
-            let xs = &x[rows.start * xd..rows.end * xd];
-            norms = self.backward_in_chunks(xs, gb, n, &group_noise, &a, &b, &c, gi > 0)?;
-        }
-        self.optimizer_step(cfg, lr)?;
-        self.stats.steps += 1;
-        self.stats.objective += objective / batch as f64;
-        self.stats.grad_norm_encoder += norms.encoder;
-        self.stats.grad_norm_decoder += norms.decoder;
-        Ok(ChainOutcome {
-            iterations: t,
-            meeting_times: states
-                .iter()
-                .map(|s| s.meeting_time(chains) as u32)
-                .collect(),
-            capped: states.iter().map(|s| s.capped).collect(),
-            particles: states.iter().map(|s| s.particles as u32).collect(),
-        })
+        self.chain_step_impl(x, batch, noise, chains, cfg, lr)
     }
 
     fn take_stats(&mut self) -> Result<StepStats> {
@@ -438,129 +320,3 @@ impl Backend for CpuBackend {
         (now, self.peak_bytes.max(now))
     }
 }
-
-impl CpuBackend {
-    /// Caps the sample rows one pass holds (default 65,536); larger steps run in chunks.
-    pub fn set_row_limit(&mut self, rows: Option<usize>) {
-        self.row_limit = rows;
-    }
-
-    /// Sets the overhead `coupling::chain::backward_groups` charges per backward group of a
-    /// coupled step (None: the default; 0 splits wherever it saves a particle, a huge value
-    /// keeps one group).
-    pub fn set_chain_group_overhead(&mut self, overhead: Option<usize>) {
-        self.chain_group_overhead = overhead;
-    }
-
-    /// A step whose batch x N rows exceed one pass: log-weights chunk by chunk, the
-    /// coefficients over all N, then each chunk's forward again (same noise, same z) and its
-    /// backward added into the gradient. Memory stays that of one chunk.
-    fn chunked_coefficients_and_backward(
-        &mut self,
-        x: &[f32],
-        batch: usize,
-        n: usize,
-        noise: &Noise,
-        program: &CoefficientProgram,
-    ) -> Result<(GradNorms, f64)> {
-        let per = (self.max_rows() / batch).max(1);
-        let chunks: Vec<(usize, usize)> = (0..n)
-            .step_by(per)
-            .map(|s0| (s0, per.min(n - s0)))
-            .collect();
-        let mut full = vec![0.0f32; batch * n];
-        for &(s0, len) in &chunks {
-            let lw = self.forward(
-                x,
-                batch,
-                len,
-                &Noise {
-                    first_sample: noise.first_sample + s0 as u32,
-                    ..*noise
-                },
-            )?;
-            for b in 0..batch {
-                full[b * n + s0..b * n + s0 + len].copy_from_slice(&lw[b * len..(b + 1) * len]);
-            }
-        }
-        let mut coeffs = std::mem::take(&mut self.coeffs);
-        program.coefficients_into(&full, batch, n, &mut coeffs);
-        let norms =
-            self.backward_in_chunks(x, batch, n, noise, &coeffs.a, &coeffs.b, &coeffs.c, false)?;
-        let objective = coeffs.objective.iter().sum::<f64>() / batch as f64;
-        self.coeffs = coeffs;
-        Ok((norms, objective))
-    }
-
-    /// The backward of a step over `n` samples with given coefficients `[batch, n]`: each
-    /// chunk's forward pass again (same noise, same z), its backward added into the gradient
-    /// (the first chunk's too when `accumulate`).
-    #[allow(clippy::too_many_arguments)]
-    fn backward_in_chunks(
-        &mut self,
-        x: &[f32],
-        batch: usize,
-        n: usize,
-        noise: &Noise,
-        a: &[f32],
-        b: &[f32],
-        c: &[f32],
-        accumulate: bool,
-    ) -> Result<GradNorms> {
-        let per = (self.max_rows() / batch).max(1);
-        let mut norms = GradNorms::default();
-        let (mut ca, mut cb, mut cc) = (Vec::new(), Vec::new(), Vec::new());
-        for (ci, s0) in (0..n).step_by(per).enumerate() {
-            let len = per.min(n - s0);
-            self.forward(
-                x,
-                batch,
-                len,
-                &Noise {
-                    first_sample: noise.first_sample + s0 as u32,
-                    ..*noise
-                },
-            )?;
-            for (dst, src) in [(&mut ca, a), (&mut cb, b), (&mut cc, c)] {
-                dst.clear();
-                for r in 0..batch {
-                    dst.extend_from_slice(&src[r * n + s0..r * n + s0 + len]);
-                }
-            }
-            norms = self.backward_impl(&ca, &cb, &cc, accumulate || ci > 0)?;
-        }
-        Ok(norms)
-    }
-
-    /// Bytes held by parameters, optimizer state, activations and worker scratch.
-    fn working_bytes(&self) -> u64 {
-        let acts: usize = self
-            .enc
-            .acts
-            .iter()
-            .chain(&self.dec.acts)
-            .map(Vec::len)
-            .sum();
-        let workers: usize = self
-            .workers
-            .iter()
-            .map(|w| w.grad.len() + w.scaled.len() + w.delta.len() + w.delta_prev.len())
-            .sum();
-        let other = self.params.len()
-            + self.grad.len()
-            + 3 * self.adam.m.len()
-            + self.x.len()
-            + self.eps.len()
-            + self.log_w.len()
-            + self.row_up.len()
-            + self.enc_up.len();
-        4 * (acts + workers + other) as u64
-    }
-}
-
-/// Sample rows of one pass: about 360 MB of activations for the MNIST model. Larger steps
-/// (a high MLMC level, a long SUMO tail) run in chunks.
-const ROWS_PER_PASS: usize = 1 << 16;
-
-/// Parameters per parallel chunk of the optimizer step.
-const ADAM_CHUNK: usize = 16_384;
