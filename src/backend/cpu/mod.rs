@@ -2,164 +2,32 @@
 //! sgemm, parallel over rows of the batch with rayon. Rows are split into one contiguous
 //! range per worker and each worker owns its gradient accumulator, so results do not depend
 //! on scheduling: the same seed gives the same numbers on every run.
+//!
+//! This file holds the backend's state and the `Backend` impl, which delegates to:
+//! `gemm` (sgemm and the linear layers), `forward`, `backward`, `adam` (the optimizer step),
+//! `step` (a training step, chunked when it exceeds one pass) and `chains` (coupled chains).
 
+mod adam;
+mod backward;
+mod chains;
 pub mod fastmath;
+mod forward;
+mod gemm;
+mod step;
 
 use super::{Backend, ChainOutcome, GradNorms, Noise, PhaseTimer, RunningLse, StepStats, Timing};
-use crate::coupling::chain::{self, ChainState};
 use crate::coupling::CouplingConfig;
 use crate::estimators::{CoefficientProgram, Coefficients};
-use crate::model::{Layout, Likelihood, Linear};
-use crate::optim::{self, AdamConfig, AdamState};
-use crate::rng::{self, Stream};
+use crate::model::Layout;
+use crate::optim::{AdamConfig, AdamState};
 use anyhow::{bail, Result};
-use rayon::prelude::*;
-use std::ops::Range;
 
 /// Rows a worker handles at a time: small enough that a piece's activations stay in L2.
 const PIECE_ROWS: usize = 128;
 
-/// C[m, n] = alpha A[m, k] B[k, n] + beta C, with element strides (row, column).
-#[allow(clippy::too_many_arguments)]
-fn sgemm(
-    m: usize,
-    k: usize,
-    n: usize,
-    alpha: f32,
-    a: &[f32],
-    (rsa, csa): (usize, usize),
-    b: &[f32],
-    (rsb, csb): (usize, usize),
-    beta: f32,
-    c: &mut [f32],
-    (rsc, csc): (usize, usize),
-) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    // Bounds: the last element each operand can touch must be inside its slice.
-    assert!(k == 0 || ((m - 1) * rsa + (k - 1) * csa) < a.len());
-    assert!(k == 0 || ((k - 1) * rsb + (n - 1) * csb) < b.len());
-    assert!(((m - 1) * rsc + (n - 1) * csc) < c.len());
-    // SAFETY: the asserts above keep every access inside the slices; c does not alias a or b
-    // (it is borrowed mutably).
-    unsafe {
-        matrixmultiply::sgemm(
-            m,
-            k,
-            n,
-            alpha,
-            a.as_ptr(),
-            rsa as isize,
-            csa as isize,
-            b.as_ptr(),
-            rsb as isize,
-            csb as isize,
-            beta,
-            c.as_mut_ptr(),
-            rsc as isize,
-            csc as isize,
-        );
-    }
-}
-
-/// out[rows, l.out] = inp[rows, l.inp] W^T (+ bias and tanh by the caller).
-fn linear_forward(params: &[f32], l: &Linear, inp: &[f32], out: &mut [f32], rows: usize) {
-    let w = &params[l.w..l.w + l.out * l.inp];
-    sgemm(
-        rows,
-        l.inp,
-        l.out,
-        1.0,
-        inp,
-        (l.inp, 1),
-        w,
-        (1, l.inp),
-        0.0,
-        out,
-        (l.out, 1),
-    );
-}
-
-/// Accumulates the weight and bias gradient of layer `l` into `grad` for a piece:
-/// dW += delta^T (scale ⊙ inp), db += delta^T scale. `scaled` is scratch [rows, l.inp].
-fn linear_weight_grad(
-    grad: &mut [f32],
-    l: &Linear,
-    inp: &[f32],
-    delta: &[f32],
-    scale: Option<&[f32]>,
-    scaled: &mut [f32],
-    rows: usize,
-) {
-    let input: &[f32] = match scale {
-        Some(s) => {
-            fastmath::scale_rows(&mut scaled[..rows * l.inp], inp, s, l.inp);
-            &scaled[..rows * l.inp]
-        }
-        None => inp,
-    };
-    let (gw, gb) = grad[l.w..l.b + l.out].split_at_mut(l.out * l.inp);
-    sgemm(
-        l.out,
-        rows,
-        l.inp,
-        1.0,
-        delta,
-        (1, l.out),
-        input,
-        (l.inp, 1),
-        1.0,
-        gw,
-        (l.inp, 1),
-    );
-    fastmath::add_scaled_rows(gb, &delta[..rows * l.out], scale);
-}
-
-/// dinp[rows, l.inp] = delta[rows, l.out] W.
-fn linear_input_grad(params: &[f32], l: &Linear, delta: &[f32], dinp: &mut [f32], rows: usize) {
-    let w = &params[l.w..l.w + l.out * l.inp];
-    sgemm(
-        rows,
-        l.out,
-        l.inp,
-        1.0,
-        delta,
-        (l.out, 1),
-        w,
-        (l.inp, 1),
-        0.0,
-        dinp,
-        (l.inp, 1),
-    );
-}
-
-/// Splits `buf` (rows of `width`) into one mutable slice per range.
-fn split_rows<'a>(
-    mut buf: &'a mut [f32],
-    width: usize,
-    ranges: &[Range<usize>],
-) -> Vec<&'a mut [f32]> {
-    let mut out = Vec::with_capacity(ranges.len());
-    let mut at = 0;
-    for r in ranges {
-        let (_, rest) = buf.split_at_mut((r.start - at) * width);
-        let (mine, rest) = rest.split_at_mut(r.len() * width);
-        out.push(mine);
-        buf = rest;
-        at = r.end;
-    }
-    out
-}
-
-/// Contiguous near-equal row ranges, one per worker (empty ranges dropped).
-fn worker_ranges(rows: usize, workers: usize) -> Vec<Range<usize>> {
-    let per = rows.div_ceil(workers.max(1)).max(1);
-    (0..rows)
-        .step_by(per)
-        .map(|s| s..(s + per).min(rows))
-        .collect()
-}
+/// Sample rows of one pass: about 360 MB of activations for the MNIST model. Larger steps
+/// (a high MLMC level, a long SUMO tail) run in chunks.
+const ROWS_PER_PASS: usize = 1 << 16;
 
 /// Per-worker scratch, reused across steps.
 #[derive(Default)]
@@ -255,6 +123,18 @@ impl CpuBackend {
         self.threads
     }
 
+    /// Caps the sample rows one pass holds (default 65,536); larger steps run in chunks.
+    pub fn set_row_limit(&mut self, rows: Option<usize>) {
+        self.row_limit = rows;
+    }
+
+    /// Sets the overhead `coupling::chain::backward_groups` charges per backward group of a
+    /// coupled step (None: the default; 0 splits wherever it saves a particle, a huge value
+    /// keeps one group).
+    pub fn set_chain_group_overhead(&mut self, overhead: Option<usize>) {
+        self.chain_group_overhead = overhead;
+    }
+
     fn resize(&mut self, batch: usize, n: usize) {
         let rows = batch * n;
         let a = &self.layout.arch;
@@ -287,57 +167,30 @@ impl CpuBackend {
         self.batch = batch;
         self.n = n;
     }
-}
 
-/// Forward through `layers` for `rows` rows, acts[0] already filled; the last layer is
-/// left linear without bias (the caller adds it, fused with its own output transform).
-fn mlp_forward_rows(params: &[f32], layers: &[Linear], acts: &mut [&mut [f32]], rows: usize) {
-    for (i, l) in layers.iter().enumerate() {
-        let (inp, out) = acts.split_at_mut(i + 1);
-        let out = &mut out[0][..rows * l.out];
-        linear_forward(params, l, &inp[i][..rows * l.inp], out, rows);
-        if i + 1 < layers.len() {
-            fastmath::bias_tanh_rows(out, &params[l.b..l.b + l.out]);
-        }
-    }
-}
-
-/// Backward through `layers` for a piece of `rows` rows: `w.delta` holds the gradient at
-/// the last layer's (linear) output. Weight gradients are scaled per row by `scale`; the
-/// gradient at the input is left in `w.delta` when `want_input_grad`.
-fn mlp_backward_rows(
-    params: &[f32],
-    layers: &[Linear],
-    acts: &[&[f32]],
-    scale: Option<&[f32]>,
-    rows: usize,
-    w: &mut Worker,
-    want_input_grad: bool,
-) {
-    for (i, l) in layers.iter().enumerate().rev() {
-        let inp = &acts[i][..rows * l.inp];
-        linear_weight_grad(
-            &mut w.grad,
-            l,
-            inp,
-            &w.delta[..rows * l.out],
-            scale,
-            &mut w.scaled,
-            rows,
-        );
-        if i > 0 || want_input_grad {
-            linear_input_grad(
-                params,
-                l,
-                &w.delta[..rows * l.out],
-                &mut w.delta_prev[..rows * l.inp],
-                rows,
-            );
-            if i > 0 {
-                fastmath::tanh_backward(&mut w.delta_prev[..rows * l.inp], inp);
-            }
-            std::mem::swap(&mut w.delta, &mut w.delta_prev);
-        }
+    /// Bytes held by parameters, optimizer state, activations and worker scratch.
+    fn working_bytes(&self) -> u64 {
+        let acts: usize = self
+            .enc
+            .acts
+            .iter()
+            .chain(&self.dec.acts)
+            .map(Vec::len)
+            .sum();
+        let workers: usize = self
+            .workers
+            .iter()
+            .map(|w| w.grad.len() + w.scaled.len() + w.delta.len() + w.delta_prev.len())
+            .sum();
+        let other = self.params.len()
+            + self.grad.len()
+            + 3 * self.adam.m.len()
+            + self.x.len()
+            + self.eps.len()
+            + self.log_w.len()
+            + self.row_up.len()
+            + self.enc_up.len();
+        4 * (acts + workers + other) as u64
     }
 }
 
@@ -379,41 +232,7 @@ impl Backend for CpuBackend {
     }
 
     fn optimizer_step(&mut self, cfg: &AdamConfig, lr: f64) -> Result<()> {
-        let t_adam = self.timer.start();
-        let el = self.layout.encoder_len;
-        let scales = [
-            optim::clip_factor(self.norms.encoder, cfg.clip_encoder),
-            optim::clip_factor(self.norms.decoder, cfg.clip_decoder),
-        ];
-        let step = self.adam.begin_step(cfg, lr);
-        let st = &mut self.adam;
-        let (grad, params) = (&self.grad, &mut self.params);
-        self.pool.install(|| {
-            params
-                .par_chunks_mut(ADAM_CHUNK)
-                .zip(grad.par_chunks(ADAM_CHUNK))
-                .zip(
-                    st.m.par_chunks_mut(ADAM_CHUNK)
-                        .zip(st.v.par_chunks_mut(ADAM_CHUNK))
-                        .zip(st.v_max.par_chunks_mut(ADAM_CHUNK)),
-                )
-                .enumerate()
-                .for_each(|(ci, ((p, g), ((m, v), vm)))| {
-                    // A chunk that straddles the encoder/decoder boundary is split there.
-                    let off = ci * ADAM_CHUNK;
-                    let cut = el.saturating_sub(off).min(p.len());
-                    let (p0, p1) = p.split_at_mut(cut);
-                    let (m0, m1) = m.split_at_mut(cut);
-                    let (v0, v1) = v.split_at_mut(cut);
-                    let (vm0, vm1) = vm.split_at_mut(cut);
-                    optim::adam_update(&step, p0, &g[..cut], scales[0], m0, v0, vm0);
-                    optim::adam_update(&step, p1, &g[cut..], scales[1], m1, v1, vm1);
-                })
-        });
-        let len = self.layout.len;
-        self.timer
-            .stop(t_adam, "adam", || format!("adam [{len} parameters]"), 0.0);
-        Ok(())
+        self.optimizer_step_impl(cfg, lr)
     }
 
     fn reset_optimizer(&mut self) {
@@ -430,30 +249,7 @@ impl Backend for CpuBackend {
         cfg: &AdamConfig,
         lr: f64,
     ) -> Result<()> {
-        let (norms, objective) = if batch * n > self.max_rows() {
-            self.chunked_coefficients_and_backward(x, batch, n, noise, program)?
-        } else {
-            self.forward(x, batch, n, noise)?;
-            let mut coeffs = std::mem::take(&mut self.coeffs);
-            let t_coef = self.timer.start();
-            program.coefficients_into(&self.log_w[..batch * n], batch, n, &mut coeffs);
-            self.timer.stop(
-                t_coef,
-                "coefficients",
-                || format!("coefficients [{batch} x {n}]"),
-                0.0,
-            );
-            let norms = self.backward(&coeffs.a, &coeffs.b, &coeffs.c);
-            let objective = coeffs.objective.iter().sum::<f64>() / batch as f64;
-            self.coeffs = coeffs;
-            (norms?, objective)
-        };
-        self.optimizer_step(cfg, lr)?;
-        self.stats.steps += 1;
-        self.stats.objective += objective;
-        self.stats.grad_norm_encoder += norms.encoder;
-        self.stats.grad_norm_decoder += norms.decoder;
-        Ok(())
+        self.train_step_impl(x, batch, n, noise, program, cfg, lr)
     }
 
     fn chain_step(
@@ -465,113 +261,7 @@ impl Backend for CpuBackend {
         cfg: &AdamConfig,
         lr: f64,
     ) -> Result<ChainOutcome> {
-        chains.validate().map_err(anyhow::Error::msg)?;
-        if batch == 0 {
-            bail!("a training step needs at least one datapoint");
-        }
-        let kk = chains.particles;
-        // Per datapoint: every log-weight drawn so far and the chains' coefficients, by id.
-        let mut hist: Vec<Vec<f64>> = vec![Vec::new(); batch];
-        let mut coef: Vec<Vec<f64>> = vec![Vec::new(); batch];
-        let mut states = vec![ChainState::default(); batch];
-        let mut t = 0;
-        while states.iter().any(|s| !s.done) {
-            let block = chains.step_block(t);
-            let first = if t == 0 { 0 } else { block.start };
-            // Only datapoints still running draw this index's block (their own noise).
-            let running: Vec<u32> = (0..batch as u32)
-                .filter(|&r| !states[r as usize].done)
-                .collect();
-            let pick = (running.len() < batch).then_some(&running[..]);
-            let per = (self.max_rows() / running.len()).max(1);
-            for s0 in (first..block.end).step_by(per) {
-                let l = per.min(block.end - s0);
-                // The encoder runs once per minibatch: its output stays in place.
-                let lw = self.forward_impl(
-                    x,
-                    batch,
-                    l,
-                    &Noise {
-                        first_sample: noise.first_sample + s0 as u32,
-                        ..*noise
-                    },
-                    t == 0 && s0 == first,
-                    pick,
-                )?;
-                for (i, &r) in running.iter().enumerate() {
-                    hist[r as usize].extend(lw[i * l..(i + 1) * l].iter().map(|&v| v as f64));
-                }
-            }
-            for &r in &running {
-                let r = r as usize;
-                debug_assert_eq!(hist[r].len(), block.end);
-                coef[r].resize(block.end, 0.0);
-                let u = rng::uniforms4(
-                    noise.seed,
-                    Stream::Coupling,
-                    noise.step,
-                    noise.first_datapoint + r as u32,
-                    t as u32,
-                )
-                .map(|v| v as f64);
-                chain::step(chains, &mut states[r], &hist[r], u, &mut coef[r]);
-            }
-            t += 1;
-        }
-        // Decoder: the chains' coefficients; encoder: IWAE-DReG on the first K particles. The
-        // backward runs per group of rows over the particles its rows used (beyond them the
-        // coefficients are zero), each group's coefficients scaled by |group| / batch since a
-        // pass averages over its own rows.
-        let dreg =
-            crate::estimators::Estimator::new(crate::estimators::EstimatorKind::IwaeDreg, 0.0);
-        let (mut wa, mut wb, mut wc) = (vec![0.0; kk], vec![0.0; kk], vec![0.0; kk]);
-        let mut objective = 0.0;
-        let mut encoder_b = Vec::with_capacity(batch);
-        for h in &hist {
-            objective += dreg.coefficients_row(&h[..kk], &mut wa, &mut wb, &mut wc);
-            encoder_b.push(wb.clone());
-        }
-        let used: Vec<usize> = states.iter().map(|s| s.particles).collect();
-        let overhead = self.chain_group_overhead.unwrap_or(chain::GROUP_OVERHEAD);
-        let xd = self.layout.arch.x_dim;
-        let mut norms = GradNorms::default();
-        for (gi, (rows, n)) in chain::backward_groups(&used, overhead)
-            .into_iter()
-            .enumerate()
-        {
-            let gb = rows.len();
-            let scale = gb as f64 / batch as f64;
-            let (mut a, mut b) = (vec![0.0f32; gb * n], vec![0.0f32; gb * n]);
-            for (i, r) in rows.clone().enumerate() {
-                for (dst, &v) in a[i * n..(i + 1) * n].iter_mut().zip(&coef[r]) {
-                    *dst = (v * scale) as f32;
-                }
-                for (dst, &v) in b[i * n..i * n + kk].iter_mut().zip(&encoder_b[r]) {
-                    *dst = (v * scale) as f32;
-                }
-            }
-            let c = vec![0.0f32; gb * n];
-            let group_noise = Noise {
-                first_datapoint: noise.first_datapoint + rows.start as u32,
-                ..*noise
-            };
-            let xs = &x[rows.start * xd..rows.end * xd];
-            norms = self.backward_in_chunks(xs, gb, n, &group_noise, &a, &b, &c, gi > 0)?;
-        }
-        self.optimizer_step(cfg, lr)?;
-        self.stats.steps += 1;
-        self.stats.objective += objective / batch as f64;
-        self.stats.grad_norm_encoder += norms.encoder;
-        self.stats.grad_norm_decoder += norms.decoder;
-        Ok(ChainOutcome {
-            iterations: t,
-            meeting_times: states
-                .iter()
-                .map(|s| s.meeting_time(chains) as u32)
-                .collect(),
-            capped: states.iter().map(|s| s.capped).collect(),
-            particles: states.iter().map(|s| s.particles as u32).collect(),
-        })
+        self.chain_step_impl(x, batch, noise, chains, cfg, lr)
     }
 
     fn take_stats(&mut self) -> Result<StepStats> {
@@ -629,509 +319,4 @@ impl Backend for CpuBackend {
         let now = self.working_bytes();
         (now, self.peak_bytes.max(now))
     }
-}
-
-impl CpuBackend {
-    /// `forward`; with `encode` false the encoder output of the last pass over the same
-    /// minibatch is reused (a coupled step's later time indices). With `pick`, the pass covers
-    /// only those datapoints of the minibatch (their own noise counters), `n` samples each, and
-    /// returns `[pick.len(), n]` log-weights; it needs the minibatch encoded already and is
-    /// for log-weights only (no backward follows it).
-    fn forward_impl(
-        &mut self,
-        x: &[f32],
-        batch: usize,
-        n: usize,
-        noise: &Noise,
-        encode: bool,
-        pick: Option<&[u32]>,
-    ) -> Result<&[f32]> {
-        let arch = self.layout.arch.clone();
-        let (xd, zd) = (arch.x_dim, arch.z_dim);
-        if x.len() != batch * xd {
-            bail!(
-                "input has {} values, expected batch {batch} x {xd}",
-                x.len()
-            );
-        }
-        if batch == 0 || n == 0 {
-            bail!("forward needs at least one datapoint and one sample (batch {batch}, n {n})");
-        }
-        if pick.is_some_and(|p| encode || p.iter().any(|&r| r as usize >= batch)) {
-            bail!("a pass over picked datapoints needs their minibatch encoded already");
-        }
-        self.resize(batch, n);
-        self.x.clear();
-        self.x.extend_from_slice(x);
-        let rows = pick.map_or(batch, |p| p.len()) * n;
-        let params = &self.params;
-        let layout = &self.layout;
-        let threads = self.threads;
-
-        let enc_flops = 2.0 * (batch * mlp_macs(&self.layout.encoder)) as f64;
-        let dec_flops = 2.0 * (rows * mlp_macs(&self.layout.decoder)) as f64;
-        let enc_dims = arch.encoder_dims();
-        // Reusing needs the same minibatch in place (same batch size: `resize` kept it).
-        let encode = encode || self.enc.acts[0] != x;
-        if encode {
-            let t_enc = self.timer.start();
-            // Encoder, parallel over datapoints.
-            self.enc.acts[0].copy_from_slice(x);
-            let enc_ranges = worker_ranges(batch, threads);
-            let mut per_worker: Vec<Vec<&mut [f32]>> =
-                (0..enc_ranges.len()).map(|_| Vec::new()).collect();
-            for (buf, &d) in self.enc.acts.iter_mut().zip(&enc_dims) {
-                for (w, s) in split_rows(buf, d, &enc_ranges).into_iter().enumerate() {
-                    per_worker[w].push(s);
-                }
-            }
-            self.pool.install(|| {
-                per_worker
-                    .into_par_iter()
-                    .zip(enc_ranges.par_iter())
-                    .for_each(|(mut acts, r)| {
-                        mlp_forward_rows(params, &layout.encoder, &mut acts, r.len());
-                        let last = layout.encoder.last().expect("encoder has layers");
-                        fastmath::bias_rows(
-                            &mut acts[enc_dims.len() - 1][..r.len() * last.out],
-                            &params[last.b..last.b + last.out],
-                        );
-                    })
-            });
-
-            self.timer.stop(
-                t_enc,
-                "encoder forward",
-                || format!("encoder forward [{batch} rows]"),
-                enc_flops,
-            );
-        }
-        let t_dec = self.timer.start();
-        // Noise, sampling and decoder, parallel over sample rows.
-        let mu_ls = &self.enc.acts[enc_dims.len() - 1];
-        let dec_dims = arch.decoder_dims();
-        let ranges = worker_ranges(rows, threads);
-        let mut per_worker: Vec<Vec<&mut [f32]>> = (0..ranges.len()).map(|_| Vec::new()).collect();
-        for (buf, &d) in self.dec.acts.iter_mut().zip(&dec_dims) {
-            for (w, s) in split_rows(buf, d, &ranges).into_iter().enumerate() {
-                per_worker[w].push(s);
-            }
-        }
-        let eps_parts = split_rows(&mut self.eps, zd, &ranges);
-        let lw_parts = split_rows(&mut self.log_w, 1, &ranges);
-        let xs = &self.x;
-        let lik = arch.likelihood;
-        let inv_var = lik.inv_var() as f32;
-        // The Gaussian's normalising constant over all x_dim outputs, once per row.
-        let lik_const = (lik.log_norm() * xd as f64) as f32;
-        self.pool.install(|| {
-            per_worker
-                .into_par_iter()
-                .zip(eps_parts.into_par_iter().zip(lw_parts.into_par_iter()))
-                .zip(ranges.par_iter())
-                .for_each(|((mut acts, (eps, lw)), range)| {
-                    let out_layer = layout.decoder.last().expect("decoder has layers");
-                    let out_bias = &params[out_layer.b..out_layer.b + xd];
-                    let last = acts.len() - 1;
-                    let mut start = 0;
-                    while start < range.len() {
-                        let p = PIECE_ROWS.min(range.len() - start);
-                        // Noise and z = mu + sigma * eps for each row of the piece.
-                        for j in 0..p {
-                            let row = range.start + start + j;
-                            let (b, s) = (row / n, row % n);
-                            let b = pick.map_or(b, |p| p[b] as usize);
-                            let e = &mut eps[(start + j) * zd..(start + j + 1) * zd];
-                            fill_normals_at(noise, b, s, zd, e);
-                            let m = &mu_ls[b * 2 * zd..(b + 1) * 2 * zd];
-                            let z = &mut acts[0][(start + j) * zd..(start + j + 1) * zd];
-                            for d in 0..zd {
-                                z[d] = m[d] + fastmath::exp(m[zd + d]) * e[d];
-                            }
-                        }
-                        let mut piece: Vec<&mut [f32]> = acts
-                            .iter_mut()
-                            .zip(&dec_dims)
-                            .map(|(a, &d)| &mut a[start * d..(start + p) * d])
-                            .collect();
-                        mlp_forward_rows(params, &layout.decoder, &mut piece, p);
-                        for j in 0..p {
-                            let row = range.start + start + j;
-                            let b = pick.map_or(row / n, |p| p[row / n] as usize);
-                            let out = &mut piece[last][j * xd..(j + 1) * xd];
-                            let xb = &xs[b * xd..(b + 1) * xd];
-                            let log_px = match lik {
-                                Likelihood::Bernoulli => fastmath::bernoulli_row(out, out_bias, xb),
-                                Likelihood::Gaussian { .. } => {
-                                    fastmath::gaussian_row(out, out_bias, xb, inv_var) + lik_const
-                                }
-                            };
-                            let z = &piece[0][j * zd..(j + 1) * zd];
-                            let e = &eps[(start + j) * zd..(start + j + 1) * zd];
-                            let ls = &mu_ls[b * 2 * zd + zd..(b + 1) * 2 * zd];
-                            // log p(z) - log q(z|x); the 2 pi constants cancel.
-                            let mut lz = 0.0f32;
-                            for d in 0..zd {
-                                lz += 0.5 * (e[d] * e[d] - z[d] * z[d]) + ls[d];
-                            }
-                            lw[start + j] = log_px + lz;
-                        }
-                        start += p;
-                    }
-                })
-        });
-        self.timer.stop(
-            t_dec,
-            "decoder forward",
-            || format!("sample z, decoder forward, log-weights [{rows} rows]"),
-            dec_flops,
-        );
-        let bytes = self.working_bytes();
-        self.peak_bytes = self.peak_bytes.max(bytes);
-        Ok(&self.log_w[..rows])
-    }
-
-    /// The gradient of the last forward pass; `accumulate` adds it to the current gradient
-    /// (later chunks of a chunked step) instead of replacing it.
-    fn backward_impl(
-        &mut self,
-        a: &[f32],
-        b: &[f32],
-        c: &[f32],
-        accumulate: bool,
-    ) -> Result<GradNorms> {
-        let (batch, n) = (self.batch, self.n);
-        let rows = batch * n;
-        if batch == 0 {
-            bail!("backward called before forward");
-        }
-        if a.len() != rows || b.len() != rows || c.len() != rows {
-            bail!("coefficients must be [batch {batch}, n {n}] = {rows} values each");
-        }
-        let zd = self.layout.arch.z_dim;
-        let params = &self.params;
-        let layout = &self.layout;
-        let need_path = b.iter().any(|&v| v != 0.0);
-        let dec_dims = layout.arch.decoder_dims();
-        for w in &mut self.workers {
-            w.grad.iter_mut().for_each(|g| *g = 0.0);
-        }
-
-        let t_dec = self.timer.start();
-        let dec_flops = 4.0 * (rows * mlp_macs(&layout.decoder)) as f64;
-        let enc_flops = 4.0 * (batch * mlp_macs(&layout.encoder)) as f64;
-        // Decoder backward per sample row, weight gradients scaled by a.
-        let ranges = worker_ranges(rows, self.threads);
-        let dec = &self.dec.acts;
-        let eps = &self.eps;
-        let mu_ls = self.enc.acts.last().expect("encoder output");
-        let up_parts = split_rows(&mut self.row_up, 2 * zd, &ranges);
-        let workers = &mut self.workers[..ranges.len()];
-        self.pool.install(|| {
-            workers
-                .par_iter_mut()
-                .zip(up_parts.into_par_iter())
-                .zip(ranges.par_iter())
-                .for_each(|((w, up), range)| {
-                    let mut start = 0;
-                    while start < range.len() {
-                        let p = PIECE_ROWS.min(range.len() - start);
-                        let r0 = range.start + start;
-                        let piece: Vec<&[f32]> = dec
-                            .iter()
-                            .zip(&dec_dims)
-                            .map(|(v, &d)| &v[r0 * d..(r0 + p) * d])
-                            .collect();
-                        let last = piece.len() - 1;
-                        w.delta[..piece[last].len()].copy_from_slice(piece[last]);
-                        mlp_backward_rows(
-                            params,
-                            &layout.decoder,
-                            &piece[..last],
-                            Some(&a[r0..r0 + p]),
-                            p,
-                            w,
-                            need_path,
-                        );
-                        // Encoder upstream per sample: b P + c S (docs/design.md §1).
-                        for j in 0..p {
-                            let row = r0 + j;
-                            let bi = row / n;
-                            let (bc, cc) = (b[row], c[row]);
-                            let e = &eps[row * zd..(row + 1) * zd];
-                            let z = &piece[0][j * zd..(j + 1) * zd];
-                            let ls = &mu_ls[bi * 2 * zd + zd..(bi + 1) * 2 * zd];
-                            let u = &mut up[(start + j) * 2 * zd..(start + j + 1) * 2 * zd];
-                            for d in 0..zd {
-                                let sigma = fastmath::exp(ls[d]);
-                                let e_over_s = e[d] / sigma;
-                                let (p_mu, p_ls) = if need_path {
-                                    let gz = w.delta[j * zd + d] - z[d];
-                                    (gz + e_over_s, sigma * e[d] * gz + e[d] * e[d])
-                                } else {
-                                    (0.0, 0.0)
-                                };
-                                u[d] = bc * p_mu - cc * e_over_s;
-                                u[zd + d] = bc * p_ls + cc * (1.0 - e[d] * e[d]);
-                            }
-                        }
-                        start += p;
-                    }
-                })
-        });
-
-        self.timer.stop(
-            t_dec,
-            "decoder backward",
-            || format!("decoder backward, encoder upstream [{rows} rows]"),
-            dec_flops,
-        );
-        let t_enc = self.timer.start();
-        // Sum the upstream over each datapoint's samples, then the encoder backward.
-        for bi in 0..batch {
-            let dst = &mut self.enc_up[bi * 2 * zd..(bi + 1) * 2 * zd];
-            dst.iter_mut().for_each(|v| *v = 0.0);
-            for row in bi * n..(bi + 1) * n {
-                for (d, v) in dst
-                    .iter_mut()
-                    .zip(&self.row_up[row * 2 * zd..(row + 1) * 2 * zd])
-                {
-                    *d += v;
-                }
-            }
-        }
-        let enc_ranges = worker_ranges(batch, self.threads);
-        let enc_dims = layout.arch.encoder_dims();
-        let enc = &self.enc.acts;
-        let enc_up = &self.enc_up;
-        let workers = &mut self.workers[..enc_ranges.len()];
-        self.pool.install(|| {
-            workers
-                .par_iter_mut()
-                .zip(enc_ranges.par_iter())
-                .for_each(|(w, range)| {
-                    let mut start = range.start;
-                    while start < range.end {
-                        let p = PIECE_ROWS.min(range.end - start);
-                        let piece: Vec<&[f32]> = enc
-                            .iter()
-                            .zip(&enc_dims)
-                            .map(|(v, &d)| &v[start * d..(start + p) * d])
-                            .collect();
-                        w.delta[..p * 2 * zd]
-                            .copy_from_slice(&enc_up[start * 2 * zd..(start + p) * 2 * zd]);
-                        mlp_backward_rows(
-                            params,
-                            &layout.encoder,
-                            &piece[..piece.len() - 1],
-                            None,
-                            p,
-                            w,
-                            false,
-                        );
-                        start += p;
-                    }
-                })
-        });
-
-        self.timer.stop(
-            t_enc,
-            "encoder backward",
-            || format!("encoder backward [{batch} rows]"),
-            enc_flops,
-        );
-        let t_red = self.timer.start();
-        // Reduce the workers' accumulators in a fixed order; mean over the batch.
-        let inv_b = 1.0 / batch as f32;
-        let workers = &self.workers;
-        self.pool.install(|| {
-            self.grad
-                .par_chunks_mut(4096)
-                .enumerate()
-                .for_each(|(ci, g)| {
-                    let off = ci * 4096;
-                    for (i, v) in g.iter_mut().enumerate() {
-                        let mut s = 0.0f32;
-                        for w in workers {
-                            s += w.grad[off + i];
-                        }
-                        if accumulate {
-                            *v += s * inv_b;
-                        } else {
-                            *v = s * inv_b;
-                        }
-                    }
-                })
-        });
-        // Frozen entries keep their values: zero gradient, so norms, clipping and Adam
-        // (zero moments stay zero) leave them alone.
-        for r in &self.layout.frozen {
-            self.grad[r.clone()].fill(0.0);
-        }
-        let el = self.layout.encoder_len;
-        let grad = &self.grad;
-        let (enc, dec) = self
-            .pool
-            .install(|| rayon::join(|| par_l2_norm(&grad[..el]), || par_l2_norm(&grad[el..])));
-        self.norms = GradNorms {
-            encoder: enc,
-            decoder: dec,
-        };
-        self.timer.stop(
-            t_red,
-            "reduce + norms",
-            || "sum worker gradients, gradient norms".to_string(),
-            0.0,
-        );
-        Ok(self.norms)
-    }
-
-    /// Caps the sample rows one pass holds (default 65,536); larger steps run in chunks.
-    pub fn set_row_limit(&mut self, rows: Option<usize>) {
-        self.row_limit = rows;
-    }
-
-    /// Sets the overhead `coupling::chain::backward_groups` charges per backward group of a
-    /// coupled step (None: the default; 0 splits wherever it saves a particle, a huge value
-    /// keeps one group).
-    pub fn set_chain_group_overhead(&mut self, overhead: Option<usize>) {
-        self.chain_group_overhead = overhead;
-    }
-
-    /// A step whose batch x N rows exceed one pass: log-weights chunk by chunk, the
-    /// coefficients over all N, then each chunk's forward again (same noise, same z) and its
-    /// backward added into the gradient. Memory stays that of one chunk.
-    fn chunked_coefficients_and_backward(
-        &mut self,
-        x: &[f32],
-        batch: usize,
-        n: usize,
-        noise: &Noise,
-        program: &CoefficientProgram,
-    ) -> Result<(GradNorms, f64)> {
-        let per = (self.max_rows() / batch).max(1);
-        let chunks: Vec<(usize, usize)> = (0..n)
-            .step_by(per)
-            .map(|s0| (s0, per.min(n - s0)))
-            .collect();
-        let mut full = vec![0.0f32; batch * n];
-        for &(s0, len) in &chunks {
-            let lw = self.forward(
-                x,
-                batch,
-                len,
-                &Noise {
-                    first_sample: noise.first_sample + s0 as u32,
-                    ..*noise
-                },
-            )?;
-            for b in 0..batch {
-                full[b * n + s0..b * n + s0 + len].copy_from_slice(&lw[b * len..(b + 1) * len]);
-            }
-        }
-        let mut coeffs = std::mem::take(&mut self.coeffs);
-        program.coefficients_into(&full, batch, n, &mut coeffs);
-        let norms =
-            self.backward_in_chunks(x, batch, n, noise, &coeffs.a, &coeffs.b, &coeffs.c, false)?;
-        let objective = coeffs.objective.iter().sum::<f64>() / batch as f64;
-        self.coeffs = coeffs;
-        Ok((norms, objective))
-    }
-
-    /// The backward of a step over `n` samples with given coefficients `[batch, n]`: each
-    /// chunk's forward pass again (same noise, same z), its backward added into the gradient
-    /// (the first chunk's too when `accumulate`).
-    #[allow(clippy::too_many_arguments)]
-    fn backward_in_chunks(
-        &mut self,
-        x: &[f32],
-        batch: usize,
-        n: usize,
-        noise: &Noise,
-        a: &[f32],
-        b: &[f32],
-        c: &[f32],
-        accumulate: bool,
-    ) -> Result<GradNorms> {
-        let per = (self.max_rows() / batch).max(1);
-        let mut norms = GradNorms::default();
-        let (mut ca, mut cb, mut cc) = (Vec::new(), Vec::new(), Vec::new());
-        for (ci, s0) in (0..n).step_by(per).enumerate() {
-            let len = per.min(n - s0);
-            self.forward(
-                x,
-                batch,
-                len,
-                &Noise {
-                    first_sample: noise.first_sample + s0 as u32,
-                    ..*noise
-                },
-            )?;
-            for (dst, src) in [(&mut ca, a), (&mut cb, b), (&mut cc, c)] {
-                dst.clear();
-                for r in 0..batch {
-                    dst.extend_from_slice(&src[r * n + s0..r * n + s0 + len]);
-                }
-            }
-            norms = self.backward_impl(&ca, &cb, &cc, accumulate || ci > 0)?;
-        }
-        Ok(norms)
-    }
-
-    /// Bytes held by parameters, optimizer state, activations and worker scratch.
-    fn working_bytes(&self) -> u64 {
-        let acts: usize = self
-            .enc
-            .acts
-            .iter()
-            .chain(&self.dec.acts)
-            .map(Vec::len)
-            .sum();
-        let workers: usize = self
-            .workers
-            .iter()
-            .map(|w| w.grad.len() + w.scaled.len() + w.delta.len() + w.delta_prev.len())
-            .sum();
-        let other = self.params.len()
-            + self.grad.len()
-            + 3 * self.adam.m.len()
-            + self.x.len()
-            + self.eps.len()
-            + self.log_w.len()
-            + self.row_up.len()
-            + self.enc_up.len();
-        4 * (acts + workers + other) as u64
-    }
-}
-
-/// Multiply-adds of one row through `layers`.
-fn mlp_macs(layers: &[Linear]) -> usize {
-    layers.iter().map(|l| l.inp * l.out).sum()
-}
-
-/// Sample rows of one pass: about 360 MB of activations for the MNIST model. Larger steps
-/// (a high MLMC level, a long SUMO tail) run in chunks.
-const ROWS_PER_PASS: usize = 1 << 16;
-
-/// Parameters per parallel chunk of the optimizer step.
-const ADAM_CHUNK: usize = 16_384;
-
-fn par_l2_norm(g: &[f32]) -> f64 {
-    g.par_chunks(16_384)
-        .map(|c| c.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>())
-        .sum::<f64>()
-        .sqrt()
-}
-
-/// Normals (first_sample + s) * z_dim .. + z_dim of datapoint row b's counter.
-fn fill_normals_at(noise: &Noise, b: usize, s: usize, zd: usize, out: &mut [f32]) {
-    let first = (noise.first_sample as usize + s) * zd;
-    rng::fill_normals_from(
-        noise.seed,
-        noise.stream,
-        noise.step,
-        noise.first_datapoint + b as u32,
-        first,
-        out,
-    );
 }

@@ -1,0 +1,197 @@
+//! The forward pass: the encoder once per datapoint, then per sample row the noise, z, the
+//! decoder and the log-weight, each worker over its own contiguous rows in pieces.
+
+use super::gemm::{linear_forward, mlp_macs, split_rows, worker_ranges};
+use super::{fastmath, CpuBackend, PIECE_ROWS};
+use crate::backend::Noise;
+use crate::model::{Likelihood, Linear};
+use crate::rng;
+use anyhow::{bail, Result};
+use rayon::prelude::*;
+
+impl CpuBackend {
+    /// `forward`; with `encode` false the encoder output of the last pass over the same
+    /// minibatch is reused (a coupled step's later time indices). With `pick`, the pass covers
+    /// only those datapoints of the minibatch (their own noise counters), `n` samples each, and
+    /// returns `[pick.len(), n]` log-weights; it needs the minibatch encoded already and is
+    /// for log-weights only (no backward follows it).
+    pub(super) fn forward_impl(
+        &mut self,
+        x: &[f32],
+        batch: usize,
+        n: usize,
+        noise: &Noise,
+        encode: bool,
+        pick: Option<&[u32]>,
+    ) -> Result<&[f32]> {
+        let arch = self.layout.arch.clone();
+        let (xd, zd) = (arch.x_dim, arch.z_dim);
+        if x.len() != batch * xd {
+            bail!(
+                "input has {} values, expected batch {batch} x {xd}",
+                x.len()
+            );
+        }
+        if batch == 0 || n == 0 {
+            bail!("forward needs at least one datapoint and one sample (batch {batch}, n {n})");
+        }
+        if pick.is_some_and(|p| encode || p.iter().any(|&r| r as usize >= batch)) {
+            bail!("a pass over picked datapoints needs their minibatch encoded already");
+        }
+        self.resize(batch, n);
+        self.x.clear();
+        self.x.extend_from_slice(x);
+        let rows = pick.map_or(batch, |p| p.len()) * n;
+        let params = &self.params;
+        let layout = &self.layout;
+        let threads = self.threads;
+
+        let enc_flops = 2.0 * (batch * mlp_macs(&self.layout.encoder)) as f64;
+        let dec_flops = 2.0 * (rows * mlp_macs(&self.layout.decoder)) as f64;
+        let enc_dims = arch.encoder_dims();
+        // Reusing needs the same minibatch in place (same batch size: `resize` kept it).
+        let encode = encode || self.enc.acts[0] != x;
+        if encode {
+            let t_enc = self.timer.start();
+            // Encoder, parallel over datapoints.
+            self.enc.acts[0].copy_from_slice(x);
+            let enc_ranges = worker_ranges(batch, threads);
+            let mut per_worker: Vec<Vec<&mut [f32]>> =
+                (0..enc_ranges.len()).map(|_| Vec::new()).collect();
+            for (buf, &d) in self.enc.acts.iter_mut().zip(&enc_dims) {
+                for (w, s) in split_rows(buf, d, &enc_ranges).into_iter().enumerate() {
+                    per_worker[w].push(s);
+                }
+            }
+            self.pool.install(|| {
+                per_worker
+                    .into_par_iter()
+                    .zip(enc_ranges.par_iter())
+                    .for_each(|(mut acts, r)| {
+                        mlp_forward_rows(params, &layout.encoder, &mut acts, r.len());
+                        let last = layout.encoder.last().expect("encoder has layers");
+                        fastmath::bias_rows(
+                            &mut acts[enc_dims.len() - 1][..r.len() * last.out],
+                            &params[last.b..last.b + last.out],
+                        );
+                    })
+            });
+
+            self.timer.stop(
+                t_enc,
+                "encoder forward",
+                || format!("encoder forward [{batch} rows]"),
+                enc_flops,
+            );
+        }
+        let t_dec = self.timer.start();
+        // Noise, sampling and decoder, parallel over sample rows.
+        let mu_ls = &self.enc.acts[enc_dims.len() - 1];
+        let dec_dims = arch.decoder_dims();
+        let ranges = worker_ranges(rows, threads);
+        let mut per_worker: Vec<Vec<&mut [f32]>> = (0..ranges.len()).map(|_| Vec::new()).collect();
+        for (buf, &d) in self.dec.acts.iter_mut().zip(&dec_dims) {
+            for (w, s) in split_rows(buf, d, &ranges).into_iter().enumerate() {
+                per_worker[w].push(s);
+            }
+        }
+        let eps_parts = split_rows(&mut self.eps, zd, &ranges);
+        let lw_parts = split_rows(&mut self.log_w, 1, &ranges);
+        let xs = &self.x;
+        let lik = arch.likelihood;
+        let inv_var = lik.inv_var() as f32;
+        // The Gaussian's normalising constant over all x_dim outputs, once per row.
+        let lik_const = (lik.log_norm() * xd as f64) as f32;
+        self.pool.install(|| {
+            per_worker
+                .into_par_iter()
+                .zip(eps_parts.into_par_iter().zip(lw_parts.into_par_iter()))
+                .zip(ranges.par_iter())
+                .for_each(|((mut acts, (eps, lw)), range)| {
+                    let out_layer = layout.decoder.last().expect("decoder has layers");
+                    let out_bias = &params[out_layer.b..out_layer.b + xd];
+                    let last = acts.len() - 1;
+                    let mut start = 0;
+                    while start < range.len() {
+                        let p = PIECE_ROWS.min(range.len() - start);
+                        // Noise and z = mu + sigma * eps for each row of the piece.
+                        for j in 0..p {
+                            let row = range.start + start + j;
+                            let (b, s) = (row / n, row % n);
+                            let b = pick.map_or(b, |p| p[b] as usize);
+                            let e = &mut eps[(start + j) * zd..(start + j + 1) * zd];
+                            fill_normals_at(noise, b, s, zd, e);
+                            let m = &mu_ls[b * 2 * zd..(b + 1) * 2 * zd];
+                            let z = &mut acts[0][(start + j) * zd..(start + j + 1) * zd];
+                            for d in 0..zd {
+                                z[d] = m[d] + fastmath::exp(m[zd + d]) * e[d];
+                            }
+                        }
+                        let mut piece: Vec<&mut [f32]> = acts
+                            .iter_mut()
+                            .zip(&dec_dims)
+                            .map(|(a, &d)| &mut a[start * d..(start + p) * d])
+                            .collect();
+                        mlp_forward_rows(params, &layout.decoder, &mut piece, p);
+                        for j in 0..p {
+                            let row = range.start + start + j;
+                            let b = pick.map_or(row / n, |p| p[row / n] as usize);
+                            let out = &mut piece[last][j * xd..(j + 1) * xd];
+                            let xb = &xs[b * xd..(b + 1) * xd];
+                            let log_px = match lik {
+                                Likelihood::Bernoulli => fastmath::bernoulli_row(out, out_bias, xb),
+                                Likelihood::Gaussian { .. } => {
+                                    fastmath::gaussian_row(out, out_bias, xb, inv_var) + lik_const
+                                }
+                            };
+                            let z = &piece[0][j * zd..(j + 1) * zd];
+                            let e = &eps[(start + j) * zd..(start + j + 1) * zd];
+                            let ls = &mu_ls[b * 2 * zd + zd..(b + 1) * 2 * zd];
+                            // log p(z) - log q(z|x); the 2 pi constants cancel.
+                            let mut lz = 0.0f32;
+                            for d in 0..zd {
+                                lz += 0.5 * (e[d] * e[d] - z[d] * z[d]) + ls[d];
+                            }
+                            lw[start + j] = log_px + lz;
+                        }
+                        start += p;
+                    }
+                })
+        });
+        self.timer.stop(
+            t_dec,
+            "decoder forward",
+            || format!("sample z, decoder forward, log-weights [{rows} rows]"),
+            dec_flops,
+        );
+        let bytes = self.working_bytes();
+        self.peak_bytes = self.peak_bytes.max(bytes);
+        Ok(&self.log_w[..rows])
+    }
+}
+
+/// Forward through `layers` for `rows` rows, acts[0] already filled; the last layer is
+/// left linear without bias (the caller adds it, fused with its own output transform).
+fn mlp_forward_rows(params: &[f32], layers: &[Linear], acts: &mut [&mut [f32]], rows: usize) {
+    for (i, l) in layers.iter().enumerate() {
+        let (inp, out) = acts.split_at_mut(i + 1);
+        let out = &mut out[0][..rows * l.out];
+        linear_forward(params, l, &inp[i][..rows * l.inp], out, rows);
+        if i + 1 < layers.len() {
+            fastmath::bias_tanh_rows(out, &params[l.b..l.b + l.out]);
+        }
+    }
+}
+
+/// Normals (first_sample + s) * z_dim .. + z_dim of datapoint row b's counter.
+fn fill_normals_at(noise: &Noise, b: usize, s: usize, zd: usize, out: &mut [f32]) {
+    let first = (noise.first_sample as usize + s) * zd;
+    rng::fill_normals_from(
+        noise.seed,
+        noise.stream,
+        noise.step,
+        noise.first_datapoint + b as u32,
+        first,
+        out,
+    );
+}
