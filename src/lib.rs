@@ -13,6 +13,7 @@ pub mod eval;
 pub mod exact;
 pub mod files;
 pub mod grad_stats;
+pub mod images;
 pub mod model;
 pub mod optim;
 pub mod parity;

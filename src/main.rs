@@ -5,6 +5,7 @@ mod cli;
 use clap::Parser;
 
 fn main() {
+    cli::silence_display_probing();
     if let Err(e) = cli::run(cli::Cli::parse()) {
         eprintln!("error: {e:#}");
         std::process::exit(1);

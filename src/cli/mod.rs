@@ -7,6 +7,7 @@ mod console;
 mod devices;
 mod eval;
 mod grad_stats;
+mod images;
 mod train;
 
 use anyhow::Result;
@@ -44,12 +45,28 @@ enum Command {
     Profile(bench::ProfileArgs),
     /// Bias, variance, SNR and cost of an estimator's gradient on a model with exact log p(x).
     GradStats(grad_stats::GradStatsArgs),
+    /// Draw decoder means for latents from the prior as a PNG grid.
+    Sample(images::SampleArgs),
+    /// Draw test images beside their reconstructions as a PNG grid.
+    Reconstruct(images::ReconstructArgs),
     /// List the GPU adapters wgpu can see, with backend, type, driver and features.
     Devices {
         /// Print JSON.
         #[arg(long)]
         json: bool,
     },
+}
+
+/// On a machine without a display, the Vulkan loader's Wayland probe prints
+/// "error: XDG_RUNTIME_DIR is invalid or not set" for every instance wgpu creates, which reads
+/// like a failure of ours. A compute-only program never wants a Wayland display, so when none
+/// is configured, point the probe at an absolute path that does not exist: it then fails
+/// quietly. Called first thing in `main`, while the process has one thread.
+pub fn silence_display_probing() {
+    let unset = |k: &str| std::env::var_os(k).is_none_or(|v| v.is_empty());
+    if unset("WAYLAND_DISPLAY") && unset("XDG_RUNTIME_DIR") {
+        std::env::set_var("WAYLAND_DISPLAY", "/nonexistent/uvae-compute-only");
+    }
 }
 
 /// Runs the parsed command.
@@ -61,6 +78,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(a) => bench::run_bench(a),
         Command::Profile(a) => bench::run_profile(a),
         Command::GradStats(a) => grad_stats::run(a),
+        Command::Sample(a) => images::run_sample(a),
+        Command::Reconstruct(a) => images::run_reconstruct(a),
         Command::Devices { json } => devices::run_devices(json),
     }
 }

@@ -43,6 +43,11 @@ pub fn log_lik(layout: &Layout, p: &[f64], x: &[f64], z: &[f64]) -> f64 {
     out.iter().zip(x).map(|(&m, &xv)| lik.log_term(xv, m)).sum()
 }
 
+/// The decoder's output for latent `z`: Bernoulli logits (the VAE) or Gaussian means.
+pub fn decode(layout: &Layout, p: &[f64], z: &[f64]) -> Vec<f64> {
+    mlp(p, &layout.decoder, z)
+}
+
 const HALF_LN_2PI: f64 = 0.918_938_533_204_672_8;
 
 /// log N(z; mu, diag(exp(log_sigma))^2).
