@@ -21,7 +21,7 @@
 //! Index convention: docs/design.md §1 writes `Delta_j = L_{m+j+1} - L_{m+j}` with the sum over
 //! `j = 1..K`; read literally that skips the first increment `L_{m+1} - L_m` and has
 //! expectation `E[L_m] + log p(x) - E[L_{m+1}] != log p(x)`. The convention above (the
-//! lecture's, whose sum starts at the first increment `IW_2 - IW_1`) is the unbiased one. The two agree if DESIGN's sum starts at `j = 0` with `P(K >= 0) = 1`,
+//! lecture's, whose sum starts at the first increment `IW_2 - IW_1`) is the unbiased one. The two agree if the original design notes' sum starts at `j = 0` with `P(K >= 0) = 1`,
 //! which amounts to a base of `m + 1` samples.
 //!
 //! # Coefficients
@@ -472,9 +472,9 @@ mod tests {
                 (expect - want).abs() < 1e-9,
                 "m={m} J={big_j}: E_K = {expect}, L_(m+J) = {want}"
             );
-            // With DESIGN's literal indices (Delta_j = L_{m+j+1} - L_{m+j}) the expectation
-            // would miss L_{m+1} - L_m: check that this difference is not zero here, so the
-            // test distinguishes the conventions.
+            // With the original design notes' literal indices (Delta_j = L_{m+j+1} - L_{m+j})
+            // the expectation would miss L_{m+1} - L_m: check that this difference is not zero
+            // here, so the test distinguishes the conventions.
             let miss =
                 crate::estimators::iwae_bound(&l[..m + 1]) - crate::estimators::iwae_bound(&l[..m]);
             assert!(miss.abs() > 1e-6, "{miss}");
