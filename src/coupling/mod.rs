@@ -90,7 +90,7 @@
 //! the two chains' `h` still differ at `t = tau` (the sets they selected the common particle from
 //! differ in their conditioning particle) although the estimator stops correcting at `tau - 1`:
 //! that is the estimator of the set-valued chain `S_{t-1}` with its meeting time taken one step
-//! too early, and it is biased (`tests/coupling.rs::trap_h_is_biased_on_the_toy`). The missing
+//! too early, and it is biased (`tests/integration/coupling.rs::trap_h_is_biased_on_the_toy`). The missing
 //! term compares the two chains at different ages (`X` is `L` steps ahead), so the bias grows
 //! with the distance between the initial law and `p(z|x)`: with the initial particle from `q`
 //! (as here) it is about 13 SE at 640000 replications on the toy with `K = 5`, `k = m = 0`,
@@ -104,7 +104,7 @@
 //! expectation is bounded below when `w <= w_max`; DISIR meets at least as often as ISIR. The
 //! toy's weights are bounded (its encoder variance 2/3 exceeds the posterior's 1/2 in every
 //! direction); PPCA's encoder inflates the posterior's marginal sds by 1.2, and the observed
-//! meeting times have light tails (`tests/coupling.rs`).
+//! meeting times have light tails (`tests/integration/coupling.rs`).
 //!
 //! # Cap
 //!

@@ -473,9 +473,9 @@ mod tests {
                 (expect - want).abs() < 1e-9,
                 "m={m} J={big_j}: E_K = {expect}, L_(m+J) = {want}"
             );
-            // With the original notes' literal indices (Delta_j = L_{m+j+1} - L_{m+j}) the expectation
-            // would miss L_{m+1} - L_m: check that this difference is not zero here, so the
-            // test distinguishes the conventions.
+            // With the original design notes' literal indices (Delta_j = L_{m+j+1} - L_{m+j})
+            // the expectation would miss L_{m+1} - L_m: check that this difference is not zero
+            // here, so the test distinguishes the conventions.
             let miss =
                 crate::estimators::iwae_bound(&l[..m + 1]) - crate::estimators::iwae_bound(&l[..m]);
             assert!(miss.abs() > 1e-6, "{miss}");

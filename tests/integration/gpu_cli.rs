@@ -1,18 +1,9 @@
 //! `uvae train` and `uvae eval` on the GPU against the CPU, through the binary.
 
-use assert_cmd::Command;
 use serde_json::Value;
 
-mod common;
-use common::have_gpu;
-
-fn metrics(dir: &std::path::Path) -> Vec<Value> {
-    std::fs::read_to_string(dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
+use crate::common::cli::{metrics_lines, uvae};
+use crate::common::have_gpu;
 
 /// Same seed, small config: the first epoch's objective agrees to 1e-3 relative.
 #[test]
@@ -24,8 +15,7 @@ fn gpu_and_cpu_training_agree_on_the_first_epoch() {
     let mut objectives = Vec::new();
     for backend in ["cpu", "gpu"] {
         let out = tmp.path().join(backend);
-        Command::cargo_bin("uvae")
-            .unwrap()
+        uvae()
             .args([
                 "train",
                 "--backend",
@@ -55,7 +45,7 @@ fn gpu_and_cpu_training_agree_on_the_first_epoch() {
             .arg(&out)
             .assert()
             .success();
-        let m = metrics(&out);
+        let m = metrics_lines(&out);
         objectives.push((
             m[0]["train_objective"].as_f64().unwrap(),
             m[0]["val_lk"].as_f64().unwrap(),
@@ -81,8 +71,7 @@ fn gpu_eval_matches_cpu_within_a_hundredth_of_a_nat() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
-    Command::cargo_bin("uvae")
-        .unwrap()
+    uvae()
         .args([
             "train",
             "--backend",
@@ -104,8 +93,7 @@ fn gpu_eval_matches_cpu_within_a_hundredth_of_a_nat() {
         .success();
     let mut means = Vec::new();
     for backend in ["cpu", "gpu"] {
-        let out = Command::cargo_bin("uvae")
-            .unwrap()
+        let out = uvae()
             .args([
                 "eval",
                 "--backend",
@@ -146,11 +134,7 @@ fn check_command_prints_a_passing_table() {
     if !have_gpu() {
         return;
     }
-    let out = Command::cargo_bin("uvae")
-        .unwrap()
-        .arg("check")
-        .output()
-        .unwrap();
+    let out = uvae().arg("check").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     println!("{text}");
     assert!(

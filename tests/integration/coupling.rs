@@ -26,17 +26,16 @@
 //! The configurations vary `(k, m, L)` across the checks so that both the lag-1 and the lag >= 2
 //! bias-correction weights (`coupling::bc_weight`) are exercised.
 
-mod stats;
-use stats::Welford;
 use std::sync::OnceLock;
 use std::time::Instant;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use rayon::prelude::*;
 use unbiased_vae::coupling::{estimate, ChainKernel, CouplingConfig, MeetingStats, RbSet};
 use unbiased_vae::estimators::softmax_into;
-use unbiased_vae::exact::{combine, draw_samples, ExactModel, Ppca, Toy};
+use unbiased_vae::exact::{combine, draw_samples, ExactModel, Toy};
+
+use crate::common::mc::{self, max_abs, ppca, toy, Merge, Welford, MIN_POWER, Z_MAX};
 
 /// Replications per unbiasedness check.
 const R: usize = 64_000;
@@ -46,12 +45,6 @@ const R_IWAE: usize = 64_000;
 const R_TRAP: usize = 256_000;
 /// Particles per set in every check.
 const K: usize = 5;
-/// The 4-SE threshold.
-const Z_MAX: f64 = 4.0;
-/// Minimum power ratio (see the module docs).
-const MIN_POWER: f64 = 6.0;
-/// Chunks of replications, each with its own ChaCha8 stream.
-const CHUNKS: u64 = 64;
 
 #[derive(Clone, Copy, Debug)]
 enum Est {
@@ -91,7 +84,9 @@ impl Moments {
     fn push(&mut self, v: &[f64]) {
         self.stats.push(v);
     }
+}
 
+impl Merge for Moments {
     fn merge(&mut self, o: &Moments) {
         self.stats.merge(&o.stats);
         self.cost += o.cost;
@@ -116,45 +111,29 @@ impl Check {
         reps: usize,
         seed: u64,
     ) -> Check {
-        assert_eq!(
-            reps as u64 % CHUNKS,
-            0,
-            "reps must be a multiple of {CHUNKS}"
-        );
         let t = Instant::now();
-        let per = reps as u64 / CHUNKS;
         let d = model.theta_len();
-        let parts: Vec<Moments> = (0..CHUNKS)
-            .into_par_iter()
-            .map(|c| {
-                let mut rng = ChaCha8Rng::seed_from_u64(seed);
-                rng.set_stream(c);
-                let mut mo = Moments::new(d);
-                for _ in 0..per {
-                    match est {
-                        Est::Iwae(k) => {
-                            let (l, dd) = draw_samples(model, x, k, &mut rng);
-                            let mut a = vec![0.0; k];
-                            softmax_into(&l, &mut a);
-                            mo.push(&combine(&a, &dd, d));
-                            mo.cost += k as f64;
-                        }
-                        Est::Coupled(cfg) => {
-                            let e = estimate(model, x, &cfg, &mut rng);
-                            mo.push(&e.grad_theta);
-                            mo.cost += e.proposals as f64;
-                            mo.times.push(e.meeting_time);
-                            mo.capped.push(e.capped);
-                        }
-                    }
+        let moments = mc::replicate(
+            reps,
+            seed,
+            || Moments::new(d),
+            |mo, rng| match est {
+                Est::Iwae(k) => {
+                    let (l, dd) = draw_samples(model, x, k, rng);
+                    let mut a = vec![0.0; k];
+                    softmax_into(&l, &mut a);
+                    mo.push(&combine(&a, &dd, d));
+                    mo.cost += k as f64;
                 }
-                mo
-            })
-            .collect();
-        let mut moments = Moments::new(d);
-        for p in &parts {
-            moments.merge(p);
-        }
+                Est::Coupled(cfg) => {
+                    let e = estimate(model, x, &cfg, rng);
+                    mo.push(&e.grad_theta);
+                    mo.cost += e.proposals as f64;
+                    mo.times.push(e.meeting_time);
+                    mo.capped.push(e.capped);
+                }
+            },
+        );
         let check = Check {
             label: format!("{label} {est:?}"),
             moments,
@@ -165,26 +144,21 @@ impl Check {
     }
 
     fn z(&self) -> Vec<f64> {
-        (0..self.exact.len())
-            .map(|i| (self.moments.mean[i] - self.exact[i]) / self.moments.se(i))
-            .collect()
+        self.moments.z(&self.exact)
     }
 
     fn max_abs_z(&self) -> f64 {
-        self.z().iter().fold(0.0, |a, z| a.max(z.abs()))
+        max_abs(&self.z())
     }
 
     fn max_se(&self) -> f64 {
-        (0..self.exact.len())
-            .map(|i| self.moments.se(i))
-            .fold(0.0, f64::max)
+        self.moments.max_se(self.exact.len())
     }
 
     /// `max_i |bias_i of reference| / SE_i of self`.
     fn power_ratio(&self, biased: &Check) -> f64 {
-        (0..self.exact.len())
-            .map(|i| (biased.moments.mean[i] - biased.exact[i]).abs() / self.moments.se(i))
-            .fold(0.0, f64::max)
+        self.moments
+            .power_ratio(&biased.moments, &biased.exact, self.exact.len())
     }
 
     fn meeting_stats(&self) -> MeetingStats {
@@ -237,19 +211,6 @@ impl Check {
             reference.label
         );
     }
-}
-
-fn toy() -> (Toy, Vec<f64>) {
-    // The paper's setup: optimum + N(0, 0.01^2) perturbation of mu, A and b.
-    let m = Toy::new(1);
-    let x = m.data()[0].clone();
-    (m, x)
-}
-
-fn ppca() -> (Ppca, Vec<f64>) {
-    let m = Ppca::new(1);
-    let x = m.data()[0].clone();
-    (m, x)
 }
 
 fn cfg(kernel: ChainKernel, particles: usize, k: usize, m: usize, lag: usize) -> CouplingConfig {

@@ -1,7 +1,6 @@
 //! Training with SUMO and MLMC through the CLI: level draws logged with their cost, the
 //! warnings a user must see, both backends agreeing, and chunked steps equal to whole ones.
 
-use assert_cmd::Command;
 use serde_json::Value;
 use unbiased_vae::backend::cpu::CpuBackend;
 use unbiased_vae::backend::{Backend, Noise};
@@ -10,11 +9,8 @@ use unbiased_vae::model::{Arch, Params};
 use unbiased_vae::optim::AdamConfig;
 use unbiased_vae::rng::Stream;
 
-mod common;
-use common::have_gpu;
-#[path = "common/train_cli.rs"]
-mod train_cli;
-use train_cli::train_metrics;
+use crate::common::cli::{train_metrics, uvae};
+use crate::common::have_gpu;
 
 const TINY: [&str; 14] = [
     "--train-limit",
@@ -147,8 +143,7 @@ fn bad_unbiased_settings_name_their_flag() {
         ),
         (vec!["--estimator", "iwae", "--encoder", "rws"], "--encoder"),
     ] {
-        let out = Command::cargo_bin("uvae")
-            .unwrap()
+        let out = uvae()
             .arg("train")
             .args(TINY)
             .args(&args)
@@ -174,7 +169,6 @@ fn gpu_and_cpu_agree_for_sumo_and_mlmc() {
     let run = |est: &str, backend: &str| -> Vec<Value> {
         let dir = tmp.path().join(format!("{est}-{backend}"));
         let args = [
-            "train",
             "--train-limit",
             "200",
             "--valid-size",
@@ -190,23 +184,7 @@ fn gpu_and_cpu_agree_for_sumo_and_mlmc() {
             "--val-k",
             "8",
         ];
-        let out = Command::cargo_bin("uvae")
-            .unwrap()
-            .args(args)
-            .args(["--backend", backend, "--estimator", est, "--out"])
-            .arg(&dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::fs::read_to_string(dir.join("metrics.jsonl"))
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        train_metrics(&dir, &args, &["--backend", backend, "--estimator", est]).0
     };
     for est in ["sumo", "mlmc-ss", "mlmc-rr"] {
         let (cpu, gpu) = (run(est, "cpu"), run(est, "gpu"));

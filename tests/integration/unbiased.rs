@@ -34,28 +34,20 @@
 //! (`SumoTail::new(10_000, 0.9)`, `E[K] ~ 8.8`), whose variance is finite in practice; the
 //! default tail is checked too, with the power ratio printed but not asserted.
 
-mod stats;
-use stats::Welford;
 use std::time::Instant;
 
-use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use rayon::prelude::*;
 use unbiased_vae::estimators::mlmc::{p_range_warning, Mlmc, MlmcTarget, MlmcVariant};
 use unbiased_vae::estimators::sumo::{sumo_coefficients_with, SumoTail};
 use unbiased_vae::estimators::{iwae_bound, softmax_into};
-use unbiased_vae::exact::{combine, draw_samples, ExactModel, Ppca, Toy};
+use unbiased_vae::exact::{combine, draw_samples, ExactModel};
+
+use crate::common::mc::{self, max_abs, ppca, toy, Merge, Welford, MIN_POWER, Z_MAX};
 
 /// Replications for the MLMC checks and IWAE references.
 const R: usize = 64_000;
 /// Replications for the SUMO checks (its variance is larger).
 const R_SUMO: usize = 128_000;
-/// The 4-SE threshold.
-const Z_MAX: f64 = 4.0;
-/// Minimum power ratio (see the module docs).
-const MIN_POWER: f64 = 6.0;
-/// Chunks of replications, each with its own ChaCha8 stream.
-const CHUNKS: u64 = 64;
 
 /// SUMO's tail with the heavy part extended to `k < 10000` (see the module docs).
 fn long_heavy_tail() -> SumoTail {
@@ -153,7 +145,9 @@ impl Moments {
     fn push(&mut self, v: &[f64]) {
         self.stats.push(v);
     }
+}
 
+impl Merge for Moments {
     fn merge(&mut self, o: &Moments) {
         self.stats.merge(&o.stats);
         self.samples += o.samples;
@@ -178,36 +172,21 @@ impl Check {
         reps: usize,
         seed: u64,
     ) -> Check {
-        assert_eq!(
-            reps as u64 % CHUNKS,
-            0,
-            "reps must be a multiple of {CHUNKS}"
-        );
         let t = Instant::now();
-        let per = reps as u64 / CHUNKS;
         let d = model.theta_len() + 1;
-        let parts: Vec<Moments> = (0..CHUNKS)
-            .into_par_iter()
-            .map(|c| {
-                let mut rng = ChaCha8Rng::seed_from_u64(seed);
-                rng.set_stream(c);
-                let mut mo = Moments::new(d);
-                let mut v = vec![0.0; d];
-                for _ in 0..per {
-                    let (val, g, n) = est.draw(model, x, &mut rng);
-                    v[..d - 1].copy_from_slice(&g);
-                    v[d - 1] = val;
-                    mo.push(&v);
-                    mo.samples += n as f64;
-                    mo.max_samples = mo.max_samples.max(n);
-                }
-                mo
-            })
-            .collect();
-        let mut moments = Moments::new(d);
-        for p in &parts {
-            moments.merge(p);
-        }
+        let moments = mc::replicate(
+            reps,
+            seed,
+            || Moments::new(d),
+            |mo, rng| {
+                // The gradient in coordinates 0..d - 1, the value in d - 1.
+                let (val, mut v, n) = est.draw(model, x, rng);
+                v.push(val);
+                mo.push(&v);
+                mo.samples += n as f64;
+                mo.max_samples = mo.max_samples.max(n);
+            },
+        );
         let mut exact = model.exact_grad_theta(x);
         exact.push(model.exact_log_px(x));
         let check = Check {
@@ -224,31 +203,26 @@ impl Check {
     }
 
     fn z(&self) -> Vec<f64> {
-        (0..self.exact.len())
-            .map(|i| (self.moments.mean[i] - self.exact[i]) / self.moments.se(i))
-            .collect()
+        self.moments.z(&self.exact)
     }
 
     /// Largest |z| over the gradient coordinates.
     fn max_abs_z_grad(&self) -> f64 {
-        self.z()[..self.d()].iter().fold(0.0, |a, z| a.max(z.abs()))
+        max_abs(&self.z()[..self.d()])
     }
 
     fn max_abs_z(&self) -> f64 {
-        self.z().iter().fold(0.0, |a, z| a.max(z.abs()))
+        max_abs(&self.z())
     }
 
     fn max_se_grad(&self) -> f64 {
-        (0..self.d())
-            .map(|i| self.moments.se(i))
-            .fold(0.0, f64::max)
+        self.moments.max_se(self.d())
     }
 
     /// `max_i |bias_i of reference| / SE_i of self` over the gradient coordinates.
     fn power_ratio(&self, biased: &Check) -> f64 {
-        (0..self.d())
-            .map(|i| (biased.moments.mean[i] - biased.exact[i]).abs() / self.moments.se(i))
-            .fold(0.0, f64::max)
+        self.moments
+            .power_ratio(&biased.moments, &biased.exact, self.d())
     }
 
     fn print(&self, secs: f64) {
@@ -286,19 +260,6 @@ impl Check {
             self.label
         );
     }
-}
-
-fn toy() -> (Toy, Vec<f64>) {
-    // The paper's setup: optimum + N(0, 0.01^2) perturbation of mu, A and b.
-    let m = Toy::new(1);
-    let x = m.data()[0].clone();
-    (m, x)
-}
-
-fn ppca() -> (Ppca, Vec<f64>) {
-    let m = Ppca::new(1);
-    let x = m.data()[0].clone();
-    (m, x)
 }
 
 fn mlmc(variant: MlmcVariant, i0: u32, cap: Option<u32>) -> Mlmc {
@@ -434,12 +395,9 @@ fn capped_mlmc_targets_the_capped_bound() {
         let c = Check::run("toy capped", &t, &x, Est::Mlmc(e), R, seed);
         let d = c.d() + 1;
         let z2: Vec<f64> = (0..d)
-            .map(|i| {
-                let se = (c.moments.se(i).powi(2) + iwae4.moments.se(i).powi(2)).sqrt();
-                (c.moments.mean[i] - iwae4.moments.mean[i]) / se
-            })
+            .map(|i| c.moments.z_against(&iwae4.moments, i))
             .collect();
-        let zmax = z2.iter().fold(0.0f64, |a, z| a.max(z.abs()));
+        let zmax = max_abs(&z2);
         println!(
             "  capped {variant:?} vs IWAE(4): max |z| = {zmax:.2}, z = [{}]",
             z2.iter()

@@ -1,17 +1,15 @@
 //! `uvae profile` and `uvae bench` on the CPU backend and on a GPU adapter (lavapipe in CI).
 
-use assert_cmd::Command;
 use serde_json::Value;
 
-mod common;
-use common::have_gpu;
+use crate::common::cli::uvae;
+use crate::common::{backends, TestBackend};
 
 /// Runs a tiny profile; checks the report and that the trace has one event per timed call.
 fn profile(backend: &str, must_have: &[&str]) {
     let tmp = tempfile::tempdir().unwrap();
     let trace = tmp.path().join("trace.json");
-    let out = Command::cargo_bin("uvae")
-        .unwrap()
+    let out = uvae()
         .args([
             "profile",
             "--backend",
@@ -32,83 +30,85 @@ fn profile(backend: &str, must_have: &[&str]) {
         .unwrap();
     assert!(
         out.status.success(),
-        "{}",
+        "{backend}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let report: Value = serde_json::from_slice(&out.stdout).expect("profile --json prints JSON");
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{backend}: profile --json prints JSON: {e}"));
     let rows = report["rows"].as_array().unwrap();
     let calls: u64 = rows.iter().map(|r| r["calls"].as_u64().unwrap()).sum();
     let shares: f64 = rows.iter().map(|r| r["share"].as_f64().unwrap()).sum();
-    assert!((shares - 1.0).abs() < 1e-6, "shares sum to {shares}");
+    assert!(
+        (shares - 1.0).abs() < 1e-6,
+        "{backend}: shares sum to {shares}"
+    );
     for kernel in must_have {
         assert!(
             rows.iter().any(|r| r["kernel"] == *kernel),
-            "no {kernel} row in {rows:?}"
+            "{backend}: no {kernel} row in {rows:?}"
         );
     }
-    assert!(report["peak_memory_bytes"].as_u64().unwrap() > 0);
-    assert!(report["wall_ms_per_step"].as_f64().unwrap() > 0.0);
-    let trace: Value =
-        serde_json::from_slice(&std::fs::read(&trace).unwrap()).expect("trace is valid JSON");
+    assert!(
+        report["peak_memory_bytes"].as_u64().unwrap() > 0,
+        "{backend}: {report}"
+    );
+    assert!(
+        report["wall_ms_per_step"].as_f64().unwrap() > 0.0,
+        "{backend}: {report}"
+    );
+    let trace: Value = serde_json::from_slice(&std::fs::read(&trace).unwrap())
+        .unwrap_or_else(|e| panic!("{backend}: trace is valid JSON: {e}"));
     let events = trace["traceEvents"].as_array().unwrap();
     assert_eq!(
         events.len() as u64,
         calls,
-        "one trace event per timed dispatch or phase"
+        "{backend}: one trace event per timed dispatch or phase"
     );
     for e in events {
-        assert_eq!(e["ph"], "X");
+        assert_eq!(e["ph"], "X", "{backend}: {e}");
         assert!(
             e["ts"].as_f64().unwrap() >= 0.0 && e["dur"].as_f64().unwrap() >= 0.0,
-            "{e}"
+            "{backend}: {e}"
         );
     }
     // GEMM work is counted, so its GFLOP/s is reported.
     assert!(
         rows.iter()
             .any(|r| r["gflops"].as_f64().is_some_and(|g| g > 0.0)),
-        "{rows:?}"
+        "{backend}: {rows:?}"
     );
 }
 
+/// Each backend's profile names its own timed calls: phases on the CPU, kernels on the GPU.
 #[test]
-fn profile_on_the_cpu() {
-    profile(
-        "cpu",
-        &[
-            "encoder forward",
-            "decoder forward",
-            "coefficients",
-            "decoder backward",
-            "encoder backward",
-            "adam",
-        ],
-    );
-}
-
-#[test]
-fn profile_on_the_gpu() {
-    if !have_gpu() {
-        return;
+fn profile_on_every_backend() {
+    for backend in backends() {
+        let must_have: &[&str] = match backend {
+            TestBackend::Cpu => &[
+                "encoder forward",
+                "decoder forward",
+                "coefficients",
+                "decoder backward",
+                "encoder backward",
+                "adam",
+            ],
+            TestBackend::Gpu => &[
+                "gemm",
+                "sample_z",
+                "log_weights",
+                "coefficients",
+                "encoder_upstream",
+                "grad_norms",
+                "adam",
+                "accumulate_stats",
+            ],
+        };
+        profile(backend.name(), must_have);
     }
-    profile(
-        "gpu",
-        &[
-            "gemm",
-            "sample_z",
-            "log_weights",
-            "coefficients",
-            "encoder_upstream",
-            "grad_norms",
-            "adam",
-            "accumulate_stats",
-        ],
-    );
 }
 
 fn bench(backend: &str) {
-    let out = Command::cargo_bin("uvae")
-        .unwrap()
+    let out = uvae()
         .args([
             "bench",
             "--backend",
@@ -131,45 +131,42 @@ fn bench(backend: &str) {
         .unwrap();
     assert!(
         out.status.success(),
-        "{}",
+        "{backend}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{backend}: JSON line: {e}")))
         .collect();
-    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(lines.len(), 3, "{backend}: {lines:?}");
     for l in &lines[..2] {
         let (lo, med, hi) = (
             l["min_datapoints_per_s"].as_f64().unwrap(),
             l["datapoints_per_s"].as_f64().unwrap(),
             l["max_datapoints_per_s"].as_f64().unwrap(),
         );
-        assert!(lo > 0.0 && lo <= med && med <= hi, "{l}");
-        assert_eq!(l["repeats"], 3);
+        assert!(lo > 0.0 && lo <= med && med <= hi, "{backend}: {l}");
+        assert_eq!(l["repeats"], 3, "{backend}: {l}");
     }
-    assert_eq!(lines[1]["estimator"], "jvi-dreg");
-    assert_eq!(lines[2]["k"], 7);
-    assert!(lines[2]["mean_lk"].as_f64().unwrap() < 0.0);
+    assert_eq!(lines[1]["estimator"], "jvi-dreg", "{backend}");
+    assert_eq!(lines[2]["k"], 7, "{backend}");
+    assert!(
+        lines[2]["mean_lk"].as_f64().unwrap() < 0.0,
+        "{backend}: {}",
+        lines[2]
+    );
 }
 
 #[test]
-fn bench_on_the_cpu() {
-    bench("cpu");
-}
-
-#[test]
-fn bench_on_the_gpu() {
-    if !have_gpu() {
-        return;
+fn bench_on_every_backend() {
+    for backend in backends() {
+        bench(backend.name());
     }
-    bench("gpu");
 }
 
 #[test]
 fn bench_rejects_a_malformed_config() {
-    let out = Command::cargo_bin("uvae")
-        .unwrap()
+    let out = uvae()
         .args(["bench", "--backend", "cpu", "--configs", "iwae:50"])
         .output()
         .unwrap();

@@ -280,8 +280,8 @@ fn phi_surrogate(kind: EstimatorKind) -> (Moves, PhiSurrogate) {
         }),
         EstimatorKind::Jvi => (Moves::Both, |l, _, _| jackknife(l)),
         EstimatorKind::JviDreg => (Moves::Draw, |l, l0, _| dot(&jvi_dreg_weights(l0), l)),
-        // Random-size estimators are subset programs, checked in src/estimators/device.rs;
-        // the coupled chains in tests/coupling.rs.
+        // Random-size estimators are subset programs, checked in src/estimators/program.rs;
+        // the coupled chains in the `coupling` tests.
         EstimatorKind::Sumo
         | EstimatorKind::MlmcSs
         | EstimatorKind::MlmcRr

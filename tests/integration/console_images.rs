@@ -2,13 +2,12 @@
 //! epoch lines kept; `--quiet`: only the final line), and the PNG grids of `uvae sample` and
 //! `uvae reconstruct` (decoded, sized and not blank).
 
-use assert_cmd::Command;
+use crate::common::cli::uvae;
 use std::path::Path;
 
 /// A tiny CPU run into `out`, with extra `flags`.
 fn train(out: &Path, flags: &[&str]) -> std::process::Output {
-    Command::cargo_bin("uvae")
-        .unwrap()
+    uvae()
         .args([
             "train",
             "--backend",
@@ -102,12 +101,8 @@ fn sample_and_reconstruct_draw_deterministic_grids() {
     let run = dir.path().join("run");
     assert!(train(&run, &[]).status.success());
     let ckpt = run.join("checkpoint.safetensors");
-    let uvae = |args: &[&str]| {
-        let o = Command::cargo_bin("uvae")
-            .unwrap()
-            .args(args)
-            .output()
-            .unwrap();
+    let run_ok = |args: &[&str]| {
+        let o = uvae().args(args).output().unwrap();
         assert!(
             o.status.success(),
             "{args:?}: {}",
@@ -116,7 +111,7 @@ fn sample_and_reconstruct_draw_deterministic_grids() {
     };
     let png = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
     let c = ckpt.to_str().unwrap();
-    uvae(&[
+    run_ok(&[
         "sample",
         "--checkpoint",
         c,
@@ -129,7 +124,7 @@ fn sample_and_reconstruct_draw_deterministic_grids() {
         "--seed",
         "3",
     ]);
-    uvae(&[
+    run_ok(&[
         "sample",
         "--checkpoint",
         c,
@@ -142,7 +137,7 @@ fn sample_and_reconstruct_draw_deterministic_grids() {
         "--seed",
         "3",
     ]);
-    uvae(&[
+    run_ok(&[
         "sample",
         "--checkpoint",
         c,
@@ -172,7 +167,7 @@ fn sample_and_reconstruct_draw_deterministic_grids() {
         std::fs::read(png("c.png")).unwrap()
     );
 
-    uvae(&[
+    run_ok(&[
         "reconstruct",
         "--checkpoint",
         c,
@@ -198,8 +193,7 @@ fn sample_and_reconstruct_draw_deterministic_grids() {
 fn pictures_of_a_non_image_model_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("toy");
-    let o = Command::cargo_bin("uvae")
-        .unwrap()
+    let o = uvae()
         .args([
             "train",
             "--model",
@@ -216,8 +210,7 @@ fn pictures_of_a_non_image_model_are_refused() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = Command::cargo_bin("uvae")
-        .unwrap()
+    let o = uvae()
         .args(["sample", "--checkpoint"])
         .arg(run.join("checkpoint.safetensors"))
         .arg("--out")

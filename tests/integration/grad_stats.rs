@@ -121,7 +121,7 @@ fn coupled_chains_report_meeting_times_and_caps() {
     // The check is at 99 % per group (Bonferroni over its coordinates), so about 2 % of seeds
     // flag one of the two groups by chance: with R = 8000 this seed did (W: max |z| 3.41 vs
     // 3.29) once the chains drew their uniforms per time index; R = 64000, as in
-    // tests/coupling.rs, gives 1.55 and 1.20.
+    // the `coupling` tests, gives 1.55 and 1.20.
     let r = unbiased_vae::grad_stats::grad_stats_coupled(
         ModelChoice::Ppca,
         CouplingConfig::new(ChainKernel::Isir, 5),

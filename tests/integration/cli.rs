@@ -2,10 +2,11 @@
 //! checkpoint's on-disk layout, error messages for bad input, every estimator, and
 //! determinism. Every run is a few tenths of a second of CPU (loading MNIST dominates).
 
-use assert_cmd::Command;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
+
+use crate::common::cli::{run, run_ok};
 
 /// The training flags of the brief's tiny run (everything but --out).
 const TINY: &[&str] = &[
@@ -40,42 +41,6 @@ const METRIC_FIELDS: &[&str] = &[
 
 /// Metrics that depend on wall-clock time and so may differ between identical runs.
 const TIMING_FIELDS: &[&str] = &["seconds", "datapoints_per_s"];
-
-fn uvae() -> Command {
-    let mut c = Command::cargo_bin("uvae").expect("binary uvae is built");
-    // Short panic reports: the tests look for "panicked", not for the backtrace.
-    c.env("RUST_BACKTRACE", "0");
-    c
-}
-
-struct Output {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-fn run(args: &[&str]) -> Output {
-    let out = uvae().args(args).output().expect("uvae runs");
-    Output {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-/// Runs `uvae args`, asserting success, and returns stdout.
-fn run_ok(args: &[&str]) -> String {
-    let o = run(args);
-    assert_eq!(
-        o.code,
-        Some(0),
-        "uvae {} failed\nstdout:\n{}\nstderr:\n{}",
-        args.join(" "),
-        o.stdout,
-        o.stderr
-    );
-    o.stdout
-}
 
 /// `uvae train <TINY> <extra> --out <out>`.
 fn train_tiny(out: &Path, extra: &[&str]) -> String {

@@ -6,8 +6,7 @@ use unbiased_vae::backend::gpu::AdapterChoice;
 use unbiased_vae::model::Arch;
 use unbiased_vae::parity::{self, ParityReport, ParityShape};
 
-mod common;
-use common::have_gpu;
+use crate::common::{any_adapter, have_gpu};
 
 fn suite(choice: &AdapterChoice, shape: &ParityShape) -> ParityReport {
     let report = parity::run_suite(choice, shape).expect("parity suite runs");
@@ -25,14 +24,6 @@ fn suite(choice: &AdapterChoice, shape: &ParityShape) -> ParityReport {
         report.device
     );
     report
-}
-
-fn any_adapter() -> AdapterChoice {
-    AdapterChoice {
-        name: None,
-        allow_software: true,
-        disable_subgroups: false,
-    }
 }
 
 fn dispatches(report: &ParityReport, kernel: &str) -> usize {

@@ -9,6 +9,8 @@ use unbiased_vae::model::{checkpoint, Arch, Params};
 use unbiased_vae::optim::{AdamConfig, Schedule};
 use unbiased_vae::train;
 
+use crate::common::mc::combined_se;
+
 #[test]
 fn short_iwae_run_improves_validation_lk() {
     let dir = tempfile::tempdir().unwrap();
@@ -89,7 +91,7 @@ fn short_iwae_run_improves_validation_lk() {
     // standard errors. Both are means over the same 400 validation images with the same
     // evaluation noise, so their errors are positively correlated and the paired difference
     // has a smaller standard error than sqrt(se1^2 + se2^2); using that sum is conservative.
-    let se = (first.val_lk_stderr.powi(2) + last.val_lk_stderr.powi(2)).sqrt();
+    let se = combined_se(first.val_lk_stderr, last.val_lk_stderr);
     let gain = last.val_lk - first.val_lk;
     println!(
         "gain epoch 1 -> {}: {gain:.3} nats (3 SE = {:.3})",

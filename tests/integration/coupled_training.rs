@@ -1,10 +1,9 @@
 //! Training with coupled Markov chains (coupled-pimh, coupled-isir, coupled-disir) on MNIST:
 //! the batch runs until every datapoint's chains have met, the cost and meeting times are
 //! logged, a cap is reported, chunked steps equal whole ones, and both backends agree. The
-//! chains' unbiasedness is tested on the exact models in tests/coupling.rs, through the same
+//! chains' unbiasedness is tested on the exact models in `coupling`, through the same
 //! `coupling::chain::step` the CPU backend runs (and the GPU mirrors, see `uvae check`).
 
-use assert_cmd::Command;
 use serde_json::Value;
 use unbiased_vae::backend::cpu::CpuBackend;
 use unbiased_vae::backend::{Backend, Noise};
@@ -13,11 +12,9 @@ use unbiased_vae::model::{Arch, Params};
 use unbiased_vae::optim::AdamConfig;
 use unbiased_vae::rng::Stream;
 
-mod common;
-use common::have_gpu;
-#[path = "common/train_cli.rs"]
-mod train_cli;
-use train_cli::train_metrics;
+use crate::common::cli::{train_metrics, uvae};
+use crate::common::mc::{max_abs, Welford};
+use crate::common::{backends, have_gpu, TestBackend};
 
 const TINY: [&str; 14] = [
     "--train-limit",
@@ -110,8 +107,7 @@ fn bad_chain_settings_name_their_flag() {
         (vec!["--lag", "0"], "--lag"),
         (vec!["--k", "1"], "at least 2"),
     ] {
-        let out = Command::cargo_bin("uvae")
-            .unwrap()
+        let out = uvae()
             .args(["train", "--estimator", "coupled-isir", "--backend", "cpu"])
             .args(&args)
             .arg("--out")
@@ -257,34 +253,21 @@ fn gpu_and_cpu_agree_for_coupled_chains() {
     }
 }
 
-/// (name, backend, kernels checked, steps).
-type BackendUnderTest = (&'static str, Box<dyn Backend>, Vec<ChainKernel>, u32);
-
 /// Mean over `steps` batch means of the decoder-bias gradient (the toy's mu), and its SE.
 fn mu_gradient_stats(
     backend: &mut dyn Backend,
     step: &mut dyn FnMut(&mut dyn Backend, u32),
     bias: std::ops::Range<usize>,
     steps: u32,
-) -> (Vec<f64>, Vec<f64>) {
-    let d = bias.len();
-    let (mut s1, mut s2) = (vec![0.0; d], vec![0.0; d]);
+) -> Welford {
+    let mut stats = Welford::new(bias.len());
     for r in 0..steps {
         step(backend, r);
         let g = backend.gradient().unwrap();
-        for (i, &v) in g[bias.clone()].iter().enumerate() {
-            s1[i] += v as f64;
-            s2[i] += (v as f64) * (v as f64);
-        }
+        let mu: Vec<f64> = g[bias.clone()].iter().map(|&v| v as f64).collect();
+        stats.push(&mu);
     }
-    let n = steps as f64;
-    let mean: Vec<f64> = s1.iter().map(|s| s / n).collect();
-    let se = s2
-        .iter()
-        .zip(&mean)
-        .map(|(s, m)| ((s / n - m * m) * n / (n - 1.0) / n).sqrt())
-        .collect();
-    (mean, se)
+    stats
 }
 
 /// The training path's chains are unbiased end to end. On the toy (a backend model under
@@ -321,44 +304,18 @@ fn coupled_chain_steps_are_unbiased_on_the_toy_through_the_backends() {
         first_datapoint: 0,
         first_sample: 0,
     };
-    let max_z = |mean: &[f64], se: &[f64]| {
-        mean.iter()
-            .zip(se)
-            .zip(&exact)
-            .map(|((m, s), e)| ((m - e) / s).abs())
-            .fold(0.0f64, f64::max)
-    };
-    let mut backends: Vec<BackendUnderTest> = vec![(
-        "cpu",
-        Box::new(CpuBackend::new(&params.layout, &params.values, 2).unwrap()),
-        ChainKernel::ALL.to_vec(),
-        64,
-    )];
-    if have_gpu() {
-        let choice = unbiased_vae::backend::gpu::AdapterChoice {
-            name: None,
-            allow_software: true,
-            disable_subgroups: false,
+    let max_z = |stats: &Welford| max_abs(&stats.z(&exact));
+    for name in backends() {
+        // (kernels checked, steps)
+        let (kernels, steps) = match name {
+            TestBackend::Cpu => (ChainKernel::ALL.to_vec(), 64),
+            TestBackend::Gpu => (vec![ChainKernel::Isir], 32),
         };
-        backends.push((
-            "gpu",
-            Box::new(
-                unbiased_vae::backend::gpu::GpuBackend::new(
-                    &params.layout,
-                    &params.values,
-                    &choice,
-                )
-                .unwrap(),
-            ),
-            vec![ChainKernel::Isir],
-            32,
-        ));
-    }
-    for (name, mut backend, kernels, steps) in backends {
+        let mut backend = name.create(&params.layout, &params.values, 2, None);
         backend.reset_optimizer();
         for kernel in kernels {
             let chains = CouplingConfig::new(kernel, 5);
-            let (mean, se) = mu_gradient_stats(
+            let stats = mu_gradient_stats(
                 backend.as_mut(),
                 &mut |b, r| {
                     b.chain_step(&xb, batch, &noise(r), &chains, &adam, 0.0)
@@ -367,10 +324,10 @@ fn coupled_chain_steps_are_unbiased_on_the_toy_through_the_backends() {
                 bias.clone(),
                 steps,
             );
-            let z = max_z(&mean, &se);
+            let z = max_z(&stats);
             println!(
                 "{name} {kernel}: max |z| = {z:.2} (max SE {:.2e})",
-                se.iter().fold(0.0f64, |a, &b| a.max(b))
+                stats.max_se(bias.len())
             );
             assert!(z < 4.5, "{name} {kernel}: biased? max |z| = {z}");
         }
@@ -379,7 +336,7 @@ fn coupled_chain_steps_are_unbiased_on_the_toy_through_the_backends() {
             0.0,
         )
         .program();
-        let (mean, se) = mu_gradient_stats(
+        let stats = mu_gradient_stats(
             backend.as_mut(),
             &mut |b, r| {
                 b.train_step(&xb, batch, 2, &noise(r), &iwae, &adam, 0.0)
@@ -388,7 +345,7 @@ fn coupled_chain_steps_are_unbiased_on_the_toy_through_the_backends() {
             bias.clone(),
             steps,
         );
-        let z = max_z(&mean, &se);
+        let z = max_z(&stats);
         println!("{name} iwae(2): max |z| = {z:.2}");
         assert!(
             z > 6.0,

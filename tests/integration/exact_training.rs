@@ -1,10 +1,9 @@
 //! The exact models (toy, PPCA) as backend configurations: the backend's log-weights and
 //! decoder gradient against the f64 closed forms of `unbiased_vae::exact`, frozen ranges
 //! through training steps, and `--model toy` training on the CPU and the GPU. GPU parts skip
-//! without an adapter, except under CI=true (tests/common).
+//! without an adapter, except under CI=true (`common::have_gpu`).
 
 use unbiased_vae::backend::cpu::CpuBackend;
-use unbiased_vae::backend::gpu::{AdapterChoice, GpuBackend};
 use unbiased_vae::backend::{Backend, Noise};
 use unbiased_vae::config::{BackendChoice, TrainConfig};
 use unbiased_vae::estimators::{Estimator, EstimatorKind};
@@ -16,8 +15,7 @@ use unbiased_vae::optim::{AdamConfig, Schedule};
 use unbiased_vae::rng::{self, Stream};
 use unbiased_vae::train;
 
-mod common;
-use common::have_gpu;
+use crate::common::{backends, have_gpu};
 
 const NOISE: Noise = Noise {
     seed: 42,
@@ -187,33 +185,15 @@ fn exact_cases() -> Vec<(Params, Vec<f32>)> {
 }
 
 #[test]
-fn frozen_ranges_stay_bit_identical_on_the_cpu() {
-    for (params, x) in exact_cases() {
-        let mut cpu = CpuBackend::new(&params.layout, &params.values, 2).unwrap();
-        frozen_ranges_survive(&mut cpu, &params, &x);
-        // Chunked steps: at most 8 sample rows a pass (4 datapoints x 2 samples).
-        let mut chunked = CpuBackend::new(&params.layout, &params.values, 2).unwrap();
-        chunked.set_row_limit(Some(8));
-        frozen_ranges_survive(&mut chunked, &params, &x);
-    }
-}
-
-#[test]
-fn frozen_ranges_stay_bit_identical_on_the_gpu() {
-    if !have_gpu() {
-        return;
-    }
-    let choice = AdapterChoice {
-        name: None,
-        allow_software: true,
-        disable_subgroups: false,
-    };
-    for (params, x) in exact_cases() {
-        let mut gpu = GpuBackend::new(&params.layout, &params.values, &choice).unwrap();
-        frozen_ranges_survive(&mut gpu, &params, &x);
-        let mut chunked = GpuBackend::new(&params.layout, &params.values, &choice).unwrap();
-        chunked.set_row_limit(Some(8));
-        frozen_ranges_survive(&mut chunked, &params, &x);
+fn frozen_ranges_stay_bit_identical_on_every_backend() {
+    for backend in backends() {
+        for (params, x) in exact_cases() {
+            let mut whole = backend.create(&params.layout, &params.values, 2, None);
+            frozen_ranges_survive(whole.as_mut(), &params, &x);
+            // Chunked steps: at most 8 sample rows a pass (4 datapoints x 2 samples).
+            let mut chunked = backend.create(&params.layout, &params.values, 2, Some(8));
+            frozen_ranges_survive(chunked.as_mut(), &params, &x);
+        }
     }
 }
 

@@ -1,6 +1,9 @@
-//! Every WGSL module parses and passes naga's validator (no GPU needed).
+//! Every WGSL module parses and passes naga's validator (no GPU needed): the naga wgpu
+//! re-exports (`wgpu::naga`), so the check runs the very copy, and features, that wgpu
+//! compiles the shaders with.
 
 use unbiased_vae::backend::gpu::shaders::Family;
+use wgpu::naga;
 
 #[test]
 fn every_shader_family_validates_with_naga() {

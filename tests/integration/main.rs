@@ -1,0 +1,21 @@
+//! The integration tests, one crate so that wgpu (most of the test build) links once: one
+//! module per subject, helpers in `common` (the CLI, the Monte-Carlo harness, the backends
+//! under test). GPU parts skip without an adapter, except under CI=true, where a missing
+//! adapter is a failure (`common::have_gpu`).
+
+mod common;
+
+mod cli;
+mod console_images;
+mod coupled_training;
+mod coupling;
+mod exact_training;
+mod gpu_cli;
+mod gpu_parity;
+mod grad_stats;
+mod gradient_check;
+mod profile_bench;
+mod shaders_validate;
+mod training;
+mod unbiased;
+mod unbiased_training;
