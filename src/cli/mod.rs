@@ -5,7 +5,9 @@ mod bench;
 mod common;
 mod devices;
 mod eval;
+mod figure;
 mod grad_stats;
+mod plot;
 mod train;
 
 use anyhow::Result;
@@ -43,6 +45,10 @@ enum Command {
     Profile(bench::ProfileArgs),
     /// Bias, variance, SNR and cost of an estimator's gradient on a model with exact log p(x).
     GradStats(grad_stats::GradStatsArgs),
+    /// Plot runs' training curves (metrics.jsonl) overlaid, one colour per run, into a PNG.
+    Plot(plot::PlotArgs),
+    /// Compute a figure and write DIR/<name>.png, .csv and .json (the table behind it).
+    Figure(figure::FigureArgs),
     /// List the GPU adapters wgpu can see, with backend, type, driver and features.
     Devices {
         /// Print JSON.
@@ -61,5 +67,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Profile(a) => bench::run_profile(a),
         Command::GradStats(a) => grad_stats::run(a),
         Command::Devices { json } => devices::run_devices(json),
+        Command::Plot(a) => plot::run(a),
+        Command::Figure(a) => figure::run(a),
     }
 }
