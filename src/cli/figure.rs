@@ -34,7 +34,7 @@ enum Which {
         #[command(flatten)]
         common: Common,
         /// Gradient estimates per (estimator, K).
-        #[arg(long, default_value_t = 400)]
+        #[arg(long, default_value_t = 2000)]
         reps: usize,
         #[arg(long, default_value = "1,3,10,30,100,300,1000")]
         ks: String,
@@ -50,7 +50,7 @@ enum Which {
         #[arg(long, default_value_t = 2000)]
         reps: usize,
         /// Draws per level on the VAE (0: leave the VAE out).
-        #[arg(long, default_value_t = 100)]
+        #[arg(long, default_value_t = 400)]
         vae_reps: usize,
         #[arg(long, default_value_t = 6)]
         max_level: u32,
@@ -71,7 +71,7 @@ enum Which {
         #[command(flatten)]
         common: Common,
         /// Coupled runs per (kernel, K).
-        #[arg(long, default_value_t = 2000)]
+        #[arg(long, default_value_t = 10000)]
         reps: usize,
         #[arg(long, default_value = "2,5,10,20")]
         ks: String,
@@ -85,7 +85,7 @@ enum Which {
         #[command(flatten)]
         common: Common,
         /// Estimates per point.
-        #[arg(long, default_value_t = 4000)]
+        #[arg(long, default_value_t = 20000)]
         reps: usize,
         #[arg(long, value_enum, default_value = "ppca")]
         model: ModelChoice,

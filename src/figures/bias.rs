@@ -8,7 +8,7 @@ use super::{exact_log_weights, Figure, Moments, Table};
 use crate::estimators::{iwae_bound, Estimator, EstimatorKind, StepPlan};
 use crate::exact::{ExactModel, Ppca, Toy};
 use crate::model::ModelChoice;
-use crate::plot::{Axis, Chart, LegendPos, Line, Marker, Series};
+use crate::plot::{Axis, Chart, Line, Marker, Series};
 use anyhow::{bail, Result};
 use rand::SeedableRng;
 use serde_json::json;
@@ -33,7 +33,7 @@ impl Default for BiasConfig {
         BiasConfig {
             model: ModelChoice::Ppca,
             seed: 0,
-            reps: 4000,
+            reps: 20000,
             datapoint: 0,
             iwae_ks: vec![1, 2, 4, 8, 16, 32, 64],
             sumo_ms: vec![1, 2, 4, 8, 16],
@@ -143,14 +143,13 @@ pub fn figure(cfg: &BiasConfig) -> Result<Figure> {
     ]);
     let mut chart = Chart::new(
         format!(
-            "Bias of log p(x) estimates on {} (exact log p(x) = {exact:.3}), {} estimates per point, bars ±2 SE",
+            "Bias of log p(x) estimates on {} (log p(x) = {exact:.3}; {} per point, bars ±2 SE)",
             cfg.model.name(),
             cfg.reps
         ),
         Axis::log("expected cost (samples per datapoint)"),
         Axis::linear("bias: mean estimate - log p(x) (nats)"),
     );
-    chart.legend = LegendPos::LowerRight;
     let kinds = [
         (
             EstimatorKind::Iwae,

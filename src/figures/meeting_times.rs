@@ -30,7 +30,7 @@ impl Default for MeetingConfig {
         MeetingConfig {
             model: ModelChoice::Ppca,
             seed: 0,
-            reps: 2000,
+            reps: 10000,
             ks: vec![2, 5, 10, 20],
             datapoint: 0,
             max_iters: 1000,

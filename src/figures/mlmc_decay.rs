@@ -85,7 +85,7 @@ impl Default for DecayConfig {
         DecayConfig {
             seed: 0,
             reps: 2000,
-            vae_reps: 100,
+            vae_reps: 400,
             max_level: 6,
             i0: 2,
             datapoint: 0,
@@ -150,6 +150,16 @@ pub fn vae_decay(backend: &mut dyn Backend, x: &[f32], cfg: &DecayConfig) -> Res
     Ok(fitted("MNIST VAE", r))
 }
 
+/// The fit as legend text: beta and the admissible p, or that there is none.
+fn p_text(d: &ModelDecay) -> String {
+    let (lo, hi) = d.p_range;
+    if hi > lo {
+        format!("beta = {:.2}, so {lo} < p < {hi:.3}", d.beta)
+    } else {
+        format!("beta = {:.2} <= 1: no p in (1/2, 1 - 2^-beta)", d.beta)
+    }
+}
+
 /// The figure from the measured decays (PPCA first, then the VAE if measured).
 pub fn figure(cfg: &DecayConfig, decays: &[ModelDecay]) -> Result<Figure> {
     let mut table = Table::new(&["model", "level", "samples", "mean_delta_sq", "stderr"]);
@@ -202,17 +212,17 @@ pub fn figure(cfg: &DecayConfig, decays: &[ModelDecay]) -> Result<Figure> {
                 .map(|l| (l.level as f64, 2f64.powf(c - d.beta * l.level as f64)))
                 .collect();
             chart.push(
-                Series::new(
-                    format!(
-                        "{} fit: beta = {:.2}, so {:.1} < p < {:.3}",
-                        d.model, d.beta, d.p_range.0, d.p_range.1
-                    ),
-                    fit,
-                )
-                .color(i)
-                .marker(Marker::None)
-                .line(Line::Dashed),
+                Series::new(format!("{} fit: {}", d.model, p_text(d)), fit)
+                    .color(i)
+                    .marker(Marker::None)
+                    .line(Line::Dashed),
             );
+            if d.p_range.1 <= d.p_range.0 {
+                notes.push(format!(
+                    "{}: beta = {:.2} <= 1 over these levels, so no p gives MLMC both finite cost and finite variance there",
+                    d.model, d.beta
+                ));
+            }
             summary.insert(
                 d.model.clone(),
                 json!({ "beta": d.beta, "p_range": [d.p_range.0, d.p_range.1] }),

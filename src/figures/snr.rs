@@ -16,7 +16,7 @@ use crate::backend::{cpu::CpuBackend, Backend, Noise};
 use crate::estimators::{Coefficients, Estimator, EstimatorKind};
 use crate::exact::training::{toy_layout, toy_to_params};
 use crate::exact::{ExactModel, Toy};
-use crate::plot::{Axis, Chart, LegendPos, Line, Marker, Series};
+use crate::plot::{Axis, Chart, Line, Marker, Series};
 use crate::rng::Stream;
 use anyhow::{bail, Result};
 use serde_json::json;
@@ -45,7 +45,7 @@ impl Default for SnrConfig {
     fn default() -> Self {
         SnrConfig {
             seed: 0,
-            reps: 400,
+            reps: 2000,
             ks: vec![1, 3, 10, 30, 100, 300, 1000],
             datapoint: 0,
             threads: 0,
@@ -193,7 +193,6 @@ pub fn figure(cfg: &SnrConfig) -> Result<Figure> {
         Axis::log("K (samples per datapoint)"),
         Axis::log("SNR of the encoder gradient (mean over coordinates)"),
     );
-    chart.legend = LegendPos::LowerLeft;
     let markers = [
         Marker::Circle,
         Marker::Triangle,

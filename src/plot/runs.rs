@@ -1,7 +1,7 @@
 //! Training curves of run directories (`uvae plot`): each run's `metrics.jsonl` and
 //! `config.json` (README, "The run directory") overlaid on one chart, a colour per run.
 
-use super::{Axis, Chart, LegendPos, Line, Marker, Series};
+use super::{Axis, Chart, Line, Marker, Series};
 use anyhow::{bail, Context, Result};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
@@ -156,7 +156,6 @@ pub fn runs_chart(runs: &[Run], x: XAxis, metric: Option<&str>) -> Result<Chart>
         None => "Training curves (bars: ±2 standard errors)".to_string(),
     };
     let mut chart = Chart::new(title, x_axis, Axis::linear(y_label));
-    chart.legend = LegendPos::LowerRight;
     let styles = [
         (Line::Solid, Marker::Circle),
         (Line::Dashed, Marker::Triangle),
