@@ -177,7 +177,8 @@ impl Chart {
                     }))
                     .map_err(pe)?;
                 // The legend key: a short line (where the series has one) and the marker.
-                let (seg, seg2): (Vec<(i32, i32)>, Vec<(i32, i32)>) = match s.line {
+                type Segments = (Vec<(i32, i32)>, Vec<(i32, i32)>);
+                let (seg, seg2): Segments = match s.line {
                     Line::None => (Vec::new(), Vec::new()),
                     Line::Solid => (vec![(-12, 0), (0, 0)], vec![(0, 0), (12, 0)]),
                     Line::Dashed => (vec![(-13, 0), (-3, 0)], vec![(3, 0), (13, 0)]),

@@ -83,9 +83,12 @@ fn unit_of(metric: &str) -> &'static str {
     }
 }
 
+/// A curve's points and, where the run logged a standard error, its bars' half-widths.
+type Curve = (Vec<(f64, f64)>, Option<Vec<f64>>);
+
 /// One curve per (run, metric): the metric against the x axis, with ±2 SE bars where the
 /// field `<metric>_stderr` exists. Rows without the field are skipped.
-fn curve(run: &Run, x: XAxis, metric: &str) -> Option<(Vec<(f64, f64)>, Option<Vec<f64>>)> {
+fn curve(run: &Run, x: XAxis, metric: &str) -> Option<Curve> {
     let (mut pts, mut err) = (Vec::new(), Vec::new());
     let mut clock = 0.0;
     for (i, e) in run.epochs.iter().enumerate() {
@@ -209,7 +212,7 @@ mod tests {
         );
         let run = load_run(d.path()).unwrap();
         assert_eq!(run.label, "iwae K=5");
-        let chart = runs_chart(&[run.clone()], XAxis::Seconds, None).unwrap();
+        let chart = runs_chart(std::slice::from_ref(&run), XAxis::Seconds, None).unwrap();
         assert_eq!(chart.series.len(), 2);
         assert_eq!(chart.series[0].points, vec![(2.0, -100.0), (5.0, -95.0)]);
         assert_eq!(chart.series[1].y_err, Some(vec![2.0, 2.0]));

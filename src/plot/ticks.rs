@@ -37,7 +37,7 @@ pub fn padded_range(vals: &[f64]) -> (f64, f64) {
 /// them.
 pub fn linear_ticks(lo: f64, hi: f64, target: usize) -> Vec<f64> {
     let span = hi - lo;
-    if !(span > 0.0) || !span.is_finite() {
+    if span.is_nan() || span <= 0.0 || !span.is_finite() {
         return vec![lo];
     }
     let raw = span / target.max(1) as f64;
@@ -47,18 +47,13 @@ pub fn linear_ticks(lo: f64, hi: f64, target: usize) -> Vec<f64> {
         .map(|m| m * mag)
         .find(|s| span / s <= target as f64 + 0.5)
         .unwrap_or(10.0 * mag);
-    let first = (lo / step).ceil() as i64;
-    let last = (hi / step).floor() as i64;
+    // The tolerance keeps an end that is a multiple of step up to rounding (0.35 / 0.05).
+    let first = (lo / step - 1e-9).ceil() as i64;
+    let last = (hi / step + 1e-9).floor() as i64;
+    // Round to the step's decimals, so 3 x 0.05 is 0.15, not 0.15000000000000002.
+    let scale = 10f64.powi((2 - step.log10().floor() as i32).max(0));
     (first..=last)
-        .map(|i| {
-            let v = i as f64 * step;
-            // Snap values like 0.30000000000000004 and -0.0 to their decimal.
-            if v.abs() < step * 1e-9 {
-                0.0
-            } else {
-                v
-            }
-        })
+        .map(|i| ((i as f64 * step * scale).round() / scale) + 0.0)
         .collect()
 }
 
