@@ -3,7 +3,7 @@
 //! corrected z-test), variance, signal-to-noise ratio and cost, per parameter group; for
 //! MLMC the measured decay of E[Delta_k^2] with the level and the range of p it implies.
 
-use crate::estimators::{mlmc, Estimator, EstimatorKind};
+use crate::estimators::{Estimator, EstimatorKind};
 use crate::exact::{self, ExactModel, Ppca, Toy};
 use crate::model::ModelChoice;
 use crate::progress::Progress;
@@ -52,13 +52,7 @@ pub struct GroupStats {
     pub snr: f64,
 }
 
-#[derive(Clone, Debug, Serialize)]
-pub struct LevelDecay {
-    pub level: u32,
-    pub samples: usize,
-    pub mean_delta_sq: f64,
-    pub stderr: f64,
-}
+pub use crate::figures::mlmc_decay::LevelDecay;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct GradStatsReport {
@@ -187,13 +181,13 @@ pub fn grad_stats(
     ) {
         let model = build(kind, seed)?;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0xDECA_7000);
-        let (decay, beta) = level_decay(
-            model.as_ref(),
-            &model.data()[datapoint],
+        let x = &model.data()[datapoint];
+        let (decay, beta) = crate::figures::mlmc_decay::level_decay(
+            6,
             estimator.unbiased.mlmc_i0,
             reps.min(4000),
-            &mut rng,
-        );
+            |n| Ok(exact::draw_samples(model.as_ref(), x, n, &mut rng).0),
+        )?;
         report.mlmc_decay = Some(decay);
         report.beta = Some(beta);
         report.p_range = Some((0.5, 1.0 - 2f64.powf(-beta)));
@@ -492,46 +486,6 @@ pub fn grad_stats_vae(
         p_range: None,
         meeting: None,
     })
-}
-
-/// E[Delta_k^2] of the antithetic difference at N = 2^(k + i0 + 1) samples for k = 0..=6, and
-/// the decay rate beta from a least-squares fit of log2 E[Delta_k^2] against k.
-fn level_decay(
-    model: &dyn ExactModel,
-    x: &[f64],
-    i0: u32,
-    reps: usize,
-    rng: &mut impl rand::Rng,
-) -> (Vec<LevelDecay>, f64) {
-    let mut out = Vec::new();
-    for level in 0..=6u32 {
-        let n = 1usize << (level + i0 + 1);
-        let vals: Vec<f64> = (0..reps)
-            .map(|_| mlmc::antithetic_delta(&exact::draw_samples(model, x, n, rng).0).powi(2))
-            .collect();
-        let m = vals.iter().sum::<f64>() / reps as f64;
-        let v = vals.iter().map(|d| (d - m).powi(2)).sum::<f64>() / (reps - 1) as f64;
-        out.push(LevelDecay {
-            level,
-            samples: n,
-            mean_delta_sq: m,
-            stderr: (v / reps as f64).sqrt(),
-        });
-    }
-    let pts: Vec<(f64, f64)> = out
-        .iter()
-        .filter(|d| d.mean_delta_sq > 0.0)
-        .map(|d| (d.level as f64, d.mean_delta_sq.log2()))
-        .collect();
-    let nf = pts.len() as f64;
-    let (sx, sy) = (
-        pts.iter().map(|p| p.0).sum::<f64>(),
-        pts.iter().map(|p| p.1).sum::<f64>(),
-    );
-    let sxx = pts.iter().map(|p| p.0 * p.0).sum::<f64>();
-    let sxy = pts.iter().map(|p| p.0 * p.1).sum::<f64>();
-    let slope = (nf * sxy - sx * sy) / (nf * sxx - sx * sx);
-    (out, -slope)
 }
 
 /// The report as text.

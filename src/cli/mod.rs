@@ -6,8 +6,10 @@ mod common;
 mod console;
 mod devices;
 mod eval;
+mod figure;
 mod grad_stats;
 mod images;
+mod plot;
 mod train;
 
 use anyhow::Result;
@@ -49,6 +51,10 @@ enum Command {
     Sample(images::SampleArgs),
     /// Draw test images beside their reconstructions as a PNG grid.
     Reconstruct(images::ReconstructArgs),
+    /// Plot runs' training curves (metrics.jsonl) overlaid, one colour per run, into a PNG.
+    Plot(plot::PlotArgs),
+    /// Compute a figure and write DIR/<name>.png, .csv and .json (the table behind it).
+    Figure(figure::FigureArgs),
     /// List the GPU adapters wgpu can see, with backend, type, driver and features.
     Devices {
         /// Print JSON.
@@ -81,5 +87,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Sample(a) => images::run_sample(a),
         Command::Reconstruct(a) => images::run_reconstruct(a),
         Command::Devices { json } => devices::run_devices(json),
+        Command::Plot(a) => plot::run(a),
+        Command::Figure(a) => figure::run(a),
     }
 }

@@ -10,6 +10,7 @@ mod console_images;
 mod coupled_training;
 mod coupling;
 mod exact_training;
+mod figures;
 mod gpu_cli;
 mod gpu_parity;
 mod grad_stats;

@@ -1,0 +1,202 @@
+//! `uvae figure NAME`: the figures of docs/img, each written as PNG, CSV and JSON.
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+use unbiased_vae::backend::cpu::CpuBackend;
+use unbiased_vae::figures::{bias, meeting_times, mlmc_decay, parse_sizes, snr, Figure};
+use unbiased_vae::model::{checkpoint, ModelChoice};
+use unbiased_vae::{bench, data};
+
+#[derive(Args)]
+pub struct FigureArgs {
+    #[command(subcommand)]
+    figure: Which,
+}
+
+/// Flags every figure takes.
+#[derive(Args)]
+struct Common {
+    /// Folder for <name>.png, <name>.csv and <name>.json.
+    #[arg(long, default_value = "runs/figures", value_name = "DIR")]
+    out: PathBuf,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Which datapoint of the model's data (mlmc-decay's VAE: a test image).
+    #[arg(long, default_value_t = 0)]
+    datapoint: usize,
+}
+
+#[derive(Subcommand)]
+enum Which {
+    /// Encoder-gradient SNR against K on the toy (Tucker et al. 2019, §6.1): IWAE, STL, IWAE-DReG, RWS, RWS-DReG.
+    Snr {
+        #[command(flatten)]
+        common: Common,
+        /// Gradient estimates per (estimator, K).
+        #[arg(long, default_value_t = 2000)]
+        reps: usize,
+        #[arg(long, default_value = "1,3,10,30,100,300,1000")]
+        ks: String,
+        /// CPU backend threads (0: all cores).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+    },
+    /// E[Delta_k^2] against the MLMC level on PPCA and the MNIST VAE, with the fitted beta and p range.
+    MlmcDecay {
+        #[command(flatten)]
+        common: Common,
+        /// Draws per level on PPCA.
+        #[arg(long, default_value_t = 2000)]
+        reps: usize,
+        /// Draws per level on the VAE (0: leave the VAE out).
+        #[arg(long, default_value_t = 400)]
+        vae_reps: usize,
+        #[arg(long, default_value_t = 6)]
+        max_level: u32,
+        /// Base groups of 2^I0 samples.
+        #[arg(long, default_value_t = 2)]
+        i0: u32,
+        /// VAE weights (default: fresh, as `uvae bench`'s peer model).
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// MNIST-layout IDX folder for the VAE's test image (default: the bundled MNIST).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+    },
+    /// Meeting-time survival P(tau > t) of coupled PIMH, ISIR and DISIR (a labelled reconstruction) chains.
+    MeetingTimes {
+        #[command(flatten)]
+        common: Common,
+        /// Coupled runs per (kernel, K).
+        #[arg(long, default_value_t = 10000)]
+        reps: usize,
+        #[arg(long, default_value = "2,5,10,20")]
+        ks: String,
+        #[arg(long, value_enum, default_value = "ppca")]
+        model: ModelChoice,
+        #[arg(long, default_value_t = 1000)]
+        max_iters: usize,
+    },
+    /// Bias of log p(x) estimates against cost: IWAE (L_K), SUMO, MLMC-SS, MLMC-RR, ±2 SE bars.
+    Bias {
+        #[command(flatten)]
+        common: Common,
+        /// Estimates per point.
+        #[arg(long, default_value_t = 20000)]
+        reps: usize,
+        #[arg(long, value_enum, default_value = "ppca")]
+        model: ModelChoice,
+    },
+}
+
+pub fn run(a: FigureArgs) -> Result<()> {
+    let (fig, out): (Figure, PathBuf) = match a.figure {
+        Which::Snr {
+            common,
+            reps,
+            ks,
+            threads,
+        } => {
+            let cfg = snr::SnrConfig {
+                seed: common.seed,
+                reps,
+                ks: parse_sizes(&ks, "--ks")?,
+                datapoint: common.datapoint,
+                threads,
+            };
+            (snr::figure(&cfg)?, common.out)
+        }
+        Which::MlmcDecay {
+            common,
+            reps,
+            vae_reps,
+            max_level,
+            i0,
+            checkpoint,
+            data,
+            threads,
+        } => {
+            let cfg = mlmc_decay::DecayConfig {
+                seed: common.seed,
+                reps,
+                vae_reps,
+                max_level,
+                i0,
+                datapoint: common.datapoint,
+                vae: (vae_reps > 0).then(|| match &checkpoint {
+                    Some(p) => mlmc_decay::VaeSource::Checkpoint(p.clone()),
+                    None => mlmc_decay::VaeSource::Fresh,
+                }),
+                threads,
+            };
+            let mut decays = vec![mlmc_decay::ppca_decay(&cfg)?];
+            if cfg.vae.is_some() {
+                let ds = data::load_or_bundled(data.as_deref(), 400)?;
+                let params = match &checkpoint {
+                    Some(p) => checkpoint::load(p)?.0,
+                    None => bench::peer_model(&ds),
+                };
+                if common.datapoint >= ds.test.count {
+                    anyhow::bail!(
+                        "--datapoint {}: the test set has {} images",
+                        common.datapoint,
+                        ds.test.count
+                    );
+                }
+                let x = data::binarize_eval(&ds.test.slice(common.datapoint..common.datapoint + 1));
+                let mut backend = CpuBackend::new(&params.layout, &params.values, threads)?;
+                decays.push(mlmc_decay::vae_decay(&mut backend, &x, &cfg)?);
+            }
+            (mlmc_decay::figure(&cfg, &decays)?, common.out)
+        }
+        Which::MeetingTimes {
+            common,
+            reps,
+            ks,
+            model,
+            max_iters,
+        } => {
+            let cfg = meeting_times::MeetingConfig {
+                model,
+                seed: common.seed,
+                reps,
+                ks: parse_sizes(&ks, "--ks")?,
+                datapoint: common.datapoint,
+                max_iters,
+            };
+            (meeting_times::figure(&cfg)?, common.out)
+        }
+        Which::Bias {
+            common,
+            reps,
+            model,
+        } => {
+            let cfg = bias::BiasConfig {
+                model,
+                seed: common.seed,
+                reps,
+                datapoint: common.datapoint,
+                ..bias::BiasConfig::default()
+            };
+            (bias::figure(&cfg)?, common.out)
+        }
+    };
+    let w = fig.write(&out)?;
+    println!("{}", fig.chart.title);
+    for n in &fig.notes {
+        println!("note: {n}");
+    }
+    if !fig.summary.is_null() {
+        println!("summary: {}", fig.summary);
+    }
+    println!(
+        "wrote {}, {}, {}",
+        w.png.display(),
+        w.csv.display(),
+        w.json.display()
+    );
+    Ok(())
+}
