@@ -152,7 +152,8 @@ fn refused_with_resume(matches: &ArgMatches) -> Option<String> {
     matches
         .ids()
         .map(|id| id.as_str())
-        .filter(|id| !RESUME_FLAGS.contains(id))
+        // Flattened argument structs appear as groups named after them (CommonArgs, ...).
+        .filter(|id| !id.starts_with(char::is_uppercase) && !RESUME_FLAGS.contains(id))
         .find(|id| matches.value_source(id) == Some(ValueSource::CommandLine))
         .map(|id| format!("--{}", id.replace('_', "-")))
 }
