@@ -12,7 +12,9 @@ struct Adam {
 @group(0) @binding(2) var<storage, read> grad: array<f32>;
 @group(0) @binding(3) var<storage, read_write> moments: array<f32>; // [3, total]: m, v, v_max
 @group(0) @binding(4) var<storage, read_write> norms: array<f32>;   // [2]: encoder, decoder
-@group(0) @binding(5) var<storage, read_write> stats: array<f32>;   // [4]: objective, |g_enc|, |g_dec|, steps
+// [8]: objective, |g_enc|, |g_dec|, steps, non-finite steps, the first one's index among the
+// steps (1-based, 0: none) and its mask (1 objective, 2 encoder, 4 decoder), spare.
+@group(0) @binding(5) var<storage, read_write> stats: array<f32>;
 @group(0) @binding(6) var<storage, read> objective: array<f32>;     // [batch]
 
 var<workgroup> red: array<f32, 256>;
@@ -43,6 +45,11 @@ fn grad_norms(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
     }
 }
 
+// WGSL lets a compiler assume floats are finite, so the test is on the bits.
+fn is_finite(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7f800000u) != 0x7f800000u;
+}
+
 fn clip_factor(norm: f32, limit: f32) -> f32 {
     if (limit > 0.0 && norm > limit) {
         return limit / norm;
@@ -53,7 +60,8 @@ fn clip_factor(norm: f32, limit: f32) -> f32 {
 @compute @workgroup_size(256)
 fn adam(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let i = gid.x + gid.y * groups.x * 256u;
-    if (i >= cfg.total) {
+    // A non-finite gradient leaves parameters and moments alone (src/backend/cpu/adam.rs).
+    if (i >= cfg.total || !is_finite(norms[0]) || !is_finite(norms[1])) {
         return;
     }
     var scale = clip_factor(norms[0], cfg.clip_encoder);
@@ -90,9 +98,22 @@ fn accumulate_stats(@builtin(local_invocation_index) lid: u32) {
         workgroupBarrier();
     }
     if (lid == 0u) {
-        stats[0] += red[0] / f32(cfg.batch);
-        stats[1] += norms[0];
-        stats[2] += norms[1];
+        let obj = red[0] / f32(cfg.batch);
+        var mask = 0u;
+        if (!is_finite(obj)) { mask |= 1u; }
+        if (!is_finite(norms[0])) { mask |= 2u; }
+        if (!is_finite(norms[1])) { mask |= 4u; }
         stats[3] += 1.0;
+        if (mask == 0u) {
+            stats[0] += obj;
+            stats[1] += norms[0];
+            stats[2] += norms[1];
+        } else {
+            stats[4] += 1.0;
+            if (stats[5] == 0.0) {
+                stats[5] = stats[3];
+                stats[6] = f32(mask);
+            }
+        }
     }
 }

@@ -129,3 +129,127 @@ impl TrainConfig {
         Ok(plan)
     }
 }
+
+/// What a run does with a training step whose objective or gradient norm is NaN or infinite
+/// (Adam never applies a non-finite gradient, on either backend).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnNonFinite {
+    /// Stop with a message naming the epoch, the step, the estimator and the parameter
+    /// group; the last good checkpoint stays as it was.
+    #[default]
+    Stop,
+    /// Leave such steps out (no update) and count them in metrics.jsonl (`nonfinite_steps`).
+    Skip,
+}
+
+/// How often a run saves its checkpoint and training state in the middle of an epoch
+/// (`--checkpoint-every`): every N steps (`100`), every so many seconds, minutes or hours
+/// (`30s`, `5m`, `2h`), or only at the end of each epoch (`epoch`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum CheckpointEvery {
+    Steps(u64),
+    Seconds(f64),
+    Epoch,
+}
+
+impl Default for CheckpointEvery {
+    fn default() -> Self {
+        CheckpointEvery::Seconds(300.0)
+    }
+}
+
+impl std::str::FromStr for CheckpointEvery {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        let bad = || {
+            ConfigError::range(
+                "--checkpoint-every",
+                format!("'{s}'"),
+                "give a positive number of steps (100), a time (30s, 5m, 2h) or 'epoch'",
+            )
+        };
+        let t = s.trim();
+        if t == "epoch" {
+            return Ok(CheckpointEvery::Epoch);
+        }
+        if let Ok(n) = t.parse::<u64>() {
+            return if n > 0 {
+                Ok(CheckpointEvery::Steps(n))
+            } else {
+                Err(bad())
+            };
+        }
+        let (num, unit) = t.split_at(t.len().saturating_sub(1));
+        let scale = match unit {
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        match num.parse::<f64>() {
+            Ok(v) if v.is_finite() && v > 0.0 => Ok(CheckpointEvery::Seconds(v * scale)),
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl std::fmt::Display for CheckpointEvery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CheckpointEvery::Steps(n) => write!(f, "{n}"),
+            CheckpointEvery::Seconds(s) => write!(f, "{s}s"),
+            CheckpointEvery::Epoch => write!(f, "epoch"),
+        }
+    }
+}
+
+impl Serialize for CheckpointEvery {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for CheckpointEvery {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// How a run saves and reacts, beside what it computes ([`TrainConfig`]): written into
+/// config.json with it (`on_nonfinite`, `checkpoint_every`) and read back by `--resume`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RunOptions {
+    #[serde(default)]
+    pub on_nonfinite: OnNonFinite,
+    #[serde(default)]
+    pub checkpoint_every: CheckpointEvery,
+    /// Set (by a signal handler) to finish the current step, save, and stop.
+    #[serde(skip)]
+    pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoint_every_parses_steps_times_and_epoch() {
+        assert_eq!("100".parse(), Ok(CheckpointEvery::Steps(100)));
+        assert_eq!("5m".parse(), Ok(CheckpointEvery::Seconds(300.0)));
+        assert_eq!("1.5h".parse(), Ok(CheckpointEvery::Seconds(5400.0)));
+        assert_eq!("epoch".parse(), Ok(CheckpointEvery::Epoch));
+        for bad in ["0", "-3", "5x", "m", "", "0s", "nans"] {
+            let e = bad.parse::<CheckpointEvery>().unwrap_err();
+            assert_eq!(e.flag(), "--checkpoint-every", "{bad}");
+        }
+        for c in [
+            CheckpointEvery::Steps(7),
+            CheckpointEvery::Seconds(30.0),
+            CheckpointEvery::Epoch,
+        ] {
+            assert_eq!(c.to_string().parse(), Ok(c));
+        }
+    }
+}

@@ -2,11 +2,13 @@
 
 mod cli;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 fn main() {
     cli::silence_display_probing();
-    if let Err(e) = cli::run(cli::Cli::parse()) {
+    let matches = cli::Cli::command().get_matches();
+    let parsed = cli::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Err(e) = cli::run(parsed, &matches) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }

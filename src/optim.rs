@@ -67,7 +67,7 @@ impl Default for AdamConfig {
 
 /// Adam's moments for a flat parameter vector (v_max is kept at full length even without
 /// AMSGrad, so every slice can be chunked the same way).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct AdamState {
     pub m: Vec<f32>,
     pub v: Vec<f32>,

@@ -8,7 +8,7 @@ pub mod gpu;
 use crate::coupling::CouplingConfig;
 use crate::estimators::CoefficientProgram;
 use crate::model::Layout;
-use crate::optim::AdamConfig;
+use crate::optim::{AdamConfig, AdamState};
 use crate::rng::Stream;
 use anyhow::Result;
 
@@ -85,13 +85,83 @@ impl PhaseTimer {
 }
 
 /// Sums over the training steps since the last `take_stats`.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StepStats {
     pub steps: usize,
-    /// Sum over steps of the minibatch mean of the estimator's objective.
+    /// Sum over steps of the minibatch mean of the estimator's objective (finite steps only;
+    /// kept as bit patterns in files so a resumed run adds the same numbers).
+    #[serde(with = "crate::train::f64_bits")]
     pub objective: f64,
+    #[serde(with = "crate::train::f64_bits")]
     pub grad_norm_encoder: f64,
+    #[serde(with = "crate::train::f64_bits")]
     pub grad_norm_decoder: f64,
+    /// Steps whose objective or a gradient norm was NaN or infinite: they are left out of
+    /// the sums, and Adam left the parameters and moments alone (its step count advanced).
+    #[serde(default)]
+    pub nonfinite: usize,
+    /// The first such step since the last read.
+    #[serde(default)]
+    pub first_nonfinite: Option<NonFiniteStep>,
+}
+
+impl StepStats {
+    /// Adds one step's objective and gradient norms, or counts the step as non-finite.
+    pub fn push(&mut self, objective: f64, norms: GradNorms) {
+        self.steps += 1;
+        let nf = NonFiniteStep {
+            index: self.steps,
+            objective: !objective.is_finite(),
+            encoder: !norms.encoder.is_finite(),
+            decoder: !norms.decoder.is_finite(),
+        };
+        if nf.any() {
+            self.nonfinite += 1;
+            self.first_nonfinite.get_or_insert(nf);
+        } else {
+            self.objective += objective;
+            self.grad_norm_encoder += norms.encoder;
+            self.grad_norm_decoder += norms.decoder;
+        }
+    }
+}
+
+/// A training step whose numbers were not finite: which of them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NonFiniteStep {
+    /// 1-based among the steps since the backend's sums were last read.
+    pub index: usize,
+    pub objective: bool,
+    /// The encoder's (phi) gradient norm.
+    pub encoder: bool,
+    /// The decoder's (theta) gradient norm.
+    pub decoder: bool,
+}
+
+impl NonFiniteStep {
+    pub fn any(&self) -> bool {
+        self.objective || self.encoder || self.decoder
+    }
+
+    /// Bits 1 (objective), 2 (encoder), 4 (decoder), as the GPU's statistics hold them.
+    pub fn from_mask(index: usize, mask: u32) -> Self {
+        NonFiniteStep {
+            index,
+            objective: mask & 1 != 0,
+            encoder: mask & 2 != 0,
+            decoder: mask & 4 != 0,
+        }
+    }
+
+    /// The parameter groups whose gradient was not finite, in words.
+    pub fn groups(&self) -> &'static str {
+        match (self.encoder, self.decoder) {
+            (true, true) => "encoder and decoder",
+            (true, false) => "encoder",
+            (false, true) => "decoder",
+            (false, false) => "neither (the objective alone)",
+        }
+    }
 }
 
 /// What one coupled-chain training step did ([`Backend::chain_step`]), per datapoint.
@@ -106,6 +176,19 @@ pub struct ChainOutcome {
     /// Particles each datapoint's estimate used (its cost); the batch computed
     /// `particles_through(iterations)` for every datapoint.
     pub particles: Vec<u32>,
+}
+
+/// Checks that an optimizer state fits a parameter vector of `len` values.
+pub fn check_optimizer_state(state: &AdamState, len: usize) -> Result<()> {
+    for (name, v) in [("m", &state.m), ("v", &state.v), ("v_max", &state.v_max)] {
+        if v.len() != len {
+            anyhow::bail!(
+                "optimizer state {name} has {} values, the layout needs {len}",
+                v.len()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// One training backend. A training step is `train_step`: forward (log-weights), the
@@ -130,6 +213,18 @@ pub trait Backend {
     fn optimizer_step(&mut self, cfg: &AdamConfig, lr: f64) -> Result<()>;
     /// Resets the optimizer's moments (shapes follow `layout()`).
     fn reset_optimizer(&mut self);
+    /// Adam's moments, AMSGrad's maxima and the step count (a GPU reads them back).
+    fn optimizer_state(&mut self) -> Result<AdamState>;
+    /// Replaces the optimizer's state (lengths must follow `layout()`).
+    fn set_optimizer_state(&mut self, state: &AdamState) -> Result<()>;
+    /// The sums since the last `take_stats`, leaving them in place.
+    fn peek_stats(&mut self) -> Result<StepStats>;
+    /// Replaces the running sums (a resumed run restores those of its last save).
+    fn set_stats(&mut self, stats: &StepStats) -> Result<()>;
+    /// Whether `peek_stats` is free (no device readback), so a loop may call it every step.
+    fn stats_on_host(&self) -> bool {
+        false
+    }
     /// One whole training step on minibatch x [batch, x_dim].
     #[allow(clippy::too_many_arguments)]
     fn train_step(

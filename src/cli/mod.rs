@@ -75,10 +75,11 @@ pub fn silence_display_probing() {
     }
 }
 
-/// Runs the parsed command.
-pub fn run(cli: Cli) -> Result<()> {
+/// Runs the parsed command; `matches` says which flags were typed (`train --resume` refuses
+/// the ones that would change the run).
+pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<()> {
     match cli.command {
-        Command::Train(a) => train::run(a),
+        Command::Train(a) => train::run(a, matches.subcommand_matches("train")),
         Command::Eval(a) => eval::run(a),
         Command::Check { adapter, json } => devices::run_check(adapter, json),
         Command::Bench(a) => bench::run_bench(a),

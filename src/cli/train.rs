@@ -4,9 +4,12 @@
 use super::common::{ChainArgs, CommonArgs, MlmcArgs};
 use super::console::{Mode, TrainConsole};
 use anyhow::Result;
-use clap::Args;
-use std::path::PathBuf;
-use unbiased_vae::config::{self, TrainConfig};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use unbiased_vae::config::{self, CheckpointEvery, OnNonFinite, RunOptions, TrainConfig};
 use unbiased_vae::error::ConfigError;
 use unbiased_vae::estimators::{EncoderChoice, Estimator, EstimatorKind};
 use unbiased_vae::model::ModelChoice;
@@ -77,7 +80,22 @@ pub struct TrainArgs {
     /// Run directory.
     #[arg(long, default_value = "runs/latest")]
     out: PathBuf,
+    /// Save the checkpoint and training state mid-epoch every N steps (100), every so long
+    /// (30s, 5m, 2h), or only at each epoch's end (epoch).
+    #[arg(long, default_value = "5m")]
+    checkpoint_every: CheckpointEvery,
+    /// A step whose objective or gradient norm is NaN or infinite: stop (naming epoch, step,
+    /// estimator and parameter group), or skip it and count it in metrics.jsonl.
+    #[arg(long, value_enum, default_value = "stop")]
+    on_nonfinite: OnNonFinite,
+    /// Continue the run in RUN_DIR exactly where it stopped, with its config.json; only
+    /// --epochs (to extend it), --checkpoint-every and --quiet may be given with it.
+    #[arg(long, value_name = "RUN_DIR")]
+    resume: Option<PathBuf>,
 }
+
+/// The flags `--resume` accepts beside itself: they do not change what the run computes.
+const RESUME_FLAGS: [&str; 4] = ["resume", "epochs", "checkpoint_every", "quiet"];
 
 impl TrainArgs {
     /// The run configuration these flags describe (validated by [`TrainConfig::validate`]).
@@ -114,8 +132,58 @@ impl TrainArgs {
     }
 }
 
-pub fn run(args: TrainArgs) -> Result<()> {
+/// SIGINT and SIGTERM set the returned flag: the run finishes its step, saves and stops. A
+/// second signal exits at once.
+fn stop_on_signals() -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            eprintln!("second signal: exiting without saving");
+            std::process::exit(130);
+        }
+        eprintln!("signal received: finishing the step and saving (again to exit at once)");
+    })?;
+    Ok(stop)
+}
+
+/// With `--resume`, the flags typed that would change the run, as `--flag-name`.
+fn refused_with_resume(matches: &ArgMatches) -> Option<String> {
+    matches
+        .ids()
+        .map(|id| id.as_str())
+        // Flattened argument structs appear as groups named after them (CommonArgs, ...).
+        .filter(|id| !id.starts_with(char::is_uppercase) && !RESUME_FLAGS.contains(id))
+        .find(|id| matches.value_source(id) == Some(ValueSource::CommandLine))
+        .map(|id| format!("--{}", id.replace('_', "-")))
+}
+
+pub fn run(args: TrainArgs, matches: Option<&ArgMatches>) -> Result<()> {
     let mode = Mode::detect(args.common.quiet);
+    let given =
+        |id: &str| matches.is_some_and(|m| m.value_source(id) == Some(ValueSource::CommandLine));
+    if let Some(dir) = args.resume.clone() {
+        if let Some(flag) = matches.and_then(refused_with_resume) {
+            return Err(ConfigError::Conflict {
+                flag: "--resume",
+                reason: format!(
+                    "{flag} cannot be given with --resume: the run's configuration comes from {}; only --epochs (to extend the run), --checkpoint-every and --quiet may be given",
+                    dir.join("config.json").display()
+                ),
+            }
+            .into());
+        }
+        let changes = train::ResumeChanges {
+            epochs: given("epochs").then_some(args.epochs),
+            checkpoint_every: given("checkpoint_every").then_some(args.checkpoint_every),
+        };
+        return resume(&dir, &changes, mode);
+    }
+    let opts = RunOptions {
+        on_nonfinite: args.on_nonfinite,
+        checkpoint_every: args.checkpoint_every,
+        stop: Some(stop_on_signals()?),
+    };
     let cfg = args.config()?;
     let plan = cfg.validate()?;
     for note in train::estimator_notes(&plan) {
@@ -130,13 +198,46 @@ pub fn run(args: TrainArgs) -> Result<()> {
         cfg.epochs,
         cfg.out.display()
     ));
-    let outcome = train::train_observed(&cfg, &mut console)?;
+    let outcome = train::train_with(&cfg, &opts, &mut console)?;
     drop(console);
-    let last = outcome.epochs.last().map(|m| m.val_lk).unwrap_or(f64::NAN);
-    println!(
-        "done: final validation L_{} = {last:.3}; checkpoint {}",
-        cfg.val_k,
-        cfg.out.join("checkpoint.safetensors").display()
-    );
+    finish(&cfg, &outcome);
     Ok(())
+}
+
+fn resume(dir: &Path, changes: &train::ResumeChanges, mode: Mode) -> Result<()> {
+    let (mut cfg, _) = train::load_run(dir)?;
+    if let Some(e) = changes.epochs {
+        cfg.epochs = e;
+    }
+    let mut console = TrainConsole::new(mode);
+    console.line(&format!(
+        "resuming {} K={} batch={} for {} epochs in {}",
+        cfg.estimator.kind,
+        cfg.k,
+        cfg.batch,
+        cfg.epochs,
+        dir.display()
+    ));
+    let outcome = train::resume(dir, changes, Some(stop_on_signals()?), &mut console)?;
+    drop(console);
+    cfg.out = dir.to_path_buf();
+    finish(&cfg, &outcome);
+    Ok(())
+}
+
+fn finish(cfg: &TrainConfig, outcome: &train::TrainOutcome) {
+    let ckpt = cfg.out.join(train::CHECKPOINT_FILE);
+    match outcome.epochs.last() {
+        Some(m) => println!(
+            "done: final validation L_{} = {:.3}; checkpoint {}",
+            cfg.val_k,
+            m.val_lk,
+            ckpt.display()
+        ),
+        None => println!(
+            "done: the run had already completed its {} epochs (--epochs extends it); checkpoint {}",
+            cfg.epochs,
+            ckpt.display()
+        ),
+    }
 }

@@ -10,6 +10,11 @@ use std::path::Path;
 
 /// Writes `params` to `path` atomically (temporary file, then rename).
 pub fn save(params: &Params, metadata: &HashMap<String, String>, path: &Path) -> Result<()> {
+    crate::files::write_atomic(path, &to_bytes(params, metadata)?)
+}
+
+/// The bytes `save` writes.
+pub fn to_bytes(params: &Params, metadata: &HashMap<String, String>) -> Result<Vec<u8>> {
     let tensors = params.layout.tensors();
     let views: Vec<(String, TensorView)> = tensors
         .iter()
@@ -21,9 +26,7 @@ pub fn save(params: &Params, metadata: &HashMap<String, String>, path: &Path) ->
             )
         })
         .collect();
-    let bytes = safetensors::tensor::serialize(views, Some(metadata.clone()))
-        .context("serializing checkpoint")?;
-    crate::files::write_atomic(path, &bytes)
+    safetensors::tensor::serialize(views, Some(metadata.clone())).context("serializing checkpoint")
 }
 
 /// Reads a checkpoint written by `save` (or any safetensors file with the same names).

@@ -3,7 +3,7 @@
 
 use crate::backend::ChainOutcome;
 use crate::coupling::CouplingConfig;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// One line of metrics.jsonl.
@@ -36,6 +36,10 @@ pub struct EpochMetrics {
     /// Coupled chains: meeting times and cost this epoch.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub chains: Option<ChainMetrics>,
+    /// --on-nonfinite skip: the steps of this epoch left out because their objective or a
+    /// gradient norm was NaN or infinite (the means above are over the others).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nonfinite_steps: Option<usize>,
     /// --model toy / ppca: the exact mean log p(x) over the training data under the current
     /// decoder (closed form, f64).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -62,13 +66,21 @@ pub struct ChainMetrics {
 }
 
 /// The sums one epoch collects step by step, turned into its metrics when it ends.
-#[derive(Debug, Default)]
+/// A resumed run restores them from its training state, f64s as bit patterns.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct EpochSums {
     pub steps: usize,
-    /// Sums of the backend's per-step objective and gradient norms (read every few steps).
+    /// Sums of the backend's per-step objective and gradient norms (read every few steps),
+    /// over the steps whose numbers were finite.
+    #[serde(with = "super::state::f64_bits")]
     pub objective: f64,
+    #[serde(with = "super::state::f64_bits")]
     pub grad_norm_encoder: f64,
+    #[serde(with = "super::state::f64_bits")]
     pub grad_norm_decoder: f64,
+    /// Steps the backend found non-finite (and did not apply).
+    pub nonfinite: usize,
+    #[serde(with = "super::state::f64_bits")]
     pub samples: f64,
     pub levels: BTreeMap<u32, usize>,
     pub meeting_times: Vec<usize>,
@@ -103,6 +115,7 @@ impl EpochSums {
         self.objective += s.objective;
         self.grad_norm_encoder += s.grad_norm_encoder;
         self.grad_norm_decoder += s.grad_norm_decoder;
+        self.nonfinite += s.nonfinite;
     }
 
     /// The chains' meeting-time summary, if the epoch ran coupled chains.

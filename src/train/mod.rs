@@ -4,26 +4,27 @@
 mod data;
 mod metrics;
 mod observer;
+mod run;
+mod state;
 
 pub use metrics::{ChainMetrics, EpochMetrics};
 pub use observer::TrainObserver;
+pub use run::CHECKPOINT_FILE;
+pub use state::{f64_bits, STATE_FILE};
 
 use crate::backend::gpu::{AdapterChoice, GpuBackend};
 use crate::backend::{cpu::CpuBackend, Backend, ChainOutcome, Noise};
-use crate::config::{BackendChoice, TrainConfig};
+use crate::config::{BackendChoice, CheckpointEvery, RunOptions, TrainConfig};
+use crate::error::ConfigError;
 use crate::estimators::StepPlan;
-use crate::eval;
 use crate::files;
 use crate::model::{checkpoint, Params};
 use crate::optim::AdamConfig;
-use crate::rng::Stream;
 use anyhow::{bail, Context, Result};
 use data::TrainData;
-use metrics::EpochSums;
 use observer::EpochCallback;
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
-use std::collections::HashMap;
+use state::TrainState;
+use std::path::Path;
 
 /// Seeds the host-side level draws (SUMO, MLMC) from the run seed, apart from the shuffle.
 const LEVEL_STREAM: u64 = 0x1E7E_15EE_D000_0001;
@@ -130,169 +131,196 @@ pub fn make_backend(
 
 /// What a finished run returns.
 pub struct TrainOutcome {
+    /// The epochs this call trained (a resumed run's: those after the resume).
     pub epochs: Vec<EpochMetrics>,
     pub params: Params,
 }
 
-/// Trains as `cfg` says, writing config.json, metrics.jsonl and checkpoint.safetensors into
-/// `cfg.out`. `on_epoch` receives each epoch's metrics as they are written.
+/// Trains as `cfg` says, writing config.json, metrics.jsonl, checkpoint.safetensors and
+/// train-state.safetensors into `cfg.out`. `on_epoch` receives each epoch's metrics as they
+/// are written.
 pub fn train(cfg: &TrainConfig, on_epoch: impl FnMut(&EpochMetrics)) -> Result<TrainOutcome> {
     train_observed(cfg, &mut EpochCallback(on_epoch))
 }
 
 /// [`train`], telling `observer` about the run's steps, validations and epochs as they happen.
 pub fn train_observed(cfg: &TrainConfig, observer: &mut dyn TrainObserver) -> Result<TrainOutcome> {
+    train_with(cfg, &RunOptions::default(), observer)
+}
+
+/// [`train_observed`] with how the run saves and reacts (`opts`).
+pub fn train_with(
+    cfg: &TrainConfig,
+    opts: &RunOptions,
+    observer: &mut dyn TrainObserver,
+) -> Result<TrainOutcome> {
     let plan = cfg.validate()?;
     let (train_data, params) = TrainData::load(cfg)?;
-    let count = train_data.train_count();
+    check_batch(cfg, &train_data)?;
+    prepare_out_dir(cfg, opts)?;
+    let mut backend = make_backend(cfg.backend, &params, cfg.threads, cfg.adapter.as_deref())?;
+    backend.reset_optimizer();
+    run::run_epochs(
+        cfg,
+        opts,
+        &plan,
+        &train_data,
+        backend.as_mut(),
+        observer,
+        None,
+    )
+}
+
+fn check_batch(cfg: &TrainConfig, ds: &TrainData) -> Result<()> {
+    let count = ds.train_count();
     if count < cfg.batch {
         bail!("--batch {} is larger than the {count} training datapoints; lower --batch or raise --train-limit", cfg.batch);
     }
-    prepare_out_dir(cfg)?;
-    let mut backend = make_backend(cfg.backend, &params, cfg.threads, cfg.adapter.as_deref())?;
-    backend.reset_optimizer();
-    run_epochs(cfg, &plan, &train_data, backend.as_mut(), observer)
+    Ok(())
 }
 
-fn prepare_out_dir(cfg: &TrainConfig) -> Result<()> {
+/// config.json: the run's configuration, with its [`RunOptions`] beside the fields.
+fn config_json(cfg: &TrainConfig, opts: &RunOptions) -> Result<Vec<u8>> {
+    let mut v = serde_json::to_value(cfg)?;
+    if let (Some(map), serde_json::Value::Object(extra)) =
+        (v.as_object_mut(), serde_json::to_value(opts)?)
+    {
+        map.extend(extra);
+    }
+    let mut json = serde_json::to_vec_pretty(&v)?;
+    json.push(b'\n');
+    Ok(json)
+}
+
+fn prepare_out_dir(cfg: &TrainConfig, opts: &RunOptions) -> Result<()> {
     std::fs::create_dir_all(&cfg.out).with_context(|| {
         format!(
             "cannot create output directory {} (--out)",
             cfg.out.display()
         )
     })?;
+    files::remove_temps(&cfg.out)?;
     let metrics = cfg.out.join("metrics.jsonl");
     if metrics.exists() {
         std::fs::remove_file(&metrics)
             .with_context(|| format!("cannot replace {}", metrics.display()))?;
     }
-    let mut json = serde_json::to_vec_pretty(cfg)?;
-    json.push(b'\n');
-    files::write_atomic(&cfg.out.join("config.json"), &json)
+    files::write_atomic(&cfg.out.join("config.json"), &config_json(cfg, opts)?)
+}
+
+/// What `--resume` may change: `--epochs` (to extend the run; never below the epochs it has
+/// completed) and `--checkpoint-every`.
+#[derive(Clone, Debug, Default)]
+pub struct ResumeChanges {
+    pub epochs: Option<usize>,
+    pub checkpoint_every: Option<CheckpointEvery>,
+}
+
+/// The configuration and options a run directory's config.json records.
+pub fn load_run(dir: &Path) -> Result<(TrainConfig, RunOptions)> {
+    let path = dir.join("config.json");
+    let bytes = std::fs::read(&path).with_context(|| {
+        format!(
+            "--resume {}: cannot read {}; is it a run directory of `uvae train`?",
+            dir.display(),
+            path.display()
+        )
+    })?;
+    let cfg: TrainConfig = serde_json::from_slice(&bytes)
+        .with_context(|| format!("--resume: {} is not a run configuration", path.display()))?;
+    let opts: RunOptions = serde_json::from_slice(&bytes)
+        .with_context(|| format!("--resume: {} is not a run configuration", path.display()))?;
+    Ok((cfg, opts))
+}
+
+/// Continues the run in `dir` from its training state, exactly as if it had not stopped:
+/// the configuration comes from its config.json (with `changes`), metrics.jsonl keeps the
+/// epochs the state has completed, and the checkpoint is rewritten from the state when a kill
+/// left it behind.
+pub fn resume(
+    dir: &Path,
+    changes: &ResumeChanges,
+    stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    observer: &mut dyn TrainObserver,
+) -> Result<TrainOutcome> {
+    let (mut cfg, mut opts) = load_run(dir)?;
+    opts.stop = stop;
+    let state_path = dir.join(STATE_FILE);
+    let bytes = std::fs::read(&state_path).with_context(|| {
+        format!(
+            "--resume {}: no training state {} (written by uvae train since --checkpoint-every)",
+            dir.display(),
+            state_path.display()
+        )
+    })?;
+    let state = TrainState::from_bytes(&bytes)
+        .with_context(|| format!("--resume: {} is damaged", state_path.display()))?;
+    if let Some(e) = changes.epochs {
+        if e < state.pos.epoch {
+            return Err(ConfigError::range(
+                "--epochs",
+                e,
+                format!(
+                    "the run in {} has completed {} epochs; --resume can only keep or extend them",
+                    dir.display(),
+                    state.pos.epoch
+                ),
+            )
+            .into());
+        }
+        cfg.epochs = e;
+    }
+    if let Some(c) = changes.checkpoint_every {
+        opts.checkpoint_every = c;
+    }
+    cfg.out = dir.to_path_buf();
+    let plan = cfg.validate()?;
+    let (train_data, params) = TrainData::load(&cfg)?;
+    check_batch(&cfg, &train_data)?;
+    state
+        .check_fits(
+            params.layout.len,
+            train_data.train_count(),
+            train_data.train_count() / cfg.batch,
+        )
+        .with_context(|| format!("--resume: {} does not fit the run", state_path.display()))?;
+    files::remove_temps(dir)?;
+    files::truncate_lines(&dir.join("metrics.jsonl"), state.pos.epoch)?;
+    let config = config_json(&cfg, &opts)?;
+    if std::fs::read(dir.join("config.json")).ok().as_deref() != Some(&config[..]) {
+        files::write_atomic(&dir.join("config.json"), &config)?;
+    }
+    // A kill between the state's rename and the checkpoint's leaves the checkpoint behind.
+    let ckpt_path = dir.join(CHECKPOINT_FILE);
+    let ckpt_step = checkpoint::load(&ckpt_path)
+        .ok()
+        .and_then(|(_, meta)| run::checkpoint_step(&meta));
+    if ckpt_step != Some(state.pos.step) {
+        eprintln!(
+            "notice: {} does not hold the training state's step {}; rewriting it from the state",
+            ckpt_path.display(),
+            state.pos.step
+        );
+        let p = Params {
+            layout: params.layout.clone(),
+            values: state.params.clone(),
+        };
+        checkpoint::save(&p, &run::metadata(&cfg, state.pos.step), &ckpt_path)?;
+    }
+    let mut backend = make_backend(cfg.backend, &params, cfg.threads, cfg.adapter.as_deref())?;
+    backend.reset_optimizer();
+    run::run_epochs(
+        &cfg,
+        &opts,
+        &plan,
+        &train_data,
+        backend.as_mut(),
+        observer,
+        Some(state),
+    )
 }
 
 /// The backend's running sums are read every this many steps (and at an epoch's end), so
 /// the console can show a running objective; the cadence does not depend on the console,
 /// so every run sums its metrics the same way.
 const STATS_EVERY: usize = 25;
-
-fn run_epochs(
-    cfg: &TrainConfig,
-    plan: &StepPlan,
-    ds: &TrainData,
-    backend: &mut dyn Backend,
-    observer: &mut dyn TrainObserver,
-) -> Result<TrainOutcome> {
-    let b = cfg.batch;
-    let steps_per_epoch = ds.train_count() / b;
-    let (val_x, val_count) = ds.validation();
-    let mut x = vec![0.0f32; b * ds.dim()];
-    let mut level_rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed ^ LEVEL_STREAM);
-    let mut order: Vec<usize> = (0..ds.train_count()).collect();
-    let mut shuffle_rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed);
-    let mut step: u32 = 0;
-    let mut history = Vec::new();
-    let meta = metadata(cfg);
-    observer.on_start(cfg.epochs, steps_per_epoch, b);
-    for epoch in 0..cfg.epochs {
-        let lr = cfg.schedule.lr(cfg.lr, epoch);
-        order.shuffle(&mut shuffle_rng);
-        let start = std::time::Instant::now();
-        let mut sums = EpochSums::default();
-        for batch_idx in order.chunks_exact(b) {
-            ds.minibatch(batch_idx, cfg.seed, step, &mut x);
-            let noise = Noise {
-                seed: cfg.seed,
-                stream: Stream::Eps,
-                step,
-                first_datapoint: 0,
-                first_sample: 0,
-            };
-            let info = estimator_step(backend, plan, &x, b, &noise, &mut level_rng, &cfg.adam, lr)?;
-            sums.push_step(info, plan.coupling());
-            step += 1;
-            let running = if sums.steps % STATS_EVERY == 0 {
-                sums.push_stats(&backend.take_stats()?);
-                Some(sums.objective / sums.steps as f64)
-            } else {
-                None
-            };
-            observer.on_step(epoch + 1, sums.steps, running);
-        }
-        sums.push_stats(&backend.take_stats()?);
-        let obj = sums.objective;
-        if !obj.is_finite() {
-            bail!(
-                "training diverged in epoch {}: the mean objective is {obj}; lower --lr or set --clip-encoder/--clip-decoder",
-                epoch + 1
-            );
-        }
-        let seconds = start.elapsed().as_secs_f64();
-        observer.on_validation(epoch + 1, val_count);
-        let val = eval::log_likelihood(
-            backend,
-            &val_x,
-            val_count,
-            cfg.val_k,
-            eval::DEFAULT_EVAL_SEED,
-            0,
-        )?;
-        let params = Params {
-            layout: backend.layout().clone(),
-            values: backend.params()?,
-        };
-        let (exact_log_px, optimum_log_px) = match ds {
-            TrainData::Exact { model, .. } => (
-                Some(model.mean_exact_log_px(&params)?),
-                model.optimum_log_px(),
-            ),
-            TrainData::Images(_) => (None, None),
-        };
-        let s = steps_per_epoch as f64;
-        let m = EpochMetrics {
-            epoch: epoch + 1,
-            steps: steps_per_epoch,
-            lr,
-            train_objective: obj / s,
-            val_lk: val.mean,
-            val_lk_stderr: val.stderr,
-            val_k: cfg.val_k,
-            seconds,
-            datapoints_per_s: (steps_per_epoch * b) as f64 / seconds,
-            grad_norm_encoder: sums.grad_norm_encoder / s,
-            grad_norm_decoder: sums.grad_norm_decoder / s,
-            samples_per_datapoint: sums.samples / s,
-            expected_samples_per_datapoint: plan.expected_samples(),
-            chains: sums.chain_metrics(),
-            levels: (!sums.levels.is_empty()).then_some(sums.levels),
-            exact_log_px,
-            optimum_log_px,
-        };
-        files::append_jsonl(&cfg.out.join("metrics.jsonl"), &serde_json::to_value(&m)?)?;
-        checkpoint::save(&params, &meta, &cfg.out.join("checkpoint.safetensors"))?;
-        observer.on_epoch(&m);
-        history.push(m);
-    }
-    let params = Params {
-        layout: backend.layout().clone(),
-        values: backend.params()?,
-    };
-    Ok(TrainOutcome {
-        epochs: history,
-        params,
-    })
-}
-
-/// Checkpoint metadata: one key, so the header's bytes do not depend on hash-map order
-/// and identical runs write identical files.
-fn metadata(cfg: &TrainConfig) -> HashMap<String, String> {
-    let value = serde_json::json!({
-        "format": "unbiased-vae",
-        "model": cfg.model.name(),
-        "estimator": cfg.estimator.kind.name(),
-        "k": cfg.k,
-        "seed": cfg.seed,
-        "config": cfg,
-    });
-    HashMap::from([("uvae".to_string(), value.to_string())])
-}

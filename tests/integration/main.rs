@@ -16,6 +16,7 @@ mod gpu_parity;
 mod grad_stats;
 mod gradient_check;
 mod profile_bench;
+mod resume;
 mod shaders_validate;
 mod training;
 mod unbiased;

@@ -19,6 +19,11 @@ impl CpuBackend {
             optim::clip_factor(self.norms.decoder, cfg.clip_decoder),
         ];
         let step = self.adam.begin_step(cfg, lr);
+        // A non-finite gradient leaves parameters and moments alone (the step count advances,
+        // as on the GPU, whose kernel makes the same test).
+        if !(self.norms.encoder.is_finite() && self.norms.decoder.is_finite()) {
+            return Ok(());
+        }
         let st = &mut self.adam;
         let (grad, params) = (&self.grad, &mut self.params);
         self.pool.install(|| {

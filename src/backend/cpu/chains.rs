@@ -114,10 +114,7 @@ impl CpuBackend {
             norms = self.backward_in_chunks(xs, gb, n, &group_noise, &a, &b, &c, gi > 0)?;
         }
         self.optimizer_step(cfg, lr)?;
-        self.stats.steps += 1;
-        self.stats.objective += objective / batch as f64;
-        self.stats.grad_norm_encoder += norms.encoder;
-        self.stats.grad_norm_decoder += norms.decoder;
+        self.stats.push(objective / batch as f64, norms);
         Ok(ChainOutcome {
             iterations: t,
             meeting_times: states

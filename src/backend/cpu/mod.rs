@@ -239,6 +239,29 @@ impl Backend for CpuBackend {
         self.adam = AdamState::new(self.layout.len);
     }
 
+    fn optimizer_state(&mut self) -> Result<AdamState> {
+        Ok(self.adam.clone())
+    }
+
+    fn set_optimizer_state(&mut self, state: &AdamState) -> Result<()> {
+        super::check_optimizer_state(state, self.layout.len)?;
+        self.adam = state.clone();
+        Ok(())
+    }
+
+    fn peek_stats(&mut self) -> Result<StepStats> {
+        Ok(self.stats)
+    }
+
+    fn set_stats(&mut self, stats: &StepStats) -> Result<()> {
+        self.stats = *stats;
+        Ok(())
+    }
+
+    fn stats_on_host(&self) -> bool {
+        true
+    }
+
     fn train_step(
         &mut self,
         x: &[f32],

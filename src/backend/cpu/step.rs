@@ -39,10 +39,7 @@ impl CpuBackend {
             (norms?, objective)
         };
         self.optimizer_step(cfg, lr)?;
-        self.stats.steps += 1;
-        self.stats.objective += objective;
-        self.stats.grad_norm_encoder += norms.encoder;
-        self.stats.grad_norm_decoder += norms.decoder;
+        self.stats.push(objective, norms);
         Ok(())
     }
 

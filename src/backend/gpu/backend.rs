@@ -3,8 +3,8 @@
 
 use super::plan::Part;
 use super::profiler::GpuProfiler;
-use super::GpuBackend;
-use crate::backend::{Backend, ChainOutcome, GradNorms, Noise, StepStats, Timing};
+use super::{GpuBackend, STATS_LEN};
+use crate::backend::{Backend, ChainOutcome, GradNorms, Noise, NonFiniteStep, StepStats, Timing};
 use crate::coupling::CouplingConfig;
 use crate::estimators::CoefficientProgram;
 use crate::model::Layout;
@@ -188,14 +188,72 @@ impl Backend for GpuBackend {
     }
 
     fn take_stats(&mut self) -> Result<StepStats> {
-        let s = self.ctx.read(&self.stats, 0, 4)?;
-        self.ctx.queue.write_buffer(&self.stats, 0, &[0u8; 16]);
+        let s = self.peek_stats()?;
+        self.ctx
+            .queue
+            .write_buffer(&self.stats, 0, &[0u8; 4 * STATS_LEN]);
+        Ok(s)
+    }
+
+    fn peek_stats(&mut self) -> Result<StepStats> {
+        let s = self.ctx.read(&self.stats, 0, STATS_LEN)?;
         Ok(StepStats {
             steps: s[3] as usize,
             objective: s[0] as f64,
             grad_norm_encoder: s[1] as f64,
             grad_norm_decoder: s[2] as f64,
+            nonfinite: s[4] as usize,
+            first_nonfinite: (s[5] > 0.0)
+                .then(|| NonFiniteStep::from_mask(s[5] as usize, s[6] as u32)),
         })
+    }
+
+    fn set_stats(&mut self, st: &StepStats) -> Result<()> {
+        let first = st.first_nonfinite.unwrap_or_default();
+        let mask =
+            first.objective as u32 | (first.encoder as u32) << 1 | (first.decoder as u32) << 2;
+        // The sums came from this buffer's f32s, so the narrowing is exact.
+        let s: [f32; STATS_LEN] = [
+            st.objective as f32,
+            st.grad_norm_encoder as f32,
+            st.grad_norm_decoder as f32,
+            st.steps as f32,
+            st.nonfinite as f32,
+            first.index as f32,
+            mask as f32,
+            0.0,
+        ];
+        self.ctx
+            .queue
+            .write_buffer(&self.stats, 0, bytemuck::cast_slice(&s));
+        Ok(())
+    }
+
+    fn optimizer_state(&mut self) -> Result<AdamState> {
+        let len = self.layout.len;
+        let all = self.ctx.read(&self.moments, 0, 3 * len)?;
+        Ok(AdamState {
+            m: all[..len].to_vec(),
+            v: all[len..2 * len].to_vec(),
+            v_max: all[2 * len..].to_vec(),
+            t: self.adam.t,
+        })
+    }
+
+    fn set_optimizer_state(&mut self, state: &AdamState) -> Result<()> {
+        crate::backend::check_optimizer_state(state, self.layout.len)?;
+        for (i, v) in [&state.m, &state.v, &state.v_max].into_iter().enumerate() {
+            self.ctx.queue.write_buffer(
+                &self.moments,
+                (i * self.layout.len * 4) as u64,
+                bytemuck::cast_slice(v),
+            );
+        }
+        self.adam = AdamState {
+            t: state.t,
+            ..AdamState::default()
+        };
+        Ok(())
     }
 
     fn max_rows(&self) -> usize {

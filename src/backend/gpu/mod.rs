@@ -55,6 +55,10 @@ use std::collections::HashMap;
 use vae::NoiseU;
 use weights::{ProgramU, SubsetState};
 
+/// Floats of the running statistics (shaders/optim.wgsl): objective, |g_enc|, |g_dec|,
+/// steps, non-finite steps, the first non-finite step's index and its mask, one spare.
+const STATS_LEN: usize = 8;
+
 pub struct GpuBackend {
     ctx: GpuContext,
     layout: Layout,
@@ -115,7 +119,7 @@ impl GpuBackend {
             grad: ctx.storage("grad", p),
             moments: ctx.storage("adam moments", 3 * p),
             norms: ctx.storage("grad norms", 4),
-            stats: ctx.storage("stats", 4),
+            stats: ctx.storage("stats", STATS_LEN),
             noise_u: ctx.uniform("noise", std::mem::size_of::<NoiseU>()),
             program_u: ctx.uniform("program", std::mem::size_of::<ProgramU>()),
             adam_u: ctx.uniform("adam", std::mem::size_of::<AdamU>()),
