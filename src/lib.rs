@@ -12,6 +12,8 @@ pub mod estimators;
 pub mod eval;
 pub mod exact;
 pub mod files;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod grad_stats;
 pub mod images;
 pub mod model;
