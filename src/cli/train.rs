@@ -77,6 +77,9 @@ pub struct TrainArgs {
     /// Run directory.
     #[arg(long, default_value = "runs/latest")]
     out: PathBuf,
+    /// Replace the run in --out even when it holds another configuration's state.
+    #[arg(long)]
+    force: bool,
 }
 
 impl TrainArgs {
@@ -116,10 +119,14 @@ impl TrainArgs {
 
 pub fn run(args: TrainArgs) -> Result<()> {
     let mode = Mode::detect(args.common.quiet);
+    let force = args.force;
     let cfg = args.config()?;
     let plan = cfg.validate()?;
     for note in train::estimator_notes(&plan) {
         eprintln!("{note}");
+    }
+    if let Some(notice) = config::check_out_dir(&cfg, force)? {
+        eprintln!("{notice}");
     }
     let mut console = TrainConsole::new(mode);
     console.line(&format!(

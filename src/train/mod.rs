@@ -95,6 +95,7 @@ pub fn make_backend(
     threads: usize,
     adapter: Option<&str>,
 ) -> Result<Box<dyn Backend>> {
+    crate::error::threads(threads)?;
     let gpu = |allow_software: bool| -> Result<Box<dyn Backend>> {
         let choice = AdapterChoice {
             name: adapter.map(str::to_string),
@@ -148,6 +149,7 @@ pub fn train_observed(cfg: &TrainConfig, observer: &mut dyn TrainObserver) -> Re
     if count < cfg.batch {
         bail!("--batch {} is larger than the {count} training datapoints; lower --batch or raise --train-limit", cfg.batch);
     }
+    crate::config::check_step_count(cfg.epochs, count / cfg.batch)?;
     prepare_out_dir(cfg)?;
     let mut backend = make_backend(cfg.backend, &params, cfg.threads, cfg.adapter.as_deref())?;
     backend.reset_optimizer();
