@@ -35,7 +35,7 @@ fn mutate(mut bytes: Vec<u8>, edits: &[Edit]) -> Vec<u8> {
     let at = |i: usize, len: usize| {
         if len == 0 {
             0
-        } else if i % 2 == 0 {
+        } else if i.is_multiple_of(2) {
             (i / 2) % len.min(64)
         } else {
             (i / 2) % len

@@ -118,7 +118,12 @@ pub fn make_backend(
         BackendChoice::Auto => match gpu(adapter.is_some()) {
             Ok(b) => Ok(b),
             Err(e) => {
-                eprintln!("notice: no usable GPU adapter ({e:#}); running on the CPU");
+                // One line, whatever the error's chain holds.
+                let why = format!("{e:#}")
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                eprintln!("notice: no usable GPU adapter ({why}); running on the CPU");
                 Ok(Box::new(CpuBackend::new(
                     &params.layout,
                     &params.values,
