@@ -54,7 +54,7 @@ impl<'a> StepDriver<'a> {
             "--batch",
             batch,
             ds.train.count,
-            &format!("the {} training images", ds.train.count),
+            &format!("a minibatch of the {} training images", ds.train.count),
         )?;
         Ok(StepDriver {
             ds,

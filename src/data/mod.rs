@@ -62,7 +62,8 @@ impl Dataset {
         }
         if valid_size >= all.count {
             bail!(
-                "--valid-size {valid_size} leaves no training images ({} in {}); use a smaller value",
+                "--valid-size {valid_size} leaves no training images ({} in {}); use a smaller value \
+                 (bench, profile and grad-stats hold back 400: give them more than 400)",
                 all.count,
                 train_path.display()
             );

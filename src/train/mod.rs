@@ -155,8 +155,9 @@ pub fn train_observed(cfg: &TrainConfig, observer: &mut dyn TrainObserver) -> Re
         bail!("--batch {} is larger than the {count} training datapoints; lower --batch or raise --train-limit", cfg.batch);
     }
     crate::config::check_step_count(cfg.epochs, count / cfg.batch)?;
-    prepare_out_dir(cfg)?;
+    // The backend first: a run that cannot start leaves --out as it was.
     let mut backend = make_backend(cfg.backend, &params, cfg.threads, cfg.adapter.as_deref())?;
+    prepare_out_dir(cfg)?;
     backend.reset_optimizer();
     run_epochs(cfg, &plan, &train_data, backend.as_mut(), observer)
 }
