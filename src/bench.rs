@@ -50,6 +50,12 @@ impl<'a> StepDriver<'a> {
         batch: usize,
     ) -> Result<Self, ConfigError> {
         error::at_least("--batch", batch, 1, "a minibatch")?;
+        error::at_most(
+            "--batch",
+            batch,
+            ds.train.count,
+            &format!("a minibatch of the {} training images", ds.train.count),
+        )?;
         Ok(StepDriver {
             ds,
             plan: estimator.plan(k)?,

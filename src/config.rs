@@ -51,6 +51,13 @@ pub fn resolve_arch(
     }
 }
 
+/// The widest `--hidden` layer or `--latent` a run accepts (a 784-65536 layer alone holds
+/// 51 million weights).
+pub const MAX_LAYER: usize = 1 << 16;
+
+/// The most parameters a `--model vae` run accepts.
+pub const MAX_PARAMS: usize = 1 << 28;
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TrainConfig {
     /// vae (MNIST), or toy / ppca trained on their own generated data. Absent in
@@ -93,6 +100,13 @@ impl TrainConfig {
         error::at_least("--epochs", self.epochs, 1, "training")?;
         error::positive("--lr", self.lr)?;
         error::at_least("--val-k", self.val_k, 1, "the validation bound L_K")?;
+        error::at_most(
+            "--val-k",
+            self.val_k,
+            error::MAX_SAMPLES,
+            "the validation bound L_K",
+        )?;
+        error::threads(self.threads)?;
         if self.model.is_exact() {
             if let Some(data) = &self.data {
                 return Err(ConfigError::NotApplicable {
@@ -114,6 +128,29 @@ impl TrainConfig {
                 format!("{:?}/{}", self.arch.hidden, self.arch.z_dim),
                 "--hidden needs at least one positive size (e.g. 200,200) and --latent must be positive",
             ));
+        } else {
+            for &h in &self.arch.hidden {
+                error::at_most("--hidden", h, MAX_LAYER, "a hidden layer")?;
+            }
+            error::at_most("--latent", self.arch.z_dim, MAX_LAYER, "the latent")?;
+            let dims = self.arch.encoder_dims();
+            let params: usize = 2 * dims
+                .windows(2)
+                .map(|io| io[0] * io[1] + io[1])
+                .sum::<usize>();
+            if params > MAX_PARAMS {
+                return Err(ConfigError::range(
+                    "--hidden/--latent",
+                    format!("{:?}/{}", self.arch.hidden, self.arch.z_dim),
+                    format!("the model would hold {params} parameters; at most {MAX_PARAMS} (1 GiB of f32 per copy)"),
+                ));
+            }
+            error::at_least(
+                "--valid-size",
+                self.valid_size,
+                1,
+                "the validation after each epoch",
+            )?;
         }
         for (flag, v) in [
             ("--clip-encoder", self.adam.clip_encoder),
@@ -128,6 +165,86 @@ impl TrainConfig {
         }
         Ok(plan)
     }
+}
+
+/// The steps of a run are numbered in 32 bits (the noise address): `--epochs` times the
+/// steps per epoch must fit.
+pub fn check_step_count(epochs: usize, steps_per_epoch: usize) -> Result<(), ConfigError> {
+    let max = u32::MAX as usize / steps_per_epoch.max(1);
+    error::at_most(
+        "--epochs",
+        epochs,
+        max,
+        &format!("with {steps_per_epoch} steps per epoch, a run of at most 2^32 steps"),
+    )
+}
+
+/// Fields of config.json that do not change what a run computes: a rerun that differs only
+/// in them replaces the run in place.
+const NOT_RUN_DEFINING: [&str; 6] = [
+    "out",
+    "threads",
+    "backend",
+    "adapter",
+    "on_nonfinite",
+    "checkpoint_every",
+];
+
+/// Whether `cfg.out` may receive this run. A directory holding another run's state
+/// (config.json of a different configuration, or a checkpoint or metrics of no readable
+/// configuration) is refused unless `force`, so a typo cannot overwrite a long run. Returns
+/// the notice to print when a run is replaced.
+pub fn check_out_dir(cfg: &TrainConfig, force: bool) -> anyhow::Result<Option<String>> {
+    let dir = &cfg.out;
+    let config = dir.join("config.json");
+    let state = ["checkpoint.safetensors", "metrics.jsonl"]
+        .into_iter()
+        .find(|f| dir.join(f).exists());
+    let previous = match std::fs::read(&config) {
+        Ok(bytes) => Some(serde_json::from_slice::<serde_json::Value>(&bytes).ok()),
+        Err(_) if state.is_none() => return Ok(None),
+        Err(_) => None,
+    };
+    let why = match previous {
+        Some(Some(old)) => {
+            let differing = differing_fields(&old, &serde_json::to_value(cfg)?);
+            if differing.is_empty() {
+                return Ok(Some(format!(
+                    "notice: --out {} holds a run of the same configuration; replacing it",
+                    dir.display()
+                )));
+            }
+            format!("another run's state (its {} differ)", differing.join(", "))
+        }
+        Some(None) => "a config.json that is not a uvae run configuration".to_string(),
+        None => format!("a {} but no config.json", state.unwrap_or("run file")),
+    };
+    if force {
+        return Ok(Some(format!(
+            "notice: --out {} held {why}; replacing it (--force)",
+            dir.display()
+        )));
+    }
+    anyhow::bail!(
+        "--out {} holds {why}; choose another --out, or pass --force to replace it",
+        dir.display()
+    )
+}
+
+/// The run-defining top-level fields in which two config.json values differ.
+fn differing_fields(old: &serde_json::Value, new: &serde_json::Value) -> Vec<String> {
+    let empty = serde_json::Map::new();
+    let (o, n) = (
+        old.as_object().unwrap_or(&empty),
+        new.as_object().unwrap_or(&empty),
+    );
+    let mut keys: Vec<&String> = o.keys().chain(n.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| !NOT_RUN_DEFINING.contains(&k.as_str()) && o.get(*k) != n.get(*k))
+        .map(|k| k.to_string())
+        .collect()
 }
 
 /// What a run does with a training step whose objective or gradient norm is NaN or infinite

@@ -85,3 +85,44 @@ pub fn positive(flag: &'static str, value: f64) -> Result<(), ConfigError> {
         ))
     }
 }
+
+/// `Ok(())` when `value <= max`, else the range error of `flag`.
+pub fn at_most(
+    flag: &'static str,
+    value: usize,
+    max: usize,
+    what: &str,
+) -> Result<(), ConfigError> {
+    if value <= max {
+        Ok(())
+    } else {
+        Err(ConfigError::range(
+            flag,
+            value,
+            format!("{what} takes at most {max}"),
+        ))
+    }
+}
+
+/// The most CPU worker threads `--threads` accepts (0 means all cores).
+pub const MAX_THREADS: usize = 1024;
+
+/// The most samples per datapoint any `--k`-like flag accepts: 2^24. Sample indices are
+/// 32-bit on the device, and a larger K would run for days per datapoint.
+pub const MAX_SAMPLES: usize = 1 << 24;
+
+/// `--threads`: 0 (all cores) up to [`MAX_THREADS`].
+pub fn threads(threads: usize) -> Result<(), ConfigError> {
+    if threads <= MAX_THREADS {
+        Ok(())
+    } else {
+        Err(ConfigError::range(
+            "--threads",
+            threads,
+            format!(
+                "at most {MAX_THREADS} worker threads (0 uses all {} cores)",
+                std::thread::available_parallelism().map_or(1, |n| n.get())
+            ),
+        ))
+    }
+}

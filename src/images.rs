@@ -15,6 +15,9 @@ const BORDER_GREY: u8 = 96;
 
 /// Side of the square image a layout's x_dim holds (28 for MNIST); an error naming the
 /// checkpoint's model when x_dim is not a square or the decoder is not Bernoulli.
+/// The most tiles (and tiles per row) a picture takes.
+pub const MAX_TILES: usize = 4096;
+
 pub fn tile_side(params: &Params) -> Result<u32, ConfigError> {
     let arch = &params.layout.arch;
     let side = (arch.x_dim as f64).sqrt().round() as usize;

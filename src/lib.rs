@@ -13,6 +13,8 @@ pub mod eval;
 pub mod exact;
 pub mod figures;
 pub mod files;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod grad_stats;
 pub mod images;
 pub mod model;

@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use std::path::PathBuf;
 use unbiased_vae::estimators::{Estimator, EstimatorKind};
-use unbiased_vae::{bench, profile};
+use unbiased_vae::{bench, error, profile};
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -36,6 +36,20 @@ pub struct BenchArgs {
 
 pub fn run_bench(a: BenchArgs) -> Result<()> {
     let configs = bench::parse_configs(&a.configs)?;
+    if a.eval_k > 0 {
+        error::at_least(
+            "--eval-images",
+            a.eval_images,
+            1,
+            "the evaluation benchmark",
+        )?;
+        error::at_most(
+            "--eval-k",
+            a.eval_k,
+            error::MAX_SAMPLES,
+            "the evaluation benchmark",
+        )?;
+    }
     let ds = a.common.dataset(400)?;
     let params = bench::peer_model(&ds);
     let mut backend = a.common.backend(&params)?;
@@ -56,7 +70,8 @@ pub fn run_bench(a: BenchArgs) -> Result<()> {
             a.warmup,
             a.steps,
             a.repeats,
-        )?;
+        )
+        .with_context(|| format!("--configs entry {}:{}:{}", c.estimator.kind, c.k, c.batch))?;
         drop(spinner);
         if a.json {
             println!("{}", serde_json::to_string(&r)?);

@@ -34,6 +34,7 @@ pub struct EvalArgs {
 
 pub fn run(a: EvalArgs) -> Result<()> {
     error::at_least("--k", a.k, 1, "the bound L_K")?;
+    error::at_most("--k", a.k, error::MAX_SAMPLES, "the bound L_K")?;
     if let Some(limit) = a.limit {
         error::at_least("--limit", limit, 1, "an evaluation")?;
     }
@@ -42,14 +43,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         return run_exact(a, params, model);
     }
     let ds = a.common.dataset(0)?;
-    if ds.dim() != params.layout.arch.x_dim {
-        anyhow::bail!(
-            "checkpoint {} models {}-pixel images but the data has {}; pass the matching --data",
-            a.checkpoint.display(),
-            params.layout.arch.x_dim,
-            ds.dim()
-        );
-    }
+    data::check_dim(&ds, params.layout.arch.x_dim, &a.checkpoint)?;
     let test = match a.limit {
         Some(n) if n < ds.test.count => ds.test.slice(0..n),
         _ => ds.test.clone(),

@@ -76,6 +76,9 @@ pub fn run(a: GradStatsArgs) -> Result<()> {
             Some(path) => checkpoint::load(path)?.0,
             None => bench::peer_model(&ds),
         };
+        if let Some(path) = &a.checkpoint {
+            data::check_dim(&ds, params.layout.arch.x_dim, path)?;
+        }
         if a.datapoint >= ds.test.count {
             return Err(ConfigError::range(
                 "--datapoint",

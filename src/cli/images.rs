@@ -29,7 +29,9 @@ pub struct SampleArgs {
 
 pub fn run_sample(a: SampleArgs) -> Result<()> {
     error::at_least("--n", a.n, 1, "a picture")?;
+    error::at_most("--n", a.n, images::MAX_TILES, "a picture")?;
     error::at_least("--cols", a.cols as usize, 1, "a grid")?;
+    error::at_most("--cols", a.cols as usize, images::MAX_TILES, "a grid")?;
     let (params, _) = checkpoint::load(&a.checkpoint)?;
     let side = images::tile_side(&params)?;
     let tiles = images::prior_samples(&params, a.n, a.seed);
@@ -63,18 +65,18 @@ pub struct ReconstructArgs {
 
 pub fn run_reconstruct(a: ReconstructArgs) -> Result<()> {
     error::at_least("--n", a.n, 1, "a picture")?;
+    error::at_most("--n", a.n, images::MAX_TILES, "a picture")?;
     error::at_least("--pairs-per-row", a.pairs_per_row as usize, 1, "a grid")?;
+    error::at_most(
+        "--pairs-per-row",
+        a.pairs_per_row as usize,
+        images::MAX_TILES,
+        "a grid",
+    )?;
     let (params, _) = checkpoint::load(&a.checkpoint)?;
     let side = images::tile_side(&params)?;
     let ds = a.common.dataset(0)?;
-    if ds.dim() != params.layout.arch.x_dim {
-        anyhow::bail!(
-            "checkpoint {} models {}-pixel images but the data has {}; pass the matching --data",
-            a.checkpoint.display(),
-            params.layout.arch.x_dim,
-            ds.dim()
-        );
-    }
+    unbiased_vae::data::check_dim(&ds, params.layout.arch.x_dim, &a.checkpoint)?;
     let test = ds.test.slice(0..a.n.min(ds.test.count));
     // The model is trained on binarized images: show (and encode) the evaluation binarization.
     let x = unbiased_vae::data::binarize_eval(&test);

@@ -92,6 +92,9 @@ pub struct TrainArgs {
     /// --epochs (to extend it), --checkpoint-every and --quiet may be given with it.
     #[arg(long, value_name = "RUN_DIR")]
     resume: Option<PathBuf>,
+    /// Replace the run in --out even when it holds another configuration's state.
+    #[arg(long)]
+    force: bool,
 }
 
 /// The flags `--resume` accepts beside itself: they do not change what the run computes.
@@ -184,10 +187,14 @@ pub fn run(args: TrainArgs, matches: Option<&ArgMatches>) -> Result<()> {
         checkpoint_every: args.checkpoint_every,
         stop: Some(stop_on_signals()?),
     };
+    let force = args.force;
     let cfg = args.config()?;
     let plan = cfg.validate()?;
     for note in train::estimator_notes(&plan) {
         eprintln!("{note}");
+    }
+    if let Some(notice) = config::check_out_dir(&cfg, force)? {
+        eprintln!("{notice}");
     }
     let mut console = TrainConsole::new(mode);
     console.line(&format!(

@@ -37,22 +37,43 @@ impl Images {
 const IMAGES_MAGIC: u32 = 0x0000_0803;
 const LABELS_MAGIC: u32 = 0x0000_0801;
 
+/// The most bytes a gzipped IDX file may inflate to (MNIST's training images are 47 MB):
+/// a corrupt or hostile header cannot make the loader allocate without bound.
+pub const MAX_INFLATED_BYTES: u64 = 1 << 32;
+
 fn read_all(path: &Path) -> Result<Vec<u8>> {
     let raw =
         std::fs::read(path).with_context(|| format!("cannot read IDX file {}", path.display()))?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .with_context(|| format!("{} is not a valid gzip file", path.display()))?;
-        Ok(out)
-    } else {
-        Ok(raw)
+    decode(raw, &path.display().to_string())
+}
+
+/// The IDX bytes of a file's contents: inflated when they start with the gzip magic, as they
+/// are otherwise. `what` names the file in errors.
+pub fn decode(raw: Vec<u8>, what: &str) -> Result<Vec<u8>> {
+    if !raw.starts_with(&[0x1f, 0x8b]) {
+        return Ok(raw);
     }
+    let mut out = Vec::new();
+    // MultiGzDecoder: `cat a.gz b.gz` is a valid gzip file too.
+    let mut inflate = flate2::read::MultiGzDecoder::new(&raw[..]).take(MAX_INFLATED_BYTES + 1);
+    if let Err(e) = inflate.read_to_end(&mut out) {
+        bail!(
+            "{what} is a truncated or corrupt gzip file ({e}); re-download it (`gzip -t` checks a copy)"
+        );
+    }
+    if out.len() as u64 > MAX_INFLATED_BYTES {
+        bail!(
+            "{what} inflates to more than {} GiB, far beyond any IDX image set; it is not an MNIST-layout file",
+            MAX_INFLATED_BYTES >> 30
+        );
+    }
+    Ok(out)
 }
 
 fn be_u32(bytes: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+    let mut b = [0u8; 4];
+    b.copy_from_slice(&bytes[at..at + 4]);
+    u32::from_be_bytes(b)
 }
 
 /// Parses an IDX3 unsigned-byte image file (magic 0x00000803).
@@ -80,9 +101,12 @@ pub fn parse_images(bytes: &[u8], what: &str) -> Result<Images> {
             "{what}: header says {count} images of {rows}x{cols}; every dimension must be positive"
         );
     }
-    let want = count
-        .checked_mul(rows * cols)
-        .context("image count overflows")?;
+    let want = rows
+        .checked_mul(cols)
+        .and_then(|d| d.checked_mul(count))
+        .with_context(|| {
+            format!("{what}: header says {count} images of {rows}x{cols}, more bytes than memory holds (corrupt header)")
+        })?;
     let body = &bytes[16..];
     if body.len() != want {
         bail!(
@@ -109,12 +133,12 @@ pub fn parse_labels(bytes: &[u8], what: &str) -> Result<Vec<u8>> {
     }
     let magic = be_u32(bytes, 0);
     if magic != LABELS_MAGIC {
-        bail!("{what}: magic number {magic:#010x} is not that of an IDX label file ({LABELS_MAGIC:#010x})");
+        bail!("{what}: magic number {magic:#010x} is not that of an IDX label file ({LABELS_MAGIC:#010x}); pass the *-labels-idx1-ubyte(.gz) file");
     }
     let count = be_u32(bytes, 4) as usize;
     if bytes.len() - 8 != count {
         bail!(
-            "{what}: header says {count} labels but the file holds {}",
+            "{what}: header says {count} labels but the file holds {} (truncated or corrupt; re-copy it)",
             bytes.len() - 8
         );
     }

@@ -62,7 +62,8 @@ impl Dataset {
         }
         if valid_size >= all.count {
             bail!(
-                "--valid-size {valid_size} leaves no training images ({} in {}); use a smaller value",
+                "--valid-size {valid_size} leaves no training images ({} in {}); use a smaller value \
+                 (bench, profile and grad-stats hold back 400: give them more than 400)",
                 all.count,
                 train_path.display()
             );
@@ -148,6 +149,22 @@ pub fn binarize_eval(images: &Images) -> Vec<f32> {
         );
     }
     out
+}
+
+/// `Ok(())` when `ds`'s images have the `x_dim` pixels the checkpoint at `checkpoint` models.
+pub fn check_dim(ds: &Dataset, x_dim: usize, checkpoint: &Path) -> Result<()> {
+    if ds.dim() != x_dim {
+        bail!(
+            "checkpoint {} models {x_dim}-pixel images but the data in {} has {}x{} = {} pixels; \
+             pass the --data the checkpoint was trained on",
+            checkpoint.display(),
+            ds.source.display(),
+            ds.train.rows,
+            ds.train.cols,
+            ds.dim()
+        );
+    }
+    Ok(())
 }
 
 /// Loads the dataset named by `--data`, or the bundled MNIST.

@@ -45,6 +45,7 @@ impl Estimator {
     pub fn plan(&self, k: usize) -> Result<StepPlan, ConfigError> {
         let kind = self.kind;
         error::at_least("--k", k, kind.min_samples(), &format!("--estimator {kind}"))?;
+        error::at_most("--k", k, error::MAX_SAMPLES, &format!("--estimator {kind}"))?;
         if self.unbiased.encoder != EncoderChoice::Dreg && !kind.is_random_size() {
             return Err(ConfigError::NotApplicable {
                 flag: "--encoder",

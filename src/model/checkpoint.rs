@@ -13,7 +13,7 @@ pub fn save(params: &Params, metadata: &HashMap<String, String>, path: &Path) ->
     crate::files::write_atomic(path, &to_bytes(params, metadata)?)
 }
 
-/// The bytes `save` writes.
+/// The safetensors bytes [`save`] writes.
 pub fn to_bytes(params: &Params, metadata: &HashMap<String, String>) -> Result<Vec<u8>> {
     let tensors = params.layout.tensors();
     let views: Vec<(String, TensorView)> = tensors
@@ -33,9 +33,21 @@ pub fn to_bytes(params: &Params, metadata: &HashMap<String, String>) -> Result<V
 pub fn load(path: &Path) -> Result<(Params, HashMap<String, String>)> {
     let bytes = std::fs::read(path)
         .with_context(|| format!("cannot read checkpoint {}", path.display()))?;
-    let st = SafeTensors::deserialize(&bytes)
-        .with_context(|| format!("{} is not a safetensors checkpoint", path.display()))?;
-    let (_, meta) = SafeTensors::read_metadata(&bytes)?;
+    parse(&bytes, path)
+}
+
+/// [`load`] of a file's bytes; `path` names it in errors. Every failure is an error that
+/// names the file and what is wrong: truncated or foreign files, missing, misshaped or
+/// non-F32 tensors, and non-finite values.
+pub fn parse(bytes: &[u8], path: &Path) -> Result<(Params, HashMap<String, String>)> {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "{} is not a safetensors checkpoint, or is truncated ({e}); pass the checkpoint.safetensors a `uvae train` run wrote",
+            path.display()
+        )
+    })?;
+    let (_, meta) = SafeTensors::read_metadata(bytes)
+        .map_err(|e| anyhow::anyhow!("{}: unreadable safetensors header ({e})", path.display()))?;
     let metadata = meta.metadata().clone().unwrap_or_default();
     let shape = |name: &str| -> Result<Vec<usize>> {
         Ok(st
@@ -90,6 +102,14 @@ pub fn load(path: &Path) -> Result<(Params, HashMap<String, String>)> {
             )
         })?
         .unwrap_or_default();
+    if let crate::model::Likelihood::Gaussian { sd } = likelihood {
+        if !(sd.is_finite() && sd > 0.0) {
+            bail!(
+                "checkpoint {}: its metadata gives a Gaussian likelihood with sd {sd}; it must be positive",
+                path.display()
+            );
+        }
+    }
     let arch = Arch {
         x_dim,
         hidden,
@@ -116,6 +136,17 @@ pub fn load(path: &Path) -> Result<(Params, HashMap<String, String>)> {
             .zip(t.data().chunks_exact(4))
         {
             *v = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        }
+        let bad = values[off..off + len]
+            .iter()
+            .filter(|v| !v.is_finite())
+            .count();
+        if bad > 0 {
+            bail!(
+                "checkpoint {}: tensor {name} holds {bad} non-finite values (NaN or infinity); \
+                 the run that wrote it diverged; use an earlier checkpoint or retrain with a lower --lr",
+                path.display()
+            );
         }
     }
     Ok((Params { layout, values }, metadata))

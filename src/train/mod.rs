@@ -96,6 +96,7 @@ pub fn make_backend(
     threads: usize,
     adapter: Option<&str>,
 ) -> Result<Box<dyn Backend>> {
+    crate::error::threads(threads)?;
     let gpu = |allow_software: bool| -> Result<Box<dyn Backend>> {
         let choice = AdapterChoice {
             name: adapter.map(str::to_string),
@@ -118,7 +119,12 @@ pub fn make_backend(
         BackendChoice::Auto => match gpu(adapter.is_some()) {
             Ok(b) => Ok(b),
             Err(e) => {
-                eprintln!("notice: no usable GPU adapter ({e:#}); running on the CPU");
+                // One line, whatever the error's chain holds.
+                let why = format!("{e:#}")
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                eprintln!("notice: no usable GPU adapter ({why}); running on the CPU");
                 Ok(Box::new(CpuBackend::new(
                     &params.layout,
                     &params.values,
@@ -157,8 +163,9 @@ pub fn train_with(
     let plan = cfg.validate()?;
     let (train_data, params) = TrainData::load(cfg)?;
     check_batch(cfg, &train_data)?;
-    prepare_out_dir(cfg, opts)?;
+    // The backend first: a run that cannot start leaves --out as it was.
     let mut backend = make_backend(cfg.backend, &params, cfg.threads, cfg.adapter.as_deref())?;
+    prepare_out_dir(cfg, opts)?;
     backend.reset_optimizer();
     run::run_epochs(
         cfg,
@@ -176,6 +183,7 @@ fn check_batch(cfg: &TrainConfig, ds: &TrainData) -> Result<()> {
     if count < cfg.batch {
         bail!("--batch {} is larger than the {count} training datapoints; lower --batch or raise --train-limit", cfg.batch);
     }
+    crate::config::check_step_count(cfg.epochs, count / cfg.batch)?;
     Ok(())
 }
 

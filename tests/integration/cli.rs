@@ -724,7 +724,7 @@ fn same_seed_gives_identical_runs() {
     assert!(d1 == d2, "checkpoint tensors differ between identical runs");
 
     // A different seed must change the run.
-    train_tiny(&run_dir, &["--seed", "8"]);
+    train_tiny(&run_dir, &["--seed", "8", "--force"]);
     assert_ne!(
         m1,
         strip(read("metrics.jsonl")),

@@ -87,6 +87,7 @@ impl CpuBackend {
                 layout.len
             );
         }
+        crate::error::threads(threads)?;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()?;

@@ -80,10 +80,18 @@ pub(super) fn pick_adapter(choice: &AdapterChoice) -> Result<wgpu::Adapter> {
     let picked = match &choice.name {
         Some(name) => {
             let want = name.to_lowercase();
+            let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
+            let seen = if names.is_empty() {
+                "wgpu sees none: install a Vulkan, Metal or DX12 driver (on Debian: mesa-vulkan-drivers) or use --backend cpu".to_string()
+            } else {
+                format!("the adapters are: {}", names.join(", "))
+            };
             adapters
                 .into_iter()
                 .find(|a| a.get_info().name.to_lowercase().contains(&want))
-                .with_context(|| format!("no GPU adapter name contains '{name}' (--adapter); `uvae devices` lists them"))?
+                .with_context(|| {
+                    format!("no GPU adapter name contains '{name}' (--adapter); {seen}")
+                })?
         }
         None => {
             let software: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();

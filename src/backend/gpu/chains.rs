@@ -214,7 +214,7 @@ impl GpuBackend {
         let mut enc = self.ctx.device.create_command_encoder(&Default::default());
         enc.clear_buffer(&cb.state, 0, None);
         enc.clear_buffer(&cb.coef, 0, None);
-        self.ctx.queue.submit([enc.finish()]);
+        self.ctx.submit(enc)?;
         let mut t = 0;
         loop {
             let block = chains.step_block(t);
@@ -243,13 +243,13 @@ impl GpuBackend {
                 Part::ForwardFromZ
             };
             if self.profiling() {
-                self.ctx.queue.submit([enc.finish()]);
+                self.ctx.submit(enc)?;
                 self.run_profiled((batch, len, false), &[forward])?;
                 self.profile_dispatches(&[Some(&step_dispatch)])?;
             } else {
                 self.record(&mut enc, (batch, len, false), &[forward]);
                 record_one(&self.ctx, &mut enc, &step_dispatch);
-                self.ctx.queue.submit([enc.finish()]);
+                self.ctx.submit(enc)?;
             }
             t += 1;
             // No datapoint is done before time index m + 1 (max_iters > m), so the count is
@@ -336,7 +336,7 @@ impl GpuBackend {
         } else {
             let mut enc = self.ctx.device.create_command_encoder(&Default::default());
             record_one(&self.ctx, &mut enc, &encoder_dispatch);
-            self.ctx.queue.submit([enc.finish()]);
+            self.ctx.submit(enc)?;
         }
         self.write_adam(None, batch);
         let xd = self.layout.arch.x_dim;
@@ -380,7 +380,7 @@ impl GpuBackend {
                 record_one(&self.ctx, &mut enc, &gather);
                 self.record(&mut enc, (gb, len, false), &[Part::Forward]);
                 self.record(&mut enc, (gb, len, pi > 0), &[Part::Backward]);
-                self.ctx.queue.submit([enc.finish()]);
+                self.ctx.submit(enc)?;
             }
         }
         self.write_adam(Some((cfg, lr)), batch);

@@ -47,7 +47,7 @@ impl GpuBackend {
             self.ensure_shape(batch, len, false)?;
             self.ensure_shape(batch, len, true)?;
         }
-        self.ensure_full(batch, n);
+        self.ensure_full(batch, n)?;
         self.prepare_subsets(program, batch, n, true)?;
         self.upload_x(x, batch)?;
         self.write_program(program, batch, n);
@@ -73,7 +73,7 @@ impl GpuBackend {
                     (len * 4) as u64,
                 );
             }
-            self.ctx.queue.submit([enc.finish()]);
+            self.ctx.submit(enc)?;
         }
         let mut enc = self.ctx.device.create_command_encoder(&Default::default());
         self.record(
@@ -81,7 +81,7 @@ impl GpuBackend {
             (batch, chunks[0].1, false),
             &[Part::FullCoefficients],
         );
-        self.ctx.queue.submit([enc.finish()]);
+        self.ctx.submit(enc)?;
         // Pass 2: each chunk's backward, added into the gradient after the first.
         self.write_adam(None, batch);
         for (ci, &(s0, len)) in chunks.iter().enumerate() {
@@ -108,7 +108,7 @@ impl GpuBackend {
                 }
             }
             self.record(&mut enc, (batch, len, ci > 0), &[Part::Backward]);
-            self.ctx.queue.submit([enc.finish()]);
+            self.ctx.submit(enc)?;
         }
         self.write_adam(Some((cfg, lr)), batch);
         self.run(batch, chunks[0].1, &[Part::Adam, Part::Stats])?;
@@ -117,15 +117,20 @@ impl GpuBackend {
     }
 
     /// Whole-step log-weight and coefficient buffers for (batch, n), with their dispatch.
-    pub(super) fn ensure_full(&mut self, batch: usize, n: usize) {
+    pub(super) fn ensure_full(&mut self, batch: usize, n: usize) -> Result<()> {
         if self
             .full
             .as_ref()
             .is_some_and(|f| f.batch == batch && f.n == n)
         {
-            return;
+            return Ok(());
         }
         let rows = batch * n;
+        // The coefficients of every sample are bound at once: check before allocating.
+        self.ctx.check_binding(
+            (3 * rows * 4) as u64,
+            &format!("the coefficients of --batch {batch} x {n} samples (--k)"),
+        )?;
         let lw = self.ctx.storage("whole-step log-weights", rows);
         let coef = self.ctx.storage("whole-step coefficients", 3 * rows);
         let sb = self.shape.as_ref().expect("shape buffers exist");
@@ -170,5 +175,6 @@ impl GpuBackend {
             coef,
             coefficients,
         });
+        Ok(())
     }
 }

@@ -39,6 +39,9 @@ pub mod shaders;
 mod vae;
 mod weights;
 
+#[cfg(test)]
+mod fault_tests;
+
 use crate::estimators::CoefficientProgram;
 use crate::model::Layout;
 use crate::optim::AdamState;
@@ -106,8 +109,9 @@ impl GpuBackend {
         let max_binding = ctx.limits.max_storage_buffer_binding_size as usize;
         if 3 * layout.len * 4 > max_binding {
             bail!(
-                "the model's {} parameters exceed this adapter's largest storage binding ({} MiB)",
+                "the model's {} parameters (Adam's moments: {} MiB) exceed this adapter's largest storage binding ({} MiB); use smaller --hidden/--latent, or --backend cpu",
                 layout.len,
+                (3 * layout.len * 4) >> 20,
                 max_binding >> 20
             );
         }

@@ -2,6 +2,7 @@
 //! bind-group layout (wgpu examples' style), compiled once per context.
 
 use super::shaders::Family;
+use anyhow::{bail, Result};
 use std::collections::HashMap;
 
 /// How a kernel uses one binding slot.
@@ -176,15 +177,27 @@ fn layout_entry(binding: u32, slot: Slot) -> wgpu::BindGroupLayoutEntry {
 pub(super) fn build_pipelines(
     device: &wgpu::Device,
     subgroups: bool,
-) -> Vec<(PipelineId, Pipeline)> {
+) -> Result<Vec<(PipelineId, Pipeline)>> {
+    build_pipelines_from(device, |family| family.source(subgroups))
+}
+
+/// [`build_pipelines`] with the WGSL of each family from `source`. A module or pipeline that
+/// fails validation (a shader that does not compile on this adapter, an entry point or
+/// binding it lacks) is an error naming the shader file and entry point, caught in an error
+/// scope instead of reaching wgpu's panicking default handler.
+pub(super) fn build_pipelines_from(
+    device: &wgpu::Device,
+    source: impl Fn(Family) -> String,
+) -> Result<Vec<(PipelineId, Pipeline)>> {
     let mut modules = HashMap::new();
     let mut out = Vec::new();
     for id in PipelineId::ALL {
         let (family, entry, slots) = id.spec();
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = modules.entry(family).or_insert_with(|| {
             device.create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(family.file()),
-                source: wgpu::ShaderSource::Wgsl(family.source(subgroups).into()),
+                source: wgpu::ShaderSource::Wgsl(source(family).into()),
             })
         });
         let entries: Vec<wgpu::BindGroupLayoutEntry> = slots
@@ -208,6 +221,15 @@ pub(super) fn build_pipelines(
             compilation_options: Default::default(),
             cache: None,
         });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            let detail = e.to_string();
+            let detail = detail.split_whitespace().collect::<Vec<_>>().join(" ");
+            bail!(
+                "the GPU kernels of shaders/{} (entry point {entry}) fail to compile: {detail}; \
+                 use --backend cpu, or another --adapter",
+                family.file()
+            );
+        }
         out.push((
             id,
             Pipeline {
@@ -218,5 +240,5 @@ pub(super) fn build_pipelines(
             },
         ));
     }
-    out
+    Ok(out)
 }

@@ -360,7 +360,7 @@ impl GpuBackend {
         }
         let mut enc = self.ctx.device.create_command_encoder(&Default::default());
         self.record(&mut enc, (batch, n, false), parts);
-        self.ctx.queue.submit([enc.finish()]);
+        self.ctx.submit(enc)?;
         Ok(())
     }
 }

@@ -91,7 +91,7 @@ impl GpuBackend {
             if si > 0 {
                 let mut enc = self.ctx.device.create_command_encoder(&Default::default());
                 self.clear_frozen(&mut enc);
-                self.ctx.queue.submit([enc.finish()]);
+                self.ctx.submit(enc)?;
             }
             self.profile_segment(prof, segment, &push)?;
         }
@@ -120,7 +120,7 @@ impl GpuBackend {
                 }
                 let queries = 2 * group.len() as u32;
                 enc.resolve_query_set(qs, 0..queries, resolve, 0);
-                self.ctx.queue.submit([enc.finish()]);
+                self.ctx.submit(enc)?;
                 let bytes = self.ctx.read_bytes(resolve, 0, queries as u64 * 8)?;
                 let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&bytes);
                 let origin = *prof.gpu_origin.get_or_insert(ticks[0]);
@@ -136,7 +136,7 @@ impl GpuBackend {
                     let mut enc = self.ctx.device.create_command_encoder(&Default::default());
                     super::plan::record_one(&self.ctx, &mut enc, d);
                     let t0 = std::time::Instant::now();
-                    self.ctx.queue.submit([enc.finish()]);
+                    self.ctx.submit(enc)?;
                     self.ctx.device.poll(wgpu::PollType::wait_indefinitely())?;
                     let start_us = (t0 - prof.origin).as_secs_f64() * 1e6;
                     push(prof, d, start_us, t0.elapsed().as_secs_f64() * 1e6);
