@@ -122,13 +122,13 @@ impl TrainObserver for TrainConsole {
             "epoch [{bar:30}] {pos}/{len} steps  {msg}  ETA {eta}",
         ));
         epoch.enable_steady_tick(Duration::from_millis(250));
+        self.epoch_start = Instant::now();
         self.run = Some(run);
         self.epoch = Some(epoch);
     }
 
     fn on_step(&mut self, epoch: usize, step: usize, running_objective: Option<f64>) {
         if step == 1 {
-            self.epoch_start = Instant::now();
             self.objective = None;
             if let Some(run) = &self.run {
                 run.set_prefix(format!("{epoch}/{}", self.epochs));
@@ -153,6 +153,8 @@ impl TrainObserver for TrainConsole {
     }
 
     fn on_epoch(&mut self, m: &EpochMetrics) {
+        // The next epoch's first step starts now (validation is behind us).
+        self.epoch_start = Instant::now();
         self.line(&epoch_line(m));
         if let Some(c) = &m.chains {
             self.line(&format!(
