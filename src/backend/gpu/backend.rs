@@ -4,7 +4,7 @@
 use super::plan::Part;
 use super::profiler::GpuProfiler;
 use super::GpuBackend;
-use crate::backend::{Backend, ChainOutcome, GradNorms, Noise, StepStats, Timing};
+use crate::backend::{Backend, ChainOutcome, DispatchInfo, GradNorms, Noise, StepStats, Timing};
 use crate::coupling::CouplingConfig;
 use crate::estimators::CoefficientProgram;
 use crate::model::Layout;
@@ -230,5 +230,9 @@ impl Backend for GpuBackend {
     fn memory_bytes(&self) -> (u64, u64) {
         let now = self.live_bytes();
         (now, self.peak_bytes.max(now))
+    }
+
+    fn step_dispatches(&mut self, batch: usize, n: usize) -> Result<Vec<DispatchInfo>> {
+        self.plan_dispatches(batch, n)
     }
 }

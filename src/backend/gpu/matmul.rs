@@ -95,6 +95,7 @@ fn gemm_step<'a>(
     let slot = arena.push(&u);
     let count = gemm_count(u.m as usize, u.n as usize);
     let flops = 2.0 * u.m as f64 * u.n as f64 * u.k as f64;
+    let bytes = gemm_bytes(&u);
     DispatchSpec {
         pipeline,
         bindings: vec![
@@ -107,7 +108,28 @@ fn gemm_step<'a>(
         count,
         label,
         flops,
+        bytes,
     }
+}
+
+/// Bytes a GEMM of `u` reads and writes: A, B and C once, C again under beta, and its
+/// epilogue operand (a bias row, a scale per k, or the activations of a tanh backward).
+fn gemm_bytes(u: &GemmU) -> f64 {
+    let (m, n, k) = (u.m as f64, u.n as f64, u.k as f64);
+    let mut words = m * k + k * n + m * n;
+    if u.beta != 0.0 {
+        words += m * n;
+    }
+    if u.flags & FLAG_BIAS != 0 {
+        words += n;
+    }
+    if u.flags & FLAG_SCALE_K != 0 {
+        words += k;
+    }
+    if u.flags & FLAG_TANH_GRAD != 0 {
+        words += m * n;
+    }
+    4.0 * words
 }
 
 /// Forward through one Linear over `m` rows: dst = act(inp W^T + b), bias and tanh fused.
@@ -311,5 +333,6 @@ fn bias_grad<'a>(
         count: [l.out.div_ceil(64) as u32, 1, 1],
         label: format!("{} bias grad [column sums of {m}x{}]", l.name, l.out),
         flops: 2.0 * (m * l.out) as f64,
+        bytes: 4.0 * (m * l.out + m + l.out * (1 + bb.beta as usize)) as f64,
     }
 }

@@ -39,6 +39,7 @@ pub mod shaders;
 mod vae;
 mod weights;
 
+use crate::backend::{Backend, DispatchInfo};
 use crate::estimators::CoefficientProgram;
 use crate::model::Layout;
 use crate::optim::AdamState;
@@ -207,6 +208,36 @@ impl GpuBackend {
         let mut v: Vec<_> = counts.into_iter().collect();
         v.sort();
         v
+    }
+
+    /// The dispatches of one unchunked training step at (batch, n) in recording order, from
+    /// the plan (built here if needed, nothing run): workgroups, FLOPs and bytes of each.
+    /// Empty when batch x n rows exceed one pass (the step runs in chunks).
+    pub fn plan_dispatches(&mut self, batch: usize, n: usize) -> Result<Vec<DispatchInfo>> {
+        if batch == 0 || n == 0 || batch * n > self.max_rows() {
+            return Ok(Vec::new());
+        }
+        self.ensure_shape(batch, n, false)?;
+        let parts = [
+            Part::Forward,
+            Part::Coefficients,
+            Part::Backward,
+            Part::Adam,
+            Part::Stats,
+        ];
+        Ok(self
+            .dispatch_list((batch, n, false), &parts)
+            .into_iter()
+            .flatten()
+            .map(|d| DispatchInfo {
+                kernel: self.ctx.pipeline(d.pipeline).name.to_string(),
+                label: d.label.clone(),
+                count: d.count,
+                workgroups: d.count.iter().map(|&c| c as u64).product(),
+                flops: d.flops,
+                bytes: d.bytes,
+            })
+            .collect())
     }
 
     /// Caps the sample rows of one pass below the adapter's limit, so tests can exercise

@@ -65,7 +65,8 @@ impl GpuBackend {
             ],
             count: [2, 1, 1],
             label: "gradient norms".to_string(),
-            flops: 0.0,
+            flops: 2.0 * self.layout.len as f64,
+            bytes: 4.0 * self.layout.len as f64,
         }
     }
 
@@ -83,6 +84,8 @@ impl GpuBackend {
             count: groups_1d(self.layout.len, 256),
             label: format!("adam [{} parameters]", self.layout.len),
             flops: 0.0,
+            // Parameters, m and v read and written, the gradient read (v_max: AMSGrad).
+            bytes: 4.0 * 7.0 * self.layout.len as f64,
         }
     }
 
@@ -99,6 +102,7 @@ impl GpuBackend {
             count: [1, 1, 1],
             label: "running statistics".to_string(),
             flops: 0.0,
+            bytes: objective.size() as f64 + 32.0,
         }
     }
 }

@@ -52,6 +52,8 @@ pub(super) struct DispatchSpec<'a> {
     pub label: String,
     /// Floating-point operations, for profiles.
     pub flops: f64,
+    /// Compulsory bytes moved (each operand read, each result written once), for profiles.
+    pub bytes: f64,
 }
 
 /// One recorded dispatch.
@@ -61,6 +63,7 @@ pub(super) struct Dispatch {
     pub count: [u32; 3],
     pub label: String,
     pub flops: f64,
+    pub bytes: f64,
 }
 
 impl Dispatch {
@@ -128,6 +131,7 @@ impl GpuBackend {
             &sb.coef,
             &sb.objective,
             batch,
+            n,
             format!("coefficients [{batch}x{n}]"),
         );
         let lse = weights::lse_accumulate(&self.lse_u, &sb.lw, &sb.lse_state, batch, n);
@@ -282,6 +286,7 @@ impl GpuBackend {
             count: spec.count,
             label: spec.label,
             flops: spec.flops,
+            bytes: spec.bytes,
         }
     }
 
