@@ -235,4 +235,11 @@ impl Backend for GpuBackend {
     fn step_dispatches(&mut self, batch: usize, n: usize) -> Result<Vec<DispatchInfo>> {
         self.plan_dispatches(batch, n)
     }
+
+    fn set_compute_units(&mut self, units: usize) {
+        self.set_grid(super::GridConfig {
+            compute_units: units.max(1),
+            ..self.grid()
+        });
+    }
 }

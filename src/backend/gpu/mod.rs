@@ -30,6 +30,7 @@ mod buffers;
 mod chains;
 mod chunked;
 pub mod context;
+mod grid;
 mod matmul;
 mod optim;
 mod pipelines;
@@ -48,6 +49,7 @@ use buffers::ShapeBuffers;
 use chunked::FullBuffers;
 use context::GpuContext;
 pub use context::{list_adapters, AdapterChoice, AdapterSummary};
+pub use grid::{GridConfig, MIN_SLICE};
 use optim::AdamU;
 use plan::{Part, Plan};
 use profiler::GpuProfiler;
@@ -88,6 +90,8 @@ pub struct GpuBackend {
     chains: Option<chains::ChainBuffers>,
     /// Overrides the coupled chains' backward-group overhead (tests of the grouping).
     chain_group_overhead: Option<usize>,
+    /// How grids are sized: split-K slices and norm partials, for `grid.compute_units`.
+    grid: grid::GridConfig,
 }
 
 impl GpuBackend {
@@ -136,6 +140,7 @@ impl GpuBackend {
             lw_host: Vec::new(),
             chains: None,
             chain_group_overhead: None,
+            grid: grid::GridConfig::from_env(),
             ctx,
         };
         Ok(b)
@@ -192,13 +197,12 @@ impl GpuBackend {
     pub fn plan_kernel_counts(&self) -> Vec<(&'static str, usize)> {
         let mut counts: HashMap<&'static str, usize> = HashMap::new();
         for plan in self.plans.values() {
-            let all = plan.forward.iter().chain(&plan.backward).chain([
-                &plan.coefficients,
-                &plan.norms,
-                &plan.adam,
-                &plan.stats,
-                &plan.lse,
-            ]);
+            let all = plan
+                .forward
+                .iter()
+                .chain(&plan.backward)
+                .chain(&plan.norms)
+                .chain([&plan.coefficients, &plan.adam, &plan.stats, &plan.lse]);
             for d in all {
                 *counts
                     .entry(self.ctx.pipeline(d.pipeline).name)
@@ -238,6 +242,24 @@ impl GpuBackend {
                 bytes: d.bytes,
             })
             .collect())
+    }
+
+    /// How grids are sized (compute units aimed at, split-K slices, norm partials).
+    pub fn grid(&self) -> GridConfig {
+        self.grid
+    }
+
+    /// Sizes grids by `grid` from now on: shape buffers, plans and dispatches bound to them
+    /// are rebuilt at the next step.
+    pub fn set_grid(&mut self, grid: GridConfig) {
+        if grid != self.grid {
+            self.grid = grid;
+            self.shape = None;
+            self.plans.clear();
+            self.full = None;
+            self.subsets.clear();
+            self.last = None;
+        }
     }
 
     /// Caps the sample rows of one pass below the adapter's limit, so tests can exercise

@@ -3,7 +3,7 @@
 
 use super::buffers::ShapeBuffers;
 use super::context::GpuContext;
-use super::matmul::{mlp_backward, mlp_forward, BackwardBuffers};
+use super::matmul::{mlp_backward, mlp_forward, BackwardBuffers, SplitK};
 use super::pipelines::PipelineId;
 use super::vae::{self, ShapeU};
 use super::{weights, GpuBackend};
@@ -86,7 +86,8 @@ pub(super) struct Plan {
     pub forward: Vec<Dispatch>,
     pub coefficients: Dispatch,
     pub backward: Vec<Dispatch>,
-    pub norms: Dispatch,
+    /// The norms' partial sums, then their totals.
+    pub norms: Vec<Dispatch>,
     pub adam: Dispatch,
     pub stats: Dispatch,
     pub lse: Dispatch,
@@ -121,6 +122,7 @@ impl GpuBackend {
         let mut forward = self.encoder_forward(sb, &mut arena, batch);
         forward.extend(self.sampling_decoder(sb, &mut arena, shape, batch, n));
         let backward = self.backward_specs(sb, &mut arena, shape, batch, n, accumulate);
+        let norms = self.grad_norms_specs(sb, &mut arena);
 
         let uniforms = self.ctx.uniform("plan uniforms", arena.bytes.len());
         self.ctx.queue.write_buffer(&uniforms, 0, &arena.bytes);
@@ -142,7 +144,7 @@ impl GpuBackend {
             backward.into_iter().map(bind).collect(),
         );
         let (norms, adam, stats) = (
-            bind(self.grad_norms_spec()),
+            norms.into_iter().map(bind).collect(),
             bind(self.adam_spec()),
             bind(self.stats_spec(&sb.objective)),
         );
@@ -169,6 +171,7 @@ impl GpuBackend {
         mlp_forward(
             &self.params,
             arena,
+            self.split_k(sb),
             &mut out,
             &self.layout.encoder,
             batch,
@@ -192,6 +195,7 @@ impl GpuBackend {
         mlp_forward(
             &self.params,
             arena,
+            self.split_k(sb),
             &mut out,
             &self.layout.decoder,
             rows,
@@ -220,6 +224,7 @@ impl GpuBackend {
             sb,
             inv_b: 1.0 / batch as f32,
             beta: if accumulate { 1.0 } else { 0.0 },
+            split: self.split_k(sb),
         };
         let dz = mlp_backward(
             &bb,
@@ -247,6 +252,15 @@ impl GpuBackend {
             false,
         );
         out
+    }
+
+    /// How this plan's GEMMs split k, into `sb`'s scratch.
+    fn split_k<'a>(&self, sb: &'a ShapeBuffers) -> SplitK<'a> {
+        SplitK {
+            grid: self.grid,
+            scratch: &sb.splitk,
+            floats: sb.splitk_floats,
+        }
     }
 
     /// Creates the bind group of `spec`, its arena slots resolved in `uniforms`.
@@ -348,7 +362,7 @@ impl GpuBackend {
                     if !self.layout.frozen.is_empty() {
                         list.push(None);
                     }
-                    list.push(Some(&plan.norms));
+                    list.extend(plan.norms.iter().map(Some));
                 }
                 Part::Adam => list.push(Some(&plan.adam)),
                 Part::Stats => list.push(Some(&plan.stats)),
