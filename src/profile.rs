@@ -97,7 +97,7 @@ impl DispatchStructure {
             bytes / 1e6
         );
         out += &format!(
-            "{:>3} {:<18} {:<52} {:>10} {:>10} {:>9} {:>9}\n",
+            "{:>3} {:<18} {:<60} {:>10} {:>10} {:>9} {:>9}\n",
             "#",
             "kernel",
             "what [shape]",
@@ -109,7 +109,7 @@ impl DispatchStructure {
         for (i, x) in d.iter().enumerate() {
             let per = x.workgroups as f64 / cu as f64;
             out += &format!(
-                "{:>3} {:<18} {:<52} {:>10} {:>10} {:>9.3} {:>7.2}{}\n",
+                "{:>3} {:<18} {:<60} {:>10} {:>10} {:>9.3} {:>7.2}{}\n",
                 i + 1,
                 x.kernel,
                 x.label,
