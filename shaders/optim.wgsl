@@ -19,20 +19,19 @@ struct Adam {
 
 var<workgroup> red: array<f32, 256>;
 
-// Workgroup 0: the encoder's norm, workgroup 1: the decoder's.
-@compute @workgroup_size(256)
-fn grad_norms(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    var lo = 0u;
-    var hi = cfg.encoder_len;
-    if (wg.x == 1u) {
-        lo = cfg.encoder_len;
-        hi = cfg.total;
-    }
-    var part = 0.0;
-    for (var i = lo + lid; i < hi; i += 256u) {
-        part += grad[i] * grad[i];
-    }
-    red[lid] = part;
+// The gradient norms in two levels, so that many workgroups share the pass over the
+// parameters: grad_norm_partials writes one sum of squares per chunk of `chunk` parameters
+// (the encoder's chunks first, then the decoder's from encoder_len on), grad_norms adds each
+// part's partials in a fixed order. Deterministic: no atomics.
+struct NormLayout {
+    chunk: u32, enc_groups: u32, groups: u32, _p0: u32,
+}
+
+@group(0) @binding(7) var<uniform> nl: NormLayout;
+@group(0) @binding(8) var<storage, read_write> partials: array<f32>; // [groups]
+
+// Workgroup tree over red[0..256]; the sum ends in red[0].
+fn tree_sum(lid: u32) {
     workgroupBarrier();
     for (var s = 128u; s > 0u; s >>= 1u) {
         if (lid < s) {
@@ -40,6 +39,46 @@ fn grad_norms(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
         }
         workgroupBarrier();
     }
+}
+
+@compute @workgroup_size(256)
+fn grad_norm_partials(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32, @builtin(num_workgroups) groups: vec3<u32>) {
+    let w = wg.x + wg.y * groups.x;
+    if (w >= nl.groups) {
+        return;
+    }
+    var lo = w * nl.chunk;
+    var hi = min(cfg.encoder_len, lo + nl.chunk);
+    if (w >= nl.enc_groups) {
+        lo = cfg.encoder_len + (w - nl.enc_groups) * nl.chunk;
+        hi = min(cfg.total, lo + nl.chunk);
+    }
+    var part = 0.0;
+    for (var i = lo + lid; i < hi; i += 256u) {
+        part += grad[i] * grad[i];
+    }
+    red[lid] = part;
+    tree_sum(lid);
+    if (lid == 0u) {
+        partials[w] = red[0];
+    }
+}
+
+// Workgroup 0: the encoder's norm from its partials, workgroup 1: the decoder's.
+@compute @workgroup_size(256)
+fn grad_norms(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    var lo = 0u;
+    var hi = nl.enc_groups;
+    if (wg.x == 1u) {
+        lo = nl.enc_groups;
+        hi = nl.groups;
+    }
+    var part = 0.0;
+    for (var i = lo + lid; i < hi; i += 256u) {
+        part += partials[i];
+    }
+    red[lid] = part;
+    tree_sum(lid);
     if (lid == 0u) {
         norms[wg.x] = sqrt(red[0]);
     }

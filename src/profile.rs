@@ -2,7 +2,7 @@
 //! per phase (CPU wall clock), with achieved GFLOP/s for the GEMMs, working memory, and a
 //! Chrome trace (one event per dispatch) that Perfetto and chrome://tracing open.
 
-use crate::backend::{Backend, Timing};
+use crate::backend::{Backend, DispatchInfo, Timing};
 use crate::data::Dataset;
 use crate::estimators::Estimator;
 use anyhow::Result;
@@ -40,11 +40,106 @@ pub struct ProfileReport {
     pub memory_bytes: u64,
     pub peak_memory_bytes: u64,
     pub rows: Vec<KernelRow>,
+    /// The dispatch structure of one step, from the recorded plan (GPU; empty on the CPU).
+    pub structure: DispatchStructure,
     #[serde(skip)]
     pub events: Vec<Timing>,
 }
 
-/// Profiles `steps` training steps after `warmup` unprofiled ones.
+/// One step's dispatches as the plan records them, judged against a GPU with
+/// `compute_units` compute units (SMs, CUs): how many leave some of them without a
+/// workgroup. Known without timing anything.
+#[derive(Clone, Debug, Serialize)]
+pub struct DispatchStructure {
+    pub compute_units: usize,
+    pub dispatches: Vec<DispatchInfo>,
+    /// Dispatches launching fewer workgroups than compute units (less than one per unit).
+    pub below_one_per_unit: usize,
+    /// Dispatches of at least `BIG_FLOPS` (200 MFLOP).
+    pub big: usize,
+    /// Of those, the ones launching fewer than 4 workgroups per compute unit.
+    pub big_below_four_per_unit: usize,
+    /// The fewest workgroups any dispatch of at least 200 MFLOP launches.
+    pub big_min_workgroups: Option<u64>,
+}
+
+/// What counts as a big dispatch in [`DispatchStructure`]: 200 MFLOP.
+pub const BIG_FLOPS: f64 = 2e8;
+
+impl DispatchStructure {
+    pub fn new(dispatches: Vec<DispatchInfo>, compute_units: usize) -> DispatchStructure {
+        let cu = compute_units as u64;
+        let big: Vec<&DispatchInfo> = dispatches.iter().filter(|d| d.flops >= BIG_FLOPS).collect();
+        DispatchStructure {
+            compute_units,
+            below_one_per_unit: dispatches.iter().filter(|d| d.workgroups < cu).count(),
+            big: big.len(),
+            big_below_four_per_unit: big.iter().filter(|d| d.workgroups < 4 * cu).count(),
+            big_min_workgroups: big.iter().map(|d| d.workgroups).min(),
+            dispatches,
+        }
+    }
+
+    /// The per-dispatch table and its summary.
+    pub fn format_table(&self) -> String {
+        let d = &self.dispatches;
+        if d.is_empty() {
+            return "dispatch structure: none recorded (CPU backend, or a step in chunks)\n"
+                .to_string();
+        }
+        let cu = self.compute_units;
+        let flops: f64 = d.iter().map(|x| x.flops).sum();
+        let bytes: f64 = d.iter().map(|x| x.bytes).sum();
+        let mut out = format!(
+            "dispatch structure of one step (recorded plan, nothing timed): {} dispatches, {:.3} GFLOP, {:.1} MB moved\n",
+            d.len(),
+            flops / 1e9,
+            bytes / 1e6
+        );
+        out += &format!(
+            "{:>3} {:<18} {:<60} {:>10} {:>10} {:>9} {:>9}\n",
+            "#",
+            "kernel",
+            "what [shape]",
+            "workgroups",
+            "MFLOP",
+            "MB",
+            format!("per {cu} CU")
+        );
+        for (i, x) in d.iter().enumerate() {
+            let per = x.workgroups as f64 / cu as f64;
+            out += &format!(
+                "{:>3} {:<18} {:<60} {:>10} {:>10} {:>9.3} {:>7.2}{}\n",
+                i + 1,
+                x.kernel,
+                x.label,
+                x.workgroups,
+                if x.flops > 0.0 {
+                    format!("{:.1}", x.flops / 1e6)
+                } else {
+                    "-".to_string()
+                },
+                x.bytes / 1e6,
+                per,
+                if per < 1.0 { " <" } else { "  " }
+            );
+        }
+        out += &format!(
+            "on a GPU with {cu} compute units: {} of {} dispatches launch fewer workgroups than units (<: less than one per unit); {} of the {} dispatches of at least 200 MFLOP launch fewer than 4 x {cu} = {}{}\n",
+            self.below_one_per_unit,
+            d.len(),
+            self.big_below_four_per_unit,
+            self.big,
+            4 * cu,
+            self.big_min_workgroups
+                .map_or(String::new(), |m| format!(" (fewest: {m} workgroups)"))
+        );
+        out
+    }
+}
+
+/// Profiles `steps` training steps after `warmup` unprofiled ones, and reads the dispatch
+/// structure of a (batch, k) step from the plan, judged against `compute_units`.
 #[allow(clippy::too_many_arguments)]
 pub fn profile(
     backend: &mut dyn Backend,
@@ -54,6 +149,7 @@ pub fn profile(
     batch: usize,
     steps: usize,
     warmup: usize,
+    compute_units: usize,
 ) -> Result<ProfileReport> {
     crate::error::at_least("--steps", steps, 1, "a profile")?;
     let mut driver = crate::bench::StepDriver::new(ds, &estimator, k, batch)?;
@@ -107,6 +203,7 @@ pub fn profile(
         })
         .collect();
     rows.sort_by(|a, b| b.total_ms.total_cmp(&a.total_ms));
+    let structure = DispatchStructure::new(backend.step_dispatches(batch, k)?, compute_units);
     Ok(ProfileReport {
         backend: backend.describe(),
         method,
@@ -120,6 +217,7 @@ pub fn profile(
         memory_bytes,
         peak_memory_bytes,
         rows,
+        structure,
         events,
     })
 }
@@ -155,6 +253,8 @@ pub fn format_table(r: &ProfileReport) -> String {
             row.gflops.map_or("-".to_string(), |g| format!("{g:.2}"))
         );
     }
+    out.push('\n');
+    out += &r.structure.format_table();
     out
 }
 

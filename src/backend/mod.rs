@@ -46,6 +46,28 @@ pub struct Timing {
     pub flops: f64,
 }
 
+/// The compute units a GPU backend sizes its grids for unless told otherwise (`uvae profile
+/// --compute-units`, `UVAE_COMPUTE_UNITS`): an H100/H200's 132 SMs.
+pub const DEFAULT_COMPUTE_UNITS: usize = 132;
+
+/// One dispatch of a recorded GPU plan, known without timing it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct DispatchInfo {
+    /// The kernel (GPU entry point).
+    pub kernel: String,
+    /// What it computes, with its shape.
+    pub label: String,
+    /// Workgroups per dimension, and their product.
+    pub count: [u32; 3],
+    pub workgroups: u64,
+    /// Floating-point operations (2 m n k for a GEMM, one per term for a reduction; 0 when
+    /// not counted).
+    pub flops: f64,
+    /// Approximate bytes read and written: each operand element once per use, GEMM
+    /// operands once (not once per tile that loads them).
+    pub bytes: f64,
+}
+
 /// Records CPU phases with wall-clock timers while switched on.
 #[derive(Debug, Default)]
 pub struct PhaseTimer {
@@ -278,6 +300,15 @@ pub trait Backend {
     /// (bytes held now, most bytes held since creation) of working memory: device buffers
     /// for a GPU, activation and gradient buffers for the CPU.
     fn memory_bytes(&self) -> (u64, u64);
+    /// The dispatches of one training step at (batch, n) as recorded (building the plan if
+    /// needed), in order; empty for a backend without recorded plans (the CPU) or a step
+    /// that runs in chunks.
+    fn step_dispatches(&mut self, _batch: usize, _n: usize) -> Result<Vec<DispatchInfo>> {
+        Ok(Vec::new())
+    }
+    /// The compute units (SMs, CUs) the backend sizes its grids for (split-K GEMMs, partial
+    /// reductions); adapters do not report it. Ignored by backends without grids (the CPU).
+    fn set_compute_units(&mut self, _units: usize) {}
 }
 
 /// A log-sum-exp merged chunk by chunk: (max, sum of exp(l - max)).

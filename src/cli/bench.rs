@@ -119,6 +119,11 @@ pub struct ProfileArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Compute units (SMs, CUs) of the GPU the dispatch structure is judged against, and the
+    /// split-K target of the GPU backend (at least 4 workgroups per unit); adapters do not
+    /// report it.
+    #[arg(long, default_value_t = unbiased_vae::backend::DEFAULT_COMPUTE_UNITS)]
+    compute_units: usize,
     /// Chrome trace file (open in ui.perfetto.dev or chrome://tracing).
     #[arg(long, default_value = "runs/profile.trace.json")]
     trace: PathBuf,
@@ -128,8 +133,19 @@ pub fn run_profile(a: ProfileArgs) -> Result<()> {
     let ds = a.common.dataset(400)?;
     let params = bench::peer_model(&ds);
     let mut backend = a.common.backend(&params)?;
+    unbiased_vae::error::at_least("--compute-units", a.compute_units, 1, "a profile")?;
+    backend.set_compute_units(a.compute_units);
     let est = Estimator::new(a.estimator, a.alpha);
-    let report = profile::profile(backend.as_mut(), &ds, est, a.k, a.batch, a.steps, a.warmup)?;
+    let report = profile::profile(
+        backend.as_mut(),
+        &ds,
+        est,
+        a.k,
+        a.batch,
+        a.steps,
+        a.warmup,
+        a.compute_units,
+    )?;
     let trace = serde_json::to_vec(&profile::chrome_trace(&report))?;
     if let Some(dir) = a.trace.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)

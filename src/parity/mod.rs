@@ -4,7 +4,8 @@
 //!
 //! `run_suite` runs the sections in order, each a file: `forward` (rng, encoder, z,
 //! log-weights), `coefficients`, `gradients`, `training` (fused optimizer steps), `chains`
-//! (coupled chains), `evaluation` and `exact_models`. The sections share one pair of
+//! (coupled chains), `evaluation`, `exact_models` and `split` (split-K GEMMs and two-level
+//! reductions at forced slice counts). The sections share one pair of
 //! backends, so each one starts from the state the one before left.
 
 mod chains;
@@ -13,6 +14,7 @@ mod evaluation;
 mod exact_models;
 mod forward;
 mod gradients;
+mod split;
 mod training;
 
 use crate::backend::cpu::CpuBackend;
@@ -202,6 +204,7 @@ pub fn run_suite(choice: &AdapterChoice, shape: &ParityShape) -> Result<ParityRe
     rows.extend(chains::rows(&mut suite)?);
     rows.extend(evaluation::rows(&mut suite)?);
     rows.extend(exact_models::rows(choice, batch, n)?);
+    rows.extend(split::rows(choice)?);
     let kernels = suite
         .gpu
         .plan_kernel_counts()

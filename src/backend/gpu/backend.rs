@@ -4,7 +4,9 @@
 use super::plan::Part;
 use super::profiler::GpuProfiler;
 use super::{GpuBackend, STATS_LEN};
-use crate::backend::{Backend, ChainOutcome, GradNorms, Noise, NonFiniteStep, StepStats, Timing};
+use crate::backend::{
+    Backend, ChainOutcome, DispatchInfo, GradNorms, Noise, NonFiniteStep, StepStats, Timing,
+};
 use crate::coupling::CouplingConfig;
 use crate::estimators::CoefficientProgram;
 use crate::model::Layout;
@@ -288,5 +290,16 @@ impl Backend for GpuBackend {
     fn memory_bytes(&self) -> (u64, u64) {
         let now = self.live_bytes();
         (now, self.peak_bytes.max(now))
+    }
+
+    fn step_dispatches(&mut self, batch: usize, n: usize) -> Result<Vec<DispatchInfo>> {
+        self.plan_dispatches(batch, n)
+    }
+
+    fn set_compute_units(&mut self, units: usize) {
+        self.set_grid(super::GridConfig {
+            compute_units: units.max(1),
+            ..self.grid()
+        });
     }
 }

@@ -23,6 +23,12 @@ pub(super) struct ShapeBuffers {
     pub ones: wgpu::Buffer,
     /// [batch, 2]: running (max, sum) of the evaluation log-sum-exp.
     pub lse_state: wgpu::Buffer,
+    /// Split-K GEMMs' partial products and row sums, shared by every split of a plan (one
+    /// runs after the other); `splitk_floats` of them.
+    pub splitk: wgpu::Buffer,
+    pub splitk_floats: usize,
+    /// The gradient norms' partial sums of squares (`GpuBackend::norm_layout`).
+    pub norm_partials: wgpu::Buffer,
 }
 
 impl ShapeBuffers {
@@ -48,6 +54,8 @@ impl ShapeBuffers {
                 &self.enc_up,
                 &self.ones,
                 &self.lse_state,
+                &self.splitk,
+                &self.norm_partials,
             ])
             .chain(self.delta.iter())
     }
@@ -104,6 +112,11 @@ impl GpuBackend {
         let ctx = &self.ctx;
         let widest = self.widest();
         let ones = ctx.storage("ones", rc.max(bc));
+        let limit = ctx
+            .limits
+            .max_storage_buffer_binding_size
+            .min(ctx.limits.max_buffer_size) as usize;
+        let splitk_floats = self.grid.scratch_floats(limit / 4);
         ctx.queue
             .write_buffer(&ones, 0, bytemuck::cast_slice(&vec![1.0f32; rc.max(bc)]));
         ShapeBuffers {
@@ -130,6 +143,9 @@ impl GpuBackend {
             ],
             ones,
             lse_state: ctx.storage("lse state", 2 * bc),
+            splitk: ctx.storage("split-k partials", splitk_floats),
+            splitk_floats,
+            norm_partials: ctx.storage("gradient norm partials", self.norm_layout().2.max(1)),
         }
     }
 

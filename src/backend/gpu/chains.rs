@@ -210,6 +210,7 @@ impl GpuBackend {
             count: groups_1d(batch, 64),
             label: format!("chain step [{batch} datapoints, K = {}]", chains.particles),
             flops: 0.0,
+            bytes: 0.0,
         };
         let mut enc = self.ctx.device.create_command_encoder(&Default::default());
         enc.clear_buffer(&cb.state, 0, None);
@@ -330,6 +331,7 @@ impl GpuBackend {
             count: groups_1d(batch, 64),
             label: format!("chain encoder coefficients [{batch} datapoints]"),
             flops: 0.0,
+            bytes: 0.0,
         };
         if self.profiling() {
             self.profile_dispatches(&[Some(&encoder_dispatch)])?;
@@ -370,6 +372,7 @@ impl GpuBackend {
                 count: groups_1d(gb * len, 256),
                 label: format!("chain coefficients gather [{gb}x{len}]"),
                 flops: 0.0,
+                bytes: 0.0,
             };
             if self.profiling() {
                 self.profile_dispatches(&[Some(&gather)])?;

@@ -163,6 +163,7 @@ impl GpuBackend {
         let coefficients = Dispatch {
             label: format!("coefficients, whole step [{batch}x{n}]"),
             flops: 0.0,
+            bytes: 4.0 * (4 * batch * n + batch) as f64,
             pipeline: PipelineId::Coefficients,
             group,
             count: [batch as u32, 1, 1],

@@ -2,8 +2,9 @@
 //! vec4 kernel, and the dispatches of an MLP's forward and backward passes.
 
 use super::buffers::ShapeBuffers;
+use super::grid::GridConfig;
 use super::pipelines::PipelineId;
-use super::plan::{DispatchSpec, Res, UniformArena};
+use super::plan::{groups_1d, DispatchSpec, Res, UniformArena};
 use crate::model::Linear;
 use bytemuck::{Pod, Zeroable};
 
@@ -22,6 +23,8 @@ wgsl_consts! {
         FLAG_A_KCONTIG = 16,
         /// gemm_vec4: B contiguous along k (else along n).
         FLAG_B_KCONTIG = 32,
+        /// Split-K: also the row sums of (scaled) A, the bias gradient of a weight gradient.
+        FLAG_ROW_SUMS = 64,
     }
 }
 
@@ -43,10 +46,14 @@ pub(super) struct GemmU {
     c_off: u32,
     c_rs: u32,
     c_cs: u32,
-    _pad: u32,
+    /// Split-K: the length of each slice of k (0: unsplit).
+    k_slice: u32,
     alpha: f32,
     beta: f32,
-    _pad1: [u32; 2],
+    /// Split-K: the number of slices.
+    slices: u32,
+    /// Split-K with FLAG_ROW_SUMS: where in C the row sums go.
+    bias_off: u32,
 }
 
 /// The GEMM kernel for `u`: the vec4 one, with its layout flags, when each operand is
@@ -79,35 +86,145 @@ fn gemm_count(m: usize, n: usize) -> [u32; 3] {
     [n.div_ceil(64) as u32, m.div_ceil(64) as u32, 1]
 }
 
-/// A GEMM dispatch of `u` (scalar or vec4 kernel, whichever its layout allows) over A, B,
-/// C and the epilogue operand E, with its uniform slot in the arena.
+/// How the GEMMs of a plan split k: the grid setting and the scratch the slices write to.
+#[derive(Clone, Copy)]
+pub(super) struct SplitK<'a> {
+    pub grid: GridConfig,
+    pub scratch: &'a wgpu::Buffer,
+    /// Floats the scratch holds.
+    pub floats: usize,
+}
+
+/// The dispatches of a GEMM of `u` (scalar or vec4 kernel, whichever its layout allows) over
+/// A, B, C and the epilogue operand E, its uniform slot in the arena: one dispatch, or, when
+/// `split` cuts k into slices, the sliced GEMM into the scratch and the reduce that applies
+/// the epilogue. `bias_off`: fold the row sums of A (scaled as the product scales it) into
+/// the split, written to C[bias_off + row] with the same alpha and beta. Returns whether it
+/// did (the caller then needs no bias dispatch).
 #[allow(clippy::too_many_arguments)]
 fn gemm_step<'a>(
     arena: &mut UniformArena,
+    split: &SplitK<'a>,
+    out: &mut Vec<DispatchSpec<'a>>,
     mut u: GemmU,
     a: &'a wgpu::Buffer,
     b: &'a wgpu::Buffer,
     c: &'a wgpu::Buffer,
     e: &'a wgpu::Buffer,
     label: String,
-) -> DispatchSpec<'a> {
+    bias_off: Option<usize>,
+) -> bool {
     let pipeline = gemm_kernel(&mut u);
+    let (m, n, k) = (u.m as usize, u.n as usize, u.k as usize);
+    let mut count = gemm_count(m, n);
+    let flops = 2.0 * m as f64 * n as f64 * k as f64;
+    let Some((len, slices)) = split
+        .grid
+        .split_k(m, n, k, bias_off.is_some(), split.floats)
+    else {
+        let slot = arena.push(&u);
+        out.push(DispatchSpec {
+            pipeline,
+            bindings: gemm_bindings(slot, a, b, c, e),
+            count,
+            label,
+            flops,
+            bytes: gemm_bytes(&u),
+        });
+        return false;
+    };
+    u.k_slice = len as u32;
+    u.slices = slices as u32;
+    let rows = match bias_off {
+        Some(off) => {
+            u.flags |= FLAG_ROW_SUMS;
+            u.bias_off = off as u32;
+            m
+        }
+        None => 0,
+    };
+    // The sliced product and the reduce share one uniform.
     let slot = arena.push(&u);
-    let count = gemm_count(u.m as usize, u.n as usize);
-    let flops = 2.0 * u.m as f64 * u.n as f64 * u.k as f64;
-    DispatchSpec {
+    count[2] = slices as u32;
+    let partial_words = (slices * (m * n + rows)) as f64;
+    out.push(DispatchSpec {
         pipeline,
+        bindings: gemm_bindings(slot, a, b, split.scratch, e),
+        count,
+        label: format!("{label} split {slices}x{len}"),
+        flops,
+        // A, B (and the scale) once, the partials written.
+        bytes: 4.0 * (operand_words(&u) + partial_words),
+    });
+    let bias = if rows > 0 { " + bias" } else { "" };
+    out.push(DispatchSpec {
+        pipeline: PipelineId::SplitkReduce,
         bindings: vec![
             (0, Res::Slot(slot.0, slot.1)),
-            (1, Res::Buf(a)),
-            (2, Res::Buf(b)),
+            (1, Res::Buf(split.scratch)),
             (3, Res::Buf(c)),
             (4, Res::Buf(e)),
         ],
-        count,
-        label,
-        flops,
+        count: groups_1d(m * n + rows, 256),
+        label: format!("{} reduce {slices} slices{bias}", label_head(&label)),
+        flops: partial_words,
+        // The partials read, C written (and read under beta), the epilogue operand.
+        bytes: 4.0 * (partial_words + output_words(&u, m * n + rows) + epilogue_words(&u)),
+    });
+    true
+}
+
+/// The label up to its shape: "decoder.4 weight grad [..]" -> "decoder.4 weight grad".
+fn label_head(label: &str) -> &str {
+    label.split(" [").next().unwrap_or(label).trim_end()
+}
+
+fn gemm_bindings<'a>(
+    slot: (u64, u64),
+    a: &'a wgpu::Buffer,
+    b: &'a wgpu::Buffer,
+    c: &'a wgpu::Buffer,
+    e: &'a wgpu::Buffer,
+) -> Vec<(u32, Res<'a>)> {
+    vec![
+        (0, Res::Slot(slot.0, slot.1)),
+        (1, Res::Buf(a)),
+        (2, Res::Buf(b)),
+        (3, Res::Buf(c)),
+        (4, Res::Buf(e)),
+    ]
+}
+
+/// Words of the epilogue operand a GEMM's store reads: a bias row or a tanh backward's
+/// activations.
+fn epilogue_words(u: &GemmU) -> f64 {
+    let (m, n) = (u.m as f64, u.n as f64);
+    let mut w = 0.0;
+    if u.flags & FLAG_BIAS != 0 {
+        w += n;
     }
+    if u.flags & FLAG_TANH_GRAD != 0 {
+        w += m * n;
+    }
+    w
+}
+
+/// Bytes a GEMM of `u` reads and writes: A, B and C once, C again under beta, and its
+/// epilogue operand (a bias row, a scale per k, or the activations of a tanh backward).
+fn gemm_bytes(u: &GemmU) -> f64 {
+    4.0 * (operand_words(u) + output_words(u, u.m as usize * u.n as usize) + epilogue_words(u))
+}
+
+/// Words of A and B, and of the scale per k under SCALE_K.
+fn operand_words(u: &GemmU) -> f64 {
+    let (m, n, k) = (u.m as f64, u.n as f64, u.k as f64);
+    let scale = if u.flags & FLAG_SCALE_K != 0 { k } else { 0.0 };
+    m * k + k * n + scale
+}
+
+/// Words of `outputs` results written, and read again under beta.
+fn output_words(u: &GemmU, outputs: usize) -> f64 {
+    outputs as f64 * if u.beta != 0.0 { 2.0 } else { 1.0 }
 }
 
 /// Forward through one Linear over `m` rows: dst = act(inp W^T + b), bias and tanh fused.
@@ -115,6 +232,7 @@ fn gemm_step<'a>(
 fn linear_fwd<'a>(
     params: &'a wgpu::Buffer,
     arena: &mut UniformArena,
+    split: &SplitK<'a>,
     out: &mut Vec<DispatchSpec<'a>>,
     l: &Linear,
     m: usize,
@@ -138,15 +256,18 @@ fn linear_fwd<'a>(
         alpha: 1.0,
         ..Default::default()
     };
-    out.push(gemm_step(
+    gemm_step(
         arena,
+        split,
+        out,
         u,
         inp,
         params,
         dst,
         params,
         format!("{} forward [{m}x{} . {}x{}]", l.name, l.inp, l.inp, l.out),
-    ));
+        None,
+    );
 }
 
 /// Forward through an MLP over `m` rows: acts[i + 1] = tanh(acts[i] W^T + b) for hidden
@@ -154,6 +275,7 @@ fn linear_fwd<'a>(
 pub(super) fn mlp_forward<'a>(
     params: &'a wgpu::Buffer,
     arena: &mut UniformArena,
+    split: SplitK<'a>,
     out: &mut Vec<DispatchSpec<'a>>,
     layers: &[Linear],
     m: usize,
@@ -163,6 +285,7 @@ pub(super) fn mlp_forward<'a>(
         linear_fwd(
             params,
             arena,
+            &split,
             out,
             l,
             m,
@@ -181,6 +304,7 @@ pub(super) struct BackwardBuffers<'a> {
     pub inv_b: f32,
     /// 0 to overwrite the gradient, 1 to add to it (later chunks of a chunked step).
     pub beta: f32,
+    pub split: SplitK<'a>,
 }
 
 /// Backward through an MLP whose output gradient is in `delta0`; weight gradients averaged
@@ -226,16 +350,22 @@ pub(super) fn mlp_backward<'a>(
             beta: bb.beta,
             ..Default::default()
         };
-        out.push(gemm_step(
+        let folded = gemm_step(
             arena,
+            &bb.split,
+            out,
             wg,
             delta,
             &acts[i],
             bb.grad,
             e_buf,
             format!("{} weight grad [{}x{m} . {m}x{}]", l.name, l.out, l.inp),
-        ));
-        out.push(bias_grad(bb, arena, l, m, delta, e_buf, scale.is_some()));
+            Some(l.b),
+        );
+        // Split, the weight gradient's reduce wrote the bias gradient too.
+        if !folded {
+            out.push(bias_grad(bb, arena, l, m, delta, e_buf, scale.is_some()));
+        }
         if i > 0 || want_input {
             let next = match cur {
                 Some(0) => 1,
@@ -257,8 +387,10 @@ pub(super) fn mlp_backward<'a>(
                 alpha: 1.0,
                 ..Default::default()
             };
-            out.push(gemm_step(
+            gemm_step(
                 arena,
+                &bb.split,
+                out,
                 ig,
                 delta,
                 bb.params,
@@ -268,7 +400,8 @@ pub(super) fn mlp_backward<'a>(
                     "{} input grad [{m}x{} . {}x{}]",
                     l.name, l.out, l.out, l.inp
                 ),
-            ));
+                None,
+            );
             cur = Some(next);
         }
     }
@@ -311,5 +444,6 @@ fn bias_grad<'a>(
         count: [l.out.div_ceil(64) as u32, 1, 1],
         label: format!("{} bias grad [column sums of {m}x{}]", l.name, l.out),
         flops: 2.0 * (m * l.out) as f64,
+        bytes: 4.0 * (m * l.out + m + l.out * (1 + bb.beta as usize)) as f64,
     }
 }

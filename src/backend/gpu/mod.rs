@@ -30,6 +30,7 @@ mod buffers;
 mod chains;
 mod chunked;
 pub mod context;
+mod grid;
 mod matmul;
 mod optim;
 mod pipelines;
@@ -42,6 +43,7 @@ mod weights;
 #[cfg(test)]
 mod fault_tests;
 
+use crate::backend::{Backend, DispatchInfo};
 use crate::estimators::CoefficientProgram;
 use crate::model::Layout;
 use crate::optim::AdamState;
@@ -50,6 +52,7 @@ use buffers::ShapeBuffers;
 use chunked::FullBuffers;
 use context::GpuContext;
 pub use context::{list_adapters, AdapterChoice, AdapterSummary};
+pub use grid::{GridConfig, MIN_SLICE};
 use optim::AdamU;
 use plan::{Part, Plan};
 use profiler::GpuProfiler;
@@ -94,6 +97,8 @@ pub struct GpuBackend {
     chains: Option<chains::ChainBuffers>,
     /// Overrides the coupled chains' backward-group overhead (tests of the grouping).
     chain_group_overhead: Option<usize>,
+    /// How grids are sized: split-K slices and norm partials, for `grid.compute_units`.
+    grid: grid::GridConfig,
 }
 
 impl GpuBackend {
@@ -143,6 +148,7 @@ impl GpuBackend {
             lw_host: Vec::new(),
             chains: None,
             chain_group_overhead: None,
+            grid: grid::GridConfig::from_env(),
             ctx,
         };
         Ok(b)
@@ -199,13 +205,12 @@ impl GpuBackend {
     pub fn plan_kernel_counts(&self) -> Vec<(&'static str, usize)> {
         let mut counts: HashMap<&'static str, usize> = HashMap::new();
         for plan in self.plans.values() {
-            let all = plan.forward.iter().chain(&plan.backward).chain([
-                &plan.coefficients,
-                &plan.norms,
-                &plan.adam,
-                &plan.stats,
-                &plan.lse,
-            ]);
+            let all = plan
+                .forward
+                .iter()
+                .chain(&plan.backward)
+                .chain(&plan.norms)
+                .chain([&plan.coefficients, &plan.adam, &plan.stats, &plan.lse]);
             for d in all {
                 *counts
                     .entry(self.ctx.pipeline(d.pipeline).name)
@@ -215,6 +220,54 @@ impl GpuBackend {
         let mut v: Vec<_> = counts.into_iter().collect();
         v.sort();
         v
+    }
+
+    /// The dispatches of one unchunked training step at (batch, n) in recording order, from
+    /// the plan (built here if needed, nothing run): workgroups, FLOPs and bytes of each.
+    /// Empty when batch x n rows exceed one pass (the step runs in chunks).
+    pub fn plan_dispatches(&mut self, batch: usize, n: usize) -> Result<Vec<DispatchInfo>> {
+        if batch == 0 || n == 0 || batch * n > self.max_rows() {
+            return Ok(Vec::new());
+        }
+        self.ensure_shape(batch, n, false)?;
+        let parts = [
+            Part::Forward,
+            Part::Coefficients,
+            Part::Backward,
+            Part::Adam,
+            Part::Stats,
+        ];
+        Ok(self
+            .dispatch_list((batch, n, false), &parts)
+            .into_iter()
+            .flatten()
+            .map(|d| DispatchInfo {
+                kernel: self.ctx.pipeline(d.pipeline).name.to_string(),
+                label: d.label.clone(),
+                count: d.count,
+                workgroups: d.count.iter().map(|&c| c as u64).product(),
+                flops: d.flops,
+                bytes: d.bytes,
+            })
+            .collect())
+    }
+
+    /// How grids are sized (compute units aimed at, split-K slices, norm partials).
+    pub fn grid(&self) -> GridConfig {
+        self.grid
+    }
+
+    /// Sizes grids by `grid` from now on: shape buffers, plans and dispatches bound to them
+    /// are rebuilt at the next step.
+    pub fn set_grid(&mut self, grid: GridConfig) {
+        if grid != self.grid {
+            self.grid = grid;
+            self.shape = None;
+            self.plans.clear();
+            self.full = None;
+            self.subsets.clear();
+            self.last = None;
+        }
     }
 
     /// Caps the sample rows of one pass below the adapter's limit, so tests can exercise

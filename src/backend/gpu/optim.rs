@@ -1,8 +1,9 @@
 //! Host side of shaders/optim.wgsl: the Adam uniform (also read by the gradient norms and the
 //! running statistics) and the dispatches of those three kernels.
 
+use super::buffers::ShapeBuffers;
 use super::pipelines::PipelineId;
-use super::plan::{groups_1d, DispatchSpec, Res};
+use super::plan::{groups_1d, DispatchSpec, Res, UniformArena};
 use super::GpuBackend;
 use crate::optim::AdamConfig;
 use bytemuck::{Pod, Zeroable};
@@ -54,19 +55,55 @@ impl GpuBackend {
         Res::Own(&self.adam_u, 0, std::mem::size_of::<AdamU>() as u64)
     }
 
-    /// The encoder's and the decoder's gradient norms, one workgroup each.
-    pub(super) fn grad_norms_spec(&self) -> DispatchSpec<'_> {
-        DispatchSpec {
-            pipeline: PipelineId::GradNorms,
-            bindings: vec![
-                (0, self.adam_binding()),
-                (2, Res::Buf(&self.grad)),
-                (4, Res::Buf(&self.norms)),
-            ],
-            count: [2, 1, 1],
-            label: "gradient norms".to_string(),
-            flops: 0.0,
-        }
+    /// The encoder's and the decoder's gradient norms: sums of squares over chunks of the
+    /// parameters into `sb.norm_partials` (many workgroups), then one workgroup per norm adds
+    /// its partials in order.
+    pub(super) fn grad_norms_specs<'a>(
+        &'a self,
+        sb: &'a ShapeBuffers,
+        arena: &mut UniformArena,
+    ) -> Vec<DispatchSpec<'a>> {
+        let (chunk, enc_groups, groups) = self.norm_layout();
+        let slot = arena.push(&[chunk as u32, enc_groups as u32, groups as u32, 0]);
+        let len = self.layout.len;
+        vec![
+            DispatchSpec {
+                pipeline: PipelineId::GradNormPartials,
+                bindings: vec![
+                    (0, self.adam_binding()),
+                    (2, Res::Buf(&self.grad)),
+                    (7, Res::Slot(slot.0, slot.1)),
+                    (8, Res::Buf(&sb.norm_partials)),
+                ],
+                count: groups_1d(groups, 1),
+                label: format!("gradient norm partials [{groups} chunks of {chunk}]"),
+                flops: 2.0 * len as f64,
+                bytes: 4.0 * (len + groups) as f64,
+            },
+            DispatchSpec {
+                pipeline: PipelineId::GradNorms,
+                bindings: vec![
+                    (4, Res::Buf(&self.norms)),
+                    (7, Res::Slot(slot.0, slot.1)),
+                    (8, Res::Buf(&sb.norm_partials)),
+                ],
+                count: [2, 1, 1],
+                label: format!("gradient norms [sums of {groups} partials]"),
+                flops: groups as f64,
+                bytes: 4.0 * (groups + 2) as f64,
+            },
+        ]
+    }
+
+    /// (parameters per norm partial, the encoder's partials, all partials).
+    pub(super) fn norm_layout(&self) -> (usize, usize, usize) {
+        let chunk = self.grid.norm_chunk(self.layout.len);
+        let enc = self.layout.encoder_len.div_ceil(chunk);
+        (
+            chunk,
+            enc,
+            enc + (self.layout.len - self.layout.encoder_len).div_ceil(chunk),
+        )
     }
 
     /// One Adam step over every parameter, clipping by the norms.
@@ -83,6 +120,8 @@ impl GpuBackend {
             count: groups_1d(self.layout.len, 256),
             label: format!("adam [{} parameters]", self.layout.len),
             flops: 0.0,
+            // Parameters, m and v read and written, the gradient read (v_max: AMSGrad).
+            bytes: 4.0 * 7.0 * self.layout.len as f64,
         }
     }
 
@@ -99,6 +138,7 @@ impl GpuBackend {
             count: [1, 1, 1],
             label: "running statistics".to_string(),
             flops: 0.0,
+            bytes: objective.size() as f64 + 32.0,
         }
     }
 }

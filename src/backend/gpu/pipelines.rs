@@ -27,10 +27,12 @@ pub enum PipelineId {
     Gemm,
     GemmVec4,
     ColumnSums,
+    SplitkReduce,
     SampleZ,
     LogWeights,
     EncoderUpstream,
     Coefficients,
+    GradNormPartials,
     GradNorms,
     Adam,
     AccumulateStats,
@@ -42,14 +44,16 @@ pub enum PipelineId {
 }
 
 impl PipelineId {
-    pub const ALL: [PipelineId; 15] = [
+    pub const ALL: [PipelineId; 17] = [
         PipelineId::Gemm,
         PipelineId::GemmVec4,
         PipelineId::ColumnSums,
+        PipelineId::SplitkReduce,
         PipelineId::SampleZ,
         PipelineId::LogWeights,
         PipelineId::EncoderUpstream,
         PipelineId::Coefficients,
+        PipelineId::GradNormPartials,
         PipelineId::GradNorms,
         PipelineId::Adam,
         PipelineId::AccumulateStats,
@@ -95,10 +99,15 @@ impl PipelineId {
                 "coefficients",
                 seq(&[Uniform, Read, ReadWrite, ReadWrite]),
             ),
+            PipelineId::GradNormPartials => (
+                Family::Optim,
+                "grad_norm_partials",
+                vec![(0, Uniform), (2, Read), (7, Uniform), (8, ReadWrite)],
+            ),
             PipelineId::GradNorms => (
                 Family::Optim,
                 "grad_norms",
-                vec![(0, Uniform), (2, Read), (4, ReadWrite)],
+                vec![(4, ReadWrite), (7, Uniform), (8, ReadWrite)],
             ),
             PipelineId::Adam => (
                 Family::Optim,
@@ -125,6 +134,11 @@ impl PipelineId {
                 Family::Matmul,
                 "column_sums",
                 seq(&[Uniform, Read, Read, ReadWrite, Read]),
+            ),
+            PipelineId::SplitkReduce => (
+                Family::Matmul,
+                "splitk_reduce",
+                vec![(0, Uniform), (1, Read), (3, ReadWrite), (4, Read)],
             ),
             PipelineId::SubsetCoefficients => (
                 Family::Weights,

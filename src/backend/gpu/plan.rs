@@ -3,7 +3,7 @@
 
 use super::buffers::ShapeBuffers;
 use super::context::GpuContext;
-use super::matmul::{mlp_backward, mlp_forward, BackwardBuffers};
+use super::matmul::{mlp_backward, mlp_forward, BackwardBuffers, SplitK};
 use super::pipelines::PipelineId;
 use super::vae::{self, ShapeU};
 use super::{weights, GpuBackend};
@@ -52,6 +52,8 @@ pub(super) struct DispatchSpec<'a> {
     pub label: String,
     /// Floating-point operations, for profiles.
     pub flops: f64,
+    /// Compulsory bytes moved (each operand read, each result written once), for profiles.
+    pub bytes: f64,
 }
 
 /// One recorded dispatch.
@@ -61,6 +63,7 @@ pub(super) struct Dispatch {
     pub count: [u32; 3],
     pub label: String,
     pub flops: f64,
+    pub bytes: f64,
 }
 
 impl Dispatch {
@@ -83,7 +86,8 @@ pub(super) struct Plan {
     pub forward: Vec<Dispatch>,
     pub coefficients: Dispatch,
     pub backward: Vec<Dispatch>,
-    pub norms: Dispatch,
+    /// The norms' partial sums, then their totals.
+    pub norms: Vec<Dispatch>,
     pub adam: Dispatch,
     pub stats: Dispatch,
     pub lse: Dispatch,
@@ -118,6 +122,7 @@ impl GpuBackend {
         let mut forward = self.encoder_forward(sb, &mut arena, batch);
         forward.extend(self.sampling_decoder(sb, &mut arena, shape, batch, n));
         let backward = self.backward_specs(sb, &mut arena, shape, batch, n, accumulate);
+        let norms = self.grad_norms_specs(sb, &mut arena);
 
         let uniforms = self.ctx.uniform("plan uniforms", arena.bytes.len());
         self.ctx.queue.write_buffer(&uniforms, 0, &arena.bytes);
@@ -128,6 +133,7 @@ impl GpuBackend {
             &sb.coef,
             &sb.objective,
             batch,
+            n,
             format!("coefficients [{batch}x{n}]"),
         );
         let lse = weights::lse_accumulate(&self.lse_u, &sb.lw, &sb.lse_state, batch, n);
@@ -138,7 +144,7 @@ impl GpuBackend {
             backward.into_iter().map(bind).collect(),
         );
         let (norms, adam, stats) = (
-            bind(self.grad_norms_spec()),
+            norms.into_iter().map(bind).collect(),
             bind(self.adam_spec()),
             bind(self.stats_spec(&sb.objective)),
         );
@@ -165,6 +171,7 @@ impl GpuBackend {
         mlp_forward(
             &self.params,
             arena,
+            self.split_k(sb),
             &mut out,
             &self.layout.encoder,
             batch,
@@ -188,6 +195,7 @@ impl GpuBackend {
         mlp_forward(
             &self.params,
             arena,
+            self.split_k(sb),
             &mut out,
             &self.layout.decoder,
             rows,
@@ -216,6 +224,7 @@ impl GpuBackend {
             sb,
             inv_b: 1.0 / batch as f32,
             beta: if accumulate { 1.0 } else { 0.0 },
+            split: self.split_k(sb),
         };
         let dz = mlp_backward(
             &bb,
@@ -243,6 +252,15 @@ impl GpuBackend {
             false,
         );
         out
+    }
+
+    /// How this plan's GEMMs split k, into `sb`'s scratch.
+    fn split_k<'a>(&self, sb: &'a ShapeBuffers) -> SplitK<'a> {
+        SplitK {
+            grid: self.grid,
+            scratch: &sb.splitk,
+            floats: sb.splitk_floats,
+        }
     }
 
     /// Creates the bind group of `spec`, its arena slots resolved in `uniforms`.
@@ -282,6 +300,7 @@ impl GpuBackend {
             count: spec.count,
             label: spec.label,
             flops: spec.flops,
+            bytes: spec.bytes,
         }
     }
 
@@ -343,7 +362,7 @@ impl GpuBackend {
                     if !self.layout.frozen.is_empty() {
                         list.push(None);
                     }
-                    list.push(Some(&plan.norms));
+                    list.extend(plan.norms.iter().map(Some));
                 }
                 Part::Adam => list.push(Some(&plan.adam)),
                 Part::Stats => list.push(Some(&plan.stats)),

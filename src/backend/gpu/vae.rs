@@ -101,6 +101,8 @@ pub(super) fn sample_z<'a>(
         count: groups_1d(rows * zd, 256),
         label: format!("sample z [{rows}x{zd}]"),
         flops: 0.0,
+        // eps and z written, mu and log sigma read, per (row, latent dimension).
+        bytes: 4.0 * (4 * rows * zd) as f64,
     }
 }
 
@@ -125,6 +127,8 @@ pub(super) fn log_weights<'a>(
         count: groups_1d(rows, 1),
         label: format!("log-weights [{rows}x{xd}]"),
         flops: 0.0,
+        // Per row: the logits read and their gradient written back, x read, one weight out.
+        bytes: 4.0 * (3 * rows * xd + rows) as f64,
     }
 }
 
@@ -151,5 +155,6 @@ pub(super) fn encoder_upstream<'a>(
         count: groups_1d(batch * zd, 256),
         label: format!("encoder upstream [{batch}x{n}x{zd}]"),
         flops: 0.0,
+        bytes: 4.0 * (2 * batch * n + 3 * batch * n * zd + 4 * batch * zd) as f64,
     }
 }

@@ -127,6 +127,7 @@ pub(super) fn coefficients<'a>(
     coef: &'a wgpu::Buffer,
     objective: &'a wgpu::Buffer,
     batch: usize,
+    n: usize,
     label: String,
 ) -> DispatchSpec<'a> {
     DispatchSpec {
@@ -143,6 +144,7 @@ pub(super) fn coefficients<'a>(
         count: [batch as u32, 1, 1],
         label,
         flops: 0.0,
+        bytes: 4.0 * (4 * batch * n + batch) as f64,
     }
 }
 
@@ -164,6 +166,7 @@ pub(super) fn lse_accumulate<'a>(
         count: [batch as u32, 1, 1],
         label: format!("lse accumulate [{batch}x{n}]"),
         flops: 0.0,
+        bytes: 4.0 * (batch * n + 4 * batch) as f64,
     }
 }
 
@@ -269,6 +272,7 @@ impl GpuBackend {
             count: [batch as u32, 1, 1],
             label: format!("subset coefficients [{batch}x{n}]"),
             flops: 0.0,
+            bytes: 4.0 * (4 * batch * n + batch) as f64,
         };
         SubsetState {
             terms: terms_buf,

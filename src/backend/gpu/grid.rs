@@ -1,0 +1,180 @@
+//! Grids sized for a GPU's compute units (SMs, CUs; adapters do not report them): how many
+//! slices of k a GEMM is split into (split-K, shaders/matmul.wgsl) and how many partial sums
+//! the gradient norms take (shaders/optim.wgsl). Both reductions finish in a second dispatch
+//! that adds the partials in a fixed order, so results do not depend on scheduling.
+
+use crate::backend::DEFAULT_COMPUTE_UNITS;
+
+/// Workgroups per compute unit a split grid aims for.
+pub(super) const WAVES: usize = 4;
+/// Shortest slice of k the automatic choice makes (6 k-steps of the 16-deep GEMM tile), on
+/// average: splits `k = 200` in two, leaves `k < 192` whole.
+pub const MIN_SLICE: usize = 96;
+
+/// How the backend sizes its grids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GridConfig {
+    /// Compute units of the GPU aimed at.
+    pub compute_units: usize,
+    /// Shortest slice of k the automatic split-K choice makes.
+    pub min_slice: usize,
+    /// Split every GEMM into this many slices of k (rounded: slices are multiples of 4
+    /// long, so a few fewer may result), 1 included (the split path with one slice);
+    /// None: the automatic choice. For parity checks.
+    pub force_slices: Option<usize>,
+    /// Elements per norm partial (a multiple of 256); None: from `compute_units`.
+    pub norm_chunk: Option<usize>,
+}
+
+impl Default for GridConfig {
+    fn default() -> Self {
+        GridConfig {
+            compute_units: DEFAULT_COMPUTE_UNITS,
+            min_slice: MIN_SLICE,
+            force_slices: None,
+            norm_chunk: None,
+        }
+    }
+}
+
+impl GridConfig {
+    /// The default, with `UVAE_COMPUTE_UNITS` from the environment when it is a positive
+    /// integer.
+    pub fn from_env() -> GridConfig {
+        let units = std::env::var("UVAE_COMPUTE_UNITS")
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .filter(|&u| u > 0);
+        GridConfig {
+            compute_units: units.unwrap_or(DEFAULT_COMPUTE_UNITS),
+            ..Default::default()
+        }
+    }
+
+    /// Workgroups a grid should reach: 4 per compute unit.
+    pub(super) fn target(&self) -> usize {
+        WAVES * self.compute_units.max(1)
+    }
+
+    /// Floats of the split-K scratch: twice the target grid of 64 x 64 tiles (a split stops
+    /// short of what would not fit), at most `max_floats`.
+    pub(super) fn scratch_floats(&self, max_floats: usize) -> usize {
+        (2 * self.target() * 64 * 64).min(max_floats)
+    }
+
+    /// (slice length, slices) for an m x n GEMM over k, or None to leave it whole.
+    /// Automatic: only a grid of fewer than the target's 64 x 64 tiles splits, into the
+    /// fewest slices that reach the target, or as many as the minimum length allows (at most
+    /// k / `min_slice`); slices are multiples of 4 long, the last may be shorter. `extra_rows` adds m floats per slice
+    /// (the folded row sums) to what must fit in `scratch` floats.
+    pub(super) fn split_k(
+        &self,
+        m: usize,
+        n: usize,
+        k: usize,
+        extra_rows: bool,
+        scratch: usize,
+    ) -> Option<(usize, usize)> {
+        let per_slice = m * n + if extra_rows { m } else { 0 };
+        let fits = |s: usize| s * per_slice <= scratch;
+        if let Some(want) = self.force_slices {
+            let len = k.div_ceil(want.max(1)).next_multiple_of(4).max(4);
+            let s = k.div_ceil(len);
+            return fits(s).then_some((len, s));
+        }
+        let base = m.div_ceil(64) * n.div_ceil(64);
+        let target = self.target();
+        let most = k / self.min_slice.max(4);
+        if base >= target || most < 2 {
+            return None;
+        }
+        // The shortest slice: `most` slices, each a multiple of 4 long (vec4 loads).
+        let shortest = k.div_ceil(most).next_multiple_of(4);
+        let mut want = target.div_ceil(base);
+        let (mut len, mut s) = loop {
+            let len = k.div_ceil(want).next_multiple_of(4).max(shortest);
+            let s = k.div_ceil(len);
+            if s * base >= target || len == shortest {
+                break (len, s);
+            }
+            want += 1;
+        };
+        if !fits(s) {
+            let room = scratch / per_slice.max(1);
+            if room < 2 {
+                return None;
+            }
+            len = k.div_ceil(room).next_multiple_of(4).max(shortest);
+            s = k.div_ceil(len);
+        }
+        (s >= 2).then_some((len, s))
+    }
+
+    /// Elements per partial sum of squares of the gradient norms: enough partials over
+    /// `total` parameters to reach the target grid, each a multiple of 256 (one per thread
+    /// of a workgroup, or more).
+    pub(super) fn norm_chunk(&self, total: usize) -> usize {
+        if let Some(c) = self.norm_chunk {
+            return c.next_multiple_of(256).max(256);
+        }
+        256 * (total / (256 * self.target())).max(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BIG: usize = usize::MAX;
+
+    /// The weight gradients of the default model at K = 50, batch 100 (k = 5,000 rows)
+    /// reach 4 x 132 workgroups; short k is left whole.
+    #[test]
+    fn split_k_reaches_the_target_or_stays_whole() {
+        let g = GridConfig::default();
+        for (m, n) in [(784, 200), (200, 200)] {
+            let (len, s) = g.split_k(m, n, 5000, true, BIG).expect("splits");
+            let base = m.div_ceil(64) * n.div_ceil(64);
+            assert!(s * base >= 528, "{m}x{n}: {s} slices of {len}");
+            assert!(len % 4 == 0 && len >= MIN_SLICE && (s - 1) * len < 5000);
+        }
+        assert_eq!(g.split_k(784, 200, 5000, true, BIG), Some((456, 11)));
+        assert_eq!(g.split_k(200, 200, 5000, true, BIG), Some((152, 33)));
+        // 4 tiles: as many slices as the minimum length allows (50 x 4 = 200 workgroups).
+        assert_eq!(g.split_k(200, 50, 5000, true, BIG), Some((100, 50)));
+        assert_eq!(g.split_k(5000, 200, 200, false, BIG), Some((100, 2)));
+        assert_eq!(g.split_k(100, 200, 784, false, BIG), Some((100, 8)));
+        assert_eq!(g.split_k(100, 200, 191, false, BIG), None);
+        assert_eq!(g.split_k(200, 784, 100, false, BIG), None);
+        assert_eq!(g.split_k(5000, 784, 200, false, BIG), None, "1027 tiles");
+        // What does not fit the scratch is not split.
+        assert_eq!(g.split_k(5000, 200, 200, false, 1_000_000), None);
+    }
+
+    #[test]
+    fn forced_slices_cover_k() {
+        let g = GridConfig {
+            force_slices: Some(3),
+            ..Default::default()
+        };
+        assert_eq!(g.split_k(5, 7, 201, false, BIG), Some((68, 3)));
+        let g = GridConfig {
+            force_slices: Some(13),
+            ..g
+        };
+        assert_eq!(g.split_k(5, 7, 201, false, BIG), Some((16, 13)));
+        let g = GridConfig {
+            force_slices: Some(1),
+            ..g
+        };
+        assert_eq!(g.split_k(5, 7, 201, false, BIG), Some((204, 1)));
+    }
+
+    #[test]
+    fn norm_partials() {
+        let g = GridConfig::default();
+        assert_eq!(g.norm_chunk(425_284), 768);
+        assert!(425_284usize.div_ceil(768) >= 528);
+        assert_eq!(g.norm_chunk(6177), 256);
+    }
+}

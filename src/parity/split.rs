@@ -1,0 +1,128 @@
+//! Split-K GEMMs and the two-level reductions: the forward and backward passes at 201 sample
+//! rows (3 datapoints x 67 samples) with every GEMM forced into 1, 3 or 13 slices of k (201
+//! is a multiple of neither: the last slice is shorter) or split as the automatic choice
+//! splits it, on a model whose widths suit neither GEMM tile (scalar kernel) and one whose
+//! widths are multiples of 4 (vec4 kernel). The decoder's bias gradients are the row sums
+//! folded into its weight gradients' split; the norms run with several partial sizes.
+
+use super::{binary_data, compare, ParityRow};
+use crate::backend::cpu::CpuBackend;
+use crate::backend::gpu::{AdapterChoice, GpuBackend, GridConfig};
+use crate::backend::{Backend, Noise};
+use crate::estimators::{Estimator, EstimatorKind};
+use crate::model::{Arch, Params};
+use crate::rng::Stream;
+use anyhow::Result;
+
+/// (slices forced, or None for the automatic choice; parameters per norm partial).
+const SCALAR: [(Option<usize>, Option<usize>); 4] = [
+    (Some(1), None),
+    (Some(3), Some(1024)),
+    (Some(13), Some(1 << 24)),
+    (None, None),
+];
+const VEC4: [(Option<usize>, Option<usize>); 2] = [(Some(3), Some(512)), (None, None)];
+
+pub(super) fn rows(choice: &AdapterChoice) -> Result<Vec<ParityRow>> {
+    let scalar = Arch {
+        x_dim: 70,
+        hidden: vec![33, 17],
+        z_dim: 5,
+        likelihood: Default::default(),
+    };
+    let vec4 = Arch {
+        x_dim: 72,
+        hidden: vec![36, 20],
+        z_dim: 4,
+        likelihood: Default::default(),
+    };
+    let mut rows = model_rows(choice, &scalar, "scalar", &SCALAR)?;
+    rows.extend(model_rows(choice, &vec4, "vec4", &VEC4)?);
+    Ok(rows)
+}
+
+fn model_rows(
+    choice: &AdapterChoice,
+    arch: &Arch,
+    kernel: &str,
+    configs: &[(Option<usize>, Option<usize>)],
+) -> Result<Vec<ParityRow>> {
+    let (batch, n) = (3, 67);
+    let xd = arch.x_dim;
+    let mean: Vec<f32> = (0..xd).map(|j| 0.1 + 0.8 * j as f32 / xd as f32).collect();
+    let params = Params::init(arch, 5, Some(&mean));
+    let layout = &params.layout;
+    let mut gpu = GpuBackend::new(layout, &params.values, choice)?;
+    let mut cpu = CpuBackend::new(layout, &params.values, 2)?;
+    let x = binary_data(batch, xd, 23);
+    let noise = Noise {
+        seed: 41,
+        stream: Stream::Eps,
+        step: 1,
+        first_datapoint: 0,
+        first_sample: 0,
+    };
+    let lw_cpu = cpu.forward(&x, batch, n, &noise)?.to_vec();
+    let co = Estimator::new(EstimatorKind::IwaeDreg, 0.0).coefficients(&lw_cpu, batch, n);
+    let nc = cpu.backward(&co.a, &co.b, &co.c)?;
+    let gc = cpu.gradient()?;
+    let el = layout.encoder_len;
+    let bias: Vec<usize> = layout
+        .decoder
+        .iter()
+        .flat_map(|l| l.b..l.b + l.out)
+        .collect();
+    let mut rows = Vec::new();
+    for &(slices, chunk) in configs {
+        gpu.set_grid(GridConfig {
+            force_slices: slices,
+            norm_chunk: chunk,
+            ..GridConfig::default()
+        });
+        let lw_gpu = gpu.forward(&x, batch, n, &noise)?.to_vec();
+        let ng = gpu.backward(&co.a, &co.b, &co.c)?;
+        let gg = gpu.gradient()?;
+        let plan = gpu.plan_dispatches(batch, n)?;
+        let count = |kernel: &str| plan.iter().filter(|d| d.kernel == kernel).count();
+        let what = match slices {
+            Some(s) => format!("{s} slices"),
+            None => format!("auto, {} split", count("splitk_reduce")),
+        };
+        let partials = plan
+            .iter()
+            .find(|d| d.kernel == "grad_norm_partials")
+            .map_or(0, |d| d.workgroups);
+        let name = |q: &str| format!("split-K {kernel} {what}: {q}");
+        rows.push(compare(&name("log-weights"), &lw_gpu, &lw_cpu, 1e-4, 1e-5));
+        rows.push(compare(
+            &name("decoder gradient"),
+            &gg[el..],
+            &gc[el..],
+            1e-5,
+            1e-3,
+        ));
+        let pick = |g: &[f32]| bias.iter().map(|&i| g[i]).collect::<Vec<f32>>();
+        rows.push(compare(
+            &name("decoder bias (row sums)"),
+            &pick(&gg),
+            &pick(&gc),
+            1e-5,
+            1e-3,
+        ));
+        rows.push(compare(
+            &name("encoder gradient"),
+            &gg[..el],
+            &gc[..el],
+            1e-5,
+            1e-3,
+        ));
+        rows.push(compare(
+            &format!("optim: norms from {partials} partials ({kernel} {what})"),
+            &[ng.encoder as f32, ng.decoder as f32],
+            &[nc.encoder as f32, nc.decoder as f32],
+            1e-5,
+            1e-4,
+        ));
+    }
+    Ok(rows)
+}
