@@ -311,6 +311,18 @@ pub trait Backend {
     fn set_compute_units(&mut self, _units: usize) {}
 }
 
+/// A parameter vector for `layout`, or an error saying how long it must be.
+pub(crate) fn check_param_len(layout: &Layout, values: &[f32]) -> Result<()> {
+    if values.len() != layout.len {
+        anyhow::bail!(
+            "parameter vector has {} values, the layout needs {}",
+            values.len(),
+            layout.len
+        );
+    }
+    Ok(())
+}
+
 /// A log-sum-exp merged chunk by chunk: (max, sum of exp(l - max)).
 #[derive(Clone, Copy, Debug)]
 pub struct RunningLse {

@@ -80,13 +80,7 @@ pub struct CpuBackend {
 impl CpuBackend {
     /// A backend with `threads` workers (0: all cores).
     pub fn new(layout: &Layout, params: &[f32], threads: usize) -> Result<CpuBackend> {
-        if params.len() != layout.len {
-            bail!(
-                "parameter vector has {} values, the layout needs {}",
-                params.len(),
-                layout.len
-            );
-        }
+        crate::backend::check_param_len(layout, params)?;
         crate::error::threads(threads)?;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
@@ -205,13 +199,7 @@ impl Backend for CpuBackend {
     }
 
     fn set_params(&mut self, values: &[f32]) -> Result<()> {
-        if values.len() != self.layout.len {
-            bail!(
-                "parameter vector has {} values, the layout needs {}",
-                values.len(),
-                self.layout.len
-            );
-        }
+        crate::backend::check_param_len(&self.layout, values)?;
         self.params.copy_from_slice(values);
         Ok(())
     }

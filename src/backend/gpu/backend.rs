@@ -32,13 +32,7 @@ impl Backend for GpuBackend {
     }
 
     fn set_params(&mut self, values: &[f32]) -> Result<()> {
-        if values.len() != self.layout.len {
-            bail!(
-                "parameter vector has {} values, the layout needs {}",
-                values.len(),
-                self.layout.len
-            );
-        }
+        crate::backend::check_param_len(&self.layout, values)?;
         self.ctx
             .queue
             .write_buffer(&self.params, 0, bytemuck::cast_slice(values));

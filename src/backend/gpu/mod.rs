@@ -103,13 +103,7 @@ pub struct GpuBackend {
 
 impl GpuBackend {
     pub fn new(layout: &Layout, params: &[f32], choice: &AdapterChoice) -> Result<GpuBackend> {
-        if params.len() != layout.len {
-            bail!(
-                "parameter vector has {} values, the layout needs {}",
-                params.len(),
-                layout.len
-            );
-        }
+        crate::backend::check_param_len(layout, params)?;
         let ctx = GpuContext::new(choice)?;
         let max_binding = ctx.limits.max_storage_buffer_binding_size as usize;
         if 3 * layout.len * 4 > max_binding {
