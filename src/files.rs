@@ -1,4 +1,4 @@
-//! Output files: atomic writes and JSON lines.
+//! Output files: atomic writes, JSON lines, and f64s that round-trip exactly.
 
 use anyhow::{Context, Result};
 use std::io::Write;
@@ -129,4 +129,17 @@ pub fn append_jsonl(path: &Path, value: &serde_json::Value) -> Result<()> {
         .with_context(|| format!("cannot open {}", path.display()))?;
     f.write_all(line.as_bytes())
         .with_context(|| format!("cannot append to {}", path.display()))
+}
+
+/// f64 fields as their IEEE bit patterns (u64), so a file round-trips them exactly.
+pub mod f64_bits {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(v.to_bits())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(f64::from_bits(u64::deserialize(d)?))
+    }
 }

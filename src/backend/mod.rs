@@ -112,11 +112,11 @@ pub struct StepStats {
     pub steps: usize,
     /// Sum over steps of the minibatch mean of the estimator's objective (finite steps only;
     /// kept as bit patterns in files so a resumed run adds the same numbers).
-    #[serde(with = "crate::train::f64_bits")]
+    #[serde(with = "crate::files::f64_bits")]
     pub objective: f64,
-    #[serde(with = "crate::train::f64_bits")]
+    #[serde(with = "crate::files::f64_bits")]
     pub grad_norm_encoder: f64,
-    #[serde(with = "crate::train::f64_bits")]
+    #[serde(with = "crate::files::f64_bits")]
     pub grad_norm_decoder: f64,
     /// Steps whose objective or a gradient norm was NaN or infinite: they are left out of
     /// the sums, and Adam left the parameters and moments alone (its step count advanced).

@@ -72,15 +72,15 @@ pub(crate) struct EpochSums {
     pub steps: usize,
     /// Sums of the backend's per-step objective and gradient norms (read every few steps),
     /// over the steps whose numbers were finite.
-    #[serde(with = "super::state::f64_bits")]
+    #[serde(with = "crate::files::f64_bits")]
     pub objective: f64,
-    #[serde(with = "super::state::f64_bits")]
+    #[serde(with = "crate::files::f64_bits")]
     pub grad_norm_encoder: f64,
-    #[serde(with = "super::state::f64_bits")]
+    #[serde(with = "crate::files::f64_bits")]
     pub grad_norm_decoder: f64,
     /// Steps the backend found non-finite (and did not apply).
     pub nonfinite: usize,
-    #[serde(with = "super::state::f64_bits")]
+    #[serde(with = "crate::files::f64_bits")]
     pub samples: f64,
     pub levels: BTreeMap<u32, usize>,
     pub meeting_times: Vec<usize>,

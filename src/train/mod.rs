@@ -10,7 +10,7 @@ mod state;
 pub use metrics::{ChainMetrics, EpochMetrics};
 pub use observer::TrainObserver;
 pub use run::CHECKPOINT_FILE;
-pub use state::{f64_bits, STATE_FILE};
+pub use state::STATE_FILE;
 
 use crate::backend::gpu::{AdapterChoice, GpuBackend};
 use crate::backend::{cpu::CpuBackend, Backend, ChainOutcome, Noise};

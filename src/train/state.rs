@@ -27,19 +27,6 @@ const META_KEY: &str = "uvae-train-state";
 /// The version of the layout below; a file of another version is refused.
 const FORMAT: u32 = 1;
 
-/// f64 fields as their IEEE bit patterns (u64), so a file round-trips them exactly.
-pub mod f64_bits {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(v.to_bits())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-        Ok(f64::from_bits(u64::deserialize(d)?))
-    }
-}
-
 /// Where a run stands, beside its tensors.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Position {
@@ -60,7 +47,7 @@ pub(crate) struct Position {
     pub sums: EpochSums,
     pub pending: StepStats,
     /// Seconds of training steps in the epoch so far.
-    #[serde(with = "f64_bits")]
+    #[serde(with = "crate::files::f64_bits")]
     pub seconds: f64,
 }
 
