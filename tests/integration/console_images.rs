@@ -111,45 +111,25 @@ fn sample_and_reconstruct_draw_deterministic_grids() {
     };
     let png = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
     let c = ckpt.to_str().unwrap();
-    run_ok(&[
-        "sample",
-        "--checkpoint",
-        c,
-        "--out",
-        &png("a.png"),
-        "--n",
-        "12",
-        "--cols",
-        "4",
-        "--seed",
-        "3",
-    ]);
-    run_ok(&[
-        "sample",
-        "--checkpoint",
-        c,
-        "--out",
-        &png("b.png"),
-        "--n",
-        "12",
-        "--cols",
-        "4",
-        "--seed",
-        "3",
-    ]);
-    run_ok(&[
-        "sample",
-        "--checkpoint",
-        c,
-        "--out",
-        &png("c.png"),
-        "--n",
-        "12",
-        "--cols",
-        "4",
-        "--seed",
-        "4",
-    ]);
+    // Twelve tiles in rows of four, from the prior with `seed`.
+    let sample = |name: &str, seed: &str| {
+        run_ok(&[
+            "sample",
+            "--checkpoint",
+            c,
+            "--out",
+            &png(name),
+            "--n",
+            "12",
+            "--cols",
+            "4",
+            "--seed",
+            seed,
+        ])
+    };
+    sample("a.png", "3");
+    sample("b.png", "3");
+    sample("c.png", "4");
     let a = image::open(png("a.png")).unwrap().to_luma8();
     // 4 x 3 tiles of 28 pixels with a 1-pixel border between and around.
     assert_eq!(a.dimensions(), (4 * 29 + 1, 3 * 29 + 1));
