@@ -303,7 +303,8 @@ fn lse_accumulate(
 // first (extra.z slots per datapoint), then each sample sums its terms. Encoder rules
 // (extra.x): 0 DReG over blocks of extra.y samples, whose log-sum-exps are the last term's
 // (the host appends it with weight 0); 1 unbiased RWS (b = 0, c = -a); 2 variance
-// (b = c = -2 objective a). Mirrors evaluate_subsets in src/estimators/device.rs.
+// (b = c = -2 objective a); 3 IWAE on the last extra.w samples, the terms on the others.
+// Mirrors evaluate_subsets in src/estimators/program.rs.
 @group(0) @binding(4) var<storage, read> terms: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> scratch: array<f32>;
 
@@ -321,9 +322,11 @@ fn subset_coefficients(
     set_lanes(sgl, sgi, sgn);
 // #endif
     let b = wg.x;
-    let n = prog.n;
-    let rows = prog.batch * n;
-    let base = b * n;
+    let n_all = prog.n;
+    // The terms cover the first n samples; the last extra.w are the encoder's own (IWAE).
+    let n = n_all - prog.extra.w;
+    let rows = prog.batch * n_all;
+    let base = b * n_all;
     let sbase = b * prog.extra.z;
     var slot = 0u;
     var obj_part = 0.0;
@@ -379,10 +382,30 @@ fn subset_coefficients(
         } else if (prog.extra.x == RULE_UNBIASED_RWS) {
             coef[rows + base + i] = 0.0;
             coef[2u * rows + base + i] = -a;
-        } else { // RULE_VARIANCE
+        } else if (prog.extra.x == RULE_VARIANCE) {
             coef[rows + base + i] = -2.0 * obj * a;
             coef[2u * rows + base + i] = -2.0 * obj * a;
+        } else { // RULE_IWAE_TAIL: the terms' samples train the decoder only
+            coef[rows + base + i] = 0.0;
+            coef[2u * rows + base + i] = 0.0;
         }
+    }
+    // The encoder's own samples (none unless RULE_IWAE_TAIL): a = 0, b = c = their softmax.
+    var tm = NEG_HUGE;
+    for (var i = n + lid; i < n_all; i += WG) {
+        tm = max(tm, lw[base + i]);
+    }
+    let t_max = reduce_max(lid, tm);
+    var ts = 0.0;
+    for (var i = n + lid; i < n_all; i += WG) {
+        ts += exp(lw[base + i] - t_max);
+    }
+    let t_sum = reduce_sum(lid, ts);
+    for (var i = n + lid; i < n_all; i += WG) {
+        let w = exp(lw[base + i] - t_max) / t_sum;
+        coef[base + i] = 0.0;
+        coef[rows + base + i] = w;
+        coef[2u * rows + base + i] = w;
     }
     if (lid == 0u) {
         objective[b] = obj;

@@ -16,6 +16,35 @@ pub enum BackendChoice {
     Gpu,
 }
 
+/// The decoder's output bias at initialisation (`--output-bias`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutputBias {
+    /// The logit of the training images' mean pixel, clipped to [1e-3, 1 - 1e-3] (Burda et
+    /// al.'s and Shi & Cornish's reference code), so training starts at the marginal pixel
+    /// distribution.
+    #[default]
+    DataMean,
+    /// Zero, like the other biases.
+    Zero,
+}
+
+/// The test bound during training (`--test-every`, `--test-k`, `--test-limit`): L_k on the
+/// first `limit` test images (all when None) after every `every`-th epoch and the last.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TestBound {
+    pub every: usize,
+    pub k: usize,
+    pub limit: Option<usize>,
+}
+
+impl TestBound {
+    /// Whether the bound is computed after 0-based `epoch` of a run of `epochs`.
+    pub fn due(&self, epoch: usize, epochs: usize) -> bool {
+        (epoch + 1).is_multiple_of(self.every) || epoch + 1 == epochs
+    }
+}
+
 /// The architecture for `--hidden` / `--latent` (None: not given). The exact models fix
 /// their own shape, so giving either flag with them is an error that says so.
 pub fn resolve_arch(
@@ -88,6 +117,13 @@ pub struct TrainConfig {
     pub adapter: Option<String>,
     /// Samples per datapoint of the validation bound L_K after each epoch.
     pub val_k: usize,
+    /// The decoder output bias at initialisation. Absent in configurations written before
+    /// it existed: the data mean, as those runs did.
+    #[serde(default)]
+    pub output_bias: OutputBias,
+    /// The test bound during training, when asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<TestBound>,
     pub out: PathBuf,
 }
 
@@ -151,6 +187,29 @@ impl TrainConfig {
                 1,
                 "the validation after each epoch",
             )?;
+        }
+        error::positive("--adam-eps", self.adam.eps)?;
+        if let Some(t) = &self.test {
+            if self.model.is_exact() {
+                return Err(ConfigError::NotApplicable {
+                    flag: "--test-every",
+                    context: format!("to --model {}, which has no test images", self.model),
+                    fix: "drop --test-every; the run reports the exact log p(x) instead".into(),
+                });
+            }
+            error::at_least("--test-every", t.every, 1, "the test bound")?;
+            error::at_least("--test-k", t.k, 1, "the test bound L_K")?;
+            error::at_most("--test-k", t.k, error::MAX_SAMPLES, "the test bound L_K")?;
+            if let Some(limit) = t.limit {
+                error::at_least("--test-limit", limit, 1, "the test bound")?;
+            }
+        }
+        if self.model.is_exact() && self.output_bias != OutputBias::default() {
+            return Err(ConfigError::NotApplicable {
+                flag: "--output-bias",
+                context: format!("to --model {}: its decoder is linear-Gaussian", self.model),
+                fix: "drop --output-bias".into(),
+            });
         }
         for (flag, v) in [
             ("--clip-encoder", self.adam.clip_encoder),

@@ -10,6 +10,9 @@ pub enum Schedule {
     Constant,
     /// Burda et al. (2016): stage i = 0..=7 runs 3^i epochs at lr * 10^(-i/7).
     Burda,
+    /// Shi & Cornish (2021): lr * max(1 - 0.9 e / 3280, 0.1) at 0-based epoch e, a linear
+    /// decay to a tenth over Burda's 3,280 epochs, then flat.
+    Linear,
 }
 
 impl Schedule {
@@ -18,9 +21,15 @@ impl Schedule {
         match self {
             Schedule::Constant => base,
             Schedule::Burda => base * 10f64.powf(-(burda_stage(epoch) as f64) / 7.0),
+            Schedule::Linear => {
+                base * (1.0 - 0.9 * epoch as f64 / LINEAR_DECAY_EPOCHS as f64).max(0.1)
+            }
         }
     }
 }
+
+/// The epochs over which [`Schedule::Linear`] decays (Burda's 3^0 + ... + 3^7).
+pub const LINEAR_DECAY_EPOCHS: usize = 3280;
 
 /// The Burda stage of a 0-based epoch: stages last 1, 3, 9, ... epochs.
 pub fn burda_stage(epoch: usize) -> usize {
@@ -173,6 +182,16 @@ mod tests {
         assert_eq!(burda_stage(13), 3);
         assert_eq!(burda_epochs(8), 3280);
         assert!((Schedule::Burda.lr(1e-3, 13) - 1e-3 * 10f64.powf(-3.0 / 7.0)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn linear_schedule_decays_to_a_tenth_at_epoch_3280() {
+        let lr = |e| Schedule::Linear.lr(1e-3, e);
+        assert_eq!(lr(0), 1e-3);
+        assert!((lr(1640) - 1e-3 * 0.55).abs() < 1e-15);
+        assert!((lr(3280) - 1e-4).abs() < 1e-15);
+        assert!((lr(10_000) - 1e-4).abs() < 1e-15, "flat after the decay");
+        assert!(lr(100) > lr(101));
     }
 
     #[test]

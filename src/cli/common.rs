@@ -58,13 +58,14 @@ pub struct MlmcArgs {
 }
 
 impl MlmcArgs {
-    /// The MLMC settings, with `encoder`.
-    pub fn options(&self, encoder: EncoderChoice) -> UnbiasedOptions {
+    /// The MLMC settings, with `encoder` (and its own samples `encoder_k` under `iwae`).
+    pub fn options(&self, encoder: EncoderChoice, encoder_k: Option<usize>) -> UnbiasedOptions {
         UnbiasedOptions {
             mlmc_p: self.mlmc_p,
             mlmc_i0: self.mlmc_i0,
             mlmc_cap: self.mlmc_cap,
             encoder,
+            encoder_k: encoder_k.unwrap_or(0),
         }
     }
 }

@@ -52,7 +52,7 @@ pub struct GradStatsArgs {
 
 pub fn run(a: GradStatsArgs) -> Result<()> {
     let est = Estimator {
-        unbiased: a.mlmc.options(EncoderChoice::default()),
+        unbiased: a.mlmc.options(EncoderChoice::default(), None),
         chains: a.chains.options(),
         ..Estimator::new(a.estimator, a.alpha)
     };

@@ -9,7 +9,9 @@ use clap::{ArgMatches, Args};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use unbiased_vae::config::{self, CheckpointEvery, OnNonFinite, RunOptions, TrainConfig};
+use unbiased_vae::config::{
+    self, CheckpointEvery, OnNonFinite, OutputBias, RunOptions, TestBound, TrainConfig,
+};
 use unbiased_vae::error::ConfigError;
 use unbiased_vae::estimators::{EncoderChoice, Estimator, EstimatorKind};
 use unbiased_vae::model::ModelChoice;
@@ -30,9 +32,12 @@ pub struct TrainArgs {
     chains: ChainArgs,
     #[command(flatten)]
     mlmc: MlmcArgs,
-    /// Encoder gradient of sumo / mlmc-*: dreg (IWAE-DReG), rws (unbiased RWS), variance (min E[estimate^2]).
+    /// Encoder gradient of sumo / mlmc-*: dreg (IWAE-DReG), rws (unbiased RWS), variance (min E[estimate^2]), iwae (IWAE on --encoder-k fresh samples of its own; Shi & Cornish).
     #[arg(long, value_enum, default_value = "dreg")]
     encoder: EncoderChoice,
+    /// --encoder iwae: the encoder's own samples per datapoint, drawn after the estimator's.
+    #[arg(long)]
+    encoder_k: Option<usize>,
     /// DReG(alpha) mixing weight (estimator dreg only): 0 is IWAE-DReG, 1 is RWS-DReG.
     #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
     alpha: f64,
@@ -43,12 +48,27 @@ pub struct TrainArgs {
     /// Adam learning rate (the first stage's under --schedule burda).
     #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true)]
     lr: f64,
-    /// constant, or burda (stage i runs 3^i epochs at lr * 10^(-i/7)).
+    /// constant; burda (stage i runs 3^i epochs at lr * 10^(-i/7)); or linear (lr * max(1 - 0.9 e / 3280, 0.1) at epoch e, Shi & Cornish).
     #[arg(long, value_enum, default_value = "constant")]
     schedule: Schedule,
     /// Use AMSGrad's running maximum of the second moment.
     #[arg(long)]
     amsgrad: bool,
+    /// Adam's epsilon (PyTorch's default; Burda et al. and Shi & Cornish use 1e-4).
+    #[arg(long, default_value_t = 1e-8, allow_negative_numbers = true)]
+    adam_eps: f64,
+    /// The decoder's output bias at initialisation: data-mean (the logit of the training images' mean pixel) or zero.
+    #[arg(long, value_enum, default_value = "data-mean")]
+    output_bias: OutputBias,
+    /// Write the test bound L_{--test-k} into metrics.jsonl after every N epochs (and the last).
+    #[arg(long, value_name = "N")]
+    test_every: Option<usize>,
+    /// Samples per datapoint of the test bound of --test-every [default: 1000].
+    #[arg(long)]
+    test_k: Option<usize>,
+    /// The test bound of --test-every on the first N test images only.
+    #[arg(long, value_name = "N")]
+    test_limit: Option<usize>,
     /// Clip the encoder gradient to this L2 norm.
     #[arg(long, allow_negative_numbers = true)]
     clip_encoder: Option<f64>,
@@ -97,12 +117,29 @@ pub struct TrainArgs {
     force: bool,
 }
 
+/// Samples per datapoint of `--test-every`'s bound unless `--test-k` says.
+const DEFAULT_TEST_K: usize = 1000;
+
 /// The flags `--resume` accepts beside itself: they do not change what the run computes.
 const RESUME_FLAGS: [&str; 4] = ["resume", "epochs", "checkpoint_every", "quiet"];
 
 impl TrainArgs {
     /// The run configuration these flags describe (validated by [`TrainConfig::validate`]).
     fn config(self) -> Result<TrainConfig, ConfigError> {
+        if self.test_every.is_none() {
+            for (flag, given) in [
+                ("--test-k", self.test_k.is_some()),
+                ("--test-limit", self.test_limit.is_some()),
+            ] {
+                if given {
+                    return Err(ConfigError::NotApplicable {
+                        flag,
+                        context: "without --test-every".into(),
+                        fix: "add --test-every N (epochs between test bounds) or drop it".into(),
+                    });
+                }
+            }
+        }
         Ok(TrainConfig {
             model: self.model,
             data: self.common.data,
@@ -110,7 +147,7 @@ impl TrainArgs {
             train_limit: self.train_limit,
             arch: config::resolve_arch(self.model, self.hidden, self.latent)?,
             estimator: Estimator {
-                unbiased: self.mlmc.options(self.encoder),
+                unbiased: self.mlmc.options(self.encoder, self.encoder_k),
                 chains: self.chains.options(),
                 ..Estimator::new(self.estimator, self.alpha)
             },
@@ -121,6 +158,7 @@ impl TrainArgs {
             schedule: self.schedule,
             adam: AdamConfig {
                 amsgrad: self.amsgrad,
+                eps: self.adam_eps,
                 clip_encoder: self.clip_encoder,
                 clip_decoder: self.clip_decoder,
                 ..Default::default()
@@ -130,6 +168,12 @@ impl TrainArgs {
             backend: self.common.backend,
             adapter: self.common.adapter,
             val_k: self.val_k,
+            output_bias: self.output_bias,
+            test: self.test_every.map(|every| TestBound {
+                every,
+                k: self.test_k.unwrap_or(DEFAULT_TEST_K),
+                limit: self.test_limit,
+            }),
             out: self.out,
         })
     }

@@ -63,6 +63,21 @@ pub enum EncoderChoice {
     Rws,
     /// Minimise E[estimate^2] (SUMO's variance objective, Luo et al. 2020).
     Variance,
+    /// IWAE on `encoder_k` fresh samples of its own, drawn after the estimator's (Shi &
+    /// Cornish 2021 train the encoder of ML-RR and SUMO this way).
+    Iwae,
+}
+
+impl EncoderChoice {
+    /// The CLI / serde name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EncoderChoice::Dreg => "dreg",
+            EncoderChoice::Rws => "rws",
+            EncoderChoice::Variance => "variance",
+            EncoderChoice::Iwae => "iwae",
+        }
+    }
 }
 
 /// Settings of the random-size estimators.
@@ -75,6 +90,10 @@ pub struct UnbiasedOptions {
     /// Largest MLMC level; the estimate then targets L_{2^(cap+i0+1)}, not log p(x).
     pub mlmc_cap: Option<u32>,
     pub encoder: EncoderChoice,
+    /// `--encoder iwae`: the encoder's own samples per datapoint (0: not given). Absent in
+    /// configurations written before it existed.
+    #[serde(default)]
+    pub encoder_k: usize,
 }
 
 impl Default for UnbiasedOptions {
@@ -84,6 +103,7 @@ impl Default for UnbiasedOptions {
             mlmc_i0: 2,
             mlmc_cap: None,
             encoder: EncoderChoice::Dreg,
+            encoder_k: 0,
         }
     }
 }

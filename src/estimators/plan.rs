@@ -17,14 +17,21 @@ pub enum StepPlan {
         n: usize,
         program: CoefficientProgram,
     },
-    /// SUMO: `m + K` samples, the tail length K drawn afresh each step.
+    /// SUMO: `m + K` samples, the tail length K drawn afresh each step (plus the encoder's
+    /// own `encoder_k` under `--encoder iwae`).
     Sumo {
         m: usize,
         tail: SumoTail,
         encoder: EncoderChoice,
+        encoder_k: usize,
     },
-    /// MLMC: `2^(level + I0 + 1)` samples, the level drawn afresh each step.
-    Mlmc { mlmc: Mlmc, encoder: EncoderChoice },
+    /// MLMC: `2^(level + I0 + 1)` samples, the level drawn afresh each step (plus the
+    /// encoder's own `encoder_k` under `--encoder iwae`).
+    Mlmc {
+        mlmc: Mlmc,
+        encoder: EncoderChoice,
+        encoder_k: usize,
+    },
     /// Coupled Markov chains, run until they meet (`Backend::chain_step`).
     Coupled(CouplingConfig),
 }
@@ -61,15 +68,33 @@ impl Estimator {
             ));
         }
         let encoder = self.unbiased.encoder;
+        let encoder_k = self.unbiased.encoder_k;
+        if encoder == EncoderChoice::Iwae {
+            error::at_least("--encoder-k", encoder_k, 1, "--encoder iwae")?;
+            error::at_most(
+                "--encoder-k",
+                encoder_k,
+                error::MAX_SAMPLES,
+                "--encoder iwae",
+            )?;
+        } else if encoder_k != 0 {
+            return Err(ConfigError::NotApplicable {
+                flag: "--encoder-k",
+                context: format!("to --encoder {}", encoder.name()),
+                fix: "it sets the encoder's own samples of --encoder iwae; drop it or add --encoder iwae".into(),
+            });
+        }
         Ok(match kind {
             EstimatorKind::Sumo => StepPlan::Sumo {
                 m: k,
                 tail: SumoTail::DEFAULT,
                 encoder,
+                encoder_k,
             },
             EstimatorKind::MlmcSs | EstimatorKind::MlmcRr => StepPlan::Mlmc {
                 mlmc: self.mlmc()?,
                 encoder,
+                encoder_k,
             },
             EstimatorKind::CoupledPimh
             | EstimatorKind::CoupledIsir
@@ -95,14 +120,17 @@ impl Estimator {
 }
 
 /// The encoder rule of SUMO and MLMC: IWAE-DReG over blocks of `dreg_size` samples, unbiased
-/// RWS, or SUMO's variance objective.
-fn encoder_rule(choice: EncoderChoice, dreg_size: usize) -> EncoderRule {
+/// RWS, SUMO's variance objective, or IWAE on the encoder's own `encoder_k` samples.
+fn encoder_rule(choice: EncoderChoice, dreg_size: usize, encoder_k: usize) -> EncoderRule {
     match choice {
         EncoderChoice::Dreg => EncoderRule::DregBlocks {
             size: dreg_size as u32,
         },
         EncoderChoice::Rws => EncoderRule::UnbiasedRws,
         EncoderChoice::Variance => EncoderRule::Variance,
+        EncoderChoice::Iwae => EncoderRule::IwaeTail {
+            size: encoder_k as u32,
+        },
     }
 }
 
@@ -116,7 +144,12 @@ impl StepPlan {
                 program: program.clone(),
                 level: None,
             }),
-            StepPlan::Sumo { m, tail, encoder } => {
+            StepPlan::Sumo {
+                m,
+                tail,
+                encoder,
+                encoder_k,
+            } => {
                 let big_k = tail.sample(rng);
                 let n = m + big_k;
                 let terms = tail
@@ -130,15 +163,19 @@ impl StepPlan {
                     })
                     .collect();
                 Some(Draw {
-                    n,
+                    n: n + encoder_k,
                     program: CoefficientProgram::Subsets {
                         terms,
-                        encoder: encoder_rule(*encoder, n),
+                        encoder: encoder_rule(*encoder, n, *encoder_k),
                     },
                     level: Some(big_k as u32),
                 })
             }
-            StepPlan::Mlmc { mlmc, encoder } => {
+            StepPlan::Mlmc {
+                mlmc,
+                encoder,
+                encoder_k,
+            } => {
                 let level = mlmc.sample_level(rng);
                 let terms = mlmc
                     .level_coefficients(level)
@@ -150,10 +187,10 @@ impl StepPlan {
                     })
                     .collect();
                 Some(Draw {
-                    n: mlmc.num_samples(level),
+                    n: mlmc.num_samples(level) + encoder_k,
                     program: CoefficientProgram::Subsets {
                         terms,
-                        encoder: encoder_rule(*encoder, mlmc.base_group_size()),
+                        encoder: encoder_rule(*encoder, mlmc.base_group_size(), *encoder_k),
                     },
                     level: Some(level),
                 })
@@ -163,12 +200,17 @@ impl StepPlan {
     }
 
     /// Expected samples per datapoint per step (the cost): K, m + E[K], or
-    /// E[2^(level+I0+1)]; None for the coupled chains, whose cost follows the meeting time.
+    /// E[2^(level+I0+1)], plus the encoder's own under `--encoder iwae`; None for the
+    /// coupled chains, whose cost follows the meeting time.
     pub fn expected_samples(&self) -> Option<f64> {
         match self {
             StepPlan::Fixed { n, .. } => Some(*n as f64),
-            StepPlan::Sumo { m, tail, .. } => Some(tail.expected_samples(*m)),
-            StepPlan::Mlmc { mlmc, .. } => Some(mlmc.expected_samples()),
+            StepPlan::Sumo {
+                m, tail, encoder_k, ..
+            } => Some(tail.expected_samples(*m) + *encoder_k as f64),
+            StepPlan::Mlmc {
+                mlmc, encoder_k, ..
+            } => Some(mlmc.expected_samples() + *encoder_k as f64),
             StepPlan::Coupled(_) => None,
         }
     }

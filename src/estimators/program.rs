@@ -26,6 +26,20 @@ pub enum EncoderRule {
     /// Minimise E[estimate^2] (SUMO's variance objective, Luo et al. 2020):
     /// b = c = -2 estimate a.
     Variance,
+    /// The last `size` samples are the encoder's own: IWAE on them (b = c = their softmax
+    /// within the tail, a = 0), while the terms and a cover the first N - size samples
+    /// (b = c = 0 there), so the decoder and the encoder learn from independent draws.
+    IwaeTail { size: u32 },
+}
+
+impl EncoderRule {
+    /// Samples at the end of a draw that belong to the encoder alone.
+    pub fn tail(&self) -> usize {
+        match *self {
+            EncoderRule::IwaeTail { size } => size as usize,
+            _ => 0,
+        }
+    }
 }
 
 /// How to compute one datapoint's coefficients from its log-weights on a device.
@@ -147,10 +161,18 @@ impl CoefficientProgram {
     /// Checks a subset program against N samples: sizes positive, within N, blocks dividing N.
     pub fn validate(&self, n: usize) -> Result<(), String> {
         if let CoefficientProgram::Subsets { terms, encoder } = self {
+            let Some(n) = n.checked_sub(encoder.tail()).filter(|&d| d > 0) else {
+                return Err(format!(
+                    "the encoder's {} samples leave none of N = {n} for the terms",
+                    encoder.tail()
+                ));
+            };
             for t in terms {
                 let s = t.size as usize;
                 if s == 0 || s > n || (t.blocks && !n.is_multiple_of(s)) {
-                    return Err(format!("subset term {t:?} does not fit N = {n} samples"));
+                    return Err(format!(
+                        "subset term {t:?} does not fit the terms' {n} samples"
+                    ));
                 }
             }
             if let EncoderRule::DregBlocks { size } = encoder {
@@ -172,7 +194,7 @@ fn evaluate_subsets(
     b: &mut [f64],
     c: &mut [f64],
 ) -> f64 {
-    let n = l.len();
+    let n = l.len() - encoder.tail();
     let mut objective = 0.0;
     a.iter_mut().for_each(|v| *v = 0.0);
     for t in terms {
@@ -220,6 +242,14 @@ fn evaluate_subsets(
                 b[i] = -2.0 * objective * a[i];
                 c[i] = b[i];
             }
+        }
+        EncoderRule::IwaeTail { .. } => {
+            b[..n].fill(0.0);
+            c[..n].fill(0.0);
+            let tail = &l[n..];
+            a[n..].fill(0.0);
+            super::softmax_into(tail, &mut b[n..]);
+            c[n..].copy_from_slice(&b[n..]);
         }
     }
     objective
@@ -326,6 +356,66 @@ mod subset_tests {
             );
             assert_eq!(b[i], 0.0);
             assert_eq!(c[i], -a[i]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod iwae_tail_tests {
+    use super::*;
+
+    /// Under `IwaeTail` the terms' samples carry the decoder coefficients of the same
+    /// program without the tail, and the tail carries exactly IWAE's encoder coefficients.
+    #[test]
+    fn the_tail_is_iwae_and_the_rest_is_the_program_without_it() {
+        let l = [-3.0, 0.5, -1.25, 2.0, -7.5, 0.0, 1.5];
+        let terms = vec![
+            SubsetTerm {
+                blocks: true,
+                size: 2,
+                weight: -0.4,
+            },
+            SubsetTerm {
+                blocks: false,
+                size: 3,
+                weight: 1.1,
+            },
+        ];
+        let tail = CoefficientProgram::Subsets {
+            terms: terms.clone(),
+            encoder: EncoderRule::IwaeTail { size: 3 },
+        };
+        assert!(tail.validate(7).is_ok());
+        assert!(
+            tail.validate(6).is_err(),
+            "blocks of 2 cannot cover 3 samples"
+        );
+        assert!(tail.validate(3).is_err(), "no samples left for the terms");
+        let (mut a, mut b, mut c) = ([0.0; 7], [0.0; 7], [0.0; 7]);
+        let obj = tail.evaluate_row(&l, &mut a, &mut b, &mut c);
+        let head = CoefficientProgram::Subsets {
+            terms,
+            encoder: EncoderRule::UnbiasedRws,
+        };
+        let (mut ha, mut hb, mut hc) = ([0.0; 4], [0.0; 4], [0.0; 4]);
+        let want = head.evaluate_row(&l[..4], &mut ha, &mut hb, &mut hc);
+        assert_eq!(obj, want, "the objective ignores the encoder's samples");
+        let (mut ia, mut ib, mut ic) = ([0.0; 3], [0.0; 3], [0.0; 3]);
+        Estimator::new(EstimatorKind::Iwae, 0.0).coefficients_row(
+            &l[4..],
+            &mut ia,
+            &mut ib,
+            &mut ic,
+        );
+        for i in 0..4 {
+            assert_eq!((a[i], b[i], c[i]), (ha[i], 0.0, 0.0), "sample {i}");
+        }
+        for i in 4..7 {
+            assert_eq!(
+                a[i], 0.0,
+                "sample {i}: the decoder ignores the encoder's samples"
+            );
+            assert!((b[i] - ib[i - 4]).abs() < 1e-12 && (c[i] - ic[i - 4]).abs() < 1e-12);
         }
     }
 }

@@ -95,8 +95,17 @@ pub(super) fn subset_rows(suite: &mut Suite, lw_cpu: &[f32]) -> Result<Vec<Parit
         (
             "dyadic blocks, DReG on pairs",
             CoefficientProgram::Subsets {
-                terms: blocks,
+                terms: blocks.clone(),
                 encoder: EncoderRule::DregBlocks { size: 2 },
+            },
+            &lw8,
+            N8,
+        ),
+        (
+            "dyadic blocks on 4, IWAE on the encoder's own 4",
+            CoefficientProgram::Subsets {
+                terms: blocks.into_iter().filter(|t| t.size <= 4).collect(),
+                encoder: EncoderRule::IwaeTail { size: 4 },
             },
             &lw8,
             N8,

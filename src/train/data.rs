@@ -1,6 +1,6 @@
 //! What a run trains on: binarized images, or an exact model's own data.
 
-use crate::config::TrainConfig;
+use crate::config::{OutputBias, TrainConfig};
 use crate::data::{self, Dataset};
 use crate::exact::training::ExactTraining;
 use crate::model::Params;
@@ -30,7 +30,11 @@ impl TrainData {
                 }
                 let mut arch = cfg.arch.clone();
                 arch.x_dim = ds.dim();
-                let params = Params::init(&arch, cfg.seed, Some(&ds.train_mean()));
+                let mean = match cfg.output_bias {
+                    OutputBias::DataMean => Some(ds.train_mean()),
+                    OutputBias::Zero => None,
+                };
+                let params = Params::init(&arch, cfg.seed, mean.as_deref());
                 (TrainData::Images(ds), params)
             }
             Some(model) => {
@@ -60,6 +64,18 @@ impl TrainData {
         match self {
             TrainData::Images(ds) => (data::binarize_eval(&ds.valid), ds.valid.count),
             TrainData::Exact { x, count, .. } => (x.clone(), *count),
+        }
+    }
+    /// (binarized test x, count) of the first `limit` test images (all when None); None for
+    /// the exact models, which have no test set.
+    pub fn test(&self, limit: Option<usize>) -> Option<(Vec<f32>, usize)> {
+        match self {
+            TrainData::Images(ds) => {
+                let n = limit.unwrap_or(usize::MAX).min(ds.test.count);
+                let test = ds.test.slice(0..n);
+                Some((data::binarize_eval(&test), n))
+            }
+            TrainData::Exact { .. } => None,
         }
     }
     /// Fills `out` with the minibatch `indices` (binarized afresh per step for images).

@@ -18,6 +18,14 @@ pub struct EpochMetrics {
     pub val_lk: f64,
     pub val_lk_stderr: f64,
     pub val_k: usize,
+    /// --test-every: the test bound L_K after this epoch, mean and standard error over the
+    /// test images scored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_lk: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_lk_stderr: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_k: Option<usize>,
     /// Seconds of training steps in this epoch (validation excluded).
     pub seconds: f64,
     pub datapoints_per_s: f64,

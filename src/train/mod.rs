@@ -9,7 +9,7 @@ mod state;
 
 pub use metrics::{ChainMetrics, EpochMetrics};
 pub use observer::TrainObserver;
-pub use run::CHECKPOINT_FILE;
+pub use run::{BEST_CHECKPOINT_FILE, CHECKPOINT_FILE};
 pub use state::STATE_FILE;
 
 use crate::backend::gpu::{AdapterChoice, GpuBackend};

@@ -22,6 +22,8 @@ use std::time::Instant;
 
 /// The checkpoint's file name in the run directory.
 pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
+/// The checkpoint of the epoch with the best validation bound so far, beside the latest.
+pub const BEST_CHECKPOINT_FILE: &str = "checkpoint-best.safetensors";
 
 /// The loop's state between steps: what a training state saves.
 struct Cursor {
@@ -47,6 +49,10 @@ struct Loop<'a> {
     steps_per_epoch: usize,
     last_saved: Option<Saved>,
     last_save_at: Instant,
+    /// Binarized test images and their count, for `--test-every`.
+    test: Option<(Vec<f32>, usize)>,
+    /// The best validation bound of the epochs completed (metrics.jsonl's lines).
+    best_val: Option<f64>,
 }
 
 /// Runs the epochs of `cfg` from `resume` (None: the start, whose state is saved first).
@@ -69,6 +75,8 @@ pub(super) fn run_epochs(
         steps_per_epoch,
         last_saved: None,
         last_save_at: Instant::now(),
+        test: cfg.test.and_then(|t| ds.test(t.limit)),
+        best_val: None,
     };
     let mut cur = Cursor {
         epoch: 0,
@@ -92,6 +100,7 @@ pub(super) fn run_epochs(
             lp.backend.set_optimizer_state(&st.adam)?;
             lp.backend.set_stats(&p.pending)?;
             lp.last_saved = Some((cur.epoch, cur.step_in_epoch, cur.step));
+            lp.best_val = best_logged_val(&cfg.out.join("metrics.jsonl"))?;
         }
     }
     let (val_x, val_count) = ds.validation();
@@ -169,6 +178,11 @@ pub(super) fn run_epochs(
             ds, &cur.sums, epoch, lr, seconds, &val_x, val_count, observer,
         )?;
         files::append_jsonl(&cfg.out.join("metrics.jsonl"), &serde_json::to_value(&m)?)?;
+        // Before the state's save: a kill in between redoes the epoch, which rewrites it.
+        if lp.best_val.is_none_or(|b| m.val_lk > b) {
+            lp.best_val = Some(m.val_lk);
+            lp.save_best(cur.step)?;
+        }
         cur.epoch += 1;
         cur.step_in_epoch = 0;
         cur.sums = EpochSums::default();
@@ -309,6 +323,16 @@ impl Loop<'_> {
         Ok(())
     }
 
+    /// The current parameters as the best-validation checkpoint.
+    fn save_best(&mut self, step: u32) -> Result<()> {
+        let params = Params {
+            layout: self.backend.layout().clone(),
+            values: self.backend.params()?,
+        };
+        let bytes = checkpoint::to_bytes(&params, &metadata(self.cfg, step))?;
+        files::write_atomic(&self.cfg.out.join(BEST_CHECKPOINT_FILE), &bytes)
+    }
+
     /// Validation and the epoch's line of metrics.jsonl.
     #[allow(clippy::too_many_arguments)]
     fn epoch_metrics(
@@ -348,6 +372,15 @@ impl Loop<'_> {
             eval::DEFAULT_EVAL_SEED,
             0,
         )?;
+        let test = match (&self.test, cfg.test) {
+            (Some((x, count)), Some(t)) if t.due(epoch, cfg.epochs) => {
+                observer.on_validation(epoch + 1, *count);
+                let r =
+                    eval::log_likelihood(self.backend, x, *count, t.k, eval::DEFAULT_EVAL_SEED, 0)?;
+                Some((r.mean, r.stderr, t.k))
+            }
+            _ => None,
+        };
         let params = Params {
             layout: self.backend.layout().clone(),
             values: self.backend.params()?,
@@ -368,6 +401,9 @@ impl Loop<'_> {
             val_lk: val.mean,
             val_lk_stderr: val.stderr,
             val_k: cfg.val_k,
+            test_lk: test.map(|t| t.0),
+            test_lk_stderr: test.map(|t| t.1),
+            test_k: test.map(|t| t.2),
             seconds,
             datapoints_per_s: (steps * cfg.batch) as f64 / seconds,
             grad_norm_encoder: sums.grad_norm_encoder / g,
@@ -382,6 +418,24 @@ impl Loop<'_> {
             optimum_log_px,
         })
     }
+}
+
+/// The best `val_lk` among the epochs metrics.jsonl holds (None: no epoch yet).
+fn best_logged_val(path: &std::path::Path) -> Result<Option<f64>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("reading {}", path.display()))),
+    };
+    let mut best: Option<f64> = None;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .map_err(|e| anyhow::anyhow!("{} is damaged: {e}", path.display()))?;
+        if let Some(val) = v.get("val_lk").and_then(serde_json::Value::as_f64) {
+            best = Some(best.map_or(val, |b: f64| b.max(val)));
+        }
+    }
+    Ok(best)
 }
 
 /// Checkpoint metadata: one key, so the header's bytes do not depend on hash-map order

@@ -221,6 +221,8 @@ fn toy_config(
         backend,
         adapter: None,
         val_k: 20,
+        output_bias: Default::default(),
+        test: None,
         out,
     }
 }

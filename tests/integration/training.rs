@@ -38,6 +38,8 @@ fn short_iwae_run_improves_validation_lk() {
         backend: BackendChoice::Cpu,
         adapter: None,
         val_k: 50,
+        output_bias: Default::default(),
+        test: None,
         out: dir.path().join("run"),
     };
 

@@ -22,6 +22,8 @@ wgsl_consts! {
         RULE_DREG_BLOCKS = 0,
         RULE_UNBIASED_RWS = 1,
         RULE_VARIANCE = 2,
+        /// IWAE on the last `extra.w` samples (the encoder's own); terms cover the rest.
+        RULE_IWAE_TAIL = 3,
     }
 }
 
@@ -35,7 +37,8 @@ pub(super) struct ProgramU {
     pa: [f32; 4],
     pb: [f32; 4],
     pc: [f32; 4],
-    /// Subset programs: (encoder rule, DReG block size, scratch slots per datapoint, 0).
+    /// Subset programs: (encoder rule, DReG block size, scratch slots per datapoint, the
+    /// encoder's own samples at the end).
     extra: [u32; 4],
 }
 
@@ -73,7 +76,11 @@ pub(super) fn program_uniform(p: &CoefficientProgram, batch: usize, n: usize) ->
             let (terms, rule, dreg_size, stride) = subset_terms(p, n);
             u.mode = MODE_SUBSETS;
             u.n_terms = terms.len() as u32;
-            u.extra = [rule, dreg_size, stride as u32, 0];
+            let tail = match p {
+                CoefficientProgram::Subsets { encoder, .. } => encoder.tail(),
+                _ => 0,
+            };
+            u.extra = [rule, dreg_size, stride as u32, tail as u32];
         }
     }
     u
@@ -86,6 +93,8 @@ fn subset_terms(p: &CoefficientProgram, n: usize) -> (Vec<[f32; 4]>, u32, u32, u
     let CoefficientProgram::Subsets { terms, encoder } = p else {
         return (Vec::new(), 0, 0, 0);
     };
+    // The terms cover the samples before the encoder's own.
+    let n = n - encoder.tail();
     let mut out: Vec<[f32; 4]> = terms
         .iter()
         .map(|t| {
@@ -104,6 +113,7 @@ fn subset_terms(p: &CoefficientProgram, n: usize) -> (Vec<[f32; 4]>, u32, u32, u
         }
         EncoderRule::UnbiasedRws => (RULE_UNBIASED_RWS, 0),
         EncoderRule::Variance => (RULE_VARIANCE, 0),
+        EncoderRule::IwaeTail { .. } => (RULE_IWAE_TAIL, 0),
     };
     let stride = out
         .iter()
