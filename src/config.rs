@@ -291,7 +291,7 @@ pub fn check_out_dir(cfg: &TrainConfig, force: bool) -> anyhow::Result<Option<St
 }
 
 /// The run-defining top-level fields in which two config.json values differ.
-fn differing_fields(old: &serde_json::Value, new: &serde_json::Value) -> Vec<String> {
+pub(crate) fn differing_fields(old: &serde_json::Value, new: &serde_json::Value) -> Vec<String> {
     let empty = serde_json::Map::new();
     let (o, n) = (
         old.as_object().unwrap_or(&empty),

@@ -23,5 +23,6 @@ pub mod parity;
 pub mod plot;
 pub mod profile;
 pub mod progress;
+pub mod reproduce;
 pub mod rng;
 pub mod train;

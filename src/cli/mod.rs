@@ -10,6 +10,7 @@ mod figure;
 mod grad_stats;
 mod images;
 mod plot;
+mod reproduce;
 mod train;
 
 use anyhow::Result;
@@ -55,6 +56,9 @@ enum Command {
     Plot(plot::PlotArgs),
     /// Compute a figure and write DIR/<name>.png, .csv and .json (the table behind it).
     Figure(figure::FigureArgs),
+    /// Run a paper's experiment (its runs, resumable and shardable) into --out, with
+    /// results.md, .json, .csv and a PNG of test NLL against epochs and time.
+    Reproduce(reproduce::ReproduceArgs),
     /// List the GPU adapters wgpu can see, with backend, type, driver and features.
     Devices {
         /// Print JSON.
@@ -90,5 +94,6 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<()> {
         Command::Devices { json } => devices::run_devices(json),
         Command::Plot(a) => plot::run(a),
         Command::Figure(a) => figure::run(a),
+        Command::Reproduce(a) => reproduce::run(a),
     }
 }

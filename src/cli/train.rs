@@ -181,7 +181,7 @@ impl TrainArgs {
 
 /// SIGINT and SIGTERM set the returned flag: the run finishes its step, saves and stops. A
 /// second signal exits at once.
-fn stop_on_signals() -> Result<Arc<AtomicBool>> {
+pub(super) fn stop_on_signals() -> Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     ctrlc::set_handler(move || {
@@ -223,6 +223,7 @@ pub fn run(args: TrainArgs, matches: Option<&ArgMatches>) -> Result<()> {
         let changes = train::ResumeChanges {
             epochs: given("epochs").then_some(args.epochs),
             checkpoint_every: given("checkpoint_every").then_some(args.checkpoint_every),
+            test: None,
         };
         return resume(&dir, &changes, mode);
     }

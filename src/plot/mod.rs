@@ -222,6 +222,23 @@ impl Chart {
     }
 }
 
+/// Charts of the same height rendered side by side into one PNG.
+pub fn side_by_side_png(charts: &[&Chart]) -> Result<Vec<u8>> {
+    let height = charts.iter().map(|c| c.height).max().unwrap_or(0);
+    let width: u32 = charts.iter().map(|c| c.width).sum();
+    let mut img = image::RgbImage::from_pixel(width, height, image::Rgb([255, 255, 255]));
+    let mut x0 = 0;
+    for c in charts {
+        let part = image::RgbImage::from_raw(c.width, c.height, c.render_rgb()?)
+            .ok_or_else(|| anyhow!("the chart buffer has the wrong size"))?;
+        image::imageops::replace(&mut img, &part, x0 as i64, 0);
+        x0 += c.width;
+    }
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png)?;
+    Ok(out.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

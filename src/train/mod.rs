@@ -217,11 +217,13 @@ fn prepare_out_dir(cfg: &TrainConfig, opts: &RunOptions) -> Result<()> {
 }
 
 /// What `--resume` may change: `--epochs` (to extend the run; never below the epochs it has
-/// completed) and `--checkpoint-every`.
+/// completed), `--checkpoint-every`, and (for `uvae reproduce`) the test bound's cadence,
+/// which only adds lines' fields to metrics.jsonl.
 #[derive(Clone, Debug, Default)]
 pub struct ResumeChanges {
     pub epochs: Option<usize>,
     pub checkpoint_every: Option<CheckpointEvery>,
+    pub test: Option<crate::config::TestBound>,
 }
 
 /// The configuration and options a run directory's config.json records.
@@ -239,6 +241,15 @@ pub fn load_run(dir: &Path) -> Result<(TrainConfig, RunOptions)> {
     let opts: RunOptions = serde_json::from_slice(&bytes)
         .with_context(|| format!("--resume: {} is not a run configuration", path.display()))?;
     Ok((cfg, opts))
+}
+
+/// The epochs the training state in `dir` has completed.
+pub fn completed_epochs(dir: &Path) -> Result<usize> {
+    let path = dir.join(STATE_FILE);
+    let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let state =
+        TrainState::from_bytes(&bytes).with_context(|| format!("{} is damaged", path.display()))?;
+    Ok(state.pos.epoch)
 }
 
 /// Continues the run in `dir` from its training state, exactly as if it had not stopped:
@@ -280,6 +291,9 @@ pub fn resume(
     }
     if let Some(c) = changes.checkpoint_every {
         opts.checkpoint_every = c;
+    }
+    if let Some(t) = changes.test {
+        cfg.test = Some(t);
     }
     cfg.out = dir.to_path_buf();
     let plan = cfg.validate()?;

@@ -18,6 +18,7 @@ mod gpu_plan;
 mod grad_stats;
 mod gradient_check;
 mod profile_bench;
+mod reproduce;
 mod resume;
 mod shaders_validate;
 mod training;

@@ -1,0 +1,352 @@
+//! A protocol's results: each finished run's `result.json` in its directory, and the
+//! protocol's results.md, results.json, results.csv and results.png over all of them.
+
+use super::{EvalSettings, PlannedRun, ProtocolSpec, Selection};
+use crate::config::TrainConfig;
+use crate::estimators::{EncoderChoice, EstimatorKind};
+use crate::model::checkpoint;
+use crate::plot::{self, Axis, Chart, Line, Marker, Series};
+use crate::progress::Progress;
+use crate::{data, eval, files, train};
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// A finished run's line of the results: written last, so its presence means finished.
+pub const RESULT_FILE: &str = "result.json";
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunResult {
+    pub run: String,
+    pub row: String,
+    pub seed: u64,
+    pub estimator: String,
+    /// The estimator's settings and the optimisation, in words.
+    pub settings: String,
+    pub k: usize,
+    pub batch: usize,
+    pub epochs: usize,
+    /// Samples per datapoint per step: the plan's expectation (None for the coupled chains,
+    /// whose cost follows the meeting times) and the run's mean over all its steps.
+    pub expected_samples: Option<f64>,
+    pub measured_samples: f64,
+    pub steps: usize,
+    /// Seconds of training steps (validation and test bounds excluded), all epochs.
+    pub train_seconds: f64,
+    /// The epoch whose checkpoint was scored.
+    pub scored_epoch: usize,
+    /// Test L_K of that checkpoint: mean and standard error over `test_images`.
+    pub test_lk: f64,
+    pub test_lk_stderr: f64,
+    pub test_images: usize,
+    pub eval_seconds: f64,
+    pub eval: EvalSettings,
+    /// The paper's test negative log-likelihood for this row, where it prints one.
+    pub paper_nll: Option<f64>,
+}
+
+/// The run's result.json, if it has one (an unreadable one is an error naming the file).
+pub fn read(dir: &Path) -> Result<Option<RunResult>> {
+    let path = dir.join(RESULT_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).with_context(|| {
+            format!(
+                "{} is damaged; delete it to score the run again",
+                path.display()
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("cannot read {}", path.display()))),
+    }
+}
+
+pub fn save(dir: &Path, result: &RunResult) -> Result<()> {
+    let mut json = serde_json::to_vec_pretty(result)?;
+    json.push(b'\n');
+    files::write_atomic(&dir.join(RESULT_FILE), &json)
+}
+
+/// The lines of a run's metrics.jsonl as JSON objects.
+fn metrics(dir: &Path) -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
+    Ok(plot::runs::load_run(dir)?.epochs)
+}
+
+fn field(m: &serde_json::Map<String, serde_json::Value>, key: &str) -> f64 {
+    m.get(key)
+        .and_then(serde_json::Value::as_f64)
+        .unwrap_or(0.0)
+}
+
+/// The estimator's settings in words, e.g. "p=0.585, cap 6, I0=0; encoder IWAE-5".
+pub fn describe(cfg: &TrainConfig) -> String {
+    let e = &cfg.estimator;
+    let u = &e.unbiased;
+    let mut parts = Vec::new();
+    match e.kind {
+        EstimatorKind::MlmcSs | EstimatorKind::MlmcRr => {
+            let cap = u.mlmc_cap.map_or("no cap".into(), |c| format!("cap {c}"));
+            parts.push(format!("p={}, {cap}, I0={}", u.mlmc_p, u.mlmc_i0));
+        }
+        EstimatorKind::Sumo => parts.push(format!("m={}", cfg.k)),
+        kind if kind.coupling_kernel().is_some() => {
+            parts.push(format!("{} particles per set", cfg.k))
+        }
+        _ => parts.push(format!("K={}", cfg.k)),
+    }
+    if e.kind.is_random_size() {
+        parts.push(match u.encoder {
+            EncoderChoice::Iwae => format!("encoder IWAE-{}", u.encoder_k),
+            other => format!("encoder {}", other.name()),
+        });
+    }
+    let a = &cfg.adam;
+    let schedule = clap::ValueEnum::to_possible_value(&cfg.schedule)
+        .map_or(String::new(), |v| v.get_name().to_string());
+    let mut o = format!(
+        "{} lr {} ({schedule}), eps {}, batch {}",
+        if a.amsgrad { "AMSGrad" } else { "Adam" },
+        cfg.lr,
+        a.eps,
+        cfg.batch
+    );
+    if let (Some(d), Some(en)) = (a.clip_decoder, a.clip_encoder) {
+        o.push_str(&format!(", clip {d} (decoder) / {en} (encoder)"));
+    }
+    parts.push(o);
+    parts.join("; ")
+}
+
+/// Scores a trained run: the test bound of its selected checkpoint, with its cost and time
+/// from metrics.jsonl.
+pub fn score(
+    run: &PlannedRun,
+    spec: &ProtocolSpec,
+    eval_settings: &EvalSettings,
+    progress: &mut dyn Progress,
+) -> Result<RunResult> {
+    let cfg = &run.cfg;
+    let dir = &cfg.out;
+    let epochs = metrics(dir)?;
+    let best = epochs
+        .iter()
+        .enumerate()
+        .max_by(|a, b| field(a.1, "val_lk").total_cmp(&field(b.1, "val_lk")))
+        .map_or(0, |(i, _)| i);
+    let (file, scored_epoch) = match spec.selection {
+        Selection::BestValidation => (train::BEST_CHECKPOINT_FILE, best + 1),
+        Selection::Last => (train::CHECKPOINT_FILE, epochs.len()),
+    };
+    let (params, _) = checkpoint::load(&dir.join(file))?;
+    let ds = data::load_or_bundled(cfg.data.as_deref(), cfg.valid_size)?;
+    let n = eval_settings.limit.unwrap_or(usize::MAX).min(ds.test.count);
+    let x = data::binarize_eval(&ds.test.slice(0..n));
+    let mut backend =
+        train::make_backend(cfg.backend, &params, cfg.threads, cfg.adapter.as_deref())?;
+    let r = eval::log_likelihood_with(
+        backend.as_mut(),
+        &x,
+        n,
+        eval_settings.k,
+        eval::DEFAULT_EVAL_SEED,
+        0,
+        progress,
+    )
+    .with_context(|| format!("scoring run {}", run.name))?;
+    let steps: f64 = epochs.iter().map(|m| field(m, "steps")).sum();
+    let samples: f64 = epochs
+        .iter()
+        .map(|m| field(m, "samples_per_datapoint") * field(m, "steps"))
+        .sum();
+    Ok(RunResult {
+        run: run.name.clone(),
+        row: run.row.name.clone(),
+        seed: run.seed,
+        estimator: cfg.estimator.kind.name().to_string(),
+        settings: describe(cfg),
+        k: cfg.k,
+        batch: cfg.batch,
+        epochs: epochs.len(),
+        expected_samples: cfg.validate()?.expected_samples(),
+        measured_samples: samples / steps.max(1.0),
+        steps: steps as usize,
+        train_seconds: epochs.iter().map(|m| field(m, "seconds")).sum(),
+        scored_epoch,
+        test_lk: r.mean,
+        test_lk_stderr: r.stderr,
+        test_images: r.count,
+        eval_seconds: r.seconds,
+        eval: *eval_settings,
+        paper_nll: run.row.paper_nll,
+    })
+}
+
+/// The finished results among `all` (those whose result.json matches the planned epochs
+/// and test bound), and the names of the others.
+fn gather(all: &[PlannedRun], eval: &EvalSettings) -> Result<(Vec<RunResult>, Vec<String>)> {
+    let (mut done, mut pending) = (Vec::new(), Vec::new());
+    for run in all {
+        match read(&run.cfg.out)? {
+            Some(r) if r.eval == *eval && r.epochs == run.cfg.epochs => done.push(r),
+            _ => pending.push(run.name.clone()),
+        }
+    }
+    Ok((done, pending))
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or("-".into(), |v| format!("{v:.digits$}"))
+}
+
+fn markdown(
+    spec: &ProtocolSpec,
+    eval: &EvalSettings,
+    done: &[RunResult],
+    pending: &[String],
+) -> String {
+    let images = done
+        .first()
+        .map_or("-".into(), |r| r.test_images.to_string());
+    let checkpoint = match spec.selection {
+        Selection::BestValidation => "the best-validation epoch's checkpoint",
+        Selection::Last => "the last epoch's checkpoint",
+    };
+    let mut s = format!(
+        "# uvae reproduce {}\n\nSource: {}.\n\nTest NLL = -L_{} (nats) of {checkpoint} on {images} test images, ± one standard error over the images. Samples are per datapoint per step (the cost), the encoder's own included; train s counts training steps only.\n\n",
+        spec.protocol.name(),
+        spec.source,
+        eval.k,
+    );
+    s.push_str("| run | estimator | settings | samples expected | samples measured | epochs | train s | scored epoch | test NLL | ± SE | paper NLL |\n");
+    s.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for r in done {
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {:.3} | {} | {:.1} | {} | {:.2} | {:.2} | {} |\n",
+            r.run,
+            r.estimator,
+            r.settings,
+            opt(r.expected_samples, 3),
+            r.measured_samples,
+            r.epochs,
+            r.train_seconds,
+            r.scored_epoch,
+            -r.test_lk,
+            r.test_lk_stderr,
+            opt(r.paper_nll, 2),
+        ));
+    }
+    if !pending.is_empty() {
+        s.push_str(&format!(
+            "\nNot finished yet ({}): {}.\n",
+            pending.len(),
+            pending.join(", ")
+        ));
+    }
+    s
+}
+
+fn csv(done: &[RunResult]) -> String {
+    let mut s = String::from("run,row,seed,estimator,settings,k,batch,epochs,steps,expected_samples,measured_samples,train_seconds,scored_epoch,test_k,test_images,test_lk,test_lk_stderr,test_nll,paper_nll\n");
+    for r in done {
+        s.push_str(&format!(
+            "{},{},{},{},\"{}\",{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+            r.run,
+            r.row,
+            r.seed,
+            r.estimator,
+            r.settings.replace('"', "'"),
+            r.k,
+            r.batch,
+            r.epochs,
+            r.steps,
+            r.expected_samples.map_or(String::new(), |v| v.to_string()),
+            r.measured_samples,
+            r.train_seconds,
+            r.scored_epoch,
+            r.eval.k,
+            r.test_images,
+            r.test_lk,
+            r.test_lk_stderr,
+            -r.test_lk,
+            r.paper_nll.map_or(String::new(), |v| v.to_string()),
+        ));
+    }
+    s
+}
+
+/// Test NLL (from metrics.jsonl's test_lk) against epochs and against cumulative training
+/// seconds, every run with a metrics.jsonl overlaid; None when no run has logged a test bound.
+fn curves(all: &[PlannedRun]) -> Result<Option<Vec<u8>>> {
+    let mut by_epoch = Chart::new(
+        "Test NLL during training",
+        Axis::linear("epoch"),
+        Axis::linear("test NLL = -L_K (nats)"),
+    );
+    let mut by_time = Chart::new(
+        "Test NLL against training time",
+        Axis::linear("training time, cumulative (s)"),
+        Axis::linear("test NLL = -L_K (nats)"),
+    );
+    for (i, run) in all.iter().enumerate() {
+        let Ok(epochs) = metrics(&run.cfg.out) else {
+            continue;
+        };
+        let (mut e_pts, mut t_pts, mut clock) = (Vec::new(), Vec::new(), 0.0);
+        for m in &epochs {
+            clock += field(m, "seconds");
+            if let Some(t) = m.get("test_lk").and_then(serde_json::Value::as_f64) {
+                e_pts.push((field(m, "epoch"), -t));
+                t_pts.push((clock, -t));
+            }
+        }
+        if e_pts.is_empty() {
+            continue;
+        }
+        let style = |s: Series| s.color(i).line(Line::Solid).marker(Marker::Circle);
+        by_epoch.push(style(Series::new(run.name.clone(), e_pts)));
+        by_time.push(style(Series::new(run.name.clone(), t_pts)));
+    }
+    if by_epoch.series.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(plot::side_by_side_png(&[&by_epoch, &by_time])?))
+}
+
+/// Writes results.md, .json, .csv (and .png when any run logged a test bound) in `out`
+/// over every finished run of `all`; returns the files and the finished count.
+pub fn write(
+    spec: &ProtocolSpec,
+    all: &[PlannedRun],
+    eval: &EvalSettings,
+    out: &Path,
+) -> Result<(Vec<PathBuf>, usize)> {
+    let (done, pending) = gather(all, eval)?;
+    let json = serde_json::json!({
+        "protocol": spec.protocol,
+        "source": spec.source,
+        "selection": spec.selection,
+        "eval": eval,
+        "runs": done,
+        "pending": pending,
+    });
+    let mut json_bytes = serde_json::to_vec_pretty(&json)?;
+    json_bytes.push(b'\n');
+    let mut written = Vec::new();
+    for (name, bytes) in [
+        (
+            "results.md",
+            markdown(spec, eval, &done, &pending).into_bytes(),
+        ),
+        ("results.json", json_bytes),
+        ("results.csv", csv(&done).into_bytes()),
+    ] {
+        let path = out.join(name);
+        files::write_atomic(&path, &bytes)?;
+        written.push(path);
+    }
+    if let Some(png) = curves(all)? {
+        let path = out.join("results.png");
+        files::write_atomic(&path, &png)?;
+        written.push(path);
+    }
+    Ok((written, done.len()))
+}
