@@ -26,7 +26,7 @@ pub struct ReproduceArgs {
     #[arg(long, conflicts_with = "epochs_scale")]
     epochs: Option<usize>,
     /// The paper's epochs times F (at least 1 epoch), e.g. 0.01.
-    #[arg(long, value_name = "F")]
+    #[arg(long, value_name = "F", allow_negative_numbers = true)]
     epochs_scale: Option<f64>,
     /// Seeds per row: 0..S.
     #[arg(long, value_name = "S", default_value_t = 1)]

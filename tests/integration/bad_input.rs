@@ -594,12 +594,53 @@ fn train_flags_out_of_range_name_the_flag() {
             &["--model", "toy", "--hidden", "3"],
             &["--hidden", "--model toy"],
         ),
+        (
+            &["--estimator", "sumo", "--encoder", "iwae"],
+            &["--encoder-k 0", "--encoder iwae"],
+        ),
+        (
+            &["--estimator", "sumo", "--encoder-k", "5"],
+            &["--encoder-k", "--encoder dreg", "--encoder iwae"],
+        ),
+        (
+            &[
+                "--estimator",
+                "iwae",
+                "--encoder",
+                "iwae",
+                "--encoder-k",
+                "5",
+            ],
+            &["--encoder", "sumo, mlmc-ss and mlmc-rr"],
+        ),
+        (&["--adam-eps", "0"], &["--adam-eps 0"]),
+        (&["--test-k", "10"], &["--test-k", "--test-every"]),
+        (&["--test-limit", "10"], &["--test-limit", "--test-every"]),
+        (&["--test-every", "0"], &["--test-every 0"]),
+        (&["--test-every", "1", "--test-k", "0"], &["--test-k 0"]),
+        (
+            &["--model", "toy", "--test-every", "1"],
+            &["--test-every", "--model toy"],
+        ),
+        (
+            &["--model", "toy", "--output-bias", "zero"],
+            &["--output-bias", "--model toy"],
+        ),
+        (&["--schedule", "cosine"], &["--schedule", "linear"]),
     ];
     for (extra, names) in cases {
         let mut args = with(&base, extra);
         if args.contains(&"--model") {
-            let i = args.iter().position(|a| *a == "--data").unwrap();
-            args.drain(i..i + 2);
+            // The exact models fix their data and shape: the base's flags for them go.
+            let fixed: &[&str] = if extra.contains(&"--hidden") {
+                &["--data"]
+            } else {
+                &["--data", "--hidden", "--latent"]
+            };
+            for flag in fixed {
+                let i = args.iter().position(|a| a == flag).unwrap();
+                args.drain(i..i + 2);
+            }
         }
         let o = uvae(&args);
         // clap's own errors (an unknown estimator) exit with 2.

@@ -392,3 +392,67 @@ fn the_unbiased_rows_cost_what_their_level_distributions_say() {
     }
     assert_eq!(checked, 4, "two ML-RR and two SUMO rows");
 }
+
+/// Bad protocol flags, and a run directory holding another configuration, fail with an error
+/// naming the flag or the directory, before anything trains.
+#[test]
+fn bad_protocol_input_names_the_flag_and_trains_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("p");
+    let o = out.to_str().unwrap();
+    let cases: [(&[&str], &[&str]); 8] = [
+        (&["--shard", "0/2"], &["--shard 0/2", "1 <= I <= N"]),
+        (&["--shard", "3/2"], &["--shard 3/2"]),
+        (&["--shard", "two"], &["--shard 'two'"]),
+        (&["--runs", "nope"], &["--runs", "nope", "iwae-k5"]),
+        (&["--seeds", "0"], &["--seeds 0"]),
+        (&["--epochs-scale", "-1"], &["--epochs-scale -1"]),
+        (&["--eval-k", "0"], &["--eval-k 0"]),
+        (
+            &["--epochs", "1", "--epochs-scale", "0.5"],
+            &["--epochs", "--epochs-scale"],
+        ),
+    ];
+    for (extra, names) in cases {
+        let mut args = vec!["reproduce", "shi-cornish", "--out", o, "--backend", "cpu"];
+        args.extend(extra);
+        let r = crate::common::cli::run(&args);
+        assert!(
+            matches!(r.code, Some(1) | Some(2)),
+            "{args:?}: {}",
+            r.stderr
+        );
+        assert!(!r.stderr.contains("panicked"), "{args:?}: {}", r.stderr);
+        for n in names {
+            assert!(r.stderr.contains(n), "{args:?}: {n:?} not in {}", r.stderr);
+        }
+        assert!(!out.join("iwae-k5-seed0").exists(), "{args:?} trained");
+    }
+    // A run trained with another learning rate in the directory of the protocol's first run.
+    let first = out.join("iwae-k5-seed0");
+    run_ok(&[
+        "train",
+        "--backend",
+        "cpu",
+        "--train-limit",
+        "200",
+        "--valid-size",
+        "100",
+        "--epochs",
+        "1",
+        "--val-k",
+        "2",
+        "--lr",
+        "0.01",
+        "--out",
+        first.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let mut args = vec!["reproduce", "shi-cornish", "--out", o];
+    args.extend(TINY);
+    let r = crate::common::cli::run(&args);
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    for n in [first.to_str().unwrap(), "another configuration", "lr"] {
+        assert!(r.stderr.contains(n), "{n:?} not in {}", r.stderr);
+    }
+}
