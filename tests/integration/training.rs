@@ -137,3 +137,110 @@ fn short_iwae_run_improves_validation_lk() {
         last.val_lk
     );
 }
+
+/// `--test-every 2` over 3 epochs scores the test bound after epochs 2 and 3 (the last) only,
+/// `checkpoint-best.safetensors` holds the parameters of the best validation epoch (its
+/// validation bound recomputed from the file matches the logged one), and `--output-bias
+/// zero` starts the output bias at zero where `data-mean` starts it at the mean's logit.
+#[test]
+fn test_bound_cadence_best_checkpoint_and_output_bias() {
+    use crate::common::cli::{metrics_lines, run_ok};
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let o = out.to_str().unwrap();
+    let base = [
+        "train",
+        "--backend",
+        "cpu",
+        "--train-limit",
+        "300",
+        "--valid-size",
+        "100",
+        "--hidden",
+        "20",
+        "--latent",
+        "4",
+        "--batch",
+        "20",
+        "--val-k",
+        "5",
+        "--quiet",
+    ];
+    let mut args = base.to_vec();
+    args.extend([
+        "--lr",
+        "0.03",
+        "--epochs",
+        "3",
+        "--test-every",
+        "2",
+        "--test-k",
+        "3",
+        "--test-limit",
+        "30",
+        "--out",
+        o,
+    ]);
+    run_ok(&args);
+    let lines = metrics_lines(&out);
+    let tested: Vec<u64> = lines
+        .iter()
+        .filter(|m| m.get("test_lk").is_some())
+        .map(|m| m["epoch"].as_u64().unwrap())
+        .collect();
+    assert_eq!(tested, vec![2, 3], "test bound after epochs 2 and 3");
+    assert!(lines[1]["test_lk"].as_f64().unwrap() < 0.0 && lines[1]["test_k"] == 3);
+    let vals: Vec<f64> = lines
+        .iter()
+        .map(|m| m["val_lk"].as_f64().unwrap())
+        .collect();
+    let best = vals.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let (params, _) = checkpoint::load(&out.join(train::BEST_CHECKPOINT_FILE)).unwrap();
+    let ds = data::load_or_bundled(None, 100).unwrap();
+    let x = data::binarize_eval(&ds.valid);
+    let mut backend = train::make_backend(BackendChoice::Cpu, &params, 0, None).unwrap();
+    let r = eval::log_likelihood(
+        backend.as_mut(),
+        &x,
+        ds.valid.count,
+        5,
+        eval::DEFAULT_EVAL_SEED,
+        0,
+    )
+    .unwrap();
+    assert!(
+        (r.mean - best).abs() < 1e-9,
+        "the best checkpoint scores {} on validation, the best logged epoch {best} (all: {vals:?})",
+        r.mean
+    );
+    // Output bias: after an epoch at lr 1e-30 the last decoder layer's bias is its init.
+    let init_bias = |bias: &str, name: &str| -> Vec<f32> {
+        let d = dir.path().join(name);
+        let mut a = base.to_vec();
+        a.extend([
+            "--epochs",
+            "1",
+            "--lr",
+            "1e-30",
+            "--output-bias",
+            bias,
+            "--out",
+            d.to_str().unwrap(),
+        ]);
+        run_ok(&a);
+        let (p, _) = checkpoint::load(&d.join(train::CHECKPOINT_FILE)).unwrap();
+        let last = p.layout.decoder.last().unwrap().clone();
+        p.values[last.b..last.b + last.out].to_vec()
+    };
+    let zero = init_bias("zero", "zero");
+    let mean = init_bias("data-mean", "mean");
+    assert!(
+        zero.iter().all(|b| b.abs() < 1e-6),
+        "zero: {:?}",
+        &zero[..5]
+    );
+    assert!(
+        mean.iter().any(|b| *b < -5.0),
+        "a corner pixel's logit is strongly negative"
+    );
+}
