@@ -234,6 +234,20 @@ fn markdown(
             opt(r.paper_nll, 2),
         ));
     }
+    let summary = summarise(done);
+    if summary.iter().any(|r| r.seeds > 1) {
+        s.push_str("\nOver seeds (mean and standard deviation of the runs' test NLL):\n\n| row | seeds | test NLL mean | sd | paper NLL |\n|---|---|---|---|---|\n");
+        for r in &summary {
+            s.push_str(&format!(
+                "| {} | {} | {:.2} | {} | {} |\n",
+                r.row,
+                r.seeds,
+                r.nll_mean,
+                opt(r.nll_sd, 2),
+                opt(r.paper_nll, 2)
+            ));
+        }
+    }
     if !pending.is_empty() {
         s.push_str(&format!(
             "\nNot finished yet ({}): {}.\n",
@@ -242,6 +256,44 @@ fn markdown(
         ));
     }
     s
+}
+
+/// One row's finished runs over their seeds.
+#[derive(Clone, Debug, Serialize)]
+pub struct RowSummary {
+    pub row: String,
+    pub seeds: usize,
+    pub nll_mean: f64,
+    /// The sample standard deviation over seeds (None for one seed).
+    pub nll_sd: Option<f64>,
+    pub paper_nll: Option<f64>,
+}
+
+/// The finished runs grouped by row, in the order the rows first appear.
+pub fn summarise(done: &[RunResult]) -> Vec<RowSummary> {
+    let mut rows: Vec<&str> = Vec::new();
+    for r in done {
+        if !rows.contains(&r.row.as_str()) {
+            rows.push(&r.row);
+        }
+    }
+    rows.into_iter()
+        .map(|row| {
+            let runs: Vec<&RunResult> = done.iter().filter(|r| r.row == row).collect();
+            let nll: Vec<f64> = runs.iter().map(|r| -r.test_lk).collect();
+            let n = nll.len() as f64;
+            let mean = nll.iter().sum::<f64>() / n;
+            let sd = (nll.len() > 1)
+                .then(|| (nll.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt());
+            RowSummary {
+                row: row.to_string(),
+                seeds: nll.len(),
+                nll_mean: mean,
+                nll_sd: sd,
+                paper_nll: runs[0].paper_nll,
+            }
+        })
+        .collect()
 }
 
 fn csv(done: &[RunResult]) -> String {
@@ -326,6 +378,7 @@ pub fn write(
         "selection": spec.selection,
         "eval": eval,
         "runs": done,
+        "by_row": summarise(&done),
         "pending": pending,
     });
     let mut json_bytes = serde_json::to_vec_pretty(&json)?;
@@ -349,4 +402,52 @@ pub fn write(
         written.push(path);
     }
     Ok((written, done.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(row: &str, seed: u64, test_lk: f64) -> RunResult {
+        RunResult {
+            run: format!("{row}-seed{seed}"),
+            row: row.into(),
+            seed,
+            estimator: "iwae".into(),
+            settings: String::new(),
+            k: 5,
+            batch: 20,
+            epochs: 1,
+            expected_samples: Some(5.0),
+            measured_samples: 5.0,
+            steps: 10,
+            train_seconds: 1.0,
+            scored_epoch: 1,
+            test_lk,
+            test_lk_stderr: 0.5,
+            test_images: 10,
+            eval_seconds: 1.0,
+            eval: EvalSettings {
+                k: 8,
+                limit: None,
+                best_validation: false,
+            },
+            paper_nll: Some(85.0),
+        }
+    }
+
+    #[test]
+    fn rows_are_summarised_over_their_seeds() {
+        let done = [
+            result("a", 0, -90.0),
+            result("b", 0, -80.0),
+            result("a", 1, -92.0),
+        ];
+        let s = summarise(&done);
+        assert_eq!(s.len(), 2);
+        assert_eq!((s[0].row.as_str(), s[0].seeds), ("a", 2));
+        assert!((s[0].nll_mean - 91.0).abs() < 1e-12);
+        assert!((s[0].nll_sd.unwrap() - 2f64.sqrt()).abs() < 1e-12);
+        assert_eq!((s[1].seeds, s[1].nll_sd), (1, None));
+    }
 }
