@@ -127,11 +127,13 @@ pub fn score(
     let cfg = &run.cfg;
     let dir = &cfg.out;
     let epochs = metrics(dir)?;
-    let best = epochs
-        .iter()
-        .enumerate()
-        .max_by(|a, b| field(a.1, "val_lk").total_cmp(&field(b.1, "val_lk")))
-        .map_or(0, |(i, _)| i);
+    // The first epoch of the best bound: the one checkpoint-best.safetensors holds.
+    let mut best = 0;
+    for (i, m) in epochs.iter().enumerate() {
+        if field(m, "val_lk") > field(&epochs[best], "val_lk") {
+            best = i;
+        }
+    }
     let (file, scored_epoch) = match spec.selection {
         Selection::BestValidation => (train::BEST_CHECKPOINT_FILE, best + 1),
         Selection::Last => (train::CHECKPOINT_FILE, epochs.len()),
