@@ -330,28 +330,54 @@ fn subset_coefficients(
     let sbase = b * prog.extra.z;
     var slot = 0u;
     var obj_part = 0.0;
+    // Prefix terms share one running log-sum-exp over [0, run_n) in thread 0, extended
+    // from one prefix to the next: SUMO's m, m+1, ..., N prefixes cost O(N), not O(N K).
+    var run_m = NEG_HUGE;
+    var run_s = 0.0;
+    var run_n = 0u;
     for (var t = 0u; t < prog.n_terms; t++) {
         let term = terms[t];
         let size = u32(term.y);
-        var count = 1u;
         if (term.x > 0.5) {
-            count = n / size;
-        }
-        for (var bi = lid; bi < count; bi += WG) {
-            let start = bi * size;
-            var m = NEG_HUGE;
-            for (var i = start; i < start + size; i++) {
-                m = max(m, lw[base + i]);
+            let count = n / size;
+            for (var bi = lid; bi < count; bi += WG) {
+                let start = bi * size;
+                var m = NEG_HUGE;
+                for (var i = start; i < start + size; i++) {
+                    m = max(m, lw[base + i]);
+                }
+                var total = 0.0;
+                for (var i = start; i < start + size; i++) {
+                    total += exp(lw[base + i] - m);
+                }
+                let lse = m + log(total);
+                scratch[sbase + slot + bi] = lse;
+                obj_part += term.z * (lse - log(f32(size)));
             }
-            var total = 0.0;
-            for (var i = start; i < start + size; i++) {
-                total += exp(lw[base + i] - m);
+            slot += count;
+        } else {
+            if (lid == 0u) {
+                if (size < run_n) {
+                    run_m = NEG_HUGE;
+                    run_s = 0.0;
+                    run_n = 0u;
+                }
+                for (var i = run_n; i < size; i++) {
+                    let v = lw[base + i];
+                    if (v > run_m) {
+                        run_s = run_s * exp(run_m - v) + 1.0;
+                        run_m = v;
+                    } else {
+                        run_s += exp(v - run_m);
+                    }
+                }
+                run_n = size;
+                let lse = run_m + log(run_s);
+                scratch[sbase + slot] = lse;
+                obj_part += term.z * (lse - log(f32(size)));
             }
-            let lse = m + log(total);
-            scratch[sbase + slot + bi] = lse;
-            obj_part += term.z * (lse - log(f32(size)));
+            slot += 1u;
         }
-        slot += count;
     }
     storageBarrier();
     let obj = reduce_sum(lid, obj_part);

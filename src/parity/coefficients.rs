@@ -77,8 +77,18 @@ pub(super) fn subset_rows(suite: &mut Suite, lw_cpu: &[f32]) -> Result<Vec<Parit
         (
             "prefixes, variance",
             CoefficientProgram::Subsets {
-                terms: prefixes,
+                terms: prefixes.clone(),
                 encoder: EncoderRule::Variance,
+            },
+            lw_cpu,
+            n,
+        ),
+        (
+            // The kernel's running prefix log-sum-exp restarts when a prefix shrinks.
+            "prefixes longest first, unbiased RWS",
+            CoefficientProgram::Subsets {
+                terms: prefixes.into_iter().rev().collect(),
+                encoder: EncoderRule::UnbiasedRws,
             },
             lw_cpu,
             n,
