@@ -71,6 +71,21 @@ fn every_protocol_runs_at_a_tiny_budget_and_a_rerun_skips_finished_runs() {
             .iter()
             .map(|r| format!("{}-seed0", r.name))
             .collect();
+        // The options the TINY flags stand for.
+        let opts = ReproduceOptions {
+            out: out.to_path_buf(),
+            epochs: Some(1),
+            seeds: 1,
+            backend: Some(unbiased_vae::config::BackendChoice::Cpu),
+            train_limit: Some(200),
+            valid_size: Some(100),
+            eval_k: Some(8),
+            eval_limit: Some(40),
+            test_k: Some(4),
+            test_limit: Some(40),
+            ..Default::default()
+        };
+        let planned = protocol.spec().plan(&opts).unwrap();
         let first = reproduce(name, out, &[]);
         assert!(
             first.contains(&format!(
@@ -103,8 +118,14 @@ fn every_protocol_runs_at_a_tiny_budget_and_a_rerun_skips_finished_runs() {
             if !r["estimator"].as_str().unwrap().starts_with("coupled") {
                 finite(r, "expected_samples", &what);
             }
-            // The config.json written is the protocol's planned configuration.
+            // The config.json written is the protocol's planned configuration (whose
+            // settings `every_row_is_configured_as_its_paper_says` checks).
             let cfg = read_json(&out.join(want).join("config.json"));
+            let planned = planned.iter().find(|p| &p.name == want).expect("planned");
+            let planned = serde_json::to_value(&planned.cfg).unwrap();
+            for (key, value) in planned.as_object().unwrap() {
+                assert_eq!(&cfg[key], value, "{what}: config.json {key}");
+            }
             let lines = metrics_lines(&out.join(want));
             assert_eq!(lines.len(), 1, "{what}");
             assert!(
