@@ -161,7 +161,7 @@ pub fn run(a: ReproduceArgs) -> Result<()> {
         println!("{} ({}):", a.protocol.name(), spec.source);
         for r in spec.plan(&opts)? {
             println!(
-                "  {:<18} {} epochs, {}",
+                "  {:<26} {} epochs, {}",
                 r.name,
                 r.cfg.epochs,
                 reproduce::results::describe(&r.cfg)

@@ -208,6 +208,21 @@ fn shi_cornish() -> ProtocolSpec {
     }
 }
 
+/// One row per estimator of `kinds`, all with the same settings `cfg`: a row is named
+/// `<name>-k<K>`.
+fn rows_per_estimator(kinds: &[(EstimatorKind, &str)], cfg: TrainConfig) -> Vec<Row> {
+    kinds
+        .iter()
+        .map(|&(kind, name)| {
+            let cfg = TrainConfig {
+                estimator: estimator(kind),
+                ..cfg.clone()
+            };
+            row(&format!("{name}-k{}", cfg.k), cfg, None)
+        })
+        .collect()
+}
+
 /// Tucker et al. (2019), section 6.2: Burda's one-layer model, K = 64, batch 32, Adam at
 /// lr 3e-4 (constant), on 50,000 training images; their figure runs to 5 million steps,
 /// which is 3,200 epochs of 1,562 steps.
@@ -218,27 +233,20 @@ fn dreg() -> ProtocolSpec {
         (EstimatorKind::RwsDreg, "rws-dreg"),
         (EstimatorKind::Stl, "stl"),
     ];
-    let rows = kinds
-        .into_iter()
-        .map(|(kind, name)| {
-            let cfg = TrainConfig {
-                estimator: estimator(kind),
-                k: 64,
-                batch: 32,
-                lr: 3e-4,
-                schedule: Schedule::Constant,
-                adam: AdamConfig::default(),
-                valid_size: 10_000,
-                val_k: 10,
-                epochs: 3200,
-                ..base()
-            };
-            row(&format!("{name}-k64"), cfg, None)
-        })
-        .collect();
+    let cfg = TrainConfig {
+        k: 64,
+        batch: 32,
+        lr: 3e-4,
+        schedule: Schedule::Constant,
+        adam: AdamConfig::default(),
+        valid_size: 10_000,
+        val_k: 10,
+        epochs: 3200,
+        ..base()
+    };
     ProtocolSpec {
         protocol: Protocol::Dreg,
-        rows,
+        rows: rows_per_estimator(&kinds, cfg),
         selection: Selection::Last,
         source: "Tucker, Lawson, Gu & Maddison (2019), section 6.2 and Figure 2 (curves only: no table to compare against)",
         eval_k: 5000,
@@ -254,26 +262,19 @@ fn ruiz() -> ProtocolSpec {
         (EstimatorKind::CoupledIsir, "coupled-isir"),
         (EstimatorKind::CoupledDisir, "coupled-disir"),
     ];
-    let rows = kinds
-        .into_iter()
-        .map(|(kind, name)| {
-            let cfg = TrainConfig {
-                estimator: estimator(kind),
-                k: RUIZ_PARTICLES,
-                batch: 100,
-                schedule: Schedule::Constant,
-                adam: AdamConfig::default(),
-                valid_size: 10_000,
-                val_k: 10,
-                epochs: 500,
-                ..base()
-            };
-            row(&format!("{name}-k{RUIZ_PARTICLES}"), cfg, None)
-        })
-        .collect();
+    let cfg = TrainConfig {
+        k: RUIZ_PARTICLES,
+        batch: 100,
+        schedule: Schedule::Constant,
+        adam: AdamConfig::default(),
+        valid_size: 10_000,
+        val_k: 10,
+        epochs: 500,
+        ..base()
+    };
     ProtocolSpec {
         protocol: Protocol::Ruiz,
-        rows,
+        rows: rows_per_estimator(&kinds, cfg),
         selection: Selection::Last,
         source: "Ruiz, Titsias, Cemgil & Doucet (2021), MNIST experiment (slides: curves only; schedule our choice)",
         eval_k: 5000,

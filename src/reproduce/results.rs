@@ -103,7 +103,7 @@ pub fn describe(cfg: &TrainConfig) -> String {
     let schedule = clap::ValueEnum::to_possible_value(&cfg.schedule)
         .map_or(String::new(), |v| v.get_name().to_string());
     let mut o = format!(
-        "{} lr {} ({schedule}), eps {}, batch {}",
+        "{} lr {} ({schedule}), eps {:e}, batch {}",
         if a.amsgrad { "AMSGrad" } else { "Adam" },
         cfg.lr,
         a.eps,
