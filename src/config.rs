@@ -29,6 +29,7 @@ pub fn resolve_arch(
             hidden: hidden.unwrap_or_else(|| vec![200, 200]),
             z_dim: latent.unwrap_or(50),
             likelihood: Default::default(),
+            top: None,
         }),
         Some(fixed) => {
             for (flag, given) in [

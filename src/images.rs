@@ -126,6 +126,7 @@ mod tests {
             hidden: vec![8],
             z_dim: 2,
             likelihood: Likelihood::Bernoulli,
+            top: None,
         };
         Params::init(&arch, 3, None)
     }

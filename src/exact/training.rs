@@ -41,6 +41,7 @@ pub fn arch(model: ModelChoice) -> Option<Arch> {
             hidden: Vec::new(),
             z_dim: Toy::DIM,
             likelihood: Likelihood::Gaussian { sd: 1.0 },
+            top: None,
         }),
         ModelChoice::Ppca => {
             let c = PpcaConfig::default();
@@ -49,6 +50,7 @@ pub fn arch(model: ModelChoice) -> Option<Arch> {
                 hidden: Vec::new(),
                 z_dim: c.z_dim,
                 likelihood: Likelihood::Gaussian { sd: c.noise_sd },
+                top: None,
             })
         }
     }
@@ -79,6 +81,7 @@ pub fn toy_layout(dim: usize) -> Layout {
         hidden: Vec::new(),
         z_dim: dim,
         likelihood: Likelihood::Gaussian { sd: 1.0 },
+        top: None,
     });
     let (enc, dec) = (&layout.encoder[0], &layout.decoder[0]);
     layout.frozen = vec![
@@ -97,6 +100,7 @@ pub fn ppca_layout(dx: usize, dz: usize, s: f64) -> Layout {
         hidden: Vec::new(),
         z_dim: dz,
         likelihood: Likelihood::Gaussian { sd: s },
+        top: None,
     });
     let enc = &layout.encoder[0];
     let rows = enc.w + dz * dx..enc.w + 2 * dz * dx;
