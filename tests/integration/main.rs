@@ -17,6 +17,7 @@ mod gpu_parity;
 mod gpu_plan;
 mod grad_stats;
 mod gradient_check;
+mod gradient_check_hvae;
 mod profile_bench;
 mod resume;
 mod shaders_validate;
