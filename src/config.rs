@@ -130,6 +130,9 @@ impl TrainConfig {
                 "--hidden needs at least one positive size (e.g. 200,200) and --latent must be positive",
             ));
         } else {
+            if let Some(top) = &self.arch.top {
+                crate::model::two_layer::validate_top(top)?;
+            }
             for &h in &self.arch.hidden {
                 error::at_most("--hidden", h, MAX_LAYER, "a hidden layer")?;
             }

@@ -35,7 +35,7 @@ use anyhow::{bail, Result};
 /// The backend architecture of an exact model (None for the VAE).
 pub fn arch(model: ModelChoice) -> Option<Arch> {
     match model {
-        ModelChoice::Vae => None,
+        ModelChoice::Vae | ModelChoice::Hvae => None,
         ModelChoice::Toy => Some(Arch {
             x_dim: Toy::DIM,
             hidden: Vec::new(),
@@ -60,6 +60,7 @@ pub fn arch(model: ModelChoice) -> Option<Arch> {
 pub fn shape_note(model: ModelChoice) -> String {
     match model {
         ModelChoice::Vae => "an MLP VAE".to_string(),
+        ModelChoice::Hvae => "an MLP VAE with two stochastic layers".to_string(),
         ModelChoice::Toy => format!(
             "x and z of dimension {}, linear encoder and decoder",
             Toy::DIM
@@ -227,7 +228,7 @@ impl ExactTraining {
     /// (None for the VAE).
     pub fn new(model: ModelChoice, seed: u64) -> Option<ExactTraining> {
         match model {
-            ModelChoice::Vae => None,
+            ModelChoice::Vae | ModelChoice::Hvae => None,
             ModelChoice::Toy => Some(ExactTraining::Toy(Toy::new(seed))),
             ModelChoice::Ppca => Some(ExactTraining::Ppca(Ppca::new(seed))),
         }
@@ -353,7 +354,7 @@ pub fn from_checkpoint_metadata(
     let v: serde_json::Value = serde_json::from_str(json)
         .map_err(|e| anyhow::anyhow!("checkpoint metadata is not JSON: {e}"))?;
     let model = match v.get("model").and_then(|m| m.as_str()) {
-        None | Some("vae") => return Ok(None),
+        None | Some("vae") | Some("hvae") => return Ok(None),
         Some("toy") => ModelChoice::Toy,
         Some("ppca") => ModelChoice::Ppca,
         Some(other) => bail!("checkpoint names an unknown model {other:?}"),

@@ -10,6 +10,9 @@ pub enum ModelChoice {
     /// The MNIST MLP VAE with a Bernoulli decoder.
     #[default]
     Vae,
+    /// Burda et al.'s MNIST VAE with two stochastic layers (z1 | x, z2 | z1); CPU backend only
+    /// for now.
+    Hvae,
     /// The linear-Gaussian toy model (DReG paper section 6.1), trained on its own generated
     /// data; exact log p(x).
     Toy,
@@ -22,6 +25,7 @@ impl ModelChoice {
     pub fn name(&self) -> &'static str {
         match self {
             ModelChoice::Vae => "vae",
+            ModelChoice::Hvae => "hvae",
             ModelChoice::Toy => "toy",
             ModelChoice::Ppca => "ppca",
         }
@@ -29,7 +33,12 @@ impl ModelChoice {
 
     /// True for the models with a closed-form log p(x) and gradient.
     pub fn is_exact(&self) -> bool {
-        !matches!(self, ModelChoice::Vae)
+        !matches!(self, ModelChoice::Vae | ModelChoice::Hvae)
+    }
+
+    /// True for the two-stochastic-layer model.
+    pub fn is_two_layer(&self) -> bool {
+        matches!(self, ModelChoice::Hvae)
     }
 }
 

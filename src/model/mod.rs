@@ -5,6 +5,7 @@
 pub mod checkpoint;
 mod choice;
 pub mod reference;
+pub mod two_layer;
 
 pub use choice::ModelChoice;
 
