@@ -242,3 +242,157 @@ fn gpu_backend_refuses_the_two_layer_model_with_a_clear_error() {
         o.stderr
     );
 }
+
+/// A tiny two-layer model on 30 binary pixels and its minibatch of `batch` images.
+fn tiny_two_layer(batch: usize) -> (unbiased_vae::model::Params, Vec<f32>) {
+    let arch = Arch {
+        x_dim: 30,
+        hidden: vec![12],
+        z_dim: 4,
+        likelihood: Default::default(),
+        top: Some(TopLayer {
+            hidden: vec![6],
+            z_dim: 2,
+        }),
+    };
+    let mean: Vec<f32> = (0..30).map(|j| 0.2 + 0.02 * j as f32).collect();
+    let x = (0..batch * 30)
+        .map(|i| ((i * 7) % 3 == 0) as u8 as f32)
+        .collect();
+    (unbiased_vae::model::Params::init(&arch, 3, Some(&mean)), x)
+}
+
+fn worst_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max)
+}
+
+/// Steps too large for one pass run in chunks (the same noise addresses, so the same z1, z2)
+/// and give the gradient of the whole step; coupled chains (which pass over the datapoints
+/// still running only) give the same outcome chunked or not.
+#[test]
+fn two_layer_chunked_steps_and_chains_equal_whole_ones() {
+    use unbiased_vae::backend::cpu::CpuBackend;
+    use unbiased_vae::backend::{Backend, Noise};
+    use unbiased_vae::coupling::{ChainKernel, CouplingConfig};
+    use unbiased_vae::estimators::{Estimator, EstimatorKind};
+    use unbiased_vae::optim::AdamConfig;
+    use unbiased_vae::rng::Stream;
+    let batch = 4;
+    let (params, x) = tiny_two_layer(batch);
+    let noise = Noise {
+        seed: 5,
+        stream: Stream::Eps,
+        step: 1,
+        first_datapoint: 3,
+        first_sample: 0,
+    };
+    let adam = AdamConfig::default();
+    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(9);
+    let draw = Estimator::new(EstimatorKind::MlmcRr, 0.0)
+        .plan(1)
+        .unwrap()
+        .draw(&mut rng)
+        .unwrap();
+    for (label, program, n) in [
+        ("mlmc-rr", draw.program.clone(), draw.n),
+        (
+            "jvi-dreg",
+            Estimator::new(EstimatorKind::JviDreg, 0.0).program(),
+            8,
+        ),
+    ] {
+        let mut whole = CpuBackend::new(&params.layout, &params.values, 2).unwrap();
+        let mut chunked = CpuBackend::new(&params.layout, &params.values, 2).unwrap();
+        chunked.set_row_limit(Some(batch * 3));
+        for b in [&mut whole, &mut chunked] {
+            b.train_step(&x, batch, n, &noise, &program, &adam, 1e-3)
+                .unwrap();
+        }
+        let (gw, gc) = (whole.gradient().unwrap(), chunked.gradient().unwrap());
+        let scale = gw.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let worst = worst_diff(&gw, &gc);
+        println!("{label} n = {n}: worst gradient difference {worst:e} (max |g| {scale:e})");
+        // Only the summation order differs: f32 roundoff of the largest entry.
+        assert!(
+            scale > 1e-2 && worst <= 1e-5 * scale,
+            "{label}: {worst} vs {scale}"
+        );
+    }
+    for kernel in [ChainKernel::Isir, ChainKernel::Pimh] {
+        let chains = CouplingConfig {
+            horizon: 3,
+            ..CouplingConfig::new(kernel, 4)
+        };
+        let mut whole = CpuBackend::new(&params.layout, &params.values, 2).unwrap();
+        let mut chunked = CpuBackend::new(&params.layout, &params.values, 2).unwrap();
+        chunked.set_row_limit(Some(batch * chains.particles_through(1)));
+        let ow = whole
+            .chain_step(&x, batch, &noise, &chains, &adam, 1e-3)
+            .unwrap();
+        let oc = chunked
+            .chain_step(&x, batch, &noise, &chains, &adam, 1e-3)
+            .unwrap();
+        assert_eq!(ow, oc, "{kernel}: chunking changed the chains");
+        let (gw, gc) = (whole.gradient().unwrap(), chunked.gradient().unwrap());
+        let scale = gw.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let worst = worst_diff(&gw, &gc);
+        println!("{kernel}: {ow:?}; worst gradient difference {worst:e} (max |g| {scale:e})");
+        assert!(
+            scale > 1e-2 && worst <= 1e-5 * scale,
+            "{kernel}: {worst} vs {scale}"
+        );
+    }
+}
+
+/// `uvae profile --model hvae` times the two-layer step on the CPU; bad second-layer sizes
+/// and second-layer flags on a one-layer model are errors naming the flag.
+#[test]
+fn profile_runs_and_bad_second_layer_flags_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("t.json");
+    let out = run_ok(&[
+        "profile",
+        "--model",
+        "hvae",
+        "--backend",
+        "cpu",
+        "--threads",
+        "2",
+        "--k",
+        "2",
+        "--batch",
+        "4",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--trace",
+        trace.to_str().unwrap(),
+    ]);
+    assert!(out.contains("sample z1, z2"), "{out}");
+    for (args, flag) in [
+        (vec!["--model", "hvae", "--hidden2", "0"], "--hidden2"),
+        (vec!["--model", "hvae", "--latent2", "0"], "--latent2"),
+        (vec!["--model", "vae", "--hidden2", "8"], "--hidden2"),
+    ] {
+        let out_dir = dir.path().join("run");
+        let mut a = vec![
+            "train",
+            "--backend",
+            "cpu",
+            "--out",
+            out_dir.to_str().unwrap(),
+        ];
+        a.extend(args.iter());
+        let o = run(&a);
+        assert_eq!(o.code, Some(1), "{args:?}: {}", o.stderr);
+        assert!(
+            o.stderr.contains(flag) && !o.stderr.contains("panicked"),
+            "{}",
+            o.stderr
+        );
+    }
+}
