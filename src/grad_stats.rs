@@ -18,6 +18,9 @@ fn build(kind: ModelChoice, seed: u64) -> Result<Box<dyn ExactModel>> {
         ModelChoice::Vae | ModelChoice::Hvae => {
             bail!("the VAE has no closed-form gradient: use grad_stats_vae")
         }
+        ModelChoice::Hgauss => bail!(
+            "grad-stats --model hgauss is not implemented yet (its encoder is two-layer); use --model toy or ppca, or train it with `uvae train --model hgauss`"
+        ),
     }
 }
 
@@ -33,7 +36,7 @@ fn groups(kind: ModelChoice, model: &dyn ExactModel) -> Vec<(String, std::ops::R
             ]
         }
         // The VAE's groups are its decoder layers (grad_stats_vae).
-        ModelChoice::Vae | ModelChoice::Hvae => Vec::new(),
+        ModelChoice::Vae | ModelChoice::Hvae | ModelChoice::Hgauss => Vec::new(),
     }
 }
 

@@ -91,6 +91,7 @@ pub fn measure(cfg: &BiasConfig) -> Result<(Vec<BiasPoint>, f64)> {
         m @ (ModelChoice::Vae | ModelChoice::Hvae) => {
             bail!("--model {m} has no exact log p(x): use toy or ppca")
         }
+        ModelChoice::Hgauss => bail!("--model hgauss is not in this figure yet: use toy or ppca"),
     };
     let Some(x) = model.data().get(cfg.datapoint) else {
         bail!("--datapoint {} is out of range", cfg.datapoint);

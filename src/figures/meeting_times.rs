@@ -58,6 +58,7 @@ pub fn measure(cfg: &MeetingConfig) -> Result<Vec<(ChainKernel, usize, MeetingSt
         m @ (ModelChoice::Vae | ModelChoice::Hvae) => {
             bail!("--model {m}: coupled chains need an exact model (toy or ppca)")
         }
+        ModelChoice::Hgauss => bail!("--model hgauss is not in this figure yet: use toy or ppca"),
     };
     let Some(x) = model.data().get(cfg.datapoint) else {
         bail!("--datapoint {} is out of range", cfg.datapoint);

@@ -18,6 +18,9 @@ pub enum ModelChoice {
     Toy,
     /// Probabilistic PCA, trained on its own generated data; exact log p(x).
     Ppca,
+    /// A two-stochastic-layer linear-Gaussian model (the exact counterpart of hvae), trained
+    /// on its own generated data; exact log p(x).
+    Hgauss,
 }
 
 impl ModelChoice {
@@ -28,6 +31,7 @@ impl ModelChoice {
             ModelChoice::Hvae => "hvae",
             ModelChoice::Toy => "toy",
             ModelChoice::Ppca => "ppca",
+            ModelChoice::Hgauss => "hgauss",
         }
     }
 

@@ -20,9 +20,17 @@ pub fn resolve_arch(
             ("--latent2", latent2.is_some()),
         ] {
             if given {
+                let context = if model.is_exact() {
+                    format!(
+                        "to --model {model}: its shape is fixed ({})",
+                        crate::exact::training::shape_note(model)
+                    )
+                } else {
+                    format!("to --model {model}: it has one stochastic layer")
+                };
                 return Err(ConfigError::NotApplicable {
                     flag,
-                    context: format!("to --model {model}: it has one stochastic layer"),
+                    context,
                     fix: format!("drop {flag}, or use --model hvae"),
                 });
             }

@@ -18,6 +18,7 @@ mod gpu_plan;
 mod grad_stats;
 mod gradient_check;
 mod gradient_check_hvae;
+mod hgauss;
 mod hvae;
 mod profile_bench;
 mod resume;

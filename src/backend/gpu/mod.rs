@@ -103,7 +103,7 @@ pub struct GpuBackend {
 
 /// A two-stochastic-layer model on a GPU adapter: its kernels do not exist yet.
 #[derive(Debug, thiserror::Error)]
-#[error("--model hvae (two stochastic layers) runs on the CPU only for now: the GPU backend has no two-layer kernels yet; use --backend cpu")]
+#[error("two-stochastic-layer models (--model hvae, --model hgauss) run on the CPU only for now: the GPU backend has no two-layer kernels yet; use --backend cpu")]
 pub struct TwoLayerOnGpu;
 
 impl GpuBackend {
