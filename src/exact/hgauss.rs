@@ -260,64 +260,6 @@ impl HGauss {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// log p(x) against a Monte-Carlo-free check: the joint integrated by hand is hard, so
-    /// compare with the PPCA form it reduces to when A = 0 (then x ~ N(B a + b, B B^T + s^2 I)),
-    /// and the gradient against central finite differences at a generic theta.
-    #[test]
-    fn closed_forms_match_ppca_and_finite_differences() {
-        let m = HGauss::new(4);
-        let x = m.data()[0].clone();
-        // A = 0: PPCA with W = B and b' = B a + b.
-        let mut flat = m.clone();
-        let mut th = flat.theta();
-        let (d1, d2) = flat.z_dims();
-        th[..d1 * d2].fill(0.0);
-        flat.set_theta(&th);
-        let (_, a, bm, b) = flat.parts();
-        let dx = flat.x_dim();
-        let shifted: Vec<f64> = (0..dx)
-            .map(|k| b[k] + (0..d1).map(|i| bm[k * d1 + i] * a[i]).sum::<f64>())
-            .collect();
-        let ppca = crate::exact::Ppca::from_parts(
-            flat.noise_sd(),
-            bm.to_vec(),
-            shifted,
-            vec![0.0; d1 * dx],
-            vec![0.0; d1],
-            vec![0.0; d1],
-            Vec::new(),
-        );
-        let want = crate::exact::ExactModel::exact_log_px(&ppca, &x);
-        assert!(
-            (flat.exact_log_px(&x) - want).abs() < 1e-10,
-            "{} vs {want}",
-            flat.exact_log_px(&x)
-        );
-
-        let theta = m.theta();
-        let h = 1e-6;
-        let mut worst = 0.0f64;
-        let got = m.exact_grad_theta(&x);
-        for i in 0..theta.len() {
-            let mut p = m.clone();
-            let mut t = theta.clone();
-            t[i] += h;
-            p.set_theta(&t);
-            let up = p.exact_log_px(&x);
-            t[i] -= 2.0 * h;
-            p.set_theta(&t);
-            let fd = (up - p.exact_log_px(&x)) / (2.0 * h);
-            worst = worst.max((fd - got[i]).abs() / (1.0 + fd.abs()));
-        }
-        println!("worst relative gradient error {worst:e}");
-        assert!(worst < 1e-6, "closed-form gradient off by {worst}");
-    }
-}
-
 /// The backend layout of `--model hgauss` (see `crate::exact::training`): linear encoder and
 /// encoder2 whose log-sd rows do not depend on their input, decoder2 whose log-sd rows are
 /// fixed at 0 (p(z1 | z2) has unit variance), and a linear Gaussian decoder. The frozen
@@ -392,4 +334,78 @@ pub fn hgauss_to_params(m: &HGauss) -> crate::model::Params {
         }
     }
     crate::model::Params { layout, values: v }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// log p(x) against a Monte-Carlo-free check: the joint integrated by hand is hard, so
+    /// compare with the PPCA form it reduces to when A = 0 (then x ~ N(B a + b, B B^T + s^2 I)),
+    /// and the gradient against central finite differences at a generic theta.
+    #[test]
+    fn closed_forms_match_ppca_and_finite_differences() {
+        let m = HGauss::new(4);
+        let x = m.data()[0].clone();
+        // A = 0: PPCA with W = B and b' = B a + b.
+        let mut flat = m.clone();
+        let mut th = flat.theta();
+        let (d1, d2) = flat.z_dims();
+        th[..d1 * d2].fill(0.0);
+        flat.set_theta(&th);
+        let (_, a, bm, b) = flat.parts();
+        let dx = flat.x_dim();
+        let shifted: Vec<f64> = (0..dx)
+            .map(|k| b[k] + (0..d1).map(|i| bm[k * d1 + i] * a[i]).sum::<f64>())
+            .collect();
+        let ppca = crate::exact::Ppca::from_parts(
+            flat.noise_sd(),
+            bm.to_vec(),
+            shifted,
+            vec![0.0; d1 * dx],
+            vec![0.0; d1],
+            vec![0.0; d1],
+            Vec::new(),
+        );
+        let want = crate::exact::ExactModel::exact_log_px(&ppca, &x);
+        assert!(
+            (flat.exact_log_px(&x) - want).abs() < 1e-10,
+            "{} vs {want}",
+            flat.exact_log_px(&x)
+        );
+
+        let theta = m.theta();
+        let h = 1e-6;
+        let mut worst = 0.0f64;
+        let got = m.exact_grad_theta(&x);
+        for i in 0..theta.len() {
+            let mut p = m.clone();
+            let mut t = theta.clone();
+            t[i] += h;
+            p.set_theta(&t);
+            let up = p.exact_log_px(&x);
+            t[i] -= 2.0 * h;
+            p.set_theta(&t);
+            let fd = (up - p.exact_log_px(&x)) / (2.0 * h);
+            worst = worst.max((fd - got[i]).abs() / (1.0 + fd.abs()));
+        }
+        println!("worst relative gradient error {worst:e}");
+        assert!(worst < 1e-6, "closed-form gradient off by {worst}");
+    }
+
+    #[test]
+    fn backend_mapping_round_trips_and_checks_frozen_entries() {
+        let m = HGauss::new(2);
+        let mut p = hgauss_to_params(&m);
+        let back = params_to_hgauss(&p, m.data().to_vec()).unwrap();
+        for (g, w) in back.theta().iter().zip(m.theta()) {
+            assert!((g - w).abs() < 1e-6 * (1.0 + w.abs()), "{g} vs {w}");
+        }
+        let x = &m.data()[1];
+        assert!((back.exact_log_px(x) - m.exact_log_px(x)).abs() < 1e-4);
+        let frozen = p.layout.frozen[3].start;
+        p.values[frozen] = 0.5;
+        let e = params_to_hgauss(&p, Vec::new()).unwrap_err().to_string();
+        assert!(e.contains("frozen"), "{e}");
+    }
 }
