@@ -123,6 +123,13 @@ pub fn log_weights(
         .collect()
 }
 
+/// z1 = mean + sd * eps1 of p(z1 | z2) under the decoder2 in `theta` (ancestral sampling of
+/// the two-layer model's prior).
+pub fn prior_z1(layout: &Layout, theta: &[f64], z2: &[f64], eps1: &[f64]) -> Vec<f64> {
+    let (m, ls) = head(mlp(theta, &layout.decoder2, z2), layout.arch.z_dim);
+    reparam(&m, &ls, eps1)
+}
+
 /// The pieces of one sample of the two-layer model.
 pub struct Sample2 {
     pub z1: Vec<f64>,

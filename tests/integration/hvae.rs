@@ -175,6 +175,17 @@ fn checkpoint_round_trips_with_pytorch_names_and_eval_recovers_it() {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no L_5000 in {out}"));
     assert!(lk.is_finite() && lk < 0.0, "{out}");
+
+    // Prior samples draw z2, then z1 | z2, then decode (sizes follow the checkpoint).
+    let png = dir.path().join("s.png");
+    run_ok(&[
+        "sample",
+        "--checkpoint",
+        path.to_str().unwrap(),
+        "--out",
+        png.to_str().unwrap(),
+    ]);
+    assert!(std::fs::metadata(&png).unwrap().len() > 100);
 }
 
 #[test]
