@@ -336,6 +336,121 @@ pub fn hgauss_to_params(m: &HGauss) -> crate::model::Params {
     crate::model::Params { layout, values: v }
 }
 
+/// The inverse of a symmetric positive definite n x n matrix.
+fn inv_spd(m: &[f64], n: usize) -> Vec<f64> {
+    let l = cholesky(m, n).expect("positive definite");
+    let mut inv = vec![0.0; n * n];
+    for k in 0..n {
+        let mut unit = vec![0.0; n];
+        unit[k] = 1.0;
+        for (r, v) in cholesky_solve(&l, n, &unit).into_iter().enumerate() {
+            inv[r * n + k] = v;
+        }
+    }
+    inv
+}
+
+impl HGauss {
+    /// The amortised encoders closest to the exact posterior p(z1 | x) p(z2 | z1) in the
+    /// linear-Gaussian family with diagonal covariances: the exact posterior means (linear in
+    /// x and in z1) and the marginal posterior sds times `sd_inflation` (> 1 keeps the
+    /// importance weights' variance finite). Returns (C [d1 x D], c, log_sd1, E [d2 x d1], e,
+    /// log_sd2): q(z1 | x) = N(C x + c, diag(exp(2 log_sd1))), q(z2 | z1) = N(E z1 + e, ...).
+    ///
+    /// p(z1 | x): precision M^-1 + B^T B / s^2 =: S1^-1, mean S1 (M^-1 a + B^T (x - b) / s^2).
+    /// p(z2 | z1): precision I + A^T A =: S2^-1, mean S2 A^T (z1 - a).
+    #[allow(clippy::type_complexity)]
+    pub fn posterior_encoders(
+        &self,
+        sd_inflation: f64,
+    ) -> (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) {
+        let (dx, d1, d2) = (self.dx, self.d1, self.d2);
+        let s2 = self.s * self.s;
+        let m_inv = inv_spd(&self.m(), d1);
+        let mut p1 = m_inv.clone();
+        for i in 0..d1 {
+            for j in 0..d1 {
+                p1[i * d1 + j] += (0..dx)
+                    .map(|k| self.b_mat[k * d1 + i] * self.b_mat[k * d1 + j])
+                    .sum::<f64>()
+                    / s2;
+            }
+        }
+        let s1 = inv_spd(&p1, d1);
+        // C = S1 B^T / s^2; c = S1 (M^-1 a - B^T b / s^2).
+        let c_mat: Vec<f64> = (0..d1 * dx)
+            .map(|ik| {
+                let (i, k) = (ik / dx, ik % dx);
+                (0..d1)
+                    .map(|j| s1[i * d1 + j] * self.b_mat[k * d1 + j])
+                    .sum::<f64>()
+                    / s2
+            })
+            .collect();
+        let rhs: Vec<f64> = (0..d1)
+            .map(|j| {
+                (0..d1).map(|l| m_inv[j * d1 + l] * self.a[l]).sum::<f64>()
+                    - (0..dx)
+                        .map(|k| self.b_mat[k * d1 + j] * self.b[k])
+                        .sum::<f64>()
+                        / s2
+            })
+            .collect();
+        let c: Vec<f64> = (0..d1)
+            .map(|i| (0..d1).map(|j| s1[i * d1 + j] * rhs[j]).sum())
+            .collect();
+        let mut p2 = vec![0.0; d2 * d2];
+        for i in 0..d2 {
+            for j in 0..d2 {
+                p2[i * d2 + j] = (0..d1)
+                    .map(|k| self.a_mat[k * d2 + i] * self.a_mat[k * d2 + j])
+                    .sum::<f64>()
+                    + if i == j { 1.0 } else { 0.0 };
+            }
+        }
+        let sv2 = inv_spd(&p2, d2);
+        // E = S2 A^T; e = -E a.
+        let e_mat: Vec<f64> = (0..d2 * d1)
+            .map(|ij| {
+                let (i, j) = (ij / d1, ij % d1);
+                (0..d2)
+                    .map(|l| sv2[i * d2 + l] * self.a_mat[j * d2 + l])
+                    .sum()
+            })
+            .collect();
+        let e: Vec<f64> = (0..d2)
+            .map(|i| -(0..d1).map(|j| e_mat[i * d1 + j] * self.a[j]).sum::<f64>())
+            .collect();
+        let log_sd = |s: &[f64], n: usize| -> Vec<f64> {
+            (0..n)
+                .map(|i| 0.5 * s[i * n + i].ln() + sd_inflation.ln())
+                .collect()
+        };
+        (c_mat, c, log_sd(&s1, d1), e_mat, e, log_sd(&sv2, d2))
+    }
+}
+
+/// [`hgauss_to_params`] with both encoders at [`HGauss::posterior_encoders`].
+pub fn hgauss_to_params_at_posterior(m: &HGauss, sd_inflation: f64) -> crate::model::Params {
+    let mut p = hgauss_to_params(m);
+    let (d1, d2) = m.z_dims();
+    let (c_mat, c, ls1, e_mat, e, ls2) = m.posterior_encoders(sd_inflation);
+    let (enc, enc2) = (p.layout.encoder[0].clone(), p.layout.encoder2[0].clone());
+    for (dst, src) in [
+        (enc.w, &c_mat),
+        (enc.b, &c),
+        (enc.b + d1, &ls1),
+        (enc2.w, &e_mat),
+        (enc2.b, &e),
+        (enc2.b + d2, &ls2),
+    ] {
+        for (i, &v) in src.iter().enumerate() {
+            p.values[dst + i] = v as f32;
+        }
+    }
+    p
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,6 +19,7 @@ mod grad_stats;
 mod gradient_check;
 mod gradient_check_hvae;
 mod hgauss;
+mod hgauss_unbiased;
 mod hvae;
 mod profile_bench;
 mod resume;
