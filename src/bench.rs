@@ -141,6 +141,29 @@ pub fn train_steps(
     })
 }
 
+/// Fresh parameters of the MNIST model `--model` names for `ds`: the peer's one-layer
+/// model (784-200-200-50) or Burda et al.'s two-layer one; the exact models are an error.
+pub fn mnist_model(model: crate::model::ModelChoice, ds: &Dataset) -> anyhow::Result<Params> {
+    use crate::model::ModelChoice;
+    match model {
+        ModelChoice::Vae => Ok(peer_model(ds)),
+        ModelChoice::Hvae => Ok(Params::init(
+            &Arch {
+                x_dim: ds.dim(),
+                ..Arch::burda_mnist_two_layer()
+            },
+            0,
+            Some(&ds.train_mean()),
+        )),
+        m => Err(crate::error::ConfigError::NotApplicable {
+            flag: "--model",
+            context: format!("here with {m}: this command runs the MNIST models"),
+            fix: "use --model vae or --model hvae".into(),
+        }
+        .into()),
+    }
+}
+
 /// Fresh parameters of the peer's model (784-200-200-50) for `ds`.
 pub fn peer_model(ds: &Dataset) -> Params {
     Params::init(

@@ -58,6 +58,7 @@ pub fn resolve_arch(
             hidden: hidden.unwrap_or_else(|| vec![200, 200]),
             z_dim: latent.unwrap_or(50),
             likelihood: Default::default(),
+            top: None,
         }),
         Some(fixed) => {
             for (flag, given) in [
@@ -165,6 +166,9 @@ impl TrainConfig {
                 "--hidden needs at least one positive size (e.g. 200,200) and --latent must be positive",
             ));
         } else {
+            if let Some(top) = &self.arch.top {
+                crate::model::two_layer::validate_top(top)?;
+            }
             for &h in &self.arch.hidden {
                 error::at_most("--hidden", h, MAX_LAYER, "a hidden layer")?;
             }

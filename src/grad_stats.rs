@@ -15,7 +15,12 @@ fn build(kind: ModelChoice, seed: u64) -> Result<Box<dyn ExactModel>> {
     match kind {
         ModelChoice::Toy => Ok(Box::new(Toy::new(seed))),
         ModelChoice::Ppca => Ok(Box::new(Ppca::new(seed))),
-        ModelChoice::Vae => bail!("the VAE has no closed-form gradient: use grad_stats_vae"),
+        ModelChoice::Vae | ModelChoice::Hvae => {
+            bail!("the VAE has no closed-form gradient: use grad_stats_vae")
+        }
+        ModelChoice::Hgauss => bail!(
+            "grad-stats --model hgauss is not implemented yet (its encoder is two-layer); use --model toy or ppca, or train it with `uvae train --model hgauss`"
+        ),
     }
 }
 
@@ -31,7 +36,7 @@ fn groups(kind: ModelChoice, model: &dyn ExactModel) -> Vec<(String, std::ops::R
             ]
         }
         // The VAE's groups are its decoder layers (grad_stats_vae).
-        ModelChoice::Vae => Vec::new(),
+        ModelChoice::Vae | ModelChoice::Hvae | ModelChoice::Hgauss => Vec::new(),
     }
 }
 
@@ -460,8 +465,9 @@ pub fn grad_stats_vae(
     }
     progress.finish();
     let groups = layout
-        .decoder
+        .decoder2
         .iter()
+        .chain(&layout.decoder)
         .map(|l| {
             let range = (l.w - layout.encoder_len)..(l.b + l.out - layout.encoder_len);
             group_stats(l.name.clone(), range, &est, |i| {
@@ -470,7 +476,11 @@ pub fn grad_stats_vae(
         })
         .collect();
     Ok(GradStatsReport {
-        model: ModelChoice::Vae,
+        model: if layout.arch.top.is_some() {
+            ModelChoice::Hvae
+        } else {
+            ModelChoice::Vae
+        },
         estimator: estimator.kind.name().to_string(),
         settings: settings(&estimator, k),
         k,
@@ -494,7 +504,7 @@ pub fn format_report(r: &GradStatsReport) -> String {
         "grad-stats: {:?} model, estimator {} ({}), {} independent estimates at datapoint {}\n",
         r.model, r.estimator, r.settings, r.reps, r.datapoint
     );
-    let what = if r.model == ModelChoice::Vae {
+    let what = if !r.model.is_exact() {
         "reference L_K"
     } else {
         "exact log p(x)"

@@ -42,14 +42,23 @@ fn sigmoid(v: f64) -> f64 {
     1.0 / (1.0 + (-v).exp())
 }
 
-/// Decoder means (Bernoulli probabilities) of `n` latents z ~ N(0, I), drawn from `seed`.
+/// Decoder means (Bernoulli probabilities) of `n` latents z ~ N(0, I), drawn from `seed`; a
+/// two-layer model draws z2 ~ N(0, I), then z1 ~ p(z1 | z2).
 pub fn prior_samples(params: &Params, n: usize, seed: u64) -> Vec<Vec<f64>> {
     let p: Vec<f64> = params.values.iter().map(|&v| v as f64).collect();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let mut z = vec![0.0; params.layout.arch.z_dim];
+    let arch = &params.layout.arch;
+    let mut z = vec![0.0; arch.z_dim];
+    let mut z2 = vec![0.0; arch.noise_dim() - arch.z_dim];
     (0..n)
         .map(|_| {
-            crate::exact::fill_std_normals(&mut rng, &mut z);
+            if arch.top.is_some() {
+                crate::exact::fill_std_normals(&mut rng, &mut z2);
+                crate::exact::fill_std_normals(&mut rng, &mut z);
+                z = reference::prior_z1(&params.layout, &p, &z2, &z);
+            } else {
+                crate::exact::fill_std_normals(&mut rng, &mut z);
+            }
             reference::decode(&params.layout, &p, &z)
                 .into_iter()
                 .map(sigmoid)
@@ -126,6 +135,7 @@ mod tests {
             hidden: vec![8],
             z_dim: 2,
             likelihood: Likelihood::Bernoulli,
+            top: None,
         };
         Params::init(&arch, 3, None)
     }

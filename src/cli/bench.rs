@@ -6,12 +6,16 @@ use anyhow::{Context, Result};
 use clap::Args;
 use std::path::PathBuf;
 use unbiased_vae::estimators::{Estimator, EstimatorKind};
+use unbiased_vae::model::ModelChoice;
 use unbiased_vae::{bench, error, profile};
 
 #[derive(Args)]
 pub struct BenchArgs {
     #[command(flatten)]
     common: CommonArgs,
+    /// The model: vae (784-200-200-50) or hvae (Burda et al.'s two stochastic layers; CPU).
+    #[arg(long, value_enum, default_value = "vae")]
+    model: ModelChoice,
     /// Training configurations, estimator:k:batch, comma-separated.
     #[arg(long, default_value = "iwae:50:100,iwae-dreg:50:100,iwae:5:20")]
     configs: String,
@@ -51,7 +55,7 @@ pub fn run_bench(a: BenchArgs) -> Result<()> {
         )?;
     }
     let ds = a.common.dataset(400)?;
-    let params = bench::peer_model(&ds);
+    let params = bench::mnist_model(a.model, &ds)?;
     let mut backend = a.common.backend(&params)?;
     let mode = Mode::detect(a.common.quiet || a.json);
     for c in configs {
@@ -103,6 +107,9 @@ pub fn run_bench(a: BenchArgs) -> Result<()> {
 pub struct ProfileArgs {
     #[command(flatten)]
     common: CommonArgs,
+    /// The model: vae (784-200-200-50) or hvae (Burda et al.'s two stochastic layers; CPU).
+    #[arg(long, value_enum, default_value = "vae")]
+    model: ModelChoice,
     #[arg(long, default_value = "iwae")]
     estimator: EstimatorKind,
     #[arg(long, default_value_t = 50)]
@@ -131,7 +138,7 @@ pub struct ProfileArgs {
 
 pub fn run_profile(a: ProfileArgs) -> Result<()> {
     let ds = a.common.dataset(400)?;
-    let params = bench::peer_model(&ds);
+    let params = bench::mnist_model(a.model, &ds)?;
     let mut backend = a.common.backend(&params)?;
     unbiased_vae::error::at_least("--compute-units", a.compute_units, 1, "a profile")?;
     backend.set_compute_units(a.compute_units);

@@ -74,7 +74,7 @@ pub fn run(a: GradStatsArgs) -> Result<()> {
         let ds = a.common.dataset(400)?;
         let params = match &a.checkpoint {
             Some(path) => checkpoint::load(path)?.0,
-            None => bench::peer_model(&ds),
+            None => bench::mnist_model(a.model, &ds)?,
         };
         if let Some(path) = &a.checkpoint {
             data::check_dim(&ds, params.layout.arch.x_dim, path)?;

@@ -75,17 +75,25 @@ pub struct TrainArgs {
     /// Clip the decoder gradient to this L2 norm.
     #[arg(long, allow_negative_numbers = true)]
     clip_decoder: Option<f64>,
-    /// Model: vae (MNIST MLP VAE), toy (linear-Gaussian, D = 20) or ppca (probabilistic PCA);
-    /// toy and ppca train on their own generated data and report the exact log p(x).
+    /// Model: vae (MNIST MLP VAE), hvae (two stochastic layers, CPU only for now), toy
+    /// (linear-Gaussian, D = 20) or ppca (probabilistic PCA); toy and ppca train on their own
+    /// generated data and report the exact log p(x).
     #[arg(long, value_enum, default_value = "vae")]
     model: ModelChoice,
-    /// Hidden layer sizes of the encoder (the decoder mirrors them); --model vae only
+    /// Hidden layer sizes of the encoder (the decoder mirrors them); --model vae or hvae
     /// [default: 200,200].
     #[arg(long, value_delimiter = ',')]
     hidden: Option<Vec<usize>>,
-    /// Latent dimension; --model vae only [default: 50].
+    /// Latent dimension (hvae: of z1); --model vae or hvae [default: 50; hvae 100].
     #[arg(long)]
     latent: Option<usize>,
+    /// Hidden layer sizes of q(z2 | z1) (p(z1 | z2) mirrors them); --model hvae only
+    /// [default: 100,100]. Its z1 takes --hidden and --latent [default: 200,200 and 100].
+    #[arg(long, value_delimiter = ',')]
+    hidden2: Option<Vec<usize>>,
+    /// Dimension of z2; --model hvae only [default: 50].
+    #[arg(long)]
+    latent2: Option<usize>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Training images held back for validation (the last ones).
@@ -145,7 +153,13 @@ impl TrainArgs {
             data: self.common.data,
             valid_size: self.valid_size,
             train_limit: self.train_limit,
-            arch: config::resolve_arch(self.model, self.hidden, self.latent)?,
+            arch: unbiased_vae::model::two_layer::resolve_arch(
+                self.model,
+                self.hidden,
+                self.latent,
+                self.hidden2,
+                self.latent2,
+            )?,
             estimator: Estimator {
                 unbiased: self.mlmc.options(self.encoder, self.encoder_k),
                 chains: self.chains.options(),

@@ -24,11 +24,13 @@
 //! `z_n` reparameterised through phi only, `d l_n / d theta = D_n`, and the chain rule gives
 //! `grad_theta F(l) = sum_n (dF/dl_n) D_n` for any estimator value `F`.
 
+pub mod hgauss;
 mod linalg;
 mod ppca;
 mod toy;
 pub mod training;
 
+pub use hgauss::HGauss;
 pub use linalg::{cholesky, cholesky_logdet, cholesky_solve};
 pub use ppca::{Ppca, PpcaConfig};
 pub use toy::Toy;

@@ -27,6 +27,7 @@
 //! encoder.0.bias[0..d] = e (learned), bias[d..2d] = log_sd (learned)
 //! ```
 
+use super::hgauss::{hgauss_layout, params_to_hgauss, HGauss};
 use super::{ExactModel, Ppca, PpcaConfig, Toy};
 use crate::model::ModelChoice;
 use crate::model::{Arch, Layout, Likelihood, Params};
@@ -35,12 +36,13 @@ use anyhow::{bail, Result};
 /// The backend architecture of an exact model (None for the VAE).
 pub fn arch(model: ModelChoice) -> Option<Arch> {
     match model {
-        ModelChoice::Vae => None,
+        ModelChoice::Vae | ModelChoice::Hvae => None,
         ModelChoice::Toy => Some(Arch {
             x_dim: Toy::DIM,
             hidden: Vec::new(),
             z_dim: Toy::DIM,
             likelihood: Likelihood::Gaussian { sd: 1.0 },
+            top: None,
         }),
         ModelChoice::Ppca => {
             let c = PpcaConfig::default();
@@ -49,15 +51,23 @@ pub fn arch(model: ModelChoice) -> Option<Arch> {
                 hidden: Vec::new(),
                 z_dim: c.z_dim,
                 likelihood: Likelihood::Gaussian { sd: c.noise_sd },
+                top: None,
             })
         }
+        ModelChoice::Hgauss => Some(hgauss_layout_default().arch),
     }
+}
+
+fn hgauss_layout_default() -> Layout {
+    let (dx, d1, d2, s, _) = HGauss::SHAPE;
+    hgauss_layout(dx, d1, d2, s)
 }
 
 /// A sentence on an exact model's fixed shape, for error messages.
 pub fn shape_note(model: ModelChoice) -> String {
     match model {
         ModelChoice::Vae => "an MLP VAE".to_string(),
+        ModelChoice::Hvae => "an MLP VAE with two stochastic layers".to_string(),
         ModelChoice::Toy => format!(
             "x and z of dimension {}, linear encoder and decoder",
             Toy::DIM
@@ -69,6 +79,10 @@ pub fn shape_note(model: ModelChoice) -> String {
                 c.x_dim, c.z_dim
             )
         }
+        ModelChoice::Hgauss => {
+            let (dx, d1, d2, _, _) = HGauss::SHAPE;
+            format!("x of dimension {dx}, z1 of {d1}, z2 of {d2}, linear encoders and decoders")
+        }
     }
 }
 
@@ -79,6 +93,7 @@ pub fn toy_layout(dim: usize) -> Layout {
         hidden: Vec::new(),
         z_dim: dim,
         likelihood: Likelihood::Gaussian { sd: 1.0 },
+        top: None,
     });
     let (enc, dec) = (&layout.encoder[0], &layout.decoder[0]);
     layout.frozen = vec![
@@ -97,6 +112,7 @@ pub fn ppca_layout(dx: usize, dz: usize, s: f64) -> Layout {
         hidden: Vec::new(),
         z_dim: dz,
         likelihood: Likelihood::Gaussian { sd: s },
+        top: None,
     });
     let enc = &layout.encoder[0];
     let rows = enc.w + dz * dx..enc.w + 2 * dz * dx;
@@ -216,6 +232,7 @@ pub fn params_to_ppca(p: &Params, data: Vec<Vec<f64>>) -> Result<Ppca> {
 pub enum ExactTraining {
     Toy(Toy),
     Ppca(Ppca),
+    Hgauss(HGauss),
 }
 
 impl ExactTraining {
@@ -223,16 +240,19 @@ impl ExactTraining {
     /// (None for the VAE).
     pub fn new(model: ModelChoice, seed: u64) -> Option<ExactTraining> {
         match model {
-            ModelChoice::Vae => None,
+            ModelChoice::Vae | ModelChoice::Hvae => None,
             ModelChoice::Toy => Some(ExactTraining::Toy(Toy::new(seed))),
             ModelChoice::Ppca => Some(ExactTraining::Ppca(Ppca::new(seed))),
+            ModelChoice::Hgauss => Some(ExactTraining::Hgauss(HGauss::new(seed))),
         }
     }
 
-    fn model(&self) -> &dyn ExactModel {
+    /// The generated datapoints.
+    fn data(&self) -> &[Vec<f64>] {
         match self {
-            ExactTraining::Toy(m) => m,
-            ExactTraining::Ppca(m) => m,
+            ExactTraining::Toy(m) => m.data(),
+            ExactTraining::Ppca(m) => m.data(),
+            ExactTraining::Hgauss(m) => m.data(),
         }
     }
 
@@ -240,6 +260,7 @@ impl ExactTraining {
         match self {
             ExactTraining::Toy(_) => ModelChoice::Toy,
             ExactTraining::Ppca(_) => ModelChoice::Ppca,
+            ExactTraining::Hgauss(_) => ModelChoice::Hgauss,
         }
     }
 
@@ -248,25 +269,24 @@ impl ExactTraining {
         match self {
             ExactTraining::Toy(m) => toy_layout(m.x_dim()),
             ExactTraining::Ppca(m) => ppca_layout(m.x_dim(), m.z_dim(), m.noise_sd()),
+            ExactTraining::Hgauss(m) => {
+                let (d1, d2) = m.z_dims();
+                hgauss_layout(m.x_dim(), d1, d2, m.noise_sd())
+            }
         }
     }
 
     pub fn count(&self) -> usize {
-        self.model().data().len()
+        self.data().len()
     }
 
     pub fn dim(&self) -> usize {
-        self.model().x_dim()
+        self.data().first().map_or(0, Vec::len)
     }
 
     /// The generated data [count, dim] in f32, continuous (not binarized).
     pub fn data_f32(&self) -> Vec<f32> {
-        self.model()
-            .data()
-            .iter()
-            .flatten()
-            .map(|&v| v as f32)
-            .collect()
+        self.data().iter().flatten().map(|&v| v as f32).collect()
     }
 
     /// Starting parameters, deterministic in `seed` and away from the optimum so training
@@ -285,14 +305,14 @@ impl ExactTraining {
                 );
                 toy_to_params(&zero).values
             }
-            ExactTraining::Ppca(_) => {
+            ExactTraining::Ppca(_) | ExactTraining::Hgauss(_) => {
                 let mut v = Params::init(&layout.arch, seed, None).values;
                 v.iter_mut().for_each(|x| *x *= 0.1);
                 v
             }
         };
         // PPCA's frozen rows start (and stay) at 0; the toy's are set by toy_to_params.
-        if matches!(self, ExactTraining::Ppca(_)) {
+        if !matches!(self, ExactTraining::Toy(_)) {
             for r in &layout.frozen {
                 values[r.clone()].fill(0.0);
             }
@@ -302,12 +322,16 @@ impl ExactTraining {
 
     /// The exact mean log p(x) over the model's data under the decoder in `params`.
     pub fn mean_exact_log_px(&self, params: &Params) -> Result<f64> {
-        let data = self.model().data().to_vec();
+        let data = self.data().to_vec();
         let n = data.len() as f64;
         let lp = |m: &dyn ExactModel| data.iter().map(|x| m.exact_log_px(x)).sum::<f64>() / n;
         Ok(match self {
             ExactTraining::Toy(_) => lp(&params_to_toy(params, data.clone())?),
             ExactTraining::Ppca(_) => lp(&params_to_ppca(params, data.clone())?),
+            ExactTraining::Hgauss(_) => {
+                let m = params_to_hgauss(params, data.clone())?;
+                data.iter().map(|x| m.exact_log_px(x)).sum::<f64>() / n
+            }
         })
     }
 
@@ -321,13 +345,13 @@ impl ExactTraining {
                 let data = m.data();
                 Some(data.iter().map(|x| opt.exact_log_px(x)).sum::<f64>() / data.len() as f64)
             }
-            ExactTraining::Ppca(_) => None,
+            ExactTraining::Ppca(_) | ExactTraining::Hgauss(_) => None,
         }
     }
 
     /// The mean of the data (the toy's mu*).
     pub fn data_mean(&self) -> Vec<f64> {
-        let data = self.model().data();
+        let data = self.data();
         let mut mean = vec![0.0; self.dim()];
         for x in data {
             for (m, v) in mean.iter_mut().zip(x) {
@@ -349,9 +373,10 @@ pub fn from_checkpoint_metadata(
     let v: serde_json::Value = serde_json::from_str(json)
         .map_err(|e| anyhow::anyhow!("checkpoint metadata is not JSON: {e}"))?;
     let model = match v.get("model").and_then(|m| m.as_str()) {
-        None | Some("vae") => return Ok(None),
+        None | Some("vae") | Some("hvae") => return Ok(None),
         Some("toy") => ModelChoice::Toy,
         Some("ppca") => ModelChoice::Ppca,
+        Some("hgauss") => ModelChoice::Hgauss,
         Some(other) => bail!("checkpoint names an unknown model {other:?}"),
     };
     let Some(seed) = v.get("seed").and_then(|s| s.as_u64()) else {
@@ -429,7 +454,7 @@ mod tests {
 
     #[test]
     fn initial_params_are_deterministic_and_off_the_optimum() {
-        for model in [ModelChoice::Toy, ModelChoice::Ppca] {
+        for model in [ModelChoice::Toy, ModelChoice::Ppca, ModelChoice::Hgauss] {
             let ex = ExactTraining::new(model, 7).unwrap();
             let p = ex.initial_params(1);
             assert_eq!(p.values, ex.initial_params(1).values);
@@ -438,6 +463,7 @@ mod tests {
             let truth = ex.mean_exact_log_px(&match &ex {
                 ExactTraining::Toy(t) => toy_to_params(t),
                 ExactTraining::Ppca(m) => ppca_to_params(m),
+                ExactTraining::Hgauss(m) => super::super::hgauss::hgauss_to_params(m),
             });
             assert!(lp < truth.unwrap() - 0.5, "{model:?}: {lp}");
         }

@@ -88,7 +88,10 @@ pub fn measure(cfg: &BiasConfig) -> Result<(Vec<BiasPoint>, f64)> {
     let model: Box<dyn ExactModel> = match cfg.model {
         ModelChoice::Toy => Box::new(Toy::new(cfg.seed)),
         ModelChoice::Ppca => Box::new(Ppca::new(cfg.seed)),
-        ModelChoice::Vae => bail!("--model vae has no exact log p(x): use toy or ppca"),
+        m @ (ModelChoice::Vae | ModelChoice::Hvae) => {
+            bail!("--model {m} has no exact log p(x): use toy or ppca")
+        }
+        ModelChoice::Hgauss => bail!("--model hgauss is not in this figure yet: use toy or ppca"),
     };
     let Some(x) = model.data().get(cfg.datapoint) else {
         bail!("--datapoint {} is out of range", cfg.datapoint);

@@ -55,7 +55,10 @@ pub fn measure(cfg: &MeetingConfig) -> Result<Vec<(ChainKernel, usize, MeetingSt
     let model: Box<dyn ExactModel> = match cfg.model {
         ModelChoice::Toy => Box::new(Toy::new(cfg.seed)),
         ModelChoice::Ppca => Box::new(Ppca::new(cfg.seed)),
-        ModelChoice::Vae => bail!("--model vae: coupled chains need an exact model (toy or ppca)"),
+        m @ (ModelChoice::Vae | ModelChoice::Hvae) => {
+            bail!("--model {m}: coupled chains need an exact model (toy or ppca)")
+        }
+        ModelChoice::Hgauss => bail!("--model hgauss is not in this figure yet: use toy or ppca"),
     };
     let Some(x) = model.data().get(cfg.datapoint) else {
         bail!("--datapoint {} is out of range", cfg.datapoint);

@@ -2,7 +2,7 @@
 //! tensor names and shapes as in `model::Layout::tensors`. The architecture is recovered from
 //! the shapes, and the run's metadata is stored in the header.
 
-use super::{Arch, Layout, Params};
+use super::{Arch, Layout, Params, TopLayer};
 use anyhow::{bail, Context, Result};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::HashMap;
@@ -57,17 +57,21 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<(Params, HashMap<String, Strin
             .to_vec())
     };
     // encoder.0 is [hidden0, x]; count encoder layers until a name is missing.
-    let mut enc_shapes = Vec::new();
-    while let Ok(s) = shape(&format!("encoder.{}.weight", 2 * enc_shapes.len())) {
-        if s.len() != 2 || s.contains(&0) {
-            bail!(
-                "checkpoint {}: encoder.{}.weight has shape {s:?}; a Linear weight must be [out, in] with both positive",
-                path.display(),
-                2 * enc_shapes.len()
-            );
+    let stack_shapes = |prefix: &str| -> Result<Vec<Vec<usize>>> {
+        let mut shapes = Vec::new();
+        while let Ok(s) = shape(&format!("{prefix}.{}.weight", 2 * shapes.len())) {
+            if s.len() != 2 || s.contains(&0) {
+                bail!(
+                    "checkpoint {}: {prefix}.{}.weight has shape {s:?}; a Linear weight must be [out, in] with both positive",
+                    path.display(),
+                    2 * shapes.len()
+                );
+            }
+            shapes.push(s);
         }
-        enc_shapes.push(s);
-    }
+        Ok(shapes)
+    };
+    let enc_shapes = stack_shapes("encoder")?;
     if enc_shapes.is_empty() {
         bail!(
             "checkpoint {} lacks encoder.0.weight: not a uvae VAE checkpoint",
@@ -110,11 +114,31 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<(Params, HashMap<String, Strin
             );
         }
     }
+    // A two-layer checkpoint (`--model hvae`) also holds q(z2 | z1) as encoder2.*; the
+    // layout below then requires decoder2.* with the mirrored shapes.
+    let enc2_shapes = stack_shapes("encoder2")?;
+    let top = match enc2_shapes.split_last() {
+        None => None,
+        Some((last2, inner)) => {
+            if last2[0] % 2 != 0 {
+                bail!(
+                    "checkpoint {}: encoder2 output has {} units, expected 2 * latent2",
+                    path.display(),
+                    last2[0]
+                );
+            }
+            Some(TopLayer {
+                hidden: inner.iter().map(|s| s[0]).collect(),
+                z_dim: last2[0] / 2,
+            })
+        }
+    };
     let arch = Arch {
         x_dim,
         hidden,
         z_dim: last[0] / 2,
         likelihood,
+        top,
     };
     let layout = Layout::new(&arch);
     let mut values = vec![0.0f32; layout.len];
@@ -163,6 +187,7 @@ mod tests {
             hidden: vec![7, 5],
             z_dim: 3,
             likelihood: Default::default(),
+            top: None,
         };
         let p = Params::init(&arch, 1, None);
         let dir = tempfile::tempdir().unwrap();

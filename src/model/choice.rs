@@ -10,11 +10,17 @@ pub enum ModelChoice {
     /// The MNIST MLP VAE with a Bernoulli decoder.
     #[default]
     Vae,
+    /// Burda et al.'s MNIST VAE with two stochastic layers (z1 | x, z2 | z1); CPU backend only
+    /// for now.
+    Hvae,
     /// The linear-Gaussian toy model (DReG paper section 6.1), trained on its own generated
     /// data; exact log p(x).
     Toy,
     /// Probabilistic PCA, trained on its own generated data; exact log p(x).
     Ppca,
+    /// A two-stochastic-layer linear-Gaussian model (the exact counterpart of hvae), trained
+    /// on its own generated data; exact log p(x).
+    Hgauss,
 }
 
 impl ModelChoice {
@@ -22,14 +28,21 @@ impl ModelChoice {
     pub fn name(&self) -> &'static str {
         match self {
             ModelChoice::Vae => "vae",
+            ModelChoice::Hvae => "hvae",
             ModelChoice::Toy => "toy",
             ModelChoice::Ppca => "ppca",
+            ModelChoice::Hgauss => "hgauss",
         }
     }
 
     /// True for the models with a closed-form log p(x) and gradient.
     pub fn is_exact(&self) -> bool {
-        !matches!(self, ModelChoice::Vae)
+        !matches!(self, ModelChoice::Vae | ModelChoice::Hvae)
+    }
+
+    /// True for the two-stochastic-layer model.
+    pub fn is_two_layer(&self) -> bool {
+        matches!(self, ModelChoice::Hvae)
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod checkpoint;
 mod choice;
 pub mod reference;
+pub mod two_layer;
 
 pub use choice::ModelChoice;
 
@@ -60,6 +61,19 @@ pub struct Arch {
     /// Absent in configurations written before it existed: Bernoulli.
     #[serde(default)]
     pub likelihood: Likelihood,
+    /// A second stochastic layer z2 above z (`--model hvae`); None: the one-layer VAE (and
+    /// configurations written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top: Option<TopLayer>,
+}
+
+/// The second stochastic layer of Burda et al.'s two-layer VAE: q(z2 | z1) is
+/// z1 -> hidden... -> 2 * z_dim (mu, log sigma) and p(z1 | z2) mirrors it,
+/// z2 -> reversed hidden... -> 2 * z1_dim (a Gaussian over z1); p(z2) = N(0, I).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TopLayer {
+    pub hidden: Vec<usize>,
+    pub z_dim: usize,
 }
 
 impl Arch {
@@ -70,7 +84,44 @@ impl Arch {
             hidden: vec![200, 200],
             z_dim: 50,
             likelihood: Likelihood::Bernoulli,
+            top: None,
         }
+    }
+    /// Burda et al.'s two-stochastic-layer MNIST model: 784-200-200-100 (z1) and
+    /// 100-100-100-50 (z2).
+    pub fn burda_mnist_two_layer() -> Arch {
+        Arch {
+            x_dim: 784,
+            hidden: vec![200, 200],
+            z_dim: 100,
+            likelihood: Likelihood::Bernoulli,
+            top: Some(TopLayer {
+                hidden: vec![100, 100],
+                z_dim: 50,
+            }),
+        }
+    }
+    /// Normals drawn per sample: z_dim, plus the top layer's (z1's first, then z2's).
+    pub fn noise_dim(&self) -> usize {
+        self.z_dim + self.top.as_ref().map_or(0, |t| t.z_dim)
+    }
+    /// q(z2 | z1): z1 -> hidden... -> 2 * z2 (empty without a top layer).
+    pub fn encoder2_dims(&self) -> Vec<usize> {
+        self.top.as_ref().map_or_else(Vec::new, |t| {
+            let mut d = vec![self.z_dim];
+            d.extend(&t.hidden);
+            d.push(2 * t.z_dim);
+            d
+        })
+    }
+    /// p(z1 | z2): z2 -> reversed hidden... -> 2 * z1 (empty without a top layer).
+    pub fn decoder2_dims(&self) -> Vec<usize> {
+        self.top.as_ref().map_or_else(Vec::new, |t| {
+            let mut d = vec![t.z_dim];
+            d.extend(t.hidden.iter().rev());
+            d.push(2 * self.z_dim);
+            d
+        })
     }
     pub fn encoder_dims(&self) -> Vec<usize> {
         let mut d = vec![self.x_dim];
@@ -97,12 +148,17 @@ pub struct Linear {
 }
 
 /// Where every tensor lives in the flat parameter vector. The encoder comes first, so
-/// `0..encoder_len` is the encoder and `encoder_len..len` the decoder.
+/// `0..encoder_len` is the encoder and `encoder_len..len` the decoder. A two-layer model
+/// orders them encoder (x -> z1), encoder2 (z1 -> z2) | decoder2 (z2 -> z1), decoder
+/// (z1 -> x): both q factors form the encoder group, both p factors the decoder group.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Layout {
     pub arch: Arch,
     pub encoder: Vec<Linear>,
     pub decoder: Vec<Linear>,
+    /// q(z2 | z1) and p(z1 | z2); empty for the one-layer model.
+    pub encoder2: Vec<Linear>,
+    pub decoder2: Vec<Linear>,
     pub encoder_len: usize,
     pub len: usize,
     /// Flat ranges whose gradient the backends zero right after backward (before norms,
@@ -135,19 +191,27 @@ impl Layout {
     pub fn new(arch: &Arch) -> Layout {
         let mut offset = 0;
         let encoder = stack("encoder", &arch.encoder_dims(), &mut offset);
+        let encoder2 = stack("encoder2", &arch.encoder2_dims(), &mut offset);
         let encoder_len = offset;
+        let decoder2 = stack("decoder2", &arch.decoder2_dims(), &mut offset);
         let decoder = stack("decoder", &arch.decoder_dims(), &mut offset);
         Layout {
             arch: arch.clone(),
             encoder,
             decoder,
+            encoder2,
+            decoder2,
             encoder_len,
             len: offset,
             frozen: Vec::new(),
         }
     }
     pub fn layers(&self) -> impl Iterator<Item = &Linear> {
-        self.encoder.iter().chain(self.decoder.iter())
+        self.encoder
+            .iter()
+            .chain(&self.encoder2)
+            .chain(&self.decoder2)
+            .chain(&self.decoder)
     }
     /// (name, shape, offset, len) of every tensor, in checkpoint order.
     pub fn tensors(&self) -> Vec<(String, Vec<usize>, usize, usize)> {
@@ -232,6 +296,7 @@ mod tests {
             hidden: vec![5],
             z_dim: 2,
             likelihood: Likelihood::Bernoulli,
+            top: None,
         };
         let mean = [0.0, 0.5, 1.0, 0.25, 0.1, 0.9];
         let p = Params::init(&arch, 3, Some(&mean));
@@ -261,5 +326,31 @@ mod tests {
         // Configurations written before the field existed read as Bernoulli.
         let a: Arch = serde_json::from_str(r#"{"x_dim":3,"hidden":[2],"z_dim":1}"#).unwrap();
         assert_eq!(a.likelihood, Likelihood::Bernoulli);
+        assert_eq!(a.top, None);
+    }
+
+    #[test]
+    fn two_layer_layout_orders_q_then_p_with_pytorch_names() {
+        let l = Layout::new(&Arch::burda_mnist_two_layer());
+        let names: Vec<String> = l.tensors().into_iter().map(|t| t.0).collect();
+        let want: Vec<String> = ["encoder", "encoder2", "decoder2", "decoder"]
+            .iter()
+            .flat_map(|p| {
+                [0, 2, 4]
+                    .into_iter()
+                    .flat_map(move |i| [format!("{p}.{i}.weight"), format!("{p}.{i}.bias")])
+            })
+            .collect();
+        assert_eq!(names, want);
+        let enc2 = &l.encoder2;
+        assert_eq!((enc2[0].inp, enc2[2].out), (100, 100));
+        let dec2 = &l.decoder2;
+        assert_eq!((dec2[0].inp, dec2[2].out), (50, 200));
+        // The encoder group ends where decoder2 begins.
+        assert_eq!(l.encoder_len, dec2[0].w);
+        assert_eq!(l.arch.noise_dim(), 150);
+        // One-layer configurations serialise as before (no `top` key).
+        let one = serde_json::to_string(&Arch::burda_mnist()).unwrap();
+        assert!(!one.contains("top"), "{one}");
     }
 }

@@ -105,7 +105,8 @@ pub fn sample(
     }
 }
 
-/// Log-weights of n samples (eps is [n, z_dim]) of one datapoint.
+/// Log-weights of n samples (eps is [n, noise_dim]: z_dim, plus a two-layer model's z2
+/// normals after z1's) of one datapoint.
 pub fn log_weights(
     layout: &Layout,
     theta: &[f64],
@@ -114,9 +115,84 @@ pub fn log_weights(
     x: &[f64],
     eps: &[f64],
 ) -> Vec<f64> {
-    eps.chunks(layout.arch.z_dim)
-        .map(|e| sample(layout, theta, phi_draw, phi_score, x, e).log_weight())
+    eps.chunks(layout.arch.noise_dim())
+        .map(|e| match layout.arch.top {
+            None => sample(layout, theta, phi_draw, phi_score, x, e).log_weight(),
+            Some(_) => sample_two_layer(layout, theta, phi_draw, phi_score, x, e).log_weight(),
+        })
         .collect()
+}
+
+/// z1 = mean + sd * eps1 of p(z1 | z2) under the decoder2 in `theta` (ancestral sampling of
+/// the two-layer model's prior).
+pub fn prior_z1(layout: &Layout, theta: &[f64], z2: &[f64], eps1: &[f64]) -> Vec<f64> {
+    let (m, ls) = head(mlp(theta, &layout.decoder2, z2), layout.arch.z_dim);
+    reparam(&m, &ls, eps1)
+}
+
+/// The pieces of one sample of the two-layer model.
+pub struct Sample2 {
+    pub z1: Vec<f64>,
+    pub z2: Vec<f64>,
+    pub log_px_given_z1: f64,
+    pub log_pz1_given_z2: f64,
+    pub log_pz2: f64,
+    pub log_q1: f64,
+    pub log_q2: f64,
+}
+
+impl Sample2 {
+    pub fn log_weight(&self) -> f64 {
+        self.log_px_given_z1 + self.log_pz1_given_z2 + self.log_pz2 - self.log_q1 - self.log_q2
+    }
+}
+
+/// Splits a Gaussian head's output into (means, log sds).
+fn head(out: Vec<f64>, d: usize) -> (Vec<f64>, Vec<f64>) {
+    (out[..d].to_vec(), out[d..].to_vec())
+}
+
+fn reparam(mu: &[f64], ls: &[f64], eps: &[f64]) -> Vec<f64> {
+    mu.iter()
+        .zip(ls)
+        .zip(eps)
+        .map(|((m, s), e)| m + s.exp() * e)
+        .collect()
+}
+
+/// One sample of the two-layer model with noise `eps` = (eps1 [z1], eps2 [z2]):
+/// z1 = mu1(x) + sigma1(x) eps1 and z2 = mu2(z1) + sigma2(z1) eps2, both drawn with the
+/// encoders in `phi_draw`; both log q factors scored with the encoders in `phi_score` (at the
+/// drawn z1, z2); p(x | z1) and p(z1 | z2) from `theta`.
+pub fn sample_two_layer(
+    layout: &Layout,
+    theta: &[f64],
+    phi_draw: &[f64],
+    phi_score: &[f64],
+    x: &[f64],
+    eps: &[f64],
+) -> Sample2 {
+    let (d1, d2) = (
+        layout.arch.z_dim,
+        layout.arch.noise_dim() - layout.arch.z_dim,
+    );
+    let (mu1, ls1) = encode(layout, phi_draw, x);
+    let z1 = reparam(&mu1, &ls1, &eps[..d1]);
+    let (mu2, ls2) = head(mlp(phi_draw, &layout.encoder2, &z1), d2);
+    let z2 = reparam(&mu2, &ls2, &eps[d1..d1 + d2]);
+    let (mu1_q, ls1_q) = encode(layout, phi_score, x);
+    let (mu2_q, ls2_q) = head(mlp(phi_score, &layout.encoder2, &z1), d2);
+    let (m1, lp1) = head(mlp(theta, &layout.decoder2, &z2), d1);
+    let zeros = vec![0.0; d2];
+    Sample2 {
+        log_px_given_z1: log_lik(layout, theta, x, &z1),
+        log_pz1_given_z2: log_normal(&z1, &m1, &lp1),
+        log_pz2: log_normal(&z2, &zeros, &zeros),
+        log_q1: log_normal(&z1, &mu1_q, &ls1_q),
+        log_q2: log_normal(&z2, &mu2_q, &ls2_q),
+        z1,
+        z2,
+    }
 }
 
 /// Encoder outputs (mu, log sigma) [batch, 2 z] of f32 inputs, computed in f64.

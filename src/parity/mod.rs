@@ -102,6 +102,7 @@ impl Default for ParityShape {
                 hidden: vec![33, 17],
                 z_dim: 5,
                 likelihood: Default::default(),
+                top: None,
             },
             batch: 3,
             n: 7,

@@ -29,12 +29,14 @@ pub(super) fn rows(choice: &AdapterChoice) -> Result<Vec<ParityRow>> {
         hidden: vec![33, 17],
         z_dim: 5,
         likelihood: Default::default(),
+        top: None,
     };
     let vec4 = Arch {
         x_dim: 72,
         hidden: vec![36, 20],
         z_dim: 4,
         likelihood: Default::default(),
+        top: None,
     };
     let mut rows = model_rows(choice, &scalar, "scalar", &SCALAR)?;
     rows.extend(model_rows(choice, &vec4, "vec4", &VEC4)?);

@@ -127,6 +127,7 @@ fn tiny_model() -> (Params, Vec<f32>, usize) {
         hidden: vec![12],
         z_dim: 3,
         likelihood: Default::default(),
+        top: None,
     };
     let mean: Vec<f32> = (0..30).map(|j| 0.2 + 0.02 * j as f32).collect();
     let batch = 5;

@@ -110,6 +110,7 @@ fn small_shapes_are_not_split() {
         hidden: vec![33, 17],
         z_dim: 5,
         likelihood: Default::default(),
+        top: None,
     };
     let d = plan(&arch, GridConfig::default(), 3, 7);
     assert!(!d.iter().any(|x| x.kernel == "splitk_reduce"), "{d:?}");

@@ -34,9 +34,9 @@ use unbiased_vae::model::{reference, Arch, Layout, Params};
 use unbiased_vae::rng::{self, Stream};
 
 /// Samples per datapoint (JVI needs n >= 2).
-const N: usize = 4;
+pub(crate) const N: usize = 4;
 /// DReG(alpha)'s alpha.
-const ALPHA: f64 = 0.3;
+pub(crate) const ALPHA: f64 = 0.3;
 
 /// Tolerances for |g_backend - g_fd| <= ATOL + RTOL |g_fd|.
 ///
@@ -50,35 +50,41 @@ const ALPHA: f64 = 0.3;
 /// headroom over that (worst err/tol 0.022) and are 10x tighter than the 2e-4 / 2e-3 one
 /// might start from for f32, so an error of a few 1e-5 in any coefficient or gradient piece
 /// shows; a wrong coefficient routing is off by 1e-2 .. 1 (`wrong_routing_fails_the_check`).
-const ATOL: f64 = 1e-5;
-const RTOL: f64 = 1e-4;
+pub(crate) const ATOL: f64 = 1e-5;
+pub(crate) const RTOL: f64 = 1e-4;
 
 /// Central-difference step (absolute). Truncation error ~ h^2 |f'''| / 6 ~ 1e-10; roundoff
 /// ~ 1e-16 |f| / h ~ 1e-10 for |f| ~ 10: both far below the f32 noise being tested.
 const FD_STEP: f64 = 1e-5;
 
 /// Log-weight tolerance: |l_backend - l_ref| <= LW_ATOL + LW_RTOL |l_ref|.
-const LW_ATOL: f64 = 1e-4;
-const LW_RTOL: f64 = 1e-5;
+pub(crate) const LW_ATOL: f64 = 1e-4;
+pub(crate) const LW_RTOL: f64 = 1e-5;
 
 /// The fixed problem every check runs on.
-struct Fixture {
-    layout: Layout,
-    values: Vec<f32>,
+pub(crate) struct Fixture {
+    pub(crate) layout: Layout,
+    pub(crate) values: Vec<f32>,
     /// x as f32, [batch, x_dim], binary.
-    x: Vec<f32>,
-    batch: usize,
-    noise: Noise,
+    pub(crate) x: Vec<f32>,
+    pub(crate) batch: usize,
+    pub(crate) noise: Noise,
 }
 
 impl Fixture {
-    fn new() -> Fixture {
-        let arch = Arch {
+    pub(crate) fn new() -> Fixture {
+        Fixture::from_arch(Arch {
             x_dim: 7,
             hidden: vec![5, 4],
             z_dim: 3,
             likelihood: Default::default(),
-        };
+            top: None,
+        })
+    }
+
+    /// The fixture's problem on `arch` (x_dim 7); a two-layer model's q(z2 | z1) is narrowed
+    /// like q(z1 | x).
+    pub(crate) fn from_arch(arch: Arch) -> Fixture {
         let mean = [0.1f32, 0.3, 0.5, 0.7, 0.9, 0.45, 0.2];
         let mut p = Params::init(&arch, 11, Some(&mean));
         // Perturb every parameter a little so that no bias is zero and nothing is symmetric.
@@ -91,6 +97,11 @@ impl Fixture {
         let last = p.layout.encoder.last().expect("encoder").clone();
         for v in &mut p.values[last.b + arch.z_dim..last.b + 2 * arch.z_dim] {
             *v -= 1.0;
+        }
+        if let (Some(top), Some(last2)) = (&arch.top, p.layout.encoder2.last().cloned()) {
+            for v in &mut p.values[last2.b + top.z_dim..last2.b + 2 * top.z_dim] {
+                *v -= 1.0;
+            }
         }
         let x: Vec<f32> = [
             [1, 0, 1, 1, 0, 0, 1],
@@ -121,13 +132,13 @@ impl Fixture {
         self.layout.arch.x_dim
     }
 
-    fn backend(&self) -> CpuBackend {
+    pub(crate) fn backend(&self) -> CpuBackend {
         CpuBackend::new(&self.layout, &self.values, 2).expect("cpu backend")
     }
 
-    /// eps [batch][N * z_dim] as the backend draws it (see `Noise`).
-    fn eps(&self) -> Vec<Vec<f64>> {
-        let zd = self.layout.arch.z_dim;
+    /// eps [batch][N * noise_dim] as the backend draws it (see `Noise`).
+    pub(crate) fn eps(&self) -> Vec<Vec<f64>> {
+        let zd = self.layout.arch.noise_dim();
         (0..self.batch)
             .map(|b| {
                 let mut e = vec![0.0f32; N * zd];
@@ -146,11 +157,11 @@ impl Fixture {
             .collect()
     }
 
-    fn params64(&self) -> Vec<f64> {
+    pub(crate) fn params64(&self) -> Vec<f64> {
         self.values.iter().map(|&v| f64::from(v)).collect()
     }
 
-    fn x64(&self, b: usize) -> Vec<f64> {
+    pub(crate) fn x64(&self, b: usize) -> Vec<f64> {
         let d = self.x_dim();
         self.x[b * d..(b + 1) * d]
             .iter()
@@ -160,7 +171,7 @@ impl Fixture {
 }
 
 /// Reference log-weights of every datapoint.
-fn ref_log_weights(
+pub(crate) fn ref_log_weights(
     f: &Fixture,
     eps: &[Vec<f64>],
     theta: &[f64],
@@ -184,7 +195,7 @@ fn bound(l: &[f64]) -> f64 {
     lse(l) - (l.len() as f64).ln()
 }
 
-fn softmax(l: &[f64]) -> Vec<f64> {
+pub(crate) fn softmax(l: &[f64]) -> Vec<f64> {
     let m = lse(l);
     l.iter().map(|&v| (v - m).exp()).collect()
 }
@@ -294,7 +305,7 @@ fn phi_surrogate(kind: EstimatorKind) -> (Moves, PhiSurrogate) {
 }
 
 /// Central finite differences of both surrogates, batch mean, flat in layout order.
-fn finite_difference_gradient(f: &Fixture, kind: EstimatorKind, alpha: f64) -> Vec<f64> {
+pub(crate) fn finite_difference_gradient(f: &Fixture, kind: EstimatorKind, alpha: f64) -> Vec<f64> {
     let eps = f.eps();
     let p0 = f.params64();
     let l0 = ref_log_weights(f, &eps, &p0, &p0, &p0);
@@ -343,11 +354,16 @@ fn finite_difference_gradient(f: &Fixture, kind: EstimatorKind, alpha: f64) -> V
 }
 
 /// Coefficients as the production path makes them, optionally re-routed by `route`.
-type Route = fn(Vec<f32>, Vec<f32>, Vec<f32>) -> (Vec<f32>, Vec<f32>, Vec<f32>);
+pub(crate) type Route = fn(Vec<f32>, Vec<f32>, Vec<f32>) -> (Vec<f32>, Vec<f32>, Vec<f32>);
 
 /// The production gradient: backend forward -> coefficients on the f32 log-weights ->
 /// backward -> gradient.
-fn backend_gradient(f: &Fixture, kind: EstimatorKind, alpha: f64, route: Route) -> Vec<f32> {
+pub(crate) fn backend_gradient(
+    f: &Fixture,
+    kind: EstimatorKind,
+    alpha: f64,
+    route: Route,
+) -> Vec<f32> {
     let mut be = f.backend();
     let lw = be
         .forward(&f.x, f.batch, N, &f.noise)
@@ -359,7 +375,7 @@ fn backend_gradient(f: &Fixture, kind: EstimatorKind, alpha: f64, route: Route) 
     be.gradient().expect("gradient")
 }
 
-fn as_is(a: Vec<f32>, b: Vec<f32>, c: Vec<f32>) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+pub(crate) fn as_is(a: Vec<f32>, b: Vec<f32>, c: Vec<f32>) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     (a, b, c)
 }
 
@@ -374,17 +390,17 @@ fn param_name(layout: &Layout, i: usize) -> String {
 }
 
 /// Result of comparing a gradient with its finite-difference reference.
-struct Comparison {
-    failures: usize,
+pub(crate) struct Comparison {
+    pub(crate) failures: usize,
     /// Largest |g_backend - g_fd|.
-    max_abs_err: f64,
+    pub(crate) max_abs_err: f64,
     /// Largest |g_fd| on the encoder and the decoder.
-    max_fd: (f64, f64),
+    pub(crate) max_fd: (f64, f64),
     /// Largest err / (ATOL + RTOL |fd|): <= 1 passes.
-    worst_ratio: f64,
+    pub(crate) worst_ratio: f64,
 }
 
-fn compare(label: &str, layout: &Layout, got: &[f32], want: &[f64]) -> Comparison {
+pub(crate) fn compare(label: &str, layout: &Layout, got: &[f32], want: &[f64]) -> Comparison {
     assert_eq!(got.len(), want.len());
     let mut rows: Vec<(usize, f64, f64, f64, f64)> = got
         .iter()

@@ -25,6 +25,7 @@ fn short_iwae_run_improves_validation_lk() {
             hidden: vec![100],
             z_dim: 20,
             likelihood: Default::default(),
+            top: None,
         },
         estimator: Estimator::new(EstimatorKind::Iwae, 0.5),
         k: 5,

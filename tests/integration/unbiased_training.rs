@@ -213,6 +213,7 @@ fn chunked_cpu_steps_equal_whole_steps() {
         hidden: vec![12],
         z_dim: 3,
         likelihood: Default::default(),
+        top: None,
     };
     let mean: Vec<f32> = (0..30).map(|j| 0.2 + 0.02 * j as f32).collect();
     let params = Params::init(&arch, 3, Some(&mean));

@@ -27,77 +27,21 @@ impl CpuBackend {
         if a.len() != rows || b.len() != rows || c.len() != rows {
             bail!("coefficients must be [batch {batch}, n {n}] = {rows} values each");
         }
-        let zd = self.layout.arch.z_dim;
-        let params = &self.params;
-        let layout = &self.layout;
-        let need_path = b.iter().any(|&v| v != 0.0);
-        let dec_dims = layout.arch.decoder_dims();
         for w in &mut self.workers {
             w.grad.iter_mut().for_each(|g| *g = 0.0);
         }
-
         let t_dec = self.timer.start();
-        let dec_flops = 4.0 * (rows * mlp_macs(&layout.decoder)) as f64;
-        let enc_flops = 4.0 * (batch * mlp_macs(&layout.encoder)) as f64;
-        // Decoder backward per sample row, weight gradients scaled by a.
-        let ranges = worker_ranges(rows, self.threads);
-        let dec = &self.dec.acts;
-        let eps = &self.eps;
-        let mu_ls = self.enc.acts.last().expect("encoder output");
-        let up_parts = split_rows(&mut self.row_up, 2 * zd, &ranges);
-        let workers = &mut self.workers[..ranges.len()];
-        self.pool.install(|| {
-            workers
-                .par_iter_mut()
-                .zip(up_parts.into_par_iter())
-                .zip(ranges.par_iter())
-                .for_each(|((w, up), range)| {
-                    let mut start = 0;
-                    while start < range.len() {
-                        let p = PIECE_ROWS.min(range.len() - start);
-                        let r0 = range.start + start;
-                        let piece: Vec<&[f32]> = dec
-                            .iter()
-                            .zip(&dec_dims)
-                            .map(|(v, &d)| &v[r0 * d..(r0 + p) * d])
-                            .collect();
-                        let last = piece.len() - 1;
-                        w.delta[..piece[last].len()].copy_from_slice(piece[last]);
-                        mlp_backward_rows(
-                            params,
-                            &layout.decoder,
-                            &piece[..last],
-                            Some(&a[r0..r0 + p]),
-                            p,
-                            w,
-                            need_path,
-                        );
-                        // Encoder upstream per sample: b P + c S (docs/design.md §1).
-                        for j in 0..p {
-                            let row = r0 + j;
-                            let bi = row / n;
-                            let (bc, cc) = (b[row], c[row]);
-                            let e = &eps[row * zd..(row + 1) * zd];
-                            let z = &piece[0][j * zd..(j + 1) * zd];
-                            let ls = &mu_ls[bi * 2 * zd + zd..(bi + 1) * 2 * zd];
-                            let u = &mut up[(start + j) * 2 * zd..(start + j + 1) * 2 * zd];
-                            for d in 0..zd {
-                                let sigma = fastmath::exp(ls[d]);
-                                let e_over_s = e[d] / sigma;
-                                let (p_mu, p_ls) = if need_path {
-                                    let gz = w.delta[j * zd + d] - z[d];
-                                    (gz + e_over_s, sigma * e[d] * gz + e[d] * e[d])
-                                } else {
-                                    (0.0, 0.0)
-                                };
-                                u[d] = bc * p_mu - cc * e_over_s;
-                                u[zd + d] = bc * p_ls + cc * (1.0 - e[d] * e[d]);
-                            }
-                        }
-                        start += p;
-                    }
-                })
-        });
+        let per_row = [
+            &self.layout.decoder,
+            &self.layout.encoder2,
+            &self.layout.decoder2,
+        ];
+        let dec_flops = 4.0 * (rows * per_row.iter().map(|l| mlp_macs(l)).sum::<usize>()) as f64;
+        if self.layout.arch.top.is_some() {
+            self.backward_rows_two_layer(a, b, c);
+        } else {
+            self.backward_rows_one_layer(a, b, c);
+        }
 
         self.timer.stop(
             t_dec,
@@ -105,6 +49,10 @@ impl CpuBackend {
             || format!("decoder backward, encoder upstream [{rows} rows]"),
             dec_flops,
         );
+        let zd = self.layout.arch.z_dim;
+        let params = &self.params;
+        let layout = &self.layout;
+        let enc_flops = 4.0 * (batch * mlp_macs(&layout.encoder)) as f64;
         let t_enc = self.timer.start();
         // Sum the upstream over each datapoint's samples, then the encoder backward.
         for bi in 0..batch {
@@ -204,12 +152,83 @@ impl CpuBackend {
         );
         Ok(self.norms)
     }
+
+    /// The per-row backward of the one-layer model: decoder weight gradients scaled by a and
+    /// the encoder upstream b P + c S per row in `row_up`.
+    fn backward_rows_one_layer(&mut self, a: &[f32], b: &[f32], c: &[f32]) {
+        let (batch, n) = (self.batch, self.n);
+        let rows = batch * n;
+        let zd = self.layout.arch.z_dim;
+        let params = &self.params;
+        let layout = &self.layout;
+        let need_path = b.iter().any(|&v| v != 0.0);
+        let dec_dims = layout.arch.decoder_dims();
+        // Decoder backward per sample row, weight gradients scaled by a.
+        let ranges = worker_ranges(rows, self.threads);
+        let dec = &self.dec.acts;
+        let eps = &self.eps;
+        let mu_ls = self.enc.acts.last().expect("encoder output");
+        let up_parts = split_rows(&mut self.row_up, 2 * zd, &ranges);
+        let workers = &mut self.workers[..ranges.len()];
+        self.pool.install(|| {
+            workers
+                .par_iter_mut()
+                .zip(up_parts.into_par_iter())
+                .zip(ranges.par_iter())
+                .for_each(|((w, up), range)| {
+                    let mut start = 0;
+                    while start < range.len() {
+                        let p = PIECE_ROWS.min(range.len() - start);
+                        let r0 = range.start + start;
+                        let piece: Vec<&[f32]> = dec
+                            .iter()
+                            .zip(&dec_dims)
+                            .map(|(v, &d)| &v[r0 * d..(r0 + p) * d])
+                            .collect();
+                        let last = piece.len() - 1;
+                        w.delta[..piece[last].len()].copy_from_slice(piece[last]);
+                        mlp_backward_rows(
+                            params,
+                            &layout.decoder,
+                            &piece[..last],
+                            Some(&a[r0..r0 + p]),
+                            p,
+                            w,
+                            need_path,
+                        );
+                        // Encoder upstream per sample: b P + c S (docs/design.md §1).
+                        for j in 0..p {
+                            let row = r0 + j;
+                            let bi = row / n;
+                            let (bc, cc) = (b[row], c[row]);
+                            let e = &eps[row * zd..(row + 1) * zd];
+                            let z = &piece[0][j * zd..(j + 1) * zd];
+                            let ls = &mu_ls[bi * 2 * zd + zd..(bi + 1) * 2 * zd];
+                            let u = &mut up[(start + j) * 2 * zd..(start + j + 1) * 2 * zd];
+                            for d in 0..zd {
+                                let sigma = fastmath::exp(ls[d]);
+                                let e_over_s = e[d] / sigma;
+                                let (p_mu, p_ls) = if need_path {
+                                    let gz = w.delta[j * zd + d] - z[d];
+                                    (gz + e_over_s, sigma * e[d] * gz + e[d] * e[d])
+                                } else {
+                                    (0.0, 0.0)
+                                };
+                                u[d] = bc * p_mu - cc * e_over_s;
+                                u[zd + d] = bc * p_ls + cc * (1.0 - e[d] * e[d]);
+                            }
+                        }
+                        start += p;
+                    }
+                })
+        });
+    }
 }
 
 /// Backward through `layers` for a piece of `rows` rows: `w.delta` holds the gradient at
 /// the last layer's (linear) output. Weight gradients are scaled per row by `scale`; the
 /// gradient at the input is left in `w.delta` when `want_input_grad`.
-fn mlp_backward_rows(
+pub(super) fn mlp_backward_rows(
     params: &[f32],
     layers: &[Linear],
     acts: &[&[f32]],

@@ -85,6 +85,22 @@ impl CpuBackend {
             );
         }
         let t_dec = self.timer.start();
+        if arch.top.is_some() {
+            self.forward_rows_two_layer(n, rows, noise, pick);
+            self.timer.stop(
+                t_dec,
+                "decoder forward",
+                || format!("sample z1, z2, per-row MLPs, log-weights [{rows} rows]"),
+                dec_flops
+                    + 2.0
+                        * (rows
+                            * (mlp_macs(&self.layout.encoder2) + mlp_macs(&self.layout.decoder2)))
+                            as f64,
+            );
+            let bytes = self.working_bytes();
+            self.peak_bytes = self.peak_bytes.max(bytes);
+            return Ok(&self.log_w[..rows]);
+        }
         // Noise, sampling and decoder, parallel over sample rows.
         let mu_ls = &self.enc.acts[enc_dims.len() - 1];
         let dec_dims = arch.decoder_dims();
@@ -172,7 +188,12 @@ impl CpuBackend {
 
 /// Forward through `layers` for `rows` rows, acts[0] already filled; the last layer is
 /// left linear without bias (the caller adds it, fused with its own output transform).
-fn mlp_forward_rows(params: &[f32], layers: &[Linear], acts: &mut [&mut [f32]], rows: usize) {
+pub(super) fn mlp_forward_rows(
+    params: &[f32],
+    layers: &[Linear],
+    acts: &mut [&mut [f32]],
+    rows: usize,
+) {
     for (i, l) in layers.iter().enumerate() {
         let (inp, out) = acts.split_at_mut(i + 1);
         let out = &mut out[0][..rows * l.out];
@@ -184,7 +205,7 @@ fn mlp_forward_rows(params: &[f32], layers: &[Linear], acts: &mut [&mut [f32]], 
 }
 
 /// Normals (first_sample + s) * z_dim .. + z_dim of datapoint row b's counter.
-fn fill_normals_at(noise: &Noise, b: usize, s: usize, zd: usize, out: &mut [f32]) {
+pub(super) fn fill_normals_at(noise: &Noise, b: usize, s: usize, zd: usize, out: &mut [f32]) {
     let first = (noise.first_sample as usize + s) * zd;
     rng::fill_normals_from(
         noise.seed,

@@ -13,6 +13,7 @@ mod chains;
 pub mod fastmath;
 mod forward;
 mod gemm;
+mod hier;
 mod step;
 
 use super::{Backend, ChainOutcome, GradNorms, Noise, PhaseTimer, RunningLse, StepStats, Timing};
@@ -69,6 +70,9 @@ pub struct CpuBackend {
     x: Vec<f32>,
     enc: Acts,
     dec: Acts,
+    /// The two-layer model's q(z2 | z1) and p(z1 | z2), per sample row (empty otherwise).
+    enc2: Acts,
+    dec2: Acts,
     eps: Vec<f32>,
     log_w: Vec<f32>,
     /// Per-sample encoder upstream [rows, 2 z_dim], summed per datapoint into `enc_up`.
@@ -106,6 +110,8 @@ impl CpuBackend {
             x: Vec::new(),
             enc: Acts::default(),
             dec: Acts::default(),
+            enc2: Acts::default(),
+            dec2: Acts::default(),
             eps: Vec::new(),
             log_w: Vec::new(),
             row_up: Vec::new(),
@@ -148,11 +154,25 @@ impl CpuBackend {
         for (v, d) in self.dec.acts.iter_mut().zip(&dec_dims) {
             grow(v, rows * d);
         }
-        grow(&mut self.eps, rows * a.z_dim);
+        let (enc2_dims, dec2_dims) = (a.encoder2_dims(), a.decoder2_dims());
+        for (acts, dims) in [(&mut self.enc2, &enc2_dims), (&mut self.dec2, &dec2_dims)] {
+            acts.acts.resize_with(dims.len(), Vec::new);
+            for (v, d) in acts.acts.iter_mut().zip(dims) {
+                grow(v, rows * d);
+            }
+        }
+        grow(&mut self.eps, rows * a.noise_dim());
         grow(&mut self.log_w, rows);
         grow(&mut self.row_up, rows * 2 * a.z_dim);
         grow(&mut self.enc_up, batch * 2 * a.z_dim);
-        let widest = enc_dims.iter().chain(&dec_dims).copied().max().unwrap_or(1);
+        let widest = enc_dims
+            .iter()
+            .chain(&dec_dims)
+            .chain(&enc2_dims)
+            .chain(&dec2_dims)
+            .copied()
+            .max()
+            .unwrap_or(1);
         for w in &mut self.workers {
             grow(&mut w.grad, self.layout.len);
             grow(&mut w.scaled, PIECE_ROWS * widest);
@@ -170,6 +190,8 @@ impl CpuBackend {
             .acts
             .iter()
             .chain(&self.dec.acts)
+            .chain(&self.enc2.acts)
+            .chain(&self.dec2.acts)
             .map(Vec::len)
             .sum();
         let workers: usize = self

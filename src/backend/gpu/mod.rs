@@ -101,10 +101,18 @@ pub struct GpuBackend {
     grid: grid::GridConfig,
 }
 
+/// A two-stochastic-layer model on a GPU adapter: its kernels do not exist yet.
+#[derive(Debug, thiserror::Error)]
+#[error("two-stochastic-layer models (--model hvae, --model hgauss) run on the CPU only for now: the GPU backend has no two-layer kernels yet; use --backend cpu")]
+pub struct TwoLayerOnGpu;
+
 impl GpuBackend {
     pub fn new(layout: &Layout, params: &[f32], choice: &AdapterChoice) -> Result<GpuBackend> {
         crate::backend::check_param_len(layout, params)?;
         let ctx = GpuContext::new(choice)?;
+        if layout.arch.top.is_some() {
+            return Err(TwoLayerOnGpu.into());
+        }
         let max_binding = ctx.limits.max_storage_buffer_binding_size as usize;
         if 3 * layout.len * 4 > max_binding {
             bail!(
