@@ -89,6 +89,8 @@ pub trait ProtocolObserver {
     fn on_run(&mut self, index: usize, total: usize, run: &PlannedRun, action: RunAction);
     /// A run's result, once written.
     fn on_result(&mut self, _result: &RunResult) {}
+    /// A run failed (the protocol goes on with the next).
+    fn on_failure(&mut self, _run: &PlannedRun, _error: &anyhow::Error) {}
     /// The observer of a run's training.
     fn training(&mut self) -> &mut dyn TrainObserver;
     /// The progress of a run's final test bound.
@@ -231,11 +233,37 @@ pub fn reproduce(
     std::fs::create_dir_all(&opts.out)
         .with_context(|| format!("cannot create {} (--out)", opts.out.display()))?;
     let mut ran = Vec::new();
+    let mut failed = Vec::new();
     for (i, run) in mine.iter().enumerate() {
-        let action = run_one(run, &eval, &spec, opts, i + 1, mine.len(), observer)?;
-        ran.push((run.name.clone(), action));
+        match run_one(run, &eval, &spec, opts, i + 1, mine.len(), observer) {
+            Ok(action) => ran.push((run.name.clone(), action)),
+            Err(e) => {
+                let stopped = opts
+                    .stop
+                    .as_ref()
+                    .is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst));
+                if stopped {
+                    results::write(&spec, &all, &eval, &opts.out)?;
+                    return Err(e.context(
+                        "the protocol was interrupted; rerun the same command to continue",
+                    ));
+                }
+                // One run's failure (a divergence, a refused directory) leaves the others to run.
+                observer.on_failure(run, &e);
+                failed.push(format!("{}: {e:#}", run.name));
+            }
+        }
     }
     let (files, finished) = results::write(&spec, &all, &eval, &opts.out)?;
+    if !failed.is_empty() {
+        bail!(
+            "{} of the {} runs of this process failed; the results files in {} hold the {finished} finished runs. Fix the cause and rerun the same command:\n  {}",
+            failed.len(),
+            mine.len(),
+            opts.out.display(),
+            failed.join("\n  ")
+        );
+    }
     Ok(Outcome {
         ran,
         files,
