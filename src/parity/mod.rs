@@ -208,7 +208,7 @@ pub fn run_suite(choice: &AdapterChoice, shape: &ParityShape) -> Result<ParityRe
     rows.extend(evaluation::rows(&mut suite)?);
     rows.extend(exact_models::rows(choice, batch, n)?);
     rows.extend(split::rows(choice)?);
-    rows.extend(two_layer::rows(choice)?.0);
+    rows.extend(two_layer::rows(choice, &two_layer::tiny_shape())?.rows);
     let kernels = suite
         .gpu
         .plan_kernel_counts()
@@ -222,14 +222,12 @@ pub fn run_suite(choice: &AdapterChoice, shape: &ParityShape) -> Result<ParityRe
     })
 }
 
-/// The two-stochastic-layer section alone (`two_layer`), on its own tiny model.
-pub fn run_two_layer(choice: &AdapterChoice) -> Result<ParityReport> {
-    let (rows, device) = two_layer::rows(choice)?;
-    Ok(ParityReport {
-        device,
-        kernels: Vec::new(),
-        rows,
-    })
+pub use two_layer::tiny_shape as two_layer_shape;
+
+/// The two-stochastic-layer section alone (`two_layer`) on `shape` (its arch needs a top
+/// layer; `run_suite` uses [`two_layer_shape`]).
+pub fn run_two_layer(choice: &AdapterChoice, shape: &ParityShape) -> Result<ParityReport> {
+    two_layer::rows(choice, shape)
 }
 
 /// Fresh parameters, fresh Adam moments and empty running statistics.

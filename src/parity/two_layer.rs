@@ -4,7 +4,7 @@
 //! the CPU, fused training steps (one chunked), evaluation and the coupled chains.
 
 use super::coefficients::{dyadic_blocks, N8};
-use super::{binary_data, compare, restart, ParityRow};
+use super::{binary_data, compare, restart, ParityReport, ParityShape};
 use crate::backend::cpu::CpuBackend;
 use crate::backend::gpu::{AdapterChoice, GpuBackend};
 use crate::backend::{Backend, Noise};
@@ -14,24 +14,32 @@ use crate::optim::AdamConfig;
 use crate::rng::{self, Stream};
 use anyhow::Result;
 
-/// A two-layer model off the GEMM tiles everywhere: x 13, hidden 9-6, z1 3, top hidden 5, z2 2.
-fn tiny_arch() -> Arch {
-    Arch {
-        x_dim: 13,
-        hidden: vec![9, 6],
-        z_dim: 3,
-        likelihood: Default::default(),
-        top: Some(TopLayer {
-            hidden: vec![5],
-            z_dim: 2,
-        }),
+/// A two-layer model off the GEMM tiles everywhere: x 13, hidden 9-6, z1 3, top hidden 5,
+/// z2 2; 3 datapoints of 5 samples.
+pub fn tiny_shape() -> ParityShape {
+    ParityShape {
+        arch: Arch {
+            x_dim: 13,
+            hidden: vec![9, 6],
+            z_dim: 3,
+            likelihood: Default::default(),
+            top: Some(TopLayer {
+                hidden: vec![5],
+                z_dim: 2,
+            }),
+        },
+        batch: 3,
+        n: 5,
     }
 }
 
-/// The rows of the two-layer model, each prefixed "hvae", and the GPU backend's description.
-pub(super) fn rows(choice: &AdapterChoice) -> Result<(Vec<ParityRow>, String)> {
-    let arch = tiny_arch();
-    let (batch, n) = (3usize, 5usize);
+/// The rows of the two-layer model `shape.arch` (which needs a top layer), each prefixed
+/// "hvae", with the GPU backend's description and the dispatches per kernel of its plans.
+pub(super) fn rows(choice: &AdapterChoice, shape: &ParityShape) -> Result<ParityReport> {
+    let ParityShape { arch, batch, n } = shape.clone();
+    if arch.top.is_none() {
+        anyhow::bail!("the two-layer parity section needs a model with a top layer");
+    }
     let (xd, d1, nd) = (arch.x_dim, arch.z_dim, arch.noise_dim());
     let d2 = nd - d1;
     let mean: Vec<f32> = (0..xd).map(|j| 0.1 + 0.8 * j as f32 / xd as f32).collect();
@@ -215,7 +223,7 @@ pub(super) fn rows(choice: &AdapterChoice) -> Result<(Vec<ParityRow>, String)> {
     gpu.train_step(&x, batch, n, &noise, &p, &cfg, lr)?;
     let (sc, sg) = (cpu.take_stats()?, gpu.take_stats()?);
     rows.push(compare(
-        "hvae optim: parameters after a chunked step (3+2)",
+        "hvae optim: parameters after a chunked step (3 samples a pass)",
         &gpu.params()?,
         &cpu.params()?,
         lr * 0.1,
@@ -287,5 +295,14 @@ pub(super) fn rows(choice: &AdapterChoice) -> Result<(Vec<ParityRow>, String)> {
             1e-4,
         ));
     }
-    Ok((rows, device))
+    let kernels = gpu
+        .plan_kernel_counts()
+        .into_iter()
+        .map(|(k, n)| (k.to_string(), n))
+        .collect();
+    Ok(ParityReport {
+        device,
+        kernels,
+        rows,
+    })
 }

@@ -2,23 +2,67 @@
 //! section of `uvae check` on a tiny two-layer model, and the first epoch of a tiny
 //! two-layer training run on both backends through the binary.
 
-use unbiased_vae::parity;
+use unbiased_vae::model::{Arch, TopLayer};
+use unbiased_vae::parity::{self, ParityReport, ParityShape};
 
 use crate::common::cli::{metrics_lines, uvae};
 use crate::common::{any_adapter, have_gpu};
 
+fn two_layer_suite(shape: &ParityShape) -> ParityReport {
+    let report = parity::run_two_layer(&any_adapter(), shape).expect("two-layer parity runs");
+    let table = parity::format_table(&report);
+    println!("{table}");
+    assert!(report.rows.len() >= 30, "{table}");
+    assert_eq!(report.failed(), 0, "{table}");
+    report
+}
+
+fn dispatches(report: &ParityReport, kernel: &str) -> usize {
+    report
+        .kernels
+        .iter()
+        .find(|(k, _)| k == kernel)
+        .map_or(0, |(_, n)| *n)
+}
+
 /// Noise, z1, z2, log-weights, the gradient of IWAE, IWAE-DReG, STL, RWS and a subset
-/// program, fused and chunked steps, evaluation and the coupled chains, GPU against CPU.
+/// program, fused and chunked steps, evaluation and the coupled chains, GPU against CPU, on
+/// `uvae check`'s tiny two-layer shape (scalar GEMMs).
 #[test]
 fn two_layer_parity_rows_pass() {
     if !have_gpu() {
         return;
     }
-    let report = parity::run_two_layer(&any_adapter()).expect("two-layer parity runs");
-    let table = parity::format_table(&report);
-    println!("{table}");
-    assert!(report.rows.len() >= 30, "{table}");
-    assert_eq!(report.failed(), 0, "{table}");
+    let report = two_layer_suite(&parity::two_layer_shape());
+    assert!(dispatches(&report, "gemm") > 0, "{:?}", report.kernels);
+}
+
+/// The same rows with every width a multiple of 4 and 208 sample rows, so the per-row
+/// GEMMs take the vec4 path and the weight gradients split k (checked, not assumed).
+#[test]
+fn two_layer_parity_vec4_split_k_shape() {
+    if !have_gpu() {
+        return;
+    }
+    let report = two_layer_suite(&ParityShape {
+        arch: Arch {
+            x_dim: 132,
+            hidden: vec![68, 36],
+            z_dim: 8,
+            likelihood: Default::default(),
+            top: Some(TopLayer {
+                hidden: vec![20],
+                z_dim: 4,
+            }),
+        },
+        batch: 4,
+        n: 52,
+    });
+    assert!(
+        dispatches(&report, "gemm_vec4") >= 10 && dispatches(&report, "splitk_reduce") > 0,
+        "vec4 / split-K GEMMs not used: {:?}",
+        report.kernels
+    );
 }
 
 /// Same seed, tiny two-layer config: the first epoch's objective agrees to 1e-3 relative.
