@@ -1,6 +1,7 @@
 // The VAE's stochastic layer and likelihood: sampling z = mu + sigma * eps, the
 // log-weights l = log p(x|z) + log p(z) - log q(z|x), and the encoder's upstream gradient
-// sum_n (b_n P_n + c_n S_n) (the closed forms of P and S: docs/design.md §1). Needs rng.wgsl.
+// sum_n (b_n P_n + c_n S_n) (the closed forms of P and S: docs/design.md §1); at the end the
+// two-stochastic-layer model's kernels (docs/design.md §4). Needs rng.wgsl.
 
 // lik: LIK_BERNOULLI (logits) or LIK_GAUSSIAN (means) with inv_var = 1 / s^2 and log_norm =
 // -0.5 ln(2 pi s^2) per dimension (src/model/mod.rs, Likelihood). LIK_* come from the

@@ -1,5 +1,7 @@
 //! Host side of shaders/vae.wgsl: the shape and noise uniforms, and the dispatches of the
-//! VAE-specific kernels (sampling z, the log-weights, the encoder's upstream gradient).
+//! VAE-specific kernels (sampling z, the log-weights, the encoder's upstream gradient), and
+//! those of the two-layer model (sampling z1 and z2, its latent log-weight terms, the
+//! upstream gradients of q(z2 | z1) and of the encoder; docs/design.md §4).
 
 use super::buffers::ShapeBuffers;
 use super::pipelines::PipelineId;
