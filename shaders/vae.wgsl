@@ -1,13 +1,16 @@
 // The VAE's stochastic layer and likelihood: sampling z = mu + sigma * eps, the
 // log-weights l = log p(x|z) + log p(z) - log q(z|x), and the encoder's upstream gradient
-// sum_n (b_n P_n + c_n S_n) (the closed forms of P and S: docs/design.md §1). Needs rng.wgsl.
+// sum_n (b_n P_n + c_n S_n) (the closed forms of P and S: docs/design.md §1); at the end the
+// two-stochastic-layer model's kernels (docs/design.md §4). Needs rng.wgsl.
 
 // lik: LIK_BERNOULLI (logits) or LIK_GAUSSIAN (means) with inv_var = 1 / s^2 and log_norm =
 // -0.5 ln(2 pi s^2) per dimension (src/model/mod.rs, Likelihood). LIK_* come from the
 // prelude generated from src/backend/gpu/vae.rs.
+// z2_dim and noise_dim = z_dim + z2_dim: the two-layer model (z2_dim 0 for one layer).
 struct Shape {
     batch: u32, n: u32, rows: u32, x_dim: u32,
     z_dim: u32, lik: u32, inv_var: f32, log_norm: f32,
+    z2_dim: u32, noise_dim: u32, _s0: u32, _s1: u32,
 }
 
 // Where this pass's noise comes from (src/backend/mod.rs, Noise).
@@ -138,4 +141,174 @@ fn encoder_upstream(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
     }
     u_up[b * 2u * zd + d] = up_mu;
     u_up[b * 2u * zd + zd + d] = up_ls;
+}
+
+// ---- The two-stochastic-layer model (src/backend/cpu/hier.rs is the reference) ----
+// A sample row draws noise_dim = z_dim + z2_dim normals at its address, (first_sample + s)
+// * noise_dim + j: eps1 = j < z_dim, eps2 the rest; eps is stored [rows, noise_dim].
+
+// sample_z1: one thread per (row, z1 dimension), z1 = mu1 + sigma1 eps1 from the encoder's
+// output of the row's datapoint. sample_z2: one thread per (row, z2 dimension),
+// z2 = mu2 + sigma2 eps2 from the row's own q(z2 | z1) head.
+@group(0) @binding(2) var<storage, read> h_head: array<f32>;      // [batch or rows, 2 d]
+@group(0) @binding(3) var<storage, read_write> h_eps: array<f32>; // [rows, noise_dim]
+@group(0) @binding(4) var<storage, read_write> h_z: array<f32>;   // [rows, d]
+
+fn sample_head(id: u32, d_all: u32, eps_off: u32, per_datapoint: bool) {
+    let r = id / d_all;
+    let d = id % d_all;
+    let b = r / shape.n;
+    let s = r % shape.n;
+    let nd = shape.noise_dim;
+    let key = vec2<u32>(noise.seed_lo, noise.seed_hi);
+    let e = normal_at(key, noise.stream, noise.step, noise.first_datapoint + b, (noise.first_sample + s) * nd + eps_off + d);
+    let h = select(r, b, per_datapoint);
+    let mu = h_head[h * 2u * d_all + d];
+    let ls = h_head[h * 2u * d_all + d_all + d];
+    h_eps[r * nd + eps_off + d] = e;
+    h_z[id] = mu + exp(ls) * e;
+}
+
+@compute @workgroup_size(256)
+fn sample_z1(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let id = linear_id(gid, groups);
+    if (id < shape.rows * shape.z_dim) {
+        sample_head(id, shape.z_dim, 0u, true);
+    }
+}
+
+@compute @workgroup_size(256)
+fn sample_z2(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let id = linear_id(gid, groups);
+    if (id < shape.rows * shape.z2_dim) {
+        sample_head(id, shape.z2_dim, shape.z_dim, false);
+    }
+}
+
+// latent_log_weights2: one thread per row, after log_weights wrote log p(x | z1):
+// l += log p(z1 | z2) + log p(z2) - log q(z1 | x) - log q(z2 | z1) (2 pi constants cancel),
+// and p(z1 | z2)'s head is overwritten with that term's gradient at the head,
+// (r / sd, r^2 - 1) with r = (z1 - m) / sd (as the logits become x - sigmoid).
+@group(0) @binding(1) var<storage, read> t_eps: array<f32>;          // [rows, noise_dim]
+@group(0) @binding(2) var<storage, read> t_z1: array<f32>;           // [rows, z]
+@group(0) @binding(3) var<storage, read> t_z2: array<f32>;           // [rows, z2]
+@group(0) @binding(4) var<storage, read> t_enc_out: array<f32>;      // [batch, 2 z]
+@group(0) @binding(5) var<storage, read> t_qhead: array<f32>;        // [rows, 2 z2]: q(z2 | z1)
+@group(0) @binding(6) var<storage, read_write> t_phead: array<f32>;  // [rows, 2 z]: p(z1 | z2)
+@group(0) @binding(7) var<storage, read_write> t_lw: array<f32>;     // [rows]
+
+@compute @workgroup_size(64)
+fn latent_log_weights2(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let r = gid.x + gid.y * groups.x * 64u;
+    if (r >= shape.rows) {
+        return;
+    }
+    let b = r / shape.n;
+    let d1 = shape.z_dim;
+    let d2 = shape.z2_dim;
+    let nd = shape.noise_dim;
+    var lz = 0.0;
+    for (var d = 0u; d < d1; d++) {
+        let e = t_eps[r * nd + d];
+        let m = t_phead[r * 2u * d1 + d];
+        let pls = t_phead[r * 2u * d1 + d1 + d];
+        let inv_sd = exp(-pls);
+        let res = (t_z1[r * d1 + d] - m) * inv_sd;
+        lz += 0.5 * (e * e - res * res) + t_enc_out[b * 2u * d1 + d1 + d] - pls;
+        t_phead[r * 2u * d1 + d] = res * inv_sd;
+        t_phead[r * 2u * d1 + d1 + d] = res * res - 1.0;
+    }
+    for (var d = 0u; d < d2; d++) {
+        let e = t_eps[r * nd + d1 + d];
+        let z = t_z2[r * d2 + d];
+        lz += 0.5 * (e * e - z * z) + t_qhead[r * 2u * d2 + d2 + d];
+    }
+    t_lw[r] = t_lw[r] + lz;
+}
+
+// z1_grad_lik: one thread per (row, z1 dimension): g1 = grad_z1 [log p(x | z1) + log p(z1 | z2)]
+// from the decoder's input gradient and p(z1 | z2)'s head gradient (its mean part is r / sd,
+// and d/dz1 of that term is -r / sd).
+@group(0) @binding(1) var<storage, read> g_dz: array<f32>;          // [rows, z]
+@group(0) @binding(2) var<storage, read> g_phead: array<f32>;       // [rows, 2 z], gradient
+@group(0) @binding(3) var<storage, read_write> g_g1: array<f32>;    // [rows, z]
+
+@compute @workgroup_size(256)
+fn z1_grad_lik(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let id = linear_id(gid, groups);
+    let d1 = shape.z_dim;
+    if (id >= shape.rows * d1) {
+        return;
+    }
+    let r = id / d1;
+    let d = id % d1;
+    g_g1[id] = g_dz[id] - g_phead[r * 2u * d1 + d];
+}
+
+// top_upstream: one thread per (row, z2 dimension), with G2 = grad_z2 log p(z1 | z2) - z2
+// + eps2 / sigma2: q(z2 | z1)'s head gradient for its parameters, b (G2, sigma2 eps2 G2) +
+// c (-eps2 / sigma2, 1 - eps2^2), and for its input z1 (parameters fixed),
+// (G2 - eps2 / sigma2, sigma2 eps2 G2 + 1 - eps2^2).
+@group(0) @binding(1) var<storage, read> q_coef: array<f32>;        // [3, rows]: a, b, c
+@group(0) @binding(2) var<storage, read> q_eps: array<f32>;         // [rows, noise_dim]
+@group(0) @binding(3) var<storage, read> q_z2: array<f32>;          // [rows, z2]
+@group(0) @binding(4) var<storage, read> q_dz2: array<f32>;         // [rows, z2]
+@group(0) @binding(5) var<storage, read> q_qhead: array<f32>;       // [rows, 2 z2]
+@group(0) @binding(6) var<storage, read_write> q_up: array<f32>;    // [rows, 2 z2]
+@group(0) @binding(7) var<storage, read_write> q_up_in: array<f32>; // [rows, 2 z2]
+
+@compute @workgroup_size(256)
+fn top_upstream(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let id = linear_id(gid, groups);
+    let d2 = shape.z2_dim;
+    if (id >= shape.rows * d2) {
+        return;
+    }
+    let r = id / d2;
+    let d = id % d2;
+    let bc = q_coef[shape.rows + r];
+    let cc = q_coef[2u * shape.rows + r];
+    let e = q_eps[r * shape.noise_dim + shape.z_dim + d];
+    let sigma = exp(q_qhead[r * 2u * d2 + d2 + d]);
+    let g = q_dz2[id] - q_z2[id] + e / sigma;
+    q_up[r * 2u * d2 + d] = bc * g - cc * e / sigma;
+    q_up[r * 2u * d2 + d2 + d] = bc * sigma * e * g + cc * (1.0 - e * e);
+    q_up_in[r * 2u * d2 + d] = g - e / sigma;
+    q_up_in[r * 2u * d2 + d2 + d] = sigma * e * g + 1.0 - e * e;
+}
+
+// encoder_upstream2: one thread per (datapoint, z1 dimension), summing its samples:
+// G1 = g1 + (z1's gradient through q(z2 | z1)'s input) + eps1 / sigma1, and
+// up = sum_n b_n (G1, sigma1 eps1 G1) + c_n (-eps1 / sigma1, 1 - eps1^2).
+@group(0) @binding(1) var<storage, read> e_coef: array<f32>;        // [3, rows]
+@group(0) @binding(2) var<storage, read> e_eps: array<f32>;         // [rows, noise_dim]
+@group(0) @binding(3) var<storage, read> e_g1: array<f32>;          // [rows, z]
+@group(0) @binding(4) var<storage, read> e_dzq: array<f32>;         // [rows, z]
+@group(0) @binding(5) var<storage, read> e_enc_out: array<f32>;     // [batch, 2 z]
+@group(0) @binding(6) var<storage, read_write> e_up: array<f32>;    // [batch, 2 z]
+
+@compute @workgroup_size(256)
+fn encoder_upstream2(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let id = linear_id(gid, groups);
+    let d1 = shape.z_dim;
+    if (id >= shape.batch * d1) {
+        return;
+    }
+    let b = id / d1;
+    let d = id % d1;
+    let sigma = exp(e_enc_out[b * 2u * d1 + d1 + d]);
+    var up_mu = 0.0;
+    var up_ls = 0.0;
+    for (var s = 0u; s < shape.n; s++) {
+        let r = b * shape.n + s;
+        let bc = e_coef[shape.rows + r];
+        let cc = e_coef[2u * shape.rows + r];
+        let e = e_eps[r * shape.noise_dim + d];
+        let e_over_s = e / sigma;
+        let g = e_g1[r * d1 + d] + e_dzq[r * d1 + d] + e_over_s;
+        up_mu += bc * g - cc * e_over_s;
+        up_ls += bc * sigma * e * g + cc * (1.0 - e * e);
+    }
+    e_up[b * 2u * d1 + d] = up_mu;
+    e_up[b * 2u * d1 + d1 + d] = up_ls;
 }

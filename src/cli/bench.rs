@@ -13,7 +13,7 @@ use unbiased_vae::{bench, error, profile};
 pub struct BenchArgs {
     #[command(flatten)]
     common: CommonArgs,
-    /// The model: vae (784-200-200-50) or hvae (Burda et al.'s two stochastic layers; CPU).
+    /// The model: vae (784-200-200-50) or hvae (Burda et al.'s two stochastic layers).
     #[arg(long, value_enum, default_value = "vae")]
     model: ModelChoice,
     /// Training configurations, estimator:k:batch, comma-separated.
@@ -107,7 +107,7 @@ pub fn run_bench(a: BenchArgs) -> Result<()> {
 pub struct ProfileArgs {
     #[command(flatten)]
     common: CommonArgs,
-    /// The model: vae (784-200-200-50) or hvae (Burda et al.'s two stochastic layers; CPU).
+    /// The model: vae (784-200-200-50) or hvae (Burda et al.'s two stochastic layers).
     #[arg(long, value_enum, default_value = "vae")]
     model: ModelChoice,
     #[arg(long, default_value = "iwae")]

@@ -147,8 +147,10 @@ impl ProtocolObserver for ProtocolConsole {
         ));
     }
     fn on_failure(&mut self, run: &PlannedRun, error: &anyhow::Error) {
-        self.train
-            .warn(&format!("  {} failed: {error:#}; going on with the next run", run.name));
+        self.train.warn(&format!(
+            "  {} failed: {error:#}; going on with the next run",
+            run.name
+        ));
     }
     fn training(&mut self) -> &mut dyn TrainObserver {
         &mut self.train

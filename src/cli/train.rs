@@ -75,7 +75,7 @@ pub struct TrainArgs {
     /// Clip the decoder gradient to this L2 norm.
     #[arg(long, allow_negative_numbers = true)]
     clip_decoder: Option<f64>,
-    /// Model: vae (MNIST MLP VAE), hvae (two stochastic layers, CPU only for now), toy
+    /// Model: vae (MNIST MLP VAE), hvae (two stochastic layers), toy
     /// (linear-Gaussian, D = 20) or ppca (probabilistic PCA); toy and ppca train on their own
     /// generated data and report the exact log p(x).
     #[arg(long, value_enum, default_value = "vae")]

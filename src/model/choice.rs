@@ -10,8 +10,7 @@ pub enum ModelChoice {
     /// The MNIST MLP VAE with a Bernoulli decoder.
     #[default]
     Vae,
-    /// Burda et al.'s MNIST VAE with two stochastic layers (z1 | x, z2 | z1); CPU backend only
-    /// for now.
+    /// Burda et al.'s MNIST VAE with two stochastic layers (z1 | x, z2 | z1).
     Hvae,
     /// The linear-Gaussian toy model (DReG paper section 6.1), trained on its own generated
     /// data; exact log p(x).

@@ -4,8 +4,9 @@
 //!
 //! `run_suite` runs the sections in order, each a file: `forward` (rng, encoder, z,
 //! log-weights), `coefficients`, `gradients`, `training` (fused optimizer steps), `chains`
-//! (coupled chains), `evaluation`, `exact_models` and `split` (split-K GEMMs and two-level
-//! reductions at forced slice counts). The sections share one pair of
+//! (coupled chains), `evaluation`, `exact_models`, `split` (split-K GEMMs and two-level
+//! reductions at forced slice counts) and `two_layer` (the two-stochastic-layer model, on
+//! its own backends). The sections share one pair of
 //! backends, so each one starts from the state the one before left.
 
 mod chains;
@@ -16,6 +17,7 @@ mod forward;
 mod gradients;
 mod split;
 mod training;
+mod two_layer;
 
 use crate::backend::cpu::CpuBackend;
 use crate::backend::gpu::{AdapterChoice, GpuBackend};
@@ -206,6 +208,7 @@ pub fn run_suite(choice: &AdapterChoice, shape: &ParityShape) -> Result<ParityRe
     rows.extend(evaluation::rows(&mut suite)?);
     rows.extend(exact_models::rows(choice, batch, n)?);
     rows.extend(split::rows(choice)?);
+    rows.extend(two_layer::rows(choice, &two_layer::tiny_shape())?.rows);
     let kernels = suite
         .gpu
         .plan_kernel_counts()
@@ -217,6 +220,14 @@ pub fn run_suite(choice: &AdapterChoice, shape: &ParityShape) -> Result<ParityRe
         kernels,
         rows,
     })
+}
+
+pub use two_layer::tiny_shape as two_layer_shape;
+
+/// The two-stochastic-layer section alone (`two_layer`) on `shape` (its arch needs a top
+/// layer; `run_suite` uses [`two_layer_shape`]).
+pub fn run_two_layer(choice: &AdapterChoice, shape: &ParityShape) -> Result<ParityReport> {
+    two_layer::rows(choice, shape)
 }
 
 /// Fresh parameters, fresh Adam moments and empty running statistics.

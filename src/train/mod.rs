@@ -118,8 +118,6 @@ pub fn make_backend(
         BackendChoice::Gpu => gpu(true),
         BackendChoice::Auto => match gpu(adapter.is_some()) {
             Ok(b) => Ok(b),
-            // An adapter was found but cannot run this model: say so rather than fall back.
-            Err(e) if e.is::<crate::backend::gpu::TwoLayerOnGpu>() => Err(e),
             Err(e) => {
                 // One line, whatever the error's chain holds.
                 let why = format!("{e:#}")

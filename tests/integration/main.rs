@@ -13,6 +13,7 @@ mod coupling;
 mod exact_training;
 mod figures;
 mod gpu_cli;
+mod gpu_hvae;
 mod gpu_parity;
 mod gpu_plan;
 mod grad_stats;

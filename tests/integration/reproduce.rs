@@ -275,9 +275,17 @@ fn every_row_is_configured_as_its_paper_says() {
                     let est = est.trim_end_matches('2');
                     assert_eq!(kind, if est == "vae" { "elbo" } else { "iwae" }, "{what}");
                     let (model, z) = if two { ("hvae", 100) } else { ("vae", 50) };
-                    assert_eq!((get("/model"), get("/arch/z_dim")), (model.into(), z.into()), "{what}");
+                    assert_eq!(
+                        (get("/model"), get("/arch/z_dim")),
+                        (model.into(), z.into()),
+                        "{what}"
+                    );
                     if two {
-                        assert_eq!(get("/arch/top/hidden"), serde_json::json!([100, 100]), "{what}");
+                        assert_eq!(
+                            get("/arch/top/hidden"),
+                            serde_json::json!([100, 100]),
+                            "{what}"
+                        );
                         assert_eq!(get("/arch/top/z_dim"), 50, "{what}");
                     }
                     assert!(

@@ -14,6 +14,9 @@ pub(super) struct ShapeBuffers {
     pub enc: Vec<wgpu::Buffer>,
     /// dec[0] is z, dec[i] the output of decoder layer i (the last: logits, then x - sigmoid).
     pub dec: Vec<wgpu::Buffer>,
+    /// The two-layer model's per-row buffers (None for one layer).
+    pub top: Option<TopBuffers>,
+    /// [rows, noise_dim]: every row's normals (z_dim, then the top layer's z2_dim).
     pub eps: wgpu::Buffer,
     pub lw: wgpu::Buffer,
     pub coef: wgpu::Buffer,
@@ -29,6 +32,38 @@ pub(super) struct ShapeBuffers {
     pub splitk_floats: usize,
     /// The gradient norms' partial sums of squares (`GpuBackend::norm_layout`).
     pub norm_partials: wgpu::Buffer,
+}
+
+/// The per-row buffers of the two-stochastic-layer model (`--model hvae`).
+pub(super) struct TopBuffers {
+    /// q(z2 | z1): enc2[0] is z1 (the same buffer as `dec[0]`), enc2[i] the output of
+    /// encoder2 layer i (the last: mu2, log sigma2 per row).
+    pub enc2: Vec<wgpu::Buffer>,
+    /// p(z1 | z2): dec2[0] is z2, dec2[i] the output of decoder2 layer i (the last: the
+    /// mean and log sd of z1, then the gradient of log p(z1 | z2) at them).
+    pub dec2: Vec<wgpu::Buffer>,
+    /// [rows, z]: grad_z1 [log p(x | z1) + log p(z1 | z2)].
+    pub g1: wgpu::Buffer,
+    /// [rows, 2 z2]: q(z2 | z1)'s head gradient for its parameters (b P + c S), and for its
+    /// input z1.
+    pub up2: wgpu::Buffer,
+    pub up2_in: wgpu::Buffer,
+}
+
+impl TopBuffers {
+    pub(super) fn qhead(&self) -> &wgpu::Buffer {
+        self.enc2.last().expect("encoder2 output")
+    }
+    pub(super) fn phead(&self) -> &wgpu::Buffer {
+        self.dec2.last().expect("decoder2 output")
+    }
+    /// Its own buffers (enc2[0] belongs to the decoder's activations).
+    fn buffers(&self) -> impl Iterator<Item = &wgpu::Buffer> {
+        self.enc2[1..]
+            .iter()
+            .chain(&self.dec2)
+            .chain([&self.g1, &self.up2, &self.up2_in])
+    }
 }
 
 impl ShapeBuffers {
@@ -58,6 +93,7 @@ impl ShapeBuffers {
                 &self.norm_partials,
             ])
             .chain(self.delta.iter())
+            .chain(self.top.iter().flat_map(TopBuffers::buffers))
     }
 }
 
@@ -67,6 +103,8 @@ impl GpuBackend {
         a.encoder_dims()
             .into_iter()
             .chain(a.decoder_dims())
+            .chain(a.encoder2_dims())
+            .chain(a.decoder2_dims())
             .max()
             .unwrap_or(1)
     }
@@ -119,6 +157,30 @@ impl GpuBackend {
         let splitk_floats = self.grid.scratch_floats(limit / 4);
         ctx.queue
             .write_buffer(&ones, 0, bytemuck::cast_slice(&vec![1.0f32; rc.max(bc)]));
+        let dec: Vec<wgpu::Buffer> = a
+            .decoder_dims()
+            .iter()
+            .map(|&d| ctx.storage("decoder activations", rc * d))
+            .collect();
+        let top = a.top.as_ref().map(|t| {
+            let mut enc2 = vec![dec[0].clone()];
+            enc2.extend(
+                a.encoder2_dims()[1..]
+                    .iter()
+                    .map(|&d| ctx.storage("encoder2 activations", rc * d)),
+            );
+            TopBuffers {
+                enc2,
+                dec2: a
+                    .decoder2_dims()
+                    .iter()
+                    .map(|&d| ctx.storage("decoder2 activations", rc * d))
+                    .collect(),
+                g1: ctx.storage("z1 gradient", rc * a.z_dim),
+                up2: ctx.storage("encoder2 upstream", rc * 2 * t.z_dim),
+                up2_in: ctx.storage("encoder2 input upstream", rc * 2 * t.z_dim),
+            }
+        });
         ShapeBuffers {
             batch_cap: bc,
             rows_cap: rc,
@@ -127,12 +189,9 @@ impl GpuBackend {
                 .iter()
                 .map(|&d| ctx.storage("encoder activations", bc * d))
                 .collect(),
-            dec: a
-                .decoder_dims()
-                .iter()
-                .map(|&d| ctx.storage("decoder activations", rc * d))
-                .collect(),
-            eps: ctx.storage("eps", rc * a.z_dim),
+            dec,
+            top,
+            eps: ctx.storage("eps", rc * a.noise_dim()),
             lw: ctx.storage("log-weights", rc),
             coef: ctx.storage("coefficients", 3 * rc),
             objective: ctx.storage("objective", bc),

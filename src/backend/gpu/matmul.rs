@@ -367,45 +367,86 @@ pub(super) fn mlp_backward<'a>(
             out.push(bias_grad(bb, arena, l, m, delta, e_buf, scale.is_some()));
         }
         if i > 0 || want_input {
-            let next = match cur {
-                Some(0) => 1,
-                _ => 0,
-            };
-            let ig = GemmU {
-                m: m as u32,
-                n: l.inp as u32,
-                k: l.out as u32,
-                flags: if i > 0 { FLAG_TANH_GRAD } else { 0 },
-                a_rs: l.out as u32,
-                a_cs: 1,
-                b_off: l.w as u32,
-                b_rs: l.inp as u32,
-                b_cs: 1,
-                c_rs: l.inp as u32,
-                c_cs: 1,
-                e_rs: l.inp as u32,
-                alpha: 1.0,
-                ..Default::default()
-            };
-            gemm_step(
-                arena,
-                &bb.split,
-                out,
-                ig,
-                delta,
-                bb.params,
-                &sb.delta[next],
-                &acts[i],
-                format!(
-                    "{} input grad [{m}x{} . {}x{}]",
-                    l.name, l.out, l.out, l.inp
-                ),
-                None,
-            );
-            cur = Some(next);
+            cur = Some(input_grad(bb, arena, out, l, i, m, delta, &acts[i], cur));
         }
     }
     cur
+}
+
+/// The gradient at the input of layer `i` (`l`) over `m` rows from `delta` at its output,
+/// back through the tanh before it when `i > 0`, into the ping-pong buffer `cur` does not
+/// hold; returns that buffer's index.
+#[allow(clippy::too_many_arguments)]
+fn input_grad<'a>(
+    bb: &BackwardBuffers<'a>,
+    arena: &mut UniformArena,
+    out: &mut Vec<DispatchSpec<'a>>,
+    l: &Linear,
+    i: usize,
+    m: usize,
+    delta: &'a wgpu::Buffer,
+    act: &'a wgpu::Buffer,
+    cur: Option<usize>,
+) -> usize {
+    let next = match cur {
+        Some(0) => 1,
+        _ => 0,
+    };
+    let ig = GemmU {
+        m: m as u32,
+        n: l.inp as u32,
+        k: l.out as u32,
+        flags: if i > 0 { FLAG_TANH_GRAD } else { 0 },
+        a_rs: l.out as u32,
+        a_cs: 1,
+        b_off: l.w as u32,
+        b_rs: l.inp as u32,
+        b_cs: 1,
+        c_rs: l.inp as u32,
+        c_cs: 1,
+        e_rs: l.inp as u32,
+        alpha: 1.0,
+        ..Default::default()
+    };
+    gemm_step(
+        arena,
+        &bb.split,
+        out,
+        ig,
+        delta,
+        bb.params,
+        &bb.sb.delta[next],
+        act,
+        format!(
+            "{} input grad [{m}x{} . {}x{}]",
+            l.name, l.out, l.out, l.inp
+        ),
+        None,
+    );
+    next
+}
+
+/// The gradient at an MLP's input over `m` rows from `delta0` at its (linear) output, its
+/// parameters fixed: input-gradient GEMMs only, no weight gradients (the two-layer model's
+/// path from z2 back into z1 through q(z2 | z1)). Returns the ping-pong buffer holding it.
+pub(super) fn mlp_input_grad<'a>(
+    bb: &BackwardBuffers<'a>,
+    arena: &mut UniformArena,
+    out: &mut Vec<DispatchSpec<'a>>,
+    layers: &[Linear],
+    acts: &'a [wgpu::Buffer],
+    delta0: &'a wgpu::Buffer,
+    m: usize,
+) -> usize {
+    let mut cur: Option<usize> = None;
+    for (i, l) in layers.iter().enumerate().rev() {
+        let delta = match cur {
+            None => delta0,
+            Some(j) => &bb.sb.delta[j],
+        };
+        cur = Some(input_grad(bb, arena, out, l, i, m, delta, &acts[i], cur));
+    }
+    cur.expect("an MLP has layers")
 }
 
 /// Bias gradient: column sums of delta [m, out], weighted by a where the weight gradient is

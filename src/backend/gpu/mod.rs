@@ -101,18 +101,10 @@ pub struct GpuBackend {
     grid: grid::GridConfig,
 }
 
-/// A two-stochastic-layer model on a GPU adapter: its kernels do not exist yet.
-#[derive(Debug, thiserror::Error)]
-#[error("two-stochastic-layer models (--model hvae, --model hgauss) run on the CPU only for now: the GPU backend has no two-layer kernels yet; use --backend cpu")]
-pub struct TwoLayerOnGpu;
-
 impl GpuBackend {
     pub fn new(layout: &Layout, params: &[f32], choice: &AdapterChoice) -> Result<GpuBackend> {
         crate::backend::check_param_len(layout, params)?;
         let ctx = GpuContext::new(choice)?;
-        if layout.arch.top.is_some() {
-            return Err(TwoLayerOnGpu.into());
-        }
         let max_binding = ctx.limits.max_storage_buffer_binding_size as usize;
         if 3 * layout.len * 4 > max_binding {
             bail!(
@@ -160,18 +152,38 @@ impl GpuBackend {
         &self.ctx.adapter
     }
 
-    /// After a forward pass: (eps, z, encoder output) of the last shape, for parity checks.
+    /// After a forward pass: (eps [rows, noise_dim], z (z1 of the two-layer model), encoder
+    /// output) of the last shape, for parity checks.
     pub fn read_forward_state(&self) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
         let (batch, n) = self
             .last
             .ok_or_else(|| anyhow::anyhow!("no forward pass yet"))?;
         let sb = self.shape.as_ref().expect("shape buffers exist");
-        let zd = self.layout.arch.z_dim;
+        let (zd, nd) = (self.layout.arch.z_dim, self.layout.arch.noise_dim());
         Ok((
-            self.ctx.read(&sb.eps, 0, batch * n * zd)?,
+            self.ctx.read(&sb.eps, 0, batch * n * nd)?,
             self.ctx.read(&sb.dec[0], 0, batch * n * zd)?,
             self.ctx
                 .read(sb.enc.last().expect("encoder output"), 0, batch * 2 * zd)?,
+        ))
+    }
+
+    /// After a forward pass of the two-layer model: z2 [rows, z2] and q(z2 | z1)'s head
+    /// [rows, 2 z2] of the last shape, for parity checks.
+    pub fn read_top_state(&self) -> Result<(Vec<f32>, Vec<f32>)> {
+        let (batch, n) = self
+            .last
+            .ok_or_else(|| anyhow::anyhow!("no forward pass yet"))?;
+        let sb = self.shape.as_ref().expect("shape buffers exist");
+        let top = sb
+            .top
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("the model has one stochastic layer"))?;
+        let a = &self.layout.arch;
+        let d2 = a.noise_dim() - a.z_dim;
+        Ok((
+            self.ctx.read(&top.dec2[0], 0, batch * n * d2)?,
+            self.ctx.read(top.qhead(), 0, batch * n * 2 * d2)?,
         ))
     }
 

@@ -41,10 +41,16 @@ pub enum PipelineId {
     ChainStep,
     ChainEncoder,
     ChainGather,
+    SampleZ1,
+    SampleZ2,
+    LatentLogWeights2,
+    Z1GradLik,
+    TopUpstream,
+    EncoderUpstream2,
 }
 
 impl PipelineId {
-    pub const ALL: [PipelineId; 17] = [
+    pub const ALL: [PipelineId; 23] = [
         PipelineId::Gemm,
         PipelineId::GemmVec4,
         PipelineId::ColumnSums,
@@ -62,6 +68,12 @@ impl PipelineId {
         PipelineId::ChainStep,
         PipelineId::ChainEncoder,
         PipelineId::ChainGather,
+        PipelineId::SampleZ1,
+        PipelineId::SampleZ2,
+        PipelineId::LatentLogWeights2,
+        PipelineId::Z1GradLik,
+        PipelineId::TopUpstream,
+        PipelineId::EncoderUpstream2,
     ];
 
     /// (family, entry point, bindings as the WGSL declares them).
@@ -83,6 +95,36 @@ impl PipelineId {
                 Family::Vae,
                 "sample_z",
                 seq(&[Uniform, Uniform, Read, ReadWrite, ReadWrite]),
+            ),
+            PipelineId::SampleZ1 => (
+                Family::Vae,
+                "sample_z1",
+                seq(&[Uniform, Uniform, Read, ReadWrite, ReadWrite]),
+            ),
+            PipelineId::SampleZ2 => (
+                Family::Vae,
+                "sample_z2",
+                seq(&[Uniform, Uniform, Read, ReadWrite, ReadWrite]),
+            ),
+            PipelineId::LatentLogWeights2 => (
+                Family::Vae,
+                "latent_log_weights2",
+                seq(&[Uniform, Read, Read, Read, Read, Read, ReadWrite, ReadWrite]),
+            ),
+            PipelineId::Z1GradLik => (
+                Family::Vae,
+                "z1_grad_lik",
+                seq(&[Uniform, Read, Read, ReadWrite]),
+            ),
+            PipelineId::TopUpstream => (
+                Family::Vae,
+                "top_upstream",
+                seq(&[Uniform, Read, Read, Read, Read, Read, ReadWrite, ReadWrite]),
+            ),
+            PipelineId::EncoderUpstream2 => (
+                Family::Vae,
+                "encoder_upstream2",
+                seq(&[Uniform, Read, Read, Read, Read, Read, ReadWrite]),
             ),
             PipelineId::LogWeights => (
                 Family::Vae,

@@ -3,7 +3,7 @@
 
 use super::buffers::ShapeBuffers;
 use super::context::GpuContext;
-use super::matmul::{mlp_backward, mlp_forward, BackwardBuffers, SplitK};
+use super::matmul::{mlp_backward, mlp_forward, mlp_input_grad, BackwardBuffers, SplitK};
 use super::pipelines::PipelineId;
 use super::vae::{self, ShapeU};
 use super::{weights, GpuBackend};
@@ -118,10 +118,17 @@ impl GpuBackend {
             align,
         };
         // Specs are collected first: bind groups need the arena's buffer.
-        let shape = arena.push(&ShapeU::new(&self.layout.arch, batch, n));
+        let shape_u = ShapeU::new(&self.layout.arch, batch, n);
+        let shape = arena.push(&shape_u);
         let mut forward = self.encoder_forward(sb, &mut arena, batch);
-        forward.extend(self.sampling_decoder(sb, &mut arena, shape, batch, n));
-        let backward = self.backward_specs(sb, &mut arena, shape, batch, n, accumulate);
+        let backward = if self.layout.arch.top.is_some() {
+            let lik_only = arena.push(&shape_u.likelihood_only());
+            forward.extend(self.sampling_two_layer(sb, &mut arena, shape, lik_only, batch, n));
+            self.backward_two_layer(sb, &mut arena, shape, batch, n, accumulate)
+        } else {
+            forward.extend(self.sampling_decoder(sb, &mut arena, shape, batch, n));
+            self.backward_specs(sb, &mut arena, shape, batch, n, accumulate)
+        };
         let norms = self.grad_norms_specs(sb, &mut arena);
 
         let uniforms = self.ctx.uniform("plan uniforms", arena.bytes.len());
@@ -250,6 +257,139 @@ impl GpuBackend {
             batch,
             None,
             false,
+        );
+        out
+    }
+
+    /// The two-layer model's forward from the encoder's output on, per sample row: z1,
+    /// q(z2 | z1), z2, p(z1 | z2), p(x | z1), then the log-weights (the likelihood by
+    /// `log_weights` under the `lik_only` shape, the latent terms added after it).
+    fn sampling_two_layer<'a>(
+        &'a self,
+        sb: &'a ShapeBuffers,
+        arena: &mut UniformArena,
+        shape: (u64, u64),
+        lik_only: (u64, u64),
+        batch: usize,
+        n: usize,
+    ) -> Vec<DispatchSpec<'a>> {
+        let a = &self.layout.arch;
+        let (d1, d2) = (a.z_dim, a.noise_dim() - a.z_dim);
+        let top = sb.top.as_ref().expect("two-layer buffers exist");
+        let rows = batch * n;
+        let split = self.split_k(sb);
+        let mut out = vec![vae::sample_z1(shape, &self.noise_u, sb, rows, d1)];
+        let l = &self.layout;
+        mlp_forward(
+            &self.params,
+            arena,
+            split,
+            &mut out,
+            &l.encoder2,
+            rows,
+            &top.enc2,
+        );
+        out.push(vae::sample_z2(shape, &self.noise_u, sb, rows, d2));
+        mlp_forward(
+            &self.params,
+            arena,
+            split,
+            &mut out,
+            &l.decoder2,
+            rows,
+            &top.dec2,
+        );
+        mlp_forward(
+            &self.params,
+            arena,
+            split,
+            &mut out,
+            &l.decoder,
+            rows,
+            &sb.dec,
+        );
+        out.push(vae::log_weights(lik_only, sb, rows, a.x_dim));
+        out.push(vae::latent_log_weights2(shape, sb, rows, d1, d2));
+        out
+    }
+
+    /// The two-layer model's backward (src/backend/cpu/hier.rs is the reference): p(x | z1)
+    /// and p(z1 | z2) scaled by a, giving grad_z1 and grad_z2 of the p terms; q(z2 | z1)'s
+    /// parameters from b P + c S at its head; z1's gradient through q(z2 | z1)'s input; the
+    /// encoder's upstream summed over samples, then the encoder.
+    fn backward_two_layer<'a>(
+        &'a self,
+        sb: &'a ShapeBuffers,
+        arena: &mut UniformArena,
+        shape: (u64, u64),
+        batch: usize,
+        n: usize,
+        accumulate: bool,
+    ) -> Vec<DispatchSpec<'a>> {
+        let a = &self.layout.arch;
+        let (d1, d2) = (a.z_dim, a.noise_dim() - a.z_dim);
+        let top = sb.top.as_ref().expect("two-layer buffers exist");
+        let rows = batch * n;
+        let l = &self.layout;
+        let mut out = Vec::new();
+        let bb = BackwardBuffers {
+            params: &self.params,
+            grad: &self.grad,
+            sb,
+            inv_b: 1.0 / batch as f32,
+            beta: if accumulate { 1.0 } else { 0.0 },
+            split: self.split_k(sb),
+        };
+        let coef = Some(&sb.coef);
+        let dz = mlp_backward(
+            &bb,
+            arena,
+            &mut out,
+            &l.decoder,
+            &sb.dec,
+            sb.decoder_output(),
+            rows,
+            coef,
+            true,
+        )
+        .expect("decoder backward yields dz1");
+        out.push(vae::z1_grad_lik(shape, sb, dz, rows, d1));
+        let dz2 = mlp_backward(
+            &bb,
+            arena,
+            &mut out,
+            &l.decoder2,
+            &top.dec2,
+            top.phead(),
+            rows,
+            coef,
+            true,
+        )
+        .expect("decoder2 backward yields dz2");
+        out.push(vae::top_upstream(shape, sb, dz2, rows, d2));
+        mlp_backward(
+            &bb,
+            arena,
+            &mut out,
+            &l.encoder2,
+            &top.enc2,
+            &top.up2,
+            rows,
+            None,
+            false,
+        );
+        let dzq = mlp_input_grad(
+            &bb,
+            arena,
+            &mut out,
+            &l.encoder2,
+            &top.enc2,
+            &top.up2_in,
+            rows,
+        );
+        out.push(vae::encoder_upstream2(shape, sb, dzq, batch, n, d1));
+        mlp_backward(
+            &bb, arena, &mut out, &l.encoder, &sb.enc, &sb.enc_up, batch, None, false,
         );
         out
     }

@@ -1,5 +1,7 @@
 //! Host side of shaders/vae.wgsl: the shape and noise uniforms, and the dispatches of the
-//! VAE-specific kernels (sampling z, the log-weights, the encoder's upstream gradient).
+//! VAE-specific kernels (sampling z, the log-weights, the encoder's upstream gradient), and
+//! those of the two-layer model (sampling z1 and z2, its latent log-weight terms, the
+//! upstream gradients of q(z2 | z1) and of the encoder; docs/design.md §4).
 
 use super::buffers::ShapeBuffers;
 use super::pipelines::PipelineId;
@@ -29,6 +31,11 @@ pub(super) struct ShapeU {
     lik: u32,
     inv_var: f32,
     log_norm: f32,
+    /// The two-layer model's z2 dimension (0 for one layer).
+    z2_dim: u32,
+    /// Normals drawn per sample row: z_dim + z2_dim.
+    noise_dim: u32,
+    _pad: [u32; 2],
 }
 
 impl ShapeU {
@@ -45,7 +52,16 @@ impl ShapeU {
             },
             inv_var: arch.likelihood.inv_var() as f32,
             log_norm: arch.likelihood.log_norm() as f32,
+            z2_dim: (arch.noise_dim() - arch.z_dim) as u32,
+            noise_dim: arch.noise_dim() as u32,
+            _pad: [0; 2],
         }
+    }
+
+    /// The same shape with no latent terms: `log_weights` then writes log p(x | z) alone
+    /// (the two-layer model adds its latent terms in `latent_log_weights2`).
+    pub(super) fn likelihood_only(self) -> ShapeU {
+        ShapeU { z_dim: 0, ..self }
     }
 }
 
@@ -156,5 +172,179 @@ pub(super) fn encoder_upstream<'a>(
         label: format!("encoder upstream [{batch}x{n}x{zd}]"),
         flops: 0.0,
         bytes: 4.0 * (2 * batch * n + 3 * batch * n * zd + 4 * batch * zd) as f64,
+    }
+}
+
+/// The two-layer model's top buffers of `sb`.
+fn top(sb: &ShapeBuffers) -> &super::buffers::TopBuffers {
+    sb.top.as_ref().expect("two-layer buffers exist")
+}
+
+fn noise_binding(noise_u: &wgpu::Buffer) -> Res<'_> {
+    Res::Own(noise_u, 0, std::mem::size_of::<NoiseU>() as u64)
+}
+
+/// Two layers: z1 = mu1 + sigma1 eps1 for every (row, z1 dimension), eps1 the first z_dim
+/// normals of the row's noise_dim.
+pub(super) fn sample_z1<'a>(
+    shape: (u64, u64),
+    noise_u: &'a wgpu::Buffer,
+    sb: &'a ShapeBuffers,
+    rows: usize,
+    d1: usize,
+) -> DispatchSpec<'a> {
+    DispatchSpec {
+        pipeline: PipelineId::SampleZ1,
+        bindings: vec![
+            (0, Res::Slot(shape.0, shape.1)),
+            (1, noise_binding(noise_u)),
+            (2, Res::Buf(sb.encoder_output())),
+            (3, Res::Buf(&sb.eps)),
+            (4, Res::Buf(&sb.dec[0])),
+        ],
+        count: groups_1d(rows * d1, 256),
+        label: format!("sample z1 [{rows}x{d1}]"),
+        flops: 0.0,
+        bytes: 4.0 * (4 * rows * d1) as f64,
+    }
+}
+
+/// Two layers: z2 = mu2 + sigma2 eps2 from each row's q(z2 | z1) head, eps2 the last z2_dim
+/// normals of the row's noise_dim.
+pub(super) fn sample_z2<'a>(
+    shape: (u64, u64),
+    noise_u: &'a wgpu::Buffer,
+    sb: &'a ShapeBuffers,
+    rows: usize,
+    d2: usize,
+) -> DispatchSpec<'a> {
+    let t = top(sb);
+    DispatchSpec {
+        pipeline: PipelineId::SampleZ2,
+        bindings: vec![
+            (0, Res::Slot(shape.0, shape.1)),
+            (1, noise_binding(noise_u)),
+            (2, Res::Buf(t.qhead())),
+            (3, Res::Buf(&sb.eps)),
+            (4, Res::Buf(&t.dec2[0])),
+        ],
+        count: groups_1d(rows * d2, 256),
+        label: format!("sample z2 [{rows}x{d2}]"),
+        flops: 0.0,
+        bytes: 4.0 * (4 * rows * d2) as f64,
+    }
+}
+
+/// Two layers: adds log p(z1|z2) + log p(z2) - log q(z1|x) - log q(z2|z1) to each row's
+/// log-weight (log p(x | z1) already there), leaving log p(z1 | z2)'s head gradient in place.
+pub(super) fn latent_log_weights2<'a>(
+    shape: (u64, u64),
+    sb: &'a ShapeBuffers,
+    rows: usize,
+    d1: usize,
+    d2: usize,
+) -> DispatchSpec<'a> {
+    let t = top(sb);
+    DispatchSpec {
+        pipeline: PipelineId::LatentLogWeights2,
+        bindings: vec![
+            (0, Res::Slot(shape.0, shape.1)),
+            (1, Res::Buf(&sb.eps)),
+            (2, Res::Buf(&sb.dec[0])),
+            (3, Res::Buf(&t.dec2[0])),
+            (4, Res::Buf(sb.encoder_output())),
+            (5, Res::Buf(t.qhead())),
+            (6, Res::Buf(t.phead())),
+            (7, Res::Buf(&sb.lw)),
+        ],
+        count: groups_1d(rows, 64),
+        label: format!("latent log-weights [{rows}x({d1}+{d2})]"),
+        flops: 0.0,
+        // eps, z1, the p head (read and written) per z1 dimension; eps, z2, log sigma2 per
+        // z2 dimension; the log-weight read and written.
+        bytes: 4.0 * (rows * (6 * d1 + 3 * d2 + 2)) as f64,
+    }
+}
+
+/// Two layers: g1 = grad_z1 [log p(x|z1) + log p(z1|z2)] from the decoder's input gradient
+/// (in `sb.delta[dz]`) and p(z1 | z2)'s head gradient.
+pub(super) fn z1_grad_lik<'a>(
+    shape: (u64, u64),
+    sb: &'a ShapeBuffers,
+    dz: usize,
+    rows: usize,
+    d1: usize,
+) -> DispatchSpec<'a> {
+    let t = top(sb);
+    DispatchSpec {
+        pipeline: PipelineId::Z1GradLik,
+        bindings: vec![
+            (0, Res::Slot(shape.0, shape.1)),
+            (1, Res::Buf(&sb.delta[dz])),
+            (2, Res::Buf(t.phead())),
+            (3, Res::Buf(&t.g1)),
+        ],
+        count: groups_1d(rows * d1, 256),
+        label: format!("z1 gradient [{rows}x{d1}]"),
+        flops: 0.0,
+        bytes: 4.0 * (3 * rows * d1) as f64,
+    }
+}
+
+/// Two layers: q(z2 | z1)'s head gradients, for its parameters (b P + c S) and for its input,
+/// from grad_z2 log p(z1 | z2) (in `sb.delta[dz2]`).
+pub(super) fn top_upstream<'a>(
+    shape: (u64, u64),
+    sb: &'a ShapeBuffers,
+    dz2: usize,
+    rows: usize,
+    d2: usize,
+) -> DispatchSpec<'a> {
+    let t = top(sb);
+    DispatchSpec {
+        pipeline: PipelineId::TopUpstream,
+        bindings: vec![
+            (0, Res::Slot(shape.0, shape.1)),
+            (1, Res::Buf(&sb.coef)),
+            (2, Res::Buf(&sb.eps)),
+            (3, Res::Buf(&t.dec2[0])),
+            (4, Res::Buf(&sb.delta[dz2])),
+            (5, Res::Buf(t.qhead())),
+            (6, Res::Buf(&t.up2)),
+            (7, Res::Buf(&t.up2_in)),
+        ],
+        count: groups_1d(rows * d2, 256),
+        label: format!("encoder2 upstream [{rows}x{d2}]"),
+        flops: 0.0,
+        bytes: 4.0 * (2 * rows + 8 * rows * d2) as f64,
+    }
+}
+
+/// Two layers: the encoder output's gradient from g1 and z1's gradient through q(z2 | z1)'s
+/// input (in `sb.delta[dzq]`), summed over each datapoint's samples with b and c.
+pub(super) fn encoder_upstream2<'a>(
+    shape: (u64, u64),
+    sb: &'a ShapeBuffers,
+    dzq: usize,
+    batch: usize,
+    n: usize,
+    d1: usize,
+) -> DispatchSpec<'a> {
+    let t = top(sb);
+    DispatchSpec {
+        pipeline: PipelineId::EncoderUpstream2,
+        bindings: vec![
+            (0, Res::Slot(shape.0, shape.1)),
+            (1, Res::Buf(&sb.coef)),
+            (2, Res::Buf(&sb.eps)),
+            (3, Res::Buf(&t.g1)),
+            (4, Res::Buf(&sb.delta[dzq])),
+            (5, Res::Buf(sb.encoder_output())),
+            (6, Res::Buf(&sb.enc_up)),
+        ],
+        count: groups_1d(batch * d1, 256),
+        label: format!("encoder upstream [{batch}x{n}x{d1}]"),
+        flops: 0.0,
+        bytes: 4.0 * (2 * batch * n + 3 * batch * n * d1 + 4 * batch * d1) as f64,
     }
 }
