@@ -14,7 +14,8 @@ use crate::common::mc::{self, max_abs, Merge, Welford, MIN_POWER, Z_MAX};
 use rand::Rng;
 use unbiased_vae::backend::cpu::CpuBackend;
 use unbiased_vae::backend::{Backend, Noise};
-use unbiased_vae::estimators::{Coefficients, Estimator, EstimatorKind};
+use unbiased_vae::estimators::sumo::SumoTail;
+use unbiased_vae::estimators::{Coefficients, EncoderChoice, Estimator, EstimatorKind, StepPlan};
 use unbiased_vae::exact::hgauss::{hgauss_to_params_at_posterior, params_to_hgauss};
 use unbiased_vae::exact::HGauss;
 use unbiased_vae::model::Params;
@@ -23,6 +24,8 @@ use unbiased_vae::rng::Stream;
 /// Replications per check: IWAE(2) stays >100 SEs away at 64,000, so a quarter keeps the
 /// power ratio far above 6 and the test a few seconds long.
 const R: usize = 16_000;
+/// Replications of the SUMO check.
+const R_SUMO: usize = 64_000;
 
 struct Acc {
     be: Option<CpuBackend>,
@@ -58,6 +61,12 @@ struct Check {
 
 impl Check {
     fn run(est: Estimator, k: usize, seed: u64) -> Check {
+        let plan = est.plan(k).unwrap();
+        Self::run_plan(&format!("{} (k {k})", est.kind), plan, R, seed)
+    }
+
+    /// `reps` replications of `plan` (fixed-size or random-size).
+    fn run_plan(label: &str, plan: StepPlan, reps: usize, seed: u64) -> Check {
         let params = hgauss_to_params_at_posterior(&HGauss::new(1), 1.2);
         let model = params_to_hgauss(&params, HGauss::new(1).data().to_vec()).unwrap();
         let x64 = model.data()[0].clone();
@@ -65,10 +74,9 @@ impl Check {
         let mut exact = model.exact_grad_theta(&x64);
         exact.push(model.exact_log_px(&x64));
         let pos = theta_positions(&params);
-        let plan = est.plan(k).unwrap();
         let d = exact.len();
         let w = mc::replicate(
-            R,
+            reps,
             seed,
             || Acc {
                 be: None,
@@ -78,10 +86,8 @@ impl Check {
                 let be = acc.be.get_or_insert_with(|| {
                     CpuBackend::new(&params.layout, &params.values, 1).unwrap()
                 });
-                let (n, program) = match plan.draw(rng) {
-                    Some(dr) => (dr.n, dr.program),
-                    None => (k, est.program()),
-                };
+                let dr = plan.draw(rng).expect("a coefficient-program plan");
+                let (n, program) = (dr.n, dr.program);
                 let noise = Noise {
                     seed: 7,
                     stream: Stream::Eps,
@@ -100,7 +106,7 @@ impl Check {
             },
         )
         .w;
-        let label = format!("{} (k {k})", est.kind);
+        let label = label.to_string();
         let c = Check { label, w, exact };
         println!(
             "hgauss {}: max |z| grad {:.2}, estimate z {:.2}, max SE {:.3e}",
@@ -136,7 +142,7 @@ impl Check {
 }
 
 #[test]
-fn mlmc_is_unbiased_on_hgauss_and_iwae2_is_not() {
+fn mlmc_and_sumo_are_unbiased_on_hgauss_and_iwae2_is_not() {
     let iwae2 = Check::run(Estimator::new(EstimatorKind::Iwae, 0.0), 2, 301);
     assert!(
         iwae2.max_abs_z_grad() > Z_MAX,
@@ -148,4 +154,16 @@ fn mlmc_is_unbiased_on_hgauss_and_iwae2_is_not() {
         c.assert_powered(&iwae2);
         c.assert_unbiased();
     }
+    // SUMO with the heavy 1/(k+1) part of its tail extended to k < 10000, whose variance is
+    // finite in practice (tests/integration/unbiased.rs, "SUMO caveat"); more replications,
+    // its variance being larger.
+    let sumo = StepPlan::Sumo {
+        m: 1,
+        tail: SumoTail::new(10_000, 0.9).unwrap(),
+        encoder: EncoderChoice::Dreg,
+        encoder_k: 0,
+    };
+    let c = Check::run_plan("sumo (m 1, heavy tail to 10000)", sumo, R_SUMO, 304);
+    c.assert_powered(&iwae2);
+    c.assert_unbiased();
 }
