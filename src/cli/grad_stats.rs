@@ -57,7 +57,9 @@ pub fn run(a: GradStatsArgs) -> Result<()> {
         ..Estimator::new(a.estimator, a.alpha)
     };
     let mut bar = WorkBar::new(Mode::detect(a.common.quiet));
-    let report = if a.model.is_exact() {
+    let report = if a.model == ModelChoice::Hgauss {
+        grad_stats::grad_stats_hgauss(est, a.k, a.reps, a.seed, a.datapoint, &mut bar)?
+    } else if a.model.is_exact() {
         grad_stats::grad_stats(a.model, est, a.k, a.reps, a.seed, a.datapoint, &mut bar)?
     } else {
         if a.estimator.is_coupled() {
