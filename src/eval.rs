@@ -57,6 +57,8 @@ pub fn log_likelihood_with(
     let k_chunk = k.min(max_rows);
     let points = (max_rows / k_chunk).max(1);
     let mut per_point = Vec::with_capacity(count);
+    // Values an interrupted evaluation left kept are not this one's.
+    backend.lse_take()?;
     let mut b0 = 0;
     while b0 < count {
         let nb = points.min(count - b0);
@@ -73,9 +75,17 @@ pub fn log_likelihood_with(
             backend.lse_chunk(&x[b0 * xd..(b0 + nb) * xd], nb, ns, &noise, s0 == 0)?;
             s0 += ns;
         }
-        per_point.extend(backend.lse_read(nb)?.iter().map(|v| v - (k as f64).ln()));
+        backend.lse_keep(nb)?;
         b0 += nb;
         progress.advance(b0 as u64);
+    }
+    // One readback for the whole evaluation, not one per group of datapoints.
+    per_point.extend(backend.lse_take()?.iter().map(|v| v - (k as f64).ln()));
+    if per_point.len() != count {
+        anyhow::bail!(
+            "the backend kept {} evaluation values for {count} datapoints",
+            per_point.len()
+        );
     }
     progress.finish();
     let n = per_point.len() as f64;

@@ -293,6 +293,12 @@ pub trait Backend {
     ) -> Result<()>;
     /// log sum_k exp(l_k) per datapoint over every chunk since the last `first`.
     fn lse_read(&mut self, batch: usize) -> Result<Vec<f64>>;
+    /// Keeps that value of each of the `batch` datapoints after those kept before, without
+    /// reading it back (a GPU copies it on the device), so an evaluation waits for the device
+    /// once, in [`Backend::lse_take`], not once per group of datapoints.
+    fn lse_keep(&mut self, batch: usize) -> Result<()>;
+    /// Every value kept since the last call, in order, then forgets them.
+    fn lse_take(&mut self) -> Result<Vec<f64>>;
     /// Switches per-kernel timing on or off; returns how this backend measures time.
     fn set_profiling(&mut self, on: bool) -> String;
     /// The timings recorded since profiling was switched on or last taken.

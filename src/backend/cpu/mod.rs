@@ -59,6 +59,8 @@ pub struct CpuBackend {
     coeffs: Coefficients,
     stats: StepStats,
     lse: Vec<RunningLse>,
+    /// Values kept by `lse_keep` for `lse_take`.
+    lse_kept: Vec<f64>,
     timer: PhaseTimer,
     peak_bytes: u64,
     /// Caps the rows of one pass (tests of chunking); None: ROWS_PER_PASS.
@@ -101,6 +103,7 @@ impl CpuBackend {
             coeffs: Coefficients::default(),
             stats: StepStats::default(),
             lse: Vec::new(),
+            lse_kept: Vec::new(),
             timer: PhaseTimer::default(),
             peak_bytes: 0,
             row_limit: None,
@@ -331,6 +334,16 @@ impl Backend for CpuBackend {
             bail!("lse_read: no accumulation over {batch} datapoints");
         }
         Ok(self.lse.iter().map(RunningLse::value).collect())
+    }
+
+    fn lse_keep(&mut self, batch: usize) -> Result<()> {
+        let values = self.lse_read(batch)?;
+        self.lse_kept.extend(values);
+        Ok(())
+    }
+
+    fn lse_take(&mut self) -> Result<Vec<f64>> {
+        Ok(std::mem::take(&mut self.lse_kept))
     }
 
     fn max_rows(&self) -> usize {

@@ -183,6 +183,46 @@ impl Backend for GpuBackend {
             .collect())
     }
 
+    fn lse_keep(&mut self, batch: usize) -> Result<()> {
+        let sb = self
+            .shape
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("lse_keep before any lse_chunk"))?;
+        let (at, need) = (self.lse_kept_len, self.lse_kept_len + batch);
+        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+        let capacity = self.lse_kept.as_ref().map_or(0, |b| b.size() as usize / 8);
+        if need > capacity {
+            // Doubling keeps the copies of earlier values to O(total).
+            let grown = self
+                .ctx
+                .storage("kept evaluation values", 2 * need.max(2 * capacity));
+            if let Some(old) = self.lse_kept.as_ref().filter(|_| at > 0) {
+                enc.copy_buffer_to_buffer(old, 0, &grown, 0, (8 * at) as u64);
+            }
+            self.lse_kept = Some(grown);
+        }
+        let kept = self.lse_kept.as_ref().expect("allocated above");
+        enc.copy_buffer_to_buffer(&sb.lse_state, 0, kept, (8 * at) as u64, (8 * batch) as u64);
+        self.ctx.submit(enc)?;
+        self.lse_kept_len = need;
+        Ok(())
+    }
+
+    fn lse_take(&mut self) -> Result<Vec<f64>> {
+        let n = std::mem::take(&mut self.lse_kept_len);
+        let Some(kept) = &self.lse_kept else {
+            return Ok(Vec::new());
+        };
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let st = self.ctx.read(kept, 0, 2 * n)?;
+        Ok(st
+            .chunks(2)
+            .map(|p| p[0] as f64 + (p[1] as f64).ln())
+            .collect())
+    }
+
     fn take_stats(&mut self) -> Result<StepStats> {
         let s = self.peek_stats()?;
         self.ctx

@@ -81,6 +81,10 @@ pub struct GpuBackend {
     /// Plans by (batch, n, accumulate gradients).
     plans: HashMap<(usize, usize, bool), Plan>,
     lse_u: wgpu::Buffer,
+    /// Evaluation values kept on the device by `lse_keep` ((max, sum) per datapoint), and
+    /// how many datapoints they hold.
+    lse_kept: Option<wgpu::Buffer>,
+    lse_kept_len: usize,
     /// Lowers the rows one pass may hold below the adapter's limit (tests of chunking).
     row_limit: Option<usize>,
     /// Whole-step log-weights and coefficients of a chunked step.
@@ -132,6 +136,8 @@ impl GpuBackend {
             shape: None,
             plans: HashMap::new(),
             lse_u: ctx.uniform("lse chunk", 16),
+            lse_kept: None,
+            lse_kept_len: 0,
             row_limit: None,
             full: None,
             profiler: RefCell::new(None),
