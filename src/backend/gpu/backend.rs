@@ -72,7 +72,7 @@ impl Backend for GpuBackend {
                 .write_buffer(&sb.coef, (i * rows * 4) as u64, bytemuck::cast_slice(v));
         }
         self.write_adam(None, batch);
-        self.run(batch, n, &[Part::Backward])?;
+        self.run(batch, n, &[Part::Backward, Part::Norms])?;
         let norms = self.ctx.read(&self.norms, 0, 2)?;
         Ok(GradNorms {
             encoder: norms[0] as f64,
@@ -128,6 +128,7 @@ impl Backend for GpuBackend {
                 Part::Forward,
                 Part::Coefficients,
                 Part::Backward,
+                Part::Norms,
                 Part::Adam,
                 Part::Stats,
             ],

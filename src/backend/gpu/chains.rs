@@ -387,7 +387,8 @@ impl GpuBackend {
             }
         }
         self.write_adam(Some((cfg, lr)), batch);
-        self.run(batch, per_step, &[Part::Adam, Part::Stats])?;
+        // The norms once, over the gradient of every group.
+        self.run(batch, per_step, &[Part::Norms, Part::Adam, Part::Stats])?;
         self.last = None;
         Ok(out)
     }

@@ -111,7 +111,8 @@ impl GpuBackend {
             self.ctx.submit(enc)?;
         }
         self.write_adam(Some((cfg, lr)), batch);
-        self.run(batch, chunks[0].1, &[Part::Adam, Part::Stats])?;
+        // The norms once, over the whole gradient.
+        self.run(batch, chunks[0].1, &[Part::Norms, Part::Adam, Part::Stats])?;
         self.last = None;
         Ok(())
     }

@@ -254,6 +254,7 @@ impl GpuBackend {
             Part::Forward,
             Part::Coefficients,
             Part::Backward,
+            Part::Norms,
             Part::Adam,
             Part::Stats,
         ];

@@ -104,7 +104,12 @@ pub(super) enum Part {
     /// this minibatch (the coupled chains' later time indices).
     ForwardFromZ,
     Coefficients,
+    /// The gradient (added into the last one when the plan accumulates), with the frozen
+    /// ranges zeroed.
     Backward,
+    /// The gradient norms: once per step, after its last backward (a chunked step or the
+    /// chains' groups run several backwards into one gradient).
+    Norms,
     Adam,
     Stats,
 }
@@ -502,8 +507,8 @@ impl GpuBackend {
                     if !self.layout.frozen.is_empty() {
                         list.push(None);
                     }
-                    list.extend(plan.norms.iter().map(Some));
                 }
+                Part::Norms => list.extend(plan.norms.iter().map(Some)),
                 Part::Adam => list.push(Some(&plan.adam)),
                 Part::Stats => list.push(Some(&plan.stats)),
                 Part::Lse => list.push(Some(&plan.lse)),
