@@ -42,6 +42,30 @@ pub struct ParityRow {
     pub worst: Vec<(usize, f64, f64)>,
 }
 
+/// One training step (`step`) on each backend, then two rows: the parameters it left
+/// (absolute tolerance a tenth of the learning rate `lr`) and the step's objective.
+pub(super) fn step_rows(
+    cpu: &mut dyn Backend,
+    gpu: &mut dyn Backend,
+    (params_row, objective_row): (&str, &str),
+    lr: f64,
+    mut step: impl FnMut(&mut dyn Backend) -> Result<()>,
+) -> Result<[ParityRow; 2]> {
+    step(cpu)?;
+    step(gpu)?;
+    let (sc, sg) = (cpu.take_stats()?, gpu.take_stats()?);
+    Ok([
+        compare(params_row, &gpu.params()?, &cpu.params()?, lr * 0.1, 1e-4),
+        compare(
+            objective_row,
+            &[sg.objective as f32],
+            &[sc.objective as f32],
+            1e-4,
+            1e-4,
+        ),
+    ])
+}
+
 /// Compares `gpu` against `cpu` elementwise.
 pub fn compare(name: &str, gpu: &[f32], cpu: &[f32], atol: f64, rtol: f64) -> ParityRow {
     let mut pairs: Vec<(f64, usize, f64, f64)> = Vec::with_capacity(cpu.len());

@@ -3,7 +3,7 @@
 //! chunked step.
 
 use super::coefficients::{dyadic_blocks, N8};
-use super::{binary_data, compare, restart, ParityRow, Suite};
+use super::{binary_data, compare, restart, step_rows, ParityRow, Suite};
 use crate::backend::{Backend, Noise};
 use crate::estimators::{CoefficientProgram, EncoderRule, Estimator, EstimatorKind};
 use anyhow::Result;
@@ -60,45 +60,33 @@ pub(super) fn rows(suite: &mut Suite) -> Result<Vec<ParityRow>> {
         terms: dyadic_blocks(),
         encoder: EncoderRule::DregBlocks { size: 2 },
     };
-    cpu.train_step(x, batch, N8, &noise, &p8, cfg, lr)?;
-    gpu.train_step(x, batch, N8, &noise, &p8, cfg, lr)?;
-    let (sc, sg) = (cpu.take_stats()?, gpu.take_stats()?);
-    rows.push(compare(
-        "optim: parameters after a subset-program step",
-        &gpu.params()?,
-        &cpu.params()?,
-        lr * 0.1,
-        1e-4,
-    ));
-    rows.push(compare(
-        "weights: subset step objective",
-        &[sg.objective as f32],
-        &[sc.objective as f32],
-        1e-4,
-        1e-4,
-    ));
+    let step = |b: &mut dyn Backend| b.train_step(x, batch, N8, &noise, &p8, cfg, lr);
+    rows.extend(step_rows(
+        cpu,
+        gpu,
+        (
+            "optim: parameters after a subset-program step",
+            "weights: subset step objective",
+        ),
+        lr,
+        step,
+    )?);
 
     // The same subset step again after a larger pass has reallocated the GPU's buffers (as
     // validation does between epochs): the cached subset dispatch must follow them.
     let big = batch * 40;
     gpu.forward(&binary_data(big, suite.arch.x_dim, 23), big, 16, &noise)?;
-    cpu.train_step(x, batch, N8, &noise, &p8, cfg, lr)?;
-    gpu.train_step(x, batch, N8, &noise, &p8, cfg, lr)?;
-    let (sc, sg) = (cpu.take_stats()?, gpu.take_stats()?);
-    rows.push(compare(
-        "weights: subset step after a reallocation",
-        &[sg.objective as f32],
-        &[sc.objective as f32],
-        1e-4,
-        1e-4,
-    ));
-    rows.push(compare(
-        "optim: parameters after it",
-        &gpu.params()?,
-        &cpu.params()?,
-        lr * 0.1,
-        1e-4,
-    ));
+    let [params_row, objective_row] = step_rows(
+        cpu,
+        gpu,
+        (
+            "optim: parameters after it",
+            "weights: subset step after a reallocation",
+        ),
+        lr,
+        step,
+    )?;
+    rows.extend([objective_row, params_row]);
 
     // A chunked step: the GPU may hold only 3 samples per datapoint, so N = n runs as
     // chunks of 3, 3, 1 (log-weights pass, then backward chunk by chunk).

@@ -4,7 +4,7 @@
 //! the CPU, fused training steps (one chunked), evaluation and the coupled chains.
 
 use super::coefficients::{dyadic_blocks, N8};
-use super::{binary_data, compare, restart, ParityReport, ParityShape};
+use super::{binary_data, compare, restart, step_rows, ParityReport, ParityShape};
 use crate::backend::cpu::CpuBackend;
 use crate::backend::gpu::{AdapterChoice, GpuBackend};
 use crate::backend::{Backend, Noise};
@@ -219,23 +219,16 @@ pub(super) fn rows(choice: &AdapterChoice, shape: &ParityShape) -> Result<Parity
     restart(&mut gpu, &params.values)?;
     gpu.set_row_limit(Some(3 * batch));
     let p = Estimator::new(EstimatorKind::IwaeDreg, 0.0).program();
-    cpu.train_step(&x, batch, n, &noise, &p, &cfg, lr)?;
-    gpu.train_step(&x, batch, n, &noise, &p, &cfg, lr)?;
-    let (sc, sg) = (cpu.take_stats()?, gpu.take_stats()?);
-    rows.push(compare(
-        "hvae optim: parameters after a chunked step (3 samples a pass)",
-        &gpu.params()?,
-        &cpu.params()?,
-        lr * 0.1,
-        1e-4,
-    ));
-    rows.push(compare(
-        "hvae weights: chunked step objective",
-        &[sg.objective as f32],
-        &[sc.objective as f32],
-        1e-4,
-        1e-4,
-    ));
+    rows.extend(step_rows(
+        &mut cpu,
+        &mut gpu,
+        (
+            "hvae optim: parameters after a chunked step (3 samples a pass)",
+            "hvae weights: chunked step objective",
+        ),
+        lr,
+        |b| b.train_step(&x, batch, n, &noise, &p, &cfg, lr),
+    )?);
 
     // Evaluation L_K, the GPU's in chunks of 3 samples.
     gpu.set_params(&params.values)?;
