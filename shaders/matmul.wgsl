@@ -1,7 +1,11 @@
 // C = alpha * A[m, k] B[k, n] (+ beta C), every operand with its own element offset and
 // (row, column) strides, so transposes are strides. 64 x 64 output tiles, 16 x 16 threads,
-// 4 x 4 outputs per thread held in registers. Edges of shapes that are not multiples of
-// the tile are zero-padded on load and masked on store.
+// 4 x 4 outputs per thread held in four vec4 registers, fed per k-step by one vec4 read of
+// each shared tile; the next k-tile is loaded into registers while the current one is
+// multiplied. Edges of shapes that are not multiples of the tile are zero-padded on load and
+// masked on store. Every access is guarded by the shape, and the host checks each operand's
+// extent against its buffer when it records the dispatch, so this family may be compiled
+// without wgpu's runtime bounds checks (src/backend/gpu/pipelines.rs).
 //
 // Fused epilogues (flags), one operand E each:
 //   BIAS       C = acc + E[bias_off + column]           (forward: x W^T + b)
@@ -37,8 +41,13 @@ struct Gemm {
 
 const TILE: u32 = 64u;
 const TK: u32 = 16u;
-var<workgroup> tile_a: array<f32, 1024>; // [TK][TILE]: tile_a[kk * TILE + row]
-var<workgroup> tile_b: array<f32, 1024>; // [TK][TILE]: tile_b[kk * TILE + col]
+// The shared tiles hold vec4 rows, [TK][ROW4]: element (k, i) is tile[k * ROW4 + i / 4][i % 4],
+// so one vec4 read per operand per k-step feeds a thread's 16 FMAs. A row is 16 vec4s and
+// one of padding: consecutive k rows start 4 banks apart, so the stores of a k-contiguous
+// load (threads walking k) meet at most 2-way bank conflicts instead of 16-way.
+const ROW4: u32 = 17u;
+var<workgroup> tile_a: array<vec4<f32>, 272>; // TK * ROW4
+var<workgroup> tile_b: array<vec4<f32>, 272>;
 
 // The epilogue of output (r, c) from its sum over k: alpha, beta, bias, tanh, tanh backward.
 fn epilogue(r: u32, c: u32, sum: f32) -> f32 {
@@ -61,24 +70,49 @@ fn epilogue(r: u32, c: u32, sum: f32) -> f32 {
     return v;
 }
 
+// Writes element (kk, i) of a shared tile.
+fn put_a(kk: u32, i: u32, v: f32) {
+    tile_a[kk * ROW4 + i / 4u][i % 4u] = v;
+}
+
+fn put_b(kk: u32, i: u32, v: f32) {
+    tile_b[kk * ROW4 + i / 4u][i % 4u] = v;
+}
+
+// One k-tile of the product from the shared tiles: thread (lx, ly) owns rows 4 ly .. +3 and
+// columns 4 lx .. +3; acc[i] is row 4 ly + i. Under `rs_on` also the rows' sums of A.
+fn multiply_tile(lid: vec2<u32>, acc: ptr<function, array<vec4<f32>, 4>>, rsum: ptr<function, vec4<f32>>, rs_on: bool) {
+    for (var kk = 0u; kk < TK; kk++) {
+        let av = tile_a[kk * ROW4 + lid.y];
+        let bv = tile_b[kk * ROW4 + lid.x];
+        if (rs_on) {
+            *rsum += av;
+        }
+        (*acc)[0] = fma(vec4<f32>(av.x), bv, (*acc)[0]);
+        (*acc)[1] = fma(vec4<f32>(av.y), bv, (*acc)[1]);
+        (*acc)[2] = fma(vec4<f32>(av.z), bv, (*acc)[2]);
+        (*acc)[3] = fma(vec4<f32>(av.w), bv, (*acc)[3]);
+    }
+}
+
 // Masked store of a thread's 4 x 4 through the epilogue (unsplit), or of its raw sums into
 // slice z of the scratch (split-K).
-fn store_tile(row0: u32, col0: u32, lid: vec2<u32>, acc_in: array<f32, 16>, z: u32) {
-    var acc = acc_in; // dynamic indexing needs a variable, not a value
+fn store_tile(row0: u32, col0: u32, lid: vec2<u32>, acc: ptr<function, array<vec4<f32>, 4>>, z: u32) {
     for (var i = 0u; i < 4u; i++) {
         let r = row0 + lid.y * 4u + i;
         if (r >= g.m) {
             continue;
         }
+        let row = (*acc)[i];
         for (var j = 0u; j < 4u; j++) {
             let c = col0 + lid.x * 4u + j;
             if (c >= g.n) {
                 continue;
             }
             if (g.k_slice != 0u) {
-                mat_c[(z * g.m + r) * g.n + c] = acc[i * 4u + j];
+                mat_c[(z * g.m + r) * g.n + c] = row[j];
             } else {
-                mat_c[g.c_off + r * g.c_rs + c * g.c_cs] = epilogue(r, c, acc[i * 4u + j]);
+                mat_c[g.c_off + r * g.c_rs + c * g.c_cs] = epilogue(r, c, row[j]);
             }
         }
     }
@@ -104,60 +138,84 @@ fn store_row_sums(row0: u32, ly: u32, rsum: vec4<f32>, z: u32) {
     }
 }
 
+// ---- gemm: any strides ----
+// 256 threads load the 1,024 elements of each 64 x 16 tile, 4 apiece, consecutive threads
+// along the operand's contiguous dimension so that their loads coalesce: along k when A is
+// row-major (a_cs = 1) or B column-major (b_rs = 1), else along m or n. Element j of
+// thread t is (k, i) = (t % 16, t / 16 + 16 j) along k, (t / 64 + 4 j, t % 64) otherwise.
+
+fn tile_coord(t: u32, j: u32, k_contig: bool) -> vec2<u32> {
+    if (k_contig) {
+        return vec2<u32>(t % 16u, t / 16u + 16u * j);
+    }
+    return vec2<u32>(t / 64u + 4u * j, t % 64u);
+}
+
+// The 4 elements of A thread t loads for the k-tile at k0 (zero outside the matrix).
+fn load_a(t: u32, row0: u32, k0: u32, k_end: u32) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    let k_contig = g.a_cs == 1u;
+    for (var j = 0u; j < 4u; j++) {
+        let kc = tile_coord(t, j, k_contig);
+        let kg = k0 + kc.x;
+        if (row0 + kc.y < g.m && kg < k_end) {
+            var va = mat_a[g.a_off + (row0 + kc.y) * g.a_rs + kg * g.a_cs];
+            if ((g.flags & FLAG_SCALE_K) != 0u) {
+                va = va * epi[g.e_off + kg];
+            }
+            v[j] = va;
+        }
+    }
+    return v;
+}
+
+fn load_b(t: u32, col0: u32, k0: u32, k_end: u32) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    let k_contig = g.b_rs == 1u;
+    for (var j = 0u; j < 4u; j++) {
+        let kc = tile_coord(t, j, k_contig);
+        let kg = k0 + kc.x;
+        if (col0 + kc.y < g.n && kg < k_end) {
+            v[j] = mat_b[g.b_off + kg * g.b_rs + (col0 + kc.y) * g.b_cs];
+        }
+    }
+    return v;
+}
+
+fn store_loaded(t: u32, va: vec4<f32>, vb: vec4<f32>) {
+    let a_k = g.a_cs == 1u;
+    let b_k = g.b_rs == 1u;
+    for (var j = 0u; j < 4u; j++) {
+        let ka = tile_coord(t, j, a_k);
+        put_a(ka.x, ka.y, va[j]);
+        let kb = tile_coord(t, j, b_k);
+        put_b(kb.x, kb.y, vb[j]);
+    }
+}
+
 @compute @workgroup_size(16, 16, 1)
 fn gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let row0 = wg.y * TILE;
     let col0 = wg.x * TILE;
     let t = lid.y * 16u + lid.x;
-    var acc: array<f32, 16>;
-    for (var i = 0u; i < 16u; i++) {
-        acc[i] = 0.0;
-    }
-    let scale_k = (g.flags & FLAG_SCALE_K) != 0u;
+    var acc = array<vec4<f32>, 4>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
     let kr = k_range(wg.z);
     let rs_on = (g.flags & FLAG_ROW_SUMS) != 0u && wg.x == 0u && lid.x == 0u;
     var rsum = vec4<f32>(0.0);
+    // The next k-tile is loaded into registers while this one is multiplied.
+    var va = load_a(t, row0, kr.x, kr.y);
+    var vb = load_b(t, col0, kr.x, kr.y);
     for (var k0 = kr.x; k0 < kr.y; k0 += TK) {
-        // 256 threads load 1024 elements of each tile: 4 apiece.
-        for (var j = 0u; j < 4u; j++) {
-            let e = t + j * 256u;
-            let kk = e / TILE;
-            let rc = e % TILE;
-            let kg = k0 + kk;
-            var va = 0.0;
-            if (row0 + rc < g.m && kg < kr.y) {
-                va = mat_a[g.a_off + (row0 + rc) * g.a_rs + kg * g.a_cs];
-                if (scale_k) {
-                    va = va * epi[g.e_off + kg];
-                }
-            }
-            tile_a[kk * TILE + rc] = va;
-            var vb = 0.0;
-            if (col0 + rc < g.n && kg < kr.y) {
-                vb = mat_b[g.b_off + kg * g.b_rs + (col0 + rc) * g.b_cs];
-            }
-            tile_b[kk * TILE + rc] = vb;
-        }
+        store_loaded(t, va, vb);
         workgroupBarrier();
-        for (var kk = 0u; kk < TK; kk++) {
-            var av: array<f32, 4>;
-            var bv: array<f32, 4>;
-            for (var i = 0u; i < 4u; i++) {
-                av[i] = tile_a[kk * TILE + lid.y * 4u + i];
-                bv[i] = tile_b[kk * TILE + lid.x * 4u + i];
-            }
-            if (rs_on) {
-                rsum += vec4<f32>(av[0], av[1], av[2], av[3]);
-            }
-            for (var i = 0u; i < 4u; i++) {
-                for (var j = 0u; j < 4u; j++) {
-                    acc[i * 4u + j] = fma(av[i], bv[j], acc[i * 4u + j]);
-                }
-            }
+        if (k0 + TK < kr.y) {
+            va = load_a(t, row0, k0 + TK, kr.y);
+            vb = load_b(t, col0, k0 + TK, kr.y);
         }
+        multiply_tile(lid.xy, &acc, &rsum, rs_on);
         workgroupBarrier();
     }
-    store_tile(row0, col0, lid.xy, acc, wg.z);
+    store_tile(row0, col0, lid.xy, &acc, wg.z);
     if (rs_on) {
         store_row_sums(row0, lid.y, rsum, wg.z);
     }
@@ -172,87 +230,86 @@ fn gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 @group(0) @binding(1) var<storage, read> mat_a4: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> mat_b4: array<vec4<f32>>;
 
+// Thread t's vec4 of a 64 x 16 tile as (k, i) of its first element: along k it covers
+// k .. k + 3 at i, else i .. i + 3 at k.
+fn vec4_coord(t: u32, k_contig: bool) -> vec2<u32> {
+    if (k_contig) {
+        return vec2<u32>((t % 4u) * 4u, t / 4u);
+    }
+    return vec2<u32>(t / 16u, (t % 16u) * 4u);
+}
+
+fn load_a4(t: u32, row0: u32, k0: u32, k_end: u32) -> vec4<f32> {
+    let a_k = (g.flags & FLAG_A_KCONTIG) != 0u;
+    let kc = vec4_coord(t, a_k);
+    let ka = k0 + kc.x;
+    var va = vec4<f32>(0.0);
+    if (row0 + kc.y < g.m && ka < k_end) {
+        va = mat_a4[(g.a_off + (row0 + kc.y) * g.a_rs + ka * g.a_cs) / 4u];
+        if ((g.flags & FLAG_SCALE_K) != 0u) {
+            if (a_k) {
+                va = va * vec4<f32>(epi[g.e_off + ka], epi[g.e_off + ka + 1u], epi[g.e_off + ka + 2u], epi[g.e_off + ka + 3u]);
+            } else {
+                va = va * epi[g.e_off + ka];
+            }
+        }
+    }
+    return va;
+}
+
+fn load_b4(t: u32, col0: u32, k0: u32, k_end: u32) -> vec4<f32> {
+    let kc = vec4_coord(t, (g.flags & FLAG_B_KCONTIG) != 0u);
+    let kb = k0 + kc.x;
+    if (col0 + kc.y < g.n && kb < k_end) {
+        return mat_b4[(g.b_off + kb * g.b_rs + (col0 + kc.y) * g.b_cs) / 4u];
+    }
+    return vec4<f32>(0.0);
+}
+
+// A vec4 along i is one shared vec4 (i is a multiple of 4); along k, four scalars.
+fn store_loaded4(t: u32, va: vec4<f32>, vb: vec4<f32>) {
+    let a_k = (g.flags & FLAG_A_KCONTIG) != 0u;
+    let ka = vec4_coord(t, a_k);
+    if (a_k) {
+        for (var j = 0u; j < 4u; j++) {
+            put_a(ka.x + j, ka.y, va[j]);
+        }
+    } else {
+        tile_a[ka.x * ROW4 + ka.y / 4u] = va;
+    }
+    let b_k = (g.flags & FLAG_B_KCONTIG) != 0u;
+    let kb = vec4_coord(t, b_k);
+    if (b_k) {
+        for (var j = 0u; j < 4u; j++) {
+            put_b(kb.x + j, kb.y, vb[j]);
+        }
+    } else {
+        tile_b[kb.x * ROW4 + kb.y / 4u] = vb;
+    }
+}
+
 @compute @workgroup_size(16, 16, 1)
 fn gemm_vec4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let row0 = wg.y * TILE;
     let col0 = wg.x * TILE;
     let t = lid.y * 16u + lid.x;
-    var acc: array<f32, 16>;
-    for (var i = 0u; i < 16u; i++) {
-        acc[i] = 0.0;
-    }
-    let scale_k = (g.flags & FLAG_SCALE_K) != 0u;
-    let a_k = (g.flags & FLAG_A_KCONTIG) != 0u;
-    let b_k = (g.flags & FLAG_B_KCONTIG) != 0u;
+    var acc = array<vec4<f32>, 4>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
     let kr = k_range(wg.z);
     let rs_on = (g.flags & FLAG_ROW_SUMS) != 0u && wg.x == 0u && lid.x == 0u;
     var rsum = vec4<f32>(0.0);
+    var va = load_a4(t, row0, kr.x, kr.y);
+    var vb = load_b4(t, col0, kr.x, kr.y);
     for (var k0 = kr.x; k0 < kr.y; k0 += TK) {
-        // A: k-contiguous: thread t loads row t / 4, k = 4 (t % 4) .. +3;
-        //    m-contiguous: thread t loads k = t / 16, rows 4 (t % 16) .. +3.
-        var ra = t / 4u;
-        var ka = (t % 4u) * 4u;
-        if (!a_k) {
-            ka = t / 16u;
-            ra = (t % 16u) * 4u;
-        }
-        var va = vec4<f32>(0.0);
-        if (row0 + ra < g.m && k0 + ka < kr.y) {
-            va = mat_a4[(g.a_off + (row0 + ra) * g.a_rs + (k0 + ka) * g.a_cs) / 4u];
-            if (scale_k) {
-                if (a_k) {
-                    va = va * vec4<f32>(epi[g.e_off + k0 + ka], epi[g.e_off + k0 + ka + 1u], epi[g.e_off + k0 + ka + 2u], epi[g.e_off + k0 + ka + 3u]);
-                } else {
-                    va = va * epi[g.e_off + k0 + ka];
-                }
-            }
-        }
-        if (a_k) {
-            for (var j = 0u; j < 4u; j++) {
-                tile_a[(ka + j) * TILE + ra] = va[j];
-            }
-        } else {
-            for (var j = 0u; j < 4u; j++) {
-                tile_a[ka * TILE + ra + j] = va[j];
-            }
-        }
-        // B: k-contiguous: thread t loads column t / 4, k = 4 (t % 4) .. +3;
-        //    n-contiguous: thread t loads k = t / 16, columns 4 (t % 16) .. +3.
-        var cb = t / 4u;
-        var kb = (t % 4u) * 4u;
-        if (!b_k) {
-            kb = t / 16u;
-            cb = (t % 16u) * 4u;
-        }
-        var vb = vec4<f32>(0.0);
-        if (col0 + cb < g.n && k0 + kb < kr.y) {
-            vb = mat_b4[(g.b_off + (k0 + kb) * g.b_rs + (col0 + cb) * g.b_cs) / 4u];
-        }
-        if (b_k) {
-            for (var j = 0u; j < 4u; j++) {
-                tile_b[(kb + j) * TILE + cb] = vb[j];
-            }
-        } else {
-            for (var j = 0u; j < 4u; j++) {
-                tile_b[kb * TILE + cb + j] = vb[j];
-            }
-        }
+        store_loaded4(t, va, vb);
         workgroupBarrier();
-        for (var kk = 0u; kk < TK; kk++) {
-            let av = vec4<f32>(tile_a[kk * TILE + lid.y * 4u], tile_a[kk * TILE + lid.y * 4u + 1u], tile_a[kk * TILE + lid.y * 4u + 2u], tile_a[kk * TILE + lid.y * 4u + 3u]);
-            let bv = vec4<f32>(tile_b[kk * TILE + lid.x * 4u], tile_b[kk * TILE + lid.x * 4u + 1u], tile_b[kk * TILE + lid.x * 4u + 2u], tile_b[kk * TILE + lid.x * 4u + 3u]);
-            if (rs_on) {
-                rsum += av;
-            }
-            for (var i = 0u; i < 4u; i++) {
-                for (var j = 0u; j < 4u; j++) {
-                    acc[i * 4u + j] = fma(av[i], bv[j], acc[i * 4u + j]);
-                }
-            }
+        if (k0 + TK < kr.y) {
+            va = load_a4(t, row0, k0 + TK, kr.y);
+            vb = load_b4(t, col0, k0 + TK, kr.y);
         }
+        multiply_tile(lid.xy, &acc, &rsum, rs_on);
         workgroupBarrier();
     }
-    store_tile(row0, col0, lid.xy, acc, wg.z);
+    store_tile(row0, col0, lid.xy, &acc, wg.z);
     if (rs_on) {
         store_row_sums(row0, lid.y, rsum, wg.z);
     }
