@@ -21,8 +21,13 @@ impl Backend for GpuBackend {
         } else {
             "workgroup reductions"
         };
+        let checks = if self.ctx.shader_checks {
+            "runtime checks in every kernel"
+        } else {
+            "GEMMs without runtime checks"
+        };
         format!(
-            "gpu ({}, {}, {}, {reductions})",
+            "gpu ({}, {}, {}, {reductions}, {checks})",
             a.name, a.backend, a.device_type
         )
     }

@@ -4,7 +4,7 @@
 // The adapter types keep the paths `gpu::context::*` they had before the adapter split.
 pub use super::adapters::{list_adapters, AdapterChoice, AdapterSummary};
 use super::adapters::{pick_adapter, summarize};
-use super::pipelines::{build_pipelines, Pipeline, PipelineId};
+use super::pipelines::{build_pipelines, shader_checks_forced, Pipeline, PipelineId};
 use anyhow::{bail, Context, Result};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -45,6 +45,9 @@ pub struct GpuContext {
     pub features: wgpu::Features,
     /// Whether the reductions use subgroup operations.
     pub subgroups: bool,
+    /// Whether every module keeps wgpu's runtime checks ([`shader_checks_forced`]); when
+    /// false the GEMM family runs without them.
+    pub shader_checks: bool,
     pipelines: Vec<(PipelineId, Pipeline)>,
     fault: FaultSlot,
     /// Submissions not yet known to be finished, oldest first.
@@ -84,7 +87,8 @@ impl GpuContext {
                 format!("the GPU device was lost ({reason:?}: {message})"),
             )
         });
-        let pipelines = build_pipelines(&device, subgroups)
+        let shader_checks = shader_checks_forced()?;
+        let pipelines = build_pipelines(&device, subgroups, shader_checks)
             .with_context(|| format!("on adapter {}", summary.name))?;
         Ok(GpuContext {
             pipelines,
@@ -96,6 +100,7 @@ impl GpuContext {
             limits,
             features,
             subgroups,
+            shader_checks,
         })
     }
 

@@ -28,7 +28,7 @@ fn context() -> Option<GpuContext> {
 #[test]
 fn a_shader_that_does_not_compile_is_an_error_naming_its_file() {
     let Some(ctx) = context() else { return };
-    let e = build_pipelines_from(&ctx.device, |family| match family {
+    let e = build_pipelines_from(&ctx.device, ctx.shader_checks, |family| match family {
         Family::Vae => "fn sample_z( { this is not WGSL".to_string(),
         f => f.source(ctx.subgroups),
     })
@@ -42,7 +42,9 @@ fn a_shader_that_does_not_compile_is_an_error_naming_its_file() {
     assert!(e.contains("--backend cpu"), "{e}");
     // The device is still usable afterwards: the error went to the scope, not the handler.
     ctx.check().unwrap();
-    assert!(build_pipelines_from(&ctx.device, |f| f.source(ctx.subgroups)).is_ok());
+    assert!(
+        build_pipelines_from(&ctx.device, ctx.shader_checks, |f| f.source(ctx.subgroups)).is_ok()
+    );
 }
 
 #[test]

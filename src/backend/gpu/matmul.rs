@@ -82,6 +82,60 @@ fn gemm_kernel(u: &mut GemmU) -> PipelineId {
     }
 }
 
+/// The last element of a [rows, cols] operand at `off` with strides (rs, cs), None when it
+/// has no element.
+fn last_element(off: u32, rows: u32, rs: u32, cols: u32, cs: u32) -> Option<u64> {
+    (rows > 0 && cols > 0)
+        .then(|| off as u64 + (rows as u64 - 1) * rs as u64 + (cols as u64 - 1) * cs as u64)
+}
+
+/// Asserts that `last` (an element index) lies inside `buf`. The GEMM family runs without
+/// wgpu's runtime bounds checks, so this check at record time is what keeps a wrong plan
+/// from reading or writing outside its buffers; it fails on a bug here, never on input.
+fn check_extent(label: &str, operand: &str, buf: &wgpu::Buffer, last: Option<u64>) {
+    check_len(label, operand, buf.size() / 4, last);
+}
+
+fn check_len(label: &str, operand: &str, len: u64, last: Option<u64>) {
+    if let Some(last) = last {
+        assert!(
+            last < len,
+            "{label}: operand {operand} reaches element {last} of a {len}-float buffer"
+        );
+    }
+}
+
+/// [`check_extent`] for A, B and the epilogue operand of `u` (C is the caller's: it depends
+/// on whether k is split).
+fn check_operands(label: &str, u: &GemmU, a: &wgpu::Buffer, b: &wgpu::Buffer, e: &wgpu::Buffer) {
+    check_extent(
+        label,
+        "A",
+        a,
+        last_element(u.a_off, u.m, u.a_rs, u.k, u.a_cs),
+    );
+    check_extent(
+        label,
+        "B",
+        b,
+        last_element(u.b_off, u.k, u.b_rs, u.n, u.b_cs),
+    );
+    if u.flags & FLAG_BIAS != 0 {
+        check_extent(label, "bias", e, last_element(u.e_off, 1, 0, u.n, 1));
+    }
+    if u.flags & FLAG_SCALE_K != 0 {
+        check_extent(label, "scale", e, last_element(u.e_off, 1, 0, u.k, 1));
+    }
+    if u.flags & FLAG_TANH_GRAD != 0 {
+        check_extent(
+            label,
+            "activations",
+            e,
+            last_element(u.e_off, u.m, u.e_rs, u.n, 1),
+        );
+    }
+}
+
 fn gemm_count(m: usize, n: usize) -> [u32; 3] {
     [n.div_ceil(64) as u32, m.div_ceil(64) as u32, 1]
 }
@@ -115,6 +169,13 @@ fn gemm_step<'a>(
     bias_off: Option<usize>,
 ) -> bool {
     let pipeline = gemm_kernel(&mut u);
+    check_operands(&label, &u, a, b, e);
+    check_extent(
+        &label,
+        "C",
+        c,
+        last_element(u.c_off, u.m, u.c_rs, u.n, u.c_cs),
+    );
     let (m, n, k) = (u.m as usize, u.n as usize, u.k as usize);
     let mut count = gemm_count(m, n);
     let flops = 2.0 * m as f64 * n as f64 * k as f64;
@@ -143,10 +204,24 @@ fn gemm_step<'a>(
         }
         None => 0,
     };
+    let partial_words = (slices * (m * n + rows)) as f64;
+    check_extent(
+        &label,
+        "split-K scratch",
+        split.scratch,
+        Some(partial_words as u64 - 1),
+    );
+    if rows > 0 {
+        check_extent(
+            &label,
+            "row sums",
+            c,
+            last_element(u.bias_off, u.m, 1, 1, 0),
+        );
+    }
     // The sliced product and the reduce share one uniform.
     let slot = arena.push(&u);
     count[2] = slices as u32;
-    let partial_words = (slices * (m * n + rows)) as f64;
     out.push(DispatchSpec {
         pipeline,
         bindings: gemm_bindings(slot, a, b, split.scratch, e),
@@ -472,6 +547,22 @@ fn bias_grad<'a>(
         beta: bb.beta,
         ..Default::default()
     };
+    let label = format!("{} bias grad [column sums of {m}x{}]", l.name, l.out);
+    check_extent(&label, "A", delta, last_element(0, bg.m, bg.a_rs, bg.n, 1));
+    if scaled {
+        check_extent(
+            &label,
+            "scale",
+            e_buf,
+            last_element(bg.e_off, bg.m, 1, 1, 0),
+        );
+    }
+    check_extent(
+        &label,
+        "C",
+        bb.grad,
+        last_element(bg.c_off, 1, 0, bg.n, bg.c_cs),
+    );
     let slot = arena.push(&bg);
     DispatchSpec {
         pipeline: PipelineId::ColumnSums,
@@ -483,8 +574,36 @@ fn bias_grad<'a>(
             (4, Res::Buf(e_buf)),
         ],
         count: [l.out.div_ceil(64) as u32, 1, 1],
-        label: format!("{} bias grad [column sums of {m}x{}]", l.name, l.out),
+        label,
         flops: 2.0 * (m * l.out) as f64,
         bytes: 4.0 * (m * l.out + m + l.out * (1 + bb.beta as usize)) as f64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_element_follows_the_strides() {
+        // A [3, 5] block of a row-major [.., 8] matrix at offset 2: last at 2 + 2*8 + 4.
+        assert_eq!(last_element(2, 3, 8, 5, 1), Some(22));
+        // Its transpose view (column-major strides) ends at the same element.
+        assert_eq!(last_element(2, 5, 1, 3, 8), Some(22));
+        assert_eq!(last_element(7, 0, 8, 5, 1), None);
+        assert_eq!(last_element(7, 3, 8, 0, 1), None);
+    }
+
+    #[test]
+    fn check_len_accepts_the_last_float_and_nothing_after() {
+        check_len("gemm", "A", 23, Some(22));
+        check_len("gemm", "A", 0, None);
+        let err = std::panic::catch_unwind(|| check_len("decoder.4 forward", "B", 22, Some(22)))
+            .expect_err("one element past the end");
+        let msg = err.downcast_ref::<String>().expect("a formatted message");
+        assert!(
+            msg.contains("decoder.4 forward") && msg.contains("operand B"),
+            "{msg}"
+        );
     }
 }

@@ -229,12 +229,36 @@ fn layout_entry(binding: u32, slot: Slot) -> wgpu::BindGroupLayoutEntry {
     }
 }
 
-/// Compiles every pipeline of [`PipelineId::ALL`], one shader module per family.
+/// The environment variable that compiles every module with wgpu's runtime checks, the
+/// GEMM family's included (CI's parity suite sets it).
+pub const SHADER_CHECKS_VAR: &str = "UVAE_SHADER_CHECKS";
+
+/// Whether [`SHADER_CHECKS_VAR`] asks for runtime checks everywhere: 1/on/true/yes or
+/// 0/off/false/no (unset or empty: off); anything else is an error naming the variable.
+pub fn shader_checks_forced() -> Result<bool> {
+    parse_shader_checks(&std::env::var(SHADER_CHECKS_VAR).unwrap_or_default())
+}
+
+fn parse_shader_checks(value: &str) -> Result<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "on" | "true" | "yes" => Ok(true),
+        "" | "0" | "off" | "false" | "no" => Ok(false),
+        other => bail!(
+            "environment variable {SHADER_CHECKS_VAR}={other:?} is neither on nor off; \
+             set it to 1 (runtime checks in every kernel) or 0, or unset it"
+        ),
+    }
+}
+
+/// Compiles every pipeline of [`PipelineId::ALL`], one shader module per family; with
+/// `checks` false the families that guard every access themselves ([`Family::trusted`])
+/// are compiled without wgpu's runtime checks.
 pub(super) fn build_pipelines(
     device: &wgpu::Device,
     subgroups: bool,
+    checks: bool,
 ) -> Result<Vec<(PipelineId, Pipeline)>> {
-    build_pipelines_from(device, |family| family.source(subgroups))
+    build_pipelines_from(device, checks, |family| family.source(subgroups))
 }
 
 /// [`build_pipelines`] with the WGSL of each family from `source`. A module or pipeline that
@@ -243,18 +267,32 @@ pub(super) fn build_pipelines(
 /// scope instead of reaching wgpu's panicking default handler.
 pub(super) fn build_pipelines_from(
     device: &wgpu::Device,
+    checks: bool,
     source: impl Fn(Family) -> String,
 ) -> Result<Vec<(PipelineId, Pipeline)>> {
     let mut modules = HashMap::new();
     let mut out = Vec::new();
     for id in PipelineId::ALL {
         let (family, entry, slots) = id.spec();
+        let trusted = !checks && family.trusted();
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = modules.entry(family).or_insert_with(|| {
-            device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            let desc = wgpu::ShaderModuleDescriptor {
                 label: Some(family.file()),
                 source: wgpu::ShaderSource::Wgsl(source(family).into()),
-            })
+            };
+            if trusted {
+                // SAFETY: a trusted family guards every buffer access by the shape in its
+                // uniform, the host checks each operand's extent against its buffer when it
+                // records a dispatch (matmul.rs, `check_extent`), every loop is bounded by
+                // uniform values, and no divisor is zero (constants, or n > 0 under i < m n).
+                unsafe {
+                    device
+                        .create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
+                }
+            } else {
+                device.create_shader_module(desc)
+            }
         });
         let entries: Vec<wgpu::BindGroupLayoutEntry> = slots
             .iter()
@@ -274,7 +312,12 @@ pub(super) fn build_pipelines_from(
             layout: Some(&pl),
             module,
             entry_point: Some(entry),
-            compilation_options: Default::default(),
+            // A trusted family writes every shared-memory element it reads before its first
+            // barrier, so the zero fill wgpu would add is pure latency.
+            compilation_options: wgpu::PipelineCompilationOptions {
+                zero_initialize_workgroup_memory: !trusted,
+                ..Default::default()
+            },
             cache: None,
         });
         if let Some(e) = pollster::block_on(scope.pop()) {
@@ -297,4 +340,27 @@ pub(super) fn build_pipelines_from(
         ));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shader_checks_switch_parses_on_off_and_names_itself_otherwise() {
+        for on in ["1", "on", "TRUE", " yes "] {
+            assert!(parse_shader_checks(on).unwrap(), "{on}");
+        }
+        for off in ["", "0", "off", "False", "no"] {
+            assert!(!parse_shader_checks(off).unwrap(), "{off}");
+        }
+        let e = parse_shader_checks("2").unwrap_err().to_string();
+        assert!(e.contains(SHADER_CHECKS_VAR) && e.contains("\"2\""), "{e}");
+    }
+
+    #[test]
+    fn only_the_gemm_family_is_trusted() {
+        let trusted: Vec<Family> = Family::ALL.into_iter().filter(|f| f.trusted()).collect();
+        assert_eq!(trusted, vec![Family::Matmul]);
+    }
 }

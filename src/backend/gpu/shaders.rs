@@ -82,6 +82,12 @@ impl Family {
         }
     }
 
+    /// Whether the family guards every buffer access itself, so it may be compiled without
+    /// wgpu's runtime checks: the GEMMs, whose inner loops those checks slow most.
+    pub fn trusted(self) -> bool {
+        self == Family::Matmul
+    }
+
     /// Whether the family has a subgroup variant.
     pub fn has_subgroup_variant(self) -> bool {
         self.own_source().contains("// #if subgroups")
