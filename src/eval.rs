@@ -7,7 +7,8 @@ use crate::rng::Stream;
 use anyhow::Result;
 use serde::Serialize;
 
-/// Sample rows per forward pass: bounds memory (about 5.5 KB a row for the MNIST model).
+/// Sample rows per evaluation pass on a backend that does not size its own passes
+/// ([`Backend::eval_rows`]): bounds memory (about 11 KB a row for the MNIST model on a GPU).
 pub const MAX_ROWS: usize = 16_384;
 
 /// Seed of the evaluation noise unless the caller gives one.
@@ -53,7 +54,7 @@ pub fn log_likelihood_with(
     progress.start(&format!("L_{k}"), count as u64, "datapoints");
     let xd = backend.layout().arch.x_dim;
     let start = std::time::Instant::now();
-    let max_rows = MAX_ROWS.min(backend.max_rows()).max(1);
+    let max_rows = backend.eval_rows().min(backend.max_rows()).max(1);
     let k_chunk = k.min(max_rows);
     let points = (max_rows / k_chunk).max(1);
     let mut per_point = Vec::with_capacity(count);

@@ -281,6 +281,11 @@ pub trait Backend {
     fn take_stats(&mut self) -> Result<StepStats>;
     /// The most sample rows (batch x n) one forward pass may hold.
     fn max_rows(&self) -> usize;
+    /// The sample rows an evaluation pass should hold: as many as fill the device without
+    /// holding more working memory than it can spare (at most `max_rows`).
+    fn eval_rows(&self) -> usize {
+        self.max_rows().min(crate::eval::MAX_ROWS)
+    }
     /// Evaluation: a forward pass over one chunk of samples whose log-weights are folded into
     /// a running log-sum-exp per datapoint (`first` starts afresh); nothing is read back.
     fn lse_chunk(

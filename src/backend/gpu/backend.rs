@@ -1,6 +1,7 @@
 //! `impl Backend` for the GPU: each trait method uploads its inputs and runs parts of the
 //! cached plan for its shape.
 
+use super::buffers::row_floats;
 use super::plan::Part;
 use super::profiler::GpuProfiler;
 use super::{GpuBackend, STATS_LEN};
@@ -308,6 +309,12 @@ impl Backend for GpuBackend {
         self.row_limit.map_or(adapter, |l| l.min(adapter))
     }
 
+    fn eval_rows(&self) -> usize {
+        let budget = eval_budget_bytes(&self.ctx.adapter.device_type);
+        let rows = budget / (4 * row_floats(&self.layout.arch) as u64).max(1);
+        (rows as usize).clamp(1, self.max_rows())
+    }
+
     fn set_profiling(&mut self, on: bool) -> String {
         if !on {
             *self.profiler.borrow_mut() = None;
@@ -341,5 +348,48 @@ impl Backend for GpuBackend {
             compute_units: units.max(1),
             ..self.grid()
         });
+    }
+}
+
+/// Working memory an evaluation pass may take on an adapter of `device_type` (as
+/// `AdapterSummary` spells it): 1 GiB on a discrete GPU, so that a pass at K = 5,000 holds
+/// 18 MNIST datapoints and its GEMMs fill a large GPU; 256 MiB on an integrated or
+/// virtual one, which shares the host's memory; on a software adapter (lavapipe) and
+/// anything else the rows of `eval::MAX_ROWS` at about 11 KB each.
+fn eval_budget_bytes(device_type: &str) -> u64 {
+    let is = |t: wgpu::DeviceType| device_type == format!("{t:?}");
+    if is(wgpu::DeviceType::DiscreteGpu) {
+        1 << 30
+    } else if is(wgpu::DeviceType::IntegratedGpu) || is(wgpu::DeviceType::VirtualGpu) {
+        256 << 20
+    } else {
+        (crate::eval::MAX_ROWS * 11 * 1024) as u64
+    }
+}
+
+#[cfg(test)]
+mod eval_pass_tests {
+    use super::{eval_budget_bytes, row_floats};
+    use crate::model::Arch;
+
+    #[test]
+    fn evaluation_passes_grow_with_the_kind_of_device() {
+        let discrete = eval_budget_bytes("DiscreteGpu");
+        let integrated = eval_budget_bytes("IntegratedGpu");
+        let software = eval_budget_bytes("Cpu");
+        assert!(
+            discrete > integrated && integrated > software,
+            "{discrete} {integrated} {software}"
+        );
+        assert_eq!(eval_budget_bytes("Other"), software);
+        // An MNIST row is 50 + 200 + 200 + 784 decoder floats, 50 normals, 5, two 784-wide
+        // deltas: about 11 KB, so a discrete GPU's pass holds 18 datapoints at K = 5000 (93,956
+        // rows), lavapipe's 3 (as eval::MAX_ROWS held before).
+        let row = 4 * row_floats(&Arch::burda_mnist()) as u64;
+        assert_eq!(row, 4 * (1234 + 50 + 5 + 2 * 784));
+        assert_eq!(discrete / row / 5_000, 18);
+        assert_eq!(software / row / 5_000, 3);
+        let two_layer = 4 * row_floats(&Arch::burda_mnist_two_layer()) as u64;
+        assert!(two_layer > row, "{two_layer} {row}");
     }
 }

@@ -4,6 +4,7 @@
 use super::plan::MAX_GROUPS;
 use super::GpuBackend;
 use crate::backend::Backend;
+use crate::model::Arch;
 use anyhow::{bail, Result};
 
 /// Buffers whose size follows the batch shape, allocated for the largest shape seen.
@@ -66,6 +67,30 @@ impl TopBuffers {
     }
 }
 
+/// The widest layer of `a`: the per-row width of the backward's delta buffers.
+fn widest(a: &Arch) -> usize {
+    a.encoder_dims()
+        .into_iter()
+        .chain(a.decoder_dims())
+        .chain(a.encoder2_dims())
+        .chain(a.decoder2_dims())
+        .max()
+        .unwrap_or(1)
+}
+
+/// Floats of the shape buffers per sample row of `a` (what `GpuBackend::alloc_shape`
+/// allocates `rows_cap` times), for sizing evaluation passes.
+pub(super) fn row_floats(a: &Arch) -> usize {
+    let top = a.top.as_ref().map_or(0, |t| {
+        a.encoder2_dims()[1..].iter().sum::<usize>()
+            + a.decoder2_dims().iter().sum::<usize>()
+            + a.z_dim
+            + 4 * t.z_dim
+    });
+    // Decoder activations, noise, log-weights, 3 coefficients, ones, two deltas.
+    a.decoder_dims().iter().sum::<usize>() + a.noise_dim() + 5 + 2 * widest(a) + top
+}
+
 impl ShapeBuffers {
     /// The encoder's output: (mu, log sigma) per datapoint.
     pub(super) fn encoder_output(&self) -> &wgpu::Buffer {
@@ -99,14 +124,7 @@ impl ShapeBuffers {
 
 impl GpuBackend {
     pub(super) fn widest(&self) -> usize {
-        let a = &self.layout.arch;
-        a.encoder_dims()
-            .into_iter()
-            .chain(a.decoder_dims())
-            .chain(a.encoder2_dims())
-            .chain(a.decoder2_dims())
-            .max()
-            .unwrap_or(1)
+        widest(&self.layout.arch)
     }
 
     /// Shape buffers that hold (batch, n), and the plan for (batch, n, accumulate).
