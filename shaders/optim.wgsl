@@ -1,5 +1,5 @@
 // Gradient norms, clipping and Adam/AMSGrad (src/optim.rs), plus the running training
-// statistics the host reads once in a while instead of every step.
+// statistics the host reads once in a while instead of every step (adam_step).
 
 struct Adam {
     total: u32, encoder_len: u32, amsgrad: u32, batch: u32,
@@ -107,7 +107,11 @@ fn adam(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if (i >= cfg.encoder_len) {
         scale = clip_factor(norms[1], cfg.clip_decoder);
     }
-    let g = grad[i] * scale;
+    adam_update(i, grad[i] * scale);
+}
+
+// Adam (AMSGrad when asked) on parameter i with its clipped gradient g.
+fn adam_update(i: u32, g: f32) {
     let t = cfg.total;
     let m = cfg.beta1 * moments[i] + (1.0 - cfg.beta1) * g;
     let v = cfg.beta2 * moments[t + i] + (1.0 - cfg.beta2) * g * g;
@@ -121,32 +125,52 @@ fn adam(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     params[i] += cfg.step_size * m / (sqrt(v_used) * cfg.inv_sqrt_bc2 + cfg.eps);
 }
 
-// One workgroup: adds this step's mean objective and gradient norms to the running stats.
+// The step's end in one dispatch (a training step's last): every workgroup adds the norms'
+// partials as grad_norms does (same order, so the same bits) and the objective over the
+// batch, then clips and takes its share of the Adam step; workgroup 0 also stores the norms
+// and adds the step to the running statistics (objective, norms, non-finite steps). Two
+// dispatches fewer than grad_norms, adam and a statistics kernel in turn; the redundant sums
+// are a few hundred cached loads per workgroup.
+
+// The workgroup's sum of v over its threads, ending in the return value (red is reused).
+fn workgroup_sum(lid: u32, v: f32) -> f32 {
+    red[lid] = v;
+    tree_sum(lid);
+    let total = red[0];
+    workgroupBarrier();
+    return total;
+}
+
+fn partials_sum(lid: u32, lo: u32, hi: u32) -> f32 {
+    var part = 0.0;
+    for (var i = lo + lid; i < hi; i += 256u) {
+        part += partials[i];
+    }
+    return workgroup_sum(lid, part);
+}
+
 @compute @workgroup_size(256)
-fn accumulate_stats(@builtin(local_invocation_index) lid: u32) {
+fn adam_step(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32, @builtin(num_workgroups) groups: vec3<u32>) {
+    let enc_norm = sqrt(partials_sum(lid, 0u, nl.enc_groups));
+    let dec_norm = sqrt(partials_sum(lid, nl.enc_groups, nl.groups));
     var part = 0.0;
     for (var i = lid; i < cfg.batch; i += 256u) {
         part += objective[i];
     }
-    red[lid] = part;
-    workgroupBarrier();
-    for (var s = 128u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            red[lid] += red[lid + s];
-        }
-        workgroupBarrier();
-    }
-    if (lid == 0u) {
-        let obj = red[0] / f32(cfg.batch);
+    let obj = workgroup_sum(lid, part) / f32(cfg.batch);
+    let w = wg.x + wg.y * groups.x;
+    if (w == 0u && lid == 0u) {
+        norms[0] = enc_norm;
+        norms[1] = dec_norm;
         var mask = 0u;
         if (!is_finite(obj)) { mask |= 1u; }
-        if (!is_finite(norms[0])) { mask |= 2u; }
-        if (!is_finite(norms[1])) { mask |= 4u; }
+        if (!is_finite(enc_norm)) { mask |= 2u; }
+        if (!is_finite(dec_norm)) { mask |= 4u; }
         stats[3] += 1.0;
         if (mask == 0u) {
             stats[0] += obj;
-            stats[1] += norms[0];
-            stats[2] += norms[1];
+            stats[1] += enc_norm;
+            stats[2] += dec_norm;
         } else {
             stats[4] += 1.0;
             if (stats[5] == 0.0) {
@@ -155,4 +179,13 @@ fn accumulate_stats(@builtin(local_invocation_index) lid: u32) {
             }
         }
     }
+    let i = w * 256u + lid;
+    if (i >= cfg.total || !is_finite(enc_norm) || !is_finite(dec_norm)) {
+        return;
+    }
+    var scale = clip_factor(enc_norm, cfg.clip_encoder);
+    if (i >= cfg.encoder_len) {
+        scale = clip_factor(dec_norm, cfg.clip_decoder);
+    }
+    adam_update(i, grad[i] * scale);
 }

@@ -98,9 +98,8 @@ fn profile_on_every_backend() {
                 "log_weights",
                 "coefficients",
                 "encoder_upstream",
-                "grad_norms",
-                "adam",
-                "accumulate_stats",
+                "grad_norm_partials",
+                "adam_step",
             ],
         };
         profile(backend.name(), must_have);

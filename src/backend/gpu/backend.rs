@@ -134,9 +134,7 @@ impl Backend for GpuBackend {
                 Part::Forward,
                 Part::Coefficients,
                 Part::Backward,
-                Part::Norms,
-                Part::Adam,
-                Part::Stats,
+                Part::Update,
             ],
         )?;
         self.last = Some((batch, n));

@@ -388,7 +388,7 @@ impl GpuBackend {
         }
         self.write_adam(Some((cfg, lr)), batch);
         // The norms once, over the gradient of every group.
-        self.run(batch, per_step, &[Part::Norms, Part::Adam, Part::Stats])?;
+        self.run(batch, per_step, &[Part::Update])?;
         self.last = None;
         Ok(out)
     }

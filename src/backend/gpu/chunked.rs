@@ -112,7 +112,7 @@ impl GpuBackend {
         }
         self.write_adam(Some((cfg, lr)), batch);
         // The norms once, over the whole gradient.
-        self.run(batch, chunks[0].1, &[Part::Norms, Part::Adam, Part::Stats])?;
+        self.run(batch, chunks[0].1, &[Part::Update])?;
         self.last = None;
         Ok(())
     }

@@ -230,7 +230,7 @@ impl GpuBackend {
                 .iter()
                 .chain(&plan.backward)
                 .chain(&plan.norms)
-                .chain([&plan.coefficients, &plan.adam, &plan.stats, &plan.lse]);
+                .chain([&plan.coefficients, &plan.adam, &plan.adam_step, &plan.lse]);
             for d in all {
                 *counts
                     .entry(self.ctx.pipeline(d.pipeline).name)
@@ -254,9 +254,7 @@ impl GpuBackend {
             Part::Forward,
             Part::Coefficients,
             Part::Backward,
-            Part::Norms,
-            Part::Adam,
-            Part::Stats,
+            Part::Update,
         ];
         Ok(self
             .dispatch_list((batch, n, false), &parts)

@@ -125,20 +125,36 @@ impl GpuBackend {
         }
     }
 
-    /// Adds the step's objective and norms to the running statistics.
-    pub(super) fn stats_spec<'a>(&'a self, objective: &'a wgpu::Buffer) -> DispatchSpec<'a> {
+    /// A training step's end in one dispatch: the norms from their partials, clipping, Adam,
+    /// and the step's objective and norms added to the running statistics.
+    pub(super) fn adam_step_spec<'a>(
+        &'a self,
+        sb: &'a ShapeBuffers,
+        arena: &mut UniformArena,
+        objective: &'a wgpu::Buffer,
+    ) -> DispatchSpec<'a> {
+        let (chunk, enc_groups, groups) = self.norm_layout();
+        let slot = arena.push(&[chunk as u32, enc_groups as u32, groups as u32, 0]);
+        let len = self.layout.len;
         DispatchSpec {
-            pipeline: PipelineId::AccumulateStats,
+            pipeline: PipelineId::AdamStep,
             bindings: vec![
                 (0, self.adam_binding()),
+                (1, Res::Buf(&self.params)),
+                (2, Res::Buf(&self.grad)),
+                (3, Res::Buf(&self.moments)),
                 (4, Res::Buf(&self.norms)),
                 (5, Res::Buf(&self.stats)),
                 (6, Res::Buf(objective)),
+                (7, Res::Slot(slot.0, slot.1)),
+                (8, Res::Buf(&sb.norm_partials)),
             ],
-            count: [1, 1, 1],
-            label: "running statistics".to_string(),
+            count: groups_1d(len, 256),
+            label: format!("adam step [{len} parameters, norms and statistics]"),
             flops: 0.0,
-            bytes: objective.size() as f64 + 32.0,
+            // Parameters, m and v read and written, the gradient read (v_max: AMSGrad); each
+            // workgroup's partials and objective come from cache after the first.
+            bytes: 4.0 * 7.0 * len as f64 + 4.0 * (groups as f64 + objective.size() as f64 / 4.0),
         }
     }
 }

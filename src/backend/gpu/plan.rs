@@ -89,7 +89,8 @@ pub(super) struct Plan {
     /// The norms' partial sums, then their totals.
     pub norms: Vec<Dispatch>,
     pub adam: Dispatch,
-    pub stats: Dispatch,
+    /// Norm totals, clipping, Adam and the running statistics in one dispatch.
+    pub adam_step: Dispatch,
     pub lse: Dispatch,
     /// Keeps the plan's static uniforms alive.
     pub _uniforms: wgpu::Buffer,
@@ -110,8 +111,11 @@ pub(super) enum Part {
     /// The gradient norms: once per step, after its last backward (a chunked step or the
     /// chains' groups run several backwards into one gradient).
     Norms,
+    /// Adam alone, with the norms of [`Part::Norms`] (a separate optimizer step).
     Adam,
-    Stats,
+    /// A training step's end: the norms' partials, then one dispatch that adds them, clips,
+    /// steps Adam and accumulates the running statistics.
+    Update,
 }
 
 impl GpuBackend {
@@ -135,6 +139,7 @@ impl GpuBackend {
             self.backward_specs(sb, &mut arena, shape, batch, n, accumulate)
         };
         let norms = self.grad_norms_specs(sb, &mut arena);
+        let adam_step = self.adam_step_spec(sb, &mut arena, &sb.objective);
 
         let uniforms = self.ctx.uniform("plan uniforms", arena.bytes.len());
         self.ctx.queue.write_buffer(&uniforms, 0, &arena.bytes);
@@ -155,10 +160,10 @@ impl GpuBackend {
             bind(coefficients),
             backward.into_iter().map(bind).collect(),
         );
-        let (norms, adam, stats) = (
+        let (norms, adam, adam_step) = (
             norms.into_iter().map(bind).collect(),
             bind(self.adam_spec()),
-            bind(self.stats_spec(&sb.objective)),
+            bind(adam_step),
         );
         Plan {
             lse,
@@ -167,7 +172,7 @@ impl GpuBackend {
             backward,
             norms,
             adam,
-            stats,
+            adam_step,
             _uniforms: uniforms,
         }
     }
@@ -510,7 +515,10 @@ impl GpuBackend {
                 }
                 Part::Norms => list.extend(plan.norms.iter().map(Some)),
                 Part::Adam => list.push(Some(&plan.adam)),
-                Part::Stats => list.push(Some(&plan.stats)),
+                Part::Update => {
+                    list.push(plan.norms.first());
+                    list.push(Some(&plan.adam_step));
+                }
                 Part::Lse => list.push(Some(&plan.lse)),
             }
         }
