@@ -1,8 +1,10 @@
 // C = alpha * A[m, k] B[k, n] (+ beta C), every operand with its own element offset and
-// (row, column) strides, so transposes are strides. 64 x 64 output tiles, 16 x 16 threads,
-// 4 x 4 outputs per thread held in four vec4 registers, fed per k-step by one vec4 read of
-// each shared tile; the next k-tile is loaded into registers while the current one is
-// multiplied. Edges of shapes that are not multiples of the tile are zero-padded on load and
+// (row, column) strides, so transposes are strides. TILE_M x 64 output tiles, 16 x 16
+// threads, RPT x 4 outputs per thread held in RPT vec4 registers, fed per k-step by one read
+// of each shared tile (a vec4 of B, a vec4 or half of one of A); the next k-tile is loaded
+// into registers while the current one is multiplied. The module is compiled twice, with
+// TILE_M = 64 (4 x 4 per thread) and with TILE_M = 32 (2 x 4 per thread, the `half_tiles`
+// sections) for grids that 64-row tiles would leave short of the GPU. Edges of shapes that are not multiples of the tile are zero-padded on load and
 // masked on store. Every access is guarded by the shape, and the host checks each operand's
 // extent against its buffer when it records the dispatch, so this family may be compiled
 // without wgpu's runtime bounds checks (src/backend/gpu/pipelines.rs).
@@ -39,15 +41,19 @@ struct Gemm {
 @group(0) @binding(3) var<storage, read_write> mat_c: array<f32>;
 @group(0) @binding(4) var<storage, read> epi: array<f32>;
 
+// TILE_M (the tile's rows) comes from the prelude; a tile has 64 columns.
 const TILE: u32 = 64u;
 const TK: u32 = 16u;
+// Rows per thread.
+const RPT: u32 = TILE_M / 16u;
 // The shared tiles hold vec4 rows, [TK][ROW4]: element (k, i) is tile[k * ROW4 + i / 4][i % 4],
-// so one vec4 read per operand per k-step feeds a thread's 16 FMAs. A row is 16 vec4s and
-// one of padding: consecutive k rows start 4 banks apart, so the stores of a k-contiguous
-// load (threads walking k) meet at most 2-way bank conflicts instead of 16-way.
+// so one read per operand per k-step feeds a thread's FMAs. A row is its vec4s and one of
+// padding: consecutive k rows start 4 banks apart, so the stores of a k-contiguous load
+// (threads walking k) meet at most 2-way bank conflicts instead of 16-way.
 const ROW4: u32 = 17u;
-var<workgroup> tile_a: array<vec4<f32>, 272>; // TK * ROW4
-var<workgroup> tile_b: array<vec4<f32>, 272>;
+const ROW4A: u32 = TILE_M / 4u + 1u;
+var<workgroup> tile_a: array<vec4<f32>, TK * ROW4A>;
+var<workgroup> tile_b: array<vec4<f32>, TK * ROW4>;
 
 // The epilogue of output (r, c) from its sum over k: alpha, beta, bias, tanh, tanh backward.
 fn epilogue(r: u32, c: u32, sum: f32) -> f32 {
@@ -72,19 +78,28 @@ fn epilogue(r: u32, c: u32, sum: f32) -> f32 {
 
 // Writes element (kk, i) of a shared tile.
 fn put_a(kk: u32, i: u32, v: f32) {
-    tile_a[kk * ROW4 + i / 4u][i % 4u] = v;
+    tile_a[kk * ROW4A + i / 4u][i % 4u] = v;
 }
 
 fn put_b(kk: u32, i: u32, v: f32) {
     tile_b[kk * ROW4 + i / 4u][i % 4u] = v;
 }
 
-// One k-tile of the product from the shared tiles: thread (lx, ly) owns rows 4 ly .. +3 and
-// columns 4 lx .. +3; acc[i] is row 4 ly + i. Under `rs_on` also the rows' sums of A.
-fn multiply_tile(lid: vec2<u32>, acc: ptr<function, array<vec4<f32>, 4>>, rsum: ptr<function, vec4<f32>>, rs_on: bool) {
+// One k-tile of the product from the shared tiles: thread (lx, ly) owns rows RPT ly .. and
+// columns 4 lx .. +3; acc[i] is row RPT ly + i. Under `rs_on` also the rows' sums of A.
+fn multiply_tile(lid: vec2<u32>, acc: ptr<function, array<vec4<f32>, RPT>>, rsum: ptr<function, vec4<f32>>, rs_on: bool) {
     for (var kk = 0u; kk < TK; kk++) {
-        let av = tile_a[kk * ROW4 + lid.y];
         let bv = tile_b[kk * ROW4 + lid.x];
+// #if half_tiles
+        let a4 = tile_a[kk * ROW4A + lid.y / 2u];
+        let av = select(a4.xy, a4.zw, (lid.y & 1u) == 1u);
+        if (rs_on) {
+            *rsum += vec4<f32>(av, 0.0, 0.0);
+        }
+        (*acc)[0] = fma(vec4<f32>(av.x), bv, (*acc)[0]);
+        (*acc)[1] = fma(vec4<f32>(av.y), bv, (*acc)[1]);
+// #else
+        let av = tile_a[kk * ROW4A + lid.y];
         if (rs_on) {
             *rsum += av;
         }
@@ -92,14 +107,15 @@ fn multiply_tile(lid: vec2<u32>, acc: ptr<function, array<vec4<f32>, 4>>, rsum: 
         (*acc)[1] = fma(vec4<f32>(av.y), bv, (*acc)[1]);
         (*acc)[2] = fma(vec4<f32>(av.z), bv, (*acc)[2]);
         (*acc)[3] = fma(vec4<f32>(av.w), bv, (*acc)[3]);
+// #endif
     }
 }
 
-// Masked store of a thread's 4 x 4 through the epilogue (unsplit), or of its raw sums into
+// Masked store of a thread's RPT x 4 through the epilogue (unsplit), or of its raw sums into
 // slice z of the scratch (split-K).
-fn store_tile(row0: u32, col0: u32, lid: vec2<u32>, acc: ptr<function, array<vec4<f32>, 4>>, z: u32) {
-    for (var i = 0u; i < 4u; i++) {
-        let r = row0 + lid.y * 4u + i;
+fn store_tile(row0: u32, col0: u32, lid: vec2<u32>, acc: ptr<function, array<vec4<f32>, RPT>>, z: u32) {
+    for (var i = 0u; i < RPT; i++) {
+        let r = row0 + lid.y * RPT + i;
         if (r >= g.m) {
             continue;
         }
@@ -127,11 +143,11 @@ fn k_range(z: u32) -> vec2<u32> {
     return vec2<u32>(lo, min(g.k, lo + g.k_slice));
 }
 
-// Under ROW_SUMS (split-K only), the first column of tiles stores each of its thread's 4 rows'
-// sums of A over slice z after the slices' partial products.
+// Under ROW_SUMS (split-K only), the first column of tiles stores each of its thread's RPT
+// rows' sums of A over slice z after the slices' partial products.
 fn store_row_sums(row0: u32, ly: u32, rsum: vec4<f32>, z: u32) {
-    for (var i = 0u; i < 4u; i++) {
-        let r = row0 + ly * 4u + i;
+    for (var i = 0u; i < RPT; i++) {
+        let r = row0 + ly * RPT + i;
         if (r < g.m) {
             mat_c[g.slices * g.m * g.n + z * g.m + r] = rsum[i];
         }
@@ -139,24 +155,25 @@ fn store_row_sums(row0: u32, ly: u32, rsum: vec4<f32>, z: u32) {
 }
 
 // ---- gemm: any strides ----
-// 256 threads load the 1,024 elements of each 64 x 16 tile, 4 apiece, consecutive threads
-// along the operand's contiguous dimension so that their loads coalesce: along k when A is
-// row-major (a_cs = 1) or B column-major (b_rs = 1), else along m or n. Element j of
-// thread t is (k, i) = (t % 16, t / 16 + 16 j) along k, (t / 64 + 4 j, t % 64) otherwise.
+// 256 threads load the elements of each `extent` x 16 tile (64 for B, TILE_M for A), extent /
+// 16 apiece, consecutive threads along the operand's contiguous dimension so that their
+// loads coalesce: along k when A is row-major (a_cs = 1) or B column-major (b_rs = 1), else
+// along m or n. Element j of thread t is (k, i) = (t % 16, t / 16 + 16 j) along k,
+// (t / extent + (256 / extent) j, t % extent) otherwise.
 
-fn tile_coord(t: u32, j: u32, k_contig: bool) -> vec2<u32> {
+fn tile_coord(t: u32, j: u32, k_contig: bool, extent: u32) -> vec2<u32> {
     if (k_contig) {
         return vec2<u32>(t % 16u, t / 16u + 16u * j);
     }
-    return vec2<u32>(t / 64u + 4u * j, t % 64u);
+    return vec2<u32>(t / extent + (256u / extent) * j, t % extent);
 }
 
 // The 4 elements of A thread t loads for the k-tile at k0 (zero outside the matrix).
 fn load_a(t: u32, row0: u32, k0: u32, k_end: u32) -> vec4<f32> {
     var v = vec4<f32>(0.0);
     let k_contig = g.a_cs == 1u;
-    for (var j = 0u; j < 4u; j++) {
-        let kc = tile_coord(t, j, k_contig);
+    for (var j = 0u; j < RPT; j++) {
+        let kc = tile_coord(t, j, k_contig, TILE_M);
         let kg = k0 + kc.x;
         if (row0 + kc.y < g.m && kg < k_end) {
             var va = mat_a[g.a_off + (row0 + kc.y) * g.a_rs + kg * g.a_cs];
@@ -173,7 +190,7 @@ fn load_b(t: u32, col0: u32, k0: u32, k_end: u32) -> vec4<f32> {
     var v = vec4<f32>(0.0);
     let k_contig = g.b_rs == 1u;
     for (var j = 0u; j < 4u; j++) {
-        let kc = tile_coord(t, j, k_contig);
+        let kc = tile_coord(t, j, k_contig, TILE);
         let kg = k0 + kc.x;
         if (col0 + kc.y < g.n && kg < k_end) {
             v[j] = mat_b[g.b_off + kg * g.b_rs + (col0 + kc.y) * g.b_cs];
@@ -185,20 +202,22 @@ fn load_b(t: u32, col0: u32, k0: u32, k_end: u32) -> vec4<f32> {
 fn store_loaded(t: u32, va: vec4<f32>, vb: vec4<f32>) {
     let a_k = g.a_cs == 1u;
     let b_k = g.b_rs == 1u;
-    for (var j = 0u; j < 4u; j++) {
-        let ka = tile_coord(t, j, a_k);
+    for (var j = 0u; j < RPT; j++) {
+        let ka = tile_coord(t, j, a_k, TILE_M);
         put_a(ka.x, ka.y, va[j]);
-        let kb = tile_coord(t, j, b_k);
+    }
+    for (var j = 0u; j < 4u; j++) {
+        let kb = tile_coord(t, j, b_k, TILE);
         put_b(kb.x, kb.y, vb[j]);
     }
 }
 
 @compute @workgroup_size(16, 16, 1)
 fn gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let row0 = wg.y * TILE;
+    let row0 = wg.y * TILE_M;
     let col0 = wg.x * TILE;
     let t = lid.y * 16u + lid.x;
-    var acc = array<vec4<f32>, 4>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+    var acc: array<vec4<f32>, RPT>; // zero-initialized
     let kr = k_range(wg.z);
     let rs_on = (g.flags & FLAG_ROW_SUMS) != 0u && wg.x == 0u && lid.x == 0u;
     var rsum = vec4<f32>(0.0);
@@ -224,27 +243,31 @@ fn gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 // ---- gemm_vec4: the same product with one vec4 load per operand per thread per k-step ----
 // For operands whose contiguous dimension, other stride and offset are multiples of 4 (the
 // host checks). A is contiguous along k (A_KCONTIG) or along m; B along k (B_KCONTIG) or
-// along n. A 64 x 16 tile is then 256 vec4s, one per thread, so every vec4 lies wholly in
-// or wholly out of the matrix and edges stay zero-padded.
+// along n. A 64 x 16 tile is then 256 vec4s, one per thread (a 32-row tile of A: 128, one
+// per thread of the first half), so every vec4 lies wholly in or wholly out of the matrix
+// and edges stay zero-padded.
 
 @group(0) @binding(1) var<storage, read> mat_a4: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> mat_b4: array<vec4<f32>>;
 
-// Thread t's vec4 of a 64 x 16 tile as (k, i) of its first element: along k it covers
-// k .. k + 3 at i, else i .. i + 3 at k.
-fn vec4_coord(t: u32, k_contig: bool) -> vec2<u32> {
+// Thread t's vec4 of an `extent` x 16 tile as (k, i) of its first element: along k it
+// covers k .. k + 3 at i, else i .. i + 3 at k.
+fn vec4_coord(t: u32, k_contig: bool, extent: u32) -> vec2<u32> {
     if (k_contig) {
         return vec2<u32>((t % 4u) * 4u, t / 4u);
     }
-    return vec2<u32>(t / 16u, (t % 16u) * 4u);
+    return vec2<u32>(t / (extent / 4u), (t % (extent / 4u)) * 4u);
 }
+
+// The vec4s of A's tile, one per thread of the first ones.
+const A_VEC4S: u32 = TILE_M * TK / 4u;
 
 fn load_a4(t: u32, row0: u32, k0: u32, k_end: u32) -> vec4<f32> {
     let a_k = (g.flags & FLAG_A_KCONTIG) != 0u;
-    let kc = vec4_coord(t, a_k);
+    let kc = vec4_coord(t, a_k, TILE_M);
     let ka = k0 + kc.x;
     var va = vec4<f32>(0.0);
-    if (row0 + kc.y < g.m && ka < k_end) {
+    if (t < A_VEC4S && row0 + kc.y < g.m && ka < k_end) {
         va = mat_a4[(g.a_off + (row0 + kc.y) * g.a_rs + ka * g.a_cs) / 4u];
         if ((g.flags & FLAG_SCALE_K) != 0u) {
             if (a_k) {
@@ -258,7 +281,7 @@ fn load_a4(t: u32, row0: u32, k0: u32, k_end: u32) -> vec4<f32> {
 }
 
 fn load_b4(t: u32, col0: u32, k0: u32, k_end: u32) -> vec4<f32> {
-    let kc = vec4_coord(t, (g.flags & FLAG_B_KCONTIG) != 0u);
+    let kc = vec4_coord(t, (g.flags & FLAG_B_KCONTIG) != 0u, TILE);
     let kb = k0 + kc.x;
     if (col0 + kc.y < g.n && kb < k_end) {
         return mat_b4[(g.b_off + kb * g.b_rs + (col0 + kc.y) * g.b_cs) / 4u];
@@ -269,16 +292,18 @@ fn load_b4(t: u32, col0: u32, k0: u32, k_end: u32) -> vec4<f32> {
 // A vec4 along i is one shared vec4 (i is a multiple of 4); along k, four scalars.
 fn store_loaded4(t: u32, va: vec4<f32>, vb: vec4<f32>) {
     let a_k = (g.flags & FLAG_A_KCONTIG) != 0u;
-    let ka = vec4_coord(t, a_k);
-    if (a_k) {
+    let ka = vec4_coord(t, a_k, TILE_M);
+    if (t >= A_VEC4S) {
+        // No element of A's tile (32-row tiles).
+    } else if (a_k) {
         for (var j = 0u; j < 4u; j++) {
             put_a(ka.x + j, ka.y, va[j]);
         }
     } else {
-        tile_a[ka.x * ROW4 + ka.y / 4u] = va;
+        tile_a[ka.x * ROW4A + ka.y / 4u] = va;
     }
     let b_k = (g.flags & FLAG_B_KCONTIG) != 0u;
-    let kb = vec4_coord(t, b_k);
+    let kb = vec4_coord(t, b_k, TILE);
     if (b_k) {
         for (var j = 0u; j < 4u; j++) {
             put_b(kb.x + j, kb.y, vb[j]);
@@ -290,10 +315,10 @@ fn store_loaded4(t: u32, va: vec4<f32>, vb: vec4<f32>) {
 
 @compute @workgroup_size(16, 16, 1)
 fn gemm_vec4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let row0 = wg.y * TILE;
+    let row0 = wg.y * TILE_M;
     let col0 = wg.x * TILE;
     let t = lid.y * 16u + lid.x;
-    var acc = array<vec4<f32>, 4>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+    var acc: array<vec4<f32>, RPT>; // zero-initialized
     let kr = k_range(wg.z);
     let rs_on = (g.flags & FLAG_ROW_SUMS) != 0u && wg.x == 0u && lid.x == 0u;
     var rsum = vec4<f32>(0.0);

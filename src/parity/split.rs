@@ -2,7 +2,8 @@
 //! rows (3 datapoints x 67 samples) with every GEMM forced into 1, 3 or 13 slices of k (201
 //! is a multiple of neither: the last slice is shorter) or split as the automatic choice
 //! splits it, on a model whose widths suit neither GEMM tile (scalar kernel) and one whose
-//! widths are multiples of 4 (vec4 kernel). The decoder's bias gradients are the row sums
+//! widths are multiples of 4 (vec4 kernel), each with 64-row and 32-row GEMM tiles (forced,
+//! or as the automatic choice picks them). The decoder's bias gradients are the row sums
 //! folded into its weight gradients' split; the norms run with several partial sizes.
 
 use super::{binary_data, compare, ParityRow};
@@ -14,14 +15,23 @@ use crate::model::{Arch, Params};
 use crate::rng::Stream;
 use anyhow::Result;
 
-/// (slices forced, or None for the automatic choice; parameters per norm partial).
-const SCALAR: [(Option<usize>, Option<usize>); 4] = [
-    (Some(1), None),
-    (Some(3), Some(1024)),
-    (Some(13), Some(1 << 24)),
-    (None, None),
+/// (slices forced, or None for the automatic choice; parameters per norm partial; GEMM tile
+/// rows forced, or None for the automatic choice).
+type Config = (Option<usize>, Option<usize>, Option<usize>);
+const SCALAR: [Config; 6] = [
+    (Some(1), None, Some(64)),
+    (Some(3), Some(1024), Some(32)),
+    (Some(13), Some(1 << 24), Some(64)),
+    (Some(1), None, Some(32)),
+    (None, None, None),
+    (None, None, Some(64)),
 ];
-const VEC4: [(Option<usize>, Option<usize>); 2] = [(Some(3), Some(512)), (None, None)];
+const VEC4: [Config; 4] = [
+    (Some(3), Some(512), Some(64)),
+    (Some(3), Some(512), Some(32)),
+    (None, None, None),
+    (None, None, Some(64)),
+];
 
 pub(super) fn rows(choice: &AdapterChoice) -> Result<Vec<ParityRow>> {
     let scalar = Arch {
@@ -47,7 +57,7 @@ fn model_rows(
     choice: &AdapterChoice,
     arch: &Arch,
     kernel: &str,
-    configs: &[(Option<usize>, Option<usize>)],
+    configs: &[Config],
 ) -> Result<Vec<ParityRow>> {
     let (batch, n) = (3, 67);
     let xd = arch.x_dim;
@@ -75,10 +85,11 @@ fn model_rows(
         .flat_map(|l| l.b..l.b + l.out)
         .collect();
     let mut rows = Vec::new();
-    for &(slices, chunk) in configs {
+    for &(slices, chunk, tile_rows) in configs {
         gpu.set_grid(GridConfig {
             force_slices: slices,
             norm_chunk: chunk,
+            force_tile_rows: tile_rows,
             ..GridConfig::default()
         });
         let lw_gpu = gpu.forward(&x, batch, n, &noise)?.to_vec();
@@ -86,10 +97,20 @@ fn model_rows(
         let gg = gpu.gradient()?;
         let plan = gpu.plan_dispatches(batch, n)?;
         let count = |kernel: &str| plan.iter().filter(|d| d.kernel == kernel).count();
+        let gemms = count("gemm") + count("gemm_vec4");
+        let half = count("gemm_32") + count("gemm_vec4_32");
         let what = match slices {
             Some(s) => format!("{s} slices"),
             None => format!("auto, {} split", count("splitk_reduce")),
         };
+        let vec4 = count("gemm_vec4") + count("gemm_vec4_32");
+        let what = format!(
+            "{what}, {half} of {} GEMMs ({vec4} vec4) in 32-row tiles",
+            gemms + half
+        );
+        if tile_rows == Some(64) && half > 0 || tile_rows == Some(32) && gemms > 0 {
+            anyhow::bail!("split-K {kernel} {what}: the plan ignores --tile rows {tile_rows:?}");
+        }
         let partials = plan
             .iter()
             .find(|d| d.kernel == "grad_norm_partials")

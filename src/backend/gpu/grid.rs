@@ -24,7 +24,13 @@ pub struct GridConfig {
     pub force_slices: Option<usize>,
     /// Elements per norm partial (a multiple of 256); None: from `compute_units`.
     pub norm_chunk: Option<usize>,
+    /// Rows of every GEMM tile, 64 or 32; None: the automatic choice ([`Self::tile_rows`]).
+    /// For parity checks.
+    pub force_tile_rows: Option<usize>,
 }
+
+/// The GEMM tiles' rows: 64 (4 x 4 outputs a thread), or 32 (2 x 4) for short grids.
+pub const TILE_ROWS: [usize; 2] = [64, 32];
 
 impl Default for GridConfig {
     fn default() -> Self {
@@ -33,6 +39,7 @@ impl Default for GridConfig {
             min_slice: MIN_SLICE,
             force_slices: None,
             norm_chunk: None,
+            force_tile_rows: None,
         }
     }
 }
@@ -62,8 +69,23 @@ impl GridConfig {
         (2 * self.target() * 64 * 64).min(max_floats)
     }
 
-    /// (slice length, slices) for an m x n GEMM over k, or None to leave it whole.
-    /// Automatic: only a grid of fewer than the target's 64 x 64 tiles splits, into the
+    /// Rows of the tiles of an m x n GEMM: 32 when 64-row tiles would give fewer workgroups
+    /// than the target and halving them adds tiles (m > 32), else 64. Twice the tiles without
+    /// a split-K reduce: the decoder's 5,000-row GEMMs of n = 200 reach 628 workgroups whole,
+    /// and weight gradients need half the slices.
+    pub fn tile_rows(&self, m: usize, n: usize) -> usize {
+        if let Some(rows) = self.force_tile_rows {
+            return rows;
+        }
+        if m > 32 && m.div_ceil(64) * n.div_ceil(64) < self.target() {
+            32
+        } else {
+            64
+        }
+    }
+
+    /// (slice length, slices) for an m x n GEMM over k in tiles of `tile_m` x 64, or None to
+    /// leave it whole. Automatic: only a grid of fewer than the target's tiles splits, into the
     /// fewest slices that reach the target, or as many as the minimum length allows (at most
     /// k / `min_slice`); slices are multiples of 4 long, the last may be shorter. `extra_rows` adds m floats per slice
     /// (the folded row sums) to what must fit in `scratch` floats.
@@ -72,6 +94,7 @@ impl GridConfig {
         m: usize,
         n: usize,
         k: usize,
+        tile_m: usize,
         extra_rows: bool,
         scratch: usize,
     ) -> Option<(usize, usize)> {
@@ -82,7 +105,7 @@ impl GridConfig {
             let s = k.div_ceil(len);
             return fits(s).then_some((len, s));
         }
-        let base = m.div_ceil(64) * n.div_ceil(64);
+        let base = m.div_ceil(tile_m) * n.div_ceil(64);
         let target = self.target();
         let most = k / self.min_slice.max(4);
         if base >= target || most < 2 {
@@ -133,22 +156,44 @@ mod tests {
     fn split_k_reaches_the_target_or_stays_whole() {
         let g = GridConfig::default();
         for (m, n) in [(784, 200), (200, 200)] {
-            let (len, s) = g.split_k(m, n, 5000, true, BIG).expect("splits");
-            let base = m.div_ceil(64) * n.div_ceil(64);
+            let tm = g.tile_rows(m, n);
+            assert_eq!(tm, 32, "{m}x{n}: 52 and 16 tiles of 64 rows");
+            let (len, s) = g.split_k(m, n, 5000, tm, true, BIG).expect("splits");
+            let base = m.div_ceil(tm) * n.div_ceil(64);
             assert!(s * base >= 528, "{m}x{n}: {s} slices of {len}");
             assert!(len % 4 == 0 && len >= MIN_SLICE && (s - 1) * len < 5000);
         }
-        assert_eq!(g.split_k(784, 200, 5000, true, BIG), Some((456, 11)));
-        assert_eq!(g.split_k(200, 200, 5000, true, BIG), Some((152, 33)));
-        // 4 tiles: as many slices as the minimum length allows (50 x 4 = 200 workgroups).
-        assert_eq!(g.split_k(200, 50, 5000, true, BIG), Some((100, 50)));
-        assert_eq!(g.split_k(5000, 200, 200, false, BIG), Some((100, 2)));
-        assert_eq!(g.split_k(100, 200, 784, false, BIG), Some((100, 8)));
-        assert_eq!(g.split_k(100, 200, 191, false, BIG), None);
-        assert_eq!(g.split_k(200, 784, 100, false, BIG), None);
-        assert_eq!(g.split_k(5000, 784, 200, false, BIG), None, "1027 tiles");
+        // 100 and 28 tiles of 32 rows: 6 and 19 slices (11 and 33 with 64-row tiles).
+        assert_eq!(g.split_k(784, 200, 5000, 32, true, BIG), Some((836, 6)));
+        assert_eq!(g.split_k(200, 200, 5000, 32, true, BIG), Some((264, 19)));
+        assert_eq!(g.split_k(784, 200, 5000, 64, true, BIG), Some((456, 11)));
+        assert_eq!(g.split_k(200, 200, 5000, 64, true, BIG), Some((152, 33)));
+        // 7 tiles: as many slices as the minimum length allows (50 x 7 = 350 workgroups).
+        assert_eq!(g.split_k(200, 50, 5000, 32, true, BIG), Some((100, 50)));
+        // 628 tiles of 32 rows need no split; 316 of 64 rows did.
+        assert_eq!(g.tile_rows(5000, 200), 32);
+        assert_eq!(g.split_k(5000, 200, 200, 32, false, BIG), None);
+        assert_eq!(g.split_k(5000, 200, 200, 64, false, BIG), Some((100, 2)));
+        assert_eq!(g.split_k(100, 200, 784, 32, false, BIG), Some((100, 8)));
+        assert_eq!(g.split_k(100, 200, 191, 32, false, BIG), None);
+        assert_eq!(g.split_k(200, 784, 100, 32, false, BIG), None);
+        assert_eq!(g.tile_rows(5000, 784), 64, "1027 tiles of 64 rows");
+        assert_eq!(g.split_k(5000, 784, 200, 64, false, BIG), None);
         // What does not fit the scratch is not split.
-        assert_eq!(g.split_k(5000, 200, 200, false, 1_000_000), None);
+        assert_eq!(g.split_k(5000, 200, 200, 64, false, 1_000_000), None);
+    }
+
+    #[test]
+    fn tile_rows_halve_only_short_grids_of_more_than_32_rows() {
+        let g = GridConfig::default();
+        assert_eq!(g.tile_rows(32, 200), 64, "32 rows: halving adds no tile");
+        assert_eq!(g.tile_rows(100, 200), 32);
+        assert_eq!(g.tile_rows(5000, 784), 64);
+        let forced = GridConfig {
+            force_tile_rows: Some(32),
+            ..g
+        };
+        assert_eq!(forced.tile_rows(5000, 784), 32);
     }
 
     #[test]
@@ -157,17 +202,17 @@ mod tests {
             force_slices: Some(3),
             ..Default::default()
         };
-        assert_eq!(g.split_k(5, 7, 201, false, BIG), Some((68, 3)));
+        assert_eq!(g.split_k(5, 7, 201, 64, false, BIG), Some((68, 3)));
         let g = GridConfig {
             force_slices: Some(13),
             ..g
         };
-        assert_eq!(g.split_k(5, 7, 201, false, BIG), Some((16, 13)));
+        assert_eq!(g.split_k(5, 7, 201, 64, false, BIG), Some((16, 13)));
         let g = GridConfig {
             force_slices: Some(1),
             ..g
         };
-        assert_eq!(g.split_k(5, 7, 201, false, BIG), Some((204, 1)));
+        assert_eq!(g.split_k(5, 7, 201, 64, false, BIG), Some((204, 1)));
     }
 
     #[test]

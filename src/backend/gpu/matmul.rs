@@ -56,9 +56,11 @@ pub(super) struct GemmU {
     bias_off: u32,
 }
 
-/// The GEMM kernel for `u`: the vec4 one, with its layout flags, when each operand is
-/// contiguous along one dimension whose extent, other stride and offset are multiples of 4.
-fn gemm_kernel(u: &mut GemmU) -> PipelineId {
+/// The GEMM kernel for `u` in tiles of `tile_m` rows: the vec4 one, with its layout flags,
+/// when each operand is contiguous along one dimension whose extent, other stride and offset
+/// are multiples of 4.
+fn gemm_kernel(u: &mut GemmU, tile_m: usize) -> PipelineId {
+    let half = tile_m == 32;
     let a = if u.a_cs == 1 && u.a_rs.is_multiple_of(4) && u.k.is_multiple_of(4) {
         Some(FLAG_A_KCONTIG)
     } else if u.a_rs == 1 && u.a_cs.is_multiple_of(4) && u.m.is_multiple_of(4) {
@@ -76,8 +78,13 @@ fn gemm_kernel(u: &mut GemmU) -> PipelineId {
     match (a, b) {
         (Some(fa), Some(fb)) if u.a_off.is_multiple_of(4) && u.b_off.is_multiple_of(4) => {
             u.flags |= fa | fb;
-            PipelineId::GemmVec4
+            if half {
+                PipelineId::GemmVec4Half
+            } else {
+                PipelineId::GemmVec4
+            }
         }
+        _ if half => PipelineId::GemmHalf,
         _ => PipelineId::Gemm,
     }
 }
@@ -136,8 +143,8 @@ fn check_operands(label: &str, u: &GemmU, a: &wgpu::Buffer, b: &wgpu::Buffer, e:
     }
 }
 
-fn gemm_count(m: usize, n: usize) -> [u32; 3] {
-    [n.div_ceil(64) as u32, m.div_ceil(64) as u32, 1]
+fn gemm_count(m: usize, n: usize, tile_m: usize) -> [u32; 3] {
+    [n.div_ceil(64) as u32, m.div_ceil(tile_m) as u32, 1]
 }
 
 /// How the GEMMs of a plan split k: the grid setting and the scratch the slices write to.
@@ -168,7 +175,13 @@ fn gemm_step<'a>(
     label: String,
     bias_off: Option<usize>,
 ) -> bool {
-    let pipeline = gemm_kernel(&mut u);
+    let (m, n, k) = (u.m as usize, u.n as usize, u.k as usize);
+    let tile_m = split.grid.tile_rows(m, n);
+    assert!(
+        super::grid::TILE_ROWS.contains(&tile_m),
+        "{label}: {tile_m}-row tiles"
+    );
+    let pipeline = gemm_kernel(&mut u, tile_m);
     check_operands(&label, &u, a, b, e);
     check_extent(
         &label,
@@ -176,12 +189,11 @@ fn gemm_step<'a>(
         c,
         last_element(u.c_off, u.m, u.c_rs, u.n, u.c_cs),
     );
-    let (m, n, k) = (u.m as usize, u.n as usize, u.k as usize);
-    let mut count = gemm_count(m, n);
+    let mut count = gemm_count(m, n, tile_m);
     let flops = 2.0 * m as f64 * n as f64 * k as f64;
     let Some((len, slices)) = split
         .grid
-        .split_k(m, n, k, bias_off.is_some(), split.floats)
+        .split_k(m, n, k, tile_m, bias_off.is_some(), split.floats)
     else {
         let slot = arena.push(&u);
         out.push(DispatchSpec {

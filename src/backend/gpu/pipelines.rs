@@ -26,6 +26,9 @@ pub struct Pipeline {
 pub enum PipelineId {
     Gemm,
     GemmVec4,
+    /// The GEMMs with 32-row tiles.
+    GemmHalf,
+    GemmVec4Half,
     ColumnSums,
     SplitkReduce,
     SampleZ,
@@ -50,9 +53,11 @@ pub enum PipelineId {
 }
 
 impl PipelineId {
-    pub const ALL: [PipelineId; 23] = [
+    pub const ALL: [PipelineId; 25] = [
         PipelineId::Gemm,
         PipelineId::GemmVec4,
+        PipelineId::GemmHalf,
+        PipelineId::GemmVec4Half,
         PipelineId::ColumnSums,
         PipelineId::SplitkReduce,
         PipelineId::SampleZ,
@@ -75,6 +80,16 @@ impl PipelineId {
         PipelineId::TopUpstream,
         PipelineId::EncoderUpstream2,
     ];
+
+    /// The name profiles and plans show: the entry point, with the tile for the 32-row GEMMs
+    /// (whose entry points are those of the 64-row ones).
+    fn name(self, entry: &'static str) -> &'static str {
+        match self {
+            PipelineId::GemmHalf => "gemm_32",
+            PipelineId::GemmVec4Half => "gemm_vec4_32",
+            _ => entry,
+        }
+    }
 
     /// (family, entry point, bindings as the WGSL declares them).
     fn spec(self) -> (Family, &'static str, Vec<(u32, Slot)>) {
@@ -179,6 +194,16 @@ impl PipelineId {
             ),
             PipelineId::GemmVec4 => (
                 Family::Matmul,
+                "gemm_vec4",
+                seq(&[Uniform, Read, Read, ReadWrite, Read]),
+            ),
+            PipelineId::GemmHalf => (
+                Family::MatmulHalf,
+                "gemm",
+                seq(&[Uniform, Read, Read, ReadWrite, Read]),
+            ),
+            PipelineId::GemmVec4Half => (
+                Family::MatmulHalf,
                 "gemm_vec4",
                 seq(&[Uniform, Read, Read, ReadWrite, Read]),
             ),
@@ -288,7 +313,7 @@ pub(super) fn build_pipelines_from(
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = modules.entry(family).or_insert_with(|| {
             let desc = wgpu::ShaderModuleDescriptor {
-                label: Some(family.file()),
+                label: Some(family.label()),
                 source: wgpu::ShaderSource::Wgsl(source(family).into()),
             };
             if trusted {
@@ -342,7 +367,7 @@ pub(super) fn build_pipelines_from(
         out.push((
             id,
             Pipeline {
-                name: entry,
+                name: id.name(entry),
                 pipeline,
                 layout,
                 slots,
@@ -369,8 +394,8 @@ mod tests {
     }
 
     #[test]
-    fn only_the_gemm_family_is_trusted() {
+    fn only_the_gemm_families_are_trusted() {
         let trusted: Vec<Family> = Family::ALL.into_iter().filter(|f| f.trusted()).collect();
-        assert_eq!(trusted, vec![Family::Matmul]);
+        assert_eq!(trusted, vec![Family::Matmul, Family::MatmulHalf]);
     }
 }

@@ -7,6 +7,8 @@
 pub enum Family {
     Rng,
     Matmul,
+    /// shaders/matmul.wgsl again, with 32-row tiles (`TILE_M`, the `half_tiles` sections).
+    MatmulHalf,
     Vae,
     Weights,
     Optim,
@@ -14,9 +16,10 @@ pub enum Family {
 }
 
 impl Family {
-    pub const ALL: [Family; 6] = [
+    pub const ALL: [Family; 7] = [
         Family::Rng,
         Family::Matmul,
+        Family::MatmulHalf,
         Family::Vae,
         Family::Weights,
         Family::Optim,
@@ -26,7 +29,7 @@ impl Family {
     pub fn file(self) -> &'static str {
         match self {
             Family::Rng => "rng.wgsl",
-            Family::Matmul => "matmul.wgsl",
+            Family::Matmul | Family::MatmulHalf => "matmul.wgsl",
             Family::Vae => "vae.wgsl",
             Family::Weights => "weights.wgsl",
             Family::Optim => "optim.wgsl",
@@ -37,7 +40,7 @@ impl Family {
     fn own_source(self) -> &'static str {
         match self {
             Family::Rng => include_str!("../../../shaders/rng.wgsl"),
-            Family::Matmul => include_str!("../../../shaders/matmul.wgsl"),
+            Family::Matmul | Family::MatmulHalf => include_str!("../../../shaders/matmul.wgsl"),
             Family::Vae => include_str!("../../../shaders/vae.wgsl"),
             Family::Weights => include_str!("../../../shaders/weights.wgsl"),
             Family::Optim => include_str!("../../../shaders/optim.wgsl"),
@@ -48,7 +51,7 @@ impl Family {
     /// The constants Rust shares with this family, by name.
     pub fn constants(self) -> &'static [(&'static str, u32)] {
         match self {
-            Family::Matmul => super::matmul::WGSL_CONSTS,
+            Family::Matmul | Family::MatmulHalf => super::matmul::WGSL_CONSTS,
             Family::Vae => super::vae::WGSL_CONSTS,
             Family::Weights => super::weights::WGSL_CONSTS,
             Family::Coupling => super::chains::WGSL_CONSTS,
@@ -56,9 +59,31 @@ impl Family {
         }
     }
 
-    /// The generated `const` declarations of [`Family::constants`].
+    /// The constants that tell the variants of one file apart: the GEMM tile's rows.
+    pub fn variant_constants(self) -> &'static [(&'static str, u32)] {
+        match self {
+            Family::Matmul => &[("TILE_M", 64)],
+            Family::MatmulHalf => &[("TILE_M", 32)],
+            _ => &[],
+        }
+    }
+
+    /// The `// #if` sections this variant keeps besides `subgroups`.
+    fn sections(self) -> &'static [&'static str] {
+        match self {
+            Family::MatmulHalf => &["half_tiles"],
+            _ => &[],
+        }
+    }
+
+    /// The generated `const` declarations of [`Family::constants`] and
+    /// [`Family::variant_constants`].
     pub fn prelude(self) -> String {
-        let consts = self.constants();
+        let consts: Vec<_> = self
+            .constants()
+            .iter()
+            .chain(self.variant_constants())
+            .collect();
         if consts.is_empty() {
             return String::new();
         }
@@ -72,7 +97,11 @@ impl Family {
 
     /// The complete module source as compiled, with the subgroup path when `subgroups`.
     pub fn source(self, subgroups: bool) -> String {
-        let own = preprocess(self.own_source(), subgroups);
+        let mut on = self.sections().to_vec();
+        if subgroups {
+            on.push("subgroups");
+        }
+        let own = preprocess(self.own_source(), &on);
         let prelude = self.prelude();
         match self {
             Family::Vae | Family::Coupling => {
@@ -85,7 +114,15 @@ impl Family {
     /// Whether the family guards every buffer access itself, so it may be compiled without
     /// wgpu's runtime checks: the GEMMs, whose inner loops those checks slow most.
     pub fn trusted(self) -> bool {
-        self == Family::Matmul
+        matches!(self, Family::Matmul | Family::MatmulHalf)
+    }
+
+    /// The module's label: its file, and the variant when the file has several.
+    pub fn label(self) -> &'static str {
+        match self {
+            Family::MatmulHalf => "matmul.wgsl (32-row tiles)",
+            _ => self.file(),
+        }
     }
 
     /// Whether the family has a subgroup variant.
@@ -94,16 +131,21 @@ impl Family {
     }
 }
 
-/// Keeps the `// #if subgroups` ... `// #else` ... `// #endif` sections that apply. The
+/// Keeps the `// #if NAME` ... `// #else` ... `// #endif` sections that apply: the first
+/// branch when NAME is in `on` (`subgroups`, `half_tiles`), else the `#else` branch. The
 /// directives are comments, so each variant is plain WGSL. (naga 30 rejects the
 /// `enable subgroups;` directive; the device's SUBGROUP feature enables the builtins.)
-pub fn preprocess(src: &str, subgroups: bool) -> String {
+pub fn preprocess(src: &str, on: &[&str]) -> String {
     let mut out = String::with_capacity(src.len());
     // None: outside a section; Some(true): keeping; Some(false): dropping.
     let mut keep: Option<bool> = None;
     for line in src.lines() {
-        match line.trim() {
-            "// #if subgroups" => keep = Some(subgroups),
+        let trimmed = line.trim();
+        if let Some(name) = trimmed.strip_prefix("// #if ") {
+            keep = Some(on.contains(&name.trim()));
+            continue;
+        }
+        match trimmed {
             "// #else" if keep.is_some() => keep = keep.map(|k| !k),
             "// #endif" => keep = None,
             _ if keep != Some(false) => {
@@ -123,8 +165,12 @@ mod tests {
     #[test]
     fn preprocess_keeps_one_branch() {
         let src = "a\n// #if subgroups\nsg\n// #else\nwg\n// #endif\nb\n// #if subgroups\nonly\n// #endif\n";
-        assert_eq!(preprocess(src, true), "a\nsg\nb\nonly\n");
-        assert_eq!(preprocess(src, false), "a\nwg\nb\n");
+        assert_eq!(preprocess(src, &["subgroups"]), "a\nsg\nb\nonly\n");
+        assert_eq!(preprocess(src, &[]), "a\nwg\nb\n");
+        assert_eq!(preprocess(src, &["half_tiles"]), "a\nwg\nb\n");
+        let two = "// #if half_tiles\nh\n// #else\nf\n// #endif\n// #if subgroups\ns\n// #endif\n";
+        assert_eq!(preprocess(two, &["half_tiles", "subgroups"]), "h\ns\n");
+        assert_eq!(preprocess(two, &[]), "f\n");
         assert!(Family::Weights.has_subgroup_variant());
         assert!(!Family::Matmul.has_subgroup_variant());
     }
@@ -135,7 +181,7 @@ mod tests {
     fn shared_constants_are_used_and_not_redeclared() {
         for f in Family::ALL {
             let own = f.own_source();
-            for (name, _) in f.constants() {
+            for (name, _) in f.constants().iter().chain(f.variant_constants()) {
                 assert!(own.contains(name), "{} never names {name}", f.file());
                 assert!(
                     !own.contains(&format!("const {name}:")),
