@@ -90,6 +90,9 @@ fn model_rows(
             force_slices: slices,
             norm_chunk: chunk,
             force_tile_rows: tile_rows,
+            // k = 201 is under the automatic choice's shortest split: let it split here, so
+            // the automatic slicing runs too.
+            min_split_k: 0,
             ..GridConfig::default()
         });
         let lw_gpu = gpu.forward(&x, batch, n, &noise)?.to_vec();

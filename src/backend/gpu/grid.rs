@@ -10,6 +10,11 @@ pub(super) const WAVES: usize = 4;
 /// Shortest slice of k the automatic choice makes (6 k-steps of the 16-deep GEMM tile), on
 /// average: splits `k = 200` in two, leaves `k < 192` whole.
 pub const MIN_SLICE: usize = 96;
+/// Shortest k the automatic choice splits at all. A split costs a second dispatch (its
+/// launch and the drain before it, microseconds on any GPU); below 1,024 (64 k-steps) a
+/// tile's whole walk over k costs about as much, so the encoder's GEMMs over 100 rows and
+/// widths up to 784 stay whole and the weight gradients over thousands of rows split.
+pub const MIN_SPLIT_K: usize = 1024;
 
 /// How the backend sizes its grids.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,6 +23,8 @@ pub struct GridConfig {
     pub compute_units: usize,
     /// Shortest slice of k the automatic split-K choice makes.
     pub min_slice: usize,
+    /// Shortest k the automatic split-K choice splits.
+    pub min_split_k: usize,
     /// Split every GEMM into this many slices of k (rounded: slices are multiples of 4
     /// long, so a few fewer may result), 1 included (the split path with one slice);
     /// None: the automatic choice. For parity checks.
@@ -37,6 +44,7 @@ impl Default for GridConfig {
         GridConfig {
             compute_units: DEFAULT_COMPUTE_UNITS,
             min_slice: MIN_SLICE,
+            min_split_k: MIN_SPLIT_K,
             force_slices: None,
             norm_chunk: None,
             force_tile_rows: None,
@@ -108,7 +116,7 @@ impl GridConfig {
         let base = m.div_ceil(tile_m) * n.div_ceil(64);
         let target = self.target();
         let most = k / self.min_slice.max(4);
-        if base >= target || most < 2 {
+        if base >= target || most < 2 || k < self.min_split_k {
             return None;
         }
         // The shortest slice: `most` slices, each a multiple of 4 long (vec4 loads).
@@ -173,14 +181,26 @@ mod tests {
         // 628 tiles of 32 rows need no split; 316 of 64 rows did.
         assert_eq!(g.tile_rows(5000, 200), 32);
         assert_eq!(g.split_k(5000, 200, 200, 32, false, BIG), None);
-        assert_eq!(g.split_k(5000, 200, 200, 64, false, BIG), Some((100, 2)));
-        assert_eq!(g.split_k(100, 200, 784, 32, false, BIG), Some((100, 8)));
-        assert_eq!(g.split_k(100, 200, 191, 32, false, BIG), None);
+        // k below MIN_SPLIT_K stays whole: the encoder's GEMMs over 100 rows, and the
+        // decoder's 5,000-row GEMMs of k = 200 even in 64-row tiles.
+        assert_eq!(g.split_k(5000, 200, 200, 64, false, BIG), None);
+        assert_eq!(g.split_k(100, 200, 784, 32, false, BIG), None);
+        let short = GridConfig {
+            min_split_k: 0,
+            ..g
+        };
+        assert_eq!(
+            short.split_k(5000, 200, 200, 64, false, BIG),
+            Some((100, 2))
+        );
+        assert_eq!(short.split_k(100, 200, 784, 32, false, BIG), Some((100, 8)));
+        assert_eq!(short.split_k(100, 200, 191, 32, false, BIG), None);
         assert_eq!(g.split_k(200, 784, 100, 32, false, BIG), None);
         assert_eq!(g.tile_rows(5000, 784), 64, "1027 tiles of 64 rows");
         assert_eq!(g.split_k(5000, 784, 200, 64, false, BIG), None);
         // What does not fit the scratch is not split.
-        assert_eq!(g.split_k(5000, 200, 200, 64, false, 1_000_000), None);
+        assert_eq!(short.split_k(5000, 200, 200, 64, false, 1_000_000), None);
+        assert_eq!(g.split_k(784, 200, 5000, 32, true, 100_000), None);
     }
 
     #[test]
