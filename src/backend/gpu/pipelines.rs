@@ -47,10 +47,11 @@ pub enum PipelineId {
     Z1GradLik,
     TopUpstream,
     EncoderUpstream2,
+    CopyColumns,
 }
 
 impl PipelineId {
-    pub const ALL: [PipelineId; 23] = [
+    pub const ALL: [PipelineId; 24] = [
         PipelineId::Gemm,
         PipelineId::GemmVec4,
         PipelineId::ColumnSums,
@@ -74,6 +75,7 @@ impl PipelineId {
         PipelineId::Z1GradLik,
         PipelineId::TopUpstream,
         PipelineId::EncoderUpstream2,
+        PipelineId::CopyColumns,
     ];
 
     /// (family, entry point, bindings as the WGSL declares them).
@@ -190,6 +192,11 @@ impl PipelineId {
             PipelineId::LseAccumulate => (
                 Family::Weights,
                 "lse_accumulate",
+                seq(&[Uniform, Read, ReadWrite]),
+            ),
+            PipelineId::CopyColumns => (
+                Family::Weights,
+                "copy_columns",
                 seq(&[Uniform, Read, ReadWrite]),
             ),
             PipelineId::ChainStep => (
