@@ -437,3 +437,32 @@ fn subset_coefficients(
         objective[b] = obj;
     }
 }
+
+// ---- copy_columns: the chunked step's gather, a strided copy of planes x rows x len words ----
+// Word (p, r, j) goes from src[src_off + p src_plane + r src_row + j] to dst[dst_off + p
+// dst_plane + r dst_row + j]: one chunk's log-weights [batch, len] into the whole step's
+// [batch, N] at column s0, and the whole step's coefficients' columns [s0, s0 + len) of a, b
+// and c back into the chunk's [3, batch, len]. Words, not floats, so the copy is bitwise.
+struct Columns {
+    rows: u32, len: u32, planes: u32, _p0: u32,
+    src_off: u32, src_row: u32, src_plane: u32, _p1: u32,
+    dst_off: u32, dst_row: u32, dst_plane: u32, _p2: u32,
+}
+
+@group(0) @binding(0) var<uniform> cols: Columns;
+@group(0) @binding(1) var<storage, read> cols_src: array<u32>;
+@group(0) @binding(2) var<storage, read_write> cols_dst: array<u32>;
+
+@compute @workgroup_size(256)
+fn copy_columns(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let id = gid.x + gid.y * groups.x * 256u;
+    let plane = cols.rows * cols.len;
+    if (id >= cols.planes * plane) {
+        return;
+    }
+    let p = id / plane;
+    let r = (id % plane) / cols.len;
+    let j = id % cols.len;
+    cols_dst[cols.dst_off + p * cols.dst_plane + r * cols.dst_row + j] =
+        cols_src[cols.src_off + p * cols.src_plane + r * cols.src_row + j];
+}

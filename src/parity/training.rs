@@ -1,6 +1,6 @@
 //! Whole training steps, fused on the GPU: parameters and running statistics after Adam, for
-//! plain estimators, a subset program (also after the GPU's buffers were reallocated) and a
-//! chunked step.
+//! plain estimators, a subset program (also after the GPU's buffers were reallocated) and
+//! chunked steps (the gradient at several chunk sizes, then the parameters).
 
 use super::coefficients::{dyadic_blocks, N8};
 use super::{binary_data, compare, restart, step_rows, ParityRow, Suite};
@@ -88,12 +88,44 @@ pub(super) fn rows(suite: &mut Suite) -> Result<Vec<ParityRow>> {
     )?;
     rows.extend([objective_row, params_row]);
 
+    // Chunked steps at other chunk sizes (n = 7: one sample a chunk, 2+2+2+1, 4+3), the
+    // gradient itself compared: each chunk's gathers move its columns of the log-weights
+    // into the whole step's (a wrong column moves the objective) and the coefficients' back
+    // (a wrong one moves the gradient).
+    let p = Estimator::new(EstimatorKind::IwaeDreg, 0.0).program();
+    for per in [1, 2, 4] {
+        restart(cpu, &params.values)?;
+        restart(gpu, &params.values)?;
+        gpu.set_row_limit(Some(per * batch));
+        cpu.train_step(x, batch, n, &noise, &p, cfg, lr)?;
+        gpu.train_step(x, batch, n, &noise, &p, cfg, lr)?;
+        let chunks: Vec<String> = (0..n)
+            .step_by(per)
+            .map(|s0| per.min(n - s0).to_string())
+            .collect();
+        let chunks = chunks.join("+");
+        rows.push(compare(
+            &format!("weights: chunked step gradient ({chunks})"),
+            &gpu.gradient()?,
+            &cpu.gradient()?,
+            1e-5,
+            1e-3,
+        ));
+        let (sc, sg) = (cpu.take_stats()?, gpu.take_stats()?);
+        rows.push(compare(
+            &format!("weights: chunked step objective ({chunks})"),
+            &[sg.objective as f32],
+            &[sc.objective as f32],
+            1e-4,
+            1e-4,
+        ));
+    }
+
     // A chunked step: the GPU may hold only 3 samples per datapoint, so N = n runs as
     // chunks of 3, 3, 1 (log-weights pass, then backward chunk by chunk).
     restart(cpu, &params.values)?;
     restart(gpu, &params.values)?;
     gpu.set_row_limit(Some(3 * batch));
-    let p = Estimator::new(EstimatorKind::IwaeDreg, 0.0).program();
     cpu.train_step(x, batch, n, &noise, &p, cfg, lr)?;
     gpu.train_step(x, batch, n, &noise, &p, cfg, lr)?;
     let sc = cpu.take_stats()?;

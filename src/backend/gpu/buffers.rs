@@ -261,7 +261,7 @@ impl GpuBackend {
             total += sb.buffers().map(|b| b.size()).sum::<u64>();
         }
         if let Some(f) = &self.full {
-            total += f.lw.size() + f.coef.size();
+            total += f.lw.size() + f.coef.size() + f.uniforms.size();
         }
         if let Some(c) = &self.chains {
             total += c.bytes();

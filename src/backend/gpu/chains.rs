@@ -1,12 +1,16 @@
 //! Coupled Markov chains on the GPU ([`Backend::chain_step`](crate::backend::Backend)): per
 //! time index, one forward pass draws the block of particles of every datapoint and
 //! `chain_step` (shaders/coupling.wgsl) advances every datapoint's chains in parallel, one
-//! thread each; the host reads back only the number of datapoints still running. Then one
-//! chunked backward over every particle drawn with the coefficients the chains left on the
-//! device. While profiling, every dispatch runs in its own timed pass.
+//! thread each. Several time indices go in one submit ([`submits`]), each index's uniforms
+//! copied into place on the device before it, and after each submit the host reads back only
+//! the number of datapoints still running: an index past the batch's last is a no-op for
+//! every datapoint (done chains draw nothing and keep their state), and none passes the
+//! iteration cap. Then one chunked backward over every particle drawn with the coefficients
+//! the chains left on the device. While profiling, every dispatch runs in its own timed pass.
 
 use super::pipelines::PipelineId;
 use super::plan::{groups_1d, record_one, Dispatch, Part};
+use super::vae::NoiseU;
 use super::GpuBackend;
 use crate::backend::{Backend, ChainOutcome, Noise};
 use crate::coupling::{chain, ChainKernel, CouplingConfig};
@@ -29,6 +33,40 @@ wgsl_consts! {
         STREAM_COUPLING = crate::rng::Stream::Coupling as u32,
     }
 }
+
+/// Time indices one submit of the chains records at most (the default of
+/// [`GpuBackend::set_chain_indices_per_submit`]).
+pub const CHAIN_INDICES_PER_SUBMIT: usize = 16;
+
+/// The submits of the chains' time loop, in order: (time indices, whether the running count
+/// is read back after it). Indices 0 through m = `horizon` go in submits of up to `most`,
+/// the count read only after the one ending at m + 1 (no datapoint is done before m + 1
+/// indices); then submits of 1, 2, 4, ... indices up to `most`, each read. None passes
+/// `max_iters`: the last ends at the cap, where every datapoint is done. `most` = 1 is one
+/// index per submit, read from index m on.
+pub(super) fn submits(horizon: usize, max_iters: usize, most: usize) -> Vec<(Range<usize>, bool)> {
+    let most = most.max(1);
+    let mut out = Vec::new();
+    let mut t = 0;
+    while t <= horizon {
+        let end = (t + most).min(horizon + 1);
+        out.push((t..end, end == horizon + 1));
+        t = end;
+    }
+    let mut size = 1;
+    while t < max_iters {
+        let end = (t + size).min(max_iters);
+        out.push((t..end, true));
+        t = end;
+        size = (2 * size).min(most);
+    }
+    out
+}
+
+/// Bytes of one time index's uniforms in [`ChainBuffers::staged`]: its `ChainU`, then its
+/// noise address.
+const CHAIN_U_BYTES: u64 = std::mem::size_of::<ChainU>() as u64;
+const INDEX_BYTES: u64 = CHAIN_U_BYTES + std::mem::size_of::<NoiseU>() as u64;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable, Default)]
@@ -67,9 +105,12 @@ pub(super) struct ChainBuffers {
     state: wgpu::Buffer,
     /// One u32: datapoints still running after the last time index.
     active: wgpu::Buffer,
-    /// Its readback, once per time index: allocated once.
+    /// Its readback, once per submit: allocated once.
     active_staging: wgpu::Buffer,
     uniform: wgpu::Buffer,
+    /// The uniforms (`ChainU`, then `NoiseU`) of each time index of one submit, copied into
+    /// `uniform` and the noise uniform before the index runs.
+    staged: wgpu::Buffer,
 }
 
 impl ChainBuffers {
@@ -81,6 +122,7 @@ impl ChainBuffers {
             &self.active,
             &self.active_staging,
             &self.uniform,
+            &self.staged,
         ]
         .iter()
         .map(|b| b.size())
@@ -89,11 +131,12 @@ impl ChainBuffers {
 }
 
 impl GpuBackend {
-    fn ensure_chains(&mut self, batch: usize, cap: usize) -> Result<()> {
+    fn ensure_chains(&mut self, batch: usize, cap: usize, most: usize) -> Result<()> {
+        let staged = most as u64 * INDEX_BYTES;
         if self
             .chains
             .as_ref()
-            .is_some_and(|c| c.batch == batch && c.cap == cap)
+            .is_some_and(|c| c.batch == batch && c.cap == cap && c.staged.size() >= staged)
         {
             return Ok(());
         }
@@ -115,6 +158,7 @@ impl GpuBackend {
             active: ctx.storage("chains running", 1),
             active_staging: ctx.staging("chains running readback", 4),
             uniform: ctx.uniform("chain", std::mem::size_of::<ChainU>()),
+            staged: ctx.storage("chain uniforms per time index", staged as usize / 4),
         });
         self.peak_bytes = self.peak_bytes.max(self.live_bytes());
         Ok(())
@@ -170,7 +214,11 @@ impl GpuBackend {
         self.ensure_shape(batch, first_len, false)?;
         self.ensure_shape(batch, per_step, false)?;
         let cap = chains.particle_cap();
-        self.ensure_chains(batch, cap)?;
+        let most = self
+            .chain_indices_per_submit
+            .unwrap_or(CHAIN_INDICES_PER_SUBMIT)
+            .max(1);
+        self.ensure_chains(batch, cap, most)?;
         self.upload_x(x, batch)?;
         let base = ChainU {
             batch: batch as u32,
@@ -216,46 +264,63 @@ impl GpuBackend {
         enc.clear_buffer(&cb.state, 0, None);
         enc.clear_buffer(&cb.coef, 0, None);
         self.ctx.submit(enc)?;
-        let mut t = 0;
-        loop {
-            let block = chains.step_block(t);
-            let first = if t == 0 { 0 } else { block.start };
-            let len = block.end - first;
-            self.write_noise(&Noise {
-                first_sample: noise.first_sample + first as u32,
-                ..*noise
-            });
-            let cb = self.chains.as_ref().expect("chain buffers");
-            let u = ChainU {
-                t: t as u32,
-                start: first as u32,
-                len: len as u32,
-                ..base
-            };
-            self.ctx
-                .queue
-                .write_buffer(&cb.uniform, 0, bytemuck::bytes_of(&u));
-            let mut enc = self.ctx.device.create_command_encoder(&Default::default());
-            enc.clear_buffer(&cb.active, 0, None);
-            // The encoder runs once per minibatch: its output stays in place between indices.
-            let forward = if t == 0 {
-                Part::Forward
-            } else {
-                Part::ForwardFromZ
-            };
-            if self.profiling() {
-                self.ctx.submit(enc)?;
-                self.run_profiled((batch, len, false), &[forward])?;
-                self.profile_dispatches(&[Some(&step_dispatch)])?;
-            } else {
-                self.record(&mut enc, (batch, len, false), &[forward]);
-                record_one(&self.ctx, &mut enc, &step_dispatch);
-                self.ctx.submit(enc)?;
+        let mut last = None;
+        for (indices, read) in submits(chains.horizon, chains.max_iters, most) {
+            // Every index's uniforms at once, each copied into place before its index runs.
+            let mut staged = Vec::with_capacity(indices.len() * INDEX_BYTES as usize);
+            let mut lens = Vec::with_capacity(indices.len());
+            for t in indices.clone() {
+                let block = chains.step_block(t);
+                let first = if t == 0 { 0 } else { block.start };
+                let len = block.end - first;
+                let u = ChainU {
+                    t: t as u32,
+                    start: first as u32,
+                    len: len as u32,
+                    ..base
+                };
+                staged.extend_from_slice(bytemuck::bytes_of(&u));
+                staged.extend_from_slice(bytemuck::bytes_of(&NoiseU::new(&Noise {
+                    first_sample: noise.first_sample + first as u32,
+                    ..*noise
+                })));
+                lens.push(len);
             }
-            t += 1;
-            // No datapoint is done before time index m + 1 (max_iters > m), so the count is
-            // read back only from there on.
-            if t > chains.horizon {
+            let cb = self.chains.as_ref().expect("chain buffers");
+            self.ctx.queue.write_buffer(&cb.staged, 0, &staged);
+            let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+            for (i, (t, len)) in indices.clone().zip(lens).enumerate() {
+                let at = i as u64 * INDEX_BYTES;
+                enc.copy_buffer_to_buffer(&cb.staged, at, &cb.uniform, 0, CHAIN_U_BYTES);
+                enc.copy_buffer_to_buffer(
+                    &cb.staged,
+                    at + CHAIN_U_BYTES,
+                    &self.noise_u,
+                    0,
+                    INDEX_BYTES - CHAIN_U_BYTES,
+                );
+                enc.clear_buffer(&cb.active, 0, None);
+                // The encoder runs once per minibatch: its output stays in place between indices.
+                let forward = if t == 0 {
+                    Part::Forward
+                } else {
+                    Part::ForwardFromZ
+                };
+                if self.profiling() {
+                    let copies = std::mem::replace(
+                        &mut enc,
+                        self.ctx.device.create_command_encoder(&Default::default()),
+                    );
+                    self.ctx.submit(copies)?;
+                    self.run_profiled((batch, len, false), &[forward])?;
+                    self.profile_dispatches(&[Some(&step_dispatch)])?;
+                } else {
+                    self.record(&mut enc, (batch, len, false), &[forward]);
+                    record_one(&self.ctx, &mut enc, &step_dispatch);
+                }
+            }
+            self.ctx.submit(enc)?;
+            if read {
                 let running: u32 = bytemuck::pod_read_unaligned(&self.ctx.read_bytes_via(
                     &cb.active,
                     0,
@@ -263,10 +328,14 @@ impl GpuBackend {
                     &cb.active_staging,
                 )?);
                 if running == 0 {
+                    last = Some(indices);
                     break;
                 }
             }
         }
+        let Some(last) = last else {
+            bail!("coupled chains still running at the iteration cap --max-iters {} (a GPU kernel fault)", chains.max_iters);
+        };
         // The chains' state: meeting times, caps and the particles each datapoint used.
         let cb = self.chains.as_ref().expect("chain buffers");
         let words: Vec<u32> = bytemuck::pod_collect_to_vec(&self.ctx.read_bytes(
@@ -274,8 +343,20 @@ impl GpuBackend {
             0,
             (batch * STATE_WORDS as usize * 4) as u64,
         )?);
+        // The batch's iterations: its slowest datapoint's, the time index after the one that
+        // finished it (a done datapoint's t stays where it stopped).
+        let iterations = words
+            .chunks_exact(STATE_WORDS as usize)
+            .map(|s| s[0] as usize)
+            .max()
+            .unwrap_or(0);
+        if !(last.start + 1..=last.end).contains(&iterations) {
+            bail!(
+                "coupled chains finished after {iterations} time indices, outside the last submit's {last:?} (a GPU kernel fault)"
+            );
+        }
         let mut out = ChainOutcome {
-            iterations: t,
+            iterations,
             ..Default::default()
         };
         for s in words.chunks_exact(STATE_WORDS as usize) {
@@ -391,5 +472,48 @@ impl GpuBackend {
         self.run(batch, per_step, &[Part::Update])?;
         self.last = None;
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The submits cover time indices 0..max_iters in order, none longer than `most`; the
+    /// count is read after the submit ending at m + 1 and every later one, never before;
+    /// after m the submits grow 1, 2, 4, ... to `most` (cut at the cap); `most` = 1 is one
+    /// index per submit, read from index m on.
+    #[test]
+    fn submits_cover_every_index_to_the_cap_and_read_from_m_on() {
+        for (horizon, max_iters) in [(0, 1), (0, 7), (2, 3), (2, 9), (2, 60), (4, 1000), (20, 40)] {
+            for most in [1, 2, 3, 16] {
+                let s = submits(horizon, max_iters, most);
+                let mut t = 0;
+                let mut sizes_after = Vec::new();
+                for (r, read) in &s {
+                    assert_eq!(r.start, t, "{s:?}");
+                    assert!(!r.is_empty() && r.len() <= most, "{s:?}");
+                    assert_eq!(*read, r.end > horizon, "{s:?}");
+                    if r.start > horizon {
+                        sizes_after.push(r.len());
+                    }
+                    t = r.end;
+                }
+                assert_eq!(t, max_iters, "{s:?}");
+                for (i, &len) in sizes_after.iter().enumerate() {
+                    let grown = (1usize << i.min(30)).min(most);
+                    let last = i + 1 == sizes_after.len();
+                    assert!(len == grown || (last && len < grown), "{s:?}");
+                }
+                if most == 1 {
+                    let one: Vec<_> = (0..max_iters).map(|t| (t..t + 1, t >= horizon)).collect();
+                    assert_eq!(s, one);
+                }
+            }
+        }
+        assert_eq!(
+            submits(2, 9, 16),
+            vec![(0..3, true), (3..4, true), (4..6, true), (6..9, true)]
+        );
     }
 }

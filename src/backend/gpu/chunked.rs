@@ -2,7 +2,8 @@
 //! chunk by chunk, coefficients over all N samples, then each chunk's backward again.
 
 use super::pipelines::PipelineId;
-use super::plan::{Dispatch, Part};
+use super::plan::{record_one, Dispatch, Part, UniformArena};
+use super::weights::{self, ColumnsU};
 use super::GpuBackend;
 use crate::backend::{Backend, Noise};
 use crate::estimators::CoefficientProgram;
@@ -10,13 +11,34 @@ use crate::optim::AdamConfig;
 use anyhow::{bail, Result};
 
 /// Log-weights and coefficients over all N samples of a chunked training step, with the
-/// coefficient dispatch bound to them.
+/// coefficient dispatch bound to them and each chunk's gathers.
 pub(super) struct FullBuffers {
     pub batch: usize,
     pub n: usize,
+    /// Samples per chunk (the last may hold fewer).
+    pub per: usize,
     pub lw: wgpu::Buffer,
     pub coef: wgpu::Buffer,
     pub coefficients: Dispatch,
+    pub chunks: Vec<ChunkGathers>,
+    /// The gathers' uniforms, one slot each.
+    pub uniforms: wgpu::Buffer,
+}
+
+/// One chunk's two `copy_columns` dispatches (its samples [s0, s0 + len) in the labels).
+pub(super) struct ChunkGathers {
+    /// Pass 1: the chunk's log-weights [batch, len] into the whole step's at column s0.
+    pub log_weights: Dispatch,
+    /// Pass 2: the whole step's coefficient columns (a, b and c) into the chunk's.
+    pub coefficients: Dispatch,
+}
+
+/// The chunks (first sample, samples) of N = `n` samples at `per` a pass.
+pub(super) fn chunks(n: usize, per: usize) -> Vec<(usize, usize)> {
+    (0..n)
+        .step_by(per.max(1))
+        .map(|s0| (s0, per.min(n - s0)))
+        .collect()
 }
 
 impl GpuBackend {
@@ -39,40 +61,25 @@ impl GpuBackend {
         if self.max_rows() < batch {
             bail!("--batch {batch} alone exceeds the rows this adapter binds at once ({}); lower --batch", self.max_rows());
         }
-        let chunks: Vec<(usize, usize)> = (0..n)
-            .step_by(per)
-            .map(|s0| (s0, per.min(n - s0)))
-            .collect();
+        let chunks = chunks(n, per);
         for &(_, len) in &chunks {
             self.ensure_shape(batch, len, false)?;
             self.ensure_shape(batch, len, true)?;
         }
-        self.ensure_full(batch, n)?;
+        self.ensure_full(batch, n, per)?;
         self.prepare_subsets(program, batch, n, true)?;
         self.upload_x(x, batch)?;
         self.write_program(program, batch, n);
-        let rows = batch * n;
         // Pass 1: log-weights of every chunk into the whole-step buffer.
-        for &(s0, len) in &chunks {
+        for (ci, &(s0, len)) in chunks.iter().enumerate() {
             self.write_noise(&Noise {
                 first_sample: noise.first_sample + s0 as u32,
                 ..*noise
             });
             let mut enc = self.ctx.device.create_command_encoder(&Default::default());
             self.record(&mut enc, (batch, len, false), &[Part::Forward]);
-            let (sb, full) = (
-                self.shape.as_ref().expect("shape"),
-                self.full.as_ref().expect("full"),
-            );
-            for b in 0..batch {
-                enc.copy_buffer_to_buffer(
-                    &sb.lw,
-                    (b * len * 4) as u64,
-                    &full.lw,
-                    ((b * n + s0) * 4) as u64,
-                    (len * 4) as u64,
-                );
-            }
+            let full = self.full.as_ref().expect("full");
+            record_one(&self.ctx, &mut enc, &full.chunks[ci].log_weights);
             self.ctx.submit(enc)?;
         }
         let mut enc = self.ctx.device.create_command_encoder(&Default::default());
@@ -91,22 +98,8 @@ impl GpuBackend {
             });
             let mut enc = self.ctx.device.create_command_encoder(&Default::default());
             self.record(&mut enc, (batch, len, false), &[Part::Forward]);
-            let (sb, full) = (
-                self.shape.as_ref().expect("shape"),
-                self.full.as_ref().expect("full"),
-            );
-            let chunk_rows = batch * len;
-            for part in 0..3 {
-                for b in 0..batch {
-                    enc.copy_buffer_to_buffer(
-                        &full.coef,
-                        ((part * rows + b * n + s0) * 4) as u64,
-                        &sb.coef,
-                        ((part * chunk_rows + b * len) * 4) as u64,
-                        (len * 4) as u64,
-                    );
-                }
-            }
+            let full = self.full.as_ref().expect("full");
+            record_one(&self.ctx, &mut enc, &full.chunks[ci].coefficients);
             self.record(&mut enc, (batch, len, ci > 0), &[Part::Backward]);
             self.ctx.submit(enc)?;
         }
@@ -117,12 +110,13 @@ impl GpuBackend {
         Ok(())
     }
 
-    /// Whole-step log-weight and coefficient buffers for (batch, n), with their dispatch.
-    pub(super) fn ensure_full(&mut self, batch: usize, n: usize) -> Result<()> {
+    /// Whole-step log-weight and coefficient buffers for (batch, n), with their dispatch and
+    /// the gathers of chunks of `per` samples.
+    pub(super) fn ensure_full(&mut self, batch: usize, n: usize, per: usize) -> Result<()> {
         if self
             .full
             .as_ref()
-            .is_some_and(|f| f.batch == batch && f.n == n)
+            .is_some_and(|f| f.batch == batch && f.n == n && f.per == per)
         {
             return Ok(());
         }
@@ -169,13 +163,60 @@ impl GpuBackend {
             group,
             count: [batch as u32, 1, 1],
         };
+        // Each chunk's gathers, their uniforms in one arena.
+        let mut arena = UniformArena::new(&self.ctx);
+        let specs: Vec<_> = chunks(n, per)
+            .into_iter()
+            .map(|(s0, len)| {
+                let scatter = ColumnsU::scatter_log_weights(batch, n, s0, len);
+                let gather = ColumnsU::gather_coefficients(batch, n, s0, len);
+                (
+                    s0,
+                    len,
+                    (arena.push(&scatter), scatter),
+                    (arena.push(&gather), gather),
+                )
+            })
+            .collect();
+        let uniforms = arena.upload(&self.ctx, "chunk gathers");
+        let chunks = specs
+            .into_iter()
+            .map(|(s0, len, (ls, lu), (cs, cu))| {
+                let (range, whole) = (format!("{s0}..{}", s0 + len), format!("{batch}x{n}"));
+                ChunkGathers {
+                    log_weights: self.bind(
+                        weights::copy_columns(
+                            ls,
+                            &lu,
+                            &sb.lw,
+                            &lw,
+                            format!("gather log-weights [{batch}x{len}] into columns {range} of [{whole}]"),
+                        ),
+                        &uniforms,
+                    ),
+                    coefficients: self.bind(
+                        weights::copy_columns(
+                            cs,
+                            &cu,
+                            &coef,
+                            &sb.coef,
+                            format!("gather coefficients: columns {range} of [3x{whole}]"),
+                        ),
+                        &uniforms,
+                    ),
+                }
+            })
+            .collect();
         self.subsets.retain(|k, _| !k.2);
         self.full = Some(FullBuffers {
             batch,
             n,
+            per,
             lw,
             coef,
             coefficients,
+            chunks,
+            uniforms,
         });
         Ok(())
     }

@@ -49,6 +49,7 @@ use crate::model::Layout;
 use crate::optim::AdamState;
 use anyhow::{bail, Result};
 use buffers::ShapeBuffers;
+pub use chains::CHAIN_INDICES_PER_SUBMIT;
 use chunked::FullBuffers;
 use context::GpuContext;
 pub use context::{list_adapters, AdapterChoice, AdapterSummary};
@@ -101,6 +102,8 @@ pub struct GpuBackend {
     chains: Option<chains::ChainBuffers>,
     /// Overrides the coupled chains' backward-group overhead (tests of the grouping).
     chain_group_overhead: Option<usize>,
+    /// Overrides the time indices per submit of the coupled chains (tests of the grouping).
+    chain_indices_per_submit: Option<usize>,
     /// How grids are sized: split-K slices and norm partials, for `grid.compute_units`.
     grid: grid::GridConfig,
 }
@@ -148,6 +151,7 @@ impl GpuBackend {
             lw_host: Vec::new(),
             chains: None,
             chain_group_overhead: None,
+            chain_indices_per_submit: None,
             grid: grid::GridConfig::from_env(),
             ctx,
         };
@@ -299,6 +303,13 @@ impl GpuBackend {
     /// coupled step (None: the default; 0 splits wherever it saves a particle).
     pub fn set_chain_group_overhead(&mut self, overhead: Option<usize>) {
         self.chain_group_overhead = overhead;
+    }
+
+    /// Sets how many time indices of the coupled chains one submit records at most (None:
+    /// [`CHAIN_INDICES_PER_SUBMIT`]; 1: one index per submit, the count read after each
+    /// from index m on). The chains' outcome and the step do not depend on it.
+    pub fn set_chain_indices_per_submit(&mut self, most: Option<usize>) {
+        self.chain_indices_per_submit = most;
     }
 }
 

@@ -50,10 +50,11 @@ pub enum PipelineId {
     Z1GradLik,
     TopUpstream,
     EncoderUpstream2,
+    CopyColumns,
 }
 
 impl PipelineId {
-    pub const ALL: [PipelineId; 25] = [
+    pub const ALL: [PipelineId; 26] = [
         PipelineId::Gemm,
         PipelineId::GemmVec4,
         PipelineId::GemmHalf,
@@ -79,6 +80,7 @@ impl PipelineId {
         PipelineId::Z1GradLik,
         PipelineId::TopUpstream,
         PipelineId::EncoderUpstream2,
+        PipelineId::CopyColumns,
     ];
 
     /// The name profiles and plans show: the entry point, with the tile for the 32-row GEMMs
@@ -225,6 +227,11 @@ impl PipelineId {
             PipelineId::LseAccumulate => (
                 Family::Weights,
                 "lse_accumulate",
+                seq(&[Uniform, Read, ReadWrite]),
+            ),
+            PipelineId::CopyColumns => (
+                Family::Weights,
+                "copy_columns",
                 seq(&[Uniform, Read, ReadWrite]),
             ),
             PipelineId::ChainStep => (

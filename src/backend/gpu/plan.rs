@@ -26,6 +26,21 @@ pub(super) struct UniformArena {
 }
 
 impl UniformArena {
+    /// An empty arena whose slots follow the adapter's uniform offset alignment.
+    pub(super) fn new(ctx: &GpuContext) -> UniformArena {
+        UniformArena {
+            bytes: Vec::new(),
+            align: ctx.limits.min_uniform_buffer_offset_alignment as usize,
+        }
+    }
+
+    /// A uniform buffer holding every slot pushed so far.
+    pub(super) fn upload(&self, ctx: &GpuContext, label: &str) -> wgpu::Buffer {
+        let buf = ctx.uniform(label, self.bytes.len());
+        ctx.queue.write_buffer(&buf, 0, &self.bytes);
+        buf
+    }
+
     pub(super) fn push<T: Pod>(&mut self, v: &T) -> (u64, u64) {
         let off = self.bytes.len().next_multiple_of(self.align);
         self.bytes.resize(off, 0);
@@ -121,11 +136,7 @@ pub(super) enum Part {
 impl GpuBackend {
     pub(super) fn build_plan(&self, batch: usize, n: usize, accumulate: bool) -> Plan {
         let sb = self.shape.as_ref().expect("shape buffers exist");
-        let align = self.ctx.limits.min_uniform_buffer_offset_alignment as usize;
-        let mut arena = UniformArena {
-            bytes: Vec::new(),
-            align,
-        };
+        let mut arena = UniformArena::new(&self.ctx);
         // Specs are collected first: bind groups need the arena's buffer.
         let shape_u = ShapeU::new(&self.layout.arch, batch, n);
         let shape = arena.push(&shape_u);
@@ -141,8 +152,7 @@ impl GpuBackend {
         let norms = self.grad_norms_specs(sb, &mut arena);
         let adam_step = self.adam_step_spec(sb, &mut arena, &sb.objective);
 
-        let uniforms = self.ctx.uniform("plan uniforms", arena.bytes.len());
-        self.ctx.queue.write_buffer(&uniforms, 0, &arena.bytes);
+        let uniforms = arena.upload(&self.ctx, "plan uniforms");
         let bind = |spec: DispatchSpec| self.bind(spec, &uniforms);
         let coefficients = weights::coefficients(
             &self.program_u,
@@ -414,7 +424,7 @@ impl GpuBackend {
     }
 
     /// Creates the bind group of `spec`, its arena slots resolved in `uniforms`.
-    fn bind(&self, spec: DispatchSpec, uniforms: &wgpu::Buffer) -> Dispatch {
+    pub(super) fn bind(&self, spec: DispatchSpec, uniforms: &wgpu::Buffer) -> Dispatch {
         let pipeline = self.ctx.pipeline(spec.pipeline);
         let entries: Vec<wgpu::BindGroupEntry> = spec
             .bindings

@@ -77,9 +77,10 @@ pub(super) struct NoiseU {
     _pad: [u32; 2],
 }
 
-impl GpuBackend {
-    pub(super) fn write_noise(&self, noise: &Noise) {
-        let u = NoiseU {
+impl NoiseU {
+    /// The uniform of the noise address `noise`.
+    pub(super) fn new(noise: &Noise) -> NoiseU {
+        NoiseU {
             seed_lo: noise.seed as u32,
             seed_hi: (noise.seed >> 32) as u32,
             stream: noise.stream as u32,
@@ -87,10 +88,15 @@ impl GpuBackend {
             first_datapoint: noise.first_datapoint,
             first_sample: noise.first_sample,
             ..Default::default()
-        };
+        }
+    }
+}
+
+impl GpuBackend {
+    pub(super) fn write_noise(&self, noise: &Noise) {
         self.ctx
             .queue
-            .write_buffer(&self.noise_u, 0, bytemuck::bytes_of(&u));
+            .write_buffer(&self.noise_u, 0, bytemuck::bytes_of(&NoiseU::new(noise)));
     }
 }
 

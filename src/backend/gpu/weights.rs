@@ -2,7 +2,7 @@
 //! MLMC) with their terms and scratch, and the evaluation log-sum-exp.
 
 use super::pipelines::PipelineId;
-use super::plan::{Dispatch, DispatchSpec, Res};
+use super::plan::{groups_1d, Dispatch, DispatchSpec, Res};
 use super::GpuBackend;
 use crate::estimators::{CoefficientProgram, EncoderRule};
 use anyhow::Result;
@@ -120,6 +120,91 @@ fn subset_terms(p: &CoefficientProgram, n: usize) -> (Vec<[f32; 4]>, u32, u32, u
         .map(|t| if t[0] > 0.5 { n / t[1] as usize } else { 1 })
         .sum();
     (out, rule, dreg_size, stride)
+}
+
+/// One strided copy of `copy_columns` (shaders/weights.wgsl): `planes` x `rows` x `len`
+/// words, from `src` to `dst`, each side (offset, row stride, plane stride) in words. The
+/// chunked step's gather (src/backend/gpu/chunked.rs): one dispatch where a copy per
+/// datapoint (and per coefficient array) was.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable, Default, Debug, PartialEq, Eq)]
+pub(super) struct ColumnsU {
+    rows: u32,
+    len: u32,
+    planes: u32,
+    _p0: u32,
+    src: [u32; 3],
+    _p1: u32,
+    dst: [u32; 3],
+    _p2: u32,
+}
+
+impl ColumnsU {
+    /// A chunk's log-weights [batch, len] into the whole step's [batch, n] at column `s0`.
+    pub(super) fn scatter_log_weights(batch: usize, n: usize, s0: usize, len: usize) -> ColumnsU {
+        ColumnsU {
+            rows: batch as u32,
+            len: len as u32,
+            planes: 1,
+            src: [0, len as u32, 0],
+            dst: [s0 as u32, n as u32, 0],
+            ..Default::default()
+        }
+    }
+
+    /// Columns [s0, s0 + len) of the whole step's coefficients [3, batch, n] (a, b, c) into
+    /// the chunk's [3, batch, len].
+    pub(super) fn gather_coefficients(batch: usize, n: usize, s0: usize, len: usize) -> ColumnsU {
+        let (whole, chunk) = ((batch * n) as u32, (batch * len) as u32);
+        ColumnsU {
+            rows: batch as u32,
+            len: len as u32,
+            planes: 3,
+            src: [s0 as u32, n as u32, whole],
+            dst: [0, len as u32, chunk],
+            ..Default::default()
+        }
+    }
+
+    /// Words copied.
+    pub(super) fn words(&self) -> usize {
+        (self.planes * self.rows * self.len) as usize
+    }
+
+    /// What the kernel does, on the host: (source, destination) word index of every word.
+    #[cfg(test)]
+    pub(super) fn pairs(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        let at = |side: [u32; 3], p: u32, r: u32, j: u32| {
+            (side[0] + p * side[2] + r * side[1] + j) as usize
+        };
+        (0..self.planes).flat_map(move |p| {
+            (0..self.rows).flat_map(move |r| {
+                (0..self.len).map(move |j| (at(self.src, p, r, j), at(self.dst, p, r, j)))
+            })
+        })
+    }
+}
+
+/// The `copy_columns` dispatch of `u` (its uniform in slot `slot` of a plan's arena).
+pub(super) fn copy_columns<'a>(
+    slot: (u64, u64),
+    u: &ColumnsU,
+    src: &'a wgpu::Buffer,
+    dst: &'a wgpu::Buffer,
+    label: String,
+) -> DispatchSpec<'a> {
+    DispatchSpec {
+        pipeline: PipelineId::CopyColumns,
+        bindings: vec![
+            (0, Res::Slot(slot.0, slot.1)),
+            (1, Res::Buf(src)),
+            (2, Res::Buf(dst)),
+        ],
+        count: groups_1d(u.words(), 256),
+        label,
+        flops: 0.0,
+        bytes: 8.0 * u.words() as f64,
+    }
 }
 
 /// The buffers and dispatch of the subset coefficient kernel for the current program.
@@ -288,6 +373,49 @@ impl GpuBackend {
             terms: terms_buf,
             scratch,
             dispatch,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::chunked::chunks;
+    use super::*;
+
+    /// Each chunk's two gathers move the words the copies per datapoint moved before them
+    /// (one per datapoint for the log-weights, three per datapoint for a, b and c), and the
+    /// chunks together cover the whole step once: even and uneven last chunks, one sample a
+    /// chunk, one datapoint.
+    #[test]
+    fn gathers_move_each_chunks_columns() {
+        for (batch, n) in [(1, 2), (3, 7), (5, 11), (4, 16)] {
+            for per in 1..n {
+                let (mut lw_hits, mut coef_hits) = (vec![0; batch * n], vec![0; 3 * batch * n]);
+                for (s0, len) in chunks(n, per) {
+                    let mut copies = Vec::new();
+                    for b in 0..batch {
+                        copies.extend((0..len).map(|j| (b * len + j, b * n + s0 + j)));
+                    }
+                    let scatter = ColumnsU::scatter_log_weights(batch, n, s0, len);
+                    assert_eq!(scatter.pairs().collect::<Vec<_>>(), copies);
+                    let (whole, chunk) = (batch * n, batch * len);
+                    let mut copies = Vec::new();
+                    for part in 0..3 {
+                        for b in 0..batch {
+                            copies.extend((0..len).map(|j| {
+                                (part * whole + b * n + s0 + j, part * chunk + b * len + j)
+                            }));
+                        }
+                    }
+                    let gather = ColumnsU::gather_coefficients(batch, n, s0, len);
+                    assert_eq!(gather.pairs().collect::<Vec<_>>(), copies);
+                    assert_eq!(gather.words(), 3 * scatter.words());
+                    scatter.pairs().for_each(|(_, d)| lw_hits[d] += 1);
+                    gather.pairs().for_each(|(s, _)| coef_hits[s] += 1);
+                }
+                assert!(lw_hits.iter().all(|&h| h == 1), "{batch}x{n} per {per}");
+                assert!(coef_hits.iter().all(|&h| h == 1), "{batch}x{n} per {per}");
+            }
         }
     }
 }
