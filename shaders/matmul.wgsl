@@ -14,6 +14,11 @@
 //   TANH       then tanh                                 (hidden layers)
 //   SCALE_K    acc = sum_k A[m,k] E[scale_off + k] B[k,n] (weight gradient scaled per sample)
 //   TANH_GRAD  C = acc * (1 - E[act_off + row * act_rs + col]^2) (back through tanh)
+//   LIK_BERNOULLI  after BIAS, the logits l against the binary x of row r's datapoint
+//              (X[(r / lik_n) * n + col]): C = x - sigmoid(l), the likelihood's gradient,
+//              and each row's sum of x l - softplus(l) over the tile's 64 columns into
+//              lik_part[r * column tiles + tile column] (the decoder's last layer, never
+//              split; vae.wgsl's log_weights_partials adds the partials).
 //
 // Split-K (k_slice != 0): workgroup z covers k in [z k_slice, min(k, (z + 1) k_slice)) and
 // writes its raw 4 x 4 sums to the scratch bound as C, slice after slice ([slices, m, n],
@@ -29,6 +34,7 @@ struct Gemm {
     b_off: u32, b_rs: u32, b_cs: u32, e_rs: u32,
     c_off: u32, c_rs: u32, c_cs: u32, k_slice: u32,
     alpha: f32, beta: f32, slices: u32, bias_off: u32,
+    lik_n: u32, _p0: u32, _p1: u32, _p2: u32,
 }
 
 // FLAG_BIAS, FLAG_TANH, FLAG_SCALE_K, FLAG_TANH_GRAD, FLAG_ROW_SUMS (and gemm_vec4's
@@ -40,6 +46,8 @@ struct Gemm {
 @group(0) @binding(2) var<storage, read> mat_b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> mat_c: array<f32>;
 @group(0) @binding(4) var<storage, read> epi: array<f32>;
+@group(0) @binding(5) var<storage, read> lik_x: array<f32>;
+@group(0) @binding(6) var<storage, read_write> lik_part: array<f32>;
 
 // TILE_M (the tile's rows) comes from the prelude; a tile has 64 columns.
 const TILE: u32 = 64u;
@@ -114,6 +122,8 @@ fn multiply_tile(lid: vec2<u32>, acc: ptr<function, array<vec4<f32>, RPT>>, rsum
 // Masked store of a thread's RPT x 4 through the epilogue (unsplit), or of its raw sums into
 // slice z of the scratch (split-K).
 fn store_tile(row0: u32, col0: u32, lid: vec2<u32>, acc: ptr<function, array<vec4<f32>, RPT>>, z: u32) {
+    let lik = (g.flags & FLAG_LIK_BERNOULLI) != 0u;
+    var lsum: array<f32, RPT>; // this thread's likelihood terms per row
     for (var i = 0u; i < RPT; i++) {
         let r = row0 + lid.y * RPT + i;
         if (r >= g.m) {
@@ -128,8 +138,43 @@ fn store_tile(row0: u32, col0: u32, lid: vec2<u32>, acc: ptr<function, array<vec
             if (g.k_slice != 0u) {
                 mat_c[(z * g.m + r) * g.n + c] = row[j];
             } else {
-                mat_c[g.c_off + r * g.c_rs + c * g.c_cs] = epilogue(r, c, row[j]);
+                var v = epilogue(r, c, row[j]);
+                if (lik) {
+                    let x = lik_x[(r / g.lik_n) * g.n + c];
+                    // Stable softplus and sigmoid, as log_weights computes them.
+                    let e = exp(-abs(v));
+                    let inv = 1.0 / (1.0 + e);
+                    lsum[i] += x * v - (max(v, 0.0) + log(1.0 + e));
+                    v = x - select(e * inv, inv, v >= 0.0);
+                }
+                mat_c[g.c_off + r * g.c_rs + c * g.c_cs] = v;
             }
+        }
+    }
+    if (lik) {
+        store_lik_partials(row0, col0, lid, &lsum);
+    }
+}
+
+// The row sums of the tile's likelihood terms: the 16 threads of a row meet in tile_a (free
+// after the k loop's last barrier: TILE_M x 16 floats fit in it), the first adds them in order.
+fn store_lik_partials(row0: u32, col0: u32, lid: vec2<u32>, lsum: ptr<function, array<f32, RPT>>) {
+    workgroupBarrier();
+    for (var i = 0u; i < RPT; i++) {
+        let e = (lid.y * RPT + i) * 16u + lid.x;
+        tile_a[e / 4u][e % 4u] = (*lsum)[i];
+    }
+    workgroupBarrier();
+    if (lid.x != 0u) {
+        return;
+    }
+    let tiles = (g.n + TILE - 1u) / TILE;
+    for (var i = 0u; i < RPT; i++) {
+        let r = row0 + lid.y * RPT + i;
+        if (r < g.m) {
+            let base = (lid.y * RPT + i) * 4u; // the row's 16 floats: 4 vec4s
+            let s = tile_a[base] + tile_a[base + 1u] + tile_a[base + 2u] + tile_a[base + 3u];
+            lik_part[r * tiles + col0 / TILE] = (s.x + s.y) + (s.z + s.w);
         }
     }
 }

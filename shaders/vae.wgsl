@@ -60,6 +60,52 @@ fn sample_z(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
 
 var<workgroup> red: array<f32, 64>;
 
+// log p(z) - log q(z | x) of row r (datapoint b): thread lid's share of the latent terms.
+fn latent_part(r: u32, b: u32, lid: u32) -> f32 {
+    var part = 0.0;
+    let zd = shape.z_dim;
+    for (var d = lid; d < zd; d += 64u) {
+        let e = l_eps[r * zd + d];
+        let z = l_z[r * zd + d];
+        // log p(z) - log q(z|x); the 2 pi constants cancel.
+        part += 0.5 * (e * e - z * z) + l_enc_out[b * 2u * zd + zd + d];
+    }
+    return part;
+}
+
+// Adds the workgroup's parts into l_out[r].
+fn store_row_total(r: u32, lid: u32, part: f32, in_range: bool) {
+    red[lid] = part;
+    workgroupBarrier();
+    for (var s = 32u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            red[lid] += red[lid + s];
+        }
+        workgroupBarrier();
+    }
+    if (in_range && lid == 0u) {
+        l_out[r] = red[0];
+    }
+}
+
+// ---- log_weights_partials: the same when the decoder's last GEMM fused the Bernoulli
+// likelihood (matmul.wgsl LIK_BERNOULLI): binding 2 then holds its row sums per column tile,
+// [rows, ceil(x_dim / 64)], and the gradient is already in place.
+@compute @workgroup_size(64)
+fn log_weights_partials(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let r = wg.x + wg.y * groups.x;
+    let in_range = r < shape.rows;
+    var part = 0.0;
+    if (in_range) {
+        let tiles = (shape.x_dim + 63u) / 64u;
+        for (var i = lid; i < tiles; i += 64u) {
+            part += l_logits[r * tiles + i];
+        }
+        part += latent_part(r, r / shape.n, lid);
+    }
+    store_row_total(r, lid, part, in_range);
+}
+
 @compute @workgroup_size(64)
 fn log_weights(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let r = wg.x + wg.y * groups.x;
@@ -86,25 +132,9 @@ fn log_weights(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) gr
                 l_logits[r * xd + i] = x - sig;
             }
         }
-        let zd = shape.z_dim;
-        for (var d = lid; d < zd; d += 64u) {
-            let e = l_eps[r * zd + d];
-            let z = l_z[r * zd + d];
-            // log p(z) - log q(z|x); the 2 pi constants cancel.
-            part += 0.5 * (e * e - z * z) + l_enc_out[b * 2u * zd + zd + d];
-        }
+        part += latent_part(r, b, lid);
     }
-    red[lid] = part;
-    workgroupBarrier();
-    for (var s = 32u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            red[lid] += red[lid + s];
-        }
-        workgroupBarrier();
-    }
-    if (in_range && lid == 0u) {
-        l_out[r] = red[0];
-    }
+    store_row_total(r, lid, part, in_range);
 }
 
 // ---- encoder_upstream: one thread per (datapoint, latent dimension) ----

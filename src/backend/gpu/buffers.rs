@@ -33,6 +33,8 @@ pub(super) struct ShapeBuffers {
     pub splitk_floats: usize,
     /// The gradient norms' partial sums of squares (`GpuBackend::norm_layout`).
     pub norm_partials: wgpu::Buffer,
+    /// [rows, ceil(x_dim / 64)]: the fused likelihood's row sums per column tile.
+    pub lik_part: wgpu::Buffer,
 }
 
 /// The per-row buffers of the two-stochastic-layer model (`--model hvae`).
@@ -87,8 +89,14 @@ pub(super) fn row_floats(a: &Arch) -> usize {
             + a.z_dim
             + 4 * t.z_dim
     });
-    // Decoder activations, noise, log-weights, 3 coefficients, ones, two deltas.
-    a.decoder_dims().iter().sum::<usize>() + a.noise_dim() + 5 + 2 * widest(a) + top
+    // Decoder activations, noise, log-weights, 3 coefficients, ones, two deltas, the
+    // likelihood's partials.
+    a.decoder_dims().iter().sum::<usize>()
+        + a.noise_dim()
+        + 5
+        + 2 * widest(a)
+        + a.x_dim.div_ceil(64)
+        + top
 }
 
 impl ShapeBuffers {
@@ -116,6 +124,7 @@ impl ShapeBuffers {
                 &self.lse_state,
                 &self.splitk,
                 &self.norm_partials,
+                &self.lik_part,
             ])
             .chain(self.delta.iter())
             .chain(self.top.iter().flat_map(TopBuffers::buffers))
@@ -223,6 +232,7 @@ impl GpuBackend {
             splitk: ctx.storage("split-k partials", splitk_floats),
             splitk_floats,
             norm_partials: ctx.storage("gradient norm partials", self.norm_layout().2.max(1)),
+            lik_part: ctx.storage("likelihood partials", rc * a.x_dim.div_ceil(64)),
         }
     }
 

@@ -25,6 +25,9 @@ wgsl_consts! {
         FLAG_B_KCONTIG = 32,
         /// Split-K: also the row sums of (scaled) A, the bias gradient of a weight gradient.
         FLAG_ROW_SUMS = 64,
+        /// The decoder's last layer: C = x - sigmoid(logits), and per row and column tile the
+        /// sum of x l - softplus(l) (the Bernoulli log-likelihood, fused into the GEMM).
+        FLAG_LIK_BERNOULLI = 128,
     }
 }
 
@@ -54,6 +57,9 @@ pub(super) struct GemmU {
     slices: u32,
     /// Split-K with FLAG_ROW_SUMS: where in C the row sums go.
     bias_off: u32,
+    /// FLAG_LIK_BERNOULLI: sample rows per datapoint (row r scores x row r / lik_n).
+    lik_n: u32,
+    _pad: [u32; 3],
 }
 
 /// The GEMM kernel for `u` in tiles of `tile_m` rows: the vec4 one, with its layout flags,
@@ -147,13 +153,18 @@ fn gemm_count(m: usize, n: usize, tile_m: usize) -> [u32; 3] {
     [n.div_ceil(64) as u32, m.div_ceil(tile_m) as u32, 1]
 }
 
-/// How the GEMMs of a plan split k: the grid setting and the scratch the slices write to.
+/// How the GEMMs of a plan split k: the grid setting and the scratch the slices write to;
+/// and the buffers every GEMM binds for the fused likelihood (used under FLAG_LIK_BERNOULLI).
 #[derive(Clone, Copy)]
 pub(super) struct SplitK<'a> {
     pub grid: GridConfig,
     pub scratch: &'a wgpu::Buffer,
     /// Floats the scratch holds.
     pub floats: usize,
+    /// The minibatch x [batch, x_dim].
+    pub x: &'a wgpu::Buffer,
+    /// [rows, ceil(x_dim / 64)]: the likelihood's row sums per column tile.
+    pub lik_part: &'a wgpu::Buffer,
 }
 
 /// The dispatches of a GEMM of `u` (scalar or vec4 kernel, whichever its layout allows) over
@@ -191,18 +202,39 @@ fn gemm_step<'a>(
     );
     let mut count = gemm_count(m, n, tile_m);
     let flops = 2.0 * m as f64 * n as f64 * k as f64;
-    let Some((len, slices)) = split
-        .grid
-        .split_k(m, n, k, tile_m, bias_off.is_some(), split.floats)
-    else {
+    let lik = u.flags & FLAG_LIK_BERNOULLI != 0;
+    if lik {
+        let last_x = (m - 1) / u.lik_n as usize * n + n - 1;
+        check_extent(&label, "x", split.x, Some(last_x as u64));
+        let last_part = m * n.div_ceil(64) - 1;
+        check_extent(
+            &label,
+            "likelihood partials",
+            split.lik_part,
+            Some(last_part as u64),
+        );
+    }
+    // The fused likelihood needs whole sums over k: never split.
+    let sliced = match lik {
+        true => None,
+        false => split
+            .grid
+            .split_k(m, n, k, tile_m, bias_off.is_some(), split.floats),
+    };
+    let Some((len, slices)) = sliced else {
         let slot = arena.push(&u);
+        // x (read per datapoint) and the partials written.
+        let lik_words = match lik {
+            true => (m.div_ceil(u.lik_n as usize) * n + m * n.div_ceil(64)) as f64,
+            false => 0.0,
+        };
         out.push(DispatchSpec {
             pipeline,
-            bindings: gemm_bindings(slot, a, b, c, e),
+            bindings: gemm_bindings(slot, a, b, c, e, split),
             count,
             label,
             flops,
-            bytes: gemm_bytes(&u),
+            bytes: gemm_bytes(&u) + 4.0 * lik_words,
         });
         return false;
     };
@@ -236,7 +268,7 @@ fn gemm_step<'a>(
     count[2] = slices as u32;
     out.push(DispatchSpec {
         pipeline,
-        bindings: gemm_bindings(slot, a, b, split.scratch, e),
+        bindings: gemm_bindings(slot, a, b, split.scratch, e, split),
         count,
         label: format!("{label} split {slices}x{len}"),
         flops,
@@ -272,6 +304,7 @@ fn gemm_bindings<'a>(
     b: &'a wgpu::Buffer,
     c: &'a wgpu::Buffer,
     e: &'a wgpu::Buffer,
+    split: &SplitK<'a>,
 ) -> Vec<(u32, Res<'a>)> {
     vec![
         (0, Res::Slot(slot.0, slot.1)),
@@ -279,6 +312,8 @@ fn gemm_bindings<'a>(
         (2, Res::Buf(b)),
         (3, Res::Buf(c)),
         (4, Res::Buf(e)),
+        (5, Res::Buf(split.x)),
+        (6, Res::Buf(split.lik_part)),
     ]
 }
 
@@ -314,7 +349,8 @@ fn output_words(u: &GemmU, outputs: usize) -> f64 {
     outputs as f64 * if u.beta != 0.0 { 2.0 } else { 1.0 }
 }
 
-/// Forward through one Linear over `m` rows: dst = act(inp W^T + b), bias and tanh fused.
+/// Forward through one Linear over `m` rows: dst = act(inp W^T + b), bias and tanh fused;
+/// with `lik` (sample rows per datapoint) the Bernoulli likelihood too.
 #[allow(clippy::too_many_arguments)]
 fn linear_fwd<'a>(
     params: &'a wgpu::Buffer,
@@ -326,12 +362,16 @@ fn linear_fwd<'a>(
     inp: &'a wgpu::Buffer,
     dst: &'a wgpu::Buffer,
     hidden: bool,
+    lik: Option<usize>,
 ) {
     let u = GemmU {
         m: m as u32,
         n: l.out as u32,
         k: l.inp as u32,
-        flags: FLAG_BIAS | if hidden { FLAG_TANH } else { 0 },
+        flags: FLAG_BIAS
+            | if hidden { FLAG_TANH } else { 0 }
+            | if lik.is_some() { FLAG_LIK_BERNOULLI } else { 0 },
+        lik_n: lik.unwrap_or(1) as u32,
         a_rs: l.inp as u32,
         a_cs: 1,
         b_off: l.w as u32,
@@ -358,7 +398,9 @@ fn linear_fwd<'a>(
 }
 
 /// Forward through an MLP over `m` rows: acts[i + 1] = tanh(acts[i] W^T + b) for hidden
-/// layers, the last layer linear (its output transform is the caller's kernel).
+/// layers, the last layer linear (its output transform is the caller's kernel, unless
+/// `lik`: then its GEMM also scores the Bernoulli likelihood with `lik` rows per datapoint).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn mlp_forward<'a>(
     params: &'a wgpu::Buffer,
     arena: &mut UniformArena,
@@ -367,8 +409,10 @@ pub(super) fn mlp_forward<'a>(
     layers: &[Linear],
     m: usize,
     acts: &'a [wgpu::Buffer],
+    lik: Option<usize>,
 ) {
     for (i, l) in layers.iter().enumerate() {
+        let last = i + 1 == layers.len();
         linear_fwd(
             params,
             arena,
@@ -378,7 +422,8 @@ pub(super) fn mlp_forward<'a>(
             m,
             &acts[i],
             &acts[i + 1],
-            i + 1 < layers.len(),
+            !last,
+            lik.filter(|_| last),
         );
     }
 }

@@ -33,6 +33,7 @@ pub enum PipelineId {
     SplitkReduce,
     SampleZ,
     LogWeights,
+    LogWeightsPartials,
     EncoderUpstream,
     Coefficients,
     GradNormPartials,
@@ -54,7 +55,7 @@ pub enum PipelineId {
 }
 
 impl PipelineId {
-    pub const ALL: [PipelineId; 26] = [
+    pub const ALL: [PipelineId; 27] = [
         PipelineId::Gemm,
         PipelineId::GemmVec4,
         PipelineId::GemmHalf,
@@ -63,6 +64,7 @@ impl PipelineId {
         PipelineId::SplitkReduce,
         PipelineId::SampleZ,
         PipelineId::LogWeights,
+        PipelineId::LogWeightsPartials,
         PipelineId::EncoderUpstream,
         PipelineId::Coefficients,
         PipelineId::GradNormPartials,
@@ -106,7 +108,7 @@ impl PipelineId {
             PipelineId::Gemm => (
                 Family::Matmul,
                 "gemm",
-                seq(&[Uniform, Read, Read, ReadWrite, Read]),
+                seq(&[Uniform, Read, Read, ReadWrite, Read, Read, ReadWrite]),
             ),
             PipelineId::SampleZ => (
                 Family::Vae,
@@ -146,6 +148,11 @@ impl PipelineId {
             PipelineId::LogWeights => (
                 Family::Vae,
                 "log_weights",
+                seq(&[Uniform, Read, ReadWrite, Read, Read, Read, ReadWrite]),
+            ),
+            PipelineId::LogWeightsPartials => (
+                Family::Vae,
+                "log_weights_partials",
                 seq(&[Uniform, Read, ReadWrite, Read, Read, Read, ReadWrite]),
             ),
             PipelineId::EncoderUpstream => (
@@ -197,17 +204,17 @@ impl PipelineId {
             PipelineId::GemmVec4 => (
                 Family::Matmul,
                 "gemm_vec4",
-                seq(&[Uniform, Read, Read, ReadWrite, Read]),
+                seq(&[Uniform, Read, Read, ReadWrite, Read, Read, ReadWrite]),
             ),
             PipelineId::GemmHalf => (
                 Family::MatmulHalf,
                 "gemm",
-                seq(&[Uniform, Read, Read, ReadWrite, Read]),
+                seq(&[Uniform, Read, Read, ReadWrite, Read, Read, ReadWrite]),
             ),
             PipelineId::GemmVec4Half => (
                 Family::MatmulHalf,
                 "gemm_vec4",
-                seq(&[Uniform, Read, Read, ReadWrite, Read]),
+                seq(&[Uniform, Read, Read, ReadWrite, Read, Read, ReadWrite]),
             ),
             PipelineId::ColumnSums => (
                 Family::Matmul,

@@ -7,6 +7,7 @@ use super::matmul::{mlp_backward, mlp_forward, mlp_input_grad, BackwardBuffers, 
 use super::pipelines::PipelineId;
 use super::vae::{self, ShapeU};
 use super::{weights, GpuBackend};
+use crate::model::Likelihood;
 use anyhow::Result;
 use bytemuck::Pod;
 
@@ -203,6 +204,7 @@ impl GpuBackend {
             &self.layout.encoder,
             batch,
             &sb.enc,
+            None,
         );
         out
     }
@@ -219,6 +221,9 @@ impl GpuBackend {
         let a = &self.layout.arch;
         let rows = batch * n;
         let mut out = vec![vae::sample_z(shape, &self.noise_u, sb, rows, a.z_dim)];
+        // A Bernoulli likelihood is scored in the last GEMM's epilogue; a Gaussian one (the
+        // exact models) by log_weights.
+        let fused = matches!(a.likelihood, Likelihood::Bernoulli);
         mlp_forward(
             &self.params,
             arena,
@@ -227,8 +232,12 @@ impl GpuBackend {
             &self.layout.decoder,
             rows,
             &sb.dec,
+            fused.then_some(n),
         );
-        out.push(vae::log_weights(shape, sb, rows, a.x_dim));
+        out.push(match fused {
+            true => vae::log_weights_partials(shape, sb, rows, a.x_dim),
+            false => vae::log_weights(shape, sb, rows, a.x_dim),
+        });
         out
     }
 
@@ -308,6 +317,7 @@ impl GpuBackend {
             &l.encoder2,
             rows,
             &top.enc2,
+            None,
         );
         out.push(vae::sample_z2(shape, &self.noise_u, sb, rows, d2));
         mlp_forward(
@@ -318,6 +328,7 @@ impl GpuBackend {
             &l.decoder2,
             rows,
             &top.dec2,
+            None,
         );
         mlp_forward(
             &self.params,
@@ -327,6 +338,7 @@ impl GpuBackend {
             &l.decoder,
             rows,
             &sb.dec,
+            None,
         );
         out.push(vae::log_weights(lik_only, sb, rows, a.x_dim));
         out.push(vae::latent_log_weights2(shape, sb, rows, d1, d2));
@@ -420,6 +432,8 @@ impl GpuBackend {
             grid: self.grid,
             scratch: &sb.splitk,
             floats: sb.splitk_floats,
+            x: &sb.enc[0],
+            lik_part: &sb.lik_part,
         }
     }
 

@@ -154,6 +154,33 @@ pub(super) fn log_weights<'a>(
     }
 }
 
+/// [`log_weights`] after the decoder's last GEMM scored the Bernoulli likelihood
+/// (matmul.rs FLAG_LIK_BERNOULLI): its row sums per column tile, plus the latent terms.
+pub(super) fn log_weights_partials<'a>(
+    shape: (u64, u64),
+    sb: &'a ShapeBuffers,
+    rows: usize,
+    xd: usize,
+) -> DispatchSpec<'a> {
+    let tiles = xd.div_ceil(64);
+    DispatchSpec {
+        pipeline: PipelineId::LogWeightsPartials,
+        bindings: vec![
+            (0, Res::Slot(shape.0, shape.1)),
+            (1, Res::Buf(&sb.enc[0])),
+            (2, Res::Buf(&sb.lik_part)),
+            (3, Res::Buf(&sb.eps)),
+            (4, Res::Buf(&sb.dec[0])),
+            (5, Res::Buf(sb.encoder_output())),
+            (6, Res::Buf(&sb.lw)),
+        ],
+        count: groups_1d(rows, 1),
+        label: format!("log-weights [{rows}x{tiles} partials]"),
+        flops: 0.0,
+        bytes: 4.0 * (rows * (tiles + 1)) as f64,
+    }
+}
+
 /// The encoder output's gradient from dz (in `sb.delta[dz]`) and the coefficients b, c.
 pub(super) fn encoder_upstream<'a>(
     shape: (u64, u64),
