@@ -51,10 +51,11 @@ pub enum PipelineId {
     TopUpstream,
     EncoderUpstream2,
     CopyColumns,
+    Binarize,
 }
 
 impl PipelineId {
-    pub const ALL: [PipelineId; 26] = [
+    pub const ALL: [PipelineId; 27] = [
         PipelineId::Gemm,
         PipelineId::GemmVec4,
         PipelineId::GemmHalf,
@@ -81,6 +82,7 @@ impl PipelineId {
         PipelineId::TopUpstream,
         PipelineId::EncoderUpstream2,
         PipelineId::CopyColumns,
+        PipelineId::Binarize,
     ];
 
     /// The name profiles and plans show: the entry point, with the tile for the 32-row GEMMs
@@ -243,6 +245,11 @@ impl PipelineId {
                 Family::Coupling,
                 "chain_encoder",
                 vec![(0, Uniform), (2, ReadWrite), (4, ReadWrite), (6, ReadWrite)],
+            ),
+            PipelineId::Binarize => (
+                Family::Input,
+                "binarize",
+                seq(&[Uniform, Read, Read, Read, ReadWrite]),
             ),
             PipelineId::ChainGather => (
                 Family::Coupling,
