@@ -9,6 +9,7 @@ use crate::estimators::{Estimator, StepPlan};
 use crate::model::{Arch, Params};
 use crate::optim::AdamConfig;
 use crate::rng::Stream;
+use crate::train::MinibatchFeed;
 use anyhow::Result;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -35,7 +36,8 @@ pub struct StepDriver<'a> {
     levels: rand_chacha::ChaCha8Rng,
     adam: AdamConfig,
     batch: usize,
-    x: Vec<f32>,
+    /// Made at the first step, when the backend can take the images.
+    feed: Option<MinibatchFeed>,
     idx: Vec<usize>,
     pick: rand_chacha::ChaCha8Rng,
     step: u32,
@@ -62,20 +64,33 @@ impl<'a> StepDriver<'a> {
             levels: rand_chacha::ChaCha8Rng::seed_from_u64(1),
             adam: AdamConfig::default(),
             batch,
-            x: vec![0.0; batch * ds.dim()],
+            feed: None,
             idx: vec![0; batch],
             pick: rand_chacha::ChaCha8Rng::seed_from_u64(0),
             step: 0,
         })
     }
 
-    /// One step: draw and binarize a minibatch, then the estimator's training step.
+    /// One step: draw and binarize a minibatch (on the device where the backend holds the
+    /// images, as the training loop does), then the estimator's training step.
     pub fn step(&mut self, backend: &mut dyn Backend) -> Result<()> {
         let n = self.ds.train.count;
         self.idx
             .iter_mut()
             .for_each(|i| *i = self.pick.random_range(0..n));
-        data::binarize_train(&self.ds.train, &self.idx, 0, self.step, &mut self.x);
+        if self.feed.is_none() {
+            let (feed, notice) =
+                MinibatchFeed::new(backend, Some(&self.ds.train), self.batch, self.ds.dim())?;
+            if let Some(n) = notice {
+                eprintln!("notice: {n}");
+            }
+            self.feed = Some(feed);
+        }
+        let feed = self.feed.as_mut().expect("made above");
+        let (images, idx, step) = (&self.ds.train, &self.idx, self.step);
+        let x = feed.minibatch(idx, 0, step, |x| {
+            data::binarize_train(images, idx, 0, step, x)
+        });
         let noise = Noise {
             seed: 0,
             stream: Stream::Eps,
@@ -86,7 +101,7 @@ impl<'a> StepDriver<'a> {
         crate::train::estimator_step(
             backend,
             &self.plan,
-            &self.x,
+            x,
             self.batch,
             &noise,
             &mut self.levels,

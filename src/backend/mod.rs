@@ -4,8 +4,12 @@
 
 pub mod cpu;
 pub mod gpu;
+mod input;
+
+pub use input::{ImageRows, ImageUpload, Minibatch};
 
 use crate::coupling::CouplingConfig;
+use crate::data::idx::Images;
 use crate::estimators::CoefficientProgram;
 use crate::model::Layout;
 use crate::optim::{AdamConfig, AdamState};
@@ -186,7 +190,7 @@ impl NonFiniteStep {
     }
 }
 
-/// What one coupled-chain training step did ([`Backend::chain_step`]), per datapoint.
+/// What one coupled-chain training step did ([`Backend::chain_minibatch`]), per datapoint.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ChainOutcome {
     /// Time indices the batch ran: its slowest datapoint's.
@@ -213,9 +217,11 @@ pub fn check_optimizer_state(state: &AdamState, len: usize) -> Result<()> {
     Ok(())
 }
 
-/// One training backend. A training step is `train_step`: forward (log-weights), the
-/// estimator's coefficients from its [`CoefficientProgram`], backward, and Adam, with no
-/// readback; `take_stats` reads the running sums. The separate `forward`, `backward` and
+/// One training backend. A training step is `train_minibatch` (`train_step` with values
+/// from the host): forward (log-weights), the estimator's coefficients from its
+/// [`CoefficientProgram`], backward, and Adam, with no readback; `take_stats` reads the
+/// running sums. Its minibatch is values from the host, or, after `upload_images`, rows of
+/// the training images that the backend binarizes itself. The separate `forward`, `backward` and
 /// `optimizer_step` serve evaluation, tests and parity checks.
 pub trait Backend {
     /// A one-line description (device, threads).
@@ -247,7 +253,25 @@ pub trait Backend {
     fn stats_on_host(&self) -> bool {
         false
     }
+    /// Takes the training images once, so that training steps may pass
+    /// [`Minibatch::Images`] (indices, seed and step) instead of binarized values. The
+    /// default declines: the host binarizes, the CPU backend's fastest path.
+    fn upload_images(&mut self, _images: &Images) -> Result<ImageUpload> {
+        Ok(ImageUpload::Declined)
+    }
     /// One whole training step on minibatch x [batch, x_dim].
+    #[allow(clippy::too_many_arguments)]
+    fn train_minibatch(
+        &mut self,
+        x: Minibatch<'_>,
+        batch: usize,
+        n: usize,
+        noise: &Noise,
+        program: &CoefficientProgram,
+        cfg: &AdamConfig,
+        lr: f64,
+    ) -> Result<()>;
+    /// [`Backend::train_minibatch`] on values prepared on the host.
     #[allow(clippy::too_many_arguments)]
     fn train_step(
         &mut self,
@@ -258,7 +282,9 @@ pub trait Backend {
         program: &CoefficientProgram,
         cfg: &AdamConfig,
         lr: f64,
-    ) -> Result<()>;
+    ) -> Result<()> {
+        self.train_minibatch(Minibatch::Host(x), batch, n, noise, program, cfg, lr)
+    }
     /// One training step with coupled Markov chains. The program `chains` is interpreted as
     /// `crate::coupling::chain::step` defines it (the GPU runs its WGSL twin), with the
     /// uniforms of Philox stream `Coupling` at (`noise.step`, datapoint, time index): every
@@ -267,7 +293,16 @@ pub trait Backend {
     /// Then one backward over every particle drawn: decoder coefficients from the chains,
     /// encoder coefficients IWAE-DReG on the first `K` particles (independent draws from q);
     /// then Adam. The objective in the stats is the IWAE bound of those `K` particles.
-    #[allow(clippy::too_many_arguments)]
+    fn chain_minibatch(
+        &mut self,
+        x: Minibatch<'_>,
+        batch: usize,
+        noise: &Noise,
+        chains: &CouplingConfig,
+        cfg: &AdamConfig,
+        lr: f64,
+    ) -> Result<ChainOutcome>;
+    /// [`Backend::chain_minibatch`] on values prepared on the host.
     fn chain_step(
         &mut self,
         x: &[f32],
@@ -276,7 +311,9 @@ pub trait Backend {
         chains: &CouplingConfig,
         cfg: &AdamConfig,
         lr: f64,
-    ) -> Result<ChainOutcome>;
+    ) -> Result<ChainOutcome> {
+        self.chain_minibatch(Minibatch::Host(x), batch, noise, chains, cfg, lr)
+    }
     /// The sums since the last call, then resets them.
     fn take_stats(&mut self) -> Result<StepStats>;
     /// The most sample rows (batch x n) one forward pass may hold.
@@ -312,7 +349,7 @@ pub trait Backend {
     /// for a GPU, activation and gradient buffers for the CPU.
     fn memory_bytes(&self) -> (u64, u64);
     /// The dispatches of one training step at (batch, n) as recorded (building the plan if
-    /// needed), in order; empty for a backend without recorded plans (the CPU) or a step
+    /// needed), in order, led by the binarization where the backend holds the images; empty for a backend without recorded plans (the CPU) or a step
     /// that runs in chunks.
     fn step_dispatches(&mut self, _batch: usize, _n: usize) -> Result<Vec<DispatchInfo>> {
         Ok(Vec::new())

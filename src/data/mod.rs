@@ -119,6 +119,31 @@ pub fn binarize_into(
     }
 }
 
+/// The test of [`binarize_into`] as an integer comparison: intensity `px` is on for a
+/// Philox word `w` iff `w >> 9 < thresholds[px]`. The uniform `(k + 0.5) / 2^23` of the 23
+/// bits `k = w >> 9` grows with k and f32 rounding of `u * 255` is monotone, so the k that
+/// pass `u * 255 < px` are a prefix `0..thresholds[px]`, found here with the CPU's own f32
+/// arithmetic. A GPU kernel comparing integers thus decides as the CPU does, bit for bit,
+/// whatever its float rounding modes.
+pub fn binarize_thresholds() -> [u32; 256] {
+    let on = |k: u32, px: usize| rng::uniform_open(k << 9) * 255.0 < px as f32;
+    let mut t = [0u32; 256];
+    for (px, t) in t.iter_mut().enumerate() {
+        // The smallest k in 0..=2^23 that is off.
+        let (mut lo, mut hi) = (0u32, 1u32 << 23);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if on(mid, px) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        *t = lo;
+    }
+    t
+}
+
 /// Dynamic binarization of training images `indices` at `step` into `out` [len, dim].
 pub fn binarize_train(images: &Images, indices: &[usize], seed: u64, step: u32, out: &mut [f32]) {
     let d = images.dim();
@@ -205,6 +230,29 @@ mod tests {
         }
         binarize_into(&image, 9, Stream::Binarize, 6, 17, &mut b);
         assert_ne!(a, b, "a new step must draw new noise");
+    }
+
+    /// Every one of the 2^23 uniforms against the thresholds: `k < t[px]` iff
+    /// `u_k * 255 < px`, at the intensities either side of where u_k * 255 falls (the
+    /// thresholds grow with px, so those two decide every other).
+    #[test]
+    fn thresholds_decide_as_the_float_comparison() {
+        let t = binarize_thresholds();
+        assert!(t.windows(2).all(|w| w[0] <= w[1]), "thresholds must grow");
+        assert_eq!(t[0], 0, "intensity 0 is never on");
+        assert_eq!(t[255], 1 << 23, "intensity 255 is always on (u < 1)");
+        for k in 0..1u32 << 23 {
+            let v = rng::uniform_open(k << 9) * 255.0;
+            // The smallest intensity above v (0 < v < 255).
+            let first_on = v.floor() as usize + 1;
+            assert!(v < first_on as f32 && (first_on - 1) as f32 <= v);
+            if first_on < 256 {
+                assert!(k < t[first_on], "k {k}: px {first_on} is on");
+            }
+            if first_on > 0 {
+                assert!(k >= t[first_on - 1], "k {k}: px {} is off", first_on - 1);
+            }
+        }
     }
 
     #[test]

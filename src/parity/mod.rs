@@ -5,8 +5,8 @@
 //! `run_suite` runs the sections in order, each a file: `forward` (rng, encoder, z,
 //! log-weights), `coefficients`, `gradients`, `training` (fused optimizer steps), `chains`
 //! (coupled chains), `evaluation`, `exact_models`, `split` (split-K GEMMs and two-level
-//! reductions at forced slice counts) and `two_layer` (the two-stochastic-layer model, on
-//! its own backends). The sections share one pair of
+//! reductions at forced slice counts), `two_layer` (the two-stochastic-layer model, on
+//! its own backends) and `input` (training images binarized on the device, exactly). The sections share one pair of
 //! backends, so each one starts from the state the one before left.
 
 mod chains;
@@ -15,6 +15,7 @@ mod evaluation;
 mod exact_models;
 mod forward;
 mod gradients;
+mod input;
 mod split;
 mod training;
 mod two_layer;
@@ -109,6 +110,25 @@ pub fn compare(name: &str, gpu: &[f32], cpu: &[f32], atol: f64, rtol: f64) -> Pa
             .map(|&(_, i, g, c)| (i, g, c))
             .collect(),
     }
+}
+
+/// Compares `gpu` against `cpu` bit for bit (atol = rtol = 0): any differing value, or a
+/// different length, fails; the worst pairs listed are the first mismatches.
+pub fn compare_exact(name: &str, gpu: &[f32], cpu: &[f32]) -> ParityRow {
+    let mut row = compare(name, gpu, cpu, 0.0, 0.0);
+    let mismatches: Vec<(usize, f64, f64)> = gpu
+        .iter()
+        .zip(cpu)
+        .enumerate()
+        .filter(|(_, (g, c))| g.to_bits() != c.to_bits())
+        .map(|(i, (&g, &c))| (i, g as f64, c as f64))
+        .collect();
+    row.pass = gpu.len() == cpu.len() && mismatches.is_empty();
+    if !mismatches.is_empty() {
+        row.name = format!("{name}: {} values differ", mismatches.len());
+    }
+    row.worst = mismatches.into_iter().take(5).collect();
+    row
 }
 
 /// The shapes the suite runs on.
@@ -233,6 +253,7 @@ pub fn run_suite(choice: &AdapterChoice, shape: &ParityShape) -> Result<ParityRe
     rows.extend(exact_models::rows(choice, batch, n)?);
     rows.extend(split::rows(choice)?);
     rows.extend(two_layer::rows(choice, &two_layer::tiny_shape())?.rows);
+    rows.extend(input::rows(choice)?);
     let kernels = suite
         .gpu
         .plan_kernel_counts()

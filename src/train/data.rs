@@ -1,7 +1,7 @@
 //! What a run trains on: binarized images, or an exact model's own data.
 
 use crate::config::{OutputBias, TrainConfig};
-use crate::data::{self, Dataset};
+use crate::data::{self, idx::Images, Dataset};
 use crate::exact::training::ExactTraining;
 use crate::model::Params;
 use anyhow::Result;
@@ -75,6 +75,13 @@ impl TrainData {
                 let test = ds.test.slice(0..n);
                 Some((data::binarize_eval(&test), n))
             }
+            TrainData::Exact { .. } => None,
+        }
+    }
+    /// The training images (None for an exact model's data), for a backend to hold.
+    pub fn images(&self) -> Option<&Images> {
+        match self {
+            TrainData::Images(ds) => Some(&ds.train),
             TrainData::Exact { .. } => None,
         }
     }

@@ -2,18 +2,20 @@
 //! per-epoch validation, metrics and checkpoints.
 
 mod data;
+mod feed;
 mod metrics;
 mod observer;
 mod run;
 mod state;
 
+pub use feed::MinibatchFeed;
 pub use metrics::{ChainMetrics, EpochMetrics};
 pub use observer::TrainObserver;
 pub use run::{BEST_CHECKPOINT_FILE, CHECKPOINT_FILE};
 pub use state::STATE_FILE;
 
 use crate::backend::gpu::{AdapterChoice, GpuBackend};
-use crate::backend::{cpu::CpuBackend, Backend, ChainOutcome, Noise};
+use crate::backend::{cpu::CpuBackend, Backend, ChainOutcome, Minibatch, Noise};
 use crate::config::{BackendChoice, CheckpointEvery, RunOptions, TrainConfig};
 use crate::error::ConfigError;
 use crate::estimators::StepPlan;
@@ -46,7 +48,7 @@ pub struct StepInfo {
 pub fn estimator_step(
     backend: &mut dyn Backend,
     plan: &StepPlan,
-    x: &[f32],
+    x: Minibatch<'_>,
     batch: usize,
     noise: &Noise,
     levels: &mut impl rand::Rng,
@@ -55,7 +57,7 @@ pub fn estimator_step(
 ) -> Result<StepInfo> {
     let Some(draw) = plan.draw(levels) else {
         let chains = plan.coupling().expect("a plan without a draw is coupled");
-        let o = backend.chain_step(x, batch, noise, chains, adam, lr)?;
+        let o = backend.chain_minibatch(x, batch, noise, chains, adam, lr)?;
         let samples = o.particles.iter().map(|&p| p as f64).sum::<f64>() / batch as f64;
         return Ok(StepInfo {
             samples,
@@ -63,7 +65,7 @@ pub fn estimator_step(
             chains: Some(o),
         });
     };
-    backend.train_step(x, batch, draw.n, noise, &draw.program, adam, lr)?;
+    backend.train_minibatch(x, batch, draw.n, noise, &draw.program, adam, lr)?;
     Ok(StepInfo {
         samples: draw.n as f64,
         level: draw.level,

@@ -5,7 +5,9 @@
 use super::data::TrainData;
 use super::metrics::{EpochMetrics, EpochSums};
 use super::state::{Position, TrainState, STATE_FILE};
-use super::{estimator_step, TrainObserver, TrainOutcome, LEVEL_STREAM, STATS_EVERY};
+use super::{
+    estimator_step, MinibatchFeed, TrainObserver, TrainOutcome, LEVEL_STREAM, STATS_EVERY,
+};
 use crate::backend::{Backend, Noise, StepStats};
 use crate::config::{CheckpointEvery, OnNonFinite, RunOptions, TrainConfig};
 use crate::estimators::StepPlan;
@@ -104,7 +106,11 @@ pub(super) fn run_epochs(
         }
     }
     let (val_x, val_count) = ds.validation();
-    let mut x = vec![0.0f32; b * ds.dim()];
+    // The training images go to the backend once when it binarizes them itself.
+    let (mut feed, notice) = MinibatchFeed::new(lp.backend, ds.images(), b, ds.dim())?;
+    if let Some(n) = notice {
+        eprintln!("notice: {n}");
+    }
     let mut history = Vec::new();
     observer.on_start(cfg.epochs, steps_per_epoch, b);
     while cur.epoch < cfg.epochs {
@@ -120,7 +126,10 @@ pub(super) fn run_epochs(
         let mut window = cur.step_in_epoch / STATS_EVERY * STATS_EVERY;
         while cur.step_in_epoch < steps_per_epoch {
             let j = cur.step_in_epoch;
-            ds.minibatch(&cur.order[j * b..(j + 1) * b], cfg.seed, cur.step, &mut x);
+            let idx = &cur.order[j * b..(j + 1) * b];
+            let x = feed.minibatch(idx, cfg.seed, cur.step, |x| {
+                ds.minibatch(idx, cfg.seed, cur.step, x)
+            });
             let noise = Noise {
                 seed: cfg.seed,
                 stream: Stream::Eps,
@@ -131,7 +140,7 @@ pub(super) fn run_epochs(
             let info = estimator_step(
                 lp.backend,
                 plan,
-                &x,
+                x,
                 b,
                 &noise,
                 &mut cur.level_rng,

@@ -14,6 +14,7 @@ mod exact_training;
 mod figures;
 mod gpu_cli;
 mod gpu_hvae;
+mod gpu_input;
 mod gpu_parity;
 mod gpu_plan;
 mod grad_stats;

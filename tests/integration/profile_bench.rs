@@ -93,6 +93,7 @@ fn profile_on_every_backend() {
                 "adam",
             ],
             TestBackend::Gpu => &[
+                "binarize",
                 "gemm",
                 "sample_z",
                 "log_weights",

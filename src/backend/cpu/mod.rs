@@ -16,7 +16,9 @@ mod gemm;
 mod hier;
 mod step;
 
-use super::{Backend, ChainOutcome, GradNorms, Noise, PhaseTimer, RunningLse, StepStats, Timing};
+use super::{
+    Backend, ChainOutcome, GradNorms, Minibatch, Noise, PhaseTimer, RunningLse, StepStats, Timing,
+};
 use crate::coupling::CouplingConfig;
 use crate::estimators::{CoefficientProgram, Coefficients};
 use crate::model::Layout;
@@ -214,6 +216,16 @@ impl CpuBackend {
     }
 }
 
+/// The values of a host minibatch: the CPU binarizes on the host, so it holds no images.
+fn host_values(x: Minibatch<'_>) -> Result<&[f32]> {
+    match x {
+        Minibatch::Host(x) => Ok(x),
+        Minibatch::Images(_) => {
+            bail!("the CPU backend holds no training images (it declines upload_images): pass binarized values")
+        }
+    }
+}
+
 impl Backend for CpuBackend {
     fn describe(&self) -> String {
         format!("cpu ({} threads)", self.threads)
@@ -276,9 +288,9 @@ impl Backend for CpuBackend {
         true
     }
 
-    fn train_step(
+    fn train_minibatch(
         &mut self,
-        x: &[f32],
+        x: Minibatch<'_>,
         batch: usize,
         n: usize,
         noise: &Noise,
@@ -286,19 +298,19 @@ impl Backend for CpuBackend {
         cfg: &AdamConfig,
         lr: f64,
     ) -> Result<()> {
-        self.train_step_impl(x, batch, n, noise, program, cfg, lr)
+        self.train_step_impl(host_values(x)?, batch, n, noise, program, cfg, lr)
     }
 
-    fn chain_step(
+    fn chain_minibatch(
         &mut self,
-        x: &[f32],
+        x: Minibatch<'_>,
         batch: usize,
         noise: &Noise,
         chains: &CouplingConfig,
         cfg: &AdamConfig,
         lr: f64,
     ) -> Result<ChainOutcome> {
-        self.chain_step_impl(x, batch, noise, chains, cfg, lr)
+        self.chain_step_impl(host_values(x)?, batch, noise, chains, cfg, lr)
     }
 
     fn take_stats(&mut self) -> Result<StepStats> {

@@ -6,9 +6,11 @@ use super::plan::Part;
 use super::profiler::GpuProfiler;
 use super::{GpuBackend, STATS_LEN};
 use crate::backend::{
-    Backend, ChainOutcome, DispatchInfo, GradNorms, Noise, NonFiniteStep, StepStats, Timing,
+    Backend, ChainOutcome, DispatchInfo, GradNorms, ImageUpload, Minibatch, Noise, NonFiniteStep,
+    StepStats, Timing,
 };
 use crate::coupling::CouplingConfig;
+use crate::data::idx::Images;
 use crate::estimators::CoefficientProgram;
 use crate::model::Layout;
 use crate::optim::{AdamConfig, AdamState};
@@ -54,7 +56,7 @@ impl Backend for GpuBackend {
             bail!("forward needs at least one datapoint and one sample (batch {batch}, n {n})");
         }
         self.ensure_shape(batch, n, false)?;
-        self.upload_x(x, batch)?;
+        self.upload_x(Minibatch::Host(x), batch)?;
         self.write_noise(noise);
         self.run(batch, n, &[Part::Forward])?;
         self.last = Some((batch, n));
@@ -105,9 +107,13 @@ impl Backend for GpuBackend {
         self.ctx.queue.write_buffer(&self.moments, 0, &zeros);
     }
 
-    fn train_step(
+    fn upload_images(&mut self, images: &Images) -> Result<ImageUpload> {
+        self.hold_images(images)
+    }
+
+    fn train_minibatch(
         &mut self,
-        x: &[f32],
+        x: Minibatch<'_>,
         batch: usize,
         n: usize,
         noise: &Noise,
@@ -141,9 +147,9 @@ impl Backend for GpuBackend {
         Ok(())
     }
 
-    fn chain_step(
+    fn chain_minibatch(
         &mut self,
-        x: &[f32],
+        x: Minibatch<'_>,
         batch: usize,
         noise: &Noise,
         chains: &CouplingConfig,
@@ -165,7 +171,7 @@ impl Backend for GpuBackend {
             bail!("evaluation needs at least one datapoint and one sample");
         }
         self.ensure_shape(batch, n, false)?;
-        self.upload_x(x, batch)?;
+        self.upload_x(Minibatch::Host(x), batch)?;
         self.write_noise(noise);
         let u: [u32; 4] = [batch as u32, n as u32, first as u32, 0];
         self.ctx

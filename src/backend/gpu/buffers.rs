@@ -1,9 +1,10 @@
 //! Device buffers whose size follows the batch shape, their (re)allocation with the plans
-//! bound to them, the minibatch upload and the memory accounting.
+//! bound to them, the minibatch upload (or its binarization on the device) and the memory
+//! accounting.
 
 use super::plan::MAX_GROUPS;
 use super::GpuBackend;
-use crate::backend::Backend;
+use crate::backend::{Backend, Minibatch};
 use crate::model::Arch;
 use anyhow::{bail, Result};
 
@@ -236,7 +237,13 @@ impl GpuBackend {
         }
     }
 
-    pub(super) fn upload_x(&self, x: &[f32], batch: usize) -> Result<()> {
+    /// The minibatch into the encoder's input: the host's values uploaded, or the held
+    /// training images binarized on the device (`input.rs`).
+    pub(super) fn upload_x(&self, x: Minibatch<'_>, batch: usize) -> Result<()> {
+        let x = match x {
+            Minibatch::Host(x) => x,
+            Minibatch::Images(rows) => return self.binarize_rows(&rows, batch),
+        };
         let xd = self.layout.arch.x_dim;
         if x.len() != batch * xd {
             bail!(
@@ -275,6 +282,9 @@ impl GpuBackend {
         }
         if let Some(c) = &self.chains {
             total += c.bytes();
+        }
+        if let Some(im) = &self.images {
+            total += im.bytes();
         }
         total += self
             .subsets

@@ -189,7 +189,7 @@ impl GpuBackend {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn chain_step_gpu(
         &mut self,
-        x: &[f32],
+        x: crate::backend::Minibatch<'_>,
         batch: usize,
         noise: &Noise,
         chains: &CouplingConfig,
@@ -427,7 +427,7 @@ impl GpuBackend {
         for (pi, (rows, s0, len)) in passes.iter().enumerate() {
             let (gb, s0, len) = (rows.len(), *s0, *len);
             if uploaded != Some(rows.start) {
-                self.upload_x(&x[rows.start * xd..rows.end * xd], gb)?;
+                self.upload_x(x.rows(rows.clone(), xd), gb)?;
                 uploaded = Some(rows.start);
             }
             self.write_noise(&Noise {

@@ -49,7 +49,7 @@ impl GpuBackend {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn train_step_chunked(
         &mut self,
-        x: &[f32],
+        x: crate::backend::Minibatch<'_>,
         batch: usize,
         n: usize,
         noise: &Noise,

@@ -31,6 +31,7 @@ mod chains;
 mod chunked;
 pub mod context;
 mod grid;
+mod input;
 mod matmul;
 mod optim;
 mod pipelines;
@@ -106,6 +107,8 @@ pub struct GpuBackend {
     chain_indices_per_submit: Option<usize>,
     /// How grids are sized: split-K slices and norm partials, for `grid.compute_units`.
     grid: grid::GridConfig,
+    /// The training images held on the device (`Backend::upload_images`).
+    images: Option<input::DeviceImages>,
 }
 
 impl GpuBackend {
@@ -153,6 +156,7 @@ impl GpuBackend {
             chain_group_overhead: None,
             chain_indices_per_submit: None,
             grid: grid::GridConfig::from_env(),
+            images: None,
             ctx,
         };
         Ok(b)
@@ -247,8 +251,9 @@ impl GpuBackend {
     }
 
     /// The dispatches of one unchunked training step at (batch, n) in recording order, from
-    /// the plan (built here if needed, nothing run): workgroups, FLOPs and bytes of each.
-    /// Empty when batch x n rows exceed one pass (the step runs in chunks).
+    /// the plan (built here if needed, nothing run): workgroups, FLOPs and bytes of each,
+    /// led by the binarization where the device holds the training images. Empty when
+    /// batch x n rows exceed one pass (the step runs in chunks).
     pub fn plan_dispatches(&mut self, batch: usize, n: usize) -> Result<Vec<DispatchInfo>> {
         if batch == 0 || n == 0 || batch * n > self.max_rows() {
             return Ok(Vec::new());
@@ -260,19 +265,27 @@ impl GpuBackend {
             Part::Backward,
             Part::Update,
         ];
-        Ok(self
-            .dispatch_list((batch, n, false), &parts)
+        let input = self.binarize_dispatch_info(batch);
+        Ok(input
             .into_iter()
-            .flatten()
-            .map(|d| DispatchInfo {
-                kernel: self.ctx.pipeline(d.pipeline).name.to_string(),
-                label: d.label.clone(),
-                count: d.count,
-                workgroups: d.count.iter().map(|&c| c as u64).product(),
-                flops: d.flops,
-                bytes: d.bytes,
-            })
+            .chain(
+                self.dispatch_list((batch, n, false), &parts)
+                    .into_iter()
+                    .flatten()
+                    .map(|d| self.dispatch_info(d)),
+            )
             .collect())
+    }
+
+    fn dispatch_info(&self, d: &plan::Dispatch) -> DispatchInfo {
+        DispatchInfo {
+            kernel: self.ctx.pipeline(d.pipeline).name.to_string(),
+            label: d.label.clone(),
+            count: d.count,
+            workgroups: d.count.iter().map(|&c| c as u64).product(),
+            flops: d.flops,
+            bytes: d.bytes,
+        }
     }
 
     /// How grids are sized (compute units aimed at, split-K slices, norm partials).

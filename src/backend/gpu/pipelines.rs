@@ -52,6 +52,7 @@ pub enum PipelineId {
     TopUpstream,
     EncoderUpstream2,
     CopyColumns,
+    Binarize,
 }
 
 impl PipelineId {
@@ -83,6 +84,7 @@ impl PipelineId {
         PipelineId::TopUpstream,
         PipelineId::EncoderUpstream2,
         PipelineId::CopyColumns,
+        PipelineId::Binarize,
     ];
 
     /// The name profiles and plans show: the entry point, with the tile for the 32-row GEMMs
@@ -250,6 +252,11 @@ impl PipelineId {
                 Family::Coupling,
                 "chain_encoder",
                 vec![(0, Uniform), (2, ReadWrite), (4, ReadWrite), (6, ReadWrite)],
+            ),
+            PipelineId::Binarize => (
+                Family::Input,
+                "binarize",
+                seq(&[Uniform, Read, Read, Read, ReadWrite]),
             ),
             PipelineId::ChainGather => (
                 Family::Coupling,

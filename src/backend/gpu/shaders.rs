@@ -13,10 +13,11 @@ pub enum Family {
     Weights,
     Optim,
     Coupling,
+    Input,
 }
 
 impl Family {
-    pub const ALL: [Family; 7] = [
+    pub const ALL: [Family; 8] = [
         Family::Rng,
         Family::Matmul,
         Family::MatmulHalf,
@@ -24,6 +25,7 @@ impl Family {
         Family::Weights,
         Family::Optim,
         Family::Coupling,
+        Family::Input,
     ];
 
     pub fn file(self) -> &'static str {
@@ -34,6 +36,7 @@ impl Family {
             Family::Weights => "weights.wgsl",
             Family::Optim => "optim.wgsl",
             Family::Coupling => "coupling.wgsl",
+            Family::Input => "input.wgsl",
         }
     }
 
@@ -45,6 +48,7 @@ impl Family {
             Family::Weights => include_str!("../../../shaders/weights.wgsl"),
             Family::Optim => include_str!("../../../shaders/optim.wgsl"),
             Family::Coupling => include_str!("../../../shaders/coupling.wgsl"),
+            Family::Input => include_str!("../../../shaders/input.wgsl"),
         }
     }
 
@@ -55,6 +59,7 @@ impl Family {
             Family::Vae => super::vae::WGSL_CONSTS,
             Family::Weights => super::weights::WGSL_CONSTS,
             Family::Coupling => super::chains::WGSL_CONSTS,
+            Family::Input => super::input::WGSL_CONSTS,
             Family::Rng | Family::Optim => &[],
         }
     }
@@ -104,7 +109,7 @@ impl Family {
         let own = preprocess(self.own_source(), &on);
         let prelude = self.prelude();
         match self {
-            Family::Vae | Family::Coupling => {
+            Family::Vae | Family::Coupling | Family::Input => {
                 format!("{prelude}{}\n{own}", Family::Rng.own_source())
             }
             _ => format!("{prelude}{own}"),
