@@ -56,7 +56,7 @@ pub enum PipelineId {
 }
 
 impl PipelineId {
-    pub const ALL: [PipelineId; 27] = [
+    pub const ALL: [PipelineId; 28] = [
         PipelineId::Gemm,
         PipelineId::GemmVec4,
         PipelineId::GemmHalf,
