@@ -387,10 +387,10 @@ mod eval_pass_tests {
         );
         assert_eq!(eval_budget_bytes("Other"), software);
         // An MNIST row is 50 + 200 + 200 + 784 decoder floats, 50 normals, 5, two 784-wide
-        // deltas: about 11 KB, so a discrete GPU's pass holds 18 datapoints at K = 5000 (93,956
-        // rows), lavapipe's 3 (as eval::MAX_ROWS held before).
+        // deltas and 13 likelihood partials: about 11 KB, so a discrete GPU's pass holds 18
+        // datapoints at K = 5000 (93,531 rows), lavapipe's 3 (as eval::MAX_ROWS held before).
         let row = 4 * row_floats(&Arch::burda_mnist()) as u64;
-        assert_eq!(row, 4 * (1234 + 50 + 5 + 2 * 784));
+        assert_eq!(row, 4 * (1234 + 50 + 5 + 2 * 784 + 13));
         assert_eq!(discrete / row / 5_000, 18);
         assert_eq!(software / row / 5_000, 3);
         let two_layer = 4 * row_floats(&Arch::burda_mnist_two_layer()) as u64;
