@@ -96,7 +96,7 @@ fn profile_on_every_backend() {
                 "binarize",
                 "gemm",
                 "sample_z",
-                "log_weights",
+                "log_weights_partials",
                 "coefficients",
                 "encoder_upstream",
                 "grad_norm_partials",
