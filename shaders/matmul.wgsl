@@ -2,9 +2,10 @@
 // (row, column) strides, so transposes are strides. TILE_M x 64 output tiles, 16 x 16
 // threads, RPT x 4 outputs per thread held in RPT vec4 registers, fed per k-step by one read
 // of each shared tile (a vec4 of B, a vec4 or half of one of A); the next k-tile is loaded
-// into registers while the current one is multiplied. The module is compiled twice, with
-// TILE_M = 64 (4 x 4 per thread) and with TILE_M = 32 (2 x 4 per thread, the `half_tiles`
-// sections) for grids that 64-row tiles would leave short of the GPU. Edges of shapes that are not multiples of the tile are zero-padded on load and
+// into registers while the current one is multiplied. The module is compiled three times:
+// TILE_M = 64 (4 x 4 per thread, the `full_tiles` sections), TILE_M = 32 (2 x 4, `half_tiles`)
+// for grids that 64-row tiles would leave short of the GPU, and TILE_M = 128 (8 x 4,
+// `big_tiles`: twice the FMAs per shared read of B) for grids large enough without them. Edges of shapes that are not multiples of the tile are zero-padded on load and
 // masked on store. Every access is guarded by the shape, and the host checks each operand's
 // extent against its buffer when it records the dispatch, so this family may be compiled
 // without wgpu's runtime bounds checks (src/backend/gpu/pipelines.rs).
@@ -54,6 +55,9 @@ const TILE: u32 = 64u;
 const TK: u32 = 16u;
 // Rows per thread.
 const RPT: u32 = TILE_M / 16u;
+// The vec4s of A a thread stages per k-tile (one, or two for 128-row tiles).
+const AQ: u32 = (RPT + 3u) / 4u;
+alias AStage = array<vec4<f32>, AQ>;
 // The shared tiles hold vec4 rows, [TK][ROW4]: element (k, i) is tile[k * ROW4 + i / 4][i % 4],
 // so one read per operand per k-step feeds a thread's FMAs. A row is its vec4s and one of
 // padding: consecutive k rows start 4 banks apart, so the stores of a k-contiguous load
@@ -106,7 +110,21 @@ fn multiply_tile(lid: vec2<u32>, acc: ptr<function, array<vec4<f32>, RPT>>, rsum
         }
         (*acc)[0] = fma(vec4<f32>(av.x), bv, (*acc)[0]);
         (*acc)[1] = fma(vec4<f32>(av.y), bv, (*acc)[1]);
-// #else
+// #endif
+// #if big_tiles
+        // 128-row tiles are never split, so there are no row sums to keep.
+        let a0 = tile_a[kk * ROW4A + 2u * lid.y];
+        let a1 = tile_a[kk * ROW4A + 2u * lid.y + 1u];
+        (*acc)[0] = fma(vec4<f32>(a0.x), bv, (*acc)[0]);
+        (*acc)[1] = fma(vec4<f32>(a0.y), bv, (*acc)[1]);
+        (*acc)[2] = fma(vec4<f32>(a0.z), bv, (*acc)[2]);
+        (*acc)[3] = fma(vec4<f32>(a0.w), bv, (*acc)[3]);
+        (*acc)[4] = fma(vec4<f32>(a1.x), bv, (*acc)[4]);
+        (*acc)[5] = fma(vec4<f32>(a1.y), bv, (*acc)[5]);
+        (*acc)[6] = fma(vec4<f32>(a1.z), bv, (*acc)[6]);
+        (*acc)[7] = fma(vec4<f32>(a1.w), bv, (*acc)[7]);
+// #endif
+// #if full_tiles
         let av = tile_a[kk * ROW4A + lid.y];
         if (rs_on) {
             *rsum += av;
@@ -191,7 +209,7 @@ fn k_range(z: u32) -> vec2<u32> {
 // Under ROW_SUMS (split-K only), the first column of tiles stores each of its thread's RPT
 // rows' sums of A over slice z after the slices' partial products.
 fn store_row_sums(row0: u32, ly: u32, rsum: vec4<f32>, z: u32) {
-    for (var i = 0u; i < RPT; i++) {
+    for (var i = 0u; i < min(RPT, 4u); i++) {
         let r = row0 + ly * RPT + i;
         if (r < g.m) {
             mat_c[g.slices * g.m * g.n + z * g.m + r] = rsum[i];
@@ -213,9 +231,9 @@ fn tile_coord(t: u32, j: u32, k_contig: bool, extent: u32) -> vec2<u32> {
     return vec2<u32>(t / extent + (256u / extent) * j, t % extent);
 }
 
-// The 4 elements of A thread t loads for the k-tile at k0 (zero outside the matrix).
-fn load_a(t: u32, row0: u32, k0: u32, k_end: u32) -> vec4<f32> {
-    var v = vec4<f32>(0.0);
+// The RPT elements of A thread t loads for the k-tile at k0 (zero outside the matrix).
+fn load_a(t: u32, row0: u32, k0: u32, k_end: u32) -> AStage {
+    var v: AStage;
     let k_contig = g.a_cs == 1u;
     for (var j = 0u; j < RPT; j++) {
         let kc = tile_coord(t, j, k_contig, TILE_M);
@@ -225,7 +243,7 @@ fn load_a(t: u32, row0: u32, k0: u32, k_end: u32) -> vec4<f32> {
             if ((g.flags & FLAG_SCALE_K) != 0u) {
                 va = va * epi[g.e_off + kg];
             }
-            v[j] = va;
+            v[j / 4u][j % 4u] = va;
         }
     }
     return v;
@@ -244,12 +262,13 @@ fn load_b(t: u32, col0: u32, k0: u32, k_end: u32) -> vec4<f32> {
     return v;
 }
 
-fn store_loaded(t: u32, va: vec4<f32>, vb: vec4<f32>) {
+fn store_loaded(t: u32, va_in: AStage, vb: vec4<f32>) {
+    var va = va_in; // dynamic indexing needs a variable, not a value
     let a_k = g.a_cs == 1u;
     let b_k = g.b_rs == 1u;
     for (var j = 0u; j < RPT; j++) {
         let ka = tile_coord(t, j, a_k, TILE_M);
-        put_a(ka.x, ka.y, va[j]);
+        put_a(ka.x, ka.y, va[j / 4u][j % 4u]);
     }
     for (var j = 0u; j < 4u; j++) {
         let kb = tile_coord(t, j, b_k, TILE);
@@ -304,10 +323,19 @@ fn vec4_coord(t: u32, k_contig: bool, extent: u32) -> vec2<u32> {
     return vec2<u32>(t / (extent / 4u), (t % (extent / 4u)) * 4u);
 }
 
-// The vec4s of A's tile, one per thread of the first ones.
+// The vec4s of A's tile: vec4 t + 256 q is thread t's q-th (one per thread of the first
+// 128 for 32-row tiles, two per thread for 128-row tiles).
 const A_VEC4S: u32 = TILE_M * TK / 4u;
 
-fn load_a4(t: u32, row0: u32, k0: u32, k_end: u32) -> vec4<f32> {
+fn load_a4(t: u32, row0: u32, k0: u32, k_end: u32) -> AStage {
+    var v: AStage;
+    for (var q = 0u; q < AQ; q++) {
+        v[q] = load_a4_one(t + 256u * q, row0, k0, k_end);
+    }
+    return v;
+}
+
+fn load_a4_one(t: u32, row0: u32, k0: u32, k_end: u32) -> vec4<f32> {
     let a_k = (g.flags & FLAG_A_KCONTIG) != 0u;
     let kc = vec4_coord(t, a_k, TILE_M);
     let ka = k0 + kc.x;
@@ -334,8 +362,7 @@ fn load_b4(t: u32, col0: u32, k0: u32, k_end: u32) -> vec4<f32> {
     return vec4<f32>(0.0);
 }
 
-// A vec4 along i is one shared vec4 (i is a multiple of 4); along k, four scalars.
-fn store_loaded4(t: u32, va: vec4<f32>, vb: vec4<f32>) {
+fn store_a4(t: u32, va: vec4<f32>) {
     let a_k = (g.flags & FLAG_A_KCONTIG) != 0u;
     let ka = vec4_coord(t, a_k, TILE_M);
     if (t >= A_VEC4S) {
@@ -346,6 +373,14 @@ fn store_loaded4(t: u32, va: vec4<f32>, vb: vec4<f32>) {
         }
     } else {
         tile_a[ka.x * ROW4A + ka.y / 4u] = va;
+    }
+}
+
+// A vec4 along i is one shared vec4 (i is a multiple of 4); along k, four scalars.
+fn store_loaded4(t: u32, va_in: AStage, vb: vec4<f32>) {
+    var va = va_in; // dynamic indexing needs a variable, not a value
+    for (var q = 0u; q < AQ; q++) {
+        store_a4(t + 256u * q, va[q]);
     }
     let b_k = (g.flags & FLAG_B_KCONTIG) != 0u;
     let kb = vec4_coord(t, b_k, TILE);

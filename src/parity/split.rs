@@ -2,8 +2,8 @@
 //! rows (3 datapoints x 67 samples) with every GEMM forced into 1, 3 or 13 slices of k (201
 //! is a multiple of neither: the last slice is shorter) or split as the automatic choice
 //! splits it, on a model whose widths suit neither GEMM tile (scalar kernel) and one whose
-//! widths are multiples of 4 (vec4 kernel), each with 64-row and 32-row GEMM tiles (forced,
-//! or as the automatic choice picks them). The decoder's bias gradients are the row sums
+//! widths are multiples of 4 (vec4 kernel), each with 64-, 32- and 128-row GEMM tiles
+//! (forced, or as the automatic choice picks them; 128-row tiles are never split). The decoder's bias gradients are the row sums
 //! folded into its weight gradients' split; the norms run with several partial sizes.
 
 use super::{binary_data, compare, ParityRow};
@@ -18,7 +18,8 @@ use anyhow::Result;
 /// (slices forced, or None for the automatic choice; parameters per norm partial; GEMM tile
 /// rows forced, or None for the automatic choice).
 type Config = (Option<usize>, Option<usize>, Option<usize>);
-const SCALAR: [Config; 6] = [
+const SCALAR: [Config; 7] = [
+    (None, None, Some(128)),
     (Some(1), None, Some(64)),
     (Some(3), Some(1024), Some(32)),
     (Some(13), Some(1 << 24), Some(64)),
@@ -26,7 +27,8 @@ const SCALAR: [Config; 6] = [
     (None, None, None),
     (None, None, Some(64)),
 ];
-const VEC4: [Config; 4] = [
+const VEC4: [Config; 5] = [
+    (None, Some(512), Some(128)),
     (Some(3), Some(512), Some(64)),
     (Some(3), Some(512), Some(32)),
     (None, None, None),
@@ -102,16 +104,27 @@ fn model_rows(
         let count = |kernel: &str| plan.iter().filter(|d| d.kernel == kernel).count();
         let gemms = count("gemm") + count("gemm_vec4");
         let half = count("gemm_32") + count("gemm_vec4_32");
+        let big = count("gemm_128") + count("gemm_vec4_128");
         let what = match slices {
             Some(s) => format!("{s} slices"),
             None => format!("auto, {} split", count("splitk_reduce")),
         };
-        let vec4 = count("gemm_vec4") + count("gemm_vec4_32");
-        let what = format!(
-            "{what}, {half} of {} GEMMs ({vec4} vec4) in 32-row tiles",
-            gemms + half
-        );
-        if tile_rows == Some(64) && half > 0 || tile_rows == Some(32) && gemms > 0 {
+        let vec4 = count("gemm_vec4") + count("gemm_vec4_32") + count("gemm_vec4_128");
+        let what = match big {
+            0 => format!(
+                "{what}, {half} of {} GEMMs ({vec4} vec4) in 32-row tiles",
+                gemms + half
+            ),
+            _ => format!("{what}, {big} GEMMs ({vec4} vec4) in 128-row tiles"),
+        };
+        let other = gemms + half + big;
+        let forced = match tile_rows {
+            Some(32) => half,
+            Some(64) => gemms,
+            Some(128) => big,
+            _ => other,
+        };
+        if forced != other {
             anyhow::bail!("split-K {kernel} {what}: the plan ignores --tile rows {tile_rows:?}");
         }
         let partials = plan

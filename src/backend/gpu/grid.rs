@@ -36,8 +36,9 @@ pub struct GridConfig {
     pub force_tile_rows: Option<usize>,
 }
 
-/// The GEMM tiles' rows: 64 (4 x 4 outputs a thread), or 32 (2 x 4) for short grids.
-pub const TILE_ROWS: [usize; 2] = [64, 32];
+/// The GEMM tiles' rows: 64 (4 x 4 outputs a thread), 32 (2 x 4) for short grids, 128
+/// (8 x 4) for grids that fill the GPU twice over even so.
+pub const TILE_ROWS: [usize; 3] = [64, 32, 128];
 
 impl Default for GridConfig {
     fn default() -> Self {
@@ -78,7 +79,8 @@ impl GridConfig {
     }
 
     /// Rows of the tiles of an m x n GEMM: 32 when 64-row tiles would give fewer workgroups
-    /// than the target and halving them adds tiles (m > 32), else 64. Twice the tiles without
+    /// than the target and halving them adds tiles (m > 32); 128 when even those give twice
+    /// the target (an evaluation pass's 93,000-row GEMMs; never split); else 64. Twice the tiles without
     /// a split-K reduce: the decoder's 5,000-row GEMMs of n = 200 reach 628 workgroups whole,
     /// and weight gradients need half the slices.
     pub fn tile_rows(&self, m: usize, n: usize) -> usize {
@@ -87,6 +89,8 @@ impl GridConfig {
         }
         if m > 32 && m.div_ceil(64) * n.div_ceil(64) < self.target() {
             32
+        } else if m.div_ceil(128) * n.div_ceil(64) >= 2 * self.target() {
+            128
         } else {
             64
         }
@@ -208,7 +212,18 @@ mod tests {
         let g = GridConfig::default();
         assert_eq!(g.tile_rows(32, 200), 64, "32 rows: halving adds no tile");
         assert_eq!(g.tile_rows(100, 200), 32);
-        assert_eq!(g.tile_rows(5000, 784), 64);
+        assert_eq!(
+            g.tile_rows(5000, 784),
+            64,
+            "520 tiles of 128 rows: under 2 x 528"
+        );
+        assert_eq!(g.tile_rows(93_531, 200), 128, "731 x 4 tiles of 128 rows");
+        assert_eq!(g.tile_rows(33_000, 784), 128);
+        assert_eq!(
+            g.tile_rows(8_000, 784),
+            64,
+            "63 x 13 = 819 tiles of 128 rows"
+        );
         let forced = GridConfig {
             force_tile_rows: Some(32),
             ..g

@@ -66,7 +66,12 @@ pub(super) struct GemmU {
 /// when each operand is contiguous along one dimension whose extent, other stride and offset
 /// are multiples of 4.
 fn gemm_kernel(u: &mut GemmU, tile_m: usize) -> PipelineId {
-    let half = tile_m == 32;
+    // (scalar, vec4) kernels of each tile.
+    let (scalar, vec4) = match tile_m {
+        32 => (PipelineId::GemmHalf, PipelineId::GemmVec4Half),
+        128 => (PipelineId::GemmBig, PipelineId::GemmVec4Big),
+        _ => (PipelineId::Gemm, PipelineId::GemmVec4),
+    };
     let a = if u.a_cs == 1 && u.a_rs.is_multiple_of(4) && u.k.is_multiple_of(4) {
         Some(FLAG_A_KCONTIG)
     } else if u.a_rs == 1 && u.a_cs.is_multiple_of(4) && u.m.is_multiple_of(4) {
@@ -84,14 +89,9 @@ fn gemm_kernel(u: &mut GemmU, tile_m: usize) -> PipelineId {
     match (a, b) {
         (Some(fa), Some(fb)) if u.a_off.is_multiple_of(4) && u.b_off.is_multiple_of(4) => {
             u.flags |= fa | fb;
-            if half {
-                PipelineId::GemmVec4Half
-            } else {
-                PipelineId::GemmVec4
-            }
+            vec4
         }
-        _ if half => PipelineId::GemmHalf,
-        _ => PipelineId::Gemm,
+        _ => scalar,
     }
 }
 
@@ -214,8 +214,9 @@ fn gemm_step<'a>(
             Some(last_part as u64),
         );
     }
-    // The fused likelihood needs whole sums over k: never split.
-    let sliced = match lik {
+    // The fused likelihood needs whole sums over k, and 128-row tiles keep no row sums (they
+    // are taken only where the grid is large without a split): never split.
+    let sliced = match lik || tile_m == 128 {
         true => None,
         false => split
             .grid

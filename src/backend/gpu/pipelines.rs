@@ -29,6 +29,9 @@ pub enum PipelineId {
     /// The GEMMs with 32-row tiles.
     GemmHalf,
     GemmVec4Half,
+    /// The GEMMs with 128-row tiles.
+    GemmBig,
+    GemmVec4Big,
     ColumnSums,
     SplitkReduce,
     SampleZ,
@@ -56,11 +59,13 @@ pub enum PipelineId {
 }
 
 impl PipelineId {
-    pub const ALL: [PipelineId; 28] = [
+    pub const ALL: [PipelineId; 30] = [
         PipelineId::Gemm,
         PipelineId::GemmVec4,
         PipelineId::GemmHalf,
         PipelineId::GemmVec4Half,
+        PipelineId::GemmBig,
+        PipelineId::GemmVec4Big,
         PipelineId::ColumnSums,
         PipelineId::SplitkReduce,
         PipelineId::SampleZ,
@@ -93,6 +98,8 @@ impl PipelineId {
         match self {
             PipelineId::GemmHalf => "gemm_32",
             PipelineId::GemmVec4Half => "gemm_vec4_32",
+            PipelineId::GemmBig => "gemm_128",
+            PipelineId::GemmVec4Big => "gemm_vec4_128",
             _ => entry,
         }
     }
@@ -215,6 +222,16 @@ impl PipelineId {
             ),
             PipelineId::GemmVec4Half => (
                 Family::MatmulHalf,
+                "gemm_vec4",
+                seq(&[Uniform, Read, Read, ReadWrite, Read, Read, ReadWrite]),
+            ),
+            PipelineId::GemmBig => (
+                Family::MatmulBig,
+                "gemm",
+                seq(&[Uniform, Read, Read, ReadWrite, Read, Read, ReadWrite]),
+            ),
+            PipelineId::GemmVec4Big => (
+                Family::MatmulBig,
                 "gemm_vec4",
                 seq(&[Uniform, Read, Read, ReadWrite, Read, Read, ReadWrite]),
             ),
@@ -417,6 +434,9 @@ mod tests {
     #[test]
     fn only_the_gemm_families_are_trusted() {
         let trusted: Vec<Family> = Family::ALL.into_iter().filter(|f| f.trusted()).collect();
-        assert_eq!(trusted, vec![Family::Matmul, Family::MatmulHalf]);
+        assert_eq!(
+            trusted,
+            vec![Family::Matmul, Family::MatmulHalf, Family::MatmulBig]
+        );
     }
 }

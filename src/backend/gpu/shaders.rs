@@ -9,6 +9,8 @@ pub enum Family {
     Matmul,
     /// shaders/matmul.wgsl again, with 32-row tiles (`TILE_M`, the `half_tiles` sections).
     MatmulHalf,
+    /// And with 128-row tiles (the `big_tiles` sections).
+    MatmulBig,
     Vae,
     Weights,
     Optim,
@@ -17,10 +19,11 @@ pub enum Family {
 }
 
 impl Family {
-    pub const ALL: [Family; 8] = [
+    pub const ALL: [Family; 9] = [
         Family::Rng,
         Family::Matmul,
         Family::MatmulHalf,
+        Family::MatmulBig,
         Family::Vae,
         Family::Weights,
         Family::Optim,
@@ -31,7 +34,7 @@ impl Family {
     pub fn file(self) -> &'static str {
         match self {
             Family::Rng => "rng.wgsl",
-            Family::Matmul | Family::MatmulHalf => "matmul.wgsl",
+            Family::Matmul | Family::MatmulHalf | Family::MatmulBig => "matmul.wgsl",
             Family::Vae => "vae.wgsl",
             Family::Weights => "weights.wgsl",
             Family::Optim => "optim.wgsl",
@@ -43,7 +46,9 @@ impl Family {
     fn own_source(self) -> &'static str {
         match self {
             Family::Rng => include_str!("../../../shaders/rng.wgsl"),
-            Family::Matmul | Family::MatmulHalf => include_str!("../../../shaders/matmul.wgsl"),
+            Family::Matmul | Family::MatmulHalf | Family::MatmulBig => {
+                include_str!("../../../shaders/matmul.wgsl")
+            }
             Family::Vae => include_str!("../../../shaders/vae.wgsl"),
             Family::Weights => include_str!("../../../shaders/weights.wgsl"),
             Family::Optim => include_str!("../../../shaders/optim.wgsl"),
@@ -55,7 +60,7 @@ impl Family {
     /// The constants Rust shares with this family, by name.
     pub fn constants(self) -> &'static [(&'static str, u32)] {
         match self {
-            Family::Matmul | Family::MatmulHalf => super::matmul::WGSL_CONSTS,
+            Family::Matmul | Family::MatmulHalf | Family::MatmulBig => super::matmul::WGSL_CONSTS,
             Family::Vae => super::vae::WGSL_CONSTS,
             Family::Weights => super::weights::WGSL_CONSTS,
             Family::Coupling => super::chains::WGSL_CONSTS,
@@ -69,6 +74,7 @@ impl Family {
         match self {
             Family::Matmul => &[("TILE_M", 64)],
             Family::MatmulHalf => &[("TILE_M", 32)],
+            Family::MatmulBig => &[("TILE_M", 128)],
             _ => &[],
         }
     }
@@ -76,7 +82,9 @@ impl Family {
     /// The `// #if` sections this variant keeps besides `subgroups`.
     fn sections(self) -> &'static [&'static str] {
         match self {
+            Family::Matmul => &["full_tiles"],
             Family::MatmulHalf => &["half_tiles"],
+            Family::MatmulBig => &["big_tiles"],
             _ => &[],
         }
     }
@@ -119,13 +127,17 @@ impl Family {
     /// Whether the family guards every buffer access itself, so it may be compiled without
     /// wgpu's runtime checks: the GEMMs, whose inner loops those checks slow most.
     pub fn trusted(self) -> bool {
-        matches!(self, Family::Matmul | Family::MatmulHalf)
+        matches!(
+            self,
+            Family::Matmul | Family::MatmulHalf | Family::MatmulBig
+        )
     }
 
     /// The module's label: its file, and the variant when the file has several.
     pub fn label(self) -> &'static str {
         match self {
             Family::MatmulHalf => "matmul.wgsl (32-row tiles)",
+            Family::MatmulBig => "matmul.wgsl (128-row tiles)",
             _ => self.file(),
         }
     }
