@@ -1,14 +1,15 @@
 // C = alpha * A[m, k] B[k, n] (+ beta C), every operand with its own element offset and
 // (row, column) strides, so transposes are strides. TILE_M x 64 output tiles, 16 x 16
-// threads, RPT x 4 outputs per thread held in RPT vec4 registers, fed per k-step by one read
-// of each shared tile (a vec4 of B, a vec4 or half of one of A); the next k-tile is loaded
-// into registers while the current one is multiplied. The module is compiled three times:
-// TILE_M = 64 (4 x 4 per thread, the `full_tiles` sections), TILE_M = 32 (2 x 4, `half_tiles`)
-// for grids that 64-row tiles would leave short of the GPU, and TILE_M = 128 (8 x 4,
-// `big_tiles`: twice the FMAs per shared read of B) for grids large enough without them. Edges of shapes that are not multiples of the tile are zero-padded on load and
-// masked on store. Every access is guarded by the shape, and the host checks each operand's
-// extent against its buffer when it records the dispatch, so this family may be compiled
-// without wgpu's runtime bounds checks (src/backend/gpu/pipelines.rs).
+// threads, RPT x 4 outputs per thread held in RPT vec4 registers, fed per k-step by one vec4
+// read of B and one of A (half of one, or two); the next k-tile is loaded into registers
+// while the current one is multiplied. The module is compiled three times: TILE_M = 64
+// (4 x 4 per thread, the `full_tiles` sections), TILE_M = 32 (2 x 4, `half_tiles`) for grids
+// that 64-row tiles would leave short of the GPU, and TILE_M = 128 (8 x 4, `big_tiles`:
+// twice the FMAs per shared read of B) for grids large enough without them. Edges of shapes
+// that are not multiples of the tile are zero-padded on load and masked on store. Every
+// access is guarded by the shape, and the host checks each operand's extent against its
+// buffer when it records the dispatch, so this family may be compiled without wgpu's
+// runtime bounds checks (src/backend/gpu/pipelines.rs).
 //
 // Fused epilogues (flags), one operand E each:
 //   BIAS       C = acc + E[bias_off + column]           (forward: x W^T + b)
@@ -22,7 +23,7 @@
 //              split; vae.wgsl's log_weights_partials adds the partials).
 //
 // Split-K (k_slice != 0): workgroup z covers k in [z k_slice, min(k, (z + 1) k_slice)) and
-// writes its raw 4 x 4 sums to the scratch bound as C, slice after slice ([slices, m, n],
+// writes its raw RPT x 4 sums to the scratch bound as C, slice after slice ([slices, m, n],
 // dense); under ROW_SUMS the first column of tiles also writes each row's sum of its (scaled)
 // A over the slice after them ([slices, m]: the bias gradient of a weight gradient). Then
 // splitk_reduce, with the same uniform and the scratch bound as A, adds the slices in order
@@ -38,9 +39,9 @@ struct Gemm {
     lik_n: u32, _p0: u32, _p1: u32, _p2: u32,
 }
 
-// FLAG_BIAS, FLAG_TANH, FLAG_SCALE_K, FLAG_TANH_GRAD, FLAG_ROW_SUMS (and gemm_vec4's
-// FLAG_A_KCONTIG, FLAG_B_KCONTIG) come from the prelude generated from
-// src/backend/gpu/matmul.rs.
+// FLAG_BIAS, FLAG_TANH, FLAG_SCALE_K, FLAG_TANH_GRAD, FLAG_ROW_SUMS, FLAG_LIK_BERNOULLI (and
+// gemm_vec4's FLAG_A_KCONTIG, FLAG_B_KCONTIG) and TILE_M come from the prelude generated
+// from src/backend/gpu/matmul.rs and shaders.rs.
 
 @group(0) @binding(0) var<uniform> g: Gemm;
 @group(0) @binding(1) var<storage, read> mat_a: array<f32>;
