@@ -113,12 +113,11 @@ impl PipelineId {
                 .map(|(i, &k)| (i as u32, k))
                 .collect::<Vec<_>>()
         };
+        // Every GEMM kernel (each tile variant, scalar and vec4) binds the same slots: the
+        // uniform, A, B, C, the epilogue operand, and x and the partials of the fused likelihood.
+        let gemm = || seq(&[Uniform, Read, Read, ReadWrite, Read, Read, ReadWrite]);
         match self {
-            PipelineId::Gemm => (
-                Family::Matmul,
-                "gemm",
-                seq(&[Uniform, Read, Read, ReadWrite, Read, Read, ReadWrite]),
-            ),
+            PipelineId::Gemm => (Family::Matmul, "gemm", gemm()),
             PipelineId::SampleZ => (
                 Family::Vae,
                 "sample_z",
@@ -210,31 +209,11 @@ impl PipelineId {
                     (8, ReadWrite),
                 ],
             ),
-            PipelineId::GemmVec4 => (
-                Family::Matmul,
-                "gemm_vec4",
-                seq(&[Uniform, Read, Read, ReadWrite, Read, Read, ReadWrite]),
-            ),
-            PipelineId::GemmHalf => (
-                Family::MatmulHalf,
-                "gemm",
-                seq(&[Uniform, Read, Read, ReadWrite, Read, Read, ReadWrite]),
-            ),
-            PipelineId::GemmVec4Half => (
-                Family::MatmulHalf,
-                "gemm_vec4",
-                seq(&[Uniform, Read, Read, ReadWrite, Read, Read, ReadWrite]),
-            ),
-            PipelineId::GemmBig => (
-                Family::MatmulBig,
-                "gemm",
-                seq(&[Uniform, Read, Read, ReadWrite, Read, Read, ReadWrite]),
-            ),
-            PipelineId::GemmVec4Big => (
-                Family::MatmulBig,
-                "gemm_vec4",
-                seq(&[Uniform, Read, Read, ReadWrite, Read, Read, ReadWrite]),
-            ),
+            PipelineId::GemmVec4 => (Family::Matmul, "gemm_vec4", gemm()),
+            PipelineId::GemmHalf => (Family::MatmulHalf, "gemm", gemm()),
+            PipelineId::GemmVec4Half => (Family::MatmulHalf, "gemm_vec4", gemm()),
+            PipelineId::GemmBig => (Family::MatmulBig, "gemm", gemm()),
+            PipelineId::GemmVec4Big => (Family::MatmulBig, "gemm_vec4", gemm()),
             PipelineId::ColumnSums => (
                 Family::Matmul,
                 "column_sums",
