@@ -240,6 +240,8 @@ impl GpuBackend {
     /// The minibatch into the encoder's input: the host's values uploaded, or the held
     /// training images binarized on the device (`input.rs`).
     pub(super) fn upload_x(&self, x: Minibatch<'_>, batch: usize) -> Result<()> {
+        // A binarization still pending would overwrite these values when it runs.
+        self.flush_input()?;
         let x = match x {
             Minibatch::Host(x) => x,
             Minibatch::Images(rows) => return self.binarize_rows(&rows, batch),

@@ -155,8 +155,12 @@ impl GpuBackend {
     }
 
     /// Binarizes the held images `rows` into the encoder's input (rows 0..batch): uploads
-    /// the index list and the uniform, then one dispatch (timed when profiling).
+    /// the index list and the uniform, then one dispatch, left pending for the step's first
+    /// recorded pass (`GpuBackend::record`) so the step stays one submit; timed on its own
+    /// when profiling.
     pub(super) fn binarize_rows(&self, rows: &ImageRows, batch: usize) -> Result<()> {
+        // The index list and uniform below must not overwrite those of a dispatch not yet run.
+        self.flush_input()?;
         let im = self.images.as_ref().ok_or_else(|| {
             anyhow!("the GPU holds no training images: upload_images must take them before a step passes Minibatch::Images")
         })?;
@@ -198,6 +202,16 @@ impl GpuBackend {
         if self.profiling() {
             return self.profile_dispatches(&[Some(&d)]);
         }
+        *self.pending_input.borrow_mut() = Some(d);
+        Ok(())
+    }
+
+    /// Submits a pending binarization on its own (before other input reaches the buffers it
+    /// reads or writes, or before a readback of the input).
+    pub(super) fn flush_input(&self) -> Result<()> {
+        let Some(d) = self.pending_input.borrow_mut().take() else {
+            return Ok(());
+        };
         let mut enc = self.ctx.device.create_command_encoder(&Default::default());
         record_one(&self.ctx, &mut enc, &d);
         self.ctx.submit(enc)
@@ -226,6 +240,7 @@ impl GpuBackend {
         }
         self.ensure_shape(batch, 1, false)?;
         self.binarize_rows(rows, batch)?;
+        self.flush_input()?;
         let sb = self.shape.as_ref().expect("shape buffers exist");
         self.ctx.read(&sb.enc[0], 0, batch * self.layout.arch.x_dim)
     }

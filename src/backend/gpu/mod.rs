@@ -109,6 +109,9 @@ pub struct GpuBackend {
     grid: grid::GridConfig,
     /// The training images held on the device (`Backend::upload_images`).
     images: Option<input::DeviceImages>,
+    /// A binarization recorded but not yet submitted: the step's first recorded pass runs it,
+    /// so that a step stays one submit (`input.rs`).
+    pending_input: std::cell::RefCell<Option<plan::Dispatch>>,
 }
 
 impl GpuBackend {
@@ -157,6 +160,7 @@ impl GpuBackend {
             chain_indices_per_submit: None,
             grid: grid::GridConfig::from_env(),
             images: None,
+            pending_input: Default::default(),
             ctx,
         };
         Ok(b)

@@ -485,12 +485,17 @@ impl GpuBackend {
         parts: &[Part],
     ) {
         let list = self.dispatch_list(key, parts);
+        let pending = self.pending_input.borrow_mut().take();
         // A clear is a transfer command, so the compute pass ends before it and resumes after.
         for (i, segment) in list.split(Option::is_none).enumerate() {
             if i > 0 {
                 self.clear_frozen(enc);
             }
             let mut pass = enc.begin_compute_pass(&Default::default());
+            // The minibatch's binarization leads the first pass.
+            if let (0, Some(d)) = (i, &pending) {
+                d.encode(&self.ctx, &mut pass);
+            }
             for d in segment.iter().flatten() {
                 d.encode(&self.ctx, &mut pass);
             }
