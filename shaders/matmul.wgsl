@@ -40,12 +40,16 @@ struct Gemm {
 }
 
 // FLAG_BIAS, FLAG_TANH, FLAG_SCALE_K, FLAG_TANH_GRAD, FLAG_ROW_SUMS, FLAG_LIK_BERNOULLI (and
-// gemm_vec4's FLAG_A_KCONTIG, FLAG_B_KCONTIG) and TILE_M come from the prelude generated
-// from src/backend/gpu/matmul.rs and shaders.rs.
+// gemm_vec4's FLAG_A_KCONTIG, FLAG_B_KCONTIG, FLAG_A_SCALAR, FLAG_B_SCALAR) and TILE_M come
+// from the prelude generated from src/backend/gpu/matmul.rs and shaders.rs.
 
 @group(0) @binding(0) var<uniform> g: Gemm;
 @group(0) @binding(1) var<storage, read> mat_a: array<f32>;
-@group(0) @binding(2) var<storage, read> mat_b: array<f32>;
+// The GEMM kernels see A and B as vec4s (an entry point binds each once, as one type or the
+// other), and read single elements through the view: storage buffers are whole vec4s long
+// (context.rs), so it reaches every float. splitk_reduce and column_sums read scalars.
+@group(0) @binding(1) var<storage, read> mat_a4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> mat_b4: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> mat_c: array<f32>;
 @group(0) @binding(4) var<storage, read> epi: array<f32>;
 @group(0) @binding(5) var<storage, read> lik_x: array<f32>;
@@ -87,6 +91,15 @@ fn epilogue(r: u32, c: u32, sum: f32) -> f32 {
         v = v * (1.0 - act * act);
     }
     return v;
+}
+
+// Element i of A or of B.
+fn a_at(i: u32) -> f32 {
+    return mat_a4[i / 4u][i % 4u];
+}
+
+fn b_at(i: u32) -> f32 {
+    return mat_b4[i / 4u][i % 4u];
 }
 
 // Writes element (kk, i) of a shared tile.
@@ -240,7 +253,7 @@ fn load_a(t: u32, row0: u32, k0: u32, k_end: u32) -> AStage {
         let kc = tile_coord(t, j, k_contig, TILE_M);
         let kg = k0 + kc.x;
         if (row0 + kc.y < g.m && kg < k_end) {
-            var va = mat_a[g.a_off + (row0 + kc.y) * g.a_rs + kg * g.a_cs];
+            var va = a_at(g.a_off + (row0 + kc.y) * g.a_rs + kg * g.a_cs);
             if ((g.flags & FLAG_SCALE_K) != 0u) {
                 va = va * epi[g.e_off + kg];
             }
@@ -257,20 +270,23 @@ fn load_b(t: u32, col0: u32, k0: u32, k_end: u32) -> vec4<f32> {
         let kc = tile_coord(t, j, k_contig, TILE);
         let kg = k0 + kc.x;
         if (col0 + kc.y < g.n && kg < k_end) {
-            v[j] = mat_b[g.b_off + kg * g.b_rs + (col0 + kc.y) * g.b_cs];
+            v[j] = b_at(g.b_off + kg * g.b_rs + (col0 + kc.y) * g.b_cs);
         }
     }
     return v;
 }
 
-fn store_loaded(t: u32, va_in: AStage, vb: vec4<f32>) {
+fn store_a(t: u32, va_in: AStage) {
     var va = va_in; // dynamic indexing needs a variable, not a value
     let a_k = g.a_cs == 1u;
-    let b_k = g.b_rs == 1u;
     for (var j = 0u; j < RPT; j++) {
         let ka = tile_coord(t, j, a_k, TILE_M);
         put_a(ka.x, ka.y, va[j / 4u][j % 4u]);
     }
+}
+
+fn store_b(t: u32, vb: vec4<f32>) {
+    let b_k = g.b_rs == 1u;
     for (var j = 0u; j < 4u; j++) {
         let kb = tile_coord(t, j, b_k, TILE);
         put_b(kb.x, kb.y, vb[j]);
@@ -290,7 +306,8 @@ fn gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     var va = load_a(t, row0, kr.x, kr.y);
     var vb = load_b(t, col0, kr.x, kr.y);
     for (var k0 = kr.x; k0 < kr.y; k0 += TK) {
-        store_loaded(t, va, vb);
+        store_a(t, va);
+        store_b(t, vb);
         workgroupBarrier();
         if (k0 + TK < kr.y) {
             va = load_a(t, row0, k0 + TK, kr.y);
@@ -310,10 +327,9 @@ fn gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 // host checks). A is contiguous along k (A_KCONTIG) or along m; B along k (B_KCONTIG) or
 // along n. A 64 x 16 tile is then 256 vec4s, one per thread (a 32-row tile of A: 128, one
 // per thread of the first half), so every vec4 lies wholly in or wholly out of the matrix
-// and edges stay zero-padded.
-
-@group(0) @binding(1) var<storage, read> mat_a4: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> mat_b4: array<vec4<f32>>;
+// and edges stay zero-padded. An operand whose layout allows no vec4 (A_SCALAR, B_SCALAR:
+// a 50-wide latent, or a weight matrix whose rows are 50 long) is loaded as `gemm` loads it,
+// so the other operand still loads vec4s: the registers staged are the same either way.
 
 // Thread t's vec4 of an `extent` x 16 tile as (k, i) of its first element: along k it
 // covers k .. k + 3 at i, else i .. i + 3 at k.
@@ -330,6 +346,9 @@ const A_VEC4S: u32 = TILE_M * TK / 4u;
 
 fn load_a4(t: u32, row0: u32, k0: u32, k_end: u32) -> AStage {
     var v: AStage;
+    if ((g.flags & FLAG_A_SCALAR) != 0u) {
+        return load_a(t, row0, k0, k_end);
+    }
     for (var q = 0u; q < AQ; q++) {
         v[q] = load_a4_one(t + 256u * q, row0, k0, k_end);
     }
@@ -355,6 +374,9 @@ fn load_a4_one(t: u32, row0: u32, k0: u32, k_end: u32) -> vec4<f32> {
 }
 
 fn load_b4(t: u32, col0: u32, k0: u32, k_end: u32) -> vec4<f32> {
+    if ((g.flags & FLAG_B_SCALAR) != 0u) {
+        return load_b(t, col0, k0, k_end);
+    }
     let kc = vec4_coord(t, (g.flags & FLAG_B_KCONTIG) != 0u, TILE);
     let kb = k0 + kc.x;
     if (col0 + kc.y < g.n && kb < k_end) {
@@ -379,9 +401,17 @@ fn store_a4(t: u32, va: vec4<f32>) {
 
 // A vec4 along i is one shared vec4 (i is a multiple of 4); along k, four scalars.
 fn store_loaded4(t: u32, va_in: AStage, vb: vec4<f32>) {
-    var va = va_in; // dynamic indexing needs a variable, not a value
-    for (var q = 0u; q < AQ; q++) {
-        store_a4(t + 256u * q, va[q]);
+    if ((g.flags & FLAG_A_SCALAR) != 0u) {
+        store_a(t, va_in);
+    } else {
+        var va = va_in; // dynamic indexing needs a variable, not a value
+        for (var q = 0u; q < AQ; q++) {
+            store_a4(t + 256u * q, va[q]);
+        }
+    }
+    if ((g.flags & FLAG_B_SCALAR) != 0u) {
+        store_b(t, vb);
+        return;
     }
     let b_k = (g.flags & FLAG_B_KCONTIG) != 0u;
     let kb = vec4_coord(t, b_k, TILE);

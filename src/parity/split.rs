@@ -1,10 +1,12 @@
 //! Split-K GEMMs and the two-level reductions: the forward and backward passes at 201 sample
 //! rows (3 datapoints x 67 samples) with every GEMM forced into 1, 3 or 13 slices of k (201
 //! is a multiple of neither: the last slice is shorter) or split as the automatic choice
-//! splits it, on a model whose widths suit neither GEMM tile (scalar kernel) and one whose
-//! widths are multiples of 4 (vec4 kernel), each with 64-, 32- and 128-row GEMM tiles
-//! (forced, or as the automatic choice picks them; 128-row tiles are never split). The decoder's bias gradients are the row sums
-//! folded into its weight gradients' split; the norms run with several partial sizes.
+//! splits it, on a model whose widths suit neither GEMM tile (scalar kernel), one whose
+//! widths are multiples of 4 (vec4 kernel) and that one with a 5-wide latent (vec4 kernel
+//! with one operand loaded as scalars), each with 64-, 32- and 128-row GEMM tiles
+//! (forced, or as the automatic choice picks them; 128-row tiles are never split). The
+//! decoder's bias gradients are the row sums folded into its weight gradients' split; the
+//! norms run with several partial sizes.
 
 use super::{binary_data, compare, ParityRow};
 use crate::backend::cpu::CpuBackend;
@@ -34,6 +36,12 @@ const VEC4: [Config; 5] = [
     (None, None, None),
     (None, None, Some(64)),
 ];
+const MIXED: [Config; 4] = [
+    (None, None, Some(128)),
+    (Some(3), Some(512), Some(32)),
+    (Some(13), None, Some(64)),
+    (None, None, None),
+];
 
 pub(super) fn rows(choice: &AdapterChoice) -> Result<Vec<ParityRow>> {
     let scalar = Arch {
@@ -50,8 +58,15 @@ pub(super) fn rows(choice: &AdapterChoice) -> Result<Vec<ParityRow>> {
         likelihood: Default::default(),
         top: None,
     };
+    // The vec4 model with a 5-wide latent: the GEMMs into and out of z, and the encoder
+    // head's weight gradient, load one operand as vec4s and the other as scalars.
+    let mixed = Arch {
+        z_dim: 5,
+        ..vec4.clone()
+    };
     let mut rows = model_rows(choice, &scalar, "scalar", &SCALAR)?;
     rows.extend(model_rows(choice, &vec4, "vec4", &VEC4)?);
+    rows.extend(model_rows(choice, &mixed, "mixed", &MIXED)?);
     Ok(rows)
 }
 

@@ -185,10 +185,12 @@ impl GpuContext {
             .1
     }
 
+    /// A storage buffer of at least `floats` floats, rounded up to whole vec4s so that the
+    /// GEMM's vec4 view of it (`mat_a4`, `mat_b4`) reaches every float.
     pub fn storage(&self, label: &str, floats: usize) -> wgpu::Buffer {
         self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
-            size: (floats.max(4) * 4) as u64,
+            size: (floats.max(4).next_multiple_of(4) * 4) as u64,
             usage: wgpu::BufferUsages::STORAGE
                 | wgpu::BufferUsages::COPY_DST
                 | wgpu::BufferUsages::COPY_SRC,

@@ -28,6 +28,10 @@ wgsl_consts! {
         /// The decoder's last layer: C = x - sigmoid(logits), and per row and column tile the
         /// sum of x l - softplus(l) (the Bernoulli log-likelihood, fused into the GEMM).
         FLAG_LIK_BERNOULLI = 128,
+        /// gemm_vec4: A loaded with gemm's scalar loads (its layout allows no vec4).
+        FLAG_A_SCALAR = 256,
+        /// gemm_vec4: B loaded with gemm's scalar loads.
+        FLAG_B_SCALAR = 512,
     }
 }
 
@@ -63,8 +67,9 @@ pub(super) struct GemmU {
 }
 
 /// The GEMM kernel for `u` in tiles of `tile_m` rows: the vec4 one, with its layout flags,
-/// when each operand is contiguous along one dimension whose extent, other stride and offset
-/// are multiples of 4.
+/// when at least one operand is contiguous along one dimension whose extent, other stride
+/// and offset are multiples of 4 (an operand that is not loads scalars there), else the
+/// scalar one.
 fn gemm_kernel(u: &mut GemmU, tile_m: usize) -> PipelineId {
     // (scalar, vec4) kernels of each tile.
     let (scalar, vec4) = match tile_m {
@@ -72,26 +77,40 @@ fn gemm_kernel(u: &mut GemmU, tile_m: usize) -> PipelineId {
         128 => (PipelineId::GemmBig, PipelineId::GemmVec4Big),
         _ => (PipelineId::Gemm, PipelineId::GemmVec4),
     };
-    let a = if u.a_cs == 1 && u.a_rs.is_multiple_of(4) && u.k.is_multiple_of(4) {
-        Some(FLAG_A_KCONTIG)
-    } else if u.a_rs == 1 && u.a_cs.is_multiple_of(4) && u.m.is_multiple_of(4) {
-        Some(0)
+    let a = vec4_layout(u.a_off, (u.a_cs, u.a_rs, u.k), (u.a_rs, u.a_cs, u.m));
+    let b = vec4_layout(u.b_off, (u.b_rs, u.b_cs, u.k), (u.b_cs, u.b_rs, u.n));
+    if a.is_none() && b.is_none() {
+        return scalar;
+    }
+    u.flags |= match a {
+        Some(true) => FLAG_A_KCONTIG,
+        Some(false) => 0,
+        None => FLAG_A_SCALAR,
+    };
+    u.flags |= match b {
+        Some(true) => FLAG_B_KCONTIG,
+        Some(false) => 0,
+        None => FLAG_B_SCALAR,
+    };
+    vec4
+}
+
+/// How an operand at `off` loads vec4s: Some(true) along k, Some(false) along its other
+/// dimension, None not at all. `along_k` and `along_other` are (stride along that
+/// dimension, the other stride, that dimension's extent): vec4s along a dimension need unit
+/// stride there and the rest multiples of 4, so each lies whole inside or outside the tile.
+fn vec4_layout(off: u32, along_k: (u32, u32, u32), along_other: (u32, u32, u32)) -> Option<bool> {
+    let fits = |(unit, other, extent): (u32, u32, u32)| {
+        unit == 1 && other.is_multiple_of(4) && extent.is_multiple_of(4)
+    };
+    if !off.is_multiple_of(4) {
+        None
+    } else if fits(along_k) {
+        Some(true)
+    } else if fits(along_other) {
+        Some(false)
     } else {
         None
-    };
-    let b = if u.b_rs == 1 && u.b_cs.is_multiple_of(4) && u.k.is_multiple_of(4) {
-        Some(FLAG_B_KCONTIG)
-    } else if u.b_cs == 1 && u.b_rs.is_multiple_of(4) && u.n.is_multiple_of(4) {
-        Some(0)
-    } else {
-        None
-    };
-    match (a, b) {
-        (Some(fa), Some(fb)) if u.a_off.is_multiple_of(4) && u.b_off.is_multiple_of(4) => {
-            u.flags |= fa | fb;
-            vec4
-        }
-        _ => scalar,
     }
 }
 
@@ -650,6 +669,66 @@ mod tests {
         assert_eq!(last_element(2, 5, 1, 3, 8), Some(22));
         assert_eq!(last_element(7, 0, 8, 5, 1), None);
         assert_eq!(last_element(7, 3, 8, 0, 1), None);
+    }
+
+    /// The default model's GEMMs through its 50-wide latent, 5,000 sample rows.
+    #[test]
+    fn latent_gemms_load_their_aligned_operand_as_vec4s() {
+        let kernel = |u: GemmU| {
+            let mut u = u;
+            let id = gemm_kernel(&mut u, 64);
+            (id, u.flags)
+        };
+        // z [5000, 50] . W1^T (W1 [200, 50] at offset 8): neither operand aligned.
+        let forward = GemmU {
+            m: 5000,
+            n: 200,
+            k: 50,
+            a_rs: 50,
+            a_cs: 1,
+            b_off: 8,
+            b_rs: 1,
+            b_cs: 50,
+            ..Default::default()
+        };
+        assert_eq!(kernel(forward), (PipelineId::Gemm, 0));
+        // dz = delta [5000, 200] . W1: A along k, B scalar.
+        let dz = GemmU {
+            m: 5000,
+            n: 50,
+            k: 200,
+            a_rs: 200,
+            a_cs: 1,
+            b_off: 8,
+            b_rs: 50,
+            b_cs: 1,
+            ..Default::default()
+        };
+        assert_eq!(
+            kernel(dz),
+            (PipelineId::GemmVec4, FLAG_A_KCONTIG | FLAG_B_SCALAR)
+        );
+        // dW1 = delta^T [200, 5000] . z: A along m, B scalar.
+        let dw = GemmU {
+            m: 200,
+            n: 50,
+            k: 5000,
+            a_rs: 1,
+            a_cs: 200,
+            b_rs: 50,
+            b_cs: 1,
+            ..Default::default()
+        };
+        assert_eq!(kernel(dw), (PipelineId::GemmVec4, FLAG_B_SCALAR));
+        // An aligned operand at an offset that is not a multiple of 4 loads scalars.
+        let shifted = GemmU { a_off: 2, ..dz };
+        assert_eq!(kernel(shifted), (PipelineId::Gemm, 0));
+        let both = GemmU {
+            b_rs: 52,
+            n: 52,
+            ..dz
+        };
+        assert_eq!(kernel(both), (PipelineId::GemmVec4, FLAG_A_KCONTIG));
     }
 
     #[test]
