@@ -323,13 +323,15 @@ fn gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 }
 
 // ---- gemm_vec4: the same product with one vec4 load per operand per thread per k-step ----
-// For operands whose contiguous dimension, other stride and offset are multiples of 4 (the
-// host checks). A is contiguous along k (A_KCONTIG) or along m; B along k (B_KCONTIG) or
-// along n. A 64 x 16 tile is then 256 vec4s, one per thread (a 32-row tile of A: 128, one
-// per thread of the first half), so every vec4 lies wholly in or wholly out of the matrix
-// and edges stay zero-padded. An operand whose layout allows no vec4 (A_SCALAR, B_SCALAR:
-// a 50-wide latent, or a weight matrix whose rows are 50 long) is loaded as `gemm` loads it,
-// so the other operand still loads vec4s: the registers staged are the same either way.
+// For operands contiguous along one dimension whose other stride and offset are multiples
+// of 4 (the host checks). A is contiguous along k (A_KCONTIG) or along m; B along k
+// (B_KCONTIG) or along n. A 64 x 16 tile is then 256 vec4s, one per thread (a 32-row tile of
+// A: 128, one per thread of the first half). Only the last vec4 along the contiguous
+// dimension can cross the matrix's edge (z padded to 52 floats a row holds 50): its lanes
+// past the edge read the padding, inside the buffer (buffers are whole vec4s), and are
+// zeroed, so edges stay zero-padded. An operand whose layout allows no vec4 (A_SCALAR,
+// B_SCALAR: a weight matrix whose rows are 50 long) is loaded as `gemm` loads it, so the
+// other operand still loads vec4s: the registers staged are the same either way.
 
 // Thread t's vec4 of an `extent` x 16 tile as (k, i) of its first element: along k it
 // covers k .. k + 3 at i, else i .. i + 3 at k.
@@ -355,6 +357,11 @@ fn load_a4(t: u32, row0: u32, k0: u32, k_end: u32) -> AStage {
     return v;
 }
 
+// The lanes of a vec4 starting at `first` that lie before `end`.
+fn lanes_before(first: u32, end: u32) -> vec4<bool> {
+    return vec4<u32>(first) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(end);
+}
+
 fn load_a4_one(t: u32, row0: u32, k0: u32, k_end: u32) -> vec4<f32> {
     let a_k = (g.flags & FLAG_A_KCONTIG) != 0u;
     let kc = vec4_coord(t, a_k, TILE_M);
@@ -362,9 +369,13 @@ fn load_a4_one(t: u32, row0: u32, k0: u32, k_end: u32) -> vec4<f32> {
     var va = vec4<f32>(0.0);
     if (t < A_VEC4S && row0 + kc.y < g.m && ka < k_end) {
         va = mat_a4[(g.a_off + (row0 + kc.y) * g.a_rs + ka * g.a_cs) / 4u];
+        let inside = select(lanes_before(row0 + kc.y, g.m), lanes_before(ka, k_end), a_k);
+        va = select(vec4<f32>(0.0), va, inside);
         if ((g.flags & FLAG_SCALE_K) != 0u) {
             if (a_k) {
-                va = va * vec4<f32>(epi[g.e_off + ka], epi[g.e_off + ka + 1u], epi[g.e_off + ka + 2u], epi[g.e_off + ka + 3u]);
+                // Lanes past k are zero already; their scale index stays inside k.
+                let last = k_end - 1u;
+                va = va * vec4<f32>(epi[g.e_off + ka], epi[g.e_off + min(ka + 1u, last)], epi[g.e_off + min(ka + 2u, last)], epi[g.e_off + min(ka + 3u, last)]);
             } else {
                 va = va * epi[g.e_off + ka];
             }
@@ -377,10 +388,13 @@ fn load_b4(t: u32, col0: u32, k0: u32, k_end: u32) -> vec4<f32> {
     if ((g.flags & FLAG_B_SCALAR) != 0u) {
         return load_b(t, col0, k0, k_end);
     }
-    let kc = vec4_coord(t, (g.flags & FLAG_B_KCONTIG) != 0u, TILE);
+    let b_k = (g.flags & FLAG_B_KCONTIG) != 0u;
+    let kc = vec4_coord(t, b_k, TILE);
     let kb = k0 + kc.x;
     if (col0 + kc.y < g.n && kb < k_end) {
-        return mat_b4[(g.b_off + kb * g.b_rs + (col0 + kc.y) * g.b_cs) / 4u];
+        let vb = mat_b4[(g.b_off + kb * g.b_rs + (col0 + kc.y) * g.b_cs) / 4u];
+        let inside = select(lanes_before(col0 + kc.y, g.n), lanes_before(kb, k_end), b_k);
+        return select(vec4<f32>(0.0), vb, inside);
     }
     return vec4<f32>(0.0);
 }

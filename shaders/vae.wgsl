@@ -7,10 +7,13 @@
 // -0.5 ln(2 pi s^2) per dimension (src/model/mod.rs, Likelihood). LIK_* come from the
 // prelude generated from src/backend/gpu/vae.rs.
 // z2_dim and noise_dim = z_dim + z2_dim: the two-layer model (z2_dim 0 for one layer).
+// z_ld: the row stride of z (z1) and of its gradient from the decoder (dz, or from q(z2 | z1)
+// dzq): z_dim rounded up to whole vec4s, so the GEMMs through the latent load vec4s
+// (src/backend/gpu/buffers.rs). Every other per-row buffer is dense.
 struct Shape {
     batch: u32, n: u32, rows: u32, x_dim: u32,
     z_dim: u32, lik: u32, inv_var: f32, log_norm: f32,
-    z2_dim: u32, noise_dim: u32, _s0: u32, _s1: u32,
+    z2_dim: u32, noise_dim: u32, z_ld: u32, _s1: u32,
 }
 
 // Where this pass's noise comes from (src/backend/mod.rs, Noise).
@@ -29,7 +32,7 @@ fn linear_id(gid: vec3<u32>, groups: vec3<u32>) -> u32 {
 @group(0) @binding(1) var<uniform> noise: NoiseAt;
 @group(0) @binding(2) var<storage, read> s_enc_out: array<f32>;   // [batch, 2 z]: mu, log sigma
 @group(0) @binding(3) var<storage, read_write> s_eps: array<f32>; // [rows, z]
-@group(0) @binding(4) var<storage, read_write> s_z: array<f32>;   // [rows, z]
+@group(0) @binding(4) var<storage, read_write> s_z: array<f32>;   // [rows, z_ld]
 
 @compute @workgroup_size(256)
 fn sample_z(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
@@ -47,7 +50,7 @@ fn sample_z(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
     let mu = s_enc_out[b * 2u * zd + d];
     let ls = s_enc_out[b * 2u * zd + zd + d];
     s_eps[id] = e;
-    s_z[id] = mu + exp(ls) * e;
+    s_z[r * shape.z_ld + d] = mu + exp(ls) * e;
 }
 
 // ---- log_weights: one workgroup per row ----
@@ -66,7 +69,7 @@ fn latent_part(r: u32, b: u32, lid: u32) -> f32 {
     let zd = shape.z_dim;
     for (var d = lid; d < zd; d += 64u) {
         let e = l_eps[r * zd + d];
-        let z = l_z[r * zd + d];
+        let z = l_z[r * shape.z_ld + d];
         // log p(z) - log q(z|x); the 2 pi constants cancel.
         part += 0.5 * (e * e - z * z) + l_enc_out[b * 2u * zd + zd + d];
     }
@@ -143,7 +146,7 @@ fn log_weights(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) gr
 @group(0) @binding(1) var<storage, read> u_coef: array<f32>;  // [3, rows]: a, b, c
 @group(0) @binding(2) var<storage, read> u_eps: array<f32>;
 @group(0) @binding(3) var<storage, read> u_z: array<f32>;
-@group(0) @binding(4) var<storage, read> u_dz: array<f32>;    // [rows, z]: d log p(x|z) / dz
+@group(0) @binding(4) var<storage, read> u_dz: array<f32>;    // [rows, z_ld]: d log p(x|z) / dz
 @group(0) @binding(5) var<storage, read> u_enc_out: array<f32>;
 @group(0) @binding(6) var<storage, read_write> u_up: array<f32>; // [batch, 2 z]
 
@@ -165,7 +168,7 @@ fn encoder_upstream(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
         let cc = u_coef[2u * shape.rows + r];
         let e = u_eps[r * zd + d];
         let e_over_s = e / sigma;
-        let gz = u_dz[r * zd + d] - u_z[r * zd + d];
+        let gz = u_dz[r * shape.z_ld + d] - u_z[r * shape.z_ld + d];
         up_mu += bc * (gz + e_over_s) - cc * e_over_s;
         up_ls += bc * (sigma * e * gz + e * e) + cc * (1.0 - e * e);
     }
@@ -182,8 +185,9 @@ fn encoder_upstream(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
 // z2 = mu2 + sigma2 eps2 from the row's own q(z2 | z1) head.
 @group(0) @binding(2) var<storage, read> h_head: array<f32>;      // [batch or rows, 2 d]
 @group(0) @binding(3) var<storage, read_write> h_eps: array<f32>; // [rows, noise_dim]
-@group(0) @binding(4) var<storage, read_write> h_z: array<f32>;   // [rows, d]
+@group(0) @binding(4) var<storage, read_write> h_z: array<f32>;   // [rows, z_ld] or [rows, z2]
 
+// z1 (per_datapoint) rows are z_ld apart, z2's are dense.
 fn sample_head(id: u32, d_all: u32, eps_off: u32, per_datapoint: bool) {
     let r = id / d_all;
     let d = id % d_all;
@@ -196,7 +200,7 @@ fn sample_head(id: u32, d_all: u32, eps_off: u32, per_datapoint: bool) {
     let mu = h_head[h * 2u * d_all + d];
     let ls = h_head[h * 2u * d_all + d_all + d];
     h_eps[r * nd + eps_off + d] = e;
-    h_z[id] = mu + exp(ls) * e;
+    h_z[r * select(d_all, shape.z_ld, per_datapoint) + d] = mu + exp(ls) * e;
 }
 
 @compute @workgroup_size(256)
@@ -220,7 +224,7 @@ fn sample_z2(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
 // and p(z1 | z2)'s head is overwritten with that term's gradient at the head,
 // (r / sd, r^2 - 1) with r = (z1 - m) / sd (as the logits become x - sigmoid).
 @group(0) @binding(1) var<storage, read> t_eps: array<f32>;          // [rows, noise_dim]
-@group(0) @binding(2) var<storage, read> t_z1: array<f32>;           // [rows, z]
+@group(0) @binding(2) var<storage, read> t_z1: array<f32>;           // [rows, z_ld]
 @group(0) @binding(3) var<storage, read> t_z2: array<f32>;           // [rows, z2]
 @group(0) @binding(4) var<storage, read> t_enc_out: array<f32>;      // [batch, 2 z]
 @group(0) @binding(5) var<storage, read> t_qhead: array<f32>;        // [rows, 2 z2]: q(z2 | z1)
@@ -243,7 +247,7 @@ fn latent_log_weights2(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(n
         let m = t_phead[r * 2u * d1 + d];
         let pls = t_phead[r * 2u * d1 + d1 + d];
         let inv_sd = exp(-pls);
-        let res = (t_z1[r * d1 + d] - m) * inv_sd;
+        let res = (t_z1[r * shape.z_ld + d] - m) * inv_sd;
         lz += 0.5 * (e * e - res * res) + t_enc_out[b * 2u * d1 + d1 + d] - pls;
         t_phead[r * 2u * d1 + d] = res * inv_sd;
         t_phead[r * 2u * d1 + d1 + d] = res * res - 1.0;
@@ -259,7 +263,7 @@ fn latent_log_weights2(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(n
 // z1_grad_lik: one thread per (row, z1 dimension): g1 = grad_z1 [log p(x | z1) + log p(z1 | z2)]
 // from the decoder's input gradient and p(z1 | z2)'s head gradient (its mean part is r / sd,
 // and d/dz1 of that term is -r / sd).
-@group(0) @binding(1) var<storage, read> g_dz: array<f32>;          // [rows, z]
+@group(0) @binding(1) var<storage, read> g_dz: array<f32>;          // [rows, z_ld]
 @group(0) @binding(2) var<storage, read> g_phead: array<f32>;       // [rows, 2 z], gradient
 @group(0) @binding(3) var<storage, read_write> g_g1: array<f32>;    // [rows, z]
 
@@ -272,7 +276,7 @@ fn z1_grad_lik(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     }
     let r = id / d1;
     let d = id % d1;
-    g_g1[id] = g_dz[id] - g_phead[r * 2u * d1 + d];
+    g_g1[id] = g_dz[r * shape.z_ld + d] - g_phead[r * 2u * d1 + d];
 }
 
 // top_upstream: one thread per (row, z2 dimension), with G2 = grad_z2 log p(z1 | z2) - z2
@@ -313,7 +317,7 @@ fn top_upstream(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
 @group(0) @binding(1) var<storage, read> e_coef: array<f32>;        // [3, rows]
 @group(0) @binding(2) var<storage, read> e_eps: array<f32>;         // [rows, noise_dim]
 @group(0) @binding(3) var<storage, read> e_g1: array<f32>;          // [rows, z]
-@group(0) @binding(4) var<storage, read> e_dzq: array<f32>;         // [rows, z]
+@group(0) @binding(4) var<storage, read> e_dzq: array<f32>;         // [rows, z_ld]
 @group(0) @binding(5) var<storage, read> e_enc_out: array<f32>;     // [batch, 2 z]
 @group(0) @binding(6) var<storage, read_write> e_up: array<f32>;    // [batch, 2 z]
 
@@ -335,7 +339,7 @@ fn encoder_upstream2(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
         let cc = e_coef[2u * shape.rows + r];
         let e = e_eps[r * shape.noise_dim + d];
         let e_over_s = e / sigma;
-        let g = e_g1[r * d1 + d] + e_dzq[r * d1 + d] + e_over_s;
+        let g = e_g1[r * d1 + d] + e_dzq[r * shape.z_ld + d] + e_over_s;
         up_mu += bc * g - cc * e_over_s;
         up_ls += bc * sigma * e * g + cc * (1.0 - e * e);
     }

@@ -112,6 +112,9 @@ fn model_rows(
             min_split_k: 0,
             ..GridConfig::default()
         });
+        // z's rows are padded to whole vec4s (5 of 8 floats here), and the vec4 loads of the
+        // GEMMs through z must keep the padding out.
+        gpu.poison_latent_padding(batch, n)?;
         let lw_gpu = gpu.forward(&x, batch, n, &noise)?.to_vec();
         let ng = gpu.backward(&co.a, &co.b, &co.c)?;
         let gg = gpu.gradient()?;

@@ -2,6 +2,7 @@
 //! bound to them, the minibatch upload (or its binarization on the device) and the memory
 //! accounting.
 
+use super::matmul::Acts;
 use super::plan::MAX_GROUPS;
 use super::GpuBackend;
 use crate::backend::{Backend, Minibatch};
@@ -14,7 +15,8 @@ pub(super) struct ShapeBuffers {
     pub rows_cap: usize,
     /// enc[0] is the minibatch x, enc[i] the output of encoder layer i.
     pub enc: Vec<wgpu::Buffer>,
-    /// dec[0] is z, dec[i] the output of decoder layer i (the last: logits, then x - sigmoid).
+    /// dec[0] is z ([rows, z_ld]), dec[i] the output of decoder layer i (the last: logits,
+    /// then x - sigmoid).
     pub dec: Vec<wgpu::Buffer>,
     /// The two-layer model's per-row buffers (None for one layer).
     pub top: Option<TopBuffers>,
@@ -55,6 +57,20 @@ pub(super) struct TopBuffers {
 }
 
 impl TopBuffers {
+    /// q(z2 | z1)'s activations, from z1.
+    pub(super) fn encoder2_acts(&self, a: &Arch) -> Acts<'_> {
+        Acts {
+            bufs: &self.enc2,
+            in_ld: z_ld(a),
+        }
+    }
+    /// p(z1 | z2)'s activations, from z2 (dense).
+    pub(super) fn decoder2_acts(&self, a: &Arch) -> Acts<'_> {
+        Acts {
+            bufs: &self.dec2,
+            in_ld: a.noise_dim() - a.z_dim,
+        }
+    }
     pub(super) fn qhead(&self) -> &wgpu::Buffer {
         self.enc2.last().expect("encoder2 output")
     }
@@ -70,13 +86,23 @@ impl TopBuffers {
     }
 }
 
-/// The widest layer of `a`: the per-row width of the backward's delta buffers.
+/// The row stride of z (z1 of the two-layer model) on the device, and of its gradient from
+/// the decoder (and from q(z2 | z1)): z_dim rounded up to whole vec4s, so that the GEMMs
+/// into and out of the latent (a 50-wide one, say) load it as vec4s. The GEMMs mask the
+/// padding and no kernel reads it.
+pub(super) fn z_ld(a: &Arch) -> usize {
+    a.z_dim.next_multiple_of(4)
+}
+
+/// The widest layer of `a`, or z's padded row: the per-row width of the backward's delta
+/// buffers.
 fn widest(a: &Arch) -> usize {
     a.encoder_dims()
         .into_iter()
         .chain(a.decoder_dims())
         .chain(a.encoder2_dims())
         .chain(a.decoder2_dims())
+        .chain([z_ld(a)])
         .max()
         .unwrap_or(1)
 }
@@ -93,6 +119,7 @@ pub(super) fn row_floats(a: &Arch) -> usize {
     // Decoder activations, noise, log-weights, 3 coefficients, ones, two deltas, the
     // likelihood's partials.
     a.decoder_dims().iter().sum::<usize>()
+        + (z_ld(a) - a.z_dim)
         + a.noise_dim()
         + 5
         + 2 * widest(a)
@@ -101,6 +128,22 @@ pub(super) fn row_floats(a: &Arch) -> usize {
 }
 
 impl ShapeBuffers {
+    /// The encoder's activations, from the minibatch.
+    pub(super) fn encoder_acts(&self, a: &Arch) -> Acts<'_> {
+        Acts {
+            bufs: &self.enc,
+            in_ld: a.x_dim,
+        }
+    }
+
+    /// The decoder's activations, from z.
+    pub(super) fn decoder_acts(&self, a: &Arch) -> Acts<'_> {
+        Acts {
+            bufs: &self.dec,
+            in_ld: z_ld(a),
+        }
+    }
+
     /// The encoder's output: (mu, log sigma) per datapoint.
     pub(super) fn encoder_output(&self) -> &wgpu::Buffer {
         self.enc.last().expect("encoder output")
@@ -185,8 +228,9 @@ impl GpuBackend {
         let splitk_floats = self.grid.scratch_floats(limit / 4);
         ctx.queue
             .write_buffer(&ones, 0, bytemuck::cast_slice(&vec![1.0f32; rc.max(bc)]));
-        let dec: Vec<wgpu::Buffer> = a
-            .decoder_dims()
+        let mut dims = a.decoder_dims();
+        dims[0] = z_ld(a);
+        let dec: Vec<wgpu::Buffer> = dims
             .iter()
             .map(|&d| ctx.storage("decoder activations", rc * d))
             .collect();

@@ -67,9 +67,9 @@ pub(super) struct GemmU {
 }
 
 /// The GEMM kernel for `u` in tiles of `tile_m` rows: the vec4 one, with its layout flags,
-/// when at least one operand is contiguous along one dimension whose extent, other stride
-/// and offset are multiples of 4 (an operand that is not loads scalars there), else the
-/// scalar one.
+/// when at least one operand is contiguous along one dimension and has its other stride
+/// and offset multiples of 4 (an operand that has not loads scalars there), else the scalar
+/// one.
 fn gemm_kernel(u: &mut GemmU, tile_m: usize) -> PipelineId {
     // (scalar, vec4) kernels of each tile.
     let (scalar, vec4) = match tile_m {
@@ -77,8 +77,8 @@ fn gemm_kernel(u: &mut GemmU, tile_m: usize) -> PipelineId {
         128 => (PipelineId::GemmBig, PipelineId::GemmVec4Big),
         _ => (PipelineId::Gemm, PipelineId::GemmVec4),
     };
-    let a = vec4_layout(u.a_off, (u.a_cs, u.a_rs, u.k), (u.a_rs, u.a_cs, u.m));
-    let b = vec4_layout(u.b_off, (u.b_rs, u.b_cs, u.k), (u.b_cs, u.b_rs, u.n));
+    let a = vec4_layout(u.a_off, (u.a_cs, u.a_rs), (u.a_rs, u.a_cs));
+    let b = vec4_layout(u.b_off, (u.b_rs, u.b_cs), (u.b_cs, u.b_rs));
     if a.is_none() && b.is_none() {
         return scalar;
     }
@@ -97,12 +97,11 @@ fn gemm_kernel(u: &mut GemmU, tile_m: usize) -> PipelineId {
 
 /// How an operand at `off` loads vec4s: Some(true) along k, Some(false) along its other
 /// dimension, None not at all. `along_k` and `along_other` are (stride along that
-/// dimension, the other stride, that dimension's extent): vec4s along a dimension need unit
-/// stride there and the rest multiples of 4, so each lies whole inside or outside the tile.
-fn vec4_layout(off: u32, along_k: (u32, u32, u32), along_other: (u32, u32, u32)) -> Option<bool> {
-    let fits = |(unit, other, extent): (u32, u32, u32)| {
-        unit == 1 && other.is_multiple_of(4) && extent.is_multiple_of(4)
-    };
+/// dimension, the other stride): vec4s along a dimension need unit stride there and the
+/// other stride and the offset multiples of 4, so each is aligned. The extent need not be
+/// a multiple of 4 (a padded latent's 50 of 52): the kernel zeroes the lanes past it.
+fn vec4_layout(off: u32, along_k: (u32, u32), along_other: (u32, u32)) -> Option<bool> {
+    let fits = |(unit, other): (u32, u32)| unit == 1 && other.is_multiple_of(4);
     if !off.is_multiple_of(4) {
         None
     } else if fits(along_k) {
@@ -370,7 +369,8 @@ fn output_words(u: &GemmU, outputs: usize) -> f64 {
 }
 
 /// Forward through one Linear over `m` rows: dst = act(inp W^T + b), bias and tanh fused;
-/// with `lik` (sample rows per datapoint) the Bernoulli likelihood too.
+/// with `lik` (sample rows per datapoint) the Bernoulli likelihood too. `inp_ld`: the row
+/// stride of `inp`.
 #[allow(clippy::too_many_arguments)]
 fn linear_fwd<'a>(
     params: &'a wgpu::Buffer,
@@ -379,7 +379,7 @@ fn linear_fwd<'a>(
     out: &mut Vec<DispatchSpec<'a>>,
     l: &Linear,
     m: usize,
-    inp: &'a wgpu::Buffer,
+    (inp, inp_ld): (&'a wgpu::Buffer, usize),
     dst: &'a wgpu::Buffer,
     hidden: bool,
     lik: Option<usize>,
@@ -392,7 +392,7 @@ fn linear_fwd<'a>(
             | if hidden { FLAG_TANH } else { 0 }
             | if lik.is_some() { FLAG_LIK_BERNOULLI } else { 0 },
         lik_n: lik.unwrap_or(1) as u32,
-        a_rs: l.inp as u32,
+        a_rs: inp_ld as u32,
         a_cs: 1,
         b_off: l.w as u32,
         b_rs: 1,
@@ -417,6 +417,21 @@ fn linear_fwd<'a>(
     );
 }
 
+/// An MLP's activations: bufs[0] its input, with rows `in_ld` apart (a padded latent's
+/// stride, else the input's width), bufs[i] the output of layer i, dense.
+#[derive(Clone, Copy)]
+pub(super) struct Acts<'a> {
+    pub bufs: &'a [wgpu::Buffer],
+    pub in_ld: usize,
+}
+
+impl<'a> Acts<'a> {
+    /// Layer i's input and its row stride.
+    fn input(&self, i: usize, l: &Linear) -> (&'a wgpu::Buffer, usize) {
+        (&self.bufs[i], if i == 0 { self.in_ld } else { l.inp })
+    }
+}
+
 /// Forward through an MLP over `m` rows: acts[i + 1] = tanh(acts[i] W^T + b) for hidden
 /// layers, the last layer linear (its output transform is the caller's kernel, unless
 /// `lik`: then its GEMM also scores the Bernoulli likelihood with `lik` rows per datapoint).
@@ -428,7 +443,7 @@ pub(super) fn mlp_forward<'a>(
     out: &mut Vec<DispatchSpec<'a>>,
     layers: &[Linear],
     m: usize,
-    acts: &'a [wgpu::Buffer],
+    acts: Acts<'a>,
     lik: Option<usize>,
 ) {
     for (i, l) in layers.iter().enumerate() {
@@ -440,8 +455,8 @@ pub(super) fn mlp_forward<'a>(
             out,
             l,
             m,
-            &acts[i],
-            &acts[i + 1],
+            acts.input(i, l),
+            &acts.bufs[i + 1],
             !last,
             lik.filter(|_| last),
         );
@@ -461,14 +476,15 @@ pub(super) struct BackwardBuffers<'a> {
 
 /// Backward through an MLP whose output gradient is in `delta0`; weight gradients averaged
 /// over the batch and, for the decoder, scaled per sample by `scale` (the coefficients a).
-/// Returns which ping-pong buffer holds the input gradient, when one was computed.
+/// Returns which ping-pong buffer holds the input gradient (rows `acts.in_ld` apart), when
+/// one was computed.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn mlp_backward<'a>(
     bb: &BackwardBuffers<'a>,
     arena: &mut UniformArena,
     out: &mut Vec<DispatchSpec<'a>>,
     layers: &[Linear],
-    acts: &'a [wgpu::Buffer],
+    acts: Acts<'a>,
     delta0: &'a wgpu::Buffer,
     m: usize,
     scale: Option<&'a wgpu::Buffer>,
@@ -486,6 +502,7 @@ pub(super) fn mlp_backward<'a>(
             Some(s) => (FLAG_SCALE_K, s),
             None => (0, &sb.ones),
         };
+        let (act, act_ld) = acts.input(i, l);
         let wg = GemmU {
             m: l.out as u32,
             n: l.inp as u32,
@@ -493,7 +510,7 @@ pub(super) fn mlp_backward<'a>(
             flags,
             a_rs: 1,
             a_cs: l.out as u32,
-            b_rs: l.inp as u32,
+            b_rs: act_ld as u32,
             b_cs: 1,
             c_off: l.w as u32,
             c_rs: l.inp as u32,
@@ -508,7 +525,7 @@ pub(super) fn mlp_backward<'a>(
             out,
             wg,
             delta,
-            &acts[i],
+            act,
             bb.grad,
             e_buf,
             format!("{} weight grad [{}x{m} . {m}x{}]", l.name, l.out, l.inp),
@@ -519,7 +536,17 @@ pub(super) fn mlp_backward<'a>(
             out.push(bias_grad(bb, arena, l, m, delta, e_buf, scale.is_some()));
         }
         if i > 0 || want_input {
-            cur = Some(input_grad(bb, arena, out, l, i, m, delta, &acts[i], cur));
+            cur = Some(input_grad(
+                bb,
+                arena,
+                out,
+                l,
+                i,
+                m,
+                delta,
+                (act, act_ld),
+                cur,
+            ));
         }
     }
     cur
@@ -527,7 +554,7 @@ pub(super) fn mlp_backward<'a>(
 
 /// The gradient at the input of layer `i` (`l`) over `m` rows from `delta` at its output,
 /// back through the tanh before it when `i > 0`, into the ping-pong buffer `cur` does not
-/// hold; returns that buffer's index.
+/// hold, with the input's row stride `act_ld`; returns that buffer's index.
 #[allow(clippy::too_many_arguments)]
 fn input_grad<'a>(
     bb: &BackwardBuffers<'a>,
@@ -537,7 +564,7 @@ fn input_grad<'a>(
     i: usize,
     m: usize,
     delta: &'a wgpu::Buffer,
-    act: &'a wgpu::Buffer,
+    (act, act_ld): (&'a wgpu::Buffer, usize),
     cur: Option<usize>,
 ) -> usize {
     let next = match cur {
@@ -554,8 +581,9 @@ fn input_grad<'a>(
         b_off: l.w as u32,
         b_rs: l.inp as u32,
         b_cs: 1,
-        c_rs: l.inp as u32,
+        c_rs: act_ld as u32,
         c_cs: 1,
+        // The activations of a tanh backward (i > 0) are dense.
         e_rs: l.inp as u32,
         alpha: 1.0,
         ..Default::default()
@@ -586,7 +614,7 @@ pub(super) fn mlp_input_grad<'a>(
     arena: &mut UniformArena,
     out: &mut Vec<DispatchSpec<'a>>,
     layers: &[Linear],
-    acts: &'a [wgpu::Buffer],
+    acts: Acts<'a>,
     delta0: &'a wgpu::Buffer,
     m: usize,
 ) -> usize {
@@ -596,7 +624,17 @@ pub(super) fn mlp_input_grad<'a>(
             None => delta0,
             Some(j) => &bb.sb.delta[j],
         };
-        cur = Some(input_grad(bb, arena, out, l, i, m, delta, &acts[i], cur));
+        cur = Some(input_grad(
+            bb,
+            arena,
+            out,
+            l,
+            i,
+            m,
+            delta,
+            acts.input(i, l),
+            cur,
+        ));
     }
     cur.expect("an MLP has layers")
 }
@@ -671,27 +709,39 @@ mod tests {
         assert_eq!(last_element(7, 3, 8, 0, 1), None);
     }
 
-    /// The default model's GEMMs through its 50-wide latent, 5,000 sample rows.
+    /// The default model's GEMMs through its 50-wide latent (z's rows padded to 52), 5,000
+    /// sample rows; the 200 x 50 weight W1 is at offset 8.
     #[test]
-    fn latent_gemms_load_their_aligned_operand_as_vec4s() {
+    fn latent_gemms_load_their_aligned_operands_as_vec4s() {
         let kernel = |u: GemmU| {
             let mut u = u;
             let id = gemm_kernel(&mut u, 64);
             (id, u.flags)
         };
-        // z [5000, 50] . W1^T (W1 [200, 50] at offset 8): neither operand aligned.
+        // z . W1^T: z along k (its last vec4 half past k = 50), W1^T scalar.
         let forward = GemmU {
             m: 5000,
             n: 200,
             k: 50,
-            a_rs: 50,
+            a_rs: 52,
             a_cs: 1,
             b_off: 8,
             b_rs: 1,
             b_cs: 50,
             ..Default::default()
         };
-        assert_eq!(kernel(forward), (PipelineId::Gemm, 0));
+        assert_eq!(
+            kernel(forward),
+            (PipelineId::GemmVec4, FLAG_A_KCONTIG | FLAG_B_SCALAR)
+        );
+        // Unpadded, neither operand is aligned.
+        assert_eq!(
+            kernel(GemmU {
+                a_rs: 50,
+                ..forward
+            }),
+            (PipelineId::Gemm, 0)
+        );
         // dz = delta [5000, 200] . W1: A along k, B scalar.
         let dz = GemmU {
             m: 5000,
@@ -702,33 +752,36 @@ mod tests {
             b_off: 8,
             b_rs: 50,
             b_cs: 1,
+            c_rs: 52,
+            c_cs: 1,
             ..Default::default()
         };
         assert_eq!(
             kernel(dz),
             (PipelineId::GemmVec4, FLAG_A_KCONTIG | FLAG_B_SCALAR)
         );
-        // dW1 = delta^T [200, 5000] . z: A along m, B scalar.
+        // dW1 = delta^T [200, 5000] . z: A along m, z along n.
         let dw = GemmU {
             m: 200,
             n: 50,
             k: 5000,
             a_rs: 1,
             a_cs: 200,
-            b_rs: 50,
+            b_rs: 52,
             b_cs: 1,
             ..Default::default()
         };
-        assert_eq!(kernel(dw), (PipelineId::GemmVec4, FLAG_B_SCALAR));
+        assert_eq!(kernel(dw), (PipelineId::GemmVec4, 0));
+        assert_eq!(
+            kernel(GemmU { b_rs: 50, ..dw }),
+            (PipelineId::GemmVec4, FLAG_B_SCALAR)
+        );
         // An aligned operand at an offset that is not a multiple of 4 loads scalars.
-        let shifted = GemmU { a_off: 2, ..dz };
-        assert_eq!(kernel(shifted), (PipelineId::Gemm, 0));
-        let both = GemmU {
-            b_rs: 52,
-            n: 52,
-            ..dz
-        };
-        assert_eq!(kernel(both), (PipelineId::GemmVec4, FLAG_A_KCONTIG));
+        assert_eq!(kernel(GemmU { a_off: 2, ..dz }), (PipelineId::Gemm, 0));
+        assert_eq!(
+            kernel(GemmU { a_off: 2, ..dw }),
+            (PipelineId::GemmVec4, FLAG_A_SCALAR)
+        );
     }
 
     #[test]

@@ -170,6 +170,18 @@ impl GpuBackend {
         &self.ctx.adapter
     }
 
+    /// Fills z's buffer for (batch, n) with NaN, its row padding included (sampling rewrites
+    /// the rest), so that a parity check sees any GEMM that lets the padding in.
+    pub fn poison_latent_padding(&mut self, batch: usize, n: usize) -> Result<()> {
+        self.ensure_shape(batch, n, false)?;
+        let sb = self.shape.as_ref().expect("shape buffers exist");
+        let nan = vec![f32::NAN; (sb.dec[0].size() / 4) as usize];
+        self.ctx
+            .queue
+            .write_buffer(&sb.dec[0], 0, bytemuck::cast_slice(&nan));
+        Ok(())
+    }
+
     /// After a forward pass: (eps [rows, noise_dim], z (z1 of the two-layer model), encoder
     /// output) of the last shape, for parity checks.
     pub fn read_forward_state(&self) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
@@ -177,10 +189,17 @@ impl GpuBackend {
             .last
             .ok_or_else(|| anyhow::anyhow!("no forward pass yet"))?;
         let sb = self.shape.as_ref().expect("shape buffers exist");
-        let (zd, nd) = (self.layout.arch.z_dim, self.layout.arch.noise_dim());
+        let a = &self.layout.arch;
+        let (zd, nd, ld) = (a.z_dim, a.noise_dim(), buffers::z_ld(a));
+        // z's rows are padded to `ld`: keep the first zd of each.
+        let z_padded = self.ctx.read(&sb.dec[0], 0, batch * n * ld)?;
         Ok((
             self.ctx.read(&sb.eps, 0, batch * n * nd)?,
-            self.ctx.read(&sb.dec[0], 0, batch * n * zd)?,
+            z_padded
+                .chunks(ld)
+                .flat_map(|row| &row[..zd])
+                .copied()
+                .collect(),
             self.ctx
                 .read(sb.enc.last().expect("encoder output"), 0, batch * 2 * zd)?,
         ))

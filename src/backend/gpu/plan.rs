@@ -203,7 +203,7 @@ impl GpuBackend {
             &mut out,
             &self.layout.encoder,
             batch,
-            &sb.enc,
+            sb.encoder_acts(&self.layout.arch),
             None,
         );
         out
@@ -231,7 +231,7 @@ impl GpuBackend {
             &mut out,
             &self.layout.decoder,
             rows,
-            &sb.dec,
+            sb.decoder_acts(a),
             fused.then_some(n),
         );
         out.push(match fused {
@@ -267,7 +267,7 @@ impl GpuBackend {
             arena,
             &mut out,
             &self.layout.decoder,
-            &sb.dec,
+            sb.decoder_acts(&self.layout.arch),
             sb.decoder_output(),
             rows,
             Some(&sb.coef),
@@ -281,7 +281,7 @@ impl GpuBackend {
             arena,
             &mut out,
             &self.layout.encoder,
-            &sb.enc,
+            sb.encoder_acts(&self.layout.arch),
             &sb.enc_up,
             batch,
             None,
@@ -316,7 +316,7 @@ impl GpuBackend {
             &mut out,
             &l.encoder2,
             rows,
-            &top.enc2,
+            top.encoder2_acts(a),
             None,
         );
         out.push(vae::sample_z2(shape, &self.noise_u, sb, rows, d2));
@@ -327,7 +327,7 @@ impl GpuBackend {
             &mut out,
             &l.decoder2,
             rows,
-            &top.dec2,
+            top.decoder2_acts(a),
             None,
         );
         mlp_forward(
@@ -337,7 +337,7 @@ impl GpuBackend {
             &mut out,
             &l.decoder,
             rows,
-            &sb.dec,
+            sb.decoder_acts(a),
             None,
         );
         out.push(vae::log_weights(lik_only, sb, rows, a.x_dim));
@@ -378,7 +378,7 @@ impl GpuBackend {
             arena,
             &mut out,
             &l.decoder,
-            &sb.dec,
+            sb.decoder_acts(a),
             sb.decoder_output(),
             rows,
             coef,
@@ -391,7 +391,7 @@ impl GpuBackend {
             arena,
             &mut out,
             &l.decoder2,
-            &top.dec2,
+            top.decoder2_acts(a),
             top.phead(),
             rows,
             coef,
@@ -404,7 +404,7 @@ impl GpuBackend {
             arena,
             &mut out,
             &l.encoder2,
-            &top.enc2,
+            top.encoder2_acts(a),
             &top.up2,
             rows,
             None,
@@ -415,13 +415,21 @@ impl GpuBackend {
             arena,
             &mut out,
             &l.encoder2,
-            &top.enc2,
+            top.encoder2_acts(a),
             &top.up2_in,
             rows,
         );
         out.push(vae::encoder_upstream2(shape, sb, dzq, batch, n, d1));
         mlp_backward(
-            &bb, arena, &mut out, &l.encoder, &sb.enc, &sb.enc_up, batch, None, false,
+            &bb,
+            arena,
+            &mut out,
+            &l.encoder,
+            sb.encoder_acts(a),
+            &sb.enc_up,
+            batch,
+            None,
+            false,
         );
         out
     }

@@ -3,7 +3,7 @@
 //! those of the two-layer model (sampling z1 and z2, its latent log-weight terms, the
 //! upstream gradients of q(z2 | z1) and of the encoder; docs/design.md §4).
 
-use super::buffers::ShapeBuffers;
+use super::buffers::{z_ld, ShapeBuffers};
 use super::pipelines::PipelineId;
 use super::plan::{groups_1d, DispatchSpec, Res};
 use super::GpuBackend;
@@ -35,7 +35,9 @@ pub(super) struct ShapeU {
     z2_dim: u32,
     /// Normals drawn per sample row: z_dim + z2_dim.
     noise_dim: u32,
-    _pad: [u32; 2],
+    /// The row stride of z (z1) and of its gradients on the device (`buffers::z_ld`).
+    z_ld: u32,
+    _pad: u32,
 }
 
 impl ShapeU {
@@ -54,7 +56,8 @@ impl ShapeU {
             log_norm: arch.likelihood.log_norm() as f32,
             z2_dim: (arch.noise_dim() - arch.z_dim) as u32,
             noise_dim: arch.noise_dim() as u32,
-            _pad: [0; 2],
+            z_ld: z_ld(arch) as u32,
+            _pad: 0,
         }
     }
 
