@@ -36,7 +36,9 @@ for cfg in $cfgs; do
   # Small configurations need more steps for a stable timing.
   n=$steps; [ "$k" -le 5 ] && n=$((steps * 10))
   u=$("$uvae" bench --backend "$backend" --model "$model" --configs "$ours:$k:$batch" --steps "$n" --repeats "$repeats" --eval-k 0 --json 2>/dev/null | tail -1)
-  t=$("$py" "$peer" --device "$torch_dev" --estimator "$theirs" --k "$k" --batch "$batch" --steps "$((n * repeats))" | tail -1)
+  # The bundled MNIST: the peer's own default path (../data beside it) exists only beside
+  # ../shared, not on a device machine.
+  t=$("$py" "$peer" --device "$torch_dev" --estimator "$theirs" --k "$k" --batch "$batch" --steps "$((n * repeats))" --data assets/mnist/train-images-idx3-ubyte.gz | tail -1)
   "$py" - "$u" "$t" <<'PY'
 import json, sys
 u, t = json.loads(sys.argv[1]), json.loads(sys.argv[2])
