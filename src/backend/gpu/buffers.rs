@@ -88,8 +88,8 @@ impl TopBuffers {
 
 /// The row stride of z (z1 of the two-layer model) on the device, and of its gradient from
 /// the decoder (and from q(z2 | z1)): z_dim rounded up to whole vec4s, so that the GEMMs
-/// into and out of the latent (a 50-wide one, say) load it as vec4s. The GEMMs mask the
-/// padding and no kernel reads it.
+/// into and out of the latent (a 50-wide one, say) load it as vec4s. Nothing uses the
+/// padding: the GEMMs' vec4 loads zero it, the other kernels skip it.
 pub(super) fn z_ld(a: &Arch) -> usize {
     a.z_dim.next_multiple_of(4)
 }
