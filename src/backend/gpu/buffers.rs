@@ -2,7 +2,7 @@
 //! bound to them, the minibatch upload (or its binarization on the device) and the memory
 //! accounting.
 
-use super::matmul::Acts;
+use super::mlp::Acts;
 use super::plan::MAX_GROUPS;
 use super::GpuBackend;
 use crate::backend::{Backend, Minibatch};

@@ -33,6 +33,7 @@ pub mod context;
 mod grid;
 mod input;
 mod matmul;
+mod mlp;
 mod optim;
 mod pipelines;
 mod plan;

@@ -3,7 +3,8 @@
 
 use super::buffers::ShapeBuffers;
 use super::context::GpuContext;
-use super::matmul::{mlp_backward, mlp_forward, mlp_input_grad, BackwardBuffers, SplitK};
+use super::matmul::SplitK;
+use super::mlp::{mlp_backward, mlp_forward, mlp_input_grad, BackwardBuffers};
 use super::pipelines::PipelineId;
 use super::vae::{self, ShapeU};
 use super::{weights, GpuBackend};
