@@ -117,6 +117,14 @@ pub(super) struct BackwardBuffers<'a> {
     pub split: SplitK<'a>,
 }
 
+impl<'a> BackwardBuffers<'a> {
+    /// The gradient at a layer's output: `delta0` for the last layer (`cur` None), else
+    /// the ping-pong buffer `cur` the layer after it wrote.
+    fn delta(&self, delta0: &'a wgpu::Buffer, cur: Option<usize>) -> &'a wgpu::Buffer {
+        cur.map_or(delta0, |j| &self.sb.delta[j])
+    }
+}
+
 /// Backward through an MLP whose output gradient is in `delta0`; weight gradients averaged
 /// over the batch and, for the decoder, scaled per sample by `scale` (the coefficients a).
 /// Returns which ping-pong buffer holds the input gradient (rows `acts.in_ld` apart), when
@@ -136,10 +144,7 @@ pub(super) fn mlp_backward<'a>(
     let sb = bb.sb;
     let mut cur: Option<usize> = None; // None: delta0, Some(i): sb.delta[i]
     for (i, l) in layers.iter().enumerate().rev() {
-        let delta = match cur {
-            None => delta0,
-            Some(j) => &sb.delta[j],
-        };
+        let delta = bb.delta(delta0, cur);
         // Column weights of the bias gradient: a per sample, or ones.
         let (flags, e_buf) = match scale {
             Some(s) => (FLAG_SCALE_K, s),
@@ -263,10 +268,7 @@ pub(super) fn mlp_input_grad<'a>(
 ) -> usize {
     let mut cur: Option<usize> = None;
     for (i, l) in layers.iter().enumerate().rev() {
-        let delta = match cur {
-            None => delta0,
-            Some(j) => &bb.sb.delta[j],
-        };
+        let delta = bb.delta(delta0, cur);
         cur = Some(input_grad(
             bb,
             arena,
