@@ -17,7 +17,7 @@
 //   SCALE_K    acc = sum_k A[m,k] E[scale_off + k] B[k,n] (weight gradient scaled per sample)
 //   TANH_GRAD  C = acc * (1 - E[act_off + row * act_rs + col]^2) (back through tanh)
 //   LIK_BERNOULLI  after BIAS, the logits l against the binary x of row r's datapoint
-//              (X[(r / lik_n) * n + col]): C = x - sigmoid(l), the likelihood's gradient,
+//              (X[(r / samples) * n + col]): C = x - sigmoid(l), the likelihood's gradient,
 //              and each row's sum of x l - softplus(l) over the tile's 64 columns into
 //              lik_part[r * column tiles + tile column] (the decoder's last layer, never
 //              split; vae.wgsl's log_weights_partials adds the partials).
@@ -29,6 +29,16 @@
 // splitk_reduce, with the same uniform and the scratch bound as A, adds the slices in order
 // 0, 1, ... and applies the epilogue above (alpha, beta, bias, tanh, tanh backward), the row
 // sums into C[bias_off + row] with alpha and beta. No atomics: the result is deterministic.
+//
+// Sampled A (the `sampled_a` variants, rng.wgsl prepended; gemm_vec4 only): A is the latent
+// z = mu + sigma eps of the layer it feeds, drawn in the loads instead of read, so no
+// sampling dispatch runs before the GEMM. Row r is sample r % samples of datapoint
+// r / samples; its normals are numbers (first_sample + s) noise_dim + eps_off + d of the
+// datapoint's Philox counter (as the CPU draws them), mu and log sigma come from row
+// r / samples of the head (the encoder's output) or row r (head_per_row: q(z2 | z1)'s), [.., 2
+// k]. The first column of tiles also stores z where A would be read (a_off, a_rs) and eps
+// at [r, noise_dim] + eps_off, for the kernels after it; the other columns draw the same
+// numbers again, which costs two Philox blocks per vec4 instead of a pass over z.
 
 struct Gemm {
     m: u32, n: u32, k: u32, flags: u32,
@@ -36,7 +46,7 @@ struct Gemm {
     b_off: u32, b_rs: u32, b_cs: u32, e_rs: u32,
     c_off: u32, c_rs: u32, c_cs: u32, k_slice: u32,
     alpha: f32, beta: f32, slices: u32, bias_off: u32,
-    lik_n: u32, _p0: u32, _p1: u32, _p2: u32,
+    samples: u32, noise_dim: u32, eps_off: u32, head_per_row: u32,
 }
 
 // FLAG_BIAS, FLAG_TANH, FLAG_SCALE_K, FLAG_TANH_GRAD, FLAG_ROW_SUMS, FLAG_LIK_BERNOULLI (and
@@ -54,6 +64,16 @@ struct Gemm {
 @group(0) @binding(4) var<storage, read> epi: array<f32>;
 @group(0) @binding(5) var<storage, read> lik_x: array<f32>;
 @group(0) @binding(6) var<storage, read_write> lik_part: array<f32>;
+
+// sampled_a: the pass's noise address, the head (mu, log sigma), and z and eps written.
+// #if sampled_a
+@group(0) @binding(7) var<uniform> noise: NoiseAt;
+@group(0) @binding(8) var<storage, read> smp_head: array<f32>;
+@group(0) @binding(9) var<storage, read_write> smp_eps: array<f32>;
+@group(0) @binding(10) var<storage, read_write> smp_z: array<f32>;
+// Whether this workgroup stores z and eps: the first column of tiles.
+var<private> store_latent: bool;
+// #endif
 
 // TILE_M (the tile's rows) comes from the prelude; a tile has 64 columns.
 const TILE: u32 = 64u;
@@ -172,7 +192,7 @@ fn store_tile(row0: u32, col0: u32, lid: vec2<u32>, acc: ptr<function, array<vec
             } else {
                 var v = epilogue(r, c, row[j]);
                 if (lik) {
-                    let x = lik_x[(r / g.lik_n) * g.n + c];
+                    let x = lik_x[(r / g.samples) * g.n + c];
                     // Stable softplus and sigmoid, as log_weights computes them.
                     let e = exp(-abs(v));
                     let inv = 1.0 / (1.0 + e);
@@ -348,12 +368,18 @@ const A_VEC4S: u32 = TILE_M * TK / 4u;
 
 fn load_a4(t: u32, row0: u32, k0: u32, k_end: u32) -> AStage {
     var v: AStage;
+// #if sampled_a
+    for (var q = 0u; q < AQ; q++) {
+        v[q] = sample_a4_one(t + 256u * q, row0, k0, k_end);
+    }
+// #else
     if ((g.flags & FLAG_A_SCALAR) != 0u) {
         return load_a(t, row0, k0, k_end);
     }
     for (var q = 0u; q < AQ; q++) {
         v[q] = load_a4_one(t + 256u * q, row0, k0, k_end);
     }
+// #endif
     return v;
 }
 
@@ -383,6 +409,46 @@ fn load_a4_one(t: u32, row0: u32, k0: u32, k_end: u32) -> vec4<f32> {
     }
     return va;
 }
+
+// #if sampled_a
+// Vec4 t of A's tile drawn (A_KCONTIG: 4 latent dimensions d0 .. d0 + 3 of row r): z =
+// mu + sigma eps, zero past k_end; the first column of tiles stores z and eps.
+fn sample_a4_one(t: u32, row0: u32, k0: u32, k_end: u32) -> vec4<f32> {
+    let kc = vec4_coord(t, true, TILE_M);
+    let r = row0 + kc.y;
+    let d0 = k0 + kc.x;
+    var zv = vec4<f32>(0.0);
+    if (t >= A_VEC4S || r >= g.m || d0 >= k_end) {
+        return zv;
+    }
+    let b = r / g.samples;
+    let s = r % g.samples;
+    let key = vec2<u32>(noise.seed_lo, noise.seed_hi);
+    let dp = noise.first_datapoint + b;
+    // Normals j0 .. j0 + 3 span at most two Philox blocks.
+    let j0 = (noise.first_sample + s) * g.noise_dim + g.eps_off + d0;
+    let lo = box_muller4(uniforms4(key, noise.stream, noise.step, dp, j0 / 4u));
+    var hi = lo;
+    if (j0 % 4u != 0u) {
+        hi = box_muller4(uniforms4(key, noise.stream, noise.step, dp, j0 / 4u + 1u));
+    }
+    let h = select(b, r, g.head_per_row != 0u);
+    for (var i = 0u; i < 4u; i++) {
+        let d = d0 + i;
+        if (d < k_end) {
+            let q = j0 % 4u + i;
+            let e = select(lo[q % 4u], hi[q % 4u], q >= 4u);
+            let z = smp_head[h * 2u * g.k + d] + exp(smp_head[h * 2u * g.k + g.k + d]) * e;
+            zv[i] = z;
+            if (store_latent) {
+                smp_eps[r * g.noise_dim + g.eps_off + d] = e;
+                smp_z[g.a_off + r * g.a_rs + d] = z;
+            }
+        }
+    }
+    return zv;
+}
+// #endif
 
 fn load_b4(t: u32, col0: u32, k0: u32, k_end: u32) -> vec4<f32> {
     if ((g.flags & FLAG_B_SCALAR) != 0u) {
@@ -440,6 +506,9 @@ fn store_loaded4(t: u32, va_in: AStage, vb: vec4<f32>) {
 
 @compute @workgroup_size(16, 16, 1)
 fn gemm_vec4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+// #if sampled_a
+    store_latent = wg.x == 0u;
+// #endif
     let row0 = wg.y * TILE_M;
     let col0 = wg.x * TILE;
     let t = lid.y * 16u + lid.x;

@@ -2,6 +2,12 @@
 // Counter = (stream, step, datapoint, block), key = run seed. Prepended to the kernel
 // families that draw random numbers.
 
+// Where a pass's noise comes from (src/backend/mod.rs, Noise; src/backend/gpu/vae.rs, NoiseU).
+struct NoiseAt {
+    seed_lo: u32, seed_hi: u32, stream: u32, step: u32,
+    first_datapoint: u32, first_sample: u32, _p0: u32, _p1: u32,
+}
+
 const PHILOX_M0: u32 = 0xD2511F53u;
 const PHILOX_M1: u32 = 0xCD9E8D57u;
 const PHILOX_W0: u32 = 0x9E3779B9u;

@@ -1,7 +1,8 @@
-// The VAE's stochastic layer and likelihood: sampling z = mu + sigma * eps, the
-// log-weights l = log p(x|z) + log p(z) - log q(z|x), and the encoder's upstream gradient
-// sum_n (b_n P_n + c_n S_n) (the closed forms of P and S: docs/design.md §1); at the end the
-// two-stochastic-layer model's kernels (docs/design.md §4). Needs rng.wgsl.
+// The VAE's stochastic layer and likelihood: the log-weights l = log p(x|z) + log p(z) -
+// log q(z|x), and the encoder's upstream gradient sum_n (b_n P_n + c_n S_n) (the closed forms
+// of P and S: docs/design.md §1); at the end the two-stochastic-layer model's kernels
+// (docs/design.md §4). z = mu + sigma * eps and eps itself are drawn inside the GEMM that
+// first reads z (matmul.wgsl, `sampled_a`), and read here.
 
 // lik: LIK_BERNOULLI (logits) or LIK_GAUSSIAN (means) with inv_var = 1 / s^2 and log_norm =
 // -0.5 ln(2 pi s^2) per dimension (src/model/mod.rs, Likelihood). LIK_* come from the
@@ -16,41 +17,10 @@ struct Shape {
     z2_dim: u32, noise_dim: u32, z_ld: u32, _s1: u32,
 }
 
-// Where this pass's noise comes from (src/backend/mod.rs, Noise).
-struct NoiseAt {
-    seed_lo: u32, seed_hi: u32, stream: u32, step: u32,
-    first_datapoint: u32, first_sample: u32, _p0: u32, _p1: u32,
-}
-
 @group(0) @binding(0) var<uniform> shape: Shape;
 
 fn linear_id(gid: vec3<u32>, groups: vec3<u32>) -> u32 {
     return gid.x + gid.y * groups.x * 256u;
-}
-
-// ---- sample_z: one thread per (row, latent dimension) ----
-@group(0) @binding(1) var<uniform> noise: NoiseAt;
-@group(0) @binding(2) var<storage, read> s_enc_out: array<f32>;   // [batch, 2 z]: mu, log sigma
-@group(0) @binding(3) var<storage, read_write> s_eps: array<f32>; // [rows, z]
-@group(0) @binding(4) var<storage, read_write> s_z: array<f32>;   // [rows, z_ld]
-
-@compute @workgroup_size(256)
-fn sample_z(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let id = linear_id(gid, groups);
-    let zd = shape.z_dim;
-    if (id >= shape.rows * zd) {
-        return;
-    }
-    let r = id / zd;
-    let d = id % zd;
-    let b = r / shape.n;
-    let s = r % shape.n;
-    let key = vec2<u32>(noise.seed_lo, noise.seed_hi);
-    let e = normal_at(key, noise.stream, noise.step, noise.first_datapoint + b, (noise.first_sample + s) * zd + d);
-    let mu = s_enc_out[b * 2u * zd + d];
-    let ls = s_enc_out[b * 2u * zd + zd + d];
-    s_eps[id] = e;
-    s_z[r * shape.z_ld + d] = mu + exp(ls) * e;
 }
 
 // ---- log_weights: one workgroup per row ----
@@ -177,48 +147,6 @@ fn encoder_upstream(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
 }
 
 // ---- The two-stochastic-layer model (src/backend/cpu/hier.rs is the reference) ----
-// A sample row draws noise_dim = z_dim + z2_dim normals at its address, (first_sample + s)
-// * noise_dim + j: eps1 = j < z_dim, eps2 the rest; eps is stored [rows, noise_dim].
-
-// sample_z1: one thread per (row, z1 dimension), z1 = mu1 + sigma1 eps1 from the encoder's
-// output of the row's datapoint. sample_z2: one thread per (row, z2 dimension),
-// z2 = mu2 + sigma2 eps2 from the row's own q(z2 | z1) head.
-@group(0) @binding(2) var<storage, read> h_head: array<f32>;      // [batch or rows, 2 d]
-@group(0) @binding(3) var<storage, read_write> h_eps: array<f32>; // [rows, noise_dim]
-@group(0) @binding(4) var<storage, read_write> h_z: array<f32>;   // [rows, z_ld] or [rows, z2]
-
-// z1 (per_datapoint) rows are z_ld apart, z2's are dense.
-fn sample_head(id: u32, d_all: u32, eps_off: u32, per_datapoint: bool) {
-    let r = id / d_all;
-    let d = id % d_all;
-    let b = r / shape.n;
-    let s = r % shape.n;
-    let nd = shape.noise_dim;
-    let key = vec2<u32>(noise.seed_lo, noise.seed_hi);
-    let e = normal_at(key, noise.stream, noise.step, noise.first_datapoint + b, (noise.first_sample + s) * nd + eps_off + d);
-    let h = select(r, b, per_datapoint);
-    let mu = h_head[h * 2u * d_all + d];
-    let ls = h_head[h * 2u * d_all + d_all + d];
-    h_eps[r * nd + eps_off + d] = e;
-    h_z[r * select(d_all, shape.z_ld, per_datapoint) + d] = mu + exp(ls) * e;
-}
-
-@compute @workgroup_size(256)
-fn sample_z1(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let id = linear_id(gid, groups);
-    if (id < shape.rows * shape.z_dim) {
-        sample_head(id, shape.z_dim, 0u, true);
-    }
-}
-
-@compute @workgroup_size(256)
-fn sample_z2(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let id = linear_id(gid, groups);
-    if (id < shape.rows * shape.z2_dim) {
-        sample_head(id, shape.z2_dim, shape.z_dim, false);
-    }
-}
-
 // latent_log_weights2: one thread per row, after log_weights wrote log p(x | z1):
 // l += log p(z1 | z2) + log p(z2) - log q(z1 | x) - log q(z2 | z1) (2 pi constants cancel),
 // and p(z1 | z2)'s head is overwritten with that term's gradient at the head,

@@ -92,6 +92,9 @@ fn model_rows(
         first_sample: 0,
     };
     let lw_cpu = cpu.forward(&x, batch, n, &noise)?.to_vec();
+    let enc = crate::model::reference::encode_batch(&params, &x, batch);
+    let (eps_c, z_c) = super::forward::reference_latent(&enc, arch.z_dim, batch, n, &noise);
+    let latent_cpu = [z_c, eps_c].concat();
     let co = Estimator::new(EstimatorKind::IwaeDreg, 0.0).coefficients(&lw_cpu, batch, n);
     let nc = cpu.backward(&co.a, &co.b, &co.c)?;
     let gc = cpu.gradient()?;
@@ -120,14 +123,20 @@ fn model_rows(
         let gg = gpu.gradient()?;
         let plan = gpu.plan_dispatches(batch, n)?;
         let count = |kernel: &str| plan.iter().filter(|d| d.kernel == kernel).count();
-        let gemms = count("gemm") + count("gemm_vec4");
-        let half = count("gemm_32") + count("gemm_vec4_32");
-        let big = count("gemm_128") + count("gemm_vec4_128");
+        let sampled = count("gemm_vec4_sample");
+        let gemms = count("gemm") + count("gemm_vec4") + sampled;
+        let half = count("gemm_32") + count("gemm_vec4_32") + count("gemm_vec4_sample_32");
+        let big = count("gemm_128") + count("gemm_vec4_128") + count("gemm_vec4_sample_128");
         let what = match slices {
             Some(s) => format!("{s} slices"),
             None => format!("auto, {} split", count("splitk_reduce")),
         };
-        let vec4 = count("gemm_vec4") + count("gemm_vec4_32") + count("gemm_vec4_128");
+        let vec4 = count("gemm_vec4")
+            + count("gemm_vec4_32")
+            + count("gemm_vec4_128")
+            + sampled
+            + count("gemm_vec4_sample_32")
+            + count("gemm_vec4_sample_128");
         let what = match big {
             0 => format!(
                 "{what}, {half} of {} GEMMs ({vec4} vec4) in 32-row tiles",
@@ -150,6 +159,15 @@ fn model_rows(
             .find(|d| d.kernel == "grad_norm_partials")
             .map_or(0, |d| d.workgroups);
         let name = |q: &str| format!("split-K {kernel} {what}: {q}");
+        // z and eps as the first decoder GEMM drew and stored them, in this config's tile.
+        let (eps_g, z_g, _) = gpu.read_forward_state()?;
+        rows.push(compare(
+            &name("z, eps drawn in decoder.0's GEMM"),
+            &[z_g, eps_g].concat(),
+            &latent_cpu,
+            1e-5,
+            1e-4,
+        ));
         rows.push(compare(&name("log-weights"), &lw_gpu, &lw_cpu, 1e-4, 1e-5));
         rows.push(compare(
             &name("decoder gradient"),

@@ -91,9 +91,15 @@ pub(super) fn rows(choice: &AdapterChoice, shape: &ParityShape) -> Result<Parity
         1e-5,
         1e-5,
     ));
-    rows.push(compare("hvae vae: sample z1", &z1_g, &z1_c, 1e-5, 1e-4));
     rows.push(compare(
-        "hvae vae: q(z2|z1) MLP, sample z2",
+        "hvae matmul: z1 drawn in q(z2|z1)'s first GEMM",
+        &z1_g,
+        &z1_c,
+        1e-5,
+        1e-4,
+    ));
+    rows.push(compare(
+        "hvae matmul: q(z2|z1) MLP, z2 drawn in p(z1|z2)'s first GEMM",
         &z2_g,
         &z2_c,
         1e-5,

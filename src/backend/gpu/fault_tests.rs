@@ -29,7 +29,7 @@ fn context() -> Option<GpuContext> {
 fn a_shader_that_does_not_compile_is_an_error_naming_its_file() {
     let Some(ctx) = context() else { return };
     let e = build_pipelines_from(&ctx.device, ctx.shader_checks, |family| match family {
-        Family::Vae => "fn sample_z( { this is not WGSL".to_string(),
+        Family::Vae => "fn log_weights( { this is not WGSL".to_string(),
         f => f.source(ctx.subgroups),
     })
     .err()

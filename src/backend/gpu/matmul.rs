@@ -5,6 +5,7 @@
 use super::grid::GridConfig;
 use super::pipelines::PipelineId;
 use super::plan::{groups_1d, DispatchSpec, Res, UniformArena};
+use super::vae::noise_binding;
 use bytemuck::{Pod, Zeroable};
 
 wgsl_consts! {
@@ -60,9 +61,43 @@ pub(super) struct GemmU {
     pub(super) slices: u32,
     /// Split-K with FLAG_ROW_SUMS: where in C the row sums go.
     pub(super) bias_off: u32,
-    /// FLAG_LIK_BERNOULLI: sample rows per datapoint (row r scores x row r / lik_n).
-    pub(super) lik_n: u32,
-    pub(super) _pad: [u32; 3],
+    /// Sample rows per datapoint: row r scores x row r / samples under FLAG_LIK_BERNOULLI,
+    /// and draws datapoint r / samples's normals in a sampled GEMM.
+    pub(super) samples: u32,
+    /// A sampled GEMM: the normals per sample row, and where this layer's start among them.
+    pub(super) noise_dim: u32,
+    pub(super) eps_off: u32,
+    /// A sampled GEMM: 1 when the head has a row per sample row, 0 per datapoint.
+    pub(super) head_per_row: u32,
+}
+
+/// A latent layer z = mu + sigma eps drawn inside the loads of the GEMM that first multiplies
+/// it (the `sampled_a` kernels), instead of by a dispatch of its own before it. The GEMM's A
+/// is z, which its first column of tiles stores (with eps) for the kernels after it.
+#[derive(Clone, Copy)]
+pub(super) struct LatentDraw<'a> {
+    /// The pass's noise address (vae.rs, NoiseU).
+    pub noise: &'a wgpu::Buffer,
+    /// mu and log sigma, [heads, 2 k].
+    pub head: &'a wgpu::Buffer,
+    /// The head has a row per sample row (q(z2 | z1)), not per datapoint.
+    pub head_per_row: bool,
+    /// [rows, noise_dim]: every sample row's normals; this layer's start at `eps_off`.
+    pub eps: &'a wgpu::Buffer,
+    pub noise_dim: usize,
+    pub eps_off: usize,
+    /// Sample rows per datapoint.
+    pub samples: usize,
+}
+
+impl LatentDraw<'_> {
+    /// The head rows `m` sample rows read.
+    fn heads(&self, m: usize) -> usize {
+        match self.head_per_row {
+            true => m,
+            false => m.div_ceil(self.samples),
+        }
+    }
 }
 
 /// The GEMM kernel for `u` in tiles of `tile_m` rows: the vec4 one, with its layout flags,
@@ -166,6 +201,56 @@ fn check_operands(label: &str, u: &GemmU, a: &wgpu::Buffer, b: &wgpu::Buffer, e:
     }
 }
 
+/// The sampled GEMM kernel for `u` in tiles of `tile_m` rows: A (drawn) stages vec4s along
+/// k whatever z's stride; B loads vec4s when its layout allows.
+fn sampled_kernel(u: &mut GemmU, tile_m: usize) -> PipelineId {
+    u.flags |= FLAG_A_KCONTIG;
+    u.flags |= match vec4_layout(u.b_off, (u.b_rs, u.b_cs), (u.b_cs, u.b_rs)) {
+        Some(true) => FLAG_B_KCONTIG,
+        Some(false) => 0,
+        None => FLAG_B_SCALAR,
+    };
+    match tile_m {
+        32 => PipelineId::GemmVec4SampledHalf,
+        128 => PipelineId::GemmVec4SampledBig,
+        _ => PipelineId::GemmVec4Sampled,
+    }
+}
+
+/// Sets `u`'s sampling fields from `draw` and checks what the draw reads and writes: the
+/// head, eps, and z (A's extent) in `z`.
+fn prepare_draw(label: &str, u: &mut GemmU, draw: &LatentDraw, z: &wgpu::Buffer) {
+    let (m, k) = (u.m as usize, u.k as usize);
+    assert!(
+        u.flags & FLAG_LIK_BERNOULLI == 0 || u.samples as usize == draw.samples,
+        "{label}: the likelihood's and the draw's samples per datapoint differ"
+    );
+    u.samples = draw.samples as u32;
+    u.noise_dim = draw.noise_dim as u32;
+    u.eps_off = draw.eps_off as u32;
+    u.head_per_row = draw.head_per_row as u32;
+    let heads = draw.heads(m) as u32;
+    check_extent(
+        label,
+        "head",
+        draw.head,
+        last_element(0, heads, 2 * u.k, 2 * u.k, 1),
+    );
+    let last_eps = (m - 1) * draw.noise_dim + draw.eps_off + k - 1;
+    check_extent(
+        label,
+        "eps",
+        draw.eps,
+        (m > 0 && k > 0).then_some(last_eps as u64),
+    );
+    check_extent(
+        label,
+        "z",
+        z,
+        last_element(u.a_off, u.m, u.a_rs, u.k, u.a_cs),
+    );
+}
+
 fn gemm_count(m: usize, n: usize, tile_m: usize) -> [u32; 3] {
     [n.div_ceil(64) as u32, m.div_ceil(tile_m) as u32, 1]
 }
@@ -189,7 +274,8 @@ pub(super) struct SplitK<'a> {
 /// `split` cuts k into slices, the sliced GEMM into the scratch and the reduce that applies
 /// the epilogue. `bias_off`: fold the row sums of A (scaled as the product scales it) into
 /// the split, written to C[bias_off + row] with the same alpha and beta. Returns whether it
-/// did (the caller then needs no bias dispatch).
+/// did (the caller then needs no bias dispatch). With `draw`, A is the latent z drawn in the
+/// GEMM's loads and `a` the buffer it is stored to.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn gemm_step<'a>(
     arena: &mut UniformArena,
@@ -202,6 +288,7 @@ pub(super) fn gemm_step<'a>(
     e: &'a wgpu::Buffer,
     label: String,
     bias_off: Option<usize>,
+    draw: Option<&LatentDraw<'a>>,
 ) -> bool {
     let (m, n, k) = (u.m as usize, u.n as usize, u.k as usize);
     let tile_m = split.grid.tile_rows(m, n);
@@ -209,7 +296,17 @@ pub(super) fn gemm_step<'a>(
         super::grid::TILE_ROWS.contains(&tile_m),
         "{label}: {tile_m}-row tiles"
     );
-    let pipeline = gemm_kernel(&mut u, tile_m);
+    let pipeline = match draw {
+        Some(d) => {
+            prepare_draw(&label, &mut u, d, a);
+            sampled_kernel(&mut u, tile_m)
+        }
+        None => gemm_kernel(&mut u, tile_m),
+    };
+    let label = match draw {
+        Some(_) => format!("{label} + sample z"),
+        None => label,
+    };
     check_operands(&label, &u, a, b, e);
     check_extent(
         &label,
@@ -221,7 +318,7 @@ pub(super) fn gemm_step<'a>(
     let flops = 2.0 * m as f64 * n as f64 * k as f64;
     let lik = u.flags & FLAG_LIK_BERNOULLI != 0;
     if lik {
-        let last_x = (m - 1) / u.lik_n as usize * n + n - 1;
+        let last_x = (m - 1) / u.samples as usize * n + n - 1;
         check_extent(&label, "x", split.x, Some(last_x as u64));
         let last_part = m * n.div_ceil(64) - 1;
         check_extent(
@@ -243,16 +340,16 @@ pub(super) fn gemm_step<'a>(
         let slot = arena.push(&u);
         // x (read per datapoint) and the partials written.
         let lik_words = match lik {
-            true => (m.div_ceil(u.lik_n as usize) * n + m * n.div_ceil(64)) as f64,
+            true => (m.div_ceil(u.samples as usize) * n + m * n.div_ceil(64)) as f64,
             false => 0.0,
         };
         out.push(DispatchSpec {
             pipeline,
-            bindings: gemm_bindings(slot, a, b, c, e, split),
+            bindings: gemm_bindings(slot, a, b, c, e, split, draw),
             count,
             label,
             flops,
-            bytes: gemm_bytes(&u) + 4.0 * lik_words,
+            bytes: gemm_bytes(&u) + 4.0 * (lik_words + draw_words(&u, draw)),
         });
         return false;
     };
@@ -286,12 +383,12 @@ pub(super) fn gemm_step<'a>(
     count[2] = slices as u32;
     out.push(DispatchSpec {
         pipeline,
-        bindings: gemm_bindings(slot, a, b, split.scratch, e, split),
+        bindings: gemm_bindings(slot, a, b, split.scratch, e, split, draw),
         count,
         label: format!("{label} split {slices}x{len}"),
         flops,
         // A, B (and the scale) once, the partials written.
-        bytes: 4.0 * (operand_words(&u) + partial_words),
+        bytes: 4.0 * (operand_words(&u) + partial_words + draw_words(&u, draw)),
     });
     let bias = if rows > 0 { " + bias" } else { "" };
     out.push(DispatchSpec {
@@ -316,6 +413,8 @@ fn label_head(label: &str) -> &str {
     label.split(" [").next().unwrap_or(label).trim_end()
 }
 
+/// A GEMM's bindings; a sampled one binds no A but the draw's uniform and buffers, and z
+/// (`a`) to store.
 fn gemm_bindings<'a>(
     slot: (u64, u64),
     a: &'a wgpu::Buffer,
@@ -323,16 +422,36 @@ fn gemm_bindings<'a>(
     c: &'a wgpu::Buffer,
     e: &'a wgpu::Buffer,
     split: &SplitK<'a>,
+    draw: Option<&LatentDraw<'a>>,
 ) -> Vec<(u32, Res<'a>)> {
-    vec![
+    let mut out = vec![
         (0, Res::Slot(slot.0, slot.1)),
-        (1, Res::Buf(a)),
         (2, Res::Buf(b)),
         (3, Res::Buf(c)),
         (4, Res::Buf(e)),
         (5, Res::Buf(split.x)),
         (6, Res::Buf(split.lik_part)),
-    ]
+    ];
+    match draw {
+        Some(d) => out.extend([
+            (7, noise_binding(d.noise)),
+            (8, Res::Buf(d.head)),
+            (9, Res::Buf(d.eps)),
+            (10, Res::Buf(a)),
+        ]),
+        None => out.insert(1, (1, Res::Buf(a))),
+    }
+    out
+}
+
+/// Words a sampled GEMM moves besides those of a read A: the head read, eps and z written
+/// (m k more than the A it does not read).
+fn draw_words(u: &GemmU, draw: Option<&LatentDraw>) -> f64 {
+    let Some(d) = draw else {
+        return 0.0;
+    };
+    let (m, k) = (u.m as usize, u.k as usize);
+    (d.heads(m) * 2 * k + m * k) as f64
 }
 
 /// Words of the epilogue operand a GEMM's store reads: a bias row or a tanh backward's
@@ -454,6 +573,40 @@ mod tests {
             kernel(GemmU { a_off: 2, ..dw }),
             (PipelineId::GemmVec4, FLAG_A_SCALAR)
         );
+    }
+
+    /// A drawn A stages vec4s along k whatever z's stride; B keeps its own layout; the
+    /// tile picks the variant.
+    #[test]
+    fn sampled_gemms_take_the_sampled_variant_of_their_tile() {
+        // z . W1^T over 5,000 rows, z unpadded (50 floats a row), W1^T scalar.
+        let forward = GemmU {
+            m: 5000,
+            n: 200,
+            k: 50,
+            a_rs: 50,
+            a_cs: 1,
+            b_off: 8,
+            b_rs: 1,
+            b_cs: 50,
+            ..Default::default()
+        };
+        for (tile, id) in [
+            (32, PipelineId::GemmVec4SampledHalf),
+            (64, PipelineId::GemmVec4Sampled),
+            (128, PipelineId::GemmVec4SampledBig),
+        ] {
+            let mut u = forward;
+            assert_eq!(sampled_kernel(&mut u, tile), id);
+            assert_eq!(u.flags, FLAG_A_KCONTIG | FLAG_B_SCALAR);
+        }
+        // A 52-wide W^T (rows of 52) loads vec4s along k.
+        let mut u = GemmU {
+            b_cs: 52,
+            ..forward
+        };
+        sampled_kernel(&mut u, 64);
+        assert_eq!(u.flags, FLAG_A_KCONTIG | FLAG_B_KCONTIG);
     }
 
     #[test]

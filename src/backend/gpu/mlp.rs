@@ -4,16 +4,16 @@
 
 use super::buffers::ShapeBuffers;
 use super::matmul::{
-    check_extent, gemm_step, last_element, GemmU, SplitK, FLAG_BIAS, FLAG_LIK_BERNOULLI,
-    FLAG_SCALE_K, FLAG_TANH, FLAG_TANH_GRAD,
+    check_extent, gemm_step, last_element, GemmU, LatentDraw, SplitK, FLAG_BIAS,
+    FLAG_LIK_BERNOULLI, FLAG_SCALE_K, FLAG_TANH, FLAG_TANH_GRAD,
 };
 use super::pipelines::PipelineId;
 use super::plan::{DispatchSpec, Res, UniformArena};
 use crate::model::Linear;
 
 /// Forward through one Linear over `m` rows: dst = act(inp W^T + b), bias and tanh fused;
-/// with `lik` (sample rows per datapoint) the Bernoulli likelihood too. `inp_ld`: the row
-/// stride of `inp`.
+/// with `lik` (sample rows per datapoint) the Bernoulli likelihood too; with `draw`, `inp`
+/// is drawn in the GEMM (and stored). `inp_ld`: the row stride of `inp`.
 #[allow(clippy::too_many_arguments)]
 fn linear_fwd<'a>(
     params: &'a wgpu::Buffer,
@@ -26,6 +26,7 @@ fn linear_fwd<'a>(
     dst: &'a wgpu::Buffer,
     hidden: bool,
     lik: Option<usize>,
+    draw: Option<&LatentDraw<'a>>,
 ) {
     let u = GemmU {
         m: m as u32,
@@ -34,7 +35,7 @@ fn linear_fwd<'a>(
         flags: FLAG_BIAS
             | if hidden { FLAG_TANH } else { 0 }
             | if lik.is_some() { FLAG_LIK_BERNOULLI } else { 0 },
-        lik_n: lik.unwrap_or(1) as u32,
+        samples: lik.unwrap_or(1) as u32,
         a_rs: inp_ld as u32,
         a_cs: 1,
         b_off: l.w as u32,
@@ -57,6 +58,7 @@ fn linear_fwd<'a>(
         params,
         format!("{} forward [{m}x{} . {}x{}]", l.name, l.inp, l.inp, l.out),
         None,
+        draw,
     );
 }
 
@@ -78,6 +80,7 @@ impl<'a> Acts<'a> {
 /// Forward through an MLP over `m` rows: acts[i + 1] = tanh(acts[i] W^T + b) for hidden
 /// layers, the last layer linear (its output transform is the caller's kernel, unless
 /// `lik`: then its GEMM also scores the Bernoulli likelihood with `lik` rows per datapoint).
+/// With `draw`, the input acts[0] is a latent layer the first GEMM draws.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn mlp_forward<'a>(
     params: &'a wgpu::Buffer,
@@ -88,6 +91,7 @@ pub(super) fn mlp_forward<'a>(
     m: usize,
     acts: Acts<'a>,
     lik: Option<usize>,
+    draw: Option<LatentDraw<'a>>,
 ) {
     for (i, l) in layers.iter().enumerate() {
         let last = i + 1 == layers.len();
@@ -102,6 +106,7 @@ pub(super) fn mlp_forward<'a>(
             &acts.bufs[i + 1],
             !last,
             lik.filter(|_| last),
+            draw.as_ref().filter(|_| i == 0),
         );
     }
 }
@@ -178,6 +183,7 @@ pub(super) fn mlp_backward<'a>(
             e_buf,
             format!("{} weight grad [{}x{m} . {m}x{}]", l.name, l.out, l.inp),
             Some(l.b),
+            None,
         );
         // Split, the weight gradient's reduce wrote the bias gradient too.
         if !folded {
@@ -249,6 +255,7 @@ fn input_grad<'a>(
             "{} input grad [{m}x{} . {}x{}]",
             l.name, l.out, l.out, l.inp
         ),
+        None,
         None,
     );
     next

@@ -32,9 +32,12 @@ pub enum PipelineId {
     /// The GEMMs with 128-row tiles.
     GemmBig,
     GemmVec4Big,
+    /// The vec4 GEMMs whose A, the latent z, is drawn in their loads (each tile).
+    GemmVec4Sampled,
+    GemmVec4SampledHalf,
+    GemmVec4SampledBig,
     ColumnSums,
     SplitkReduce,
-    SampleZ,
     LogWeights,
     LogWeightsPartials,
     EncoderUpstream,
@@ -48,8 +51,6 @@ pub enum PipelineId {
     ChainStep,
     ChainEncoder,
     ChainGather,
-    SampleZ1,
-    SampleZ2,
     LatentLogWeights2,
     Z1GradLik,
     TopUpstream,
@@ -66,9 +67,11 @@ impl PipelineId {
         PipelineId::GemmVec4Half,
         PipelineId::GemmBig,
         PipelineId::GemmVec4Big,
+        PipelineId::GemmVec4Sampled,
+        PipelineId::GemmVec4SampledHalf,
+        PipelineId::GemmVec4SampledBig,
         PipelineId::ColumnSums,
         PipelineId::SplitkReduce,
-        PipelineId::SampleZ,
         PipelineId::LogWeights,
         PipelineId::LogWeightsPartials,
         PipelineId::EncoderUpstream,
@@ -82,8 +85,6 @@ impl PipelineId {
         PipelineId::ChainStep,
         PipelineId::ChainEncoder,
         PipelineId::ChainGather,
-        PipelineId::SampleZ1,
-        PipelineId::SampleZ2,
         PipelineId::LatentLogWeights2,
         PipelineId::Z1GradLik,
         PipelineId::TopUpstream,
@@ -100,6 +101,9 @@ impl PipelineId {
             PipelineId::GemmVec4Half => "gemm_vec4_32",
             PipelineId::GemmBig => "gemm_128",
             PipelineId::GemmVec4Big => "gemm_vec4_128",
+            PipelineId::GemmVec4Sampled => "gemm_vec4_sample",
+            PipelineId::GemmVec4SampledHalf => "gemm_vec4_sample_32",
+            PipelineId::GemmVec4SampledBig => "gemm_vec4_sample_128",
             _ => entry,
         }
     }
@@ -116,23 +120,16 @@ impl PipelineId {
         // Every GEMM kernel (each tile variant, scalar and vec4) binds the same slots: the
         // uniform, A, B, C, the epilogue operand, and x and the partials of the fused likelihood.
         let gemm = || seq(&[Uniform, Read, Read, ReadWrite, Read, Read, ReadWrite]);
+        // A sampled GEMM binds no A; it adds the noise address, the head (mu, log sigma)
+        // and the z and eps it writes.
+        let sampled = || {
+            let mut s = gemm();
+            s.remove(1);
+            s.extend([(7, Uniform), (8, Read), (9, ReadWrite), (10, ReadWrite)]);
+            s
+        };
         match self {
             PipelineId::Gemm => (Family::Matmul, "gemm", gemm()),
-            PipelineId::SampleZ => (
-                Family::Vae,
-                "sample_z",
-                seq(&[Uniform, Uniform, Read, ReadWrite, ReadWrite]),
-            ),
-            PipelineId::SampleZ1 => (
-                Family::Vae,
-                "sample_z1",
-                seq(&[Uniform, Uniform, Read, ReadWrite, ReadWrite]),
-            ),
-            PipelineId::SampleZ2 => (
-                Family::Vae,
-                "sample_z2",
-                seq(&[Uniform, Uniform, Read, ReadWrite, ReadWrite]),
-            ),
             PipelineId::LatentLogWeights2 => (
                 Family::Vae,
                 "latent_log_weights2",
@@ -214,6 +211,9 @@ impl PipelineId {
             PipelineId::GemmVec4Half => (Family::MatmulHalf, "gemm_vec4", gemm()),
             PipelineId::GemmBig => (Family::MatmulBig, "gemm", gemm()),
             PipelineId::GemmVec4Big => (Family::MatmulBig, "gemm_vec4", gemm()),
+            PipelineId::GemmVec4Sampled => (Family::MatmulSampled, "gemm_vec4", sampled()),
+            PipelineId::GemmVec4SampledHalf => (Family::MatmulSampledHalf, "gemm_vec4", sampled()),
+            PipelineId::GemmVec4SampledBig => (Family::MatmulSampledBig, "gemm_vec4", sampled()),
             PipelineId::ColumnSums => (
                 Family::Matmul,
                 "column_sums",
@@ -415,7 +415,14 @@ mod tests {
         let trusted: Vec<Family> = Family::ALL.into_iter().filter(|f| f.trusted()).collect();
         assert_eq!(
             trusted,
-            vec![Family::Matmul, Family::MatmulHalf, Family::MatmulBig]
+            vec![
+                Family::Matmul,
+                Family::MatmulHalf,
+                Family::MatmulBig,
+                Family::MatmulSampled,
+                Family::MatmulSampledHalf,
+                Family::MatmulSampledBig
+            ]
         );
     }
 }

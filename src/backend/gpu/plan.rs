@@ -3,7 +3,7 @@
 
 use super::buffers::ShapeBuffers;
 use super::context::GpuContext;
-use super::matmul::SplitK;
+use super::matmul::{LatentDraw, SplitK};
 use super::mlp::{mlp_backward, mlp_forward, mlp_input_grad, BackwardBuffers};
 use super::pipelines::PipelineId;
 use super::vae::{self, ShapeU};
@@ -206,11 +206,33 @@ impl GpuBackend {
             batch,
             sb.encoder_acts(&self.layout.arch),
             None,
+            None,
         );
         out
     }
 
-    /// Sampling z, the decoder over every (datapoint, sample) row, and the log-weights.
+    /// The draw of a latent layer whose normals are `eps_off` .. of each row's, from `head`.
+    fn latent_draw<'a>(
+        &'a self,
+        sb: &'a ShapeBuffers,
+        head: &'a wgpu::Buffer,
+        head_per_row: bool,
+        eps_off: usize,
+        n: usize,
+    ) -> LatentDraw<'a> {
+        LatentDraw {
+            noise: &self.noise_u,
+            head,
+            head_per_row,
+            eps: &sb.eps,
+            noise_dim: self.layout.arch.noise_dim(),
+            eps_off,
+            samples: n,
+        }
+    }
+
+    /// The decoder over every (datapoint, sample) row, z drawn in its first GEMM, and the
+    /// log-weights.
     fn sampling_decoder<'a>(
         &'a self,
         sb: &'a ShapeBuffers,
@@ -221,7 +243,7 @@ impl GpuBackend {
     ) -> Vec<DispatchSpec<'a>> {
         let a = &self.layout.arch;
         let rows = batch * n;
-        let mut out = vec![vae::sample_z(shape, &self.noise_u, sb, rows, a.z_dim)];
+        let mut out = Vec::new();
         // A Bernoulli likelihood is scored in the last GEMM's epilogue; a Gaussian one (the
         // exact models) by log_weights.
         let fused = matches!(a.likelihood, Likelihood::Bernoulli);
@@ -234,6 +256,7 @@ impl GpuBackend {
             rows,
             sb.decoder_acts(a),
             fused.then_some(n),
+            Some(self.latent_draw(sb, sb.encoder_output(), false, 0, n)),
         );
         out.push(match fused {
             true => vae::log_weights_partials(shape, sb, rows, a.x_dim),
@@ -291,9 +314,10 @@ impl GpuBackend {
         out
     }
 
-    /// The two-layer model's forward from the encoder's output on, per sample row: z1,
-    /// q(z2 | z1), z2, p(z1 | z2), p(x | z1), then the log-weights (the likelihood by
-    /// `log_weights` under the `lik_only` shape, the latent terms added after it).
+    /// The two-layer model's forward from the encoder's output on, per sample row: q(z2 | z1)
+    /// with z1 drawn in its first GEMM, p(z1 | z2) with z2 drawn in its first, p(x | z1),
+    /// then the log-weights (the likelihood by `log_weights` under the `lik_only` shape, the
+    /// latent terms added after it).
     fn sampling_two_layer<'a>(
         &'a self,
         sb: &'a ShapeBuffers,
@@ -308,7 +332,7 @@ impl GpuBackend {
         let top = sb.top.as_ref().expect("two-layer buffers exist");
         let rows = batch * n;
         let split = self.split_k(sb);
-        let mut out = vec![vae::sample_z1(shape, &self.noise_u, sb, rows, d1)];
+        let mut out = Vec::new();
         let l = &self.layout;
         mlp_forward(
             &self.params,
@@ -319,8 +343,8 @@ impl GpuBackend {
             rows,
             top.encoder2_acts(a),
             None,
+            Some(self.latent_draw(sb, sb.encoder_output(), false, 0, n)),
         );
-        out.push(vae::sample_z2(shape, &self.noise_u, sb, rows, d2));
         mlp_forward(
             &self.params,
             arena,
@@ -330,6 +354,7 @@ impl GpuBackend {
             rows,
             top.decoder2_acts(a),
             None,
+            Some(self.latent_draw(sb, top.qhead(), true, d1, n)),
         );
         mlp_forward(
             &self.params,
@@ -339,6 +364,7 @@ impl GpuBackend {
             &l.decoder,
             rows,
             sb.decoder_acts(a),
+            None,
             None,
         );
         out.push(vae::log_weights(lik_only, sb, rows, a.x_dim));

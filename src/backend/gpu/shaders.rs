@@ -1,6 +1,19 @@
-//! The WGSL sources, one file per kernel family, with rng.wgsl prepended to the families
-//! that draw random numbers (WGSL has no includes), and before everything the family's
-//! constants generated from Rust (`wgsl_consts!`), so flags and modes have one definition.
+//! The WGSL sources, one file per kernel family (matmul.wgsl in several variants), with
+//! rng.wgsl prepended to the families that draw random numbers (WGSL has no includes), and
+//! before everything the family's constants generated from Rust (`wgsl_consts!`), so flags
+//! and modes have one definition.
+
+/// The pattern of every variant of matmul.wgsl.
+macro_rules! matmul_variants {
+    () => {
+        Family::Matmul
+            | Family::MatmulHalf
+            | Family::MatmulBig
+            | Family::MatmulSampled
+            | Family::MatmulSampledHalf
+            | Family::MatmulSampledBig
+    };
+}
 
 /// A kernel family: one WGSL file under shaders/.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -11,6 +24,11 @@ pub enum Family {
     MatmulHalf,
     /// And with 128-row tiles (the `big_tiles` sections).
     MatmulBig,
+    /// The three tiles again with A drawn in the loads (the `sampled_a` sections: the latent
+    /// z that the GEMM multiplies, sampled there), rng.wgsl prepended.
+    MatmulSampled,
+    MatmulSampledHalf,
+    MatmulSampledBig,
     Vae,
     Weights,
     Optim,
@@ -19,11 +37,14 @@ pub enum Family {
 }
 
 impl Family {
-    pub const ALL: [Family; 9] = [
+    pub const ALL: [Family; 12] = [
         Family::Rng,
         Family::Matmul,
         Family::MatmulHalf,
         Family::MatmulBig,
+        Family::MatmulSampled,
+        Family::MatmulSampledHalf,
+        Family::MatmulSampledBig,
         Family::Vae,
         Family::Weights,
         Family::Optim,
@@ -34,7 +55,7 @@ impl Family {
     pub fn file(self) -> &'static str {
         match self {
             Family::Rng => "rng.wgsl",
-            Family::Matmul | Family::MatmulHalf | Family::MatmulBig => "matmul.wgsl",
+            matmul_variants!() => "matmul.wgsl",
             Family::Vae => "vae.wgsl",
             Family::Weights => "weights.wgsl",
             Family::Optim => "optim.wgsl",
@@ -46,9 +67,7 @@ impl Family {
     fn own_source(self) -> &'static str {
         match self {
             Family::Rng => include_str!("../../../shaders/rng.wgsl"),
-            Family::Matmul | Family::MatmulHalf | Family::MatmulBig => {
-                include_str!("../../../shaders/matmul.wgsl")
-            }
+            matmul_variants!() => include_str!("../../../shaders/matmul.wgsl"),
             Family::Vae => include_str!("../../../shaders/vae.wgsl"),
             Family::Weights => include_str!("../../../shaders/weights.wgsl"),
             Family::Optim => include_str!("../../../shaders/optim.wgsl"),
@@ -60,7 +79,7 @@ impl Family {
     /// The constants Rust shares with this family, by name.
     pub fn constants(self) -> &'static [(&'static str, u32)] {
         match self {
-            Family::Matmul | Family::MatmulHalf | Family::MatmulBig => super::matmul::WGSL_CONSTS,
+            matmul_variants!() => super::matmul::WGSL_CONSTS,
             Family::Vae => super::vae::WGSL_CONSTS,
             Family::Weights => super::weights::WGSL_CONSTS,
             Family::Coupling => super::chains::WGSL_CONSTS,
@@ -72,9 +91,9 @@ impl Family {
     /// The constants that tell the variants of one file apart: the GEMM tile's rows.
     pub fn variant_constants(self) -> &'static [(&'static str, u32)] {
         match self {
-            Family::Matmul => &[("TILE_M", 64)],
-            Family::MatmulHalf => &[("TILE_M", 32)],
-            Family::MatmulBig => &[("TILE_M", 128)],
+            Family::Matmul | Family::MatmulSampled => &[("TILE_M", 64)],
+            Family::MatmulHalf | Family::MatmulSampledHalf => &[("TILE_M", 32)],
+            Family::MatmulBig | Family::MatmulSampledBig => &[("TILE_M", 128)],
             _ => &[],
         }
     }
@@ -85,6 +104,9 @@ impl Family {
             Family::Matmul => &["full_tiles"],
             Family::MatmulHalf => &["half_tiles"],
             Family::MatmulBig => &["big_tiles"],
+            Family::MatmulSampled => &["full_tiles", "sampled_a"],
+            Family::MatmulSampledHalf => &["half_tiles", "sampled_a"],
+            Family::MatmulSampledBig => &["big_tiles", "sampled_a"],
             _ => &[],
         }
     }
@@ -117,7 +139,11 @@ impl Family {
         let own = preprocess(self.own_source(), &on);
         let prelude = self.prelude();
         match self {
-            Family::Vae | Family::Coupling | Family::Input => {
+            Family::MatmulSampled
+            | Family::MatmulSampledHalf
+            | Family::MatmulSampledBig
+            | Family::Coupling
+            | Family::Input => {
                 format!("{prelude}{}\n{own}", Family::Rng.own_source())
             }
             _ => format!("{prelude}{own}"),
@@ -127,10 +153,7 @@ impl Family {
     /// Whether the family guards every buffer access itself, so it may be compiled without
     /// wgpu's runtime checks: the GEMMs, whose inner loops those checks slow most.
     pub fn trusted(self) -> bool {
-        matches!(
-            self,
-            Family::Matmul | Family::MatmulHalf | Family::MatmulBig
-        )
+        matches!(self, matmul_variants!())
     }
 
     /// The module's label: its file, and the variant when the file has several.
@@ -138,6 +161,9 @@ impl Family {
         match self {
             Family::MatmulHalf => "matmul.wgsl (32-row tiles)",
             Family::MatmulBig => "matmul.wgsl (128-row tiles)",
+            Family::MatmulSampled => "matmul.wgsl (sampled A)",
+            Family::MatmulSampledHalf => "matmul.wgsl (sampled A, 32-row tiles)",
+            Family::MatmulSampledBig => "matmul.wgsl (sampled A, 128-row tiles)",
             _ => self.file(),
         }
     }

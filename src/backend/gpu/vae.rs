@@ -1,7 +1,8 @@
-//! Host side of shaders/vae.wgsl: the shape and noise uniforms, and the dispatches of the
-//! VAE-specific kernels (sampling z, the log-weights, the encoder's upstream gradient), and
-//! those of the two-layer model (sampling z1 and z2, its latent log-weight terms, the
-//! upstream gradients of q(z2 | z1) and of the encoder; docs/design.md §4).
+//! Host side of shaders/vae.wgsl: the shape and noise uniforms (the noise is drawn by the
+//! GEMMs that first read z, matmul.rs), and the dispatches of the VAE-specific kernels (the
+//! log-weights, the encoder's upstream gradient), and those of the two-layer model (its
+//! latent log-weight terms, the upstream gradients of q(z2 | z1) and of the encoder;
+//! docs/design.md §4).
 
 use super::buffers::{z_ld, ShapeBuffers};
 use super::pipelines::PipelineId;
@@ -103,34 +104,6 @@ impl GpuBackend {
     }
 }
 
-/// z = mu + sigma eps for every (row, latent dimension), eps drawn from the noise uniform.
-pub(super) fn sample_z<'a>(
-    shape: (u64, u64),
-    noise_u: &'a wgpu::Buffer,
-    sb: &'a ShapeBuffers,
-    rows: usize,
-    zd: usize,
-) -> DispatchSpec<'a> {
-    DispatchSpec {
-        pipeline: PipelineId::SampleZ,
-        bindings: vec![
-            (0, Res::Slot(shape.0, shape.1)),
-            (
-                1,
-                Res::Own(noise_u, 0, std::mem::size_of::<NoiseU>() as u64),
-            ),
-            (2, Res::Buf(sb.encoder_output())),
-            (3, Res::Buf(&sb.eps)),
-            (4, Res::Buf(&sb.dec[0])),
-        ],
-        count: groups_1d(rows * zd, 256),
-        label: format!("sample z [{rows}x{zd}]"),
-        flops: 0.0,
-        // eps and z written, mu and log sigma read, per (row, latent dimension).
-        bytes: 4.0 * (4 * rows * zd) as f64,
-    }
-}
-
 /// The log-weights of every row, leaving the likelihood's gradient in the logits buffer.
 pub(super) fn log_weights<'a>(
     shape: (u64, u64),
@@ -216,59 +189,9 @@ fn top(sb: &ShapeBuffers) -> &super::buffers::TopBuffers {
     sb.top.as_ref().expect("two-layer buffers exist")
 }
 
-fn noise_binding(noise_u: &wgpu::Buffer) -> Res<'_> {
+/// The binding of the noise uniform (the GEMMs that draw z bind it).
+pub(super) fn noise_binding(noise_u: &wgpu::Buffer) -> Res<'_> {
     Res::Own(noise_u, 0, std::mem::size_of::<NoiseU>() as u64)
-}
-
-/// Two layers: z1 = mu1 + sigma1 eps1 for every (row, z1 dimension), eps1 the first z_dim
-/// normals of the row's noise_dim.
-pub(super) fn sample_z1<'a>(
-    shape: (u64, u64),
-    noise_u: &'a wgpu::Buffer,
-    sb: &'a ShapeBuffers,
-    rows: usize,
-    d1: usize,
-) -> DispatchSpec<'a> {
-    DispatchSpec {
-        pipeline: PipelineId::SampleZ1,
-        bindings: vec![
-            (0, Res::Slot(shape.0, shape.1)),
-            (1, noise_binding(noise_u)),
-            (2, Res::Buf(sb.encoder_output())),
-            (3, Res::Buf(&sb.eps)),
-            (4, Res::Buf(&sb.dec[0])),
-        ],
-        count: groups_1d(rows * d1, 256),
-        label: format!("sample z1 [{rows}x{d1}]"),
-        flops: 0.0,
-        bytes: 4.0 * (4 * rows * d1) as f64,
-    }
-}
-
-/// Two layers: z2 = mu2 + sigma2 eps2 from each row's q(z2 | z1) head, eps2 the last z2_dim
-/// normals of the row's noise_dim.
-pub(super) fn sample_z2<'a>(
-    shape: (u64, u64),
-    noise_u: &'a wgpu::Buffer,
-    sb: &'a ShapeBuffers,
-    rows: usize,
-    d2: usize,
-) -> DispatchSpec<'a> {
-    let t = top(sb);
-    DispatchSpec {
-        pipeline: PipelineId::SampleZ2,
-        bindings: vec![
-            (0, Res::Slot(shape.0, shape.1)),
-            (1, noise_binding(noise_u)),
-            (2, Res::Buf(t.qhead())),
-            (3, Res::Buf(&sb.eps)),
-            (4, Res::Buf(&t.dec2[0])),
-        ],
-        count: groups_1d(rows * d2, 256),
-        label: format!("sample z2 [{rows}x{d2}]"),
-        flops: 0.0,
-        bytes: 4.0 * (4 * rows * d2) as f64,
-    }
 }
 
 /// Two layers: adds log p(z1|z2) + log p(z2) - log q(z1|x) - log q(z2|z1) to each row's
