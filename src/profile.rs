@@ -97,7 +97,7 @@ impl DispatchStructure {
             bytes / 1e6
         );
         out += &format!(
-            "{:>3} {:<18} {:<60} {:>10} {:>10} {:>9} {:>9}\n",
+            "{:>3} {:<20} {:<60} {:>10} {:>10} {:>9} {:>9}\n",
             "#",
             "kernel",
             "what [shape]",
@@ -109,7 +109,7 @@ impl DispatchStructure {
         for (i, x) in d.iter().enumerate() {
             let per = x.workgroups as f64 / cu as f64;
             out += &format!(
-                "{:>3} {:<18} {:<60} {:>10} {:>10} {:>9.3} {:>7.2}{}\n",
+                "{:>3} {:<20} {:<60} {:>10} {:>10} {:>9.3} {:>7.2}{}\n",
                 i + 1,
                 x.kernel,
                 x.label,
@@ -238,12 +238,12 @@ pub fn format_table(r: &ProfileReport) -> String {
         r.peak_memory_bytes as f64 / 1048576.0
     );
     out += &format!(
-        "{:<18} {:<52} {:>6} {:>10} {:>10} {:>6} {:>9}\n",
+        "{:<20} {:<52} {:>6} {:>10} {:>10} {:>6} {:>9}\n",
         "kernel", "what [shape]", "calls", "total ms", "mean us", "share", "GFLOP/s"
     );
     for row in &r.rows {
         out += &format!(
-            "{:<18} {:<52} {:>6} {:>10.3} {:>10.1} {:>5.1}% {:>9}\n",
+            "{:<20} {:<52} {:>6} {:>10.3} {:>10.1} {:>5.1}% {:>9}\n",
             row.kernel,
             row.label,
             row.calls,

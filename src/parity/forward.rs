@@ -17,7 +17,7 @@ pub(super) fn rows(suite: &mut Suite) -> Result<(Vec<ParityRow>, Vec<f32>)> {
     let enc_c = crate::model::reference::encode_batch(&suite.params, x, batch);
     let (eps_c, z_c) = reference_latent(&enc_c, suite.arch.z_dim, batch, n, &noise);
     rows.push(compare(
-        "rng: Philox + Box-Muller eps (drawn in that GEMM too)",
+        "rng: Philox + Box-Muller eps, drawn in decoder.0's GEMM",
         &eps_g,
         &eps_c,
         1e-5,
@@ -31,7 +31,7 @@ pub(super) fn rows(suite: &mut Suite) -> Result<(Vec<ParityRow>, Vec<f32>)> {
         1e-4,
     ));
     rows.push(compare(
-        "matmul: z drawn in the first decoder GEMM",
+        "matmul: z drawn in decoder.0's GEMM",
         &z_g,
         &z_c,
         1e-5,
