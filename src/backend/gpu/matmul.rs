@@ -116,17 +116,19 @@ fn gemm_kernel(u: &mut GemmU, tile_m: usize) -> PipelineId {
     if a.is_none() && b.is_none() {
         return scalar;
     }
-    u.flags |= match a {
-        Some(true) => FLAG_A_KCONTIG,
-        Some(false) => 0,
-        None => FLAG_A_SCALAR,
-    };
-    u.flags |= match b {
-        Some(true) => FLAG_B_KCONTIG,
-        Some(false) => 0,
-        None => FLAG_B_SCALAR,
-    };
+    u.flags |= layout_flag(a, FLAG_A_KCONTIG, FLAG_A_SCALAR);
+    u.flags |= layout_flag(b, FLAG_B_KCONTIG, FLAG_B_SCALAR);
     vec4
+}
+
+/// The vec4 kernel's flag for an operand's [`vec4_layout`]: `kcontig` along k, none along
+/// the other dimension, `scalar` when it loads scalars.
+fn layout_flag(layout: Option<bool>, kcontig: u32, scalar: u32) -> u32 {
+    match layout {
+        Some(true) => kcontig,
+        Some(false) => 0,
+        None => scalar,
+    }
 }
 
 /// How an operand at `off` loads vec4s: Some(true) along k, Some(false) along its other
@@ -204,12 +206,8 @@ fn check_operands(label: &str, u: &GemmU, a: &wgpu::Buffer, b: &wgpu::Buffer, e:
 /// The sampled GEMM kernel for `u` in tiles of `tile_m` rows: A (drawn) stages vec4s along
 /// k whatever z's stride; B loads vec4s when its layout allows.
 fn sampled_kernel(u: &mut GemmU, tile_m: usize) -> PipelineId {
-    u.flags |= FLAG_A_KCONTIG;
-    u.flags |= match vec4_layout(u.b_off, (u.b_rs, u.b_cs), (u.b_cs, u.b_rs)) {
-        Some(true) => FLAG_B_KCONTIG,
-        Some(false) => 0,
-        None => FLAG_B_SCALAR,
-    };
+    let b = vec4_layout(u.b_off, (u.b_rs, u.b_cs), (u.b_cs, u.b_rs));
+    u.flags |= FLAG_A_KCONTIG | layout_flag(b, FLAG_B_KCONTIG, FLAG_B_SCALAR);
     match tile_m {
         32 => PipelineId::GemmVec4SampledHalf,
         128 => PipelineId::GemmVec4SampledBig,

@@ -93,8 +93,9 @@ impl PipelineId {
         PipelineId::Binarize,
     ];
 
-    /// The name profiles and plans show: the entry point, with the tile for the 32-row GEMMs
-    /// (whose entry points are those of the 64-row ones).
+    /// The name profiles and plans show: the entry point, with the tile for the 32- and
+    /// 128-row GEMMs and `sample` for those that draw A (whose entry points are those of the
+    /// 64-row ones).
     fn name(self, entry: &'static str) -> &'static str {
         match self {
             PipelineId::GemmHalf => "gemm_32",
