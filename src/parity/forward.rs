@@ -41,6 +41,24 @@ pub(super) fn rows(suite: &mut Suite) -> Result<(Vec<ParityRow>, Vec<f32>)> {
     Ok((rows, lw_cpu))
 }
 
+/// The CPU's normals of every (datapoint, sample) row, [batch n, width]: row (b, s) holds
+/// numbers (first_sample + s) width .. of datapoint b's counter.
+pub(super) fn reference_eps(noise: &Noise, batch: usize, n: usize, width: usize) -> Vec<f32> {
+    let mut eps = vec![0.0f32; batch * n * width];
+    for (r, row) in eps.chunks_mut(width).enumerate() {
+        let (b, s) = (r / n, r % n);
+        rng::fill_normals_from(
+            noise.seed,
+            noise.stream,
+            noise.step,
+            noise.first_datapoint + b as u32,
+            (noise.first_sample as usize + s) * width,
+            row,
+        );
+    }
+    eps
+}
+
 /// The CPU's eps and z = mu + sigma eps of every (datapoint, sample) row, [rows, zd] each,
 /// from the encoder's output `enc` ([batch, 2 zd]) and the noise address.
 pub(super) fn reference_latent(
@@ -50,25 +68,14 @@ pub(super) fn reference_latent(
     n: usize,
     noise: &Noise,
 ) -> (Vec<f32>, Vec<f32>) {
-    let mut eps = vec![0.0f32; batch * n * zd];
-    let mut z = vec![0.0f32; batch * n * zd];
-    for b in 0..batch {
-        for s in 0..n {
-            let r = b * n + s;
-            let row = r * zd..(r + 1) * zd;
-            rng::fill_normals_from(
-                noise.seed,
-                noise.stream,
-                noise.step,
-                noise.first_datapoint + b as u32,
-                (noise.first_sample as usize + s) * zd,
-                &mut eps[row.clone()],
-            );
-            for d in 0..zd {
-                z[r * zd + d] =
-                    enc[b * 2 * zd + d] + enc[b * 2 * zd + zd + d].exp() * eps[r * zd + d];
-            }
-        }
-    }
+    let eps = reference_eps(noise, batch, n, zd);
+    let z = eps
+        .iter()
+        .enumerate()
+        .map(|(i, &e)| {
+            let (b, d) = (i / zd / n, i % zd);
+            enc[b * 2 * zd + d] + enc[b * 2 * zd + zd + d].exp() * e
+        })
+        .collect();
     (eps, z)
 }

@@ -11,7 +11,7 @@ use crate::backend::{Backend, Noise};
 use crate::estimators::{CoefficientProgram, EncoderRule, Estimator, EstimatorKind};
 use crate::model::{reference, Arch, Params, TopLayer};
 use crate::optim::AdamConfig;
-use crate::rng::{self, Stream};
+use crate::rng::Stream;
 use anyhow::Result;
 
 /// A two-layer model off the GEMM tiles everywhere: x 13, hidden 9-6, z1 3, top hidden 5,
@@ -64,20 +64,13 @@ pub(super) fn rows(choice: &AdapterChoice, shape: &ParityShape) -> Result<Parity
     let (eps_g, z1_g, _) = gpu.read_forward_state()?;
     let (z2_g, _) = gpu.read_top_state()?;
     let p64: Vec<f64> = params.values.iter().map(|&v| v as f64).collect();
-    let (mut eps_c, mut z1_c, mut z2_c) = (vec![0.0f32; batch * n * nd], Vec::new(), Vec::new());
+    let eps_c = super::forward::reference_eps(&noise, batch, n, nd);
+    let (mut z1_c, mut z2_c) = (Vec::new(), Vec::new());
     for b in 0..batch {
         let xb: Vec<f64> = x[b * xd..(b + 1) * xd].iter().map(|&v| v as f64).collect();
         for s in 0..n {
             let r = b * n + s;
-            let e = &mut eps_c[r * nd..(r + 1) * nd];
-            rng::fill_normals_from(
-                noise.seed,
-                noise.stream,
-                noise.step,
-                noise.first_datapoint + b as u32,
-                (noise.first_sample as usize + s) * nd,
-                e,
-            );
+            let e = &eps_c[r * nd..(r + 1) * nd];
             let e64: Vec<f64> = e.iter().map(|&v| v as f64).collect();
             let smp = reference::sample_two_layer(layout, &p64, &p64, &p64, &xb, &e64);
             z1_c.extend(smp.z1.iter().map(|&v| v as f32));
