@@ -61,15 +61,3 @@ fn box_muller4(u: vec4<f32>) -> vec4<f32> {
     let r1 = sqrt(-2.0 * log(u.z));
     return vec4<f32>(r0 * cos(two_pi * u.y), r0 * sin(two_pi * u.y), r1 * cos(two_pi * u.w), r1 * sin(two_pi * u.w));
 }
-
-// Standard normal number j of counter (stream, step, datapoint): block j / 4, lane j % 4.
-fn normal_at(key: vec2<u32>, stream: u32, step: u32, datapoint: u32, j: u32) -> f32 {
-    let n = box_muller4(uniforms4(key, stream, step, datapoint, j / 4u));
-    return n[j % 4u];
-}
-
-// Uniform number j of counter (stream, step, datapoint).
-fn uniform_at(key: vec2<u32>, stream: u32, step: u32, datapoint: u32, j: u32) -> f32 {
-    let u = uniforms4(key, stream, step, datapoint, j / 4u);
-    return u[j % 4u];
-}
