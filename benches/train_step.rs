@@ -2,8 +2,8 @@
 //! Run: cargo bench --bench train_step [-- --threads N]
 //! Prints one JSON line per configuration (median of repeats after warm-up).
 
+use unbiased_vae::apps::bench;
 use unbiased_vae::backend::cpu::CpuBackend;
-use unbiased_vae::bench;
 use unbiased_vae::data;
 use unbiased_vae::estimators::{Estimator, EstimatorKind};
 

@@ -1,28 +1,33 @@
 //! unbiased-vae: maximum-likelihood training of variational autoencoders with unbiased and
-//! multi-sample gradient estimators. docs/design.md in the repository describes the design;
-//! docs/estimators.md holds the estimators' maths.
+//! multi-sample gradient estimators. docs/design.md in the repository describes the design
+//! (its §2 gives the layers and what each may use); docs/estimators.md holds the estimators'
+//! maths.
+//!
+//! The crate is an engine with applications on top:
+//! - foundations: [`error`], [`files`], [`rng`], [`progress`];
+//! - the engine: [`estimators`] (pure functions of log-weights), [`model`], [`exact`] (models
+//!   with closed-form log p(x)), [`coupling`] (coupled Markov chains), [`data`], [`optim`],
+//!   [`config`], [`backend`] (CPU and GPU), [`eval`] and [`train`];
+//! - [`apps`]: what the `uvae` commands build on the engine (check, profile, bench, figures,
+//!   grad-stats, reproduce, plot, sample and reconstruct pictures).
+
+pub mod error;
+pub mod files;
+pub mod progress;
+pub mod rng;
 
 pub mod backend;
-pub mod bench;
 pub mod config;
 pub mod coupling;
 pub mod data;
-pub mod error;
 pub mod estimators;
 pub mod eval;
 pub mod exact;
-pub mod figures;
-pub mod files;
-#[cfg(test)]
-mod fuzz_tests;
-pub mod grad_stats;
-pub mod images;
 pub mod model;
 pub mod optim;
-pub mod parity;
-pub mod plot;
-pub mod profile;
-pub mod progress;
-pub mod reproduce;
-pub mod rng;
 pub mod train;
+
+pub mod apps;
+
+#[cfg(test)]
+mod fuzz_tests;

@@ -1,33 +1,7 @@
-//! `uvae devices` (the adapters wgpu sees) and `uvae check` (a GPU against the CPU reference).
+//! `uvae devices`: the adapters wgpu sees.
 
-use super::console::{Mode, WorkBar};
 use anyhow::Result;
-use unbiased_vae::backend::gpu::{self, AdapterChoice};
-use unbiased_vae::parity;
-
-pub fn run_check(adapter: Option<String>, json: bool) -> Result<()> {
-    let choice = AdapterChoice {
-        name: adapter,
-        allow_software: true,
-        disable_subgroups: false,
-    };
-    let spinner = WorkBar::spinner(Mode::detect(json), "GPU against the CPU reference");
-    let report = parity::run_suite(&choice, &Default::default())?;
-    drop(spinner);
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", parity::format_table(&report));
-    }
-    if report.failed() > 0 {
-        anyhow::bail!(
-            "{} parity checks failed on {}",
-            report.failed(),
-            report.device
-        );
-    }
-    Ok(())
-}
+use unbiased_vae::backend::gpu;
 
 pub fn run_devices(json: bool) -> Result<()> {
     let adapters = gpu::list_adapters();

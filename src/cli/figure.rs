@@ -3,10 +3,11 @@
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
+use unbiased_vae::apps::bench;
+use unbiased_vae::apps::figures::{bias, meeting_times, mlmc_decay, parse_sizes, snr, Figure};
 use unbiased_vae::backend::cpu::CpuBackend;
-use unbiased_vae::figures::{bias, meeting_times, mlmc_decay, parse_sizes, snr, Figure};
+use unbiased_vae::data;
 use unbiased_vae::model::{checkpoint, ModelChoice};
-use unbiased_vae::{bench, data};
 
 #[derive(Args)]
 pub struct FigureArgs {

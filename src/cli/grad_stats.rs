@@ -5,11 +5,12 @@ use super::console::{Mode, WorkBar};
 use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
+use unbiased_vae::apps::bench;
+use unbiased_vae::apps::grad_stats::{self, GradStatsReport};
+use unbiased_vae::data;
 use unbiased_vae::error::ConfigError;
 use unbiased_vae::estimators::{EncoderChoice, Estimator, EstimatorKind};
-use unbiased_vae::grad_stats::{self, GradStatsReport};
 use unbiased_vae::model::{checkpoint, ModelChoice};
-use unbiased_vae::{bench, data};
 
 #[derive(Args)]
 pub struct GradStatsArgs {

@@ -4,8 +4,8 @@ use super::common::CommonArgs;
 use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
+use unbiased_vae::apps::images;
 use unbiased_vae::error;
-use unbiased_vae::images;
 use unbiased_vae::model::checkpoint;
 
 #[derive(Args)]

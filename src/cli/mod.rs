@@ -2,6 +2,7 @@
 //! the library. Errors reach `main` as one chain and are printed once.
 
 mod bench;
+mod check;
 mod common;
 mod console;
 mod devices;
@@ -10,6 +11,7 @@ mod figure;
 mod grad_stats;
 mod images;
 mod plot;
+mod profile;
 mod reproduce;
 mod train;
 
@@ -45,7 +47,7 @@ enum Command {
     /// Measure training-step and evaluation throughput (median of repeats after warm-up).
     Bench(bench::BenchArgs),
     /// Time a training step per kernel (GPU timestamps) or phase (CPU), with a Chrome trace.
-    Profile(bench::ProfileArgs),
+    Profile(profile::ProfileArgs),
     /// Bias, variance, SNR and cost of an estimator's gradient on a model with exact log p(x).
     GradStats(grad_stats::GradStatsArgs),
     /// Draw decoder means for latents from the prior as a PNG grid.
@@ -85,9 +87,9 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<()> {
     match cli.command {
         Command::Train(a) => train::run(a, matches.subcommand_matches("train")),
         Command::Eval(a) => eval::run(a),
-        Command::Check { adapter, json } => devices::run_check(adapter, json),
+        Command::Check { adapter, json } => check::run(adapter, json),
         Command::Bench(a) => bench::run_bench(a),
-        Command::Profile(a) => bench::run_profile(a),
+        Command::Profile(a) => profile::run(a),
         Command::GradStats(a) => grad_stats::run(a),
         Command::Sample(a) => images::run_sample(a),
         Command::Reconstruct(a) => images::run_reconstruct(a),

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
-use unbiased_vae::plot::runs::{self, XAxis};
+use unbiased_vae::apps::plot::runs::{self, XAxis};
 
 #[derive(Clone, Copy, ValueEnum)]
 enum X {

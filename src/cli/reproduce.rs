@@ -5,11 +5,11 @@ use super::console::{Mode, TrainConsole, WorkBar};
 use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
-use unbiased_vae::error::ConfigError;
-use unbiased_vae::progress::Progress;
-use unbiased_vae::reproduce::{
+use unbiased_vae::apps::reproduce::{
     self, PlannedRun, Protocol, ProtocolObserver, ReproduceOptions, RunAction, RunResult,
 };
+use unbiased_vae::error::ConfigError;
+use unbiased_vae::progress::Progress;
 use unbiased_vae::train::TrainObserver;
 
 #[derive(Args)]

@@ -2,15 +2,15 @@
 //! section of `uvae check` on two shapes, and through the binary the first epoch of a tiny
 //! two-layer training run on both backends and `uvae eval` of a two-layer checkpoint.
 
+use unbiased_vae::apps::check::{self, ParityReport, ParityShape};
 use unbiased_vae::model::{Arch, TopLayer};
-use unbiased_vae::parity::{self, ParityReport, ParityShape};
 
 use crate::common::cli::{metrics_lines, uvae};
 use crate::common::{any_adapter, have_gpu};
 
 fn two_layer_suite(shape: &ParityShape) -> ParityReport {
-    let report = parity::run_two_layer(&any_adapter(), shape).expect("two-layer parity runs");
-    let table = parity::format_table(&report);
+    let report = check::run_two_layer(&any_adapter(), shape).expect("two-layer parity runs");
+    let table = check::format_table(&report);
     println!("{table}");
     assert!(report.rows.len() >= 30, "{table}");
     assert_eq!(report.failed(), 0, "{table}");
@@ -33,7 +33,7 @@ fn two_layer_parity_rows_pass() {
     if !have_gpu() {
         return;
     }
-    let report = two_layer_suite(&parity::two_layer_shape());
+    let report = two_layer_suite(&check::two_layer_shape());
     assert!(dispatches(&report, "gemm") > 0, "{:?}", report.kernels);
 }
 

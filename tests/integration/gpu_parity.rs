@@ -2,15 +2,15 @@
 //! message, except in CI (CI=true), where a missing adapter is a failure: CI installs
 //! lavapipe (mesa-vulkan-drivers) so they always run there.
 
+use unbiased_vae::apps::check::{self, ParityReport, ParityShape};
 use unbiased_vae::backend::gpu::AdapterChoice;
 use unbiased_vae::model::Arch;
-use unbiased_vae::parity::{self, ParityReport, ParityShape};
 
 use crate::common::{any_adapter, have_gpu};
 
 fn suite(choice: &AdapterChoice, shape: &ParityShape) -> ParityReport {
-    let report = parity::run_suite(choice, shape).expect("parity suite runs");
-    let table = parity::format_table(&report);
+    let report = check::run_suite(choice, shape).expect("parity suite runs");
+    let table = check::format_table(&report);
     println!("{table}");
     let failed: Vec<_> = report
         .rows

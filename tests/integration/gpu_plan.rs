@@ -5,10 +5,10 @@
 //! whatever adapter wgpu finds (lavapipe on CI machines); with CI=true a missing adapter is a
 //! failure, never a skip.
 
+use unbiased_vae::apps::profile::DispatchStructure;
 use unbiased_vae::backend::gpu::{AdapterChoice, GpuBackend, GridConfig};
 use unbiased_vae::backend::DispatchInfo;
 use unbiased_vae::model::{Arch, Params};
-use unbiased_vae::profile::DispatchStructure;
 
 /// Dispatches of one K = 50, batch 100 IWAE step. Before split-K and the two-level
 /// reductions: 30 (one per GEMM, six bias column sums, one norms pass); with them, 39 (eleven

@@ -1,8 +1,8 @@
 //! `uvae grad-stats`: IWAE's gradient bias is detected and the unbiased estimators' is not,
 //! on PPCA at K = 5 (seeded; the test's 99% Bonferroni-corrected critical values are printed).
 
+use unbiased_vae::apps::grad_stats::{format_report, grad_stats};
 use unbiased_vae::estimators::{Estimator, EstimatorKind};
-use unbiased_vae::grad_stats::{format_report, grad_stats};
 use unbiased_vae::model::ModelChoice;
 use unbiased_vae::progress::Silent;
 
@@ -84,11 +84,11 @@ fn mlmc_reports_its_level_decay_and_p_range() {
 fn vae_gradient_bias_against_a_large_k_reference() {
     use unbiased_vae::backend::cpu::CpuBackend;
     let ds = unbiased_vae::data::load_or_bundled(None, 400).unwrap();
-    let params = unbiased_vae::bench::peer_model(&ds);
+    let params = unbiased_vae::apps::bench::peer_model(&ds);
     let mut backend = CpuBackend::new(&params.layout, &params.values, 2).unwrap();
     let x = unbiased_vae::data::binarize_eval(&ds.test.slice(0..1));
     let est = Estimator::new(EstimatorKind::Iwae, 0.0);
-    let r = unbiased_vae::grad_stats::grad_stats_vae(
+    let r = unbiased_vae::apps::grad_stats::grad_stats_vae(
         &mut backend,
         &x,
         est,
@@ -122,7 +122,7 @@ fn coupled_chains_report_meeting_times_and_caps() {
     // flag one of the two groups by chance: with R = 8000 this seed did (W: max |z| 3.41 vs
     // 3.29) once the chains drew their uniforms per time index; R = 64000, as in
     // the `coupling` tests, gives 1.55 and 1.20.
-    let r = unbiased_vae::grad_stats::grad_stats_coupled(
+    let r = unbiased_vae::apps::grad_stats::grad_stats_coupled(
         ModelChoice::Ppca,
         CouplingConfig::new(ChainKernel::Isir, 5),
         64000,
@@ -135,7 +135,7 @@ fn coupled_chains_report_meeting_times_and_caps() {
     assert!(r.groups.iter().all(|g| !g.significant), "{:?}", r.groups);
     let m = r.meeting.as_ref().expect("meeting times");
     assert!(m.mean >= 1.0 && m.p99 >= m.p50 && m.capped == 0, "{m:?}");
-    let capped = unbiased_vae::grad_stats::grad_stats_coupled(
+    let capped = unbiased_vae::apps::grad_stats::grad_stats_coupled(
         ModelChoice::Ppca,
         CouplingConfig {
             horizon: 0,
@@ -163,7 +163,7 @@ fn coupled_chains_report_meeting_times_and_caps() {
 /// an unbiased estimator: seeded at 0, which does not).
 #[test]
 fn hgauss_grad_stats_flags_iwae2_and_not_mlmc() {
-    use unbiased_vae::grad_stats::grad_stats_hgauss;
+    use unbiased_vae::apps::grad_stats::grad_stats_hgauss;
     let run = |kind, k| {
         let r = grad_stats_hgauss(Estimator::new(kind, 0.0), k, 20_000, 0, 0, &mut Silent).unwrap();
         println!("{}", format_report(&r));

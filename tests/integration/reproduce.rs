@@ -9,8 +9,8 @@ use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use unbiased_vae::apps::reproduce::{Protocol, ReproduceOptions};
 use unbiased_vae::estimators::EstimatorKind;
-use unbiased_vae::reproduce::{Protocol, ReproduceOptions};
 
 /// One epoch on 200 training images, 100 validation images, test bounds on 40 images.
 const TINY: [&str; 16] = [

@@ -6,10 +6,10 @@
 //! [`level_decay`].
 
 use super::{Figure, Table};
+use crate::apps::plot::{Axis, Chart, Line, Marker, Series};
 use crate::backend::{Backend, Noise};
 use crate::estimators::mlmc;
 use crate::exact::{ExactModel, Ppca};
-use crate::plot::{Axis, Chart, Line, Marker, Series};
 use crate::rng::Stream;
 use anyhow::Result;
 use rand::SeedableRng;

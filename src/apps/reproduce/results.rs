@@ -2,10 +2,10 @@
 //! protocol's results.md, results.json, results.csv and results.png over all of them.
 
 use super::{EvalSettings, PlannedRun, ProtocolSpec, Selection};
+use crate::apps::plot::{self, Axis, Chart, Line, Marker, Series};
 use crate::config::TrainConfig;
 use crate::estimators::{EncoderChoice, EstimatorKind};
 use crate::model::checkpoint;
-use crate::plot::{self, Axis, Chart, Line, Marker, Series};
 use crate::progress::Progress;
 use crate::{data, eval, files, train};
 use anyhow::{Context, Result};

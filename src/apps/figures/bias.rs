@@ -5,10 +5,10 @@
 //! with ±2 standard-error bars.
 
 use super::{exact_log_weights, Figure, Moments, Table};
+use crate::apps::plot::{Axis, Chart, Line, Marker, Series};
 use crate::estimators::{iwae_bound, Estimator, EstimatorKind, StepPlan};
 use crate::exact::{ExactModel, Ppca, Toy};
 use crate::model::ModelChoice;
-use crate::plot::{Axis, Chart, Line, Marker, Series};
 use anyhow::{bail, Result};
 use rand::SeedableRng;
 use serde_json::json;

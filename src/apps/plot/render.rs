@@ -20,7 +20,7 @@ fn register_font() -> Result<()> {
         plotters::style::register_font(
             FONT,
             FontStyle::Normal,
-            include_bytes!("../../assets/fonts/DejaVuSans.ttf"),
+            include_bytes!("../../../assets/fonts/DejaVuSans.ttf"),
         )
         .is_ok()
     });

@@ -1,5 +1,5 @@
 //! Figures as commands (`uvae figure NAME`, docs/design.md §5.4): each figure computes a
-//! table, draws it with [`crate::plot`], and writes `DIR/<name>.png`, `DIR/<name>.csv` and
+//! table, draws it with [`crate::apps::plot`], and writes `DIR/<name>.png`, `DIR/<name>.csv` and
 //! `DIR/<name>.json` (the table, with the settings and notes that qualify it). One file per
 //! figure; defaults are sized to run in seconds, flags scale them up.
 
@@ -8,9 +8,9 @@ pub mod meeting_times;
 pub mod mlmc_decay;
 pub mod snr;
 
+use crate::apps::plot::Chart;
 use crate::exact::{fill_std_normals, ExactModel};
 use crate::files::write_atomic;
-use crate::plot::Chart;
 use anyhow::{bail, Result};
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};

@@ -12,11 +12,11 @@
 //! 420 learned coordinates (the table also gives the median).
 
 use super::{Figure, Moments, Table};
+use crate::apps::plot::{Axis, Chart, Line, Marker, Series};
 use crate::backend::{cpu::CpuBackend, Backend, Noise};
 use crate::estimators::{Coefficients, Estimator, EstimatorKind};
 use crate::exact::training::{toy_layout, toy_to_params};
 use crate::exact::{ExactModel, Toy};
-use crate::plot::{Axis, Chart, Line, Marker, Series};
 use crate::rng::Stream;
 use anyhow::{bail, Result};
 use serde_json::json;

@@ -59,7 +59,7 @@ pub struct GroupStats {
     pub snr: f64,
 }
 
-pub use crate::figures::mlmc_decay::LevelDecay;
+pub use crate::apps::figures::mlmc_decay::LevelDecay;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct GradStatsReport {
@@ -189,7 +189,7 @@ pub fn grad_stats(
         let model = build(kind, seed)?;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0xDECA_7000);
         let x = &model.data()[datapoint];
-        let (decay, beta) = crate::figures::mlmc_decay::level_decay(
+        let (decay, beta) = crate::apps::figures::mlmc_decay::level_decay(
             6,
             estimator.unbiased.mlmc_i0,
             reps.min(4000),

@@ -6,10 +6,10 @@
 //! docs/design.md §7), and the figure says so.
 
 use super::{Figure, Table};
+use crate::apps::plot::{Axis, Chart, Line, Marker, Series};
 use crate::coupling::{self, ChainKernel, CouplingConfig, MeetingStats};
 use crate::exact::{ExactModel, Ppca, Toy};
 use crate::model::ModelChoice;
-use crate::plot::{Axis, Chart, Line, Marker, Series};
 use anyhow::{bail, Result};
 use rand::SeedableRng;
 use serde_json::json;

@@ -152,7 +152,7 @@ pub fn profile(
     compute_units: usize,
 ) -> Result<ProfileReport> {
     crate::error::at_least("--steps", steps, 1, "a profile")?;
-    let mut driver = crate::bench::StepDriver::new(ds, &estimator, k, batch)?;
+    let mut driver = crate::apps::bench::StepDriver::new(ds, &estimator, k, batch)?;
     let mut host = std::time::Duration::ZERO;
     let mut one = |backend: &mut dyn Backend, host: &mut std::time::Duration| -> Result<()> {
         let t = std::time::Instant::now();
