@@ -107,55 +107,6 @@ pub(super) fn settings(estimator: &Estimator, k: usize) -> String {
     }
 }
 
-/// Standard normal quantile (Acklam's rational approximation, relative error < 1.2e-9).
-/// The coefficients are kept as published.
-#[allow(clippy::excessive_precision)]
-pub fn normal_quantile(p: f64) -> f64 {
-    const A: [f64; 6] = [
-        -3.969683028665376e1,
-        2.209460984245205e2,
-        -2.759285104469687e2,
-        1.383577518672690e2,
-        -3.066479806614716e1,
-        2.506628277459239,
-    ];
-    const B: [f64; 5] = [
-        -5.447609879822406e1,
-        1.615858368580409e2,
-        -1.556989798598866e2,
-        6.680131188771972e1,
-        -1.328068155288572e1,
-    ];
-    const C: [f64; 6] = [
-        -7.784894002430293e-3,
-        -3.223964580411365e-1,
-        -2.400758277161838,
-        -2.549732539343734,
-        4.374664141464968,
-        2.938163982698783,
-    ];
-    const D: [f64; 4] = [
-        7.784695709041462e-3,
-        3.224671290700398e-1,
-        2.445134137142996,
-        3.754408661907416,
-    ];
-    let tail = |q: f64| {
-        (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5])
-            / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
-    };
-    if p < 0.02425 {
-        tail((-2.0 * p.ln()).sqrt())
-    } else if p > 1.0 - 0.02425 {
-        -tail((-2.0 * (1.0 - p).ln()).sqrt())
-    } else {
-        let q = p - 0.5;
-        let r = q * q;
-        (((((A[0] * r + A[1]) * r + A[2]) * r + A[3]) * r + A[4]) * r + A[5]) * q
-            / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
-    }
-}
-
 /// Runs `reps` independent estimates of the theta-gradient at one datapoint of an exact
 /// model (the coupled chains through [`grad_stats_coupled`]).
 pub fn grad_stats(
@@ -330,7 +281,7 @@ pub(super) fn group_stats(
     reference: impl Fn(usize) -> (f64, f64),
 ) -> GroupStats {
     let dims = range.len();
-    let critical_z = normal_quantile(1.0 - 0.01 / (2.0 * dims as f64));
+    let critical_z = crate::stats::normal_quantile(1.0 - 0.01 / (2.0 * dims as f64));
     let (mut bias_sq, mut max_abs_z, mut snr, mut var_sum) = (0.0, 0.0f64, 0.0, 0.0);
     for i in range {
         let (r, r_var) = reference(i);
@@ -451,25 +402,4 @@ pub fn format_report(r: &GradStatsReport) -> String {
         s += &format!("fitted beta = {beta:.2} (E[Delta_k^2] ~ 2^(-beta k)): finite cost and variance need {lo} < p < {hi:.3}\n");
     }
     s
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn normal_quantile_matches_known_values() {
-        for (p, z) in [
-            (0.5, 0.0),
-            (0.975, 1.959963985),
-            (0.995, 2.575829304),
-            (1.0 - 1e-5, 4.264890794),
-        ] {
-            assert!(
-                (normal_quantile(p) - z).abs() < 1e-6,
-                "{p}: {}",
-                normal_quantile(p)
-            );
-        }
-    }
 }
