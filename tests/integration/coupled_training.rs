@@ -8,33 +8,19 @@ use serde_json::Value;
 use unbiased_vae::backend::cpu::CpuBackend;
 use unbiased_vae::backend::{Backend, Noise};
 use unbiased_vae::coupling::{ChainKernel, CouplingConfig};
-use unbiased_vae::model::{Arch, Params};
+use unbiased_vae::model::Params;
 use unbiased_vae::optim::AdamConfig;
 use unbiased_vae::rng::Stream;
 
-use crate::common::cli::{train_metrics, uvae};
-use crate::common::mc::{max_abs, Welford};
-use crate::common::{backends, have_gpu, TestBackend};
+use crate::common::cli::{arg, assert_agree, run, train_metrics, train_on_cpu_and_gpu, words};
+use crate::common::mc::{max_abs, max_se, z_scores, Moments};
+use crate::common::{arch, backends, tiny, TestBackend};
 
-const TINY: [&str; 14] = [
-    "--train-limit",
-    "120",
-    "--valid-size",
-    "20",
-    "--epochs",
-    "1",
-    "--batch",
-    "12",
-    "--hidden",
-    "24",
-    "--latent",
-    "4",
-    "--val-k",
-    "4",
-];
+const TINY: &str =
+    "--train-limit 120 --valid-size 20 --epochs 1 --batch 12 --hidden 24 --latent 4 --val-k 4";
 
-fn train(dir: &std::path::Path, extra: &[&str]) -> (Vec<Value>, String) {
-    train_metrics(dir, &TINY, extra)
+fn train(dir: &std::path::Path, extra: &str) -> (Vec<Value>, String) {
+    train_metrics(dir, &words(TINY), &words(extra))
 }
 
 #[test]
@@ -44,7 +30,7 @@ fn coupled_estimators_train_and_log_meeting_times_and_cost() {
     for est in ["coupled-pimh", "coupled-isir", "coupled-disir"] {
         let (m, err) = train(
             &tmp.path().join(est),
-            &["--backend", "cpu", "--estimator", est, "--k", "4"],
+            &format!("--backend cpu --estimator {est} --k 4"),
         );
         let m = &m[0];
         println!("{est}: {m}");
@@ -77,19 +63,8 @@ fn coupled_estimators_train_and_log_meeting_times_and_cost() {
 fn a_capped_chain_is_reported() {
     let tmp = tempfile::tempdir().unwrap();
     // With max-iters 2 the chains have one coupled step to meet in.
-    let (m, err) = train(
-        &tmp.path().join("cap"),
-        &[
-            "--backend",
-            "cpu",
-            "--estimator",
-            "coupled-pimh",
-            "--chain-m",
-            "1",
-            "--max-iters",
-            "2",
-        ],
-    );
+    let args = "--backend cpu --estimator coupled-pimh --chain-m 1 --max-iters 2";
+    let (m, err) = train(&tmp.path().join("cap"), args);
     let capped = m[0]["chains"]["capped"].as_u64().unwrap();
     assert!(capped > 0, "{}", m[0]);
     assert!(
@@ -101,40 +76,28 @@ fn a_capped_chain_is_reported() {
 #[test]
 fn bad_chain_settings_name_their_flag() {
     let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("x");
     for (args, needle) in [
-        (vec!["--max-iters", "3", "--chain-m", "4"], "--max-iters"),
-        (vec!["--chain-k", "5", "--chain-m", "4"], "--chain-k"),
-        (vec!["--lag", "0"], "--lag"),
-        (vec!["--k", "1"], "at least 2"),
+        ("--max-iters 3 --chain-m 4", "--max-iters"),
+        ("--chain-k 5 --chain-m 4", "--chain-k"),
+        ("--lag 0", "--lag"),
+        ("--k 1", "at least 2"),
     ] {
-        let out = uvae()
-            .args(["train", "--estimator", "coupled-isir", "--backend", "cpu"])
-            .args(&args)
-            .arg("--out")
-            .arg(tmp.path().join("x"))
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{args:?} succeeded");
+        let mut a = words("train --estimator coupled-isir --backend cpu --out");
+        a.push(arg(&out));
+        a.extend(words(args));
+        let o = run(&a);
+        let err = o.stderr;
+        assert!(o.code != Some(0), "{args:?} succeeded");
         assert!(err.contains(needle), "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{err}");
     }
 }
 
 fn tiny_model() -> (Params, Vec<f32>, usize) {
-    let arch = Arch {
-        x_dim: 30,
-        hidden: vec![12],
-        z_dim: 3,
-        likelihood: Default::default(),
-        top: None,
-    };
-    let mean: Vec<f32> = (0..30).map(|j| 0.2 + 0.02 * j as f32).collect();
     let batch = 5;
-    let x = (0..batch * 30)
-        .map(|i| ((i * 7) % 3 == 0) as u8 as f32)
-        .collect();
-    (Params::init(&arch, 3, Some(&mean)), x, batch)
+    let (params, x) = tiny(&arch(30, &[12], 3), batch);
+    (params, x, batch)
 }
 
 const NOISE: Noise = Noise {
@@ -216,38 +179,12 @@ fn chain_steps_run_to_the_slowest_datapoint_and_chunk_exactly() {
 
 #[test]
 fn gpu_and_cpu_agree_for_coupled_chains() {
-    if !have_gpu() {
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    for est in ["coupled-pimh", "coupled-isir", "coupled-disir"] {
-        let run = |backend: &str| {
-            train(
-                &tmp.path().join(format!("{est}-{backend}")),
-                &[
-                    "--backend",
-                    backend,
-                    "--estimator",
-                    est,
-                    "--k",
-                    "3",
-                    "--chain-m",
-                    "2",
-                ],
-            )
-            .0
-        };
-        let (cpu, gpu) = (run("cpu"), run("gpu"));
-        let (c, g) = (&cpu[0], &gpu[0]);
-        let (oc, og) = (
-            c["train_objective"].as_f64().unwrap(),
-            g["train_objective"].as_f64().unwrap(),
-        );
-        println!(
-            "{est}: cpu {oc:.6} {} gpu {og:.6} {}",
-            c["chains"], g["chains"]
-        );
-        assert!(((og - oc) / oc).abs() < 1e-3, "{est}: cpu {oc} gpu {og}");
+    let args = format!("{TINY} --k 3 --chain-m 2");
+    let estimators = ["coupled-pimh", "coupled-isir", "coupled-disir"];
+    for (est, c, g) in train_on_cpu_and_gpu(&args, &estimators).unwrap_or_default() {
+        let (c, g) = (&c[0], &g[0]);
+        println!("{est}: cpu {} gpu {}", c["chains"], g["chains"]);
+        assert_agree(est, c, g, "train_objective", 1e-3);
         // The same Philox uniforms give the same chain decisions on both backends.
         assert_eq!(c["chains"], g["chains"], "{est}");
         assert_eq!(c["samples_per_datapoint"], g["samples_per_datapoint"]);
@@ -260,8 +197,8 @@ fn mu_gradient_stats(
     step: &mut dyn FnMut(&mut dyn Backend, u32),
     bias: std::ops::Range<usize>,
     steps: u32,
-) -> Welford {
-    let mut stats = Welford::new(bias.len());
+) -> Moments {
+    let mut stats = Moments::new(bias.len());
     for r in 0..steps {
         step(backend, r);
         let g = backend.gradient().unwrap();
@@ -305,7 +242,7 @@ fn coupled_chain_steps_are_unbiased_on_the_toy_through_the_backends() {
         first_datapoint: 0,
         first_sample: 0,
     };
-    let max_z = |stats: &Welford| max_abs(&stats.z(&exact));
+    let max_z = |stats: &Moments| max_abs(&z_scores(stats, &exact));
     for name in backends() {
         // (kernels checked, steps)
         let (kernels, steps) = match name {
@@ -328,7 +265,7 @@ fn coupled_chain_steps_are_unbiased_on_the_toy_through_the_backends() {
             let z = max_z(&stats);
             println!(
                 "{name} {kernel}: max |z| = {z:.2} (max SE {:.2e})",
-                stats.max_se(bias.len())
+                max_se(&stats, bias.len())
             );
             assert!(z < 4.5, "{name} {kernel}: biased? max |z| = {z}");
         }

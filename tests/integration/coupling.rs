@@ -27,7 +27,6 @@
 //! bias-correction weights (`coupling::bc_weight`) are exercised.
 
 use std::sync::OnceLock;
-use std::time::Instant;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -35,7 +34,8 @@ use unbiased_vae::coupling::{estimate, ChainKernel, CouplingConfig, MeetingStats
 use unbiased_vae::estimators::softmax_into;
 use unbiased_vae::exact::{combine, draw_samples, ExactModel, Toy};
 
-use crate::common::mc::{self, max_abs, ppca, toy, Merge, Welford, MIN_POWER, Z_MAX};
+use crate::common::mc::{ppca, toy, Check, Exact, Extra};
+use crate::common::test_table;
 
 /// Replications per unbiasedness check.
 const R: usize = 64_000;
@@ -53,164 +53,76 @@ enum Est {
     Coupled(CouplingConfig),
 }
 
-/// Running mean and sum of squared deviations per coordinate (Welford / Chan et al.), plus the
-/// cost and the meeting times.
-#[derive(Clone, Debug)]
-struct Moments {
-    stats: Welford,
+/// The cost and the meeting times of the replications.
+#[derive(Default)]
+struct Chains {
     cost: f64,
     times: Vec<usize>,
     capped: Vec<bool>,
 }
 
-/// Reads of n, mean, m2 and se() go to the shared running moments.
-impl std::ops::Deref for Moments {
-    type Target = Welford;
-    fn deref(&self) -> &Welford {
-        &self.stats
+impl Chains {
+    fn meeting_stats(&self) -> MeetingStats {
+        MeetingStats::from_times(&self.times, &self.capped)
     }
 }
 
-impl Moments {
-    fn new(d: usize) -> Self {
-        Moments {
-            stats: Welford::new(d),
-            cost: 0.0,
-            times: Vec::new(),
-            capped: Vec::new(),
-        }
-    }
-
-    fn push(&mut self, v: &[f64]) {
-        self.stats.push(v);
-    }
-}
-
-impl Merge for Moments {
-    fn merge(&mut self, o: &Moments) {
-        self.stats.merge(&o.stats);
+impl Extra for Chains {
+    fn merge(&mut self, o: &Self) {
         self.cost += o.cost;
         self.times.extend_from_slice(&o.times);
         self.capped.extend_from_slice(&o.capped);
     }
-}
 
-/// The outcome of `R` replications against the exact gradient.
-struct Check {
-    label: String,
-    moments: Moments,
-    exact: Vec<f64>,
-}
-
-impl Check {
-    fn run<M: ExactModel + Sync>(
-        label: &str,
-        model: &M,
-        x: &[f64],
-        est: Est,
-        reps: usize,
-        seed: u64,
-    ) -> Check {
-        let t = Instant::now();
-        let d = model.theta_len();
-        let moments = mc::replicate(
-            reps,
-            seed,
-            || Moments::new(d),
-            |mo, rng| match est {
-                Est::Iwae(k) => {
-                    let (l, dd) = draw_samples(model, x, k, rng);
-                    let mut a = vec![0.0; k];
-                    softmax_into(&l, &mut a);
-                    mo.push(&combine(&a, &dd, d));
-                    mo.cost += k as f64;
-                }
-                Est::Coupled(cfg) => {
-                    let e = estimate(model, x, &cfg, rng);
-                    mo.push(&e.grad_theta);
-                    mo.cost += e.proposals as f64;
-                    mo.times.push(e.meeting_time);
-                    mo.capped.push(e.capped);
-                }
-            },
-        );
-        let check = Check {
-            label: format!("{label} {est:?}"),
-            moments,
-            exact: model.exact_grad_theta(x),
-        };
-        check.print(t.elapsed().as_secs_f64());
-        check
-    }
-
-    fn z(&self) -> Vec<f64> {
-        self.moments.z(&self.exact)
-    }
-
-    fn max_abs_z(&self) -> f64 {
-        max_abs(&self.z())
-    }
-
-    fn max_se(&self) -> f64 {
-        self.moments.max_se(self.exact.len())
-    }
-
-    /// `max_i |bias_i of reference| / SE_i of self`.
-    fn power_ratio(&self, biased: &Check) -> f64 {
-        self.moments
-            .power_ratio(&biased.moments, &biased.exact, self.exact.len())
-    }
-
-    fn meeting_stats(&self) -> MeetingStats {
-        MeetingStats::from_times(&self.moments.times, &self.moments.capped)
-    }
-
-    fn print(&self, secs: f64) {
-        let stats = if self.moments.times.is_empty() {
-            String::new()
+    fn report(&self, reps: usize) -> String {
+        let cost = format!("mean cost = {:.2} particles", self.cost / reps as f64);
+        if self.times.is_empty() {
+            cost
         } else {
-            format!("\n  {}", self.meeting_stats())
-        };
-        let zs: Vec<String> = self.z().iter().map(|v| format!("{v:.2}")).collect();
-        println!(
-            "{}: R = {}, mean cost = {:.2} particles, {secs:.2} s\n  max |z| = {:.2}, max SE = {:.3e}{stats}\n  z = [{}]",
-            self.label,
-            self.moments.n,
-            self.moments.cost / self.moments.n,
-            self.max_abs_z(),
-            self.max_se(),
-            zs.join(", ")
-        );
+            format!("{cost}, {}", self.meeting_stats())
+        }
     }
+}
 
-    fn assert_unbiased(&self) {
-        let z = self.max_abs_z();
-        assert!(
-            z < Z_MAX,
-            "{}: max |z| = {z:.2} >= {Z_MAX}: mean differs from the exact gradient",
-            self.label
-        );
-        let s = self.meeting_stats();
-        assert_eq!(
-            s.capped, 0,
-            "{}: capped runs in an unbiasedness check",
-            self.label
-        );
-    }
+/// `reps` replications of `est` against the exact gradient.
+fn check<M: ExactModel + Sync>(on: &Exact<M>, est: Est, reps: usize, seed: u64) -> Check<Chains> {
+    let (model, x) = (&on.model, &on.x[..]);
+    let d = model.theta_len();
+    let label = format!("{} {est:?}", on.label);
+    Check::<Chains>::run(
+        label,
+        on.values(false),
+        d,
+        reps,
+        seed,
+        |mo, ch, rng| match est {
+            Est::Iwae(k) => {
+                let (l, dd) = draw_samples(model, x, k, rng);
+                let mut a = vec![0.0; k];
+                softmax_into(&l, &mut a);
+                mo.push(&combine(&a, &dd, d));
+                ch.cost += k as f64;
+            }
+            Est::Coupled(cfg) => {
+                let e = estimate(model, x, &cfg, rng);
+                mo.push(&e.grad_theta);
+                ch.cost += e.proposals as f64;
+                ch.times.push(e.meeting_time);
+                ch.capped.push(e.capped);
+            }
+        },
+    )
+}
 
-    fn assert_powered(&self, reference: &Check) {
-        let r = self.power_ratio(reference);
-        println!(
-            "  power ratio vs {} bias = {r:.1}",
-            reference.label.split_whitespace().nth(1).unwrap_or("")
-        );
-        assert!(
-            r >= MIN_POWER,
-            "{}: power ratio {r:.1} < {MIN_POWER} against {}",
-            self.label,
-            reference.label
-        );
-    }
+/// Passes the 4-SE check, with no capped run.
+fn assert_unbiased(c: &Check<Chains>) {
+    c.assert_unbiased();
+    let s = c.extra.meeting_stats();
+    assert_eq!(
+        s.capped, 0,
+        "{}: capped runs in an unbiasedness check",
+        c.label
+    );
 }
 
 fn cfg(kernel: ChainKernel, particles: usize, k: usize, m: usize, lag: usize) -> CouplingConfig {
@@ -222,45 +134,41 @@ fn cfg(kernel: ChainKernel, particles: usize, k: usize, m: usize, lag: usize) ->
     }
 }
 
-/// IWAE(2) and IWAE(K) references, computed once per model and shared by the tests.
-fn toy_refs() -> &'static (Check, Check) {
-    static REFS: OnceLock<(Check, Check)> = OnceLock::new();
-    REFS.get_or_init(|| {
-        let (t, x) = toy();
-        (
-            Check::run("toy", &t, &x, Est::Iwae(2), R_IWAE, 101),
-            Check::run("toy", &t, &x, Est::Iwae(K), R_IWAE, 102),
-        )
-    })
+type Refs = (Check<Chains>, Check<Chains>);
+
+/// IWAE(2) and IWAE(K) on `on` (seeds `seed`, `seed + 1`).
+fn refs<M: ExactModel + Sync>(on: Exact<M>, seed: u64) -> Refs {
+    (
+        check(&on, Est::Iwae(2), R_IWAE, seed),
+        check(&on, Est::Iwae(K), R_IWAE, seed + 1),
+    )
 }
 
-fn ppca_refs() -> &'static (Check, Check) {
-    static REFS: OnceLock<(Check, Check)> = OnceLock::new();
-    REFS.get_or_init(|| {
-        let (p, x) = ppca();
-        (
-            Check::run("ppca", &p, &x, Est::Iwae(2), R_IWAE, 103),
-            Check::run("ppca", &p, &x, Est::Iwae(K), R_IWAE, 104),
-        )
-    })
+/// The IWAE references, computed once per model and shared by the tests.
+fn toy_refs() -> &'static Refs {
+    static REFS: OnceLock<Refs> = OnceLock::new();
+    REFS.get_or_init(|| refs(toy(), 101))
+}
+
+fn ppca_refs() -> &'static Refs {
+    static REFS: OnceLock<Refs> = OnceLock::new();
+    REFS.get_or_init(|| refs(ppca(), 103))
+}
+
+/// The coupled estimate of `c` on `on` is powered against both references and passes.
+fn passes<M: ExactModel + Sync>(on: Exact<M>, refs: &Refs, c: CouplingConfig, seed: u64) {
+    let check = check(&on, Est::Coupled(c), R, seed);
+    check.assert_powered(&refs.0);
+    check.assert_powered(&refs.1);
+    assert_unbiased(&check);
 }
 
 fn check_toy(c: CouplingConfig, seed: u64) {
-    let (t, x) = toy();
-    let refs = toy_refs();
-    let check = Check::run("toy", &t, &x, Est::Coupled(c), R, seed);
-    check.assert_powered(&refs.0);
-    check.assert_powered(&refs.1);
-    check.assert_unbiased();
+    passes(toy(), toy_refs(), c, seed);
 }
 
 fn check_ppca(c: CouplingConfig, seed: u64) {
-    let (p, x) = ppca();
-    let refs = ppca_refs();
-    let check = Check::run("ppca", &p, &x, Est::Coupled(c), R, seed);
-    check.assert_powered(&refs.0);
-    check.assert_powered(&refs.1);
-    check.assert_unbiased();
+    passes(ppca(), ppca_refs(), c, seed);
 }
 
 // ---------------------------------------------------------------- the check can fail
@@ -270,11 +178,8 @@ fn iwae_references_fail_the_check() {
     // IWAE(2) is measurably biased on both models at R_IWAE (IWAE(K) is printed: its bias is
     // what the power ratios are measured against).
     for (name, refs) in [("toy", toy_refs()), ("ppca", ppca_refs())] {
-        assert!(
-            refs.0.max_abs_z() > Z_MAX,
-            "IWAE(2)'s bias went undetected on the {name} (max |z| = {:.2})",
-            refs.0.max_abs_z()
-        );
+        refs.0
+            .assert_detects_bias(&format!("IWAE(2) on the {name}"));
         println!("{name}: IWAE({K}) max |z| = {:.2}", refs.1.max_abs_z());
     }
 }
@@ -286,52 +191,28 @@ fn iwae_references_fail_the_check() {
 /// `R_TRAP = 256000`; the correct `h` on the same seed passes.
 #[test]
 fn trap_h_is_biased_on_the_toy() {
-    let (t, x) = toy();
     let good = cfg(ChainKernel::Isir, K, 0, 0, 1);
     let trap = CouplingConfig {
         rb_set: RbSet::SelectedFrom,
         ..good
     };
-    let c = Check::run("toy trap", &t, &x, Est::Coupled(trap), R_TRAP, 601);
-    assert!(
-        c.max_abs_z() > Z_MAX,
-        "the trap h was not detected as biased (max |z| = {:.2})",
-        c.max_abs_z()
-    );
-    let c = Check::run("toy", &t, &x, Est::Coupled(good), R_TRAP, 601);
-    c.assert_unbiased();
+    let on_trap = Exact {
+        label: "toy trap",
+        ..toy()
+    };
+    check(&on_trap, Est::Coupled(trap), R_TRAP, 601).assert_detects_bias("the trap h");
+    assert_unbiased(&check(&toy(), Est::Coupled(good), R_TRAP, 601));
 }
 
 // ---------------------------------------------------------------- unbiasedness
 
-#[test]
-fn pimh_is_unbiased_on_the_toy() {
-    check_toy(cfg(ChainKernel::Pimh, K, 1, 4, 1), 201);
-}
-
-#[test]
-fn isir_is_unbiased_on_the_toy() {
-    check_toy(cfg(ChainKernel::Isir, K, 0, 0, 1), 202);
-}
-
-#[test]
-fn disir_is_unbiased_on_the_toy() {
-    check_toy(cfg(ChainKernel::Disir, K, 1, 4, 2), 203);
-}
-
-#[test]
-fn pimh_is_unbiased_on_ppca() {
-    check_ppca(cfg(ChainKernel::Pimh, K, 0, 2, 3), 211);
-}
-
-#[test]
-fn isir_is_unbiased_on_ppca() {
-    check_ppca(cfg(ChainKernel::Isir, K, 1, 4, 2), 212);
-}
-
-#[test]
-fn disir_is_unbiased_on_ppca() {
-    check_ppca(cfg(ChainKernel::Disir, K, 0, 0, 1), 213);
+test_table! {
+    pimh_is_unbiased_on_the_toy: check_toy(cfg(ChainKernel::Pimh, K, 1, 4, 1), 201);
+    isir_is_unbiased_on_the_toy: check_toy(cfg(ChainKernel::Isir, K, 0, 0, 1), 202);
+    disir_is_unbiased_on_the_toy: check_toy(cfg(ChainKernel::Disir, K, 1, 4, 2), 203);
+    pimh_is_unbiased_on_ppca: check_ppca(cfg(ChainKernel::Pimh, K, 0, 2, 3), 211);
+    isir_is_unbiased_on_ppca: check_ppca(cfg(ChainKernel::Isir, K, 1, 4, 2), 212);
+    disir_is_unbiased_on_ppca: check_ppca(cfg(ChainKernel::Disir, K, 0, 0, 1), 213);
 }
 
 // ---------------------------------------------------------------- cap and meeting times
@@ -341,7 +222,7 @@ fn disir_is_unbiased_on_ppca() {
 fn iteration_cap_is_reported() {
     // Deterministic: with max_iters = 1 no coupled step can happen (L = 1), so every run is
     // capped, reports tau as the cap and still returns a (truncated) estimate.
-    let (t, x) = toy();
+    let Exact { model: t, x, .. } = toy();
     let mut rng = ChaCha8Rng::seed_from_u64(301);
     for kernel in ChainKernel::ALL {
         let c = CouplingConfig {
@@ -385,19 +266,12 @@ fn iteration_cap_is_reported() {
 /// meeting probability per step is at least ISIR's.
 #[test]
 fn meeting_times_are_sane() {
-    let (t, x) = toy();
+    let toy = toy();
     let reps = 3200;
     let mut means = Vec::new();
     for (i, kk) in [2usize, 10, 100].into_iter().enumerate() {
-        let c = Check::run(
-            "toy",
-            &t,
-            &x,
-            Est::Coupled(cfg(ChainKernel::Pimh, kk, 0, 0, 1)),
-            reps,
-            400 + i as u64,
-        );
-        let s = c.meeting_stats();
+        let est = Est::Coupled(cfg(ChainKernel::Pimh, kk, 0, 0, 1));
+        let s = check(&toy, est, reps, 400 + i as u64).extra.meeting_stats();
         assert_eq!(s.capped, 0);
         assert_eq!(s.min, 2, "tau >= L + 1 = 2");
         assert!(s.survival.windows(2).all(|w| w[1] <= w[0]));
@@ -412,24 +286,14 @@ fn meeting_times_are_sane() {
     }
     println!("PIMH mean meeting time for K = 2, 10, 100: {means:?}");
     assert!(means[0] > means[1] && means[1] > means[2], "{means:?}");
-    let isir = Check::run(
-        "toy",
-        &t,
-        &x,
-        Est::Coupled(cfg(ChainKernel::Isir, K, 0, 0, 1)),
-        reps,
-        410,
-    )
-    .meeting_stats();
-    let disir = Check::run(
-        "toy",
-        &t,
-        &x,
-        Est::Coupled(cfg(ChainKernel::Disir, K, 0, 0, 1)),
-        reps,
-        411,
-    )
-    .meeting_stats();
+    let meeting = |kernel, seed| {
+        let est = Est::Coupled(cfg(kernel, K, 0, 0, 1));
+        check(&toy, est, reps, seed).extra.meeting_stats()
+    };
+    let (isir, disir) = (
+        meeting(ChainKernel::Isir, 410),
+        meeting(ChainKernel::Disir, 411),
+    );
     // Standard error of the difference of means ~ sqrt(sd1^2 + sd2^2) / sqrt(reps) ~ 0.03.
     assert!(
         disir.mean < isir.mean,

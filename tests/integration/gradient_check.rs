@@ -23,6 +23,7 @@
 //! L_n(l) = logsumexp(l) - ln n, J = n L_n - (n-1) mean_i L_{n-1}^(-i), w = softmax(l).
 //! Every surrogate is averaged over the batch, like the backend's gradient.
 
+use std::ops::Range;
 use std::time::Instant;
 
 use rand::{Rng, SeedableRng};
@@ -32,6 +33,8 @@ use unbiased_vae::backend::{Backend, Noise};
 use unbiased_vae::estimators::{Estimator, EstimatorKind};
 use unbiased_vae::model::{reference, Arch, Layout, Params};
 use unbiased_vae::rng::{self, Stream};
+
+use crate::common::arch;
 
 /// Samples per datapoint (JVI needs n >= 2).
 pub(crate) const N: usize = 4;
@@ -73,13 +76,7 @@ pub(crate) struct Fixture {
 
 impl Fixture {
     pub(crate) fn new() -> Fixture {
-        Fixture::from_arch(Arch {
-            x_dim: 7,
-            hidden: vec![5, 4],
-            z_dim: 3,
-            likelihood: Default::default(),
-            top: None,
-        })
+        Fixture::from_arch(arch(7, &[5, 4], 3))
     }
 
     /// The fixture's problem on `arch` (x_dim 7); a two-layer model's q(z2 | z1) is narrowed
@@ -456,16 +453,75 @@ pub(crate) fn compare(label: &str, layout: &Layout, got: &[f32], want: &[f64]) -
     cmp
 }
 
-#[test]
-fn backend_log_weights_match_reference() {
-    let f = Fixture::new();
+/// A model the checks run on: its fixture, its networks and the bounds that differ between
+/// models.
+pub(crate) struct Model {
+    /// What the check's lines and messages start with.
+    pub(crate) label: &'static str,
+    pub(crate) fixture: Fixture,
+    /// (name, flat range) of every network, in layout order.
+    pub(crate) networks: Vec<(&'static str, Range<usize>)>,
+    /// Every network's largest |finite-difference gradient| must exceed it (else the check
+    /// could not fail there).
+    pub(crate) min_fd: f64,
+    /// Every softmax weight must exceed it (no sample negligible).
+    pub(crate) min_weight: f64,
+}
+
+/// The one-stochastic-layer fixture: an encoder and a decoder.
+fn one_layer() -> Model {
+    let fixture = Fixture::new();
+    let el = fixture.layout.encoder_len;
+    let len = fixture.layout.len;
+    Model {
+        label: "",
+        networks: vec![("encoder", 0..el), ("decoder", el..len)],
+        fixture,
+        min_fd: 1e-2,
+        min_weight: 0.02,
+    }
+}
+
+/// The three checks of `model` as tests with the given names: the backend's log-weights
+/// against the reference, every fixed-size estimator's gradient against finite differences,
+/// and mis-routed coefficients failing the check.
+macro_rules! gradient_checks {
+    ($model:expr, $log_weights:ident, $every_estimator:ident, $wrong_routing:ident) => {
+        #[test]
+        fn $log_weights() {
+            $crate::gradient_check::check_log_weights(&$model);
+        }
+
+        #[test]
+        fn $every_estimator() {
+            $crate::gradient_check::check_every_estimator(&$model);
+        }
+
+        #[test]
+        fn $wrong_routing() {
+            $crate::gradient_check::check_wrong_routing(&$model);
+        }
+    };
+}
+pub(crate) use gradient_checks;
+
+gradient_checks!(
+    one_layer(),
+    backend_log_weights_match_reference,
+    every_estimator_matches_finite_differences,
+    wrong_routing_fails_the_check
+);
+
+/// The backend's log-weights against the reference, and spread enough for the checks.
+pub(crate) fn check_log_weights(m: &Model) {
+    let f = &m.fixture;
     let mut be = f.backend();
     let lw = be
         .forward(&f.x, f.batch, N, &f.noise)
         .expect("forward")
         .to_vec();
     let p = f.params64();
-    let want: Vec<f64> = ref_log_weights(&f, &f.eps(), &p, &p, &p)
+    let want: Vec<f64> = ref_log_weights(f, &f.eps(), &p, &p, &p)
         .into_iter()
         .flatten()
         .collect();
@@ -477,7 +533,10 @@ fn backend_log_weights_match_reference() {
         .map(|(i, (&g, &w))| (i, f64::from(g), w, (f64::from(g) - w).abs()))
         .collect();
     rows.sort_by(|x, y| y.3.total_cmp(&x.3));
-    println!("log-weights, tol {LW_ATOL:e} + {LW_RTOL:e} |l|; worst pairs:");
+    println!(
+        "{}log-weights, tol {LW_ATOL:e} + {LW_RTOL:e} |l|; worst pairs:",
+        m.label
+    );
     for &(i, g, w, err) in rows.iter().take(5) {
         println!(
             "    datapoint {} sample {}: backend {g:.7} reference {w:.7} |err| {err:.3e}",
@@ -495,27 +554,31 @@ fn backend_log_weights_match_reference() {
     for l in want.chunks(N) {
         let w = softmax(l);
         println!("    softmax weights {w:.4?}");
-        assert!(w.iter().all(|&v| v > 0.02 && v < 0.9), "weights {w:?}");
+        assert!(
+            w.iter().all(|&v| v > m.min_weight && v < 0.9),
+            "weights {w:?}"
+        );
     }
 }
 
-#[test]
-fn every_estimator_matches_finite_differences() {
-    let f = Fixture::new();
+/// Every fixed-size estimator's gradient against finite differences of its surrogate.
+pub(crate) fn check_every_estimator(m: &Model) {
+    let f = &m.fixture;
     let mut failed = Vec::new();
     let start = Instant::now();
     for kind in EstimatorKind::ALL {
         assert!(N >= kind.min_samples());
-        let got = backend_gradient(&f, kind, ALPHA, as_is);
-        let want = finite_difference_gradient(&f, kind, ALPHA);
-        let c = compare(&format!("{kind}"), &f.layout, &got, &want);
-        // The check can fail: both halves of the reference gradient are clearly non-zero.
-        assert!(
-            c.max_fd.0 > 1e-2 && c.max_fd.1 > 1e-2,
-            "{kind}: finite-difference gradient ~0 (enc {:e}, dec {:e})",
-            c.max_fd.0,
-            c.max_fd.1
-        );
+        let got = backend_gradient(f, kind, ALPHA, as_is);
+        let want = finite_difference_gradient(f, kind, ALPHA);
+        let c = compare(&format!("{}{kind}", m.label), &f.layout, &got, &want);
+        // The check can fail: every network's reference gradient is clearly non-zero.
+        for (name, r) in &m.networks {
+            let max = want[r.clone()].iter().fold(0.0f64, |a, v| a.max(v.abs()));
+            assert!(
+                max > m.min_fd,
+                "{kind}: finite-difference gradient of the {name} ~0 ({max:e})"
+            );
+        }
         if c.failures > 0 {
             failed.push(format!(
                 "{kind} ({} outside, worst err/tol {:.2})",
@@ -524,46 +587,46 @@ fn every_estimator_matches_finite_differences() {
         }
     }
     println!("all estimators: {:.2?}", start.elapsed());
-    assert!(failed.is_empty(), "gradient check failed for {failed:?}");
+    assert!(
+        failed.is_empty(),
+        "{}gradient check failed for {failed:?}",
+        m.label
+    );
 }
 
-#[test]
-fn wrong_routing_fails_the_check() {
-    let f = Fixture::new();
+/// Mis-routed coefficients fail the check, on the networks they reach only.
+pub(crate) fn check_wrong_routing(m: &Model) {
+    let f = &m.fixture;
     // IWAE-DReG with path and score coefficients swapped: b = 0, c = w^2.
     let swapped: Route = |a, b, c| (a, c, b);
     // IWAE-DReG with the decoder given the path weights: a = w^2.
     let decoder_wrong: Route = |_, b, c| (b.clone(), b, c);
     // RWS with the score sign flipped (descent instead of ascent on log q).
     let score_sign: Route = |a, b, c| (a, b, c.into_iter().map(|v| -v).collect());
-    for (label, kind, route, enc_should_fail, dec_should_fail) in [
-        (
-            "iwae-dreg b<->c",
-            EstimatorKind::IwaeDreg,
-            swapped,
-            true,
-            false,
-        ),
+    // (label, estimator, route, fails on the encoders (else on the decoders))
+    for (label, kind, route, on_encoders) in [
+        ("iwae-dreg b<->c", EstimatorKind::IwaeDreg, swapped, true),
         (
             "iwae-dreg a=w^2",
             EstimatorKind::IwaeDreg,
             decoder_wrong,
             false,
-            true,
         ),
-        ("rws -c", EstimatorKind::Rws, score_sign, true, false),
+        ("rws -c", EstimatorKind::Rws, score_sign, true),
     ] {
-        let got = backend_gradient(&f, kind, ALPHA, route);
-        let want = finite_difference_gradient(&f, kind, ALPHA);
-        let el = f.layout.encoder_len;
+        let got = backend_gradient(f, kind, ALPHA, route);
+        let want = finite_difference_gradient(f, kind, ALPHA);
+        let label = format!("{}{label}", m.label);
         let c = compare(&format!("{label} (must fail)"), &f.layout, &got, &want);
         assert!(c.failures > 0, "{label}: a wrong routing passed the check");
-        // And it fails where it should, while the untouched half still passes.
-        let fails = |r: std::ops::Range<usize>| {
+        // And it fails where it should, while the untouched networks still pass.
+        let fails = |r: Range<usize>| {
             r.into_iter()
                 .any(|i| (f64::from(got[i]) - want[i]).abs() > ATOL + RTOL * want[i].abs())
         };
-        assert_eq!(fails(0..el), enc_should_fail, "{label}: encoder");
-        assert_eq!(fails(el..f.layout.len), dec_should_fail, "{label}: decoder");
+        for (name, r) in &m.networks {
+            let encoder = r.start < f.layout.encoder_len;
+            assert_eq!(fails(r.clone()), encoder == on_encoders, "{label}: {name}");
+        }
     }
 }

@@ -34,15 +34,14 @@
 //! (`SumoTail::new(10_000, 0.9)`, `E[K] ~ 8.8`), whose variance is finite in practice; the
 //! default tail is checked too, with the power ratio printed but not asserted.
 
-use std::time::Instant;
-
 use rand_chacha::ChaCha8Rng;
 use unbiased_vae::estimators::mlmc::{p_range_warning, Mlmc, MlmcTarget, MlmcVariant};
 use unbiased_vae::estimators::sumo::{sumo_coefficients_with, SumoTail};
 use unbiased_vae::estimators::{iwae_bound, softmax_into};
 use unbiased_vae::exact::{combine, draw_samples, ExactModel};
 
-use crate::common::mc::{self, max_abs, ppca, toy, Merge, Welford, MIN_POWER, Z_MAX};
+use crate::common::mc::{max_abs, ppca, toy, Check, Exact, Extra, Z_MAX};
+use crate::common::test_table;
 
 /// Replications for the MLMC checks and IWAE references.
 const R: usize = 64_000;
@@ -52,6 +51,11 @@ const R_SUMO: usize = 128_000;
 /// SUMO's tail with the heavy part extended to `k < 10000` (see the module docs).
 fn long_heavy_tail() -> SumoTail {
     SumoTail::new(10_000, 0.9).unwrap()
+}
+
+/// SUMO with base 1 and [`long_heavy_tail`].
+fn heavy_sumo() -> Est {
+    Est::Sumo(1, long_heavy_tail())
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -117,258 +121,90 @@ impl Est {
     }
 }
 
-/// Running mean and sum of squared deviations per coordinate (Welford / Chan et al.).
-#[derive(Clone, Debug)]
-struct Moments {
-    stats: Welford,
-    samples: f64,
-    max_samples: usize,
+/// The samples the estimator used, over the replications.
+#[derive(Default)]
+struct Samples {
+    total: f64,
+    max: usize,
 }
 
-/// Reads of n, mean, m2 and se() go to the shared running moments.
-impl std::ops::Deref for Moments {
-    type Target = Welford;
-    fn deref(&self) -> &Welford {
-        &self.stats
-    }
-}
-
-impl Moments {
-    fn new(d: usize) -> Self {
-        Moments {
-            stats: Welford::new(d),
-            samples: 0.0,
-            max_samples: 0,
-        }
+impl Extra for Samples {
+    fn merge(&mut self, o: &Self) {
+        self.total += o.total;
+        self.max = self.max.max(o.max);
     }
 
-    fn push(&mut self, v: &[f64]) {
-        self.stats.push(v);
+    fn report(&self, reps: usize) -> String {
+        let mean = self.total / reps as f64;
+        format!("mean samples/rep = {mean:.2} (max {})", self.max)
     }
 }
 
-impl Merge for Moments {
-    fn merge(&mut self, o: &Moments) {
-        self.stats.merge(&o.stats);
-        self.samples += o.samples;
-        self.max_samples = self.max_samples.max(o.max_samples);
-    }
+/// `reps` replications of `est` against the exact gradient (coordinates `0..d`) and the exact
+/// `log p(x)` (coordinate `d`).
+fn check<M: ExactModel + Sync>(on: &Exact<M>, est: Est, reps: usize, seed: u64) -> Check<Samples> {
+    let label = format!("{} {est:?}", on.label);
+    let grad = on.model.theta_len();
+    Check::<Samples>::run(label, on.values(true), grad, reps, seed, |mo, s, rng| {
+        let (val, mut v, n) = est.draw(&on.model, &on.x, rng);
+        v.push(val);
+        mo.push(&v);
+        s.total += n as f64;
+        s.max = s.max.max(n);
+    })
 }
 
-/// The outcome of `R` replications against the exact gradient (coordinates `0..d`) and the
-/// exact `log p(x)` (coordinate `d`).
-struct Check {
-    label: String,
-    moments: Moments,
-    exact: Vec<f64>,
-}
-
-impl Check {
-    fn run<M: ExactModel + Sync>(
-        label: &str,
-        model: &M,
-        x: &[f64],
-        est: Est,
-        reps: usize,
-        seed: u64,
-    ) -> Check {
-        let t = Instant::now();
-        let d = model.theta_len() + 1;
-        let moments = mc::replicate(
-            reps,
-            seed,
-            || Moments::new(d),
-            |mo, rng| {
-                // The gradient in coordinates 0..d - 1, the value in d - 1.
-                let (val, mut v, n) = est.draw(model, x, rng);
-                v.push(val);
-                mo.push(&v);
-                mo.samples += n as f64;
-                mo.max_samples = mo.max_samples.max(n);
-            },
-        );
-        let mut exact = model.exact_grad_theta(x);
-        exact.push(model.exact_log_px(x));
-        let check = Check {
-            label: format!("{label} {est:?}"),
-            moments,
-            exact,
-        };
-        check.print(t.elapsed().as_secs_f64());
-        check
+/// IWAE(2) (seed `seed`) and `est` (seed `seed + 1`, `reps` replications) on `on`: the check
+/// of `est` passes, and is powered against IWAE(2)'s bias (`powered`) or prints its power
+/// ratio.
+fn passes<M: ExactModel + Sync>(on: Exact<M>, est: Est, reps: usize, seed: u64, powered: bool) {
+    let iwae2 = check(&on, Est::Iwae(2), R, seed);
+    let c = check(&on, est, reps, seed + 1);
+    if powered {
+        c.assert_powered(&iwae2);
+    } else {
+        let r = c.power_ratio(&iwae2);
+        println!("  power ratio vs IWAE(2) bias = {r:.2} (not asserted)");
     }
-
-    fn d(&self) -> usize {
-        self.exact.len() - 1
-    }
-
-    fn z(&self) -> Vec<f64> {
-        self.moments.z(&self.exact)
-    }
-
-    /// Largest |z| over the gradient coordinates.
-    fn max_abs_z_grad(&self) -> f64 {
-        max_abs(&self.z()[..self.d()])
-    }
-
-    fn max_abs_z(&self) -> f64 {
-        max_abs(&self.z())
-    }
-
-    fn max_se_grad(&self) -> f64 {
-        self.moments.max_se(self.d())
-    }
-
-    /// `max_i |bias_i of reference| / SE_i of self` over the gradient coordinates.
-    fn power_ratio(&self, biased: &Check) -> f64 {
-        self.moments
-            .power_ratio(&biased.moments, &biased.exact, self.d())
-    }
-
-    fn print(&self, secs: f64) {
-        let z = self.z();
-        let zs: Vec<String> = z.iter().map(|v| format!("{v:.2}")).collect();
-        println!(
-            "{}: R = {}, mean samples/rep = {:.2} (max {}), {secs:.2} s\n  max |z| (gradient) = {:.2}, z(value) = {:.2}, max SE (gradient) = {:.3e}, SE(value) = {:.3e}\n  z = [{}]",
-            self.label,
-            self.moments.n,
-            self.moments.samples / self.moments.n,
-            self.moments.max_samples,
-            self.max_abs_z_grad(),
-            z[self.d()],
-            self.max_se_grad(),
-            self.moments.se(self.d()),
-            zs.join(", ")
-        );
-    }
-
-    fn assert_unbiased(&self) {
-        let z = self.max_abs_z();
-        assert!(
-            z < Z_MAX,
-            "{}: max |z| = {z:.2} >= {Z_MAX}: mean differs from the exact gradient / log p(x)",
-            self.label
-        );
-    }
-
-    fn assert_powered(&self, iwae2: &Check) {
-        let r = self.power_ratio(iwae2);
-        println!("  power ratio vs IWAE(2) bias = {r:.1}");
-        assert!(
-            r >= MIN_POWER,
-            "{}: power ratio {r:.1} < {MIN_POWER}: the check could miss a bias of IWAE(2)'s size",
-            self.label
-        );
-    }
+    c.assert_unbiased();
 }
 
 fn mlmc(variant: MlmcVariant, i0: u32, cap: Option<u32>) -> Mlmc {
     Mlmc::new(variant, 0.6, i0, cap).unwrap()
 }
 
+/// Uncapped single-sample MLMC from level `i0`.
+fn ss(i0: u32) -> Est {
+    Est::Mlmc(mlmc(MlmcVariant::SingleSample, i0, None))
+}
+
+/// Uncapped Russian-roulette MLMC from level `i0`.
+fn rr(i0: u32) -> Est {
+    Est::Mlmc(mlmc(MlmcVariant::RussianRoulette, i0, None))
+}
+
 // ---------------------------------------------------------------- the check can fail
 
 #[test]
 fn iwae_k2_fails_the_check_on_both_models() {
-    let (t, tx) = toy();
-    let c = Check::run("toy", &t, &tx, Est::Iwae(2), R, 101);
-    assert!(
-        c.max_abs_z_grad() > Z_MAX,
-        "IWAE(2)'s gradient bias went undetected on the toy (max |z| = {:.2})",
-        c.max_abs_z_grad()
-    );
-    let (p, px) = ppca();
-    let c = Check::run("ppca", &p, &px, Est::Iwae(2), R, 102);
-    assert!(
-        c.max_abs_z_grad() > Z_MAX,
-        "IWAE(2)'s gradient bias went undetected on PPCA (max |z| = {:.2})",
-        c.max_abs_z_grad()
-    );
+    check(&toy(), Est::Iwae(2), R, 101).assert_detects_bias("IWAE(2) on the toy");
+    check(&ppca(), Est::Iwae(2), R, 102).assert_detects_bias("IWAE(2) on PPCA");
 }
 
 #[test]
 fn sumo_with_design_literal_indices_is_biased() {
     // E = log p(x) - (E[L_{m+1}] - E[L_m]): with m = 1 the bias is grad(L_2 - L_1).
-    let (t, tx) = toy();
-    let c = Check::run(
-        "toy",
-        &t,
-        &tx,
-        Est::SumoLiteral(1, long_heavy_tail()),
-        R_SUMO,
-        103,
-    );
-    assert!(
-        c.max_abs_z_grad() > Z_MAX,
-        "SUMO with Delta_j = L_(m+j+1) - L_(m+j) was not detected as biased (max |z| = {:.2})",
-        c.max_abs_z_grad()
-    );
+    let est = Est::SumoLiteral(1, long_heavy_tail());
+    check(&toy(), est, R_SUMO, 103).assert_detects_bias("SUMO with Delta_j = L_(m+j+1) - L_(m+j)");
 }
 
 // ---------------------------------------------------------------- MLMC
 
-#[test]
-fn mlmc_ss_is_unbiased_on_the_toy() {
-    let (t, x) = toy();
-    let iwae2 = Check::run("toy", &t, &x, Est::Iwae(2), R, 201);
-    let c = Check::run(
-        "toy",
-        &t,
-        &x,
-        Est::Mlmc(mlmc(MlmcVariant::SingleSample, 1, None)),
-        R,
-        202,
-    );
-    c.assert_powered(&iwae2);
-    c.assert_unbiased();
-}
-
-#[test]
-fn mlmc_rr_is_unbiased_on_the_toy() {
-    let (t, x) = toy();
-    let iwae2 = Check::run("toy", &t, &x, Est::Iwae(2), R, 211);
-    let c = Check::run(
-        "toy",
-        &t,
-        &x,
-        Est::Mlmc(mlmc(MlmcVariant::RussianRoulette, 0, None)),
-        R,
-        212,
-    );
-    c.assert_powered(&iwae2);
-    c.assert_unbiased();
-}
-
-#[test]
-fn mlmc_ss_is_unbiased_on_ppca() {
-    let (p, x) = ppca();
-    let iwae2 = Check::run("ppca", &p, &x, Est::Iwae(2), R, 221);
-    let c = Check::run(
-        "ppca",
-        &p,
-        &x,
-        Est::Mlmc(mlmc(MlmcVariant::SingleSample, 0, None)),
-        R,
-        222,
-    );
-    c.assert_powered(&iwae2);
-    c.assert_unbiased();
-}
-
-#[test]
-fn mlmc_rr_is_unbiased_on_ppca() {
-    let (p, x) = ppca();
-    let iwae2 = Check::run("ppca", &p, &x, Est::Iwae(2), R, 231);
-    let c = Check::run(
-        "ppca",
-        &p,
-        &x,
-        Est::Mlmc(mlmc(MlmcVariant::RussianRoulette, 1, None)),
-        R,
-        232,
-    );
-    c.assert_powered(&iwae2);
-    c.assert_unbiased();
+test_table! {
+    mlmc_ss_is_unbiased_on_the_toy: passes(toy(), ss(1), R, 201, true);
+    mlmc_rr_is_unbiased_on_the_toy: passes(toy(), rr(0), R, 211, true);
+    mlmc_ss_is_unbiased_on_ppca: passes(ppca(), ss(0), R, 221, true);
+    mlmc_rr_is_unbiased_on_ppca: passes(ppca(), rr(1), R, 231, true);
 }
 
 /// A capped level makes the target `E[L_M]`, `M = 2^(cap+I0+1)`, not `log p(x)`: the capped
@@ -376,8 +212,11 @@ fn mlmc_rr_is_unbiased_on_ppca() {
 /// the check against the exact gradient.
 #[test]
 fn capped_mlmc_targets_the_capped_bound() {
-    let (t, x) = toy();
-    let iwae4 = Check::run("toy", &t, &x, Est::Iwae(4), R, 301);
+    let iwae4 = check(&toy(), Est::Iwae(4), R, 301);
+    let capped = Exact {
+        label: "toy capped",
+        ..toy()
+    };
     for (variant, seed) in [
         (MlmcVariant::SingleSample, 302),
         (MlmcVariant::RussianRoulette, 303),
@@ -392,11 +231,8 @@ fn capped_mlmc_targets_the_capped_bound() {
         );
         assert_eq!(e.warnings(2.0), vec![desc]);
 
-        let c = Check::run("toy capped", &t, &x, Est::Mlmc(e), R, seed);
-        let d = c.d() + 1;
-        let z2: Vec<f64> = (0..d)
-            .map(|i| c.moments.z_against(&iwae4.moments, i))
-            .collect();
+        let c = check(&capped, Est::Mlmc(e), R, seed);
+        let z2 = c.z_against(&iwae4);
         let zmax = max_abs(&z2);
         println!(
             "  capped {variant:?} vs IWAE(4): max |z| = {zmax:.2}, z = [{}]",
@@ -409,11 +245,7 @@ fn capped_mlmc_targets_the_capped_bound() {
             zmax < Z_MAX,
             "capped {variant:?} does not match IWAE(4): max |z| = {zmax:.2}"
         );
-        assert!(
-            c.max_abs_z_grad() > Z_MAX,
-            "capped {variant:?} should be measurably biased for grad log p(x) (max |z| = {:.2})",
-            c.max_abs_z_grad()
-        );
+        c.assert_detects_bias(&format!("capped {variant:?} for grad log p(x)"));
     }
 }
 
@@ -443,51 +275,17 @@ fn mlmc_p_outside_the_range_warns() {
 
 // ---------------------------------------------------------------- SUMO
 
-#[test]
-fn sumo_is_unbiased_on_the_toy() {
-    let (t, x) = toy();
-    let iwae2 = Check::run("toy", &t, &x, Est::Iwae(2), R, 401);
-    let c = Check::run("toy", &t, &x, Est::Sumo(1, long_heavy_tail()), R_SUMO, 402);
-    c.assert_powered(&iwae2);
-    c.assert_unbiased();
-}
-
-#[test]
-fn sumo_is_unbiased_on_ppca() {
-    let (p, x) = ppca();
-    let iwae2 = Check::run("ppca", &p, &x, Est::Iwae(2), R, 411);
-    let c = Check::run("ppca", &p, &x, Est::Sumo(1, long_heavy_tail()), R_SUMO, 412);
-    c.assert_powered(&iwae2);
-    c.assert_unbiased();
+test_table! {
+    sumo_is_unbiased_on_the_toy: passes(toy(), heavy_sumo(), R_SUMO, 401, true);
+    sumo_is_unbiased_on_ppca: passes(ppca(), heavy_sumo(), R_SUMO, 411, true);
 }
 
 /// docs/design.md's default tail: infinite variance, so this check passes but has (almost) no
 /// power; the power ratio is printed, not asserted.
 #[test]
 fn sumo_default_tail_passes_without_power() {
-    let (t, x) = toy();
-    let iwae2 = Check::run("toy", &t, &x, Est::Iwae(2), R, 421);
-    let c = Check::run("toy", &t, &x, Est::Sumo(1, SumoTail::DEFAULT), R_SUMO, 422);
-    println!(
-        "  power ratio vs IWAE(2) bias = {:.2} (not asserted)",
-        c.power_ratio(&iwae2)
-    );
-    c.assert_unbiased();
-    let (p, px) = ppca();
-    let iwae2 = Check::run("ppca", &p, &px, Est::Iwae(2), R, 431);
-    let c = Check::run(
-        "ppca",
-        &p,
-        &px,
-        Est::Sumo(1, SumoTail::DEFAULT),
-        R_SUMO,
-        432,
-    );
-    println!(
-        "  power ratio vs IWAE(2) bias = {:.2} (not asserted)",
-        c.power_ratio(&iwae2)
-    );
-    c.assert_unbiased();
+    passes(toy(), Est::Sumo(1, SumoTail::DEFAULT), R_SUMO, 421, false);
+    passes(ppca(), Est::Sumo(1, SumoTail::DEFAULT), R_SUMO, 431, false);
 }
 
 /// Diagnostic (slow, `--ignored`): the default tail's SE and power across seeds on the toy,
@@ -495,17 +293,10 @@ fn sumo_default_tail_passes_without_power() {
 #[test]
 #[ignore]
 fn sumo_default_tail_across_seeds() {
-    let (t, x) = toy();
-    let iwae2 = Check::run("toy", &t, &x, Est::Iwae(2), R, 441);
+    let toy = toy();
+    let iwae2 = check(&toy, Est::Iwae(2), R, 441);
     for seed in 0..8 {
-        let c = Check::run(
-            "toy",
-            &t,
-            &x,
-            Est::Sumo(1, SumoTail::DEFAULT),
-            R_SUMO,
-            500 + seed,
-        );
+        let c = check(&toy, Est::Sumo(1, SumoTail::DEFAULT), R_SUMO, 500 + seed);
         println!(
             "  seed {seed}: power ratio vs IWAE(2) bias = {:.2}",
             c.power_ratio(&iwae2)

@@ -1,15 +1,17 @@
 //! Shared by the integration tests: the CLI helpers ([`cli`]), the Monte-Carlo check harness
-//! ([`mc`]), and the backends under test ([`have_gpu`], [`backends`]).
+//! ([`mc`]), the backends under test ([`have_gpu`], [`backends`], [`on_cpu_and_gpu`]) and the
+//! small models the backend tests step ([`arch`], [`tiny`]).
 
 pub mod cli;
 pub mod mc;
 
 use std::fmt;
 
+use unbiased_vae::apps::check::ParityReport;
 use unbiased_vae::backend::cpu::CpuBackend;
 use unbiased_vae::backend::gpu::{AdapterChoice, GpuBackend};
 use unbiased_vae::backend::Backend;
-use unbiased_vae::model::Layout;
+use unbiased_vae::model::{Arch, Layout, Params, TopLayer};
 
 /// True when wgpu sees a GPU adapter. Without one the caller skips, except in CI
 /// (CI=true or 1), where a missing adapter fails the test: CI installs lavapipe.
@@ -103,3 +105,71 @@ pub fn backends() -> Vec<TestBackend> {
     }
     b
 }
+
+/// Runs `body` on the CPU and then on the GPU, for a test that compares the two: both results,
+/// or None (skipped, before anything runs) without a GPU adapter, except under CI=true, where
+/// [`have_gpu`] fails the test.
+pub fn on_cpu_and_gpu<T>(mut body: impl FnMut(TestBackend) -> T) -> Option<(T, T)> {
+    if !have_gpu() {
+        return None;
+    }
+    Some((body(TestBackend::Cpu), body(TestBackend::Gpu)))
+}
+
+/// A Bernoulli model x_dim -> hidden... -> z_dim (and mirrored back).
+pub fn arch(x_dim: usize, hidden: &[usize], z_dim: usize) -> Arch {
+    Arch {
+        x_dim,
+        hidden: hidden.to_vec(),
+        z_dim,
+        likelihood: Default::default(),
+        top: None,
+    }
+}
+
+/// [`arch`] with a second stochastic layer z_dim -> hidden2... -> z2.
+pub fn arch2(x_dim: usize, hidden: &[usize], z_dim: usize, hidden2: &[usize], z2: usize) -> Arch {
+    Arch {
+        top: Some(TopLayer {
+            hidden: hidden2.to_vec(),
+            z_dim: z2,
+        }),
+        ..arch(x_dim, hidden, z_dim)
+    }
+}
+
+/// A model on 30 binary pixels (`arch.x_dim` is 30; seed 3, output bias from a mean of 0.2 to
+/// 0.78) and a minibatch of `batch` fixed images for it.
+pub fn tiny(arch: &Arch, batch: usize) -> (Params, Vec<f32>) {
+    assert_eq!(arch.x_dim, 30);
+    let mean: Vec<f32> = (0..30).map(|j| 0.2 + 0.02 * j as f32).collect();
+    let x = (0..batch * 30)
+        .map(|i| ((i * 7) % 3 == 0) as u8 as f32)
+        .collect();
+    (Params::init(arch, 3, Some(&mean)), x)
+}
+
+/// How many times a parity run dispatched `kernel`.
+pub fn dispatches(report: &ParityReport, kernel: &str) -> usize {
+    report
+        .kernels
+        .iter()
+        .find(|(k, _)| k == kernel)
+        .map_or(0, |(_, n)| *n)
+}
+
+/// Tests that differ in their arguments only, one a line: `name: expression;` declares
+/// `#[test] fn name() { expression; }`; attributes and doc comments before a line go to its
+/// test.
+macro_rules! test_table {
+    ($($(#[$attr:meta])* $name:ident: $body:expr;)+) => {
+        $(
+            $(#[$attr])*
+            #[test]
+            fn $name() {
+                $body;
+            }
+        )+
+    };
+}
+pub(crate) use test_table;
