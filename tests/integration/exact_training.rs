@@ -15,7 +15,7 @@ use unbiased_vae::optim::{AdamConfig, Schedule};
 use unbiased_vae::rng::{self, Stream};
 use unbiased_vae::train;
 
-use crate::common::{backends, have_gpu};
+use crate::common::{backends, on_cpu_and_gpu, TestBackend};
 
 const NOISE: Noise = Noise {
     seed: 42,
@@ -275,21 +275,16 @@ fn toy_iwae_training_on_the_cpu_reaches_the_optimum() {
 /// log p(x) per epoch within 1e-4 nats and mu within 1e-3 (f32 sums in a different order).
 #[test]
 fn toy_iwae_training_on_the_gpu_agrees_with_the_cpu() {
-    if !have_gpu() {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
-    let mut runs = Vec::new();
-    for backend in [BackendChoice::Cpu, BackendChoice::Gpu] {
-        let cfg = toy_config(
-            backend,
-            2,
-            Some(256),
-            dir.path().join(format!("{backend:?}")),
-        );
-        runs.push(train::train(&cfg, |_| {}).unwrap());
-    }
-    let (c, g) = (&runs[0], &runs[1]);
+    let runs = on_cpu_and_gpu(|b| {
+        let choice = match b {
+            TestBackend::Cpu => BackendChoice::Cpu,
+            TestBackend::Gpu => BackendChoice::Gpu,
+        };
+        let cfg = toy_config(choice, 2, Some(256), dir.path().join(b.name()));
+        train::train(&cfg, |_| {}).unwrap()
+    });
+    let Some((c, g)) = &runs else { return };
     for (mc, mg) in c.epochs.iter().zip(&g.epochs) {
         let (ec, eg) = (mc.exact_log_px.unwrap(), mg.exact_log_px.unwrap());
         println!("epoch {}: exact log p(x) cpu {ec:.6} gpu {eg:.6}", mc.epoch);

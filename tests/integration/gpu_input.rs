@@ -13,12 +13,12 @@ use unbiased_vae::backend::gpu::GpuBackend;
 use unbiased_vae::backend::{Backend, ImageUpload, Minibatch, Noise};
 use unbiased_vae::data::{self, idx::Images, Dataset};
 use unbiased_vae::estimators::{Estimator, EstimatorKind};
-use unbiased_vae::model::{Arch, Params};
+use unbiased_vae::model::Params;
 use unbiased_vae::optim::AdamConfig;
 use unbiased_vae::rng::Stream;
 use unbiased_vae::train::{estimator_step, MinibatchFeed};
 
-use crate::common::{any_adapter, have_gpu};
+use crate::common::{any_adapter, arch, have_gpu};
 
 const BATCH: usize = 6;
 const STEPS: u32 = 4;
@@ -27,14 +27,7 @@ const STEPS: u32 = 4;
 fn setup() -> (Images, Params) {
     let ds = Dataset::load(&data::bundled_mnist_dir(), 400).expect("bundled MNIST loads");
     let images = ds.train.slice(0..600);
-    let arch = Arch {
-        x_dim: images.dim(),
-        hidden: vec![12],
-        z_dim: 4,
-        likelihood: Default::default(),
-        top: None,
-    };
-    let params = Params::init(&arch, 3, Some(&ds.train_mean()));
+    let params = Params::init(&arch(images.dim(), &[12], 4), 3, Some(&ds.train_mean()));
     (images, params)
 }
 

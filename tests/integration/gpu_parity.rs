@@ -4,9 +4,8 @@
 
 use unbiased_vae::apps::check::{self, ParityReport, ParityShape};
 use unbiased_vae::backend::gpu::AdapterChoice;
-use unbiased_vae::model::Arch;
 
-use crate::common::{any_adapter, have_gpu};
+use crate::common::{any_adapter, arch, dispatches, have_gpu};
 
 fn suite(choice: &AdapterChoice, shape: &ParityShape) -> ParityReport {
     let report = check::run_suite(choice, shape).expect("parity suite runs");
@@ -24,14 +23,6 @@ fn suite(choice: &AdapterChoice, shape: &ParityShape) -> ParityReport {
         report.device
     );
     report
-}
-
-fn dispatches(report: &ParityReport, kernel: &str) -> usize {
-    report
-        .kernels
-        .iter()
-        .find(|(k, _)| k == kernel)
-        .map_or(0, |(_, n)| *n)
 }
 
 /// Every kernel and estimator on the default tiny shape (rows 21, widths 70/33/17/10/5):
@@ -55,13 +46,7 @@ fn parity_suite_multi_tile_shape() {
     suite(
         &any_adapter(),
         &ParityShape {
-            arch: Arch {
-                x_dim: 131,
-                hidden: vec![67],
-                z_dim: 3,
-                likelihood: Default::default(),
-                top: None,
-            },
+            arch: arch(131, &[67], 3),
             batch: 5,
             n: 19,
         },
@@ -77,13 +62,7 @@ fn parity_suite_vec4_aligned_shape() {
     let report = suite(
         &any_adapter(),
         &ParityShape {
-            arch: Arch {
-                x_dim: 132,
-                hidden: vec![68, 36],
-                z_dim: 4,
-                likelihood: Default::default(),
-                top: None,
-            },
+            arch: arch(132, &[68, 36], 4),
             batch: 4,
             n: 8,
         },
@@ -95,18 +74,21 @@ fn parity_suite_vec4_aligned_shape() {
     );
 }
 
+/// Any adapter, its subgroups left unused.
+fn without_subgroups() -> AdapterChoice {
+    AdapterChoice {
+        disable_subgroups: true,
+        ..any_adapter()
+    }
+}
+
 /// The workgroup-memory fallback of the reductions, on an adapter that has subgroups too.
 #[test]
 fn parity_suite_without_subgroups() {
     if !have_gpu() {
         return;
     }
-    let choice = AdapterChoice {
-        name: None,
-        allow_software: true,
-        disable_subgroups: true,
-    };
-    let report = suite(&choice, &ParityShape::default());
+    let report = suite(&without_subgroups(), &ParityShape::default());
     assert!(
         report.device.contains("workgroup reductions"),
         "{}",

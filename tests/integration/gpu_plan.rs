@@ -6,7 +6,7 @@
 //! failure, never a skip.
 
 use unbiased_vae::apps::profile::DispatchStructure;
-use unbiased_vae::backend::gpu::{AdapterChoice, GpuBackend, GridConfig};
+use unbiased_vae::backend::gpu::{GpuBackend, GridConfig};
 use unbiased_vae::backend::DispatchInfo;
 use unbiased_vae::model::{Arch, Params};
 
@@ -23,16 +23,12 @@ use unbiased_vae::model::{Arch, Params};
 const MAX_DISPATCHES: usize = 28;
 const COMPUTE_UNITS: usize = 132;
 
-use crate::common::have_gpu;
+use crate::common::{any_adapter, arch, have_gpu};
 
 fn backend(arch: &Arch, grid: GridConfig) -> GpuBackend {
     let params = Params::init(arch, 0, None);
-    let choice = AdapterChoice {
-        name: None,
-        allow_software: true,
-        disable_subgroups: false,
-    };
-    let mut gpu = GpuBackend::new(&params.layout, &params.values, &choice).expect("GPU backend");
+    let mut gpu =
+        GpuBackend::new(&params.layout, &params.values, &any_adapter()).expect("GPU backend");
     gpu.set_grid(grid);
     gpu
 }
@@ -126,14 +122,7 @@ fn small_shapes_are_not_split() {
     if !have_gpu() {
         return;
     }
-    let arch = Arch {
-        x_dim: 70,
-        hidden: vec![33, 17],
-        z_dim: 5,
-        likelihood: Default::default(),
-        top: None,
-    };
-    let d = plan(&arch, GridConfig::default(), 3, 7);
+    let d = plan(&arch(70, &[33, 17], 5), GridConfig::default(), 3, 7);
     assert!(!d.iter().any(|x| x.kernel == "splitk_reduce"), "{d:?}");
     assert_eq!(d.iter().filter(|x| x.kernel == "column_sums").count(), 6);
 }

@@ -6,14 +6,22 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::cli::metrics_lines;
+use crate::common::{backends, have_gpu};
+
 fn uvae() -> Command {
     Command::new(env!("CARGO_BIN_EXE_uvae"))
 }
 
 /// A small CPU run that takes a few seconds: 20 steps per epoch, a save every 5 steps.
 fn small_args(out: &Path, epochs: usize) -> Vec<String> {
+    small_args_on("cpu", out, epochs)
+}
+
+/// [`small_args`] on `backend`.
+fn small_args_on(backend: &str, out: &Path, epochs: usize) -> Vec<String> {
     let s = format!(
-        "train --backend cpu --threads 2 --train-limit 400 --valid-size 100 --batch 20 --k 3 --epochs {epochs} --hidden 16 --latent 4 --val-k 4 --checkpoint-every 5 --quiet --out"
+        "train --backend {backend} --threads 2 --train-limit 400 --valid-size 100 --batch 20 --k 3 --epochs {epochs} --hidden 16 --latent 4 --val-k 4 --checkpoint-every 5 --quiet --out"
     );
     let mut v: Vec<String> = s.split_whitespace().map(String::from).collect();
     v.push(out.to_str().unwrap().to_string());
@@ -72,17 +80,13 @@ const TIMING: [&str; 2] = ["seconds", "datapoints_per_s"];
 
 /// metrics.jsonl's lines without their timing fields.
 fn metrics(dir: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-            for f in TIMING {
-                v.as_object_mut().unwrap().remove(f).expect("timing field");
-            }
-            v
-        })
-        .collect()
+    let mut lines = metrics_lines(dir);
+    for v in &mut lines {
+        for f in TIMING {
+            v.as_object_mut().unwrap().remove(f).expect("timing field");
+        }
+    }
+    lines
 }
 
 fn temps(dir: &Path) -> Vec<String> {
@@ -255,26 +259,22 @@ fn checkpoint_values(path: &Path) -> Vec<f32> {
 }
 
 /// `--lr 1e30`: the first step throws the parameters to +-1e30 and the next one's objective
-/// and gradients are NaN.
-fn nonfinite_run(backend: &str, out: &Path, extra: &[&str]) -> Output {
-    let mut a = small_args(out, 1);
-    let i = a.iter().position(|s| s == "cpu").unwrap();
-    a[i] = backend.to_string();
+/// and gradients are NaN. Returns the run's folder, in its temporary one, and its output.
+fn nonfinite_run(backend: &str, extra: &[&str]) -> (tempfile::TempDir, PathBuf, Output) {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("run");
+    let mut a = small_args_on(backend, &out, 1);
     a.extend(["--lr", "1e30"].iter().map(|s| s.to_string()));
     a.extend(extra.iter().map(|s| s.to_string()));
-    run(&a)
+    let o = run(&a);
+    (d, out, o)
 }
 
 #[test]
 fn a_nonfinite_step_stops_the_run_naming_where_and_keeps_the_checkpoint() {
-    let mut backends = vec!["cpu"];
-    if crate::common::have_gpu() {
-        backends.push("gpu");
-    }
-    for backend in backends {
-        let d = tempfile::tempdir().unwrap();
-        let out = d.path().join("run");
-        let o = nonfinite_run(backend, &out, &[]);
+    for backend in backends() {
+        let backend = backend.name();
+        let (_d, out, o) = nonfinite_run(backend, &[]);
         let t = text(&o);
         assert!(!o.status.success(), "{backend}: {t}");
         for want in [
@@ -307,14 +307,9 @@ fn a_nonfinite_step_stops_the_run_naming_where_and_keeps_the_checkpoint() {
 
 #[test]
 fn on_nonfinite_skip_counts_the_skipped_steps() {
-    let mut backends = vec!["cpu"];
-    if crate::common::have_gpu() {
-        backends.push("gpu");
-    }
-    for backend in backends {
-        let d = tempfile::tempdir().unwrap();
-        let out = d.path().join("run");
-        let o = nonfinite_run(backend, &out, &["--on-nonfinite", "skip"]);
+    for backend in backends() {
+        let backend = backend.name();
+        let (_d, out, o) = nonfinite_run(backend, &["--on-nonfinite", "skip"]);
         assert!(o.status.success(), "{backend}: {}", text(&o));
         let m = metrics(&out);
         let skipped = m[0]["nonfinite_steps"].as_u64().expect("nonfinite_steps");
@@ -326,15 +321,9 @@ fn on_nonfinite_skip_counts_the_skipped_steps() {
     }
 }
 
-/// The GPU: a run stopped after epoch 1 and resumed with `--epochs 2` (Adam's moments and
-/// step count read back and uploaded) matches an uninterrupted 2-epoch run to the parity
-/// tolerance.
 /// [`small_args`] on the GPU.
 fn gpu_args(out: &Path, epochs: usize) -> Vec<String> {
-    let mut a = small_args(out, epochs);
-    let i = a.iter().position(|s| s == "cpu").unwrap();
-    a[i] = "gpu".into();
-    a
+    small_args_on("gpu", out, epochs)
 }
 
 /// The largest `|a - b| / (1 + |a|)` over two checkpoints' values.
@@ -347,29 +336,47 @@ fn worst_relative(a: &Path, b: &Path) -> f32 {
         .fold(0.0f32, f32::max)
 }
 
+/// On the GPU: an uninterrupted 2-epoch run, and a second one that `interrupt` stops and
+/// `uvae train --resume <resume_args>` continues, end within the parity tolerance of each
+/// other. Returns (their folder, the uninterrupted run, the resumed one); None without a GPU
+/// adapter.
+fn gpu_resume_matches_whole(
+    interrupt: impl FnOnce(&Path),
+    resume_args: &[&str],
+) -> Option<(tempfile::TempDir, PathBuf, PathBuf)> {
+    if !have_gpu() {
+        return None;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let (whole, resumed) = (d.path().join("whole"), d.path().join("resumed"));
+    run_ok(&gpu_args(&whole, 2));
+    interrupt(&resumed);
+    let o = resume(&resumed, resume_args);
+    assert!(o.status.success(), "{}", text(&o));
+    let worst = worst_relative(
+        &whole.join("checkpoint.safetensors"),
+        &resumed.join("checkpoint.safetensors"),
+    );
+    eprintln!("gpu: largest relative difference {worst:e}");
+    assert!(worst < 1e-4, "worst {worst}");
+    Some((d, whole, resumed))
+}
+
 /// Mid-epoch on the GPU: killed at a save in the middle of epoch 1 (20 steps an epoch, a save
 /// every 5), resumed, the run ends within the parity tolerance of an uninterrupted one
 /// (the GPU's float sums are restored as saved, so in practice it is the same run).
 #[test]
 fn a_gpu_run_killed_mid_epoch_resumes_to_the_uninterrupted_result() {
-    if !crate::common::have_gpu() {
+    let kill = |out: &Path| {
+        let mut child = spawn_until(&gpu_args(out, 2), out, 5);
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let at = state_step(out).unwrap();
+        eprintln!("gpu: killed with the state at step {at}");
+    };
+    let Some((_d, _, killed)) = gpu_resume_matches_whole(kill, &[]) else {
         return;
-    }
-    let d = tempfile::tempdir().unwrap();
-    let (whole, killed) = (d.path().join("whole"), d.path().join("killed"));
-    run_ok(&gpu_args(&whole, 2));
-    let mut child = spawn_until(&gpu_args(&killed, 2), &killed, 5);
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-    let at = state_step(&killed).unwrap();
-    let o = resume(&killed, &[]);
-    assert!(o.status.success(), "{}", text(&o));
-    let worst = worst_relative(
-        &whole.join("checkpoint.safetensors"),
-        &killed.join("checkpoint.safetensors"),
-    );
-    eprintln!("gpu: killed with the state at step {at}; largest relative difference {worst:e}");
-    assert!(worst < 1e-4, "worst {worst}");
+    };
     assert_eq!(metrics(&killed).len(), 2);
     assert_eq!(
         temps(&killed),
@@ -378,28 +385,17 @@ fn a_gpu_run_killed_mid_epoch_resumes_to_the_uninterrupted_result() {
     );
 }
 
+/// The GPU: a run stopped after epoch 1 and resumed with `--epochs 2` (Adam's moments and
+/// step count read back and uploaded) matches an uninterrupted 2-epoch run to the parity
+/// tolerance.
 #[test]
 fn a_resumed_gpu_run_matches_an_uninterrupted_one() {
-    if !crate::common::have_gpu() {
+    let one_epoch = |out: &Path| {
+        run_ok(&gpu_args(out, 1));
+    };
+    let Some((_d, whole, split)) = gpu_resume_matches_whole(one_epoch, &["--epochs", "2"]) else {
         return;
-    }
-    let d = tempfile::tempdir().unwrap();
-    let (whole, split) = (d.path().join("whole"), d.path().join("split"));
-    run_ok(&gpu_args(&whole, 2));
-    run_ok(&gpu_args(&split, 1));
-    let o = resume(&split, &["--epochs", "2"]);
-    assert!(o.status.success(), "{}", text(&o));
-    let (a, b) = (
-        checkpoint_values(&whole.join("checkpoint.safetensors")),
-        checkpoint_values(&split.join("checkpoint.safetensors")),
-    );
-    let worst = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs() / (1.0 + x.abs()))
-        .fold(0.0f32, f32::max);
-    eprintln!("gpu: largest relative difference {worst:e}");
-    assert!(a.len() == b.len() && worst < 1e-4, "worst {worst}");
+    };
     let (ma, mb) = (metrics(&whole), metrics(&split));
     assert_eq!(ma.len(), 2);
     assert_eq!(mb.len(), 2);

@@ -5,33 +5,22 @@ use serde_json::Value;
 use unbiased_vae::backend::cpu::CpuBackend;
 use unbiased_vae::backend::{Backend, Noise};
 use unbiased_vae::estimators::{Estimator, EstimatorKind};
-use unbiased_vae::model::{Arch, Params};
 use unbiased_vae::optim::AdamConfig;
 use unbiased_vae::rng::Stream;
 
-use crate::common::cli::{train_metrics, uvae};
-use crate::common::have_gpu;
+use crate::common::cli::{assert_agree, run, train_metrics, train_on_cpu_and_gpu, words};
+use crate::common::{self, arch};
 
-const TINY: [&str; 14] = [
-    "--train-limit",
-    "200",
-    "--valid-size",
-    "40",
-    "--epochs",
-    "1",
-    "--batch",
-    "20",
-    "--hidden",
-    "48",
-    "--latent",
-    "8",
-    "--val-k",
-    "8",
-];
+/// A small MNIST run of `epochs` epochs.
+fn tiny(epochs: usize) -> String {
+    format!(
+        "--train-limit 200 --valid-size 40 --epochs {epochs} --batch 20 --hidden 48 --latent 8 --val-k 8"
+    )
+}
 
-/// The first epoch's metrics of a TINY run, with stderr.
-fn train(dir: &std::path::Path, extra: &[&str]) -> (Value, String) {
-    let (mut lines, stderr) = train_metrics(dir, &TINY, extra);
+/// The first epoch's metrics of a one-epoch [`tiny`] run, with stderr.
+fn train(dir: &std::path::Path, extra: &str) -> (Value, String) {
+    let (mut lines, stderr) = train_metrics(dir, &words(&tiny(1)), &words(extra));
     (lines.swap_remove(0), stderr)
 }
 
@@ -46,7 +35,7 @@ fn random_size_estimators_log_levels_and_cost() {
     ] {
         let (m, _) = train(
             &tmp.path().join(est),
-            &["--backend", "cpu", "--estimator", est],
+            &format!("--backend cpu --estimator {est}"),
         );
         let steps = m["steps"].as_u64().unwrap();
         let mean = m["samples_per_datapoint"].as_f64().unwrap();
@@ -75,46 +64,16 @@ fn random_size_estimators_log_levels_and_cost() {
 #[test]
 fn mlmc_outside_the_p_range_warns_and_a_capped_run_states_its_target() {
     let tmp = tempfile::tempdir().unwrap();
-    let (_, err) = train(
-        &tmp.path().join("p"),
-        &[
-            "--backend",
-            "cpu",
-            "--estimator",
-            "mlmc-ss",
-            "--mlmc-p",
-            "0.45",
-        ],
-    );
+    let dir = |name| tmp.path().join(name);
+    let (_, err) = train(&dir("p"), "--backend cpu --estimator mlmc-ss --mlmc-p 0.45");
     assert!(
         err.contains("warning") && err.contains("infinite expected cost"),
         "{err}"
     );
-    let (_, err) = train(
-        &tmp.path().join("v"),
-        &[
-            "--backend",
-            "cpu",
-            "--estimator",
-            "mlmc-rr",
-            "--mlmc-p",
-            "0.8",
-        ],
-    );
+    let (_, err) = train(&dir("v"), "--backend cpu --estimator mlmc-rr --mlmc-p 0.8");
     assert!(err.contains("infinite variance"), "{err}");
-    let (m, err) = train(
-        &tmp.path().join("cap"),
-        &[
-            "--backend",
-            "cpu",
-            "--estimator",
-            "mlmc-ss",
-            "--mlmc-cap",
-            "1",
-            "--mlmc-i0",
-            "1",
-        ],
-    );
+    let capped = "--backend cpu --estimator mlmc-ss --mlmc-cap 1 --mlmc-i0 1";
+    let (m, err) = train(&dir("cap"), capped);
     assert!(
         err.contains("L_8") && err.contains("NOT for log p(x)"),
         "{err}"
@@ -124,10 +83,7 @@ fn mlmc_outside_the_p_range_warns_and_a_capped_run_states_its_target() {
         levels.keys().all(|k| k.parse::<u32>().unwrap() <= 1),
         "capped levels: {levels:?}"
     );
-    let (_, err) = train(
-        &tmp.path().join("ok"),
-        &["--backend", "cpu", "--estimator", "mlmc-ss"],
-    );
+    let (_, err) = train(&dir("ok"), "--backend cpu --estimator mlmc-ss");
     assert!(
         !err.contains("warning"),
         "the default p = 0.6 is in range: {err}"
@@ -137,22 +93,14 @@ fn mlmc_outside_the_p_range_warns_and_a_capped_run_states_its_target() {
 #[test]
 fn bad_unbiased_settings_name_their_flag() {
     for (args, flag) in [
-        (
-            vec!["--estimator", "mlmc-ss", "--mlmc-p", "1.5"],
-            "--mlmc-p",
-        ),
-        (vec!["--estimator", "iwae", "--encoder", "rws"], "--encoder"),
+        ("--estimator mlmc-ss --mlmc-p 1.5", "--mlmc-p"),
+        ("--estimator iwae --encoder rws", "--encoder"),
     ] {
-        let out = uvae()
-            .arg("train")
-            .args(TINY)
-            .args(&args)
-            .args(["--out", "/tmp/uvae-never-written"])
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
+        let line = format!("train {} {args} --out /tmp/uvae-never-written", tiny(1));
+        let o = run(&words(&line));
+        let err = o.stderr;
         assert!(
-            !out.status.success() && err.contains(flag) && !err.contains("panicked"),
+            o.code != Some(0) && err.contains(flag) && !err.contains("panicked"),
             "{args:?}: {err}"
         );
     }
@@ -162,43 +110,16 @@ fn bad_unbiased_settings_name_their_flag() {
 /// that validation (which reallocates the GPU's buffers) falls between training steps.
 #[test]
 fn gpu_and_cpu_agree_for_sumo_and_mlmc() {
-    if !have_gpu() {
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let run = |est: &str, backend: &str| -> Vec<Value> {
-        let dir = tmp.path().join(format!("{est}-{backend}"));
-        let args = [
-            "--train-limit",
-            "200",
-            "--valid-size",
-            "40",
-            "--epochs",
-            "2",
-            "--batch",
-            "20",
-            "--hidden",
-            "48",
-            "--latent",
-            "8",
-            "--val-k",
-            "8",
-        ];
-        train_metrics(&dir, &args, &["--backend", backend, "--estimator", est]).0
-    };
-    for est in ["sumo", "mlmc-ss", "mlmc-rr"] {
-        let (cpu, gpu) = (run(est, "cpu"), run(est, "gpu"));
+    let runs = train_on_cpu_and_gpu(&tiny(2), &["sumo", "mlmc-ss", "mlmc-rr"]);
+    for (est, cpu, gpu) in runs.unwrap_or_default() {
         assert_eq!((cpu.len(), gpu.len()), (2, 2));
         for (c, g) in cpu.iter().zip(&gpu) {
-            let (oc, og) = (
-                c["train_objective"].as_f64().unwrap(),
-                g["train_objective"].as_f64().unwrap(),
-            );
-            println!("{est} epoch {}: cpu {oc:.6} gpu {og:.6}", c["epoch"]);
-            assert!(
-                ((og - oc) / oc).abs() < 1e-3,
-                "{est} epoch {}: cpu {oc} gpu {og}",
-                c["epoch"]
+            assert_agree(
+                &format!("{est} epoch {}", c["epoch"]),
+                c,
+                g,
+                "train_objective",
+                1e-3,
             );
             assert_eq!(c["levels"], g["levels"], "{est}: the same level draws");
         }
@@ -208,18 +129,7 @@ fn gpu_and_cpu_agree_for_sumo_and_mlmc() {
 /// A step too large for one pass runs in chunks on the CPU and gives the same parameters.
 #[test]
 fn chunked_cpu_steps_equal_whole_steps() {
-    let arch = Arch {
-        x_dim: 30,
-        hidden: vec![12],
-        z_dim: 3,
-        likelihood: Default::default(),
-        top: None,
-    };
-    let mean: Vec<f32> = (0..30).map(|j| 0.2 + 0.02 * j as f32).collect();
-    let params = Params::init(&arch, 3, Some(&mean));
-    let x: Vec<f32> = (0..4 * 30)
-        .map(|i| ((i * 7) % 3 == 0) as u8 as f32)
-        .collect();
+    let (params, x) = common::tiny(&arch(30, &[12], 3), 4);
     let noise = Noise {
         seed: 5,
         stream: Stream::Eps,
