@@ -3,33 +3,14 @@
 //! IDX data sets keep every run instant. GPU cases run on lavapipe; without an adapter they
 //! skip, except under CI=true, where a missing adapter fails.
 
-use assert_cmd::Command;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use tempfile::TempDir;
 
-struct Out {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-fn uvae_env(args: &[&str], env: &[(&str, &str)]) -> Out {
-    let mut cmd = Command::cargo_bin("uvae").expect("the uvae binary is built");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.args(args).output().expect("uvae runs");
-    Out {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn uvae(args: &[&str]) -> Out {
-    uvae_env(args, &[])
-}
+use crate::common::cli::{
+    arg as s, assert_untrained, run as uvae, run_env as uvae_env, run_success, words, Output,
+};
+use crate::common::have_gpu;
 
 /// Asserts that `uvae args` fails cleanly with an error naming every one of `names`.
 fn fails(args: &[&str], names: &[&str]) -> String {
@@ -37,13 +18,8 @@ fn fails(args: &[&str], names: &[&str]) -> String {
     check_failure(args, &o, names)
 }
 
-fn check_failure(args: &[&str], o: &Out, names: &[&str]) -> String {
-    let ctx = format!(
-        "uvae {}\nstdout:\n{}\nstderr:\n{}",
-        args.join(" "),
-        o.stdout,
-        o.stderr
-    );
+fn check_failure(args: &[&str], o: &Output, names: &[&str]) -> String {
+    let ctx = o.context(args);
     assert_eq!(o.code, Some(1), "expected exit status 1: {ctx}");
     assert!(!o.stderr.contains("panicked"), "a panic: {ctx}");
     assert!(o.stderr.contains("error: "), "no error line: {ctx}");
@@ -53,16 +29,8 @@ fn check_failure(args: &[&str], o: &Out, names: &[&str]) -> String {
     o.stderr.clone()
 }
 
-fn succeeds(args: &[&str]) -> Out {
-    let o = uvae(args);
-    assert_eq!(
-        o.code,
-        Some(0),
-        "uvae {} failed\nstdout:\n{}\nstderr:\n{}",
-        args.join(" "),
-        o.stdout,
-        o.stderr
-    );
+fn succeeds(args: &[&str]) -> Output {
+    let o = run_success(args);
     assert!(!o.stderr.contains("panicked"), "{}", o.stderr);
     o
 }
@@ -99,8 +67,11 @@ fn data_dir(tmp: &TempDir, name: &str, side: u32) -> PathBuf {
     dir
 }
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
+/// A temporary folder holding the data folder data/ of 8x8 images.
+fn data8() -> (TempDir, PathBuf) {
+    let tmp = TempDir::new().unwrap();
+    let data = data_dir(&tmp, "data", 8);
+    (tmp, data)
 }
 
 /// The flags of an instant CPU run on `data`.
@@ -151,26 +122,33 @@ fn with<'a>(base: &'a [String], extra: &[&'a str]) -> Vec<&'a str> {
     out
 }
 
-/// A checkpoint of the tiny 8x8 model, trained once per test that needs it.
-fn tiny_checkpoint(tmp: &TempDir) -> (PathBuf, PathBuf) {
-    let data = data_dir(tmp, "data8", 8);
+/// Asserts that the instant run on `data` fails cleanly, naming every one of `names`.
+fn training_fails(tmp: &TempDir, data: &Path, names: &[&str]) {
+    let out = tmp.path().join("run");
+    fails(&with(&tiny(data, &out), &[]), names);
+}
+
+/// A checkpoint of the tiny 8x8 model, trained once per test that needs it: a temporary
+/// folder holding its data folder and the checkpoint.
+fn tiny_checkpoint() -> (TempDir, PathBuf, PathBuf) {
+    let tmp = TempDir::new().unwrap();
+    let data = data_dir(&tmp, "data8", 8);
     let out = tmp.path().join("run8");
     succeeds(&with(&tiny(&data, &out), &[]));
-    (data, out.join("checkpoint.safetensors"))
+    (tmp, data, out.join("checkpoint.safetensors"))
 }
 
 // --- data files ---------------------------------------------------------------------------
 
 #[test]
 fn a_truncated_gzip_names_the_file() {
-    let tmp = TempDir::new().unwrap();
-    let data = data_dir(&tmp, "data", 8);
+    let (tmp, data) = data8();
     let f = data.join("train-images-idx3-ubyte.gz");
     let bytes = std::fs::read(&f).unwrap();
     std::fs::write(&f, &bytes[..bytes.len() / 2]).unwrap();
-    let out = tmp.path().join("run");
-    fails(
-        &with(&tiny(&data, &out), &[]),
+    training_fails(
+        &tmp,
+        &data,
         &[
             "train-images-idx3-ubyte.gz",
             "truncated or corrupt gzip",
@@ -181,8 +159,7 @@ fn a_truncated_gzip_names_the_file() {
 
 #[test]
 fn a_corrupt_gzip_names_the_file() {
-    let tmp = TempDir::new().unwrap();
-    let data = data_dir(&tmp, "data", 8);
+    let (tmp, data) = data8();
     let f = data.join("t10k-images-idx3-ubyte.gz");
     let mut bytes = std::fs::read(&f).unwrap();
     let n = bytes.len();
@@ -190,39 +167,33 @@ fn a_corrupt_gzip_names_the_file() {
         *b ^= 0x5a;
     }
     std::fs::write(&f, &bytes).unwrap();
-    let out = tmp.path().join("run");
-    fails(
-        &with(&tiny(&data, &out), &[]),
-        &["t10k-images-idx3-ubyte.gz", "gzip"],
-    );
+    training_fails(&tmp, &data, &["t10k-images-idx3-ubyte.gz", "gzip"]);
 }
 
 #[test]
 fn a_wrong_idx_magic_names_the_file_and_the_expected_file() {
-    let tmp = TempDir::new().unwrap();
-    let data = data_dir(&tmp, "data", 8);
+    let (tmp, data) = data8();
     // A label file (magic 0x801) where the images belong, uncompressed.
     std::fs::remove_file(data.join("train-images-idx3-ubyte.gz")).unwrap();
     let mut labels = vec![0, 0, 8, 1, 0, 0, 0, 120];
     labels.extend([0u8; 128]);
     std::fs::write(data.join("train-images-idx3-ubyte"), labels).unwrap();
-    let out = tmp.path().join("run");
-    fails(
-        &with(&tiny(&data, &out), &[]),
+    training_fails(
+        &tmp,
+        &data,
         &["train-images-idx3-ubyte", "magic", "images-idx3-ubyte(.gz)"],
     );
 }
 
 #[test]
 fn a_header_that_disagrees_with_the_payload_names_the_file() {
-    let tmp = TempDir::new().unwrap();
-    let data = data_dir(&tmp, "data", 8);
+    let (tmp, data) = data8();
     let mut bytes = idx_images(20, 8, 8);
     bytes.truncate(bytes.len() - 10);
     std::fs::write(data.join("t10k-images-idx3-ubyte.gz"), gzip(&bytes)).unwrap();
-    let out = tmp.path().join("run");
-    fails(
-        &with(&tiny(&data, &out), &[]),
+    training_fails(
+        &tmp,
+        &data,
         &[
             "t10k-images-idx3-ubyte.gz",
             "header says 20 images of 8x8",
@@ -236,67 +207,43 @@ fn a_data_folder_without_the_files_names_data() {
     let tmp = TempDir::new().unwrap();
     let empty = tmp.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
-    let out = tmp.path().join("run");
-    fails(
-        &with(&tiny(&empty, &out), &[]),
-        &["--data", "train-images-idx3-ubyte"],
-    );
+    training_fails(&tmp, &empty, &["--data", "train-images-idx3-ubyte"]);
 }
 
 #[test]
 fn train_and_test_images_of_different_sizes_are_refused() {
-    let tmp = TempDir::new().unwrap();
-    let data = data_dir(&tmp, "data", 8);
+    let (tmp, data) = data8();
     std::fs::write(
         data.join("t10k-images-idx3-ubyte.gz"),
         gzip(&idx_images(20, 7, 7)),
     )
     .unwrap();
-    let out = tmp.path().join("run");
-    fails(&with(&tiny(&data, &out), &[]), &["8x8", "7x7"]);
+    training_fails(&tmp, &data, &["8x8", "7x7"]);
+}
+
+/// `uvae eval` of `ckpt` on the images in `data`, at K = 2 on the CPU.
+fn eval_on<'a>(ckpt: &'a Path, data: &'a Path) -> Vec<&'a str> {
+    let mut args = words("eval --backend cpu --k 2 --checkpoint");
+    args.extend([s(ckpt), "--data", s(data)]);
+    args
 }
 
 #[test]
 fn train_follows_the_image_size_of_the_data() {
-    let tmp = TempDir::new().unwrap();
-    let data = data_dir(&tmp, "data", 8);
+    let (tmp, data) = data8();
     let out = tmp.path().join("run");
     succeeds(&with(&tiny(&data, &out), &[]));
     let ckpt = out.join("checkpoint.safetensors");
-    let o = succeeds(&[
-        "eval",
-        "--backend",
-        "cpu",
-        "--checkpoint",
-        s(&ckpt),
-        "--data",
-        s(&data),
-        "--k",
-        "2",
-    ]);
+    let o = succeeds(&eval_on(&ckpt, &data));
     assert!(o.stdout.contains("L_2 = "), "{}", o.stdout);
 }
 
 #[test]
 fn images_of_another_size_than_the_checkpoint_are_refused() {
-    let tmp = TempDir::new().unwrap();
-    let (_, ckpt) = tiny_checkpoint(&tmp);
+    let (tmp, _, ckpt) = tiny_checkpoint();
     let other = data_dir(&tmp, "data5", 5);
     let names = [s(&ckpt), "64-pixel", "5x5 = 25", "--data"];
-    fails(
-        &[
-            "eval",
-            "--backend",
-            "cpu",
-            "--checkpoint",
-            s(&ckpt),
-            "--data",
-            s(&other),
-            "--k",
-            "2",
-        ],
-        &names,
-    );
+    fails(&eval_on(&ckpt, &other), &names);
     let png = tmp.path().join("r.png");
     fails(
         &[
@@ -347,8 +294,7 @@ fn eval_fails(ckpt: &Path, names: &[&str]) {
 
 #[test]
 fn a_truncated_checkpoint_is_refused() {
-    let tmp = TempDir::new().unwrap();
-    let (_, ckpt) = tiny_checkpoint(&tmp);
+    let (_tmp, _, ckpt) = tiny_checkpoint();
     let bytes = std::fs::read(&ckpt).unwrap();
     for cut in [4, 100, bytes.len() - 7] {
         std::fs::write(&ckpt, &bytes[..cut]).unwrap();
@@ -413,10 +359,17 @@ fn edited(ckpt: &Path, edit: impl Fn(&mut Vec<(String, Vec<usize>, Vec<f32>)>)) 
     write_tensors(ckpt, &refs);
 }
 
+/// The tiny checkpoint with `edit` applied to the shape and values of tensor `name`.
+fn edited_tensor(ckpt: &Path, name: &str, edit: impl Fn(&mut Vec<usize>, &mut Vec<f32>)) {
+    edited(ckpt, |t| {
+        let (_, shape, values) = t.iter_mut().find(|(n, _, _)| n == name).unwrap();
+        edit(shape, values);
+    });
+}
+
 #[test]
 fn a_checkpoint_with_a_missing_tensor_is_refused() {
-    let tmp = TempDir::new().unwrap();
-    let (_, ckpt) = tiny_checkpoint(&tmp);
+    let (_tmp, _, ckpt) = tiny_checkpoint();
     edited(&ckpt, |t| t.retain(|(n, _, _)| n != "decoder.2.bias"));
     eval_fails(&ckpt, &["has no tensor decoder.2.bias"]);
     write_tensors(&ckpt, &[("weights", vec![2], vec![1.0, 2.0])]);
@@ -428,38 +381,24 @@ fn a_checkpoint_with_a_missing_tensor_is_refused() {
 
 #[test]
 fn a_checkpoint_with_a_misshaped_tensor_is_refused() {
-    let tmp = TempDir::new().unwrap();
-    let (_, ckpt) = tiny_checkpoint(&tmp);
-    edited(&ckpt, |t| {
-        let w = t
-            .iter_mut()
-            .find(|(n, _, _)| n == "decoder.0.weight")
-            .unwrap();
-        w.2.push(0.0);
-        w.1 = vec![w.2.len()];
+    let (_tmp, _, ckpt) = tiny_checkpoint();
+    edited_tensor(&ckpt, "decoder.0.weight", |shape, values| {
+        values.push(0.0);
+        *shape = vec![values.len()];
     });
     eval_fails(&ckpt, &["tensor decoder.0.weight", "expected F32"]);
-    edited(&ckpt, |t| {
-        let w = t
-            .iter_mut()
-            .find(|(n, _, _)| n == "encoder.0.weight")
-            .unwrap();
-        w.1 = vec![w.2.len()];
+    edited_tensor(&ckpt, "encoder.0.weight", |shape, values| {
+        *shape = vec![values.len()];
     });
     eval_fails(&ckpt, &["encoder.0.weight has shape", "[out, in]"]);
 }
 
 #[test]
 fn a_checkpoint_with_non_finite_values_is_refused() {
-    let tmp = TempDir::new().unwrap();
-    let (_, ckpt) = tiny_checkpoint(&tmp);
-    edited(&ckpt, |t| {
-        let w = t
-            .iter_mut()
-            .find(|(n, _, _)| n == "encoder.2.bias")
-            .unwrap();
-        w.2[0] = f32::NAN;
-        w.2[1] = f32::INFINITY;
+    let (_tmp, _, ckpt) = tiny_checkpoint();
+    edited_tensor(&ckpt, "encoder.2.bias", |_, values| {
+        values[0] = f32::NAN;
+        values[1] = f32::INFINITY;
     });
     eval_fails(
         &ckpt,
@@ -475,8 +414,7 @@ fn a_checkpoint_with_non_finite_values_is_refused() {
 
 #[test]
 fn an_out_holding_another_run_is_refused_unless_forced() {
-    let tmp = TempDir::new().unwrap();
-    let data = data_dir(&tmp, "data", 8);
+    let (tmp, data) = data8();
     let out = tmp.path().join("run");
     let base = tiny(&data, &out);
     succeeds(&with(&base, &[]));
@@ -515,8 +453,7 @@ fn an_out_holding_another_run_is_refused_unless_forced() {
 
 #[test]
 fn train_flags_out_of_range_name_the_flag() {
-    let tmp = TempDir::new().unwrap();
-    let data = data_dir(&tmp, "data", 8);
+    let (tmp, data) = data8();
     let out = tmp.path().join("run");
     let base = tiny(&data, &out);
     let cases: &[(&[&str], &[&str])] = &[
@@ -653,16 +590,12 @@ fn train_flags_out_of_range_name_the_flag() {
         }
         check_failure(&args, &o, names);
     }
-    assert!(
-        !out.join("checkpoint.safetensors").exists(),
-        "no case may train"
-    );
+    assert_untrained(&out, "no case may train");
 }
 
 #[test]
 fn eval_bench_profile_and_picture_flags_out_of_range_name_the_flag() {
-    let tmp = TempDir::new().unwrap();
-    let (data, ckpt) = tiny_checkpoint(&tmp);
+    let (tmp, data, ckpt) = tiny_checkpoint();
     let (d, c) = (s(&data), s(&ckpt));
     let png = tmp.path().join("p.png");
     let p = s(&png);
@@ -752,12 +685,9 @@ fn eval_bench_profile_and_picture_flags_out_of_range_name_the_flag() {
 
 // --- GPU faults ---------------------------------------------------------------------------
 
-use crate::common::have_gpu;
-
 #[test]
 fn gpu_without_an_adapter_names_the_fix_and_auto_falls_back_in_one_line() {
-    let tmp = TempDir::new().unwrap();
-    let data = data_dir(&tmp, "data", 8);
+    let (tmp, data) = data8();
     let out = tmp.path().join("run");
     let mut base = tiny(&data, &out);
     let i = base.iter().position(|a| a == "--backend").unwrap();
@@ -795,8 +725,7 @@ fn an_adapter_name_matching_nothing_lists_the_adapters() {
     if !have_gpu() {
         return;
     }
-    let tmp = TempDir::new().unwrap();
-    let (_, ckpt) = tiny_checkpoint(&tmp);
+    let (tmp, _, ckpt) = tiny_checkpoint();
     let err = fails(
         &[
             "eval",

@@ -6,7 +6,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::common::cli::{run, run_ok};
+use crate::common::cli::{arg, assert_untrained, run, run_json, run_ok, words};
 
 /// The training flags of the brief's tiny run (everything but --out).
 const TINY: &[&str] = &[
@@ -236,30 +236,12 @@ fn checkpoint_follows_pytorch_linear_names_and_shapes() {
     // dimension shows up in a shape.
     let dir = tempfile::tempdir().unwrap();
     let run_dir = dir.path().join("run");
-    let out = run_dir.to_str().unwrap();
-    run_ok(&[
-        "train",
-        "--train-limit",
-        "200",
-        "--epochs",
-        "1",
-        "--batch",
-        "50",
-        "--k",
-        "2",
-        "--val-k",
-        "2",
-        "--valid-size",
-        "20",
-        "--hidden",
-        "32,16",
-        "--latent",
-        "7",
-        "--estimator",
-        "stl",
-        "--out",
-        out,
-    ]);
+    let mut args = words(
+        "train --train-limit 200 --epochs 1 --batch 50 --k 2 --val-k 2 --valid-size 20 \
+         --hidden 32,16 --latent 7 --estimator stl --out",
+    );
+    args.push(arg(&run_dir));
+    run_ok(&args);
     let (tensors, meta, data_len) =
         read_safetensors_header(&run_dir.join("checkpoint.safetensors"));
 
@@ -402,19 +384,7 @@ fn bad_training_input_is_rejected_with_a_clear_message() {
         (
             train_args(&out, &["--estimator", "bogus"]),
             // The message names the flag, the bad value and the valid names.
-            strings(&[
-                "--estimator",
-                "bogus",
-                "elbo",
-                "iwae",
-                "stl",
-                "iwae-dreg",
-                "rws",
-                "rws-dreg",
-                "dreg",
-                "jvi",
-                "jvi-dreg",
-            ]),
+            strings(&[&["--estimator", "bogus"], &words(FIXED_SIZE_ESTIMATORS)[..]].concat()),
         ),
         (
             train_args(&out, &["--estimator", "jvi", "--k", "1"]),
@@ -455,10 +425,7 @@ fn bad_training_input_is_rejected_with_a_clear_message() {
         ),
     ];
     assert_all_clean(cases);
-    assert!(
-        !out.join("checkpoint.safetensors").exists(),
-        "a rejected run wrote a checkpoint"
-    );
+    assert_untrained(&out, "a rejected run wrote a checkpoint");
 }
 
 /// `--lr -1` (space-separated, as users type it) must be read as a negative learning rate and
@@ -597,47 +564,21 @@ fn malformed_checkpoints_are_rejected_without_panic() {
     assert_all_clean(cases);
 }
 
+/// The fixed-size estimators' names.
+const FIXED_SIZE_ESTIMATORS: &str = "elbo iwae stl iwae-dreg rws rws-dreg dreg jvi jvi-dreg";
+
 /// Every estimator trains for one epoch on a tiny subset with a finite objective.
 #[test]
 fn every_estimator_trains_one_epoch() {
     let dir = tempfile::tempdir().unwrap();
-    let estimators = [
-        "elbo",
-        "iwae",
-        "stl",
-        "iwae-dreg",
-        "rws",
-        "rws-dreg",
-        "dreg",
-        "jvi",
-        "jvi-dreg",
-    ];
-    for est in estimators {
+    for est in words(FIXED_SIZE_ESTIMATORS) {
         let run_dir = dir.path().join(est);
-        let out = run_dir.to_str().unwrap();
-        run_ok(&[
-            "train",
-            "--estimator",
-            est,
-            "--train-limit",
-            "200",
-            "--epochs",
-            "1",
-            "--batch",
-            "50",
-            "--k",
-            "3",
-            "--val-k",
-            "3",
-            "--valid-size",
-            "20",
-            "--hidden",
-            "16",
-            "--latent",
-            "4",
-            "--out",
-            out,
-        ]);
+        let mut args = words(
+            "train --train-limit 200 --epochs 1 --batch 50 --k 3 --val-k 3 --valid-size 20 \
+             --hidden 16 --latent 4 --estimator",
+        );
+        args.extend([est, "--out", arg(&run_dir)]);
+        run_ok(&args);
         let metrics = read_metrics(&run_dir);
         assert_eq!(metrics.len(), 1, "{est}: {metrics:?}");
         let m = &metrics[0];
@@ -789,43 +730,18 @@ fn exact_models_train_and_eval_through_the_binary() {
     let dir = tempfile::tempdir().unwrap();
     for model in ["toy", "ppca"] {
         let out = dir.path().join(model);
-        let o = out.to_str().unwrap();
-        run_ok(&[
-            "train",
-            "--model",
-            model,
-            "--backend",
-            "cpu",
-            "--epochs",
-            "2",
-            "--batch",
-            "16",
-            "--k",
-            "3",
-            "--val-k",
-            "5",
-            "--lr",
-            "0.02",
-            "--out",
-            o,
-        ]);
+        let mut args = words("train --backend cpu --epochs 2 --batch 16 --k 3 --val-k 5 --lr 0.02");
+        args.extend(["--model", model, "--out", arg(&out)]);
+        run_ok(&args);
         let m = read_metrics(&out);
         assert_eq!(m.len(), 2);
         let (e1, e2) = (num(&m[0], "exact_log_px"), num(&m[1], "exact_log_px"));
         assert!(e2 > e1, "{model}: exact log p(x) {e1} -> {e2}");
         assert_eq!(m[0].contains_key("optimum_log_px"), model == "toy");
         let ck = out.join("checkpoint.safetensors");
-        let stdout = run_ok(&[
-            "eval",
-            "--checkpoint",
-            ck.to_str().unwrap(),
-            "--backend",
-            "cpu",
-            "--k",
-            "10",
-            "--json",
-        ]);
-        let v: Value = serde_json::from_str(stdout.trim()).unwrap();
+        let mut eval = words("eval --backend cpu --k 10 --json --checkpoint");
+        eval.push(arg(&ck));
+        let v = run_json(&eval);
         assert_eq!(v["model"], model);
         assert!(
             (v["exact_log_px"].as_f64().unwrap() - e2).abs() < 1e-9,

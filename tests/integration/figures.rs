@@ -1,25 +1,11 @@
 //! `uvae plot` and `uvae figure` through the binary: every PNG decodes at its size and is not
 //! blank, every CSV/JSON table has its columns and finite values, and the SNR figure shows
-//! the DReG paper's trend. Self-contained: the helpers live here.
+//! the DReG paper's trend.
 
-use assert_cmd::Command;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
-fn uvae() -> Command {
-    Command::cargo_bin("uvae").unwrap()
-}
-
-/// Runs uvae with `args`, asserting success; returns stdout.
-fn ok(args: &[&str]) -> String {
-    let out = uvae().args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "uvae {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use crate::common::cli::{arg, run, run_ok as ok, words};
 
 /// Pixel variance (over all RGB bytes) above which a chart is taken as drawn. A blank
 /// white image has variance 0; the default-budget figures and a one-run `uvae plot`
@@ -103,35 +89,12 @@ fn log_log_slope(pts: &[(f64, f64)]) -> f64 {
 
 fn train_tiny(dir: &Path, estimator: &str, seed: &str) -> PathBuf {
     let out = dir.join(estimator);
-    ok(&[
-        "train",
-        "--train-limit",
-        "100",
-        "--epochs",
-        "2",
-        "--batch",
-        "50",
-        "--k",
-        "2",
-        "--val-k",
-        "2",
-        "--valid-size",
-        "10",
-        "--hidden",
-        "8",
-        "--latent",
-        "2",
-        "--backend",
-        "cpu",
-        "--threads",
-        "1",
-        "--estimator",
-        estimator,
-        "--seed",
-        seed,
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let mut args = words(
+        "train --train-limit 100 --epochs 2 --batch 50 --k 2 --val-k 2 --valid-size 10 \
+         --hidden 8 --latent 2 --backend cpu --threads 1",
+    );
+    args.extend(["--estimator", estimator, "--seed", seed, "--out", arg(&out)]);
+    ok(&args);
     out
 }
 
@@ -140,33 +103,19 @@ fn plot_overlays_two_runs_and_names_bad_files() {
     let tmp = tempfile::tempdir().unwrap();
     let a = train_tiny(tmp.path(), "iwae", "1");
     let b = train_tiny(tmp.path(), "iwae-dreg", "2");
-    let (a_s, b_s) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let (a_s, b_s) = (arg(&a), arg(&b));
     // Default --out: plot.png in the first run directory.
     let stdout = ok(&["plot", a_s, b_s]);
     assert!(stdout.contains("4 curves from 2 runs"), "{stdout}");
     check_png(&a.join("plot.png"), 1000, 640);
-    let out = tmp.path().join("seconds.png");
-    ok(&[
-        "plot",
-        a_s,
-        b_s,
-        "--x",
-        "seconds",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    check_png(&out, 1000, 640);
-    let out = tmp.path().join("norm.png");
-    ok(&[
-        "plot",
-        a_s,
-        b_s,
-        "--metric",
-        "grad_norm_encoder",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    check_png(&out, 1000, 640);
+    for (name, flags) in [
+        ("seconds", "--x seconds"),
+        ("norm", "--metric grad_norm_encoder"),
+    ] {
+        let out = tmp.path().join(format!("{name}.png"));
+        ok(&[&["plot", a_s, b_s, "--out", arg(&out)], &words(flags)[..]].concat());
+        check_png(&out, 1000, 640);
+    }
 
     // A missing and a corrupt metrics.jsonl, and an unknown metric: errors naming the
     // file or field, exit status 1, no panic.
@@ -176,16 +125,13 @@ fn plot_overlays_two_runs_and_names_bad_files() {
     std::fs::create_dir_all(&bad).unwrap();
     std::fs::write(bad.join("metrics.jsonl"), "{\"epoch\": 1}\n{oops\n").unwrap();
     for (args, want) in [
-        (vec!["plot", empty.to_str().unwrap()], "metrics.jsonl"),
-        (
-            vec!["plot", a_s, bad.to_str().unwrap()],
-            "metrics.jsonl line 2",
-        ),
+        (vec!["plot", arg(&empty)], "metrics.jsonl"),
+        (vec!["plot", a_s, arg(&bad)], "metrics.jsonl line 2"),
         (vec!["plot", a_s, "--metric", "nope"], "nope"),
     ] {
-        let out = uvae().args(&args).output().unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        let out = run(&args);
+        let err = out.stderr;
+        assert_eq!(out.code, Some(1), "{args:?}: {err}");
         assert!(
             err.contains(want) && !err.contains("panicked"),
             "{args:?}: {err}"
@@ -193,23 +139,23 @@ fn plot_overlays_two_runs_and_names_bad_files() {
     }
 }
 
+/// `uvae figure <name> <flags>` into a temporary folder, whose `<name>.png` must be a
+/// `width` x `height` chart; returns the folder.
+fn figure(name: &str, flags: &str, width: u32, height: u32) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    ok(&[
+        &["figure", name, "--out", arg(tmp.path())],
+        &words(flags)[..],
+    ]
+    .concat());
+    check_png(&tmp.path().join(format!("{name}.png")), width, height);
+    tmp
+}
+
 #[test]
 fn snr_figure_shows_iwae_falling_and_dreg_rising() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_str().unwrap();
-    ok(&[
-        "figure", "snr", "--out", dir, "--seed", "0", "--reps", "1000", "--ks", "1,10,100",
-    ]);
-    check_png(&tmp.path().join("snr.png"), 1000, 640);
-    let cols = [
-        "estimator",
-        "k",
-        "snr",
-        "snr_median",
-        "mean_abs_grad",
-        "mean_sd",
-        "coords",
-    ];
+    let tmp = figure("snr", "--seed 0 --reps 1000 --ks 1,10,100", 1000, 640);
+    let cols = words("estimator k snr snr_median mean_abs_grad mean_sd coords");
     let json = check_tables(tmp.path(), "snr", &cols, &["estimator"]);
     let rows = json["rows"].as_array().unwrap();
     let series = |name: &str| -> Vec<(f64, f64)> {
@@ -241,20 +187,12 @@ fn snr_figure_shows_iwae_falling_and_dreg_rising() {
 
 #[test]
 fn mlmc_decay_figure_fits_both_models() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_str().unwrap();
-    let args = [
-        "figure",
+    let tmp = figure(
         "mlmc-decay",
-        "--out",
-        dir,
-        "--reps",
-        "200",
-        "--vae-reps",
-        "3",
-    ];
-    ok(&[&args[..], &["--max-level", "3"]].concat());
-    check_png(&tmp.path().join("mlmc-decay.png"), 1000, 640);
+        "--reps 200 --vae-reps 3 --max-level 3",
+        1000,
+        640,
+    );
     let cols = ["model", "level", "samples", "mean_delta_sq", "stderr"];
     let json = check_tables(tmp.path(), "mlmc-decay", &cols, &["model"]);
     assert_eq!(json["rows"].as_array().unwrap().len(), 2 * 4);
@@ -267,19 +205,7 @@ fn mlmc_decay_figure_fits_both_models() {
 
 #[test]
 fn meeting_times_figure_covers_every_kernel_and_labels_disir() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_str().unwrap();
-    ok(&[
-        "figure",
-        "meeting-times",
-        "--out",
-        dir,
-        "--reps",
-        "60",
-        "--ks",
-        "2,5",
-    ]);
-    check_png(&tmp.path().join("meeting-times.png"), 1100, 640);
+    let tmp = figure("meeting-times", "--reps 60 --ks 2,5", 1100, 640);
     let json = check_tables(
         tmp.path(),
         "meeting-times",
@@ -305,22 +231,8 @@ fn meeting_times_figure_covers_every_kernel_and_labels_disir() {
 
 #[test]
 fn bias_figure_has_every_estimator() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_str().unwrap();
-    ok(&[
-        "figure", "bias", "--out", dir, "--reps", "40", "--seed", "3",
-    ]);
-    check_png(&tmp.path().join("bias.png"), 1000, 640);
-    let cols = [
-        "estimator",
-        "setting",
-        "cost_mean",
-        "cost_expected",
-        "estimate",
-        "bias",
-        "stderr",
-        "exact_log_px",
-    ];
+    let tmp = figure("bias", "--reps 40 --seed 3", 1000, 640);
+    let cols = words("estimator setting cost_mean cost_expected estimate bias stderr exact_log_px");
     let json = check_tables(tmp.path(), "bias", &cols, &["estimator", "setting"]);
     let rows = json["rows"].as_array().unwrap();
     for e in ["iwae", "sumo", "mlmc-ss", "mlmc-rr"] {

@@ -3,37 +3,18 @@
 //! `uvae eval` recovers the architecture from it, and the unbiased and coupled estimators
 //! train it (the GPU side: `gpu_hvae.rs`).
 
-use crate::common::cli::{run, run_ok, train_metrics};
+use crate::common::cli::{arg, run, run_ok, train_metrics, words};
 use crate::common::mc::combined_se;
+use crate::common::{arch2, tiny};
 use safetensors::SafeTensors;
-use unbiased_vae::model::{checkpoint, Arch, TopLayer};
+use unbiased_vae::model::checkpoint;
 
 /// x 784 -> 40 -> 30 -> z1 12 -> 20 -> 12 -> z2 6 (and mirrored back): Burda's shape, smaller.
-const SIZES: [&str; 8] = [
-    "--hidden",
-    "40,30",
-    "--latent",
-    "12",
-    "--hidden2",
-    "20,12",
-    "--latent2",
-    "6",
-];
+const SMALL: &str = "--model hvae --backend cpu --threads 2 --seed 1 --quiet \
+    --hidden 40,30 --latent 12 --hidden2 20,12 --latent2 6";
 
-fn small_run(dir: &std::path::Path, extra: &[&str]) -> Vec<serde_json::Value> {
-    let mut base = vec![
-        "--model",
-        "hvae",
-        "--backend",
-        "cpu",
-        "--threads",
-        "2",
-        "--seed",
-        "1",
-        "--quiet",
-    ];
-    base.extend(SIZES);
-    train_metrics(dir, &base, extra).0
+fn small_run(dir: &std::path::Path, extra: &str) -> Vec<serde_json::Value> {
+    train_metrics(dir, &words(SMALL), &words(extra)).0
 }
 
 #[test]
@@ -41,22 +22,7 @@ fn short_two_layer_run_improves_validation_lk() {
     let dir = tempfile::tempdir().unwrap();
     let m = small_run(
         dir.path(),
-        &[
-            "--train-limit",
-            "500",
-            "--valid-size",
-            "200",
-            "--epochs",
-            "8",
-            "--batch",
-            "20",
-            "--k",
-            "5",
-            "--val-k",
-            "50",
-            "--lr",
-            "3e-3",
-        ],
+        "--train-limit 500 --valid-size 200 --epochs 8 --batch 20 --k 5 --val-k 50 --lr 3e-3",
     );
     let (first, last) = (&m[0], &m[m.len() - 1]);
     let lk = |v: &serde_json::Value| v["val_lk"].as_f64().unwrap();
@@ -94,20 +60,7 @@ fn checkpoint_round_trips_with_pytorch_names_and_eval_recovers_it() {
     let dir = tempfile::tempdir().unwrap();
     small_run(
         dir.path(),
-        &[
-            "--train-limit",
-            "60",
-            "--valid-size",
-            "20",
-            "--epochs",
-            "1",
-            "--batch",
-            "20",
-            "--k",
-            "3",
-            "--val-k",
-            "5",
-        ],
+        "--train-limit 60 --valid-size 20 --epochs 1 --batch 20 --k 3 --val-k 5",
     );
     let path = dir.path().join("checkpoint.safetensors");
     let bytes = std::fs::read(&path).unwrap();
@@ -129,19 +82,7 @@ fn checkpoint_round_trips_with_pytorch_names_and_eval_recovers_it() {
 
     // The architecture comes back from the shapes, and saving again gives the same bytes.
     let (params, meta) = checkpoint::load(&path).unwrap();
-    assert_eq!(
-        params.layout.arch,
-        Arch {
-            x_dim: 784,
-            hidden: vec![40, 30],
-            z_dim: 12,
-            likelihood: Default::default(),
-            top: Some(TopLayer {
-                hidden: vec![20, 12],
-                z_dim: 6,
-            }),
-        }
-    );
+    assert_eq!(params.layout.arch, arch2(784, &[40, 30], 12, &[20, 12], 6));
     let again = checkpoint::to_bytes(&params, &meta).unwrap();
     let (reloaded, _) = checkpoint::parse(&again, &path).unwrap();
     assert_eq!(reloaded.values, params.values);
@@ -155,19 +96,9 @@ fn checkpoint_round_trips_with_pytorch_names_and_eval_recovers_it() {
     assert!(e.contains("decoder2.0.weight"), "{e}");
 
     // uvae eval runs L_5000 on it with the architecture read from the file.
-    let out = run_ok(&[
-        "eval",
-        "--checkpoint",
-        path.to_str().unwrap(),
-        "--backend",
-        "cpu",
-        "--threads",
-        "2",
-        "--k",
-        "5000",
-        "--limit",
-        "3",
-    ]);
+    let mut eval = words("eval --backend cpu --threads 2 --k 5000 --limit 3 --checkpoint");
+    eval.push(arg(&path));
+    let out = run_ok(&eval);
     let lk: f64 = out
         .split("L_5000 = ")
         .nth(1)
@@ -178,13 +109,7 @@ fn checkpoint_round_trips_with_pytorch_names_and_eval_recovers_it() {
 
     // Prior samples draw z2, then z1 | z2, then decode (sizes follow the checkpoint).
     let png = dir.path().join("s.png");
-    run_ok(&[
-        "sample",
-        "--checkpoint",
-        path.to_str().unwrap(),
-        "--out",
-        png.to_str().unwrap(),
-    ]);
+    run_ok(&["sample", "--checkpoint", arg(&path), "--out", arg(&png)]);
     assert!(std::fs::metadata(&png).unwrap().len() > 100);
 }
 
@@ -194,22 +119,7 @@ fn unbiased_and_coupled_estimators_train_the_two_layer_model() {
         let dir = tempfile::tempdir().unwrap();
         let m = small_run(
             dir.path(),
-            &[
-                "--estimator",
-                est,
-                "--train-limit",
-                "60",
-                "--valid-size",
-                "20",
-                "--epochs",
-                "1",
-                "--batch",
-                "20",
-                "--k",
-                "4",
-                "--val-k",
-                "5",
-            ],
+            &format!("--estimator {est} --train-limit 60 --valid-size 20 --epochs 1 --batch 20 --k 4 --val-k 5"),
         );
         let obj = m[0]["train_objective"].as_f64().unwrap();
         let lk = m[0]["val_lk"].as_f64().unwrap();
@@ -221,28 +131,29 @@ fn unbiased_and_coupled_estimators_train_the_two_layer_model() {
 
 /// A tiny two-layer model on 30 binary pixels and its minibatch of `batch` images.
 fn tiny_two_layer(batch: usize) -> (unbiased_vae::model::Params, Vec<f32>) {
-    let arch = Arch {
-        x_dim: 30,
-        hidden: vec![12],
-        z_dim: 4,
-        likelihood: Default::default(),
-        top: Some(TopLayer {
-            hidden: vec![6],
-            z_dim: 2,
-        }),
-    };
-    let mean: Vec<f32> = (0..30).map(|j| 0.2 + 0.02 * j as f32).collect();
-    let x = (0..batch * 30)
-        .map(|i| ((i * 7) % 3 == 0) as u8 as f32)
-        .collect();
-    (unbiased_vae::model::Params::init(&arch, 3, Some(&mean)), x)
+    tiny(&arch2(30, &[12], 4, &[6], 2), batch)
 }
 
-fn worst_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
+/// The two backends hold the same gradient: only the summation order differs, so f32
+/// roundoff of the largest entry bounds the difference.
+fn assert_same_gradient(
+    label: &str,
+    whole: &mut unbiased_vae::backend::cpu::CpuBackend,
+    chunked: &mut unbiased_vae::backend::cpu::CpuBackend,
+) {
+    use unbiased_vae::backend::Backend;
+    let (gw, gc) = (whole.gradient().unwrap(), chunked.gradient().unwrap());
+    let scale = gw.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let worst = gw
+        .iter()
+        .zip(&gc)
         .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max)
+        .fold(0.0f32, f32::max);
+    println!("{label}: worst gradient difference {worst:e} (max |g| {scale:e})");
+    assert!(
+        scale > 1e-2 && worst <= 1e-5 * scale,
+        "{label}: {worst} vs {scale}"
+    );
 }
 
 /// Steps too large for one pass run in chunks (the same noise addresses, so the same z1, z2)
@@ -287,15 +198,7 @@ fn two_layer_chunked_steps_and_chains_equal_whole_ones() {
             b.train_step(&x, batch, n, &noise, &program, &adam, 1e-3)
                 .unwrap();
         }
-        let (gw, gc) = (whole.gradient().unwrap(), chunked.gradient().unwrap());
-        let scale = gw.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let worst = worst_diff(&gw, &gc);
-        println!("{label} n = {n}: worst gradient difference {worst:e} (max |g| {scale:e})");
-        // Only the summation order differs: f32 roundoff of the largest entry.
-        assert!(
-            scale > 1e-2 && worst <= 1e-5 * scale,
-            "{label}: {worst} vs {scale}"
-        );
+        assert_same_gradient(&format!("{label} n = {n}"), &mut whole, &mut chunked);
     }
     for kernel in [ChainKernel::Isir, ChainKernel::Pimh] {
         let chains = CouplingConfig {
@@ -312,14 +215,8 @@ fn two_layer_chunked_steps_and_chains_equal_whole_ones() {
             .chain_step(&x, batch, &noise, &chains, &adam, 1e-3)
             .unwrap();
         assert_eq!(ow, oc, "{kernel}: chunking changed the chains");
-        let (gw, gc) = (whole.gradient().unwrap(), chunked.gradient().unwrap());
-        let scale = gw.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let worst = worst_diff(&gw, &gc);
-        println!("{kernel}: {ow:?}; worst gradient difference {worst:e} (max |g| {scale:e})");
-        assert!(
-            scale > 1e-2 && worst <= 1e-5 * scale,
-            "{kernel}: {worst} vs {scale}"
-        );
+        println!("{kernel}: {ow:?}");
+        assert_same_gradient(&kernel.to_string(), &mut whole, &mut chunked);
     }
 }
 
@@ -329,25 +226,11 @@ fn two_layer_chunked_steps_and_chains_equal_whole_ones() {
 fn profile_runs_and_bad_second_layer_flags_are_named() {
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("t.json");
-    let out = run_ok(&[
-        "profile",
-        "--model",
-        "hvae",
-        "--backend",
-        "cpu",
-        "--threads",
-        "2",
-        "--k",
-        "2",
-        "--batch",
-        "4",
-        "--steps",
-        "1",
-        "--warmup",
-        "0",
-        "--trace",
-        trace.to_str().unwrap(),
-    ]);
+    let mut profile = words(
+        "profile --model hvae --backend cpu --threads 2 --k 2 --batch 4 --steps 1 --warmup 0",
+    );
+    profile.extend(["--trace", arg(&trace)]);
+    let out = run_ok(&profile);
     assert!(out.contains("sample z1, z2"), "{out}");
     for (args, flag) in [
         (vec!["--model", "hvae", "--hidden2", "0"], "--hidden2"),
@@ -355,13 +238,7 @@ fn profile_runs_and_bad_second_layer_flags_are_named() {
         (vec!["--model", "vae", "--hidden2", "8"], "--hidden2"),
     ] {
         let out_dir = dir.path().join("run");
-        let mut a = vec![
-            "train",
-            "--backend",
-            "cpu",
-            "--out",
-            out_dir.to_str().unwrap(),
-        ];
+        let mut a = vec!["train", "--backend", "cpu", "--out", arg(&out_dir)];
         a.extend(args.iter());
         let o = run(&a);
         assert_eq!(o.code, Some(1), "{args:?}: {}", o.stderr);

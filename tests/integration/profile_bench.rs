@@ -2,39 +2,16 @@
 
 use serde_json::Value;
 
-use crate::common::cli::uvae;
+use crate::common::cli::{arg, run, run_json, run_ok, words};
 use crate::common::{backends, TestBackend};
 
 /// Runs a tiny profile; checks the report and that the trace has one event per timed call.
 fn profile(backend: &str, must_have: &[&str]) {
     let tmp = tempfile::tempdir().unwrap();
     let trace = tmp.path().join("trace.json");
-    let out = uvae()
-        .args([
-            "profile",
-            "--backend",
-            backend,
-            "--k",
-            "3",
-            "--batch",
-            "4",
-            "--steps",
-            "2",
-            "--warmup",
-            "1",
-            "--json",
-            "--trace",
-        ])
-        .arg(&trace)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{backend}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{backend}: profile --json prints JSON: {e}"));
+    let mut args = words("profile --k 3 --batch 4 --steps 2 --warmup 1 --json --backend");
+    args.extend([backend, "--trace", arg(&trace)]);
+    let report = run_json(&args);
     let rows = report["rows"].as_array().unwrap();
     let calls: u64 = rows.iter().map(|r| r["calls"].as_u64().unwrap()).sum();
     let shares: f64 = rows.iter().map(|r| r["share"].as_f64().unwrap()).sum();
@@ -110,33 +87,12 @@ fn profile_on_every_backend() {
 }
 
 fn bench(backend: &str) {
-    let out = uvae()
-        .args([
-            "bench",
-            "--backend",
-            backend,
-            "--configs",
-            "iwae:3:4,jvi-dreg:4:2",
-            "--steps",
-            "2",
-            "--repeats",
-            "3",
-            "--warmup",
-            "1",
-            "--eval-k",
-            "7",
-            "--eval-images",
-            "3",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{backend}: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let mut args = words(
+        "bench --configs iwae:3:4,jvi-dreg:4:2 --steps 2 --repeats 3 --warmup 1 \
+         --eval-k 7 --eval-images 3 --json --backend",
     );
-    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+    args.push(backend);
+    let lines: Vec<Value> = run_ok(&args)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{backend}: JSON line: {e}")))
         .collect();
@@ -168,12 +124,9 @@ fn bench_on_every_backend() {
 
 #[test]
 fn bench_rejects_a_malformed_config() {
-    let out = uvae()
-        .args(["bench", "--backend", "cpu", "--configs", "iwae:50"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let out = run(&["bench", "--backend", "cpu", "--configs", "iwae:50"]);
+    assert!(out.code != Some(0));
+    let err = out.stderr;
     assert!(
         err.contains("--configs") && err.contains("estimator:k:batch"),
         "{err}"

@@ -3,7 +3,7 @@
 //! uninterrupted result, each row's settings as the papers give them, and the measured cost
 //! of the ML-RR and SUMO rows against the closed form of their level distributions.
 
-use crate::common::cli::{metrics_lines, run_ok};
+use crate::common::cli::{arg, metrics_lines, run_ok, words};
 use rand::SeedableRng;
 use serde_json::Value;
 use std::path::Path;
@@ -13,28 +13,12 @@ use unbiased_vae::apps::reproduce::{Protocol, ReproduceOptions};
 use unbiased_vae::estimators::EstimatorKind;
 
 /// One epoch on 200 training images, 100 validation images, test bounds on 40 images.
-const TINY: [&str; 16] = [
-    "--backend",
-    "cpu",
-    "--epochs",
-    "1",
-    "--train-limit",
-    "200",
-    "--valid-size",
-    "100",
-    "--eval-k",
-    "8",
-    "--eval-limit",
-    "40",
-    "--test-k",
-    "4",
-    "--test-limit",
-    "40",
-];
+const TINY: &str = "--backend cpu --epochs 1 --train-limit 200 --valid-size 100 \
+    --eval-k 8 --eval-limit 40 --test-k 4 --test-limit 40";
 
 fn reproduce(protocol: &str, out: &Path, extra: &[&str]) -> String {
-    let mut args = vec!["reproduce", protocol, "--out", out.to_str().unwrap()];
-    args.extend(TINY);
+    let mut args = vec!["reproduce", protocol, "--out", arg(out)];
+    args.extend(words(TINY));
     args.extend(extra);
     run_ok(&args)
 }
@@ -170,7 +154,7 @@ fn a_protocol_killed_mid_run_resumes_to_the_uninterrupted_results() {
     let dir = tempfile::tempdir().unwrap();
     let (killed, whole) = (dir.path().join("killed"), dir.path().join("whole"));
     // Two epochs on 400 images: long enough to be caught in the second of six runs.
-    let mut budget: Vec<&str> = TINY.to_vec();
+    let mut budget: Vec<&str> = words(TINY);
     for (flag, value) in [("--epochs", "2"), ("--train-limit", "400")] {
         let at = budget.iter().position(|a| *a == flag).unwrap();
         budget[at + 1] = value;
@@ -242,16 +226,21 @@ fn a_protocol_killed_mid_run_resumes_to_the_uninterrupted_results() {
     }
 }
 
+/// Options for reading a protocol's plan (one seed), never running it.
+fn plan_only() -> ReproduceOptions {
+    ReproduceOptions {
+        out: "/nonexistent".into(),
+        seeds: 1,
+        ..Default::default()
+    }
+}
+
 /// Every row's settings as written into its config.json by a run, against the papers'
 /// numbers (issue #11): estimator, K, batch, optimiser, schedule, clipping, initialisation,
 /// data split and the unbiased estimators' level distributions and encoders.
 #[test]
 fn every_row_is_configured_as_its_paper_says() {
-    let opts = ReproduceOptions {
-        out: "/nonexistent".into(),
-        seeds: 1,
-        ..Default::default()
-    };
+    let opts = plan_only();
     for protocol in [
         Protocol::Burda,
         Protocol::ShiCornish,
@@ -387,11 +376,7 @@ fn every_row_is_configured_as_its_paper_says() {
 /// 98.9 % for all four by the union bound), seeded.
 #[test]
 fn the_unbiased_rows_cost_what_their_level_distributions_say() {
-    let opts = ReproduceOptions {
-        out: "/nonexistent".into(),
-        seeds: 1,
-        ..Default::default()
-    };
+    let opts = plan_only();
     let sumo_tail: f64 = (1..79).map(|k| 1.0 / (k as f64 + 1.0)).sum::<f64>() + 10.0 / 80.0;
     let mut checked = 0;
     for run in Protocol::ShiCornish.spec().plan(&opts).unwrap() {
@@ -474,26 +459,13 @@ fn bad_protocol_input_names_the_flag_and_trains_nothing() {
     }
     // A run trained with another learning rate in the directory of the protocol's first run.
     let first = out.join("iwae-k5-seed0");
-    run_ok(&[
-        "train",
-        "--backend",
-        "cpu",
-        "--train-limit",
-        "200",
-        "--valid-size",
-        "100",
-        "--epochs",
-        "1",
-        "--val-k",
-        "2",
-        "--lr",
-        "0.01",
-        "--out",
-        first.to_str().unwrap(),
-        "--quiet",
-    ]);
+    let mut train = words(
+        "train --backend cpu --train-limit 200 --valid-size 100 --epochs 1 --val-k 2 --lr 0.01",
+    );
+    train.extend(["--out", arg(&first), "--quiet"]);
+    run_ok(&train);
     let mut args = vec!["reproduce", "shi-cornish", "--out", o];
-    args.extend(TINY);
+    args.extend(words(TINY));
     let r = crate::common::cli::run(&args);
     assert_eq!(r.code, Some(1), "{}", r.stderr);
     for n in [first.to_str().unwrap(), "another configuration", "lr"] {

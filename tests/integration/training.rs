@@ -5,10 +5,11 @@ use unbiased_vae::data;
 use unbiased_vae::estimators::{Estimator, EstimatorKind};
 use unbiased_vae::eval;
 use unbiased_vae::model::ModelChoice;
-use unbiased_vae::model::{checkpoint, Arch, Params};
+use unbiased_vae::model::{checkpoint, Params};
 use unbiased_vae::optim::{AdamConfig, Schedule};
 use unbiased_vae::train;
 
+use crate::common::arch;
 use crate::common::mc::combined_se;
 
 #[test]
@@ -20,13 +21,7 @@ fn short_iwae_run_improves_validation_lk() {
         valid_size: 400,
         train_limit: Some(3000),
         // A smaller model than Burda's 784-200-200-50 to keep the test fast.
-        arch: Arch {
-            x_dim: 784,
-            hidden: vec![100],
-            z_dim: 20,
-            likelihood: Default::default(),
-            top: None,
-        },
+        arch: arch(784, &[100], 20),
         estimator: Estimator::new(EstimatorKind::Iwae, 0.5),
         k: 5,
         epochs: 3,
@@ -145,43 +140,18 @@ fn short_iwae_run_improves_validation_lk() {
 /// zero` starts the output bias at zero where `data-mean` starts it at the mean's logit.
 #[test]
 fn test_bound_cadence_best_checkpoint_and_output_bias() {
-    use crate::common::cli::{metrics_lines, run_ok};
+    use crate::common::cli::{arg, metrics_lines, run_ok, words};
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
-    let o = out.to_str().unwrap();
-    let base = [
-        "train",
-        "--backend",
-        "cpu",
-        "--train-limit",
-        "300",
-        "--valid-size",
-        "100",
-        "--hidden",
-        "20",
-        "--latent",
-        "4",
-        "--batch",
-        "20",
-        "--val-k",
-        "5",
-        "--quiet",
-    ];
+    let base = words(
+        "train --backend cpu --train-limit 300 --valid-size 100 --hidden 20 --latent 4 \
+         --batch 20 --val-k 5 --quiet",
+    );
     let mut args = base.to_vec();
-    args.extend([
-        "--lr",
-        "0.03",
-        "--epochs",
-        "3",
-        "--test-every",
-        "2",
-        "--test-k",
-        "3",
-        "--test-limit",
-        "30",
-        "--out",
-        o,
-    ]);
+    args.extend(words(
+        "--lr 0.03 --epochs 3 --test-every 2 --test-k 3 --test-limit 30",
+    ));
+    args.extend(["--out", arg(&out)]);
     run_ok(&args);
     let lines = metrics_lines(&out);
     let tested: Vec<u64> = lines
@@ -226,7 +196,7 @@ fn test_bound_cadence_best_checkpoint_and_output_bias() {
             "--output-bias",
             bias,
             "--out",
-            d.to_str().unwrap(),
+            arg(&d),
         ]);
         run_ok(&a);
         let (p, _) = checkpoint::load(&d.join(train::CHECKPOINT_FILE)).unwrap();
