@@ -10,7 +10,7 @@ pub mod snr;
 
 use crate::apps::plot::Chart;
 use crate::exact::{fill_std_normals, ExactModel};
-use crate::files::write_atomic;
+use crate::files::{csv_record, write_atomic};
 use anyhow::{bail, Result};
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
@@ -59,10 +59,6 @@ impl Cell {
     }
     fn csv(&self) -> String {
         match self {
-            // No figure writes commas or quotes in a text cell; quote anyway if one does.
-            Cell::Text(s) if s.contains([',', '"', '\n']) => {
-                format!("\"{}\"", s.replace('"', "\"\""))
-            }
             Cell::Text(s) => s.clone(),
             Cell::Int(v) => v.to_string(),
             Cell::Num(v) => format!("{v:e}"),
@@ -106,10 +102,9 @@ impl Table {
     }
 
     pub fn to_csv(&self) -> String {
-        let mut s = self.columns.join(",") + "\n";
+        let mut s = csv_record(&self.columns);
         for row in &self.rows {
-            s += &row.iter().map(Cell::csv).collect::<Vec<_>>().join(",");
-            s.push('\n');
+            s += &csv_record(&row.iter().map(Cell::csv).collect::<Vec<_>>());
         }
         s
     }
@@ -203,35 +198,6 @@ pub fn least_squares(pts: &[(f64, f64)]) -> Option<(f64, f64)> {
     Some((slope, (sy - slope * sx) / n))
 }
 
-/// Running mean and variance (Welford), in f64.
-#[derive(Clone, Debug, Default)]
-pub struct Moments {
-    pub n: usize,
-    pub mean: f64,
-    m2: f64,
-}
-
-impl Moments {
-    pub fn push(&mut self, v: f64) {
-        self.n += 1;
-        let d = v - self.mean;
-        self.mean += d / self.n as f64;
-        self.m2 += d * (v - self.mean);
-    }
-    /// Sample variance (0 for fewer than two values).
-    pub fn var(&self) -> f64 {
-        if self.n < 2 {
-            0.0
-        } else {
-            self.m2 / (self.n - 1) as f64
-        }
-    }
-    /// Standard error of the mean.
-    pub fn stderr(&self) -> f64 {
-        (self.var() / self.n.max(1) as f64).sqrt()
-    }
-}
-
 /// `n` log-weights of datapoint `x` under an exact model (no per-sample gradients: the
 /// figures that need only log p(x) estimates skip them).
 pub fn exact_log_weights(
@@ -280,15 +246,5 @@ mod tests {
         assert!(t.check("x").is_err());
         assert!(parse_sizes("1, 10,100", "--ks").unwrap() == vec![1, 10, 100]);
         assert!(parse_sizes("1,0", "--ks").is_err());
-    }
-
-    #[test]
-    fn moments_match_the_direct_formulas() {
-        let mut m = Moments::default();
-        for v in [1.0, 2.0, 4.0] {
-            m.push(v);
-        }
-        assert!((m.mean - 7.0 / 3.0).abs() < 1e-12);
-        assert!((m.var() - 7.0 / 3.0).abs() < 1e-12);
     }
 }
