@@ -7,6 +7,7 @@ mod common;
 
 mod bad_input;
 mod cli;
+mod cli_conventions;
 mod console_images;
 mod coupled_training;
 mod coupling;

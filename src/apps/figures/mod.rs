@@ -1,7 +1,8 @@
 //! Figures as commands (`uvae figure NAME`, docs/design.md §5.4): each figure computes a
 //! table, draws it with [`crate::apps::plot`], and writes `DIR/<name>.png`, `DIR/<name>.csv` and
-//! `DIR/<name>.json` (the table, with the settings and notes that qualify it). One file per
-//! figure; defaults are sized to run in seconds, flags scale them up.
+//! `DIR/<name>.json` (the table, with the settings and notes that qualify it), or a named
+//! `FILE.png` with `FILE.csv` and `FILE.json` beside it. One file per figure; defaults are
+//! sized to run in seconds, flags scale them up.
 
 pub mod bias;
 pub mod meeting_times;
@@ -165,13 +166,21 @@ impl Figure {
 
     /// Writes `dir/<name>.{png,csv,json}` atomically, creating `dir`.
     pub fn write(&self, dir: &Path) -> Result<Written> {
+        self.write_to(&dir.join(format!("{}.png", self.name)))
+    }
+
+    /// Writes the picture to `png` and the table beside it, `.csv` and `.json` for its
+    /// extension, atomically, creating the folder.
+    pub fn write_to(&self, png: &Path) -> Result<Written> {
         self.table.check(self.name)?;
-        std::fs::create_dir_all(dir)
-            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+        if let Some(dir) = png.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+        }
         let w = Written {
-            png: dir.join(format!("{}.png", self.name)),
-            csv: dir.join(format!("{}.csv", self.name)),
-            json: dir.join(format!("{}.json", self.name)),
+            png: png.to_path_buf(),
+            csv: png.with_extension("csv"),
+            json: png.with_extension("json"),
         };
         self.chart.save_png(&w.png)?;
         write_atomic(&w.csv, self.table.to_csv().as_bytes())?;
