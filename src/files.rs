@@ -1,4 +1,4 @@
-//! Output files: atomic writes, JSON lines, and f64s that round-trip exactly.
+//! Output files: atomic writes, JSON lines, CSV records, and f64s that round-trip exactly.
 
 use anyhow::{Context, Result};
 use std::io::Write;
@@ -131,6 +131,28 @@ pub fn append_jsonl(path: &Path, value: &serde_json::Value) -> Result<()> {
         .with_context(|| format!("cannot append to {}", path.display()))
 }
 
+/// One CSV record and its newline, by RFC 4180: a field is quoted only when it holds a comma,
+/// a quote or a line break, and a quote inside is doubled. Every table the crate writes (the
+/// figures', reproduce's results.csv) goes through here, so they parse with one rule.
+pub fn csv_record<S: AsRef<str>>(fields: &[S]) -> String {
+    let mut line = String::new();
+    for (i, f) in fields.iter().enumerate() {
+        let f = f.as_ref();
+        if i > 0 {
+            line.push(',');
+        }
+        if f.contains([',', '"', '\n', '\r']) {
+            line.push('"');
+            line.push_str(&f.replace('"', "\"\""));
+            line.push('"');
+        } else {
+            line.push_str(f);
+        }
+    }
+    line.push('\n');
+    line
+}
+
 /// f64 fields as their IEEE bit patterns (u64), so a file round-trips them exactly.
 pub mod f64_bits {
     use serde::{Deserialize, Deserializer, Serializer};
@@ -141,5 +163,19 @@ pub mod f64_bits {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
         Ok(f64::from_bits(u64::deserialize(d)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::csv_record;
+
+    #[test]
+    fn csv_quotes_only_what_needs_it() {
+        assert_eq!(csv_record(&["a", "1e0", ""]), "a,1e0,\n");
+        assert_eq!(
+            csv_record(&["I0 = 2, p = 0.6", "say \"hi\"", "two\nlines"]),
+            "\"I0 = 2, p = 0.6\",\"say \"\"hi\"\"\",\"two\nlines\"\n"
+        );
     }
 }

@@ -18,8 +18,9 @@ pub struct FigureArgs {
 /// Flags every figure takes.
 #[derive(Args)]
 struct Common {
-    /// Folder for <name>.png, <name>.csv and <name>.json.
-    #[arg(long, default_value = "runs/figures", value_name = "DIR")]
+    /// Folder for <name>.png, <name>.csv and <name>.json; or FILE.png, with FILE.csv and
+    /// FILE.json beside it.
+    #[arg(long, default_value = "runs/figures", value_name = "DIR|FILE.png")]
     out: PathBuf,
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -185,7 +186,14 @@ pub fn run(a: FigureArgs) -> Result<()> {
             (bias::figure(&cfg)?, common.out)
         }
     };
-    let w = fig.write(&out)?;
+    let is_png = out
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("png"));
+    let w = if is_png {
+        fig.write_to(&out)?
+    } else {
+        fig.write(&out)?
+    };
     println!("{}", fig.chart.title);
     for n in &fig.notes {
         println!("note: {n}");

@@ -67,6 +67,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a shell completion script to stdout (docs/cli.md says where each shell reads it).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// On a machine without a display, the Vulkan loader's Wayland probe prints
@@ -97,5 +102,10 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<()> {
         Command::Plot(a) => plot::run(a),
         Command::Figure(a) => figure::run(a),
         Command::Reproduce(a) => reproduce::run(a),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "uvae", &mut std::io::stdout());
+            Ok(())
+        }
     }
 }

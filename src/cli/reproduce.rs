@@ -20,8 +20,9 @@ pub struct ReproduceArgs {
     #[command(flatten)]
     common: CommonArgs,
     /// The protocol's folder: one run directory per run, and results.md/.json/.csv/.png.
-    #[arg(long)]
-    out: PathBuf,
+    /// Not needed with --list, which writes nothing.
+    #[arg(long, required_unless_present = "list")]
+    out: Option<PathBuf>,
     /// Epochs of every run instead of the paper's.
     #[arg(long, conflicts_with = "epochs_scale")]
     epochs: Option<usize>,
@@ -88,7 +89,8 @@ fn parse_shard(s: &str) -> Result<(usize, usize), ConfigError> {
 impl ReproduceArgs {
     fn options(&self) -> Result<ReproduceOptions, ConfigError> {
         Ok(ReproduceOptions {
-            out: self.out.clone(),
+            // Only --list goes without --out (clap's rule), and it writes nothing.
+            out: self.out.clone().unwrap_or_default(),
             epochs: self.epochs,
             epochs_scale: self.epochs_scale,
             seeds: self.seeds,

@@ -42,7 +42,7 @@
 //! ## What is implemented as DISIR, and its status
 //!
 //! The only sources available while writing this module were the paper's abstract and its
-//! talk slides (`/work/shared/seeds/coupled-chains-ruiz-2021-*.txt`), which say only: "Our MCMC
+//! talk slides (Ruiz, Titsias, Cemgil & Doucet, UAI 2021), which say only: "Our MCMC
 //! algorithm is based on ISIR (rather than PIMH)" and "We propose an extension of ISIR, called
 //! DISIR that significantly reduces the variance of the estimator". The paper body (arXiv
 //! 2010.01845, PMLR 161 and its supplement) could not be retrieved, so the exact DISIR

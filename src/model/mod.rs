@@ -349,7 +349,8 @@ mod tests {
         // The encoder group ends where decoder2 begins.
         assert_eq!(l.encoder_len, dec2[0].w);
         assert_eq!(l.arch.noise_dim(), 150);
-        // One-layer configurations serialise as before (no `top` key).
+        // One-layer configurations carry no `top` key, so their files read the same with or
+        // without two-layer support.
         let one = serde_json::to_string(&Arch::burda_mnist()).unwrap();
         assert!(!one.contains("top"), "{one}");
     }

@@ -7,9 +7,11 @@ mod common;
 
 mod bad_input;
 mod cli;
+mod cli_conventions;
 mod console_images;
 mod coupled_training;
 mod coupling;
+mod docs;
 mod exact_training;
 mod figures;
 mod gpu_cli;

@@ -4,11 +4,12 @@
 //! roulette (unbiased at every cost). Each point is the mean of `reps` independent estimates,
 //! with ±2 standard-error bars.
 
-use super::{exact_log_weights, Figure, Moments, Table};
+use super::{exact_log_weights, Figure, Table};
 use crate::apps::plot::{Axis, Chart, Line, Marker, Series};
 use crate::estimators::{iwae_bound, Estimator, EstimatorKind, StepPlan};
 use crate::exact::{ExactModel, Ppca, Toy};
 use crate::model::ModelChoice;
+use crate::stats::Moments;
 use anyhow::{bail, Result};
 use rand::SeedableRng;
 use serde_json::json;
@@ -63,7 +64,7 @@ fn run_point(
     reps: usize,
     rng: &mut rand_chacha::ChaCha8Rng,
 ) -> (Moments, Moments) {
-    let (mut est, mut cost) = (Moments::default(), Moments::default());
+    let (mut est, mut cost) = (Moments::new(1), Moments::new(1));
     for _ in 0..reps {
         let draw = plan.draw(rng).expect("a fixed or random-size plan");
         let l = exact_log_weights(model, x, draw.n, rng);
@@ -75,8 +76,8 @@ fn run_point(
                 draw.program.evaluate_row(&l, &mut a, &mut b, &mut c)
             }
         };
-        est.push(v);
-        cost.push(draw.n as f64);
+        est.push(&[v]);
+        cost.push(&[draw.n as f64]);
     }
     (est, cost)
 }
@@ -122,11 +123,11 @@ pub fn measure(cfg: &BiasConfig) -> Result<(Vec<BiasPoint>, f64)> {
         points.push(BiasPoint {
             estimator: kind,
             setting,
-            cost_mean: cost.mean,
-            cost_expected: plan.expected_samples().unwrap_or(cost.mean),
-            estimate: est.mean,
-            bias: est.mean - exact,
-            stderr: est.stderr(),
+            cost_mean: cost.mean(0),
+            cost_expected: plan.expected_samples().unwrap_or(cost.mean(0)),
+            estimate: est.mean(0),
+            bias: est.mean(0) - exact,
+            stderr: est.stderr(0),
         });
     }
     Ok((points, exact))

@@ -1,7 +1,8 @@
 //! Figures as commands (`uvae figure NAME`, docs/design.md §5.4): each figure computes a
 //! table, draws it with [`crate::apps::plot`], and writes `DIR/<name>.png`, `DIR/<name>.csv` and
-//! `DIR/<name>.json` (the table, with the settings and notes that qualify it). One file per
-//! figure; defaults are sized to run in seconds, flags scale them up.
+//! `DIR/<name>.json` (the table, with the settings and notes that qualify it), or a named
+//! `FILE.png` with `FILE.csv` and `FILE.json` beside it. One file per figure; defaults are
+//! sized to run in seconds, flags scale them up.
 
 pub mod bias;
 pub mod meeting_times;
@@ -10,7 +11,7 @@ pub mod snr;
 
 use crate::apps::plot::Chart;
 use crate::exact::{fill_std_normals, ExactModel};
-use crate::files::write_atomic;
+use crate::files::{csv_record, write_atomic};
 use anyhow::{bail, Result};
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
@@ -59,10 +60,6 @@ impl Cell {
     }
     fn csv(&self) -> String {
         match self {
-            // No figure writes commas or quotes in a text cell; quote anyway if one does.
-            Cell::Text(s) if s.contains([',', '"', '\n']) => {
-                format!("\"{}\"", s.replace('"', "\"\""))
-            }
             Cell::Text(s) => s.clone(),
             Cell::Int(v) => v.to_string(),
             Cell::Num(v) => format!("{v:e}"),
@@ -106,10 +103,9 @@ impl Table {
     }
 
     pub fn to_csv(&self) -> String {
-        let mut s = self.columns.join(",") + "\n";
+        let mut s = csv_record(&self.columns);
         for row in &self.rows {
-            s += &row.iter().map(Cell::csv).collect::<Vec<_>>().join(",");
-            s.push('\n');
+            s += &csv_record(&row.iter().map(Cell::csv).collect::<Vec<_>>());
         }
         s
     }
@@ -170,13 +166,21 @@ impl Figure {
 
     /// Writes `dir/<name>.{png,csv,json}` atomically, creating `dir`.
     pub fn write(&self, dir: &Path) -> Result<Written> {
+        self.write_to(&dir.join(format!("{}.png", self.name)))
+    }
+
+    /// Writes the picture to `png` and the table beside it, `.csv` and `.json` for its
+    /// extension, atomically, creating the folder.
+    pub fn write_to(&self, png: &Path) -> Result<Written> {
         self.table.check(self.name)?;
-        std::fs::create_dir_all(dir)
-            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+        if let Some(dir) = png.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+        }
         let w = Written {
-            png: dir.join(format!("{}.png", self.name)),
-            csv: dir.join(format!("{}.csv", self.name)),
-            json: dir.join(format!("{}.json", self.name)),
+            png: png.to_path_buf(),
+            csv: png.with_extension("csv"),
+            json: png.with_extension("json"),
         };
         self.chart.save_png(&w.png)?;
         write_atomic(&w.csv, self.table.to_csv().as_bytes())?;
@@ -201,35 +205,6 @@ pub fn least_squares(pts: &[(f64, f64)]) -> Option<(f64, f64)> {
     }
     let slope = (n * sxy - sx * sy) / den;
     Some((slope, (sy - slope * sx) / n))
-}
-
-/// Running mean and variance (Welford), in f64.
-#[derive(Clone, Debug, Default)]
-pub struct Moments {
-    pub n: usize,
-    pub mean: f64,
-    m2: f64,
-}
-
-impl Moments {
-    pub fn push(&mut self, v: f64) {
-        self.n += 1;
-        let d = v - self.mean;
-        self.mean += d / self.n as f64;
-        self.m2 += d * (v - self.mean);
-    }
-    /// Sample variance (0 for fewer than two values).
-    pub fn var(&self) -> f64 {
-        if self.n < 2 {
-            0.0
-        } else {
-            self.m2 / (self.n - 1) as f64
-        }
-    }
-    /// Standard error of the mean.
-    pub fn stderr(&self) -> f64 {
-        (self.var() / self.n.max(1) as f64).sqrt()
-    }
 }
 
 /// `n` log-weights of datapoint `x` under an exact model (no per-sample gradients: the
@@ -280,15 +255,5 @@ mod tests {
         assert!(t.check("x").is_err());
         assert!(parse_sizes("1, 10,100", "--ks").unwrap() == vec![1, 10, 100]);
         assert!(parse_sizes("1,0", "--ks").is_err());
-    }
-
-    #[test]
-    fn moments_match_the_direct_formulas() {
-        let mut m = Moments::default();
-        for v in [1.0, 2.0, 4.0] {
-            m.push(v);
-        }
-        assert!((m.mean - 7.0 / 3.0).abs() < 1e-12);
-        assert!((m.var() - 7.0 / 3.0).abs() < 1e-12);
     }
 }

@@ -11,13 +11,14 @@
 //! SNR_i = |mean_i| / sd_i over the replications; the figure shows the mean of SNR_i over the
 //! 420 learned coordinates (the table also gives the median).
 
-use super::{Figure, Moments, Table};
+use super::{Figure, Table};
 use crate::apps::plot::{Axis, Chart, Line, Marker, Series};
 use crate::backend::{cpu::CpuBackend, Backend, Noise};
 use crate::estimators::{Coefficients, Estimator, EstimatorKind};
 use crate::exact::training::{toy_layout, toy_to_params};
 use crate::exact::{ExactModel, Toy};
 use crate::rng::Stream;
+use crate::stats::Moments;
 use anyhow::{bail, Result};
 use serde_json::json;
 
@@ -100,7 +101,7 @@ pub fn measure(cfg: &SnrConfig) -> Result<(Vec<SnrPoint>, Vec<String>)> {
     let mut coeffs = Coefficients::default();
     let (mut points, mut notes) = (Vec::new(), Vec::new());
     for (ki, &k) in cfg.ks.iter().enumerate() {
-        let mut acc = vec![vec![Moments::default(); coords.len()]; ESTIMATORS.len()];
+        let mut acc = vec![Moments::new(coords.len()); ESTIMATORS.len()];
         for r in 0..cfg.reps {
             // A fresh Philox counter per (K, replication): no samples shared across K.
             let noise = Noise {
@@ -115,13 +116,13 @@ pub fn measure(cfg: &SnrConfig) -> Result<(Vec<SnrPoint>, Vec<String>)> {
                 program.coefficients_into(&lw, 1, k, &mut coeffs);
                 backend.backward(&coeffs.a, &coeffs.b, &coeffs.c)?;
                 let g = backend.gradient()?;
-                for (m, &i) in acc[e].iter_mut().zip(&coords) {
-                    m.push(g[i] as f64);
-                }
+                let picked: Vec<f64> = coords.iter().map(|&i| g[i] as f64).collect();
+                acc[e].push(&picked);
             }
         }
         for (e, &est) in ESTIMATORS.iter().enumerate() {
-            let live: Vec<&Moments> = acc[e].iter().filter(|m| m.var() > 0.0).collect();
+            let m = &acc[e];
+            let live: Vec<usize> = (0..m.dim()).filter(|&i| m.var(i) > 0.0).collect();
             if live.is_empty() {
                 notes.push(format!(
                     "{} at K = {k}: the encoder gradient is identically zero (zero variance), so its SNR is undefined; the point is omitted",
@@ -129,7 +130,10 @@ pub fn measure(cfg: &SnrConfig) -> Result<(Vec<SnrPoint>, Vec<String>)> {
                 ));
                 continue;
             }
-            let mut snr: Vec<f64> = live.iter().map(|m| m.mean.abs() / m.var().sqrt()).collect();
+            let mut snr: Vec<f64> = live
+                .iter()
+                .map(|&i| m.mean(i).abs() / m.var(i).sqrt())
+                .collect();
             snr.sort_by(f64::total_cmp);
             let n = live.len() as f64;
             points.push(SnrPoint {
@@ -137,8 +141,8 @@ pub fn measure(cfg: &SnrConfig) -> Result<(Vec<SnrPoint>, Vec<String>)> {
                 k,
                 snr_mean: snr.iter().sum::<f64>() / n,
                 snr_median: snr[snr.len() / 2],
-                mean_abs_grad: live.iter().map(|m| m.mean.abs()).sum::<f64>() / n,
-                mean_sd: live.iter().map(|m| m.var().sqrt()).sum::<f64>() / n,
+                mean_abs_grad: live.iter().map(|&i| m.mean(i).abs()).sum::<f64>() / n,
+                mean_sd: live.iter().map(|&i| m.var(i).sqrt()).sum::<f64>() / n,
                 coords: live.len(),
             });
         }

@@ -1,10 +1,11 @@
 //! `uvae grad-stats` through a training backend: the VAE against a large-K IWAE reference,
 //! and the exact two-layer model (`--model hgauss`) against its closed-form gradient.
 
-use super::{group_stats, settings, GradStatsReport, Running};
+use super::{group_stats, settings, GradStatsReport};
 use crate::estimators::{Estimator, EstimatorKind};
 use crate::model::ModelChoice;
 use crate::progress::Progress;
+use crate::stats::Moments;
 use anyhow::{bail, Result};
 use rand::SeedableRng;
 
@@ -150,7 +151,7 @@ fn backend_stats(
     let mut run = |backend: &mut dyn crate::backend::Backend,
                    plan: &crate::estimators::StepPlan,
                    step: u32,
-                   acc: &mut Running,
+                   acc: &mut Moments,
                    rng: &mut rand_chacha::ChaCha8Rng|
      -> Result<(usize, f64)> {
         let draw = plan.draw(rng).expect("a coefficient plan");
@@ -166,10 +167,10 @@ fn backend_stats(
         backend.backward(&coeffs.a, &coeffs.b, &coeffs.c)?;
         let g = backend.gradient()?;
         let picked: Vec<f64> = positions.iter().map(|&i| g[i] as f64).collect();
-        acc.push64(&picked);
+        acc.push(&picked);
         Ok((draw.n, coeffs.objective[0]))
     };
-    let mut iwae_reference = Running::new(positions.len());
+    let mut iwae_reference = Moments::new(positions.len());
     let mut lk = 0.0;
     progress.start("reference", (reference_reps + reps) as u64, "gradients");
     if let Reference::Iwae { k: reference_k, .. } = reference {
@@ -186,7 +187,7 @@ fn backend_stats(
             .1 / reference_reps as f64;
         }
     }
-    let mut est = Running::new(positions.len());
+    let mut est = Moments::new(positions.len());
     let mut cost = 0;
     for r in 0..reps {
         progress.advance((reference_reps + r) as u64);
@@ -203,8 +204,8 @@ fn backend_stats(
                     let range = (l.w - layout.encoder_len)..(l.b + l.out - layout.encoder_len);
                     group_stats(l.name.clone(), range, &est, |i| {
                         (
-                            iwae_reference.mean[i],
-                            iwae_reference.var(i) / iwae_reference.n as f64,
+                            iwae_reference.mean(i),
+                            iwae_reference.var(i) / iwae_reference.count() as f64,
                         )
                     })
                 })

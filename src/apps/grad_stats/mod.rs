@@ -8,6 +8,7 @@ use crate::estimators::{Estimator, EstimatorKind};
 use crate::exact::{self, ExactModel, Ppca, Toy};
 use crate::model::ModelChoice;
 use crate::progress::Progress;
+use crate::stats::Moments;
 use anyhow::{bail, Result};
 pub use backend::{grad_stats_hgauss, grad_stats_vae, Reference};
 use rand::SeedableRng;
@@ -220,13 +221,13 @@ fn exact_stats(
     let p = model.theta_len();
     let exact_grad = model.exact_grad_theta(x);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x67AD_57A7);
-    let mut run = Running::new(p);
+    let mut run = Moments::new(p);
     let mut cost = 0usize;
     let (mut times, mut capped) = (Vec::new(), Vec::new());
     progress.start("grad-stats", reps as u64, "estimates");
     for r in 0..reps {
         let (g, n, meeting) = one(model.as_ref(), x, &mut rng)?;
-        run.push64(&g);
+        run.push(&g);
         cost += n;
         if let Some((t, c)) = meeting {
             times.push(t);
@@ -277,7 +278,7 @@ fn exact_stats(
 pub(super) fn group_stats(
     group: String,
     range: std::ops::Range<usize>,
-    est: &Running,
+    est: &Moments,
     reference: impl Fn(usize) -> (f64, f64),
 ) -> GroupStats {
     let dims = range.len();
@@ -285,12 +286,12 @@ pub(super) fn group_stats(
     let (mut bias_sq, mut max_abs_z, mut snr, mut var_sum) = (0.0, 0.0f64, 0.0, 0.0);
     for i in range {
         let (r, r_var) = reference(i);
-        let bias = est.mean[i] - r;
+        let bias = est.mean(i) - r;
         bias_sq += bias * bias;
-        let se = (est.var(i) / est.n as f64 + r_var).sqrt();
+        let se = (est.var(i) / est.count() as f64 + r_var).sqrt();
         max_abs_z = max_abs_z.max(if se > 0.0 { bias.abs() / se } else { 0.0 });
         snr += if est.var(i) > 0.0 {
-            est.mean[i].abs() / est.var(i).sqrt()
+            est.mean(i).abs() / est.var(i).sqrt()
         } else {
             0.0
         };
@@ -305,34 +306,6 @@ pub(super) fn group_stats(
         critical_z,
         mean_variance: var_sum / dims as f64,
         snr: snr / dims as f64,
-    }
-}
-
-/// Running mean and sum of squared deviations per coordinate (Welford).
-pub(super) struct Running {
-    n: usize,
-    mean: Vec<f64>,
-    m2: Vec<f64>,
-}
-
-impl Running {
-    pub(super) fn new(p: usize) -> Self {
-        Running {
-            n: 0,
-            mean: vec![0.0; p],
-            m2: vec![0.0; p],
-        }
-    }
-    pub(super) fn push64(&mut self, g: &[f64]) {
-        self.n += 1;
-        for (i, &v) in g.iter().enumerate() {
-            let d = v - self.mean[i];
-            self.mean[i] += d / self.n as f64;
-            self.m2[i] += d * (v - self.mean[i]);
-        }
-    }
-    pub(super) fn var(&self, i: usize) -> f64 {
-        self.m2[i] / (self.n - 1).max(1) as f64
     }
 }
 

@@ -299,30 +299,31 @@ pub fn summarise(done: &[RunResult]) -> Vec<RowSummary> {
 }
 
 fn csv(done: &[RunResult]) -> String {
-    let mut s = String::from("run,row,seed,estimator,settings,k,batch,epochs,steps,expected_samples,measured_samples,train_seconds,scored_epoch,test_k,test_images,test_lk,test_lk_stderr,test_nll,paper_nll\n");
+    const HEADER: &str = "run,row,seed,estimator,settings,k,batch,epochs,steps,expected_samples,measured_samples,train_seconds,scored_epoch,test_k,test_images,test_lk,test_lk_stderr,test_nll,paper_nll";
+    let opt = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
+    let mut s = files::csv_record(&HEADER.split(',').collect::<Vec<_>>());
     for r in done {
-        s.push_str(&format!(
-            "{},{},{},{},\"{}\",{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
-            r.run,
-            r.row,
-            r.seed,
-            r.estimator,
-            r.settings.replace('"', "'"),
-            r.k,
-            r.batch,
-            r.epochs,
-            r.steps,
-            r.expected_samples.map_or(String::new(), |v| v.to_string()),
-            r.measured_samples,
-            r.train_seconds,
-            r.scored_epoch,
-            r.eval.k,
-            r.test_images,
-            r.test_lk,
-            r.test_lk_stderr,
-            -r.test_lk,
-            r.paper_nll.map_or(String::new(), |v| v.to_string()),
-        ));
+        s += &files::csv_record(&[
+            r.run.clone(),
+            r.row.clone(),
+            r.seed.to_string(),
+            r.estimator.clone(),
+            r.settings.clone(),
+            r.k.to_string(),
+            r.batch.to_string(),
+            r.epochs.to_string(),
+            r.steps.to_string(),
+            opt(r.expected_samples),
+            r.measured_samples.to_string(),
+            r.train_seconds.to_string(),
+            r.scored_epoch.to_string(),
+            r.eval.k.to_string(),
+            r.test_images.to_string(),
+            r.test_lk.to_string(),
+            r.test_lk_stderr.to_string(),
+            (-r.test_lk).to_string(),
+            opt(r.paper_nll),
+        ]);
     }
     s
 }

@@ -388,8 +388,7 @@ mod eval_pass_tests {
         assert_eq!(eval_budget_bytes("Other"), software);
         // An MNIST row is 52 (z padded to whole vec4s) + 200 + 200 + 784 decoder floats, 50
         // normals, 5, two 784-wide deltas and 13 likelihood partials: about 11 KB, so a
-        // discrete GPU's pass holds 18 datapoints at K = 5000 (93,466 rows), lavapipe's 3
-        // (as eval::MAX_ROWS held before).
+        // discrete GPU's pass holds 18 datapoints at K = 5000 (93,466 rows), lavapipe's 3.
         let row = 4 * row_floats(&Arch::burda_mnist()) as u64;
         assert_eq!(row, 4 * (1236 + 50 + 5 + 2 * 784 + 13));
         assert_eq!(discrete / row / 5_000, 18);

@@ -1,9 +1,7 @@
 //! One wgpu context built once: the device and queue of the chosen adapter, its pipelines,
 //! the buffer constructors and the one readback helper.
 
-// The adapter types keep the paths `gpu::context::*` they had before the adapter split.
-pub use super::adapters::{list_adapters, AdapterChoice, AdapterSummary};
-use super::adapters::{pick_adapter, summarize};
+use super::adapters::{pick_adapter, summarize, AdapterChoice, AdapterSummary};
 use super::pipelines::{build_pipelines, shader_checks_forced, Pipeline, PipelineId};
 use anyhow::{bail, Context, Result};
 use std::collections::VecDeque;
