@@ -404,7 +404,7 @@ fn resolve(segs: &[String], at: &ModPath, files: &BTreeMap<ModPath, String>) -> 
             m.pop();
             m
         }
-        child => vec![at.clone(), vec![child.to_string()]].concat(),
+        child => [&at[..], &[child.to_string()]].concat(),
     };
     let mut rest = &segs[1..];
     while segs[0] == "super" && rest.first().is_some_and(|s| s == "super") {
@@ -414,7 +414,7 @@ fn resolve(segs: &[String], at: &ModPath, files: &BTreeMap<ModPath, String>) -> 
     abs.extend(rest.iter().cloned());
     (0..=abs.len())
         .rev()
-        .find_map(|k| files.get(&abs[..k].to_vec()).cloned())
+        .find_map(|k| files.get(&abs[..k]).cloned())
 }
 
 /// Every edge between module files of `tree` ((path under src/, text) pairs), edges to the
@@ -431,14 +431,14 @@ fn edges(tree: &[(String, String)]) -> (Vec<Edge>, Vec<String>) {
         let (toks, test_mods) = drop_test_items(tokenize(&blank_non_code(text)));
         let m = module_of(path);
         for name in test_mods {
-            test_files.insert(vec![m.clone(), vec![name]].concat());
+            test_files.insert([&m[..], &[name]].concat());
         }
         parsed.insert(path.clone(), toks);
     }
     let (mut out, mut read) = (Vec::new(), Vec::new());
     for (path, toks) in &parsed {
         let m = module_of(path);
-        if (1..=m.len()).any(|k| test_files.contains(&m[..k].to_vec())) {
+        if (1..=m.len()).any(|k| test_files.contains(&m[..k])) {
             continue;
         }
         read.push(path.clone());
