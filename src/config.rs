@@ -2,7 +2,7 @@
 
 use crate::error::{self, ConfigError};
 use crate::estimators::{Estimator, StepPlan};
-use crate::model::{Arch, ModelChoice};
+use crate::model::{Arch, ModelChoice, MAX_LAYER};
 use crate::optim::{AdamConfig, Schedule};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -44,46 +44,6 @@ impl TestBound {
         (epoch + 1).is_multiple_of(self.every) || epoch + 1 == epochs
     }
 }
-
-/// The architecture for `--hidden` / `--latent` (None: not given). The exact models fix
-/// their own shape, so giving either flag with them is an error that says so.
-pub fn resolve_arch(
-    model: ModelChoice,
-    hidden: Option<Vec<usize>>,
-    latent: Option<usize>,
-) -> Result<Arch, ConfigError> {
-    match crate::exact::training::arch(model) {
-        None => Ok(Arch {
-            x_dim: 784,
-            hidden: hidden.unwrap_or_else(|| vec![200, 200]),
-            z_dim: latent.unwrap_or(50),
-            likelihood: Default::default(),
-            top: None,
-        }),
-        Some(fixed) => {
-            for (flag, given) in [
-                ("--hidden", hidden.is_some()),
-                ("--latent", latent.is_some()),
-            ] {
-                if given {
-                    return Err(ConfigError::NotApplicable {
-                        flag,
-                        context: format!(
-                            "to --model {model}: its shape is fixed ({})",
-                            crate::exact::training::shape_note(model)
-                        ),
-                        fix: format!("drop {flag}"),
-                    });
-                }
-            }
-            Ok(fixed)
-        }
-    }
-}
-
-/// The widest `--hidden` layer or `--latent` a run accepts (a 784-65536 layer alone holds
-/// 51 million weights).
-pub const MAX_LAYER: usize = 1 << 16;
 
 /// The most parameters a `--model vae` run accepts.
 pub const MAX_PARAMS: usize = 1 << 28;
@@ -167,7 +127,7 @@ impl TrainConfig {
             ));
         } else {
             if let Some(top) = &self.arch.top {
-                crate::model::two_layer::validate_top(top)?;
+                crate::model::validate_top(top)?;
             }
             for &h in &self.arch.hidden {
                 error::at_most("--hidden", h, MAX_LAYER, "a hidden layer")?;

@@ -7,10 +7,6 @@ use crate::rng::Stream;
 use anyhow::Result;
 use serde::Serialize;
 
-/// Sample rows per evaluation pass on a backend that does not size its own passes
-/// ([`Backend::eval_rows`]): bounds memory (about 11 KB a row for the MNIST model on a GPU).
-pub const MAX_ROWS: usize = 16_384;
-
 /// Seed of the evaluation noise unless the caller gives one.
 pub const DEFAULT_EVAL_SEED: u64 = 0xE7A1;
 

@@ -1,6 +1,6 @@
 //! unbiased-vae: maximum-likelihood training of variational autoencoders with unbiased and
 //! multi-sample gradient estimators. docs/design.md in the repository describes the design
-//! (its §2 gives the layers and what each may use); docs/estimators.md holds the estimators'
+//! (its §4 gives the layers and what each may use); docs/estimators.md holds the estimators'
 //! maths.
 //!
 //! The crate is an engine with applications on top:

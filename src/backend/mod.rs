@@ -54,6 +54,11 @@ pub struct Timing {
 /// --compute-units`, `UVAE_COMPUTE_UNITS`): an H100/H200's 132 SMs.
 pub const DEFAULT_COMPUTE_UNITS: usize = 132;
 
+/// Sample rows per evaluation pass on a backend that does not size its own passes
+/// ([`Backend::eval_rows`]): bounds memory (about 11 KB a row for the MNIST model on a GPU).
+/// Here, not in `crate::eval`, because the backends size their passes from it.
+pub const EVAL_ROWS: usize = 16_384;
+
 /// One dispatch of a recorded GPU plan, known without timing it.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct DispatchInfo {
@@ -321,7 +326,7 @@ pub trait Backend {
     /// The sample rows an evaluation pass should hold: as many as fill the device without
     /// holding more working memory than it can spare (at most `max_rows`).
     fn eval_rows(&self) -> usize {
-        self.max_rows().min(crate::eval::MAX_ROWS)
+        self.max_rows().min(EVAL_ROWS)
     }
     /// Evaluation: a forward pass over one chunk of samples whose log-weights are folded into
     /// a running log-sum-exp per datapoint (`first` starts afresh); nothing is read back.

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use std::path::PathBuf;
 use unbiased_vae::error::{self, ConfigError};
-use unbiased_vae::exact::training::{self as exact_training, ExactTraining};
+use unbiased_vae::model::exact_training::{self, ExactTraining};
 use unbiased_vae::model::{checkpoint, Params};
 use unbiased_vae::{data, eval};
 

@@ -153,7 +153,7 @@ impl TrainArgs {
             data: self.common.data,
             valid_size: self.valid_size,
             train_limit: self.train_limit,
-            arch: unbiased_vae::model::two_layer::resolve_arch(
+            arch: unbiased_vae::model::resolve_arch(
                 self.model,
                 self.hidden,
                 self.latent,

@@ -1,6 +1,6 @@
 //! The catalogue of estimators: their names, how they are parsed, and what each needs.
 
-use crate::coupling::ChainKernel;
+use super::ChainKernel;
 use crate::error::ConfigError;
 
 /// Which estimator; parsed from the CLI `--estimator` string.

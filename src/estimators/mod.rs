@@ -30,6 +30,7 @@
 //! | JVI-DReG | Nowozin 2018 + Tucker 2019 | `dJ/dl_n` | see [`jackknife`] | `0` |
 
 pub mod batch;
+mod chains;
 pub mod importance;
 pub mod jackknife;
 mod kind;
@@ -41,6 +42,7 @@ pub mod softmax;
 pub mod sumo;
 
 pub use batch::Coefficients;
+pub use chains::{ChainKernel, CouplingConfig, RbSet};
 pub use kind::EstimatorKind;
 pub use options::{ChainOptions, EncoderChoice, Estimator, UnbiasedOptions};
 pub use plan::{Draw, StepPlan};

@@ -2,7 +2,7 @@
 
 use super::mlmc::{self, Mlmc, MlmcVariant};
 use super::EstimatorKind;
-use crate::coupling::{ChainKernel, CouplingConfig};
+use super::{ChainKernel, CouplingConfig};
 use crate::error::ConfigError;
 
 /// An estimator with its parameters (`alpha` is used only by [`EstimatorKind::Dreg`]).
@@ -18,7 +18,7 @@ pub struct Estimator {
     pub chains: ChainOptions,
 }
 
-/// The coupled chains' horizon (`crate::coupling::CouplingConfig` without the kernel and K):
+/// The coupled chains' horizon ([`CouplingConfig`] without the kernel and K):
 /// the time average runs over iterations `burn_in..=horizon` (Jacob et al.'s k and m), the
 /// chains are `lag` apart, and a datapoint whose chains have not met by `max_iters` stops
 /// there (the estimate is then biased; training reports how many did).

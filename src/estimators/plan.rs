@@ -5,8 +5,8 @@
 use super::mlmc::Mlmc;
 use super::program::{CoefficientProgram, EncoderRule, SubsetTerm};
 use super::sumo::SumoTail;
+use super::CouplingConfig;
 use super::{EncoderChoice, Estimator, EstimatorKind};
-use crate::coupling::CouplingConfig;
 use crate::error::{self, ConfigError};
 
 /// What a training step runs, resolved from an [`Estimator`] and K by [`Estimator::plan`].

@@ -260,82 +260,6 @@ impl HGauss {
     }
 }
 
-/// The backend layout of `--model hgauss` (see `crate::exact::training`): linear encoder and
-/// encoder2 whose log-sd rows do not depend on their input, decoder2 whose log-sd rows are
-/// fixed at 0 (p(z1 | z2) has unit variance), and a linear Gaussian decoder. The frozen
-/// ranges keep those entries at 0.
-pub fn hgauss_layout(dx: usize, d1: usize, d2: usize, s: f64) -> crate::model::Layout {
-    use crate::model::{Arch, Layout, Likelihood, TopLayer};
-    let mut layout = Layout::new(&Arch {
-        x_dim: dx,
-        hidden: Vec::new(),
-        z_dim: d1,
-        likelihood: Likelihood::Gaussian { sd: s },
-        top: Some(TopLayer {
-            hidden: Vec::new(),
-            z_dim: d2,
-        }),
-    });
-    let (enc, enc2, dec2) = (&layout.encoder[0], &layout.encoder2[0], &layout.decoder2[0]);
-    layout.frozen = vec![
-        enc.w + d1 * dx..enc.w + 2 * d1 * dx,
-        enc2.w + d2 * d1..enc2.w + 2 * d2 * d1,
-        dec2.w + d1 * d2..dec2.w + 2 * d1 * d2,
-        dec2.b + d1..dec2.b + 2 * d1,
-    ];
-    layout
-}
-
-/// The model that backend parameters `p` stand for, with dataset `data`: A and a from
-/// decoder2's mean rows, B and b from the decoder. Fails when `p` is not this layout or its
-/// frozen entries moved.
-pub fn params_to_hgauss(p: &crate::model::Params, data: Vec<Vec<f64>>) -> anyhow::Result<HGauss> {
-    use crate::model::Likelihood;
-    let arch = &p.layout.arch;
-    let (Likelihood::Gaussian { sd }, Some(top)) = (arch.likelihood, &arch.top) else {
-        anyhow::bail!("these parameters are not a --model hgauss model ({arch:?})");
-    };
-    let (dx, d1, d2) = (arch.x_dim, arch.z_dim, top.z_dim);
-    // A loaded checkpoint's layout has no frozen ranges: compare the architecture only.
-    let want = hgauss_layout(dx, d1, d2, sd);
-    if want.arch != *arch {
-        anyhow::bail!("these parameters are not a --model hgauss layout ({arch:?})");
-    }
-    if want
-        .frozen
-        .iter()
-        .any(|r| p.values[r.clone()].iter().any(|&v| v != 0.0))
-    {
-        anyhow::bail!("--model hgauss's frozen entries (log-sd rows) have moved");
-    }
-    let (dec2, dec) = (&p.layout.decoder2[0], &p.layout.decoder[0]);
-    let get = |r: std::ops::Range<usize>| p.values[r].iter().map(|&v| v as f64).collect();
-    Ok(HGauss::from_parts(
-        sd,
-        get(dec2.w..dec2.w + d1 * d2),
-        get(dec2.b..dec2.b + d1),
-        get(dec.w..dec.w + dx * d1),
-        get(dec.b..dec.b + dx),
-        data,
-    ))
-}
-
-/// Backend parameters of `m`'s theta, with both encoders at q = N(0, I) (zero weights and
-/// biases).
-pub fn hgauss_to_params(m: &HGauss) -> crate::model::Params {
-    let (d1, d2) = m.z_dims();
-    let layout = hgauss_layout(m.x_dim(), d1, d2, m.noise_sd());
-    let mut v = vec![0.0f32; layout.len];
-    let (dec2, dec) = (&layout.decoder2[0], &layout.decoder[0]);
-    let (am, a, bm, b) = m.parts();
-    for (dst, src) in [(dec2.w, am), (dec2.b, a), (dec.w, bm), (dec.b, b)] {
-        for (i, &x) in src.iter().enumerate() {
-            v[dst + i] = x as f32;
-        }
-    }
-    crate::model::Params { layout, values: v }
-}
-
 /// The inverse of a symmetric positive definite n x n matrix.
 fn inv_spd(m: &[f64], n: usize) -> Vec<f64> {
     let l = cholesky(m, n).expect("positive definite");
@@ -430,27 +354,6 @@ impl HGauss {
     }
 }
 
-/// [`hgauss_to_params`] with both encoders at [`HGauss::posterior_encoders`].
-pub fn hgauss_to_params_at_posterior(m: &HGauss, sd_inflation: f64) -> crate::model::Params {
-    let mut p = hgauss_to_params(m);
-    let (d1, d2) = m.z_dims();
-    let (c_mat, c, ls1, e_mat, e, ls2) = m.posterior_encoders(sd_inflation);
-    let (enc, enc2) = (p.layout.encoder[0].clone(), p.layout.encoder2[0].clone());
-    for (dst, src) in [
-        (enc.w, &c_mat),
-        (enc.b, &c),
-        (enc.b + d1, &ls1),
-        (enc2.w, &e_mat),
-        (enc2.b, &e),
-        (enc2.b + d2, &ls2),
-    ] {
-        for (i, &v) in src.iter().enumerate() {
-            p.values[dst + i] = v as f32;
-        }
-    }
-    p
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -506,21 +409,5 @@ mod tests {
         }
         println!("worst relative gradient error {worst:e}");
         assert!(worst < 1e-6, "closed-form gradient off by {worst}");
-    }
-
-    #[test]
-    fn backend_mapping_round_trips_and_checks_frozen_entries() {
-        let m = HGauss::new(2);
-        let mut p = hgauss_to_params(&m);
-        let back = params_to_hgauss(&p, m.data().to_vec()).unwrap();
-        for (g, w) in back.theta().iter().zip(m.theta()) {
-            assert!((g - w).abs() < 1e-6 * (1.0 + w.abs()), "{g} vs {w}");
-        }
-        let x = &m.data()[1];
-        assert!((back.exact_log_px(x) - m.exact_log_px(x)).abs() < 1e-4);
-        let frozen = p.layout.frozen[3].start;
-        p.values[frozen] = 0.5;
-        let e = params_to_hgauss(&p, Vec::new()).unwrap_err().to_string();
-        assert!(e.contains("frozen"), "{e}");
     }
 }

@@ -28,7 +28,6 @@ pub mod hgauss;
 mod linalg;
 mod ppca;
 mod toy;
-pub mod training;
 
 pub use hgauss::HGauss;
 pub use linalg::{cholesky, cholesky_logdet, cholesky_solve};

@@ -2,11 +2,13 @@
 //! `nn.Sequential` of `nn.Linear` (`encoder.0.weight` is [out, in], row-major), so a
 //! checkpoint loads into the peer's PyTorch model unchanged.
 
+mod arch_flags;
 pub mod checkpoint;
 mod choice;
+pub mod exact_training;
 pub mod reference;
-pub mod two_layer;
 
+pub use arch_flags::{resolve_arch, validate_top, MAX_LAYER};
 pub use choice::ModelChoice;
 
 use crate::rng::{self, Stream};
@@ -52,7 +54,7 @@ impl Likelihood {
 
 /// Layer sizes. Encoder x -> hidden... -> 2 * latent (mu, log sigma); decoder
 /// latent -> reversed hidden... -> x (Bernoulli logits or Gaussian means). Hidden layers use
-/// tanh; with no hidden layers both are linear (the exact models, `crate::exact::training`).
+/// tanh; with no hidden layers both are linear (the exact models, [`exact_training`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Arch {
     pub x_dim: usize,
@@ -163,7 +165,7 @@ pub struct Layout {
     pub len: usize,
     /// Flat ranges whose gradient the backends zero right after backward (before norms,
     /// clipping and Adam), so they keep their values: the exact models' fixed entries
-    /// (`crate::exact::training`). Empty for the VAE.
+    /// ([`exact_training`]). Empty for the VAE.
     pub frozen: Vec<std::ops::Range<usize>>,
 }
 

@@ -2,7 +2,7 @@
 
 use crate::config::{OutputBias, TrainConfig};
 use crate::data::{self, idx::Images, Dataset};
-use crate::exact::training::ExactTraining;
+use crate::model::exact_training::ExactTraining;
 use crate::model::Params;
 use anyhow::Result;
 

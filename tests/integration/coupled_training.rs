@@ -218,8 +218,8 @@ fn mu_gradient_stats(
 /// 6 SE somewhere), so the check can fail. lr = 0: the parameters stay put while Adam runs.
 #[test]
 fn coupled_chain_steps_are_unbiased_on_the_toy_through_the_backends() {
-    use unbiased_vae::exact::training::toy_to_params;
     use unbiased_vae::exact::{ExactModel, Toy};
+    use unbiased_vae::model::exact_training::toy_to_params;
     let toy = Toy::new(0);
     let params = toy_to_params(&toy);
     let x: Vec<f32> = toy.data()[0].iter().map(|&v| v as f32).collect();

@@ -7,8 +7,8 @@ use unbiased_vae::backend::cpu::CpuBackend;
 use unbiased_vae::backend::{Backend, Noise};
 use unbiased_vae::config::{BackendChoice, TrainConfig};
 use unbiased_vae::estimators::{Estimator, EstimatorKind};
-use unbiased_vae::exact::training::{self, ExactTraining};
 use unbiased_vae::exact::{ExactModel, Ppca, PpcaConfig, Toy};
+use unbiased_vae::model::exact_training::{self as training, ExactTraining};
 use unbiased_vae::model::ModelChoice;
 use unbiased_vae::model::{Arch, Params};
 use unbiased_vae::optim::{AdamConfig, Schedule};
@@ -208,7 +208,7 @@ fn toy_config(
         data: None,
         valid_size: 0,
         train_limit,
-        arch: unbiased_vae::config::resolve_arch(ModelChoice::Toy, None, None).unwrap(),
+        arch: unbiased_vae::model::resolve_arch(ModelChoice::Toy, None, None, None, None).unwrap(),
         estimator: Estimator::new(EstimatorKind::Iwae, 0.0),
         k: 5,
         epochs,
@@ -315,14 +315,15 @@ fn toy_iwae_training_on_the_gpu_agrees_with_the_cpu() {
 /// `--hidden` / `--latent` with an exact model is an error naming the flag.
 #[test]
 fn exact_models_refuse_hidden_and_latent() {
-    let e = unbiased_vae::config::resolve_arch(ModelChoice::Ppca, Some(vec![4]), None)
+    let e = unbiased_vae::model::resolve_arch(ModelChoice::Ppca, Some(vec![4]), None, None, None)
         .unwrap_err()
         .to_string();
     assert!(e.contains("--hidden") && e.contains("ppca"), "{e}");
-    let e = unbiased_vae::config::resolve_arch(ModelChoice::Toy, None, Some(3))
+    let e = unbiased_vae::model::resolve_arch(ModelChoice::Toy, None, Some(3), None, None)
         .unwrap_err()
         .to_string();
     assert!(e.contains("--latent"), "{e}");
-    let a: Arch = unbiased_vae::config::resolve_arch(ModelChoice::Vae, None, None).unwrap();
+    let a: Arch =
+        unbiased_vae::model::resolve_arch(ModelChoice::Vae, None, None, None, None).unwrap();
     assert_eq!(a.hidden, vec![200, 200]);
 }

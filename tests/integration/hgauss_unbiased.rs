@@ -16,8 +16,8 @@ use unbiased_vae::backend::cpu::CpuBackend;
 use unbiased_vae::backend::{Backend, Noise};
 use unbiased_vae::estimators::sumo::SumoTail;
 use unbiased_vae::estimators::{Coefficients, EncoderChoice, Estimator, EstimatorKind, StepPlan};
-use unbiased_vae::exact::hgauss::{hgauss_to_params_at_posterior, params_to_hgauss};
 use unbiased_vae::exact::HGauss;
+use unbiased_vae::model::exact_training::{hgauss_to_params_at_posterior, params_to_hgauss};
 use unbiased_vae::model::Params;
 use unbiased_vae::rng::Stream;
 

@@ -25,6 +25,7 @@ mod gradient_check_hvae;
 mod hgauss;
 mod hgauss_unbiased;
 mod hvae;
+mod layering;
 mod profile_bench;
 mod reproduce;
 mod resume;

@@ -29,7 +29,7 @@ fn exact_model_rows(
     batch: usize,
     n: usize,
 ) -> Result<Vec<ParityRow>> {
-    use crate::exact::training;
+    use crate::model::exact_training as training;
     let name = model.name();
     // Perturbed away from the optimum, so every gradient entry is in play.
     let params = match model {

@@ -63,7 +63,7 @@ pub fn grad_stats_hgauss(
     datapoint: usize,
     progress: &mut dyn Progress,
 ) -> Result<GradStatsReport> {
-    use crate::exact::hgauss::{hgauss_to_params_at_posterior, params_to_hgauss};
+    use crate::model::exact_training::{hgauss_to_params_at_posterior, params_to_hgauss};
     let base = crate::exact::HGauss::new(seed);
     if datapoint >= base.data().len() {
         bail!(

@@ -359,7 +359,7 @@ impl Backend for GpuBackend {
 /// `AdapterSummary` spells it): 1 GiB on a discrete GPU, so that a pass at K = 5,000 holds
 /// 18 MNIST datapoints and its GEMMs fill a large GPU; 256 MiB on an integrated or
 /// virtual one, which shares the host's memory; on a software adapter (lavapipe) and
-/// anything else the rows of `eval::MAX_ROWS` at about 11 KB each.
+/// anything else the rows of `backend::EVAL_ROWS` at about 11 KB each.
 fn eval_budget_bytes(device_type: &str) -> u64 {
     let is = |t: wgpu::DeviceType| device_type == format!("{t:?}");
     if is(wgpu::DeviceType::DiscreteGpu) {
@@ -367,7 +367,7 @@ fn eval_budget_bytes(device_type: &str) -> u64 {
     } else if is(wgpu::DeviceType::IntegratedGpu) || is(wgpu::DeviceType::VirtualGpu) {
         256 << 20
     } else {
-        (crate::eval::MAX_ROWS * 11 * 1024) as u64
+        (crate::backend::EVAL_ROWS * 11 * 1024) as u64
     }
 }
 
@@ -388,7 +388,8 @@ mod eval_pass_tests {
         assert_eq!(eval_budget_bytes("Other"), software);
         // An MNIST row is 52 (z padded to whole vec4s) + 200 + 200 + 784 decoder floats, 50
         // normals, 5, two 784-wide deltas and 13 likelihood partials: about 11 KB, so a
-        // discrete GPU's pass holds 18 datapoints at K = 5000 (93,466 rows), lavapipe's 3.
+        // discrete GPU's pass holds 18 datapoints at K = 5000 (93,466 rows), lavapipe's 3
+        // (the rows of `EVAL_ROWS`).
         let row = 4 * row_floats(&Arch::burda_mnist()) as u64;
         assert_eq!(row, 4 * (1236 + 50 + 5 + 2 * 784 + 13));
         assert_eq!(discrete / row / 5_000, 18);

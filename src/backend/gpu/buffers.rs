@@ -2,11 +2,10 @@
 //! bound to them, the minibatch upload (or its binarization on the device) and the memory
 //! accounting.
 
-use super::mlp::Acts;
-use super::plan::MAX_GROUPS;
+use super::dispatch::MAX_GROUPS;
 use super::GpuBackend;
 use crate::backend::{Backend, Minibatch};
-use crate::model::Arch;
+use crate::model::{Arch, Linear};
 use anyhow::{bail, Result};
 
 /// Buffers whose size follows the batch shape, allocated for the largest shape seen.
@@ -38,6 +37,21 @@ pub(super) struct ShapeBuffers {
     pub norm_partials: wgpu::Buffer,
     /// [rows, ceil(x_dim / 64)]: the fused likelihood's row sums per column tile.
     pub lik_part: wgpu::Buffer,
+}
+
+/// An MLP's activations: bufs[0] its input, with rows `in_ld` apart (a padded latent's
+/// stride, else the input's width), bufs[i] the output of layer i, dense.
+#[derive(Clone, Copy)]
+pub(super) struct Acts<'a> {
+    pub bufs: &'a [wgpu::Buffer],
+    pub in_ld: usize,
+}
+
+impl<'a> Acts<'a> {
+    /// Layer i's input and its row stride.
+    pub(super) fn input(&self, i: usize, l: &Linear) -> (&'a wgpu::Buffer, usize) {
+        (&self.bufs[i], if i == 0 { self.in_ld } else { l.inp })
+    }
 }
 
 /// The per-row buffers of the two-stochastic-layer model (`--model hvae`).

@@ -8,8 +8,10 @@
 //! iteration cap. Then one chunked backward over every particle drawn with the coefficients
 //! the chains left on the device. While profiling, every dispatch runs in its own timed pass.
 
+use super::dispatch::{groups_1d, record_one, Dispatch};
 use super::pipelines::PipelineId;
-use super::plan::{groups_1d, record_one, Dispatch, Part};
+use super::plan::Part;
+use super::shaders::{FLAG_CAPPED, KERNEL_DISIR, KERNEL_ISIR, KERNEL_PIMH, STATE_WORDS};
 use super::vae::NoiseU;
 use super::GpuBackend;
 use crate::backend::{Backend, ChainOutcome, Noise};
@@ -18,21 +20,6 @@ use crate::optim::AdamConfig;
 use anyhow::{bail, Result};
 use bytemuck::{Pod, Zeroable};
 use std::ops::Range;
-
-wgsl_consts! {
-    /// The coupling prelude: the state layout, the chain kernels of `ChainU::kernel`, and
-    /// the Philox stream of the chains' uniforms.
-    pub(super) const WGSL_CONSTS = {
-        /// State words per datapoint; the layout is documented in shaders/coupling.wgsl.
-        STATE_WORDS = 8,
-        FLAG_DONE = 1,
-        FLAG_CAPPED = 2,
-        KERNEL_PIMH = 0,
-        KERNEL_ISIR = 1,
-        KERNEL_DISIR = 2,
-        STREAM_COUPLING = crate::rng::Stream::Coupling as u32,
-    }
-}
 
 /// Time indices one submit of the chains records at most (the default of
 /// [`GpuBackend::set_chain_indices_per_submit`]).

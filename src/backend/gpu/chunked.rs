@@ -1,8 +1,9 @@
 //! The chunked training step, for batch x N rows beyond what one pass binds: log-weights
 //! chunk by chunk, coefficients over all N samples, then each chunk's backward again.
 
+use super::dispatch::{record_one, Dispatch, UniformArena};
 use super::pipelines::PipelineId;
-use super::plan::{record_one, Dispatch, Part, UniformArena};
+use super::plan::Part;
 use super::weights::{self, ColumnsU};
 use super::GpuBackend;
 use crate::backend::{Backend, Noise};

@@ -4,22 +4,14 @@
 //! step uploads its index list and one small uniform instead of its binarized values.
 
 use super::context::GpuContext;
+use super::dispatch::{groups_1d, record_one, Dispatch, MAX_GROUPS};
 use super::pipelines::PipelineId;
-use super::plan::{groups_1d, record_one, Dispatch, MAX_GROUPS};
 use super::GpuBackend;
 use crate::backend::{DispatchInfo, ImageRows, ImageUpload};
 use crate::data::idx::Images;
-use crate::rng::Stream;
 use anyhow::{anyhow, bail, Result};
 use bytemuck::{Pod, Zeroable};
 use std::cell::RefCell;
-
-wgsl_consts! {
-    /// The input prelude: the Philox stream of the training binarization.
-    pub(super) const WGSL_CONSTS = {
-        STREAM_BINARIZE = Stream::Binarize as u32,
-    }
-}
 
 /// Threads per workgroup of `binarize`, one per (row, block of four pixels).
 const THREADS: usize = 64;

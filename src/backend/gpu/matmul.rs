@@ -2,38 +2,15 @@
 //! vec4 kernel, the operands' extents checked against their buffers, and a GEMM's dispatches
 //! (whole or split along k). The MLP passes built from them are in mlp.rs.
 
+use super::dispatch::{groups_1d, DispatchSpec, Res, UniformArena};
 use super::grid::GridConfig;
 use super::pipelines::PipelineId;
-use super::plan::{groups_1d, DispatchSpec, Res, UniformArena};
+use super::shaders::{
+    FLAG_A_KCONTIG, FLAG_A_SCALAR, FLAG_BIAS, FLAG_B_KCONTIG, FLAG_B_SCALAR, FLAG_LIK_BERNOULLI,
+    FLAG_ROW_SUMS, FLAG_SCALE_K, FLAG_TANH_GRAD,
+};
 use super::vae::noise_binding;
 use bytemuck::{Pod, Zeroable};
-
-wgsl_consts! {
-    /// The matmul prelude: epilogue and operand-layout flags of `GemmU::flags`.
-    pub(super) const WGSL_CONSTS = {
-        /// C = acc + E[bias_off + column] (forward: x W^T + b).
-        FLAG_BIAS = 1,
-        /// Then tanh (hidden layers).
-        FLAG_TANH = 2,
-        /// Weight gradient scaled per sample by E along k.
-        FLAG_SCALE_K = 4,
-        /// C = acc * (1 - E^2) (back through tanh).
-        FLAG_TANH_GRAD = 8,
-        /// gemm_vec4: A contiguous along k (else along m).
-        FLAG_A_KCONTIG = 16,
-        /// gemm_vec4: B contiguous along k (else along n).
-        FLAG_B_KCONTIG = 32,
-        /// Split-K: also the row sums of (scaled) A, the bias gradient of a weight gradient.
-        FLAG_ROW_SUMS = 64,
-        /// The decoder's last layer: C = x - sigmoid(logits), and per row and column tile the
-        /// sum of x l - softplus(l) (the Bernoulli log-likelihood, fused into the GEMM).
-        FLAG_LIK_BERNOULLI = 128,
-        /// gemm_vec4: A loaded with gemm's scalar loads (its layout allows no vec4).
-        FLAG_A_SCALAR = 256,
-        /// gemm_vec4: B loaded with gemm's scalar loads.
-        FLAG_B_SCALAR = 512,
-    }
-}
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable, Default)]

@@ -2,13 +2,11 @@
 //! layer forward (bias and tanh fused), and per layer backward the weight gradient (its bias
 //! gradient folded into a split, else `column_sums`) and the input gradient.
 
-use super::buffers::ShapeBuffers;
-use super::matmul::{
-    check_extent, gemm_step, last_element, GemmU, LatentDraw, SplitK, FLAG_BIAS,
-    FLAG_LIK_BERNOULLI, FLAG_SCALE_K, FLAG_TANH, FLAG_TANH_GRAD,
-};
+use super::buffers::{Acts, ShapeBuffers};
+use super::dispatch::{DispatchSpec, Res, UniformArena};
+use super::matmul::{check_extent, gemm_step, last_element, GemmU, LatentDraw, SplitK};
 use super::pipelines::PipelineId;
-use super::plan::{DispatchSpec, Res, UniformArena};
+use super::shaders::{FLAG_BIAS, FLAG_LIK_BERNOULLI, FLAG_SCALE_K, FLAG_TANH, FLAG_TANH_GRAD};
 use crate::model::Linear;
 
 /// Forward through one Linear over `m` rows: dst = act(inp W^T + b), bias and tanh fused;
@@ -60,21 +58,6 @@ fn linear_fwd<'a>(
         None,
         draw,
     );
-}
-
-/// An MLP's activations: bufs[0] its input, with rows `in_ld` apart (a padded latent's
-/// stride, else the input's width), bufs[i] the output of layer i, dense.
-#[derive(Clone, Copy)]
-pub(super) struct Acts<'a> {
-    pub bufs: &'a [wgpu::Buffer],
-    pub in_ld: usize,
-}
-
-impl<'a> Acts<'a> {
-    /// Layer i's input and its row stride.
-    fn input(&self, i: usize, l: &Linear) -> (&'a wgpu::Buffer, usize) {
-        (&self.bufs[i], if i == 0 { self.in_ld } else { l.inp })
-    }
 }
 
 /// Forward through an MLP over `m` rows: acts[i + 1] = tanh(acts[i] W^T + b) for hidden

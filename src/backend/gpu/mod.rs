@@ -3,26 +3,14 @@
 //! then writes the minibatch and three small uniforms, records the plan into one compute
 //! pass and submits once, reading nothing back.
 //!
-//! Layout: `context` (device, buffers, readback), `adapters` (listing and picking),
-//! `pipelines` (the compute-pipeline registry), `shaders` (the WGSL sources as compiled);
-//! per WGSL family its host side (`matmul`, `vae`, `weights`, `optim`, `chains` for
-//! coupling.wgsl); `plan` (recording dispatches), `buffers` (shape-sized buffers),
-//! `chunked` (steps beyond one pass), `profiler`, and `backend` (`impl Backend`).
-
-/// Declares `u32` constants shared by name with the WGSL, and a table of them that
-/// `shaders.rs` prepends to the family's source as `const NAME: u32 = VALUEu;`: Rust holds
-/// the one definition. Defined before the modules so that they see it.
-macro_rules! wgsl_consts {
-    (
-        $(#[$tm:meta])* $vis:vis const $table:ident = {
-            $($(#[$m:meta])* $name:ident = $value:expr,)*
-        }
-    ) => {
-        $($(#[$m])* $vis const $name: u32 = $value;)*
-        $(#[$tm])*
-        $vis const $table: &[(&str, u32)] = &[$((stringify!($name), $name)),*];
-    };
-}
+//! Layout, from the bottom up: `adapters` (listing and picking), `shaders` (the WGSL sources
+//! as compiled, with the constants Rust shares with them), `pipelines` (the compute-pipeline
+//! registry), `context` (device, buffers, readback), `dispatch` (a dispatch, its uniforms and
+//! recording), `grid`, `buffers` (shape-sized buffers); per WGSL family its host side (`vae`,
+//! `matmul` and the `mlp` passes built from it, `optim`, `weights`, `input`); `plan` (the
+//! training step's dispatches), `chains` (coupling.wgsl), `chunked` (steps beyond one pass),
+//! `profiler`, and `backend` (`impl Backend`). A file uses only files listed before it, and
+//! what this module declares (docs/design.md §4).
 
 mod adapters;
 mod backend;
@@ -30,6 +18,7 @@ mod buffers;
 mod chains;
 mod chunked;
 pub mod context;
+mod dispatch;
 mod grid;
 mod input;
 mod matmul;
@@ -112,7 +101,7 @@ pub struct GpuBackend {
     images: Option<input::DeviceImages>,
     /// A binarization recorded but not yet submitted: the step's first recorded pass runs it,
     /// so that a step stays one submit (`input.rs`).
-    pending_input: std::cell::RefCell<Option<plan::Dispatch>>,
+    pending_input: std::cell::RefCell<Option<dispatch::Dispatch>>,
 }
 
 impl GpuBackend {
@@ -301,7 +290,7 @@ impl GpuBackend {
             .collect())
     }
 
-    fn dispatch_info(&self, d: &plan::Dispatch) -> DispatchInfo {
+    fn dispatch_info(&self, d: &dispatch::Dispatch) -> DispatchInfo {
         DispatchInfo {
             kernel: self.ctx.pipeline(d.pipeline).name.to_string(),
             label: d.label.clone(),

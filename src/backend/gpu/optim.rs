@@ -2,8 +2,8 @@
 //! running statistics) and the dispatches of those three kernels.
 
 use super::buffers::ShapeBuffers;
+use super::dispatch::{groups_1d, DispatchSpec, Res, UniformArena};
 use super::pipelines::PipelineId;
-use super::plan::{groups_1d, DispatchSpec, Res, UniformArena};
 use super::GpuBackend;
 use crate::optim::AdamConfig;
 use bytemuck::{Pod, Zeroable};

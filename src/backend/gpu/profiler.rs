@@ -2,7 +2,8 @@
 //! or, without TIMESTAMP_QUERY, by the wall time of its own submit.
 
 use super::context::GpuContext;
-use super::plan::{Dispatch, Part};
+use super::dispatch::{record_one, Dispatch};
+use super::plan::Part;
 use super::GpuBackend;
 use crate::backend::Timing;
 use anyhow::Result;
@@ -134,7 +135,7 @@ impl GpuBackend {
                 drop(enc);
                 for d in group {
                     let mut enc = self.ctx.device.create_command_encoder(&Default::default());
-                    super::plan::record_one(&self.ctx, &mut enc, d);
+                    record_one(&self.ctx, &mut enc, d);
                     let t0 = std::time::Instant::now();
                     self.ctx.submit(enc)?;
                     self.ctx.device.poll(wgpu::PollType::wait_indefinitely())?;

@@ -3,6 +3,97 @@
 //! before everything the family's constants generated from Rust (`wgsl_consts!`), so flags
 //! and modes have one definition.
 
+/// Declares `u32` constants shared by name with the WGSL, and a table of them that
+/// [`Family::prelude`] prepends to the family's source as `const NAME: u32 = VALUEu;`: Rust
+/// holds the one definition, here beside the sources, and the host files import it.
+macro_rules! wgsl_consts {
+    (
+        $(#[$tm:meta])* $vis:vis const $table:ident = {
+            $($(#[$m:meta])* $name:ident = $value:expr,)*
+        }
+    ) => {
+        $($(#[$m])* $vis const $name: u32 = $value;)*
+        $(#[$tm])*
+        $vis const $table: &[(&str, u32)] = &[$((stringify!($name), $name)),*];
+    };
+}
+
+wgsl_consts! {
+    /// The matmul prelude: epilogue and operand-layout flags of `GemmU::flags`.
+    pub(super) const MATMUL_CONSTS = {
+        /// C = acc + E[bias_off + column] (forward: x W^T + b).
+        FLAG_BIAS = 1,
+        /// Then tanh (hidden layers).
+        FLAG_TANH = 2,
+        /// Weight gradient scaled per sample by E along k.
+        FLAG_SCALE_K = 4,
+        /// C = acc * (1 - E^2) (back through tanh).
+        FLAG_TANH_GRAD = 8,
+        /// gemm_vec4: A contiguous along k (else along m).
+        FLAG_A_KCONTIG = 16,
+        /// gemm_vec4: B contiguous along k (else along n).
+        FLAG_B_KCONTIG = 32,
+        /// Split-K: also the row sums of (scaled) A, the bias gradient of a weight gradient.
+        FLAG_ROW_SUMS = 64,
+        /// The decoder's last layer: C = x - sigmoid(logits), and per row and column tile the
+        /// sum of x l - softplus(l) (the Bernoulli log-likelihood, fused into the GEMM).
+        FLAG_LIK_BERNOULLI = 128,
+        /// gemm_vec4: A loaded with gemm's scalar loads (its layout allows no vec4).
+        FLAG_A_SCALAR = 256,
+        /// gemm_vec4: B loaded with gemm's scalar loads.
+        FLAG_B_SCALAR = 512,
+    }
+}
+
+wgsl_consts! {
+    /// The vae prelude: the likelihood codes of `ShapeU::lik`.
+    pub(super) const VAE_CONSTS = {
+        LIK_BERNOULLI = 0,
+        LIK_GAUSSIAN = 1,
+    }
+}
+
+wgsl_consts! {
+    /// The weights prelude: `ProgramU::mode` and a subset program's encoder rule (`extra.x`).
+    pub(super) const WEIGHTS_CONSTS = {
+        /// Softmax coefficients, objective L_N.
+        MODE_SOFTMAX = 0,
+        /// Softmax coefficients, objective mean(l).
+        MODE_SOFTMAX_MEAN = 1,
+        MODE_JACKKNIFE = 2,
+        MODE_JACKKNIFE_DREG = 3,
+        /// Subset programs run `subset_coefficients`, not `coefficients`.
+        MODE_SUBSETS = 4,
+        RULE_DREG_BLOCKS = 0,
+        RULE_UNBIASED_RWS = 1,
+        RULE_VARIANCE = 2,
+        /// IWAE on the last `extra.w` samples (the encoder's own); terms cover the rest.
+        RULE_IWAE_TAIL = 3,
+    }
+}
+
+wgsl_consts! {
+    /// The coupling prelude: the state layout, the chain kernels of `ChainU::kernel`, and
+    /// the Philox stream of the chains' uniforms.
+    pub(super) const COUPLING_CONSTS = {
+        /// State words per datapoint; the layout is documented in shaders/coupling.wgsl.
+        STATE_WORDS = 8,
+        FLAG_DONE = 1,
+        FLAG_CAPPED = 2,
+        KERNEL_PIMH = 0,
+        KERNEL_ISIR = 1,
+        KERNEL_DISIR = 2,
+        STREAM_COUPLING = crate::rng::Stream::Coupling as u32,
+    }
+}
+
+wgsl_consts! {
+    /// The input prelude: the Philox stream of the training binarization.
+    pub(super) const INPUT_CONSTS = {
+        STREAM_BINARIZE = crate::rng::Stream::Binarize as u32,
+    }
+}
+
 /// The pattern of every variant of matmul.wgsl.
 macro_rules! matmul_variants {
     () => {
@@ -79,11 +170,11 @@ impl Family {
     /// The constants Rust shares with this family, by name.
     pub fn constants(self) -> &'static [(&'static str, u32)] {
         match self {
-            matmul_variants!() => super::matmul::WGSL_CONSTS,
-            Family::Vae => super::vae::WGSL_CONSTS,
-            Family::Weights => super::weights::WGSL_CONSTS,
-            Family::Coupling => super::chains::WGSL_CONSTS,
-            Family::Input => super::input::WGSL_CONSTS,
+            matmul_variants!() => MATMUL_CONSTS,
+            Family::Vae => VAE_CONSTS,
+            Family::Weights => WEIGHTS_CONSTS,
+            Family::Coupling => COUPLING_CONSTS,
+            Family::Input => INPUT_CONSTS,
             Family::Rng | Family::Optim => &[],
         }
     }

@@ -5,20 +5,13 @@
 //! docs/design.md §4).
 
 use super::buffers::{z_ld, ShapeBuffers};
+use super::dispatch::{groups_1d, DispatchSpec, Res};
 use super::pipelines::PipelineId;
-use super::plan::{groups_1d, DispatchSpec, Res};
+use super::shaders::{LIK_BERNOULLI, LIK_GAUSSIAN};
 use super::GpuBackend;
 use crate::backend::Noise;
 use crate::model::{Arch, Likelihood};
 use bytemuck::{Pod, Zeroable};
-
-wgsl_consts! {
-    /// The vae prelude: the likelihood codes of `ShapeU::lik`.
-    pub(super) const WGSL_CONSTS = {
-        LIK_BERNOULLI = 0,
-        LIK_GAUSSIAN = 1,
-    }
-}
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable, Default)]
@@ -131,7 +124,7 @@ pub(super) fn log_weights<'a>(
 }
 
 /// [`log_weights`] after the decoder's last GEMM scored the Bernoulli likelihood
-/// (matmul.rs FLAG_LIK_BERNOULLI): its row sums per column tile, plus the latent terms.
+/// (shaders.rs FLAG_LIK_BERNOULLI): its row sums per column tile, plus the latent terms.
 pub(super) fn log_weights_partials<'a>(
     shape: (u64, u64),
     sb: &'a ShapeBuffers,

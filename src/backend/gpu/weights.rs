@@ -1,31 +1,16 @@
 //! Host side of shaders/weights.wgsl: the coefficient-program uniform, subset programs (SUMO,
 //! MLMC) with their terms and scratch, and the evaluation log-sum-exp.
 
+use super::dispatch::{groups_1d, Dispatch, DispatchSpec, Res};
 use super::pipelines::PipelineId;
-use super::plan::{groups_1d, Dispatch, DispatchSpec, Res};
+use super::shaders::{
+    MODE_JACKKNIFE, MODE_JACKKNIFE_DREG, MODE_SOFTMAX, MODE_SOFTMAX_MEAN, MODE_SUBSETS,
+    RULE_DREG_BLOCKS, RULE_IWAE_TAIL, RULE_UNBIASED_RWS, RULE_VARIANCE,
+};
 use super::GpuBackend;
 use crate::estimators::{CoefficientProgram, EncoderRule};
 use anyhow::Result;
 use bytemuck::{Pod, Zeroable};
-
-wgsl_consts! {
-    /// The weights prelude: `ProgramU::mode` and a subset program's encoder rule (`extra.x`).
-    pub(super) const WGSL_CONSTS = {
-        /// Softmax coefficients, objective L_N.
-        MODE_SOFTMAX = 0,
-        /// Softmax coefficients, objective mean(l).
-        MODE_SOFTMAX_MEAN = 1,
-        MODE_JACKKNIFE = 2,
-        MODE_JACKKNIFE_DREG = 3,
-        /// Subset programs run `subset_coefficients`, not `coefficients`.
-        MODE_SUBSETS = 4,
-        RULE_DREG_BLOCKS = 0,
-        RULE_UNBIASED_RWS = 1,
-        RULE_VARIANCE = 2,
-        /// IWAE on the last `extra.w` samples (the encoder's own); terms cover the rest.
-        RULE_IWAE_TAIL = 3,
-    }
-}
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable, Default)]

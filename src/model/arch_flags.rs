@@ -1,12 +1,17 @@
-//! `--model hvae`: the architecture of the two-stochastic-layer VAE from the CLI's sizes
-//! (`--hidden`, `--latent` for z1; `--hidden2`, `--latent2` for z2), and its checks.
+//! The architecture a run's size flags ask for (`--hidden`, `--latent`; `--hidden2`,
+//! `--latent2` for hvae's z2), and their checks.
 
+use super::exact_training::{arch as fixed_arch, shape_note};
 use super::{Arch, ModelChoice, TopLayer};
-use crate::config::MAX_LAYER;
 use crate::error::{self, ConfigError};
 
+/// The widest `--hidden` layer or `--latent` a run accepts (a 784-65536 layer alone holds
+/// 51 million weights).
+pub const MAX_LAYER: usize = 1 << 16;
+
 /// The architecture `model` and the sizes ask for (None: not given, Burda et al.'s default).
-/// `--hidden2` / `--latent2` belong to `--model hvae` only; elsewhere they are an error.
+/// `--hidden2` / `--latent2` belong to `--model hvae` only; elsewhere they are an error. The
+/// exact models fix their own shape, so giving a size with them is an error that says so.
 pub fn resolve_arch(
     model: ModelChoice,
     hidden: Option<Vec<usize>>,
@@ -23,7 +28,7 @@ pub fn resolve_arch(
                 let context = if model.is_exact() {
                     format!(
                         "to --model {model}: its shape is fixed ({})",
-                        crate::exact::training::shape_note(model)
+                        shape_note(model)
                     )
                 } else {
                     format!("to --model {model}: it has one stochastic layer")
@@ -35,7 +40,7 @@ pub fn resolve_arch(
                 });
             }
         }
-        return crate::config::resolve_arch(model, hidden, latent);
+        return one_layer_arch(model, hidden, latent);
     }
     let burda = Arch::burda_mnist_two_layer();
     let top = burda.top.clone().expect("two layers");
@@ -48,6 +53,41 @@ pub fn resolve_arch(
         }),
         ..burda
     })
+}
+
+/// The architecture of a one-stochastic-layer model for `--hidden` / `--latent`.
+fn one_layer_arch(
+    model: ModelChoice,
+    hidden: Option<Vec<usize>>,
+    latent: Option<usize>,
+) -> Result<Arch, ConfigError> {
+    match fixed_arch(model) {
+        None => Ok(Arch {
+            x_dim: 784,
+            hidden: hidden.unwrap_or_else(|| vec![200, 200]),
+            z_dim: latent.unwrap_or(50),
+            likelihood: Default::default(),
+            top: None,
+        }),
+        Some(fixed) => {
+            for (flag, given) in [
+                ("--hidden", hidden.is_some()),
+                ("--latent", latent.is_some()),
+            ] {
+                if given {
+                    return Err(ConfigError::NotApplicable {
+                        flag,
+                        context: format!(
+                            "to --model {model}: its shape is fixed ({})",
+                            shape_note(model)
+                        ),
+                        fix: format!("drop {flag}"),
+                    });
+                }
+            }
+            Ok(fixed)
+        }
+    }
 }
 
 /// Checks the second layer's sizes, naming `--hidden2` / `--latent2`.
