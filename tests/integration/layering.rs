@@ -10,7 +10,6 @@ use std::path::Path;
 /// The foundations: every module may use them, and they use only one another.
 const FOUNDATIONS: &[&str] = &["error", "files", "progress", "rng", "stats"];
 
-/// The engine below the applications.
 /// The engine below the applications, bottom up (`train` last).
 const ENGINE: &[&str] = &[
     "estimators",
