@@ -2,7 +2,7 @@
 //! model, dynamic binarization of random MNIST minibatches, Adam, timed after a warm-up.
 //! The median of repeated runs is reported.
 
-use crate::backend::{Backend, Noise};
+use crate::backend::{Backend, Noise, StepInputs};
 use crate::data::{self, Dataset};
 use crate::error::{self, ConfigError};
 use crate::estimators::{Estimator, StepPlan};
@@ -91,23 +91,19 @@ impl<'a> StepDriver<'a> {
         let x = feed.minibatch(idx, 0, step, |x| {
             data::binarize_train(images, idx, 0, step, x)
         });
-        let noise = Noise {
-            seed: 0,
-            stream: Stream::Eps,
-            step: self.step,
-            first_datapoint: 0,
-            first_sample: 0,
+        let inputs = StepInputs {
+            batch: self.batch,
+            noise: Noise {
+                seed: 0,
+                stream: Stream::Eps,
+                step: self.step,
+                first_datapoint: 0,
+                first_sample: 0,
+            },
+            adam: self.adam,
+            lr: 1e-3,
         };
-        crate::train::estimator_step(
-            backend,
-            &self.plan,
-            x,
-            self.batch,
-            &noise,
-            &mut self.levels,
-            &self.adam,
-            1e-3,
-        )?;
+        crate::train::estimator_step(backend, &self.plan, x, &inputs, &mut self.levels)?;
         self.step += 1;
         Ok(())
     }

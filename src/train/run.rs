@@ -8,7 +8,7 @@ use super::state::{Position, TrainState, STATE_FILE};
 use super::{
     estimator_step, MinibatchFeed, TrainObserver, TrainOutcome, LEVEL_STREAM, STATS_EVERY,
 };
-use crate::backend::{Backend, Noise, StepStats};
+use crate::backend::{Backend, Noise, StepInputs, StepStats};
 use crate::config::{CheckpointEvery, OnNonFinite, RunOptions, TrainConfig};
 use crate::estimators::StepPlan;
 use crate::model::{checkpoint, Params};
@@ -130,23 +130,19 @@ pub(super) fn run_epochs(
             let x = feed.minibatch(idx, cfg.seed, cur.step, |x| {
                 ds.minibatch(idx, cfg.seed, cur.step, x)
             });
-            let noise = Noise {
-                seed: cfg.seed,
-                stream: Stream::Eps,
-                step: cur.step,
-                first_datapoint: 0,
-                first_sample: 0,
-            };
-            let info = estimator_step(
-                lp.backend,
-                plan,
-                x,
-                b,
-                &noise,
-                &mut cur.level_rng,
-                &cfg.adam,
+            let step = StepInputs {
+                batch: b,
+                noise: Noise {
+                    seed: cfg.seed,
+                    stream: Stream::Eps,
+                    step: cur.step,
+                    first_datapoint: 0,
+                    first_sample: 0,
+                },
+                adam: cfg.adam,
                 lr,
-            )?;
+            };
+            let info = estimator_step(lp.backend, plan, x, &step, &mut cur.level_rng)?;
             cur.sums.push_step(info, plan.coupling());
             cur.step += 1;
             cur.step_in_epoch += 1;

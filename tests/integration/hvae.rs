@@ -251,7 +251,7 @@ fn worst_diff(a: &[f32], b: &[f32]) -> f32 {
 #[test]
 fn two_layer_chunked_steps_and_chains_equal_whole_ones() {
     use unbiased_vae::backend::cpu::CpuBackend;
-    use unbiased_vae::backend::{Backend, Noise};
+    use unbiased_vae::backend::{Backend, Noise, StepInputs};
     use unbiased_vae::coupling::{ChainKernel, CouplingConfig};
     use unbiased_vae::estimators::{Estimator, EstimatorKind};
     use unbiased_vae::optim::AdamConfig;
@@ -284,8 +284,18 @@ fn two_layer_chunked_steps_and_chains_equal_whole_ones() {
         let mut chunked = CpuBackend::new(&params.layout, &params.values, 2).unwrap();
         chunked.set_row_limit(Some(batch * 3));
         for b in [&mut whole, &mut chunked] {
-            b.train_step(&x, batch, n, &noise, &program, &adam, 1e-3)
-                .unwrap();
+            b.train_step(
+                &x,
+                &StepInputs {
+                    batch,
+                    noise,
+                    adam,
+                    lr: 1e-3,
+                },
+                n,
+                &program,
+            )
+            .unwrap();
         }
         let (gw, gc) = (whole.gradient().unwrap(), chunked.gradient().unwrap());
         let scale = gw.iter().fold(0.0f32, |m, v| m.max(v.abs()));
@@ -306,10 +316,28 @@ fn two_layer_chunked_steps_and_chains_equal_whole_ones() {
         let mut chunked = CpuBackend::new(&params.layout, &params.values, 2).unwrap();
         chunked.set_row_limit(Some(batch * chains.particles_through(1)));
         let ow = whole
-            .chain_step(&x, batch, &noise, &chains, &adam, 1e-3)
+            .chain_step(
+                &x,
+                &StepInputs {
+                    batch,
+                    noise,
+                    adam,
+                    lr: 1e-3,
+                },
+                &chains,
+            )
             .unwrap();
         let oc = chunked
-            .chain_step(&x, batch, &noise, &chains, &adam, 1e-3)
+            .chain_step(
+                &x,
+                &StepInputs {
+                    batch,
+                    noise,
+                    adam,
+                    lr: 1e-3,
+                },
+                &chains,
+            )
             .unwrap();
         assert_eq!(ow, oc, "{kernel}: chunking changed the chains");
         let (gw, gc) = (whole.gradient().unwrap(), chunked.gradient().unwrap());

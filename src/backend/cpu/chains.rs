@@ -2,10 +2,9 @@
 //! datapoint's pair has met, then the backward over the particles each datapoint used.
 
 use super::CpuBackend;
-use crate::backend::{Backend, ChainOutcome, GradNorms, Noise};
+use crate::backend::{Backend, ChainOutcome, GradNorms, Noise, StepInputs};
 use crate::coupling::chain::{self, ChainState};
 use crate::coupling::CouplingConfig;
-use crate::optim::AdamConfig;
 use crate::rng::{self, Stream};
 use anyhow::{bail, Result};
 
@@ -14,12 +13,10 @@ impl CpuBackend {
     pub(super) fn chain_step_impl(
         &mut self,
         x: &[f32],
-        batch: usize,
-        noise: &Noise,
+        step: &StepInputs,
         chains: &CouplingConfig,
-        cfg: &AdamConfig,
-        lr: f64,
     ) -> Result<ChainOutcome> {
+        let (batch, noise) = (step.batch, &step.noise);
         chains.validate().map_err(anyhow::Error::msg)?;
         if batch == 0 {
             bail!("a training step needs at least one datapoint");
@@ -113,7 +110,7 @@ impl CpuBackend {
             let xs = &x[rows.start * xd..rows.end * xd];
             norms = self.backward_in_chunks(xs, gb, n, &group_noise, &a, &b, &c, gi > 0)?;
         }
-        self.optimizer_step(cfg, lr)?;
+        self.optimizer_step(&step.adam, step.lr)?;
         self.stats.push(objective / batch as f64, norms);
         Ok(ChainOutcome {
             iterations: t,

@@ -2,24 +2,20 @@
 //! pass, else chunks of samples (log-weights first, then each chunk's backward).
 
 use super::CpuBackend;
-use crate::backend::{Backend, GradNorms, Noise};
+use crate::backend::{Backend, GradNorms, Noise, StepInputs};
 use crate::estimators::CoefficientProgram;
-use crate::optim::AdamConfig;
 use anyhow::Result;
 
 impl CpuBackend {
     /// `Backend::train_step`: coefficients from the log-weights, backward, then Adam.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn train_step_impl(
         &mut self,
         x: &[f32],
-        batch: usize,
+        step: &StepInputs,
         n: usize,
-        noise: &Noise,
         program: &CoefficientProgram,
-        cfg: &AdamConfig,
-        lr: f64,
     ) -> Result<()> {
+        let (batch, noise) = (step.batch, &step.noise);
         let (norms, objective) = if batch * n > self.max_rows() {
             self.chunked_coefficients_and_backward(x, batch, n, noise, program)?
         } else {
@@ -38,7 +34,7 @@ impl CpuBackend {
             self.coeffs = coeffs;
             (norms?, objective)
         };
-        self.optimizer_step(cfg, lr)?;
+        self.optimizer_step(&step.adam, step.lr)?;
         self.stats.push(objective, norms);
         Ok(())
     }

@@ -12,9 +12,8 @@ use super::pipelines::PipelineId;
 use super::plan::{groups_1d, record_one, Dispatch, Part};
 use super::vae::NoiseU;
 use super::GpuBackend;
-use crate::backend::{Backend, ChainOutcome, Noise};
+use crate::backend::{Backend, ChainOutcome, Noise, StepInputs};
 use crate::coupling::{chain, ChainKernel, CouplingConfig};
-use crate::optim::AdamConfig;
 use anyhow::{bail, Result};
 use bytemuck::{Pod, Zeroable};
 use std::ops::Range;
@@ -186,16 +185,13 @@ impl GpuBackend {
             })
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn chain_step_gpu(
         &mut self,
         x: crate::backend::Minibatch<'_>,
-        batch: usize,
-        noise: &Noise,
+        step: &StepInputs,
         chains: &CouplingConfig,
-        cfg: &AdamConfig,
-        lr: f64,
     ) -> Result<ChainOutcome> {
+        let (batch, noise) = (step.batch, &step.noise);
         chains.validate().map_err(anyhow::Error::msg)?;
         if chains.rb_set != crate::coupling::RbSet::Built {
             bail!("the GPU runs the correct test function only (RbSet::Built)");
@@ -467,7 +463,7 @@ impl GpuBackend {
                 self.ctx.submit(enc)?;
             }
         }
-        self.write_adam(Some((cfg, lr)), batch);
+        self.write_adam(Some((&step.adam, step.lr)), batch);
         // The norms once, over the gradient of every group.
         self.run(batch, per_step, &[Part::Update])?;
         self.last = None;
