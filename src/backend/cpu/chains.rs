@@ -5,6 +5,7 @@ use super::CpuBackend;
 use crate::backend::{Backend, ChainOutcome, GradNorms, Noise, StepInputs};
 use crate::coupling::chain::{self, ChainState};
 use crate::coupling::CouplingConfig;
+use crate::estimators::Coefficients;
 use crate::rng::{self, Stream};
 use anyhow::{bail, Result};
 
@@ -102,13 +103,20 @@ impl CpuBackend {
                     *dst = (v * scale) as f32;
                 }
             }
-            let c = vec![0.0f32; gb * n];
+            let group = Coefficients {
+                batch: gb,
+                n,
+                a,
+                b,
+                c: vec![0.0f32; gb * n],
+                objective: Vec::new(),
+            };
             let group_noise = Noise {
                 first_datapoint: noise.first_datapoint + rows.start as u32,
                 ..*noise
             };
             let xs = &x[rows.start * xd..rows.end * xd];
-            norms = self.backward_in_chunks(xs, gb, n, &group_noise, &a, &b, &c, gi > 0)?;
+            norms = self.backward_in_chunks(xs, &group_noise, &group, gi > 0)?;
         }
         self.optimizer_step(&step.adam, step.lr)?;
         self.stats.push(objective / batch as f64, norms);
