@@ -44,13 +44,14 @@ pub struct StepDriver<'a> {
 }
 
 impl<'a> StepDriver<'a> {
-    /// Validates `estimator` with `k` samples (the error names the flag to fix).
-    pub fn new(
-        ds: &'a Dataset,
-        estimator: &Estimator,
-        k: usize,
-        batch: usize,
-    ) -> Result<Self, ConfigError> {
+    /// Validates the configuration's estimator with its `k` samples (the error names the
+    /// flag to fix).
+    pub fn new(ds: &'a Dataset, config: &BenchConfig) -> Result<Self, ConfigError> {
+        let BenchConfig {
+            estimator,
+            k,
+            batch,
+        } = *config;
         error::at_least("--batch", batch, 1, "a minibatch")?;
         error::at_most(
             "--batch",
@@ -109,21 +110,23 @@ impl<'a> StepDriver<'a> {
     }
 }
 
-/// Times `repeats` runs of `steps` training steps after `warmup` steps.
-#[allow(clippy::too_many_arguments)]
+/// Times `repeats` runs of `steps` training steps of `config` after `warmup` steps.
 pub fn train_steps(
     backend: &mut dyn Backend,
     ds: &Dataset,
-    estimator: Estimator,
-    k: usize,
-    batch: usize,
+    config: &BenchConfig,
     warmup: usize,
     steps: usize,
     repeats: usize,
 ) -> Result<StepBench> {
     error::at_least("--steps", steps, 1, "a benchmark")?;
     error::at_least("--repeats", repeats, 1, "a benchmark")?;
-    let mut driver = StepDriver::new(ds, &estimator, k, batch)?;
+    let BenchConfig {
+        estimator,
+        k,
+        batch,
+    } = *config;
+    let mut driver = StepDriver::new(ds, config)?;
     for _ in 0..warmup {
         driver.step(backend)?;
     }
