@@ -25,16 +25,12 @@ fn main() -> anyhow::Result<()> {
     ];
     for (kind, k, batch, warmup, steps) in configs {
         let mut backend = CpuBackend::new(&params.layout, &params.values, threads)?;
-        let r = bench::train_steps(
-            &mut backend,
-            &ds,
-            Estimator::new(kind, 0.0),
+        let config = bench::BenchConfig {
+            estimator: Estimator::new(kind, 0.0),
             k,
             batch,
-            warmup,
-            steps,
-            5,
-        )?;
+        };
+        let r = bench::train_steps(&mut backend, &ds, &config, warmup, steps, 5)?;
         println!("{}", serde_json::to_string(&r)?);
     }
     Ok(())

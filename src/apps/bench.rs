@@ -2,7 +2,7 @@
 //! model, dynamic binarization of random MNIST minibatches, Adam, timed after a warm-up.
 //! The median of repeated runs is reported.
 
-use crate::backend::{Backend, Noise};
+use crate::backend::{Backend, Noise, StepInputs};
 use crate::data::{self, Dataset};
 use crate::error::{self, ConfigError};
 use crate::estimators::{Estimator, StepPlan};
@@ -44,13 +44,14 @@ pub struct StepDriver<'a> {
 }
 
 impl<'a> StepDriver<'a> {
-    /// Validates `estimator` with `k` samples (the error names the flag to fix).
-    pub fn new(
-        ds: &'a Dataset,
-        estimator: &Estimator,
-        k: usize,
-        batch: usize,
-    ) -> Result<Self, ConfigError> {
+    /// Validates the configuration's estimator with its `k` samples (the error names the
+    /// flag to fix).
+    pub fn new(ds: &'a Dataset, config: &BenchConfig) -> Result<Self, ConfigError> {
+        let BenchConfig {
+            estimator,
+            k,
+            batch,
+        } = *config;
         error::at_least("--batch", batch, 1, "a minibatch")?;
         error::at_most(
             "--batch",
@@ -91,43 +92,41 @@ impl<'a> StepDriver<'a> {
         let x = feed.minibatch(idx, 0, step, |x| {
             data::binarize_train(images, idx, 0, step, x)
         });
-        let noise = Noise {
-            seed: 0,
-            stream: Stream::Eps,
-            step: self.step,
-            first_datapoint: 0,
-            first_sample: 0,
+        let inputs = StepInputs {
+            batch: self.batch,
+            noise: Noise {
+                seed: 0,
+                stream: Stream::Eps,
+                step: self.step,
+                first_datapoint: 0,
+                first_sample: 0,
+            },
+            adam: self.adam,
+            lr: 1e-3,
         };
-        crate::train::estimator_step(
-            backend,
-            &self.plan,
-            x,
-            self.batch,
-            &noise,
-            &mut self.levels,
-            &self.adam,
-            1e-3,
-        )?;
+        crate::train::estimator_step(backend, &self.plan, x, &inputs, &mut self.levels)?;
         self.step += 1;
         Ok(())
     }
 }
 
-/// Times `repeats` runs of `steps` training steps after `warmup` steps.
-#[allow(clippy::too_many_arguments)]
+/// Times `repeats` runs of `steps` training steps of `config` after `warmup` steps.
 pub fn train_steps(
     backend: &mut dyn Backend,
     ds: &Dataset,
-    estimator: Estimator,
-    k: usize,
-    batch: usize,
+    config: &BenchConfig,
     warmup: usize,
     steps: usize,
     repeats: usize,
 ) -> Result<StepBench> {
     error::at_least("--steps", steps, 1, "a benchmark")?;
     error::at_least("--repeats", repeats, 1, "a benchmark")?;
-    let mut driver = StepDriver::new(ds, &estimator, k, batch)?;
+    let BenchConfig {
+        estimator,
+        k,
+        batch,
+    } = *config;
+    let mut driver = StepDriver::new(ds, config)?;
     for _ in 0..warmup {
         driver.step(backend)?;
     }

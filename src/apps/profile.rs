@@ -2,9 +2,9 @@
 //! per phase (CPU wall clock), with achieved GFLOP/s for the GEMMs, working memory, and a
 //! Chrome trace (one event per dispatch) that Perfetto and chrome://tracing open.
 
+use crate::apps::bench::{BenchConfig, StepDriver};
 use crate::backend::{Backend, DispatchInfo, Timing};
 use crate::data::Dataset;
-use crate::estimators::Estimator;
 use anyhow::Result;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -138,21 +138,23 @@ impl DispatchStructure {
     }
 }
 
-/// Profiles `steps` training steps after `warmup` unprofiled ones, and reads the dispatch
-/// structure of a (batch, k) step from the plan, judged against `compute_units`.
-#[allow(clippy::too_many_arguments)]
+/// Profiles `steps` training steps of `config` after `warmup` unprofiled ones, and reads the
+/// dispatch structure of a (batch, k) step from the plan, judged against `compute_units`.
 pub fn profile(
     backend: &mut dyn Backend,
     ds: &Dataset,
-    estimator: Estimator,
-    k: usize,
-    batch: usize,
+    config: &BenchConfig,
     steps: usize,
     warmup: usize,
     compute_units: usize,
 ) -> Result<ProfileReport> {
     crate::error::at_least("--steps", steps, 1, "a profile")?;
-    let mut driver = crate::apps::bench::StepDriver::new(ds, &estimator, k, batch)?;
+    let BenchConfig {
+        estimator,
+        k,
+        batch,
+    } = *config;
+    let mut driver = StepDriver::new(ds, config)?;
     let mut host = std::time::Duration::ZERO;
     let mut one = |backend: &mut dyn Backend, host: &mut std::time::Duration| -> Result<()> {
         let t = std::time::Instant::now();

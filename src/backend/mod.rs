@@ -29,6 +29,19 @@ pub struct Noise {
     pub first_sample: u32,
 }
 
+/// What every training step takes besides its minibatch and its estimator (a coefficient
+/// program with its N, or coupled chains): the rows of the minibatch, where their noise
+/// comes from, and the Adam step that ends it.
+#[derive(Clone, Copy, Debug)]
+pub struct StepInputs {
+    /// Datapoints in the minibatch.
+    pub batch: usize,
+    pub noise: Noise,
+    pub adam: AdamConfig,
+    /// Adam's learning rate for this step.
+    pub lr: f64,
+}
+
 /// L2 norms of the last gradient (ascent direction, mean over the batch).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct GradNorms {
@@ -264,31 +277,24 @@ pub trait Backend {
     fn upload_images(&mut self, _images: &Images) -> Result<ImageUpload> {
         Ok(ImageUpload::Declined)
     }
-    /// One whole training step on minibatch x [batch, x_dim].
-    #[allow(clippy::too_many_arguments)]
+    /// One whole training step on minibatch x [batch, x_dim] with `n` samples per datapoint
+    /// and the estimator's coefficients from `program`.
     fn train_minibatch(
         &mut self,
         x: Minibatch<'_>,
-        batch: usize,
+        step: &StepInputs,
         n: usize,
-        noise: &Noise,
         program: &CoefficientProgram,
-        cfg: &AdamConfig,
-        lr: f64,
     ) -> Result<()>;
     /// [`Backend::train_minibatch`] on values prepared on the host.
-    #[allow(clippy::too_many_arguments)]
     fn train_step(
         &mut self,
         x: &[f32],
-        batch: usize,
+        step: &StepInputs,
         n: usize,
-        noise: &Noise,
         program: &CoefficientProgram,
-        cfg: &AdamConfig,
-        lr: f64,
     ) -> Result<()> {
-        self.train_minibatch(Minibatch::Host(x), batch, n, noise, program, cfg, lr)
+        self.train_minibatch(Minibatch::Host(x), step, n, program)
     }
     /// One training step with coupled Markov chains. The program `chains` is interpreted as
     /// `crate::coupling::chain::step` defines it (the GPU runs its WGSL twin), with the
@@ -301,23 +307,17 @@ pub trait Backend {
     fn chain_minibatch(
         &mut self,
         x: Minibatch<'_>,
-        batch: usize,
-        noise: &Noise,
+        step: &StepInputs,
         chains: &CouplingConfig,
-        cfg: &AdamConfig,
-        lr: f64,
     ) -> Result<ChainOutcome>;
     /// [`Backend::chain_minibatch`] on values prepared on the host.
     fn chain_step(
         &mut self,
         x: &[f32],
-        batch: usize,
-        noise: &Noise,
+        step: &StepInputs,
         chains: &CouplingConfig,
-        cfg: &AdamConfig,
-        lr: f64,
     ) -> Result<ChainOutcome> {
-        self.chain_minibatch(Minibatch::Host(x), batch, noise, chains, cfg, lr)
+        self.chain_minibatch(Minibatch::Host(x), step, chains)
     }
     /// The sums since the last call, then resets them.
     fn take_stats(&mut self) -> Result<StepStats>;

@@ -64,17 +64,8 @@ pub fn run_bench(a: BenchArgs) -> Result<()> {
             mode,
             &format!("timing {} K={} batch={}", c.estimator.kind, c.k, c.batch),
         );
-        let r = bench::train_steps(
-            backend.as_mut(),
-            &ds,
-            c.estimator,
-            c.k,
-            c.batch,
-            a.warmup,
-            a.steps,
-            a.repeats,
-        )
-        .with_context(|| format!("--configs entry {}:{}:{}", c.estimator.kind, c.k, c.batch))?;
+        let r = bench::train_steps(backend.as_mut(), &ds, &c, a.warmup, a.steps, a.repeats)
+            .with_context(|| format!("--configs entry {}:{}:{}", c.estimator.kind, c.k, c.batch))?;
         drop(spinner);
         if a.json {
             println!("{}", serde_json::to_string(&r)?);

@@ -57,11 +57,18 @@ pub fn run(a: GradStatsArgs) -> Result<()> {
         chains: a.chains.options(),
         ..Estimator::new(a.estimator, a.alpha)
     };
+    let run = grad_stats::GradStatsRun {
+        estimator: est,
+        k: a.k,
+        reps: a.reps,
+        seed: a.seed,
+        datapoint: a.datapoint,
+    };
     let mut bar = WorkBar::new(Mode::detect(a.common.quiet));
     let report = if a.model == ModelChoice::Hgauss {
-        grad_stats::grad_stats_hgauss(est, a.k, a.reps, a.seed, a.datapoint, &mut bar)?
+        grad_stats::grad_stats_hgauss(&run, &mut bar)?
     } else if a.model.is_exact() {
-        grad_stats::grad_stats(a.model, est, a.k, a.reps, a.seed, a.datapoint, &mut bar)?
+        grad_stats::grad_stats(a.model, &run, &mut bar)?
     } else {
         if a.estimator.is_coupled() {
             return Err(ConfigError::NotApplicable {
@@ -95,13 +102,9 @@ pub fn run(a: GradStatsArgs) -> Result<()> {
         grad_stats::grad_stats_vae(
             backend.as_mut(),
             &x,
-            est,
-            a.k,
-            a.reps,
+            &run,
             a.reference_k,
             a.reference_reps,
-            a.seed,
-            a.datapoint,
             &mut bar,
         )?
     };

@@ -47,13 +47,15 @@ pub fn run(a: ProfileArgs) -> Result<()> {
     let mut backend = a.common.backend(&params)?;
     unbiased_vae::error::at_least("--compute-units", a.compute_units, 1, "a profile")?;
     backend.set_compute_units(a.compute_units);
-    let est = Estimator::new(a.estimator, a.alpha);
+    let config = bench::BenchConfig {
+        estimator: Estimator::new(a.estimator, a.alpha),
+        k: a.k,
+        batch: a.batch,
+    };
     let report = profile::profile(
         backend.as_mut(),
         &ds,
-        est,
-        a.k,
-        a.batch,
+        &config,
         a.steps,
         a.warmup,
         a.compute_units,

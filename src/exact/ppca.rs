@@ -169,7 +169,6 @@ impl Ppca {
 
     /// A PPCA model from explicit parts: `w` is `D x d` row-major with `D = b.len()`,
     /// `d = e.len()`, `c` is `d x D` row-major.
-    #[allow(clippy::too_many_arguments)]
     pub fn from_parts(
         noise_sd: f64,
         w: Vec<f64>,

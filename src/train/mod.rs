@@ -15,13 +15,12 @@ pub use run::{BEST_CHECKPOINT_FILE, CHECKPOINT_FILE};
 pub use state::STATE_FILE;
 
 use crate::backend::gpu::{AdapterChoice, GpuBackend};
-use crate::backend::{cpu::CpuBackend, Backend, ChainOutcome, Minibatch, Noise};
+use crate::backend::{cpu::CpuBackend, Backend, ChainOutcome, Minibatch, StepInputs};
 use crate::config::{BackendChoice, CheckpointEvery, RunOptions, TrainConfig};
 use crate::error::ConfigError;
 use crate::estimators::StepPlan;
 use crate::files;
 use crate::model::{checkpoint, Params};
-use crate::optim::AdamConfig;
 use anyhow::{bail, Context, Result};
 use data::TrainData;
 use observer::EpochCallback;
@@ -44,28 +43,24 @@ pub struct StepInfo {
 
 /// One training step as `plan` says: a coefficient-program step (SUMO's and MLMC's size
 /// drawn from `levels`) or a coupled-chain step. The training loop and the benchmarks share it.
-#[allow(clippy::too_many_arguments)]
 pub fn estimator_step(
     backend: &mut dyn Backend,
     plan: &StepPlan,
     x: Minibatch<'_>,
-    batch: usize,
-    noise: &Noise,
+    step: &StepInputs,
     levels: &mut impl rand::Rng,
-    adam: &AdamConfig,
-    lr: f64,
 ) -> Result<StepInfo> {
     let Some(draw) = plan.draw(levels) else {
         let chains = plan.coupling().expect("a plan without a draw is coupled");
-        let o = backend.chain_minibatch(x, batch, noise, chains, adam, lr)?;
-        let samples = o.particles.iter().map(|&p| p as f64).sum::<f64>() / batch as f64;
+        let o = backend.chain_minibatch(x, step, chains)?;
+        let samples = o.particles.iter().map(|&p| p as f64).sum::<f64>() / step.batch as f64;
         return Ok(StepInfo {
             samples,
             level: None,
             chains: Some(o),
         });
     };
-    backend.train_minibatch(x, batch, draw.n, noise, &draw.program, adam, lr)?;
+    backend.train_minibatch(x, step, draw.n, &draw.program)?;
     Ok(StepInfo {
         samples: draw.n as f64,
         level: draw.level,

@@ -8,7 +8,7 @@ use super::state::{Position, TrainState, STATE_FILE};
 use super::{
     estimator_step, MinibatchFeed, TrainObserver, TrainOutcome, LEVEL_STREAM, STATS_EVERY,
 };
-use crate::backend::{Backend, Noise, StepStats};
+use crate::backend::{Backend, Noise, StepInputs, StepStats};
 use crate::config::{CheckpointEvery, OnNonFinite, RunOptions, TrainConfig};
 use crate::estimators::StepPlan;
 use crate::model::{checkpoint, Params};
@@ -51,6 +51,8 @@ struct Loop<'a> {
     steps_per_epoch: usize,
     last_saved: Option<Saved>,
     last_save_at: Instant,
+    /// Binarized validation images (or the exact model's data) and their count.
+    val: (Vec<f32>, usize),
     /// Binarized test images and their count, for `--test-every`.
     test: Option<(Vec<f32>, usize)>,
     /// The best validation bound of the epochs completed (metrics.jsonl's lines).
@@ -77,6 +79,7 @@ pub(super) fn run_epochs(
         steps_per_epoch,
         last_saved: None,
         last_save_at: Instant::now(),
+        val: ds.validation(),
         test: cfg.test.and_then(|t| ds.test(t.limit)),
         best_val: None,
     };
@@ -105,7 +108,6 @@ pub(super) fn run_epochs(
             lp.best_val = best_logged_val(&cfg.out.join("metrics.jsonl"))?;
         }
     }
-    let (val_x, val_count) = ds.validation();
     // The training images go to the backend once when it binarizes them itself.
     let (mut feed, notice) = MinibatchFeed::new(lp.backend, ds.images(), b, ds.dim())?;
     if let Some(n) = notice {
@@ -130,23 +132,19 @@ pub(super) fn run_epochs(
             let x = feed.minibatch(idx, cfg.seed, cur.step, |x| {
                 ds.minibatch(idx, cfg.seed, cur.step, x)
             });
-            let noise = Noise {
-                seed: cfg.seed,
-                stream: Stream::Eps,
-                step: cur.step,
-                first_datapoint: 0,
-                first_sample: 0,
-            };
-            let info = estimator_step(
-                lp.backend,
-                plan,
-                x,
-                b,
-                &noise,
-                &mut cur.level_rng,
-                &cfg.adam,
+            let step = StepInputs {
+                batch: b,
+                noise: Noise {
+                    seed: cfg.seed,
+                    stream: Stream::Eps,
+                    step: cur.step,
+                    first_datapoint: 0,
+                    first_sample: 0,
+                },
+                adam: cfg.adam,
                 lr,
-            )?;
+            };
+            let info = estimator_step(lp.backend, plan, x, &step, &mut cur.level_rng)?;
             cur.sums.push_step(info, plan.coupling());
             cur.step += 1;
             cur.step_in_epoch += 1;
@@ -183,9 +181,7 @@ pub(super) fn run_epochs(
         lp.check_finite(epoch, window, &s)?;
         cur.sums.push_stats(&s);
         let seconds = cur.seconds_before + start.elapsed().as_secs_f64();
-        let m = lp.epoch_metrics(
-            ds, &cur.sums, epoch, lr, seconds, &val_x, val_count, observer,
-        )?;
+        let m = lp.epoch_metrics(ds, &cur.sums, epoch, lr, seconds, observer)?;
         files::append_jsonl(&cfg.out.join("metrics.jsonl"), &serde_json::to_value(&m)?)?;
         // Before the state's save: a kill in between redoes the epoch, which rewrites it.
         if lp.best_val.is_none_or(|b| m.val_lk > b) {
@@ -343,7 +339,6 @@ impl Loop<'_> {
     }
 
     /// Validation and the epoch's line of metrics.jsonl.
-    #[allow(clippy::too_many_arguments)]
     fn epoch_metrics(
         &mut self,
         ds: &TrainData,
@@ -351,8 +346,6 @@ impl Loop<'_> {
         epoch: usize,
         lr: f64,
         seconds: f64,
-        val_x: &[f32],
-        val_count: usize,
         observer: &mut dyn TrainObserver,
     ) -> Result<EpochMetrics> {
         let (cfg, plan) = (self.cfg, self.plan);
@@ -372,6 +365,7 @@ impl Loop<'_> {
                 epoch + 1
             );
         }
+        let (val_x, val_count) = (&self.val.0, self.val.1);
         observer.on_validation(epoch + 1, val_count);
         let val = eval::log_likelihood(
             self.backend,

@@ -6,7 +6,7 @@
 
 use serde_json::Value;
 use unbiased_vae::backend::cpu::CpuBackend;
-use unbiased_vae::backend::{Backend, Noise};
+use unbiased_vae::backend::{Backend, Noise, StepInputs};
 use unbiased_vae::coupling::{ChainKernel, CouplingConfig};
 use unbiased_vae::model::Params;
 use unbiased_vae::optim::AdamConfig;
@@ -132,8 +132,17 @@ fn chain_steps_run_to_the_slowest_datapoint_and_chunk_exactly() {
         for b in [&mut whole, &mut chunked, &mut split] {
             b.reset_optimizer();
             outcomes.push(
-                b.chain_step(&x, batch, &NOISE, &chains, &AdamConfig::default(), 1e-3)
-                    .unwrap(),
+                b.chain_step(
+                    &x,
+                    &StepInputs {
+                        batch,
+                        noise: NOISE,
+                        adam: AdamConfig::default(),
+                        lr: 1e-3,
+                    },
+                    &chains,
+                )
+                .unwrap(),
             );
         }
         let o = &outcomes[0];
@@ -256,8 +265,17 @@ fn coupled_chain_steps_are_unbiased_on_the_toy_through_the_backends() {
             let stats = mu_gradient_stats(
                 backend.as_mut(),
                 &mut |b, r| {
-                    b.chain_step(&xb, batch, &noise(r), &chains, &adam, 0.0)
-                        .unwrap();
+                    b.chain_step(
+                        &xb,
+                        &StepInputs {
+                            batch,
+                            noise: noise(r),
+                            adam,
+                            lr: 0.0,
+                        },
+                        &chains,
+                    )
+                    .unwrap();
                 },
                 bias.clone(),
                 steps,
@@ -277,8 +295,18 @@ fn coupled_chain_steps_are_unbiased_on_the_toy_through_the_backends() {
         let stats = mu_gradient_stats(
             backend.as_mut(),
             &mut |b, r| {
-                b.train_step(&xb, batch, 2, &noise(r), &iwae, &adam, 0.0)
-                    .unwrap();
+                b.train_step(
+                    &xb,
+                    &StepInputs {
+                        batch,
+                        noise: noise(r),
+                        adam,
+                        lr: 0.0,
+                    },
+                    2,
+                    &iwae,
+                )
+                .unwrap();
             },
             bias.clone(),
             steps,

@@ -4,7 +4,7 @@
 //! without an adapter, except under CI=true (`common::have_gpu`).
 
 use unbiased_vae::backend::cpu::CpuBackend;
-use unbiased_vae::backend::{Backend, Noise};
+use unbiased_vae::backend::{Backend, Noise, StepInputs};
 use unbiased_vae::config::{BackendChoice, TrainConfig};
 use unbiased_vae::estimators::{Estimator, EstimatorKind};
 use unbiased_vae::exact::{ExactModel, Ppca, PpcaConfig, Toy};
@@ -148,7 +148,17 @@ fn frozen_ranges_survive(backend: &mut dyn Backend, params: &Params, x: &[f32]) 
     for step in 0..3u32 {
         let noise = Noise { step, ..NOISE };
         backend
-            .train_step(x, 4, 6, &noise, &program, &cfg, 0.01)
+            .train_step(
+                x,
+                &StepInputs {
+                    batch: 4,
+                    noise,
+                    adam: cfg,
+                    lr: 0.01,
+                },
+                6,
+                &program,
+            )
             .unwrap();
     }
     let after = backend.params().unwrap();

@@ -10,7 +10,7 @@
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use unbiased_vae::backend::gpu::GpuBackend;
-use unbiased_vae::backend::{Backend, ImageUpload, Minibatch, Noise};
+use unbiased_vae::backend::{Backend, ImageUpload, Minibatch, Noise, StepInputs};
 use unbiased_vae::data::{self, idx::Images, Dataset};
 use unbiased_vae::estimators::{Estimator, EstimatorKind};
 use unbiased_vae::model::Params;
@@ -77,7 +77,13 @@ fn run(
             data::binarize_train(images, &idx, 21, step, &mut x);
             Minibatch::Host(&x)
         };
-        estimator_step(b, &plan, mb, BATCH, &noise, &mut levels, &adam, 1e-3)
+        let inputs = StepInputs {
+            batch: BATCH,
+            noise,
+            adam,
+            lr: 1e-3,
+        };
+        estimator_step(b, &plan, mb, &inputs, &mut levels)
             .unwrap_or_else(|e| panic!("{}: {e:#}", estimator.kind));
     }
     let s = b.take_stats().unwrap();

@@ -1,7 +1,7 @@
 //! `uvae grad-stats`: IWAE's gradient bias is detected and the unbiased estimators' is not,
 //! on PPCA at K = 5 (seeded; the test's 99% Bonferroni-corrected critical values are printed).
 
-use unbiased_vae::apps::grad_stats::{format_report, grad_stats};
+use unbiased_vae::apps::grad_stats::{format_report, grad_stats, GradStatsRun};
 use unbiased_vae::estimators::{Estimator, EstimatorKind};
 use unbiased_vae::model::ModelChoice;
 use unbiased_vae::progress::Silent;
@@ -11,11 +11,13 @@ fn iwae_bias_is_significant_and_the_unbiased_estimators_are_not() {
     let reps = 20_000;
     let iwae = grad_stats(
         ModelChoice::Ppca,
-        Estimator::new(EstimatorKind::Iwae, 0.0),
-        5,
-        reps,
-        0,
-        0,
+        &GradStatsRun {
+            estimator: Estimator::new(EstimatorKind::Iwae, 0.0),
+            k: 5,
+            reps,
+            seed: 0,
+            datapoint: 0,
+        },
         &mut Silent,
     )
     .unwrap();
@@ -28,11 +30,13 @@ fn iwae_bias_is_significant_and_the_unbiased_estimators_are_not() {
     for kind in EstimatorKind::RANDOM_SIZE {
         let r = grad_stats(
             ModelChoice::Ppca,
-            Estimator::new(kind, 0.0),
-            5,
-            reps,
-            0,
-            0,
+            &GradStatsRun {
+                estimator: Estimator::new(kind, 0.0),
+                k: 5,
+                reps,
+                seed: 0,
+                datapoint: 0,
+            },
             &mut Silent,
         )
         .unwrap();
@@ -55,11 +59,13 @@ fn iwae_bias_is_significant_and_the_unbiased_estimators_are_not() {
 fn mlmc_reports_its_level_decay_and_p_range() {
     let r = grad_stats(
         ModelChoice::Toy,
-        Estimator::new(EstimatorKind::MlmcRr, 0.0),
-        5,
-        2000,
-        1,
-        0,
+        &GradStatsRun {
+            estimator: Estimator::new(EstimatorKind::MlmcRr, 0.0),
+            k: 5,
+            reps: 2000,
+            seed: 1,
+            datapoint: 0,
+        },
         &mut Silent,
     )
     .unwrap();
@@ -91,13 +97,15 @@ fn vae_gradient_bias_against_a_large_k_reference() {
     let r = unbiased_vae::apps::grad_stats::grad_stats_vae(
         &mut backend,
         &x,
-        est,
-        2,
-        200,
+        &GradStatsRun {
+            estimator: est,
+            k: 2,
+            reps: 200,
+            seed: 0,
+            datapoint: 0,
+        },
         1000,
         8,
-        0,
-        0,
         &mut Silent,
     )
     .unwrap();
@@ -165,7 +173,17 @@ fn coupled_chains_report_meeting_times_and_caps() {
 fn hgauss_grad_stats_flags_iwae2_and_not_mlmc() {
     use unbiased_vae::apps::grad_stats::grad_stats_hgauss;
     let run = |kind, k| {
-        let r = grad_stats_hgauss(Estimator::new(kind, 0.0), k, 20_000, 0, 0, &mut Silent).unwrap();
+        let r = grad_stats_hgauss(
+            &GradStatsRun {
+                estimator: Estimator::new(kind, 0.0),
+                k,
+                reps: 20_000,
+                seed: 0,
+                datapoint: 0,
+            },
+            &mut Silent,
+        )
+        .unwrap();
         println!("{}", format_report(&r));
         r
     };

@@ -162,7 +162,7 @@ fn assert_same_gradient(
 #[test]
 fn two_layer_chunked_steps_and_chains_equal_whole_ones() {
     use unbiased_vae::backend::cpu::CpuBackend;
-    use unbiased_vae::backend::{Backend, Noise};
+    use unbiased_vae::backend::{Backend, Noise, StepInputs};
     use unbiased_vae::coupling::{ChainKernel, CouplingConfig};
     use unbiased_vae::estimators::{Estimator, EstimatorKind};
     use unbiased_vae::optim::AdamConfig;
@@ -195,8 +195,18 @@ fn two_layer_chunked_steps_and_chains_equal_whole_ones() {
         let mut chunked = CpuBackend::new(&params.layout, &params.values, 2).unwrap();
         chunked.set_row_limit(Some(batch * 3));
         for b in [&mut whole, &mut chunked] {
-            b.train_step(&x, batch, n, &noise, &program, &adam, 1e-3)
-                .unwrap();
+            b.train_step(
+                &x,
+                &StepInputs {
+                    batch,
+                    noise,
+                    adam,
+                    lr: 1e-3,
+                },
+                n,
+                &program,
+            )
+            .unwrap();
         }
         assert_same_gradient(&format!("{label} n = {n}"), &mut whole, &mut chunked);
     }
@@ -209,10 +219,28 @@ fn two_layer_chunked_steps_and_chains_equal_whole_ones() {
         let mut chunked = CpuBackend::new(&params.layout, &params.values, 2).unwrap();
         chunked.set_row_limit(Some(batch * chains.particles_through(1)));
         let ow = whole
-            .chain_step(&x, batch, &noise, &chains, &adam, 1e-3)
+            .chain_step(
+                &x,
+                &StepInputs {
+                    batch,
+                    noise,
+                    adam,
+                    lr: 1e-3,
+                },
+                &chains,
+            )
             .unwrap();
         let oc = chunked
-            .chain_step(&x, batch, &noise, &chains, &adam, 1e-3)
+            .chain_step(
+                &x,
+                &StepInputs {
+                    batch,
+                    noise,
+                    adam,
+                    lr: 1e-3,
+                },
+                &chains,
+            )
             .unwrap();
         assert_eq!(ow, oc, "{kernel}: chunking changed the chains");
         println!("{kernel}: {ow:?}");

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 use unbiased_vae::backend::cpu::CpuBackend;
-use unbiased_vae::backend::{Backend, Noise};
+use unbiased_vae::backend::{Backend, Noise, StepInputs};
 use unbiased_vae::estimators::{Estimator, EstimatorKind};
 use unbiased_vae::optim::AdamConfig;
 use unbiased_vae::rng::Stream;
@@ -149,8 +149,18 @@ fn chunked_cpu_steps_equal_whole_steps() {
         chunked.set_row_limit(Some(4 * 3)); // 3 samples per datapoint per pass
         for b in [&mut whole, &mut chunked] {
             b.reset_optimizer();
-            b.train_step(&x, 4, n, &noise, &program, &AdamConfig::default(), 1e-3)
-                .unwrap();
+            b.train_step(
+                &x,
+                &StepInputs {
+                    batch: 4,
+                    noise,
+                    adam: AdamConfig::default(),
+                    lr: 1e-3,
+                },
+                n,
+                &program,
+            )
+            .unwrap();
         }
         let (pw, pc) = (whole.params().unwrap(), chunked.params().unwrap());
         let worst = pw

@@ -24,8 +24,8 @@ fn summary(o: &ChainOutcome) -> Vec<f32> {
 /// submit): the chains' outcome, the gradient and the objective against the CPU, then all
 /// three against the GPU's own run at one time index per submit.
 pub(super) fn rows(suite: &mut Suite) -> Result<Vec<ParityRow>> {
-    let (batch, noise, lr) = (suite.batch, suite.noise, suite.lr);
-    let (x, cfg) = (&suite.x, &suite.cfg);
+    let (batch, inputs) = (suite.batch, suite.step_inputs());
+    let x = &suite.x;
     let (cpu, gpu) = (&mut suite.cpu, &mut suite.gpu);
     let params = &suite.params.values;
     let mut rows = Vec::new();
@@ -53,7 +53,7 @@ pub(super) fn rows(suite: &mut Suite) -> Result<Vec<ParityRow>> {
             let limit = batch * chains.particles_through(1);
             let run = |b: &mut dyn Backend| -> Result<(ChainOutcome, Vec<f32>, f64)> {
                 restart(b, params)?;
-                let o = b.chain_step(x, batch, &noise, &chains, cfg, lr)?;
+                let o = b.chain_step(x, &inputs, &chains)?;
                 let g = b.gradient()?;
                 Ok((o, g, b.take_stats()?.objective))
             };

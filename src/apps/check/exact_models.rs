@@ -4,7 +4,7 @@
 use super::{compare, ParityRow};
 use crate::backend::cpu::CpuBackend;
 use crate::backend::gpu::{AdapterChoice, GpuBackend};
-use crate::backend::{Backend, Noise};
+use crate::backend::{Backend, Noise, StepInputs};
 use crate::estimators::{Estimator, EstimatorKind};
 use crate::model::ModelChoice;
 use crate::optim::AdamConfig;
@@ -73,14 +73,20 @@ fn exact_model_rows(
         1e-5,
         1e-3,
     ));
-    let (lr, cfg) = (1e-3, AdamConfig::default());
+    let lr = 1e-3;
+    let inputs = StepInputs {
+        batch,
+        noise,
+        adam: AdamConfig::default(),
+        lr,
+    };
     let p = Estimator::new(EstimatorKind::IwaeDreg, 0.0).program();
     for chunked in [false, true] {
         // Chunks of 3 samples per datapoint in the second step (3 + 3 + 1 for n = 7).
         gpu.set_row_limit(chunked.then_some(3 * batch));
         cpu.set_row_limit(chunked.then_some(3 * batch));
-        cpu.train_step(&x, batch, n, &noise, &p, &cfg, lr)?;
-        gpu.train_step(&x, batch, n, &noise, &p, &cfg, lr)?;
+        cpu.train_step(&x, &inputs, n, &p)?;
+        gpu.train_step(&x, &inputs, n, &p)?;
     }
     gpu.set_row_limit(None);
     let (pg, pc) = (gpu.params()?, cpu.params()?);

@@ -9,7 +9,7 @@
 use super::{compare, compare_exact, restart, ParityRow};
 use crate::backend::cpu::CpuBackend;
 use crate::backend::gpu::{AdapterChoice, GpuBackend};
-use crate::backend::{Backend, ImageRows, ImageUpload, Minibatch, Noise};
+use crate::backend::{Backend, ImageRows, ImageUpload, Minibatch, Noise, StepInputs};
 use crate::coupling::{ChainKernel, CouplingConfig};
 use crate::data::{self, idx::Images};
 use crate::estimators::{Estimator, EstimatorKind};
@@ -121,7 +121,6 @@ fn step_rows(
     rows: &[usize],
 ) -> Result<Vec<ParityRow>> {
     let (batch, lr, dim) = (rows.len(), 1e-3, images.dim());
-    let cfg = AdamConfig::default();
     let mut cpu = CpuBackend::new(&params.layout, &params.values, 2)?;
     let (seed, step) = (7, 11);
     let mut x = vec![0.0f32; batch * dim];
@@ -132,12 +131,17 @@ fn step_rows(
         seed,
         step,
     });
-    let noise = Noise {
-        seed,
-        stream: Stream::Eps,
-        step,
-        first_datapoint: 0,
-        first_sample: 0,
+    let inputs = StepInputs {
+        batch,
+        noise: Noise {
+            seed,
+            stream: Stream::Eps,
+            step,
+            first_datapoint: 0,
+            first_sample: 0,
+        },
+        adam: AdamConfig::default(),
+        lr,
     };
     let chains = CouplingConfig {
         horizon: 2,
@@ -160,9 +164,9 @@ fn step_rows(
         let run = |b: &mut dyn Backend, x: Minibatch| -> Result<Vec<f32>> {
             restart(b, &params.values)?;
             if coupled {
-                b.chain_minibatch(x, batch, &noise, &chains, &cfg, lr)?;
+                b.chain_minibatch(x, &inputs, &chains)?;
             } else {
-                b.train_minibatch(x, batch, 7, &noise, &program, &cfg, lr)?;
+                b.train_minibatch(x, &inputs, 7, &program)?;
             }
             b.params()
         };

@@ -22,7 +22,7 @@ mod two_layer;
 
 use crate::backend::cpu::CpuBackend;
 use crate::backend::gpu::{AdapterChoice, GpuBackend};
-use crate::backend::{Backend, Noise};
+use crate::backend::{Backend, Noise, StepInputs};
 use crate::model::{Arch, Params};
 use crate::optim::AdamConfig;
 use crate::rng::{self, Stream};
@@ -208,6 +208,18 @@ struct Suite {
     /// The optimizer settings of the training and coupled-chain steps.
     lr: f64,
     cfg: AdamConfig,
+}
+
+impl Suite {
+    /// The inputs of its training and coupled-chain steps.
+    fn step_inputs(&self) -> StepInputs {
+        StepInputs {
+            batch: self.batch,
+            noise: self.noise,
+            adam: self.cfg,
+            lr: self.lr,
+        }
+    }
 }
 
 /// Runs the whole suite on `choice`'s adapter.

@@ -4,7 +4,7 @@
 
 use super::coefficients::{dyadic_blocks, N8};
 use super::{binary_data, compare, restart, step_rows, ParityRow, Suite};
-use crate::backend::{Backend, Noise};
+use crate::backend::{Backend, Noise, StepInputs};
 use crate::estimators::{CoefficientProgram, EncoderRule, Estimator, EstimatorKind};
 use anyhow::Result;
 
@@ -12,18 +12,21 @@ use anyhow::Result;
 /// the parameters' tolerance is a tenth of one step.
 pub(super) fn rows(suite: &mut Suite) -> Result<Vec<ParityRow>> {
     let (batch, n, noise, lr) = (suite.batch, suite.n, suite.noise, suite.lr);
-    let (x, cfg) = (&suite.x, &suite.cfg);
+    let (x, inputs) = (&suite.x, suite.step_inputs());
     let (cpu, gpu) = (&mut suite.cpu, &mut suite.gpu);
     let params = &suite.params;
     let mut rows = Vec::new();
     restart(cpu, &params.values)?;
     restart(gpu, &params.values)?;
     for step in 0..2u32 {
-        let nz = Noise { step, ..noise };
+        let inputs = StepInputs {
+            noise: Noise { step, ..noise },
+            ..inputs
+        };
         for kind in [EstimatorKind::Iwae, EstimatorKind::JviDreg] {
             let p = Estimator::new(kind, 0.0).program();
-            cpu.train_step(x, batch, n, &nz, &p, cfg, lr)?;
-            gpu.train_step(x, batch, n, &nz, &p, cfg, lr)?;
+            cpu.train_step(x, &inputs, n, &p)?;
+            gpu.train_step(x, &inputs, n, &p)?;
         }
     }
     let sc = cpu.take_stats()?;
@@ -60,7 +63,7 @@ pub(super) fn rows(suite: &mut Suite) -> Result<Vec<ParityRow>> {
         terms: dyadic_blocks(),
         encoder: EncoderRule::DregBlocks { size: 2 },
     };
-    let step = |b: &mut dyn Backend| b.train_step(x, batch, N8, &noise, &p8, cfg, lr);
+    let step = |b: &mut dyn Backend| b.train_step(x, &inputs, N8, &p8);
     rows.extend(step_rows(
         cpu,
         gpu,
@@ -97,8 +100,8 @@ pub(super) fn rows(suite: &mut Suite) -> Result<Vec<ParityRow>> {
         restart(cpu, &params.values)?;
         restart(gpu, &params.values)?;
         gpu.set_row_limit(Some(per * batch));
-        cpu.train_step(x, batch, n, &noise, &p, cfg, lr)?;
-        gpu.train_step(x, batch, n, &noise, &p, cfg, lr)?;
+        cpu.train_step(x, &inputs, n, &p)?;
+        gpu.train_step(x, &inputs, n, &p)?;
         let chunks: Vec<String> = (0..n)
             .step_by(per)
             .map(|s0| per.min(n - s0).to_string())
@@ -126,8 +129,8 @@ pub(super) fn rows(suite: &mut Suite) -> Result<Vec<ParityRow>> {
     restart(cpu, &params.values)?;
     restart(gpu, &params.values)?;
     gpu.set_row_limit(Some(3 * batch));
-    cpu.train_step(x, batch, n, &noise, &p, cfg, lr)?;
-    gpu.train_step(x, batch, n, &noise, &p, cfg, lr)?;
+    cpu.train_step(x, &inputs, n, &p)?;
+    gpu.train_step(x, &inputs, n, &p)?;
     let sc = cpu.take_stats()?;
     let sg = gpu.take_stats()?;
     rows.push(compare(

@@ -7,7 +7,7 @@ use super::coefficients::{dyadic_blocks, N8};
 use super::{binary_data, compare, restart, step_rows, ParityReport, ParityShape};
 use crate::backend::cpu::CpuBackend;
 use crate::backend::gpu::{AdapterChoice, GpuBackend};
-use crate::backend::{Backend, Noise};
+use crate::backend::{Backend, Noise, StepInputs};
 use crate::estimators::{CoefficientProgram, EncoderRule, Estimator, EstimatorKind};
 use crate::model::{reference, Arch, Params, TopLayer};
 use crate::optim::AdamConfig;
@@ -174,21 +174,27 @@ pub(super) fn rows(choice: &AdapterChoice, shape: &ParityShape) -> Result<Parity
     }
 
     // Fused training steps, then a chunked one (3 samples per pass: 3 + 2).
-    let (lr, cfg) = (
-        1e-3,
-        AdamConfig {
+    let lr = 1e-3;
+    let inputs = StepInputs {
+        batch,
+        noise,
+        adam: AdamConfig {
             clip_encoder: Some(50.0),
             ..Default::default()
         },
-    );
+        lr,
+    };
     restart(&mut cpu, &params.values)?;
     restart(&mut gpu, &params.values)?;
     for step in 0..2u32 {
-        let nz = Noise { step, ..noise };
+        let inputs = StepInputs {
+            noise: Noise { step, ..noise },
+            ..inputs
+        };
         for kind in [EstimatorKind::Iwae, EstimatorKind::IwaeDreg] {
             let p = Estimator::new(kind, 0.0).program();
-            cpu.train_step(&x, batch, n, &nz, &p, &cfg, lr)?;
-            gpu.train_step(&x, batch, n, &nz, &p, &cfg, lr)?;
+            cpu.train_step(&x, &inputs, n, &p)?;
+            gpu.train_step(&x, &inputs, n, &p)?;
         }
     }
     let (sc, sg) = (cpu.take_stats()?, gpu.take_stats()?);
@@ -226,7 +232,7 @@ pub(super) fn rows(choice: &AdapterChoice, shape: &ParityShape) -> Result<Parity
             "hvae weights: chunked step objective",
         ),
         lr,
-        |b| b.train_step(&x, batch, n, &noise, &p, &cfg, lr),
+        |b| b.train_step(&x, &inputs, n, &p),
     )?);
 
     // Evaluation L_K, the GPU's in chunks of 3 samples.
@@ -255,8 +261,8 @@ pub(super) fn rows(choice: &AdapterChoice, shape: &ParityShape) -> Result<Parity
         };
         restart(&mut cpu, &params.values)?;
         restart(&mut gpu, &params.values)?;
-        let oc = cpu.chain_step(&x, batch, &noise, &chains, &cfg, lr)?;
-        let og = gpu.chain_step(&x, batch, &noise, &chains, &cfg, lr)?;
+        let oc = cpu.chain_step(&x, &inputs, &chains)?;
+        let og = gpu.chain_step(&x, &inputs, &chains)?;
         let summary = |o: &crate::backend::ChainOutcome| -> Vec<f32> {
             let mut v = vec![o.iterations as f32];
             v.extend(o.meeting_times.iter().map(|&t| t as f32));

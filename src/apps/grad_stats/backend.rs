@@ -1,7 +1,7 @@
 //! `uvae grad-stats` through a training backend: the VAE against a large-K IWAE reference,
 //! and the exact two-layer model (`--model hgauss`) against its closed-form gradient.
 
-use super::{group_stats, settings, GradStatsReport};
+use super::{group_stats, settings, GradStatsReport, GradStatsRun};
 use crate::estimators::{Estimator, EstimatorKind};
 use crate::model::ModelChoice;
 use crate::progress::Progress;
@@ -26,43 +26,33 @@ pub enum Reference {
     },
 }
 
-/// Gradient statistics of `estimator` on the VAE in `backend` at the single datapoint `x`,
-/// against the mean of `reference_reps` IWAE gradients with `reference_k` samples. The
-/// z-test uses both standard errors.
-#[allow(clippy::too_many_arguments)]
+/// Gradient statistics of `run`'s estimator on the VAE in `backend` at the single datapoint
+/// `x` (`run.datapoint` names it), against the mean of `reference_reps` IWAE gradients with
+/// `reference_k` samples. The z-test uses both standard errors.
 pub fn grad_stats_vae(
     backend: &mut dyn crate::backend::Backend,
     x: &[f32],
-    estimator: Estimator,
-    k: usize,
-    reps: usize,
+    run: &GradStatsRun,
     reference_k: usize,
     reference_reps: usize,
-    seed: u64,
-    datapoint: usize,
     progress: &mut dyn Progress,
 ) -> Result<GradStatsReport> {
     let reference = Reference::Iwae {
         k: reference_k,
         reps: reference_reps,
     };
-    backend_stats(
-        backend, x, estimator, k, reps, &reference, seed, datapoint, progress,
-    )
+    backend_stats(backend, x, run, &reference, progress)
 }
 
-/// `grad-stats --model hgauss`: the statistics at datapoint `datapoint` of the exact
-/// two-layer model of `seed` with both encoders at 1.2 times the posterior's standard
+/// `grad-stats --model hgauss`: the statistics at datapoint `run.datapoint` of the exact
+/// two-layer model of `run.seed` with both encoders at 1.2 times the posterior's standard
 /// deviations (as `tests/integration/hgauss_unbiased.rs`), through the CPU backend's
 /// two-layer passes, against the closed-form gradient of (A, a, B, b).
 pub fn grad_stats_hgauss(
-    estimator: Estimator,
-    k: usize,
-    reps: usize,
-    seed: u64,
-    datapoint: usize,
+    run: &GradStatsRun,
     progress: &mut dyn Progress,
 ) -> Result<GradStatsReport> {
+    let (seed, datapoint) = (run.seed, run.datapoint);
     use crate::model::exact_training::{hgauss_to_params_at_posterior, params_to_hgauss};
     let base = crate::exact::HGauss::new(seed);
     if datapoint >= base.data().len() {
@@ -101,33 +91,25 @@ pub fn grad_stats_hgauss(
         groups,
     };
     let mut backend = crate::backend::cpu::CpuBackend::new(&params.layout, &params.values, 1)?;
-    backend_stats(
-        &mut backend,
-        &x,
-        estimator,
-        k,
-        reps,
-        &reference,
-        seed,
-        datapoint,
-        progress,
-    )
+    backend_stats(&mut backend, &x, run, &reference, progress)
 }
 
-/// `reps` estimates of `estimator`'s gradient through `backend` at datapoint `x`, against
-/// `reference`.
-#[allow(clippy::too_many_arguments)]
+/// `run`'s estimates of its estimator's gradient through `backend` at datapoint `x`,
+/// against `reference`.
 fn backend_stats(
     backend: &mut dyn crate::backend::Backend,
     x: &[f32],
-    estimator: Estimator,
-    k: usize,
-    reps: usize,
+    run: &GradStatsRun,
     reference: &Reference,
-    seed: u64,
-    datapoint: usize,
     progress: &mut dyn Progress,
 ) -> Result<GradStatsReport> {
+    let GradStatsRun {
+        estimator,
+        k,
+        reps,
+        seed,
+        datapoint,
+    } = *run;
     use crate::backend::Noise;
     use crate::rng::Stream;
     let reference_reps = match reference {

@@ -11,6 +11,18 @@ use crate::progress::Progress;
 use crate::stats::Moments;
 use anyhow::{bail, Result};
 pub use backend::{grad_stats_hgauss, grad_stats_vae, Reference};
+
+/// The gradient estimates a statistics run draws: `reps` of them by `estimator` with `k`
+/// samples, at datapoint `datapoint` of the data of `seed` (an exact model's parameters
+/// too), the draws seeded by it.
+#[derive(Clone, Copy, Debug)]
+pub struct GradStatsRun {
+    pub estimator: Estimator,
+    pub k: usize,
+    pub reps: usize,
+    pub seed: u64,
+    pub datapoint: usize,
+}
 use rand::SeedableRng;
 use serde::Serialize;
 
@@ -108,17 +120,20 @@ pub(super) fn settings(estimator: &Estimator, k: usize) -> String {
     }
 }
 
-/// Runs `reps` independent estimates of the theta-gradient at one datapoint of an exact
+/// Runs `run`'s independent estimates of the theta-gradient at one datapoint of an exact
 /// model (the coupled chains through [`grad_stats_coupled`]).
 pub fn grad_stats(
     kind: ModelChoice,
-    estimator: Estimator,
-    k: usize,
-    reps: usize,
-    seed: u64,
-    datapoint: usize,
+    run: &GradStatsRun,
     progress: &mut dyn Progress,
 ) -> Result<GradStatsReport> {
+    let GradStatsRun {
+        estimator,
+        k,
+        reps,
+        seed,
+        datapoint,
+    } = *run;
     let plan = estimator.plan(k)?;
     if let Some(chains) = plan.coupling() {
         return grad_stats_coupled(kind, *chains, reps, seed, datapoint, progress);

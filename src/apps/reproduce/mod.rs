@@ -332,7 +332,6 @@ fn inspect(run: &PlannedRun) -> Result<Found> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn run_one(
     run: &PlannedRun,
     eval: &EvalSettings,

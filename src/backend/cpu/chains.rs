@@ -2,10 +2,10 @@
 //! datapoint's pair has met, then the backward over the particles each datapoint used.
 
 use super::CpuBackend;
-use crate::backend::{Backend, ChainOutcome, GradNorms, Noise};
+use crate::backend::{Backend, ChainOutcome, GradNorms, Noise, StepInputs};
 use crate::coupling::chain::{self, ChainState};
 use crate::coupling::CouplingConfig;
-use crate::optim::AdamConfig;
+use crate::estimators::Coefficients;
 use crate::rng::{self, Stream};
 use anyhow::{bail, Result};
 
@@ -14,12 +14,10 @@ impl CpuBackend {
     pub(super) fn chain_step_impl(
         &mut self,
         x: &[f32],
-        batch: usize,
-        noise: &Noise,
+        step: &StepInputs,
         chains: &CouplingConfig,
-        cfg: &AdamConfig,
-        lr: f64,
     ) -> Result<ChainOutcome> {
+        let (batch, noise) = (step.batch, &step.noise);
         chains.validate().map_err(anyhow::Error::msg)?;
         if batch == 0 {
             bail!("a training step needs at least one datapoint");
@@ -105,15 +103,22 @@ impl CpuBackend {
                     *dst = (v * scale) as f32;
                 }
             }
-            let c = vec![0.0f32; gb * n];
+            let group = Coefficients {
+                batch: gb,
+                n,
+                a,
+                b,
+                c: vec![0.0f32; gb * n],
+                objective: Vec::new(),
+            };
             let group_noise = Noise {
                 first_datapoint: noise.first_datapoint + rows.start as u32,
                 ..*noise
             };
             let xs = &x[rows.start * xd..rows.end * xd];
-            norms = self.backward_in_chunks(xs, gb, n, &group_noise, &a, &b, &c, gi > 0)?;
+            norms = self.backward_in_chunks(xs, &group_noise, &group, gi > 0)?;
         }
-        self.optimizer_step(cfg, lr)?;
+        self.optimizer_step(&step.adam, step.lr)?;
         self.stats.push(objective / batch as f64, norms);
         Ok(ChainOutcome {
             iterations: t,

@@ -6,6 +6,7 @@ use crate::model::Linear;
 use std::ops::Range;
 
 /// C[m, n] = alpha A[m, k] B[k, n] + beta C, with element strides (row, column).
+// BLAS's sgemm argument list (matrixmultiply's, with bounds checks), so calls read like it.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn sgemm(
     m: usize,

@@ -17,7 +17,8 @@ mod hier;
 mod step;
 
 use super::{
-    Backend, ChainOutcome, GradNorms, Minibatch, Noise, PhaseTimer, RunningLse, StepStats, Timing,
+    Backend, ChainOutcome, GradNorms, Minibatch, Noise, PhaseTimer, RunningLse, StepInputs,
+    StepStats, Timing,
 };
 use crate::coupling::CouplingConfig;
 use crate::estimators::{CoefficientProgram, Coefficients};
@@ -291,26 +292,20 @@ impl Backend for CpuBackend {
     fn train_minibatch(
         &mut self,
         x: Minibatch<'_>,
-        batch: usize,
+        step: &StepInputs,
         n: usize,
-        noise: &Noise,
         program: &CoefficientProgram,
-        cfg: &AdamConfig,
-        lr: f64,
     ) -> Result<()> {
-        self.train_step_impl(host_values(x)?, batch, n, noise, program, cfg, lr)
+        self.train_step_impl(host_values(x)?, step, n, program)
     }
 
     fn chain_minibatch(
         &mut self,
         x: Minibatch<'_>,
-        batch: usize,
-        noise: &Noise,
+        step: &StepInputs,
         chains: &CouplingConfig,
-        cfg: &AdamConfig,
-        lr: f64,
     ) -> Result<ChainOutcome> {
-        self.chain_step_impl(host_values(x)?, batch, noise, chains, cfg, lr)
+        self.chain_step_impl(host_values(x)?, step, chains)
     }
 
     fn take_stats(&mut self) -> Result<StepStats> {

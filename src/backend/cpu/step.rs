@@ -2,24 +2,20 @@
 //! pass, else chunks of samples (log-weights first, then each chunk's backward).
 
 use super::CpuBackend;
-use crate::backend::{Backend, GradNorms, Noise};
-use crate::estimators::CoefficientProgram;
-use crate::optim::AdamConfig;
+use crate::backend::{Backend, GradNorms, Noise, StepInputs};
+use crate::estimators::{CoefficientProgram, Coefficients};
 use anyhow::Result;
 
 impl CpuBackend {
     /// `Backend::train_step`: coefficients from the log-weights, backward, then Adam.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn train_step_impl(
         &mut self,
         x: &[f32],
-        batch: usize,
+        step: &StepInputs,
         n: usize,
-        noise: &Noise,
         program: &CoefficientProgram,
-        cfg: &AdamConfig,
-        lr: f64,
     ) -> Result<()> {
+        let (batch, noise) = (step.batch, &step.noise);
         let (norms, objective) = if batch * n > self.max_rows() {
             self.chunked_coefficients_and_backward(x, batch, n, noise, program)?
         } else {
@@ -38,7 +34,7 @@ impl CpuBackend {
             self.coeffs = coeffs;
             (norms?, objective)
         };
-        self.optimizer_step(cfg, lr)?;
+        self.optimizer_step(&step.adam, step.lr)?;
         self.stats.push(objective, norms);
         Ok(())
     }
@@ -76,28 +72,23 @@ impl CpuBackend {
         }
         let mut coeffs = std::mem::take(&mut self.coeffs);
         program.coefficients_into(&full, batch, n, &mut coeffs);
-        let norms =
-            self.backward_in_chunks(x, batch, n, noise, &coeffs.a, &coeffs.b, &coeffs.c, false)?;
+        let norms = self.backward_in_chunks(x, noise, &coeffs, false)?;
         let objective = coeffs.objective.iter().sum::<f64>() / batch as f64;
         self.coeffs = coeffs;
         Ok((norms, objective))
     }
 
-    /// The backward of a step over `n` samples with given coefficients `[batch, n]`: each
-    /// chunk's forward pass again (same noise, same z), its backward added into the gradient
-    /// (the first chunk's too when `accumulate`).
-    #[allow(clippy::too_many_arguments)]
+    /// The backward of a step with given coefficients `[batch, n]` (their objective unused):
+    /// each chunk's forward pass again (same noise, same z), its backward added into the
+    /// gradient (the first chunk's too when `accumulate`).
     pub(super) fn backward_in_chunks(
         &mut self,
         x: &[f32],
-        batch: usize,
-        n: usize,
         noise: &Noise,
-        a: &[f32],
-        b: &[f32],
-        c: &[f32],
+        coeffs: &Coefficients,
         accumulate: bool,
     ) -> Result<GradNorms> {
+        let (batch, n) = (coeffs.batch, coeffs.n);
         let per = (self.max_rows() / batch).max(1);
         let mut norms = GradNorms::default();
         let (mut ca, mut cb, mut cc) = (Vec::new(), Vec::new(), Vec::new());
@@ -112,7 +103,11 @@ impl CpuBackend {
                     ..*noise
                 },
             )?;
-            for (dst, src) in [(&mut ca, a), (&mut cb, b), (&mut cc, c)] {
+            for (dst, src) in [
+                (&mut ca, &coeffs.a),
+                (&mut cb, &coeffs.b),
+                (&mut cc, &coeffs.c),
+            ] {
                 dst.clear();
                 for r in 0..batch {
                     dst.extend_from_slice(&src[r * n + s0..r * n + s0 + len]);

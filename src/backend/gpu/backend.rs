@@ -7,7 +7,7 @@ use super::profiler::GpuProfiler;
 use super::{GpuBackend, STATS_LEN};
 use crate::backend::{
     Backend, ChainOutcome, DispatchInfo, GradNorms, ImageUpload, Minibatch, Noise, NonFiniteStep,
-    StepStats, Timing,
+    StepInputs, StepStats, Timing,
 };
 use crate::coupling::CouplingConfig;
 use crate::data::idx::Images;
@@ -114,25 +114,23 @@ impl Backend for GpuBackend {
     fn train_minibatch(
         &mut self,
         x: Minibatch<'_>,
-        batch: usize,
+        step: &StepInputs,
         n: usize,
-        noise: &Noise,
         program: &CoefficientProgram,
-        cfg: &AdamConfig,
-        lr: f64,
     ) -> Result<()> {
+        let batch = step.batch;
         if batch == 0 || n == 0 {
             bail!("a training step needs at least one datapoint and one sample");
         }
         if batch * n > self.max_rows() {
-            return self.train_step_chunked(x, batch, n, noise, program, cfg, lr);
+            return self.train_step_chunked(x, step, n, program);
         }
         self.ensure_shape(batch, n, false)?;
         self.prepare_subsets(program, batch, n, false)?;
         self.upload_x(x, batch)?;
-        self.write_noise(noise);
+        self.write_noise(&step.noise);
         self.write_program(program, batch, n);
-        self.write_adam(Some((cfg, lr)), batch);
+        self.write_adam(Some((&step.adam, step.lr)), batch);
         self.run(
             batch,
             n,
@@ -150,13 +148,10 @@ impl Backend for GpuBackend {
     fn chain_minibatch(
         &mut self,
         x: Minibatch<'_>,
-        batch: usize,
-        noise: &Noise,
+        step: &StepInputs,
         chains: &CouplingConfig,
-        cfg: &AdamConfig,
-        lr: f64,
     ) -> Result<ChainOutcome> {
-        self.chain_step_gpu(x, batch, noise, chains, cfg, lr)
+        self.chain_step_gpu(x, step, chains)
     }
 
     fn lse_chunk(

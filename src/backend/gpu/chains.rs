@@ -14,9 +14,8 @@ use super::plan::Part;
 use super::shaders::{FLAG_CAPPED, KERNEL_DISIR, KERNEL_ISIR, KERNEL_PIMH, STATE_WORDS};
 use super::vae::NoiseU;
 use super::GpuBackend;
-use crate::backend::{Backend, ChainOutcome, Noise};
+use crate::backend::{Backend, ChainOutcome, Noise, StepInputs};
 use crate::coupling::{chain, ChainKernel, CouplingConfig};
-use crate::optim::AdamConfig;
 use anyhow::{bail, Result};
 use bytemuck::{Pod, Zeroable};
 use std::ops::Range;
@@ -173,16 +172,13 @@ impl GpuBackend {
             })
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn chain_step_gpu(
         &mut self,
         x: crate::backend::Minibatch<'_>,
-        batch: usize,
-        noise: &Noise,
+        step: &StepInputs,
         chains: &CouplingConfig,
-        cfg: &AdamConfig,
-        lr: f64,
     ) -> Result<ChainOutcome> {
+        let (batch, noise) = (step.batch, &step.noise);
         chains.validate().map_err(anyhow::Error::msg)?;
         if chains.rb_set != crate::coupling::RbSet::Built {
             bail!("the GPU runs the correct test function only (RbSet::Built)");
@@ -454,7 +450,7 @@ impl GpuBackend {
                 self.ctx.submit(enc)?;
             }
         }
-        self.write_adam(Some((cfg, lr)), batch);
+        self.write_adam(Some((&step.adam, step.lr)), batch);
         // The norms once, over the gradient of every group.
         self.run(batch, per_step, &[Part::Update])?;
         self.last = None;

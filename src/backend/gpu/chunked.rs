@@ -6,9 +6,8 @@ use super::pipelines::PipelineId;
 use super::plan::Part;
 use super::weights::{self, ColumnsU};
 use super::GpuBackend;
-use crate::backend::{Backend, Noise};
+use crate::backend::{Backend, Noise, StepInputs};
 use crate::estimators::CoefficientProgram;
-use crate::optim::AdamConfig;
 use anyhow::{bail, Result};
 
 /// Log-weights and coefficients over all N samples of a chunked training step, with the
@@ -47,17 +46,14 @@ impl GpuBackend {
     /// chunk by chunk into whole-step buffers, then the coefficients over all N samples;
     /// pass 2 recomputes each chunk's forward pass (same noise, so the same z) and adds its
     /// backward into the gradient. Memory stays that of one chunk whatever N is.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn train_step_chunked(
         &mut self,
         x: crate::backend::Minibatch<'_>,
-        batch: usize,
+        step: &StepInputs,
         n: usize,
-        noise: &Noise,
         program: &CoefficientProgram,
-        cfg: &AdamConfig,
-        lr: f64,
     ) -> Result<()> {
+        let (batch, noise) = (step.batch, &step.noise);
         let per = (self.max_rows() / batch).max(1);
         if self.max_rows() < batch {
             bail!("--batch {batch} alone exceeds the rows this adapter binds at once ({}); lower --batch", self.max_rows());
@@ -104,7 +100,7 @@ impl GpuBackend {
             self.record(&mut enc, (batch, len, ci > 0), &[Part::Backward]);
             self.ctx.submit(enc)?;
         }
-        self.write_adam(Some((cfg, lr)), batch);
+        self.write_adam(Some((&step.adam, step.lr)), batch);
         // The norms once, over the whole gradient.
         self.run(batch, chunks[0].1, &[Part::Update])?;
         self.last = None;

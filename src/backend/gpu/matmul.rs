@@ -151,7 +151,8 @@ fn check_len(label: &str, operand: &str, len: u64, last: Option<u64>) {
 
 /// [`check_extent`] for A, B and the epilogue operand of `u` (C is the caller's: it depends
 /// on whether k is split).
-fn check_operands(label: &str, u: &GemmU, a: &wgpu::Buffer, b: &wgpu::Buffer, e: &wgpu::Buffer) {
+fn check_operands(label: &str, u: &GemmU, ops: &GemmOperands) {
+    let (a, b, e) = (ops.a, ops.b, ops.e);
     check_extent(
         label,
         "A",
@@ -228,143 +229,179 @@ pub(super) struct SplitK<'a> {
     pub lik_part: &'a wgpu::Buffer,
 }
 
-/// The dispatches of a GEMM of `u` (scalar or vec4 kernel, whichever its layout allows) over
-/// A, B, C and the epilogue operand E, its uniform slot in the arena: one dispatch, or, when
-/// `split` cuts k into slices, the sliced GEMM into the scratch and the reduce that applies
-/// the epilogue. `bias_off`: fold the row sums of A (scaled as the product scales it) into
-/// the split, written to C[bias_off + row] with the same alpha and beta. Returns whether it
-/// did (the caller then needs no bias dispatch). With `draw`, A is the latent z drawn in the
-/// GEMM's loads and `a` the buffer it is stored to.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn gemm_step<'a>(
-    arena: &mut UniformArena,
-    split: &SplitK<'a>,
-    out: &mut Vec<DispatchSpec<'a>>,
-    mut u: GemmU,
-    a: &'a wgpu::Buffer,
-    b: &'a wgpu::Buffer,
-    c: &'a wgpu::Buffer,
-    e: &'a wgpu::Buffer,
-    label: String,
-    bias_off: Option<usize>,
-    draw: Option<&LatentDraw<'a>>,
-) -> bool {
-    let (m, n, k) = (u.m as usize, u.n as usize, u.k as usize);
-    let tile_m = split.grid.tile_rows(m, n);
-    assert!(
-        super::grid::TILE_ROWS.contains(&tile_m),
-        "{label}: {tile_m}-row tiles"
-    );
-    let pipeline = match draw {
-        Some(d) => {
-            prepare_draw(&label, &mut u, d);
-            sampled_kernel(&mut u, tile_m)
+/// A GEMM's buffers: C = op(A) op(B) (strides in its [`GemmU`]), and the epilogue operand
+/// E (a bias row, a scale per k, or the activations of a tanh backward).
+#[derive(Clone, Copy)]
+pub(super) struct GemmOperands<'a> {
+    pub a: &'a wgpu::Buffer,
+    pub b: &'a wgpu::Buffer,
+    pub c: &'a wgpu::Buffer,
+    pub e: &'a wgpu::Buffer,
+}
+
+/// The dispatches of a plan as they are built (bound once its arena is uploaded), with
+/// what every GEMM among them needs: the arena its uniform goes to and how it splits k.
+pub(super) struct SpecList<'a, 'r> {
+    pub arena: &'r mut UniformArena,
+    pub split: SplitK<'a>,
+    pub specs: Vec<DispatchSpec<'a>>,
+}
+
+impl<'a, 'r> SpecList<'a, 'r> {
+    pub(super) fn new(arena: &'r mut UniformArena, split: SplitK<'a>) -> Self {
+        SpecList {
+            arena,
+            split,
+            specs: Vec::new(),
         }
-        None => gemm_kernel(&mut u, tile_m),
-    };
-    let label = match draw {
-        Some(_) => format!("{label} + sample z"),
-        None => label,
-    };
-    check_operands(&label, &u, a, b, e);
-    check_extent(
-        &label,
-        "C",
-        c,
-        last_element(u.c_off, u.m, u.c_rs, u.n, u.c_cs),
-    );
-    let mut count = gemm_count(m, n, tile_m);
-    let flops = 2.0 * m as f64 * n as f64 * k as f64;
-    let lik = u.flags & FLAG_LIK_BERNOULLI != 0;
-    if lik {
-        let last_x = (m - 1) / u.samples as usize * n + n - 1;
-        check_extent(&label, "x", split.x, Some(last_x as u64));
-        let last_part = m * n.div_ceil(64) - 1;
+    }
+
+    pub(super) fn push(&mut self, spec: DispatchSpec<'a>) {
+        self.specs.push(spec);
+    }
+
+    /// The dispatches of a GEMM of `u` (scalar or vec4 kernel, whichever its layout allows)
+    /// over `ops`: one dispatch, or, when the split cuts k into slices, the sliced GEMM into
+    /// the scratch and the reduce that applies the epilogue. `bias_off`: fold the row sums
+    /// of A (scaled as the product scales it) into the split, written to C[bias_off + row]
+    /// with the same alpha and beta. Returns whether it did (the caller then needs no bias
+    /// dispatch). With `draw`, A is the latent z drawn in the GEMM's loads and `ops.a` the
+    /// buffer it is stored to.
+    pub(super) fn gemm(
+        &mut self,
+        mut u: GemmU,
+        ops: GemmOperands<'a>,
+        label: String,
+        bias_off: Option<usize>,
+        draw: Option<&LatentDraw<'a>>,
+    ) -> bool {
+        let (arena, split, out) = (&mut *self.arena, &self.split, &mut self.specs);
+        let GemmOperands { c, e, .. } = ops;
+        let (m, n, k) = (u.m as usize, u.n as usize, u.k as usize);
+        let tile_m = split.grid.tile_rows(m, n);
+        assert!(
+            super::grid::TILE_ROWS.contains(&tile_m),
+            "{label}: {tile_m}-row tiles"
+        );
+        let pipeline = match draw {
+            Some(d) => {
+                prepare_draw(&label, &mut u, d);
+                sampled_kernel(&mut u, tile_m)
+            }
+            None => gemm_kernel(&mut u, tile_m),
+        };
+        let label = match draw {
+            Some(_) => format!("{label} + sample z"),
+            None => label,
+        };
+        check_operands(&label, &u, &ops);
         check_extent(
             &label,
-            "likelihood partials",
-            split.lik_part,
-            Some(last_part as u64),
+            "C",
+            c,
+            last_element(u.c_off, u.m, u.c_rs, u.n, u.c_cs),
         );
-    }
-    // The fused likelihood needs whole sums over k, and 128-row tiles keep no row sums (they
-    // are taken only where the grid is large without a split): never split.
-    let sliced = match lik || tile_m == 128 {
-        true => None,
-        false => split
-            .grid
-            .split_k(m, n, k, tile_m, bias_off.is_some(), split.floats),
-    };
-    let Some((len, slices)) = sliced else {
-        let slot = arena.push(&u);
-        // x (read per datapoint) and the partials written.
-        let lik_words = match lik {
-            true => (m.div_ceil(u.samples as usize) * n + m * n.div_ceil(64)) as f64,
-            false => 0.0,
+        let mut count = gemm_count(m, n, tile_m);
+        let flops = 2.0 * m as f64 * n as f64 * k as f64;
+        let lik = u.flags & FLAG_LIK_BERNOULLI != 0;
+        if lik {
+            let last_x = (m - 1) / u.samples as usize * n + n - 1;
+            check_extent(&label, "x", split.x, Some(last_x as u64));
+            let last_part = m * n.div_ceil(64) - 1;
+            check_extent(
+                &label,
+                "likelihood partials",
+                split.lik_part,
+                Some(last_part as u64),
+            );
+        }
+        // The fused likelihood needs whole sums over k, and 128-row tiles keep no row sums
+        // (they are taken only where the grid is large without a split): never split.
+        let sliced = match lik || tile_m == 128 {
+            true => None,
+            false => split
+                .grid
+                .split_k(m, n, k, tile_m, bias_off.is_some(), split.floats),
         };
+        let Some((len, slices)) = sliced else {
+            let slot = arena.push(&u);
+            // x (read per datapoint) and the partials written.
+            let lik_words = match lik {
+                true => (m.div_ceil(u.samples as usize) * n + m * n.div_ceil(64)) as f64,
+                false => 0.0,
+            };
+            out.push(DispatchSpec {
+                pipeline,
+                bindings: gemm_bindings(slot, ops, split, draw),
+                count,
+                label,
+                flops,
+                bytes: gemm_bytes(&u) + 4.0 * (lik_words + draw_words(&u, draw)),
+            });
+            return false;
+        };
+        u.k_slice = len as u32;
+        u.slices = slices as u32;
+        let rows = match bias_off {
+            Some(off) => {
+                u.flags |= FLAG_ROW_SUMS;
+                u.bias_off = off as u32;
+                m
+            }
+            None => 0,
+        };
+        let partial_words = (slices * (m * n + rows)) as f64;
+        check_extent(
+            &label,
+            "split-K scratch",
+            split.scratch,
+            Some(partial_words as u64 - 1),
+        );
+        if rows > 0 {
+            check_extent(
+                &label,
+                "row sums",
+                c,
+                last_element(u.bias_off, u.m, 1, 1, 0),
+            );
+        }
+        // The sliced product and the reduce share one uniform.
+        let slot = arena.push(&u);
+        count[2] = slices as u32;
         out.push(DispatchSpec {
             pipeline,
-            bindings: gemm_bindings(slot, a, b, c, e, split, draw),
+            bindings: gemm_bindings(
+                slot,
+                GemmOperands {
+                    c: split.scratch,
+                    ..ops
+                },
+                split,
+                draw,
+            ),
             count,
-            label,
+            label: format!("{label} split {slices}x{len}"),
             flops,
-            bytes: gemm_bytes(&u) + 4.0 * (lik_words + draw_words(&u, draw)),
+            // A, B (and the scale) once, the partials written.
+            bytes: 4.0 * (operand_words(&u) + partial_words + draw_words(&u, draw)),
         });
-        return false;
-    };
-    u.k_slice = len as u32;
-    u.slices = slices as u32;
-    let rows = match bias_off {
-        Some(off) => {
-            u.flags |= FLAG_ROW_SUMS;
-            u.bias_off = off as u32;
-            m
-        }
-        None => 0,
-    };
-    let partial_words = (slices * (m * n + rows)) as f64;
-    check_extent(
-        &label,
-        "split-K scratch",
-        split.scratch,
-        Some(partial_words as u64 - 1),
-    );
-    if rows > 0 {
-        check_extent(
-            &label,
-            "row sums",
-            c,
-            last_element(u.bias_off, u.m, 1, 1, 0),
-        );
+        let bias = if rows > 0 { " + bias" } else { "" };
+        out.push(DispatchSpec {
+            pipeline: PipelineId::SplitkReduce,
+            bindings: vec![
+                (0, Res::Slot(slot.0, slot.1)),
+                (1, Res::Buf(split.scratch)),
+                (3, Res::Buf(c)),
+                (4, Res::Buf(e)),
+            ],
+            count: groups_1d(m * n + rows, 256),
+            label: format!("{} reduce {slices} slices{bias}", label_head(&label)),
+            flops: partial_words,
+            // The partials read, C written (and read under beta), the epilogue operand.
+            bytes: 4.0 * (partial_words + output_words(&u, m * n + rows) + epilogue_words(&u)),
+        });
+        true
     }
-    // The sliced product and the reduce share one uniform.
-    let slot = arena.push(&u);
-    count[2] = slices as u32;
-    out.push(DispatchSpec {
-        pipeline,
-        bindings: gemm_bindings(slot, a, b, split.scratch, e, split, draw),
-        count,
-        label: format!("{label} split {slices}x{len}"),
-        flops,
-        // A, B (and the scale) once, the partials written.
-        bytes: 4.0 * (operand_words(&u) + partial_words + draw_words(&u, draw)),
-    });
-    let bias = if rows > 0 { " + bias" } else { "" };
-    out.push(DispatchSpec {
-        pipeline: PipelineId::SplitkReduce,
-        bindings: vec![
-            (0, Res::Slot(slot.0, slot.1)),
-            (1, Res::Buf(split.scratch)),
-            (3, Res::Buf(c)),
-            (4, Res::Buf(e)),
-        ],
-        count: groups_1d(m * n + rows, 256),
-        label: format!("{} reduce {slices} slices{bias}", label_head(&label)),
-        flops: partial_words,
-        // The partials read, C written (and read under beta), the epilogue operand.
-        bytes: 4.0 * (partial_words + output_words(&u, m * n + rows) + epilogue_words(&u)),
-    });
-    true
 }
 
 /// The label up to its shape: "decoder.4 weight grad [..]" -> "decoder.4 weight grad".
@@ -376,13 +413,11 @@ fn label_head(label: &str) -> &str {
 /// (`a`) to store.
 fn gemm_bindings<'a>(
     slot: (u64, u64),
-    a: &'a wgpu::Buffer,
-    b: &'a wgpu::Buffer,
-    c: &'a wgpu::Buffer,
-    e: &'a wgpu::Buffer,
+    ops: GemmOperands<'a>,
     split: &SplitK<'a>,
     draw: Option<&LatentDraw<'a>>,
 ) -> Vec<(u32, Res<'a>)> {
+    let GemmOperands { a, b, c, e } = ops;
     let mut out = vec![
         (0, Res::Slot(slot.0, slot.1)),
         (2, Res::Buf(b)),

@@ -4,28 +4,34 @@
 
 use super::buffers::{Acts, ShapeBuffers};
 use super::dispatch::{DispatchSpec, Res, UniformArena};
-use super::matmul::{check_extent, gemm_step, last_element, GemmU, LatentDraw, SplitK};
+use super::matmul::{check_extent, last_element, GemmOperands, GemmU, LatentDraw, SpecList};
 use super::pipelines::PipelineId;
 use super::shaders::{FLAG_BIAS, FLAG_LIK_BERNOULLI, FLAG_SCALE_K, FLAG_TANH, FLAG_TANH_GRAD};
 use crate::model::Linear;
 
-/// Forward through one Linear over `m` rows: dst = act(inp W^T + b), bias and tanh fused;
-/// with `lik` (sample rows per datapoint) the Bernoulli likelihood too; with `draw`, `inp`
-/// is drawn in the GEMM (and stored). `inp_ld`: the row stride of `inp`.
-#[allow(clippy::too_many_arguments)]
+/// An MLP over `rows` rows on the device: its layers (offsets into `params`) and the
+/// buffers of its activations.
+#[derive(Clone, Copy)]
+pub(super) struct Mlp<'a> {
+    pub params: &'a wgpu::Buffer,
+    pub layers: &'a [Linear],
+    pub acts: Acts<'a>,
+    pub rows: usize,
+}
+
+/// Forward through layer `i` of `mlp`: its output = act(input W^T + b), bias and tanh
+/// fused (tanh on hidden layers); with `lik` (sample rows per datapoint) the Bernoulli
+/// likelihood too; with `draw`, the input is drawn in the GEMM (and stored).
 fn linear_fwd<'a>(
-    params: &'a wgpu::Buffer,
-    arena: &mut UniformArena,
-    split: &SplitK<'a>,
-    out: &mut Vec<DispatchSpec<'a>>,
-    l: &Linear,
-    m: usize,
-    (inp, inp_ld): (&'a wgpu::Buffer, usize),
-    dst: &'a wgpu::Buffer,
-    hidden: bool,
+    specs: &mut SpecList<'a, '_>,
+    mlp: &Mlp<'a>,
+    i: usize,
     lik: Option<usize>,
     draw: Option<&LatentDraw<'a>>,
 ) {
+    let (l, m) = (&mlp.layers[i], mlp.rows);
+    let hidden = i + 1 < mlp.layers.len();
+    let (inp, inp_ld) = mlp.acts.input(i, l);
     let u = GemmU {
         m: m as u32,
         n: l.out as u32,
@@ -45,64 +51,45 @@ fn linear_fwd<'a>(
         alpha: 1.0,
         ..Default::default()
     };
-    gemm_step(
-        arena,
-        split,
-        out,
-        u,
-        inp,
-        params,
-        dst,
-        params,
-        format!("{} forward [{m}x{} . {}x{}]", l.name, l.inp, l.inp, l.out),
-        None,
-        draw,
-    );
+    let ops = GemmOperands {
+        a: inp,
+        b: mlp.params,
+        c: &mlp.acts.bufs[i + 1],
+        e: mlp.params,
+    };
+    let label = format!("{} forward [{m}x{} . {}x{}]", l.name, l.inp, l.inp, l.out);
+    specs.gemm(u, ops, label, None, draw);
 }
 
-/// Forward through an MLP over `m` rows: acts[i + 1] = tanh(acts[i] W^T + b) for hidden
-/// layers, the last layer linear (its output transform is the caller's kernel, unless
-/// `lik`: then its GEMM also scores the Bernoulli likelihood with `lik` rows per datapoint).
-/// With `draw`, the input acts[0] is a latent layer the first GEMM draws.
-#[allow(clippy::too_many_arguments)]
+/// Forward through an MLP: acts[i + 1] = tanh(acts[i] W^T + b) for hidden layers, the last
+/// layer linear (its output transform is the caller's kernel, unless `lik`: then its GEMM
+/// also scores the Bernoulli likelihood with `lik` rows per datapoint). With `draw`, the
+/// input acts[0] is a latent layer the first GEMM draws.
 pub(super) fn mlp_forward<'a>(
-    params: &'a wgpu::Buffer,
-    arena: &mut UniformArena,
-    split: SplitK<'a>,
-    out: &mut Vec<DispatchSpec<'a>>,
-    layers: &[Linear],
-    m: usize,
-    acts: Acts<'a>,
+    specs: &mut SpecList<'a, '_>,
+    mlp: &Mlp<'a>,
     lik: Option<usize>,
     draw: Option<LatentDraw<'a>>,
 ) {
-    for (i, l) in layers.iter().enumerate() {
-        let last = i + 1 == layers.len();
+    for i in 0..mlp.layers.len() {
+        let last = i + 1 == mlp.layers.len();
         linear_fwd(
-            params,
-            arena,
-            &split,
-            out,
-            l,
-            m,
-            acts.input(i, l),
-            &acts.bufs[i + 1],
-            !last,
+            specs,
+            mlp,
+            i,
             lik.filter(|_| last),
             draw.as_ref().filter(|_| i == 0),
         );
     }
 }
 
-/// What every backward GEMM binds besides its own operands.
+/// What every backward GEMM binds besides its MLP's buffers and its own operands.
 pub(super) struct BackwardBuffers<'a> {
-    pub params: &'a wgpu::Buffer,
     pub grad: &'a wgpu::Buffer,
     pub sb: &'a ShapeBuffers,
     pub inv_b: f32,
     /// 0 to overwrite the gradient, 1 to add to it (later chunks of a chunked step).
     pub beta: f32,
-    pub split: SplitK<'a>,
 }
 
 impl<'a> BackwardBuffers<'a> {
@@ -117,28 +104,24 @@ impl<'a> BackwardBuffers<'a> {
 /// over the batch and, for the decoder, scaled per sample by `scale` (the coefficients a).
 /// Returns which ping-pong buffer holds the input gradient (rows `acts.in_ld` apart), when
 /// one was computed.
-#[allow(clippy::too_many_arguments)]
 pub(super) fn mlp_backward<'a>(
+    specs: &mut SpecList<'a, '_>,
     bb: &BackwardBuffers<'a>,
-    arena: &mut UniformArena,
-    out: &mut Vec<DispatchSpec<'a>>,
-    layers: &[Linear],
-    acts: Acts<'a>,
+    mlp: &Mlp<'a>,
     delta0: &'a wgpu::Buffer,
-    m: usize,
     scale: Option<&'a wgpu::Buffer>,
     want_input: bool,
 ) -> Option<usize> {
-    let sb = bb.sb;
+    let (sb, m) = (bb.sb, mlp.rows);
     let mut cur: Option<usize> = None; // None: delta0, Some(i): sb.delta[i]
-    for (i, l) in layers.iter().enumerate().rev() {
+    for (i, l) in mlp.layers.iter().enumerate().rev() {
         let delta = bb.delta(delta0, cur);
         // Column weights of the bias gradient: a per sample, or ones.
         let (flags, e_buf) = match scale {
             Some(s) => (FLAG_SCALE_K, s),
             None => (0, &sb.ones),
         };
-        let (act, act_ld) = acts.input(i, l);
+        let (act, act_ld) = mlp.acts.input(i, l);
         let wg = GemmU {
             m: l.out as u32,
             n: l.inp as u32,
@@ -155,55 +138,39 @@ pub(super) fn mlp_backward<'a>(
             beta: bb.beta,
             ..Default::default()
         };
-        let folded = gemm_step(
-            arena,
-            &bb.split,
-            out,
-            wg,
-            delta,
-            act,
-            bb.grad,
-            e_buf,
-            format!("{} weight grad [{}x{m} . {m}x{}]", l.name, l.out, l.inp),
-            Some(l.b),
-            None,
-        );
+        let ops = GemmOperands {
+            a: delta,
+            b: act,
+            c: bb.grad,
+            e: e_buf,
+        };
+        let label = format!("{} weight grad [{}x{m} . {m}x{}]", l.name, l.out, l.inp);
+        let folded = specs.gemm(wg, ops, label, Some(l.b), None);
         // Split, the weight gradient's reduce wrote the bias gradient too.
         if !folded {
-            out.push(bias_grad(bb, arena, l, m, delta, e_buf, scale.is_some()));
+            let spec = bias_grad(bb, specs.arena, l, m, delta, e_buf, scale.is_some());
+            specs.push(spec);
         }
         if i > 0 || want_input {
-            cur = Some(input_grad(
-                bb,
-                arena,
-                out,
-                l,
-                i,
-                m,
-                delta,
-                (act, act_ld),
-                cur,
-            ));
+            cur = Some(input_grad(specs, bb, mlp, i, delta, cur));
         }
     }
     cur
 }
 
-/// The gradient at the input of layer `i` (`l`) over `m` rows from `delta` at its output,
-/// back through the tanh before it when `i > 0`, into the ping-pong buffer `cur` does not
-/// hold, with the input's row stride `act_ld`; returns that buffer's index.
-#[allow(clippy::too_many_arguments)]
+/// The gradient at the input of layer `i` of `mlp` from `delta` at its output, back
+/// through the tanh before it when `i > 0`, into the ping-pong buffer `cur` does not hold,
+/// with the input's row stride; returns that buffer's index.
 fn input_grad<'a>(
+    specs: &mut SpecList<'a, '_>,
     bb: &BackwardBuffers<'a>,
-    arena: &mut UniformArena,
-    out: &mut Vec<DispatchSpec<'a>>,
-    l: &Linear,
+    mlp: &Mlp<'a>,
     i: usize,
-    m: usize,
     delta: &'a wgpu::Buffer,
-    (act, act_ld): (&'a wgpu::Buffer, usize),
     cur: Option<usize>,
 ) -> usize {
+    let (l, m) = (&mlp.layers[i], mlp.rows);
+    let (act, act_ld) = mlp.acts.input(i, l);
     let next = match cur {
         Some(0) => 1,
         _ => 0,
@@ -225,51 +192,33 @@ fn input_grad<'a>(
         alpha: 1.0,
         ..Default::default()
     };
-    gemm_step(
-        arena,
-        &bb.split,
-        out,
-        ig,
-        delta,
-        bb.params,
-        &bb.sb.delta[next],
-        act,
-        format!(
-            "{} input grad [{m}x{} . {}x{}]",
-            l.name, l.out, l.out, l.inp
-        ),
-        None,
-        None,
+    let ops = GemmOperands {
+        a: delta,
+        b: mlp.params,
+        c: &bb.sb.delta[next],
+        e: act,
+    };
+    let label = format!(
+        "{} input grad [{m}x{} . {}x{}]",
+        l.name, l.out, l.out, l.inp
     );
+    specs.gemm(ig, ops, label, None, None);
     next
 }
 
-/// The gradient at an MLP's input over `m` rows from `delta0` at its (linear) output, its
-/// parameters fixed: input-gradient GEMMs only, no weight gradients (the two-layer model's
-/// path from z2 back into z1 through q(z2 | z1)). Returns the ping-pong buffer holding it.
+/// The gradient at an MLP's input from `delta0` at its (linear) output, its parameters
+/// fixed: input-gradient GEMMs only, no weight gradients (the two-layer model's path from
+/// z2 back into z1 through q(z2 | z1)). Returns the ping-pong buffer holding it.
 pub(super) fn mlp_input_grad<'a>(
+    specs: &mut SpecList<'a, '_>,
     bb: &BackwardBuffers<'a>,
-    arena: &mut UniformArena,
-    out: &mut Vec<DispatchSpec<'a>>,
-    layers: &[Linear],
-    acts: Acts<'a>,
+    mlp: &Mlp<'a>,
     delta0: &'a wgpu::Buffer,
-    m: usize,
 ) -> usize {
     let mut cur: Option<usize> = None;
-    for (i, l) in layers.iter().enumerate().rev() {
+    for i in (0..mlp.layers.len()).rev() {
         let delta = bb.delta(delta0, cur);
-        cur = Some(input_grad(
-            bb,
-            arena,
-            out,
-            l,
-            i,
-            m,
-            delta,
-            acts.input(i, l),
-            cur,
-        ));
+        cur = Some(input_grad(specs, bb, mlp, i, delta, cur));
     }
     cur.expect("an MLP has layers")
 }

@@ -1,13 +1,13 @@
 //! The plan of one batch shape: every dispatch of a training step with its bind group and
 //! static uniforms, built once, then recorded part by part into compute passes.
 
-use super::buffers::ShapeBuffers;
+use super::buffers::{Acts, ShapeBuffers};
 use super::dispatch::{Dispatch, DispatchSpec, UniformArena};
-use super::matmul::{LatentDraw, SplitK};
-use super::mlp::{mlp_backward, mlp_forward, mlp_input_grad, BackwardBuffers};
+use super::matmul::{LatentDraw, SpecList, SplitK};
+use super::mlp::{mlp_backward, mlp_forward, mlp_input_grad, BackwardBuffers, Mlp};
 use super::vae::{self, ShapeU};
 use super::{weights, GpuBackend};
-use crate::model::Likelihood;
+use crate::model::{Likelihood, Linear};
 use anyhow::Result;
 
 /// The dispatches of one batch shape.
@@ -108,19 +108,24 @@ impl GpuBackend {
         arena: &mut UniformArena,
         batch: usize,
     ) -> Vec<DispatchSpec<'a>> {
-        let mut out = Vec::new();
-        mlp_forward(
-            &self.params,
-            arena,
-            self.split_k(sb),
-            &mut out,
+        let mut specs = SpecList::new(arena, self.split_k(sb));
+        let encoder = self.mlp(
             &self.layout.encoder,
-            batch,
             sb.encoder_acts(&self.layout.arch),
-            None,
-            None,
+            batch,
         );
-        out
+        mlp_forward(&mut specs, &encoder, None, None);
+        specs.specs
+    }
+
+    /// The MLP of `layers` over `rows` rows of `acts`.
+    fn mlp<'a>(&'a self, layers: &'a [Linear], acts: Acts<'a>, rows: usize) -> Mlp<'a> {
+        Mlp {
+            params: &self.params,
+            layers,
+            acts,
+            rows,
+        }
     }
 
     /// The draw of a latent layer whose normals are `eps_off` .. of each row's, from `head`.
@@ -155,26 +160,21 @@ impl GpuBackend {
     ) -> Vec<DispatchSpec<'a>> {
         let a = &self.layout.arch;
         let rows = batch * n;
-        let mut out = Vec::new();
+        let mut specs = SpecList::new(arena, self.split_k(sb));
         // A Bernoulli likelihood is scored in the last GEMM's epilogue; a Gaussian one (the
         // exact models) by log_weights.
         let fused = matches!(a.likelihood, Likelihood::Bernoulli);
         mlp_forward(
-            &self.params,
-            arena,
-            self.split_k(sb),
-            &mut out,
-            &self.layout.decoder,
-            rows,
-            sb.decoder_acts(a),
+            &mut specs,
+            &self.mlp(&self.layout.decoder, sb.decoder_acts(a), rows),
             fused.then_some(n),
             Some(self.latent_draw(sb, sb.encoder_output(), false, 0, n)),
         );
-        out.push(match fused {
+        specs.push(match fused {
             true => vae::log_weights_partials(shape, sb, rows, a.x_dim),
             false => vae::log_weights(shape, sb, rows, a.x_dim),
         });
-        out
+        specs.specs
     }
 
     /// The decoder's backward scaled by the coefficients a, the encoder's upstream gradient,
@@ -188,42 +188,39 @@ impl GpuBackend {
         n: usize,
         accumulate: bool,
     ) -> Vec<DispatchSpec<'a>> {
+        let (a, l) = (&self.layout.arch, &self.layout);
         let rows = batch * n;
-        let mut out = Vec::new();
-        let bb = BackwardBuffers {
-            params: &self.params,
-            grad: &self.grad,
-            sb,
-            inv_b: 1.0 / batch as f32,
-            beta: if accumulate { 1.0 } else { 0.0 },
-            split: self.split_k(sb),
-        };
+        let mut specs = SpecList::new(arena, self.split_k(sb));
+        let bb = self.backward_buffers(sb, batch, accumulate);
+        let decoder = self.mlp(&l.decoder, sb.decoder_acts(a), rows);
         let dz = mlp_backward(
+            &mut specs,
             &bb,
-            arena,
-            &mut out,
-            &self.layout.decoder,
-            sb.decoder_acts(&self.layout.arch),
+            &decoder,
             sb.decoder_output(),
-            rows,
             Some(&sb.coef),
             true,
         )
         .expect("decoder backward yields dz");
-        let zd = self.layout.arch.z_dim;
-        out.push(vae::encoder_upstream(shape, sb, dz, batch, n, zd));
-        mlp_backward(
-            &bb,
-            arena,
-            &mut out,
-            &self.layout.encoder,
-            sb.encoder_acts(&self.layout.arch),
-            &sb.enc_up,
-            batch,
-            None,
-            false,
-        );
-        out
+        specs.push(vae::encoder_upstream(shape, sb, dz, batch, n, a.z_dim));
+        let encoder = self.mlp(&l.encoder, sb.encoder_acts(a), batch);
+        mlp_backward(&mut specs, &bb, &encoder, &sb.enc_up, None, false);
+        specs.specs
+    }
+
+    /// What the backward GEMMs of a step over `batch` datapoints bind besides their MLP's.
+    fn backward_buffers<'a>(
+        &'a self,
+        sb: &'a ShapeBuffers,
+        batch: usize,
+        accumulate: bool,
+    ) -> BackwardBuffers<'a> {
+        BackwardBuffers {
+            grad: &self.grad,
+            sb,
+            inv_b: 1.0 / batch as f32,
+            beta: if accumulate { 1.0 } else { 0.0 },
+        }
     }
 
     /// The two-layer model's forward from the encoder's output on, per sample row: q(z2 | z1)
@@ -243,45 +240,25 @@ impl GpuBackend {
         let (d1, d2) = (a.z_dim, a.noise_dim() - a.z_dim);
         let top = sb.top.as_ref().expect("two-layer buffers exist");
         let rows = batch * n;
-        let split = self.split_k(sb);
-        let mut out = Vec::new();
+        let mut specs = SpecList::new(arena, self.split_k(sb));
         let l = &self.layout;
         mlp_forward(
-            &self.params,
-            arena,
-            split,
-            &mut out,
-            &l.encoder2,
-            rows,
-            top.encoder2_acts(a),
+            &mut specs,
+            &self.mlp(&l.encoder2, top.encoder2_acts(a), rows),
             None,
             Some(self.latent_draw(sb, sb.encoder_output(), false, 0, n)),
         );
         mlp_forward(
-            &self.params,
-            arena,
-            split,
-            &mut out,
-            &l.decoder2,
-            rows,
-            top.decoder2_acts(a),
+            &mut specs,
+            &self.mlp(&l.decoder2, top.decoder2_acts(a), rows),
             None,
             Some(self.latent_draw(sb, top.qhead(), true, d1, n)),
         );
-        mlp_forward(
-            &self.params,
-            arena,
-            split,
-            &mut out,
-            &l.decoder,
-            rows,
-            sb.decoder_acts(a),
-            None,
-            None,
-        );
-        out.push(vae::log_weights(lik_only, sb, rows, a.x_dim));
-        out.push(vae::latent_log_weights2(shape, sb, rows, d1, d2));
-        out
+        let decoder = self.mlp(&l.decoder, sb.decoder_acts(a), rows);
+        mlp_forward(&mut specs, &decoder, None, None);
+        specs.push(vae::log_weights(lik_only, sb, rows, a.x_dim));
+        specs.push(vae::latent_log_weights2(shape, sb, rows, d1, d2));
+        specs.specs
     }
 
     /// The two-layer model's backward (src/backend/cpu/hier.rs is the reference): p(x | z1)
@@ -302,75 +279,24 @@ impl GpuBackend {
         let top = sb.top.as_ref().expect("two-layer buffers exist");
         let rows = batch * n;
         let l = &self.layout;
-        let mut out = Vec::new();
-        let bb = BackwardBuffers {
-            params: &self.params,
-            grad: &self.grad,
-            sb,
-            inv_b: 1.0 / batch as f32,
-            beta: if accumulate { 1.0 } else { 0.0 },
-            split: self.split_k(sb),
-        };
+        let mut specs = SpecList::new(arena, self.split_k(sb));
+        let bb = self.backward_buffers(sb, batch, accumulate);
         let coef = Some(&sb.coef);
-        let dz = mlp_backward(
-            &bb,
-            arena,
-            &mut out,
-            &l.decoder,
-            sb.decoder_acts(a),
-            sb.decoder_output(),
-            rows,
-            coef,
-            true,
-        )
-        .expect("decoder backward yields dz1");
-        out.push(vae::z1_grad_lik(shape, sb, dz, rows, d1));
-        let dz2 = mlp_backward(
-            &bb,
-            arena,
-            &mut out,
-            &l.decoder2,
-            top.decoder2_acts(a),
-            top.phead(),
-            rows,
-            coef,
-            true,
-        )
-        .expect("decoder2 backward yields dz2");
-        out.push(vae::top_upstream(shape, sb, dz2, rows, d2));
-        mlp_backward(
-            &bb,
-            arena,
-            &mut out,
-            &l.encoder2,
-            top.encoder2_acts(a),
-            &top.up2,
-            rows,
-            None,
-            false,
-        );
-        let dzq = mlp_input_grad(
-            &bb,
-            arena,
-            &mut out,
-            &l.encoder2,
-            top.encoder2_acts(a),
-            &top.up2_in,
-            rows,
-        );
-        out.push(vae::encoder_upstream2(shape, sb, dzq, batch, n, d1));
-        mlp_backward(
-            &bb,
-            arena,
-            &mut out,
-            &l.encoder,
-            sb.encoder_acts(a),
-            &sb.enc_up,
-            batch,
-            None,
-            false,
-        );
-        out
+        let decoder = self.mlp(&l.decoder, sb.decoder_acts(a), rows);
+        let dz = mlp_backward(&mut specs, &bb, &decoder, sb.decoder_output(), coef, true)
+            .expect("decoder backward yields dz1");
+        specs.push(vae::z1_grad_lik(shape, sb, dz, rows, d1));
+        let decoder2 = self.mlp(&l.decoder2, top.decoder2_acts(a), rows);
+        let dz2 = mlp_backward(&mut specs, &bb, &decoder2, top.phead(), coef, true)
+            .expect("decoder2 backward yields dz2");
+        specs.push(vae::top_upstream(shape, sb, dz2, rows, d2));
+        let encoder2 = self.mlp(&l.encoder2, top.encoder2_acts(a), rows);
+        mlp_backward(&mut specs, &bb, &encoder2, &top.up2, None, false);
+        let dzq = mlp_input_grad(&mut specs, &bb, &encoder2, &top.up2_in);
+        specs.push(vae::encoder_upstream2(shape, sb, dzq, batch, n, d1));
+        let encoder = self.mlp(&l.encoder, sb.encoder_acts(a), batch);
+        mlp_backward(&mut specs, &bb, &encoder, &sb.enc_up, None, false);
+        specs.specs
     }
 
     /// How this plan's GEMMs split k, into `sb`'s scratch.
