@@ -4,13 +4,14 @@
 //! maths.
 //!
 //! The crate is an engine with applications on top:
-//! - foundations: [`error`], [`files`], [`rng`], [`progress`], [`stats`];
+//! - foundations: [`denormals`], [`error`], [`files`], [`rng`], [`progress`], [`stats`];
 //! - the engine: [`estimators`] (pure functions of log-weights), [`model`], [`exact`] (models
 //!   with closed-form log p(x)), [`coupling`] (coupled Markov chains), [`data`], [`optim`],
 //!   [`config`], [`backend`] (CPU and GPU), [`eval`] and [`train`];
 //! - [`apps`]: what the `uvae` commands build on the engine (check, profile, bench, figures,
 //!   grad-stats, reproduce, plot, sample and reconstruct pictures).
 
+pub mod denormals;
 pub mod error;
 pub mod files;
 pub mod progress;

@@ -50,6 +50,15 @@ struct Acts {
     acts: Vec<Vec<f32>>,
 }
 
+/// The backend's worker pool: `threads` workers (0: all cores), each flushing subnormals
+/// ([`crate::denormals`]).
+pub fn worker_pool(threads: usize) -> Result<rayon::ThreadPool> {
+    Ok(rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .start_handler(|_| crate::denormals::flush_on_this_thread())
+        .build()?)
+}
+
 pub struct CpuBackend {
     pool: rayon::ThreadPool,
     threads: usize,
@@ -91,9 +100,7 @@ impl CpuBackend {
     pub fn new(layout: &Layout, params: &[f32], threads: usize) -> Result<CpuBackend> {
         crate::backend::check_param_len(layout, params)?;
         crate::error::threads(threads)?;
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()?;
+        let pool = worker_pool(threads)?;
         let threads = pool.current_num_threads();
         Ok(CpuBackend {
             pool,
