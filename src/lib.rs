@@ -4,7 +4,7 @@
 //! maths.
 //!
 //! The crate is an engine with applications on top:
-//! - foundations: [`error`], [`files`], [`rng`], [`progress`], [`stats`];
+//! - foundations: [`error`], [`files`], [`run_lock`], [`rng`], [`progress`], [`stats`];
 //! - the engine: [`estimators`] (pure functions of log-weights), [`model`], [`exact`] (models
 //!   with closed-form log p(x)), [`coupling`] (coupled Markov chains), [`data`], [`optim`],
 //!   [`config`], [`backend`] (CPU and GPU), [`eval`] and [`train`];
@@ -15,6 +15,7 @@ pub mod error;
 pub mod files;
 pub mod progress;
 pub mod rng;
+pub mod run_lock;
 pub mod stats;
 
 pub mod backend;
