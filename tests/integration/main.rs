@@ -26,6 +26,7 @@ mod hvae;
 mod profile_bench;
 mod reproduce;
 mod resume;
+mod run_lock;
 mod shaders_validate;
 mod training;
 mod unbiased;
