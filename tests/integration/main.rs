@@ -12,6 +12,7 @@ mod coupled_training;
 mod coupling;
 mod exact_training;
 mod figures;
+mod gl_adapters;
 mod gpu_cli;
 mod gpu_hvae;
 mod gpu_input;
