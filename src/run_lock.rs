@@ -192,7 +192,9 @@ mod tests {
         assert_eq!(first.dir(), dir);
         let me = format!("pid {}", std::process::id());
         // A second open file description conflicts even within one process.
-        let e = DirLock::claim_run(&dir, "--out run").unwrap_err().to_string();
+        let e = DirLock::claim_run(&dir, "--out run")
+            .unwrap_err()
+            .to_string();
         for part in ["--out run is in use", &me, "on host", RUN_LOCK, "--force"] {
             assert!(e.contains(part), "{part:?} not in {e}");
         }
@@ -234,7 +236,12 @@ mod tests {
         // What Lustre without -o flock answers (ENOSYS).
         let e = std::io::Error::other("Function not implemented");
         let msg = refused(Path::new("/lustre/x/.uvae.lock"), &e).to_string();
-        for part in ["/lustre/x/.uvae.lock", "refuses file locks", "-o flock", "NFSv4"] {
+        for part in [
+            "/lustre/x/.uvae.lock",
+            "refuses file locks",
+            "-o flock",
+            "NFSv4",
+        ] {
             assert!(msg.contains(part), "{part:?} not in {msg}");
         }
     }

@@ -60,8 +60,7 @@ fn pause_when(child: &mut Child, what: &str, ready: impl Fn() -> bool) {
 
 /// Whether `dir`'s lock file names `pid` (the holder writes it once it holds the lock).
 fn lock_names(dir: &Path, pid: u32) -> bool {
-    std::fs::read_to_string(dir.join(RUN_LOCK))
-        .is_ok_and(|t| t.starts_with(&format!("pid {pid} ")))
+    std::fs::read_to_string(dir.join(RUN_LOCK)).is_ok_and(|t| t.starts_with(&format!("pid {pid} ")))
 }
 
 /// Every file in `dir` with its length and modification time.
@@ -83,7 +82,11 @@ fn epochs(dir: &Path) -> Vec<u64> {
     std::fs::read_to_string(dir.join("metrics.jsonl"))
         .unwrap()
         .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["epoch"].as_u64().unwrap())
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["epoch"]
+                .as_u64()
+                .unwrap()
+        })
         .collect()
 }
 
@@ -136,8 +139,8 @@ fn a_second_train_or_resume_in_a_held_directory_fails_and_leaves_it_untouched() 
     let o = a.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(epochs(&d), [1, 2, 3, 4], "each epoch once, in order");
-    let cfg: Value = serde_json::from_str(&std::fs::read_to_string(d.join("config.json")).unwrap())
-        .unwrap();
+    let cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("config.json")).unwrap()).unwrap();
     assert_eq!(cfg["lr"], 1e-3, "the holder's configuration");
 
     // Two resumes that extend the run: one runs, the other fails.
@@ -156,7 +159,11 @@ fn a_second_train_or_resume_in_a_held_directory_fails_and_leaves_it_untouched() 
     signal(&b, "CONT");
     let o = b.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", text(&o));
-    assert_eq!(epochs(&d), [1, 2, 3, 4, 5, 6, 7], "each epoch once, in order");
+    assert_eq!(
+        epochs(&d),
+        [1, 2, 3, 4, 5, 6, 7],
+        "each epoch once, in order"
+    );
     assert_eq!(DirLock::holder(&d).unwrap(), None, "released at exit");
 }
 
@@ -355,7 +362,10 @@ fn three_workers_share_a_protocol_each_run_done_once_with_one_workers_results() 
             .count();
         assert_eq!(trained, 1, "{r} trained once:\n{logs}");
     }
-    assert!(!logs.contains("resuming") && !logs.contains("failed"), "{logs}");
+    assert!(
+        !logs.contains("resuming") && !logs.contains("failed"),
+        "{logs}"
+    );
     assert_same_results(&out);
 }
 

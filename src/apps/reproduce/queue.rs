@@ -72,8 +72,17 @@ pub(super) fn run(
                 continue;
             }
             // Finished runs are skipped without their lock: result.json is written last and
-            // atomically, and never removed.
-            if is_finished(run, work.eval)? {
+            // atomically, and never removed. A damaged one fails its run, not the worker.
+            let finished = match is_finished(run, work.eval) {
+                Ok(f) => f,
+                Err(e) => {
+                    seen.insert(i);
+                    observer.on_failure(run, &e);
+                    done.failed.push(format!("{}: {e:#}", run.name));
+                    continue;
+                }
+            };
+            if finished {
                 // One line per run: a run seen held was announced, its end is another's.
                 if !reported.contains(&i) {
                     observer.on_run(i + 1, total, run, RunAction::Skipped);

@@ -53,7 +53,10 @@ fn enumerate() -> (Vec<wgpu::Adapter>, bool) {
         return (found, false);
     }
     let gl = wgpu::Backends::GL;
-    (pollster::block_on(instance(gl).enumerate_adapters(gl)), true)
+    (
+        pollster::block_on(instance(gl).enumerate_adapters(gl)),
+        true,
+    )
 }
 
 /// Every adapter wgpu can see, in its order (GL's only when no other exists).

@@ -256,9 +256,14 @@ mod tests {
         // What wgpu issue 6406 reports: a resolve in the writing encoder reads zeros.
         let zero = bad_ticks(&[0, 0, 0, 0]).unwrap();
         assert!(zero.contains("read zero (4 of 4)"), "{zero}");
-        assert!(bad_ticks(&[100, 150, 0, 200]).unwrap().contains("read zero (1 of 4)"));
+        assert!(bad_ticks(&[100, 150, 0, 200])
+            .unwrap()
+            .contains("read zero (1 of 4)"));
         let back = bad_ticks(&[100, 150, 300, 250]).unwrap();
-        assert!(back.contains("backwards") && back.contains("dispatch 1 ends"), "{back}");
+        assert!(
+            back.contains("backwards") && back.contains("dispatch 1 ends"),
+            "{back}"
+        );
         let back = bad_ticks(&[500, 600, 100, 200]).unwrap();
         assert!(back.contains("dispatch 1 starts at tick 100"), "{back}");
     }
@@ -267,7 +272,12 @@ mod tests {
     fn bad_timestamps_move_to_a_separate_resolve_then_to_wall_time() {
         let (next, note) = Clock::Timestamps.after("read zero (4 of 4)");
         assert_eq!(next, Clock::ResolvedApart);
-        assert!(note.contains("read zero") && note.contains("submit of their own") && note.contains("6406"), "{note}");
+        assert!(
+            note.contains("read zero")
+                && note.contains("submit of their own")
+                && note.contains("6406"),
+            "{note}"
+        );
         let (next, note) = next.after("run backwards");
         assert_eq!(next, Clock::WallPerSubmit);
         assert!(note.contains("wall time of its own submit"), "{note}");
