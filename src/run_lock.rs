@@ -9,7 +9,9 @@
 //! local filesystems, NFSv4 (Linux maps `flock` onto whole-file POSIX locks there; NFSv3
 //! needs `lockd`), Lustre only when mounted with `-o flock`. A filesystem that refuses the
 //! lock is an error that says so: nothing runs unprotected. (An NFS mount with `nolock`
-//! grants locks that only its own machine sees; that cannot be detected from here.)
+//! grants locks that only its own machine sees; that cannot be detected from here.) There a
+//! lock belongs to the process rather than the open file, so no process opens a lock file
+//! it holds a second time (only the unit tests here do, on a local filesystem).
 //!
 //! The holder writes its pid and host into the file, so whoever finds the lock taken can
 //! say who holds it.
