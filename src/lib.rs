@@ -4,7 +4,8 @@
 //! maths.
 //!
 //! The crate is an engine with applications on top:
-//! - foundations: [`denormals`], [`error`], [`files`], [`rng`], [`progress`], [`stats`];
+//! - foundations: [`denormals`], [`error`], [`files`], [`run_lock`], [`rng`], [`progress`],
+//!   [`stats`];
 //! - the engine: [`estimators`] (pure functions of log-weights), [`model`], [`exact`] (models
 //!   with closed-form log p(x)), [`coupling`] (coupled Markov chains), [`data`], [`optim`],
 //!   [`config`], [`backend`] (CPU and GPU), [`eval`] and [`train`];
@@ -16,6 +17,7 @@ pub mod error;
 pub mod files;
 pub mod progress;
 pub mod rng;
+pub mod run_lock;
 pub mod stats;
 
 pub mod backend;

@@ -350,6 +350,11 @@ pub trait Backend {
     fn set_profiling(&mut self, on: bool) -> String;
     /// The timings recorded since profiling was switched on or last taken.
     fn take_timings(&mut self) -> Result<Vec<Timing>>;
+    /// What changed in how time was measured since profiling was switched on (a GPU whose
+    /// timestamps read zero or ran backwards moves to another way), for the report.
+    fn profiling_notes(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// (bytes held now, most bytes held since creation) of working memory: device buffers
     /// for a GPU, activation and gradient buffers for the CPU.
     fn memory_bytes(&self) -> (u64, u64);

@@ -10,7 +10,7 @@ pub fn run_devices(json: bool) -> Result<()> {
         return Ok(());
     }
     if adapters.is_empty() {
-        println!("no GPU adapters found (install a Vulkan, Metal or DX12 driver; on Debian: mesa-vulkan-drivers); --backend cpu works everywhere");
+        println!("no GPU adapters found (none through Vulkan, Metal, DX12 or OpenGL; install a driver, on Debian mesa-vulkan-drivers); --backend cpu works everywhere");
         return Ok(());
     }
     println!(

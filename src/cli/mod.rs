@@ -78,11 +78,17 @@ enum Command {
 /// "error: XDG_RUNTIME_DIR is invalid or not set" for every instance wgpu creates, which reads
 /// like a failure of ours. A compute-only program never wants a Wayland display, so when none
 /// is configured, point the probe at an absolute path that does not exist: it then fails
-/// quietly. Called first thing in `main`, while the process has one thread.
+/// quietly. Likewise Mesa's EGL warns while wgpu's GL probe (run only when no Vulkan, Metal
+/// or DX12 adapter exists) looks for a display ("libEGL warning: ..."): only its fatal
+/// messages are kept, unless the user set EGL_LOG_LEVEL. Called first thing in `main`, while
+/// the process has one thread.
 pub fn silence_display_probing() {
     let unset = |k: &str| std::env::var_os(k).is_none_or(|v| v.is_empty());
     if unset("WAYLAND_DISPLAY") && unset("XDG_RUNTIME_DIR") {
         std::env::set_var("WAYLAND_DISPLAY", "/nonexistent/uvae-compute-only");
+    }
+    if unset("EGL_LOG_LEVEL") {
+        std::env::set_var("EGL_LOG_LEVEL", "fatal");
     }
 }
 

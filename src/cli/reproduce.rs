@@ -35,8 +35,8 @@ pub struct ReproduceArgs {
     /// Rows to run, by name (see --list).
     #[arg(long, value_delimiter = ',', value_name = "NAME,...")]
     runs: Option<Vec<String>>,
-    /// Run only every N-th run, starting at the I-th (1-based), so N processes share a protocol
-    /// (a Slurm array, GNU parallel); any of them, or --report, merges the table.
+    /// Take only every N-th run, starting at the I-th (1-based). Without it any number of
+    /// processes share the folder anyway, each taking the next run no other holds.
     #[arg(long, value_name = "I/N")]
     shard: Option<String>,
     /// Train on the first N training images only.
@@ -134,6 +134,12 @@ impl ProtocolObserver for ProtocolConsole {
             "[{index}/{total}] {} ({}): {what}",
             run.name,
             reproduce::results::describe(&run.cfg)
+        ));
+    }
+    fn on_busy(&mut self, index: usize, total: usize, run: &PlannedRun, holder: &str) {
+        self.train.line(&format!(
+            "[{index}/{total}] {}: another worker ({holder}) holds it; going on with the next",
+            run.name
         ));
     }
     fn on_result(&mut self, r: &RunResult) {

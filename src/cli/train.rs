@@ -16,6 +16,7 @@ use unbiased_vae::error::ConfigError;
 use unbiased_vae::estimators::{EncoderChoice, Estimator, EstimatorKind};
 use unbiased_vae::model::ModelChoice;
 use unbiased_vae::optim::{AdamConfig, Schedule};
+use unbiased_vae::run_lock::DirLock;
 use unbiased_vae::train;
 
 #[derive(Args)]
@@ -252,6 +253,9 @@ pub fn run(args: TrainArgs, matches: Option<&ArgMatches>) -> Result<()> {
     for note in train::estimator_notes(&plan) {
         eprintln!("{note}");
     }
+    // A run in progress there fails now, before the data and the backend load (the lock
+    // itself is taken once they have, before the first write).
+    DirLock::check_free(&cfg.out, &format!("--out {}", cfg.out.display()))?;
     if let Some(notice) = config::check_out_dir(&cfg, force)? {
         eprintln!("{notice}");
     }

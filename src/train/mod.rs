@@ -21,6 +21,7 @@ use crate::error::ConfigError;
 use crate::estimators::StepPlan;
 use crate::files;
 use crate::model::{checkpoint, Params};
+use crate::run_lock::DirLock;
 use anyhow::{bail, Context, Result};
 use data::TrainData;
 use observer::EpochCallback;
@@ -151,17 +152,48 @@ pub fn train_observed(cfg: &TrainConfig, observer: &mut dyn TrainObserver) -> Re
     train_with(cfg, &RunOptions::default(), observer)
 }
 
-/// [`train_observed`] with how the run saves and reacts (`opts`).
+/// [`train_observed`] with how the run saves and reacts (`opts`). The run holds the lock of
+/// `cfg.out` from before its first write to its end ([`DirLock`]); another process holding
+/// it is an error naming it.
 pub fn train_with(
     cfg: &TrainConfig,
     opts: &RunOptions,
     observer: &mut dyn TrainObserver,
 ) -> Result<TrainOutcome> {
+    start(cfg, opts, None, observer)
+}
+
+/// [`train_with`] in a run directory whose lock the caller holds (`uvae reproduce` keeps it
+/// from choosing the run to writing its result).
+pub fn train_claimed(
+    cfg: &TrainConfig,
+    opts: &RunOptions,
+    lock: &DirLock,
+    observer: &mut dyn TrainObserver,
+) -> Result<TrainOutcome> {
+    start(cfg, opts, Some(lock), observer)
+}
+
+fn start(
+    cfg: &TrainConfig,
+    opts: &RunOptions,
+    held: Option<&DirLock>,
+    observer: &mut dyn TrainObserver,
+) -> Result<TrainOutcome> {
     let plan = cfg.validate()?;
+    check_lock(held, &cfg.out)?;
     let (train_data, params) = TrainData::load(cfg)?;
     check_batch(cfg, &train_data)?;
     // The backend first: a run that cannot start leaves --out as it was.
     let mut backend = make_backend(cfg.backend, &params, cfg.threads, cfg.adapter.as_deref())?;
+    // Validated, then claimed, then written: nothing in --out changes before the lock is ours.
+    let _own = match held {
+        Some(_) => None,
+        None => Some(DirLock::claim_run(
+            &cfg.out,
+            &format!("--out {}", cfg.out.display()),
+        )?),
+    };
     prepare_out_dir(cfg, opts)?;
     backend.reset_optimizer();
     run::run_epochs(
@@ -173,6 +205,18 @@ pub fn train_with(
         observer,
         None,
     )
+}
+
+/// A lock handed in must be the one of the directory the run writes.
+fn check_lock(held: Option<&DirLock>, dir: &Path) -> Result<()> {
+    match held {
+        Some(l) if l.dir() != dir => bail!(
+            "internal: the lock held is {}'s, the run writes {}",
+            l.dir().display(),
+            dir.display()
+        ),
+        _ => Ok(()),
+    }
 }
 
 fn check_batch(cfg: &TrainConfig, ds: &TrainData) -> Result<()> {
@@ -253,12 +297,30 @@ pub fn completed_epochs(dir: &Path) -> Result<usize> {
 /// the configuration comes from its config.json (with `changes`), metrics.jsonl keeps the
 /// epochs the state has completed, and the checkpoint is rewritten from the state when a kill
 /// left it behind.
+///
+/// It holds the lock of `dir` from before it reads the training state to its end; another
+/// process holding it is an error naming it.
 pub fn resume(
     dir: &Path,
     changes: &ResumeChanges,
     stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     observer: &mut dyn TrainObserver,
 ) -> Result<TrainOutcome> {
+    // config.json first: a directory that is no run gets no lock file.
+    load_run(dir)?;
+    let lock = DirLock::claim_run(dir, &format!("--resume {}", dir.display()))?;
+    resume_claimed(&lock, changes, stop, observer)
+}
+
+/// [`resume`] of the run directory whose lock the caller holds.
+pub fn resume_claimed(
+    lock: &DirLock,
+    changes: &ResumeChanges,
+    stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    observer: &mut dyn TrainObserver,
+) -> Result<TrainOutcome> {
+    let dir = lock.dir();
+    // Read under the lock: what a process that held it before left is what continues.
     let (mut cfg, mut opts) = load_run(dir)?;
     opts.stop = stop;
     let state_path = dir.join(STATE_FILE);

@@ -8,7 +8,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// The foundations: every module may use them, and they use only one another.
-const FOUNDATIONS: &[&str] = &["denormals", "error", "files", "progress", "rng", "stats"];
+const FOUNDATIONS: &[&str] = &[
+    "denormals",
+    "error",
+    "files",
+    "progress",
+    "rng",
+    "run_lock",
+    "stats",
+];
 
 /// The engine below the applications, bottom up (`train` last).
 const ENGINE: &[&str] = &[

@@ -1,10 +1,13 @@
 //! `uvae reproduce`: a paper's experiment as a list of runs ([`protocols`]), each trained into
 //! its own run directory, scored by the test bound, and gathered into results.md, .json,
 //! .csv and .png ([`results`]). A protocol is resumable: a finished run (its `result.json`)
-//! is skipped, an unfinished one continues from its training state exactly, and the runs can
-//! be spread over processes with `--shard I/N` and merged by rerunning any shard or `--report`.
+//! is skipped, an unfinished one continues from its training state exactly. Any number of
+//! processes may work on one folder: each takes the next run that is neither finished nor
+//! held by another ([`queue`]), `--shard I/N` narrows the runs a process may take, and any
+//! of them (or `--report`) writes the results of whatever is finished.
 
 pub mod protocols;
+mod queue;
 pub mod results;
 
 pub use protocols::{Protocol, ProtocolSpec, Row, Selection};
@@ -13,6 +16,7 @@ pub use results::RunResult;
 use crate::config::{self, BackendChoice, RunOptions, TestBound, TrainConfig};
 use crate::error::ConfigError;
 use crate::progress::Progress;
+use crate::run_lock::DirLock;
 use crate::train::{self, TrainObserver};
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
@@ -89,6 +93,9 @@ pub trait ProtocolObserver {
     fn on_run(&mut self, index: usize, total: usize, run: &PlannedRun, action: RunAction);
     /// A run's result, once written.
     fn on_result(&mut self, _result: &RunResult) {}
+    /// Another process holds run `index` (from 1) of the `total` this process may run
+    /// (`holder`: its pid and host); this one goes on with the next.
+    fn on_busy(&mut self, _index: usize, _total: usize, _run: &PlannedRun, _holder: &str) {}
     /// A run failed (the protocol goes on with the next).
     fn on_failure(&mut self, _run: &PlannedRun, _error: &anyhow::Error) {}
     /// The observer of a run's training.
@@ -218,8 +225,10 @@ pub fn selected(all: Vec<PlannedRun>, opts: &ReproduceOptions) -> Vec<PlannedRun
         .collect()
 }
 
-/// Runs `protocol` as `opts` say, then writes the results files over every finished run of
-/// the protocol in `opts.out` (this process's and other shards').
+/// Runs `protocol` as `opts` say, as one worker of a queue ([`queue`]): it takes, one after
+/// another, the runs of its selection that are neither finished nor held by another
+/// process, and after each rewrites the results files over every finished run in
+/// `opts.out` (this worker's and the others').
 pub fn reproduce(
     protocol: Protocol,
     opts: &ReproduceOptions,
@@ -232,40 +241,25 @@ pub fn reproduce(
     let mine = selected(all.clone(), opts);
     std::fs::create_dir_all(&opts.out)
         .with_context(|| format!("cannot create {} (--out)", opts.out.display()))?;
-    let mut ran = Vec::new();
-    let mut failed = Vec::new();
-    for (i, run) in mine.iter().enumerate() {
-        match run_one(run, &eval, &spec, opts, i + 1, mine.len(), observer) {
-            Ok(action) => ran.push((run.name.clone(), action)),
-            Err(e) => {
-                let stopped = opts
-                    .stop
-                    .as_ref()
-                    .is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst));
-                if stopped {
-                    results::write(&spec, &all, &eval, &opts.out)?;
-                    return Err(e.context(
-                        "the protocol was interrupted; rerun the same command to continue",
-                    ));
-                }
-                // One run's failure (a divergence, a refused directory) leaves the others to run.
-                observer.on_failure(run, &e);
-                failed.push(format!("{}: {e:#}", run.name));
-            }
-        }
-    }
-    let (files, finished) = results::write(&spec, &all, &eval, &opts.out)?;
-    if !failed.is_empty() {
+    let work = queue::Work {
+        spec: &spec,
+        all: &all,
+        eval: &eval,
+        opts,
+    };
+    let done = queue::run(&work, &mine, observer)?;
+    let (files, finished) = work.write_results()?;
+    if !done.failed.is_empty() {
         bail!(
             "{} of the {} runs of this process failed; the results files in {} hold the {finished} finished runs. Fix the cause and rerun the same command:\n  {}",
-            failed.len(),
+            done.failed.len(),
             mine.len(),
             opts.out.display(),
-            failed.join("\n  ")
+            done.failed.join("\n  ")
         );
     }
     Ok(Outcome {
-        ran,
+        ran: done.ran,
         files,
         finished,
         total: all.len(),
@@ -278,13 +272,25 @@ pub fn report(protocol: Protocol, opts: &ReproduceOptions) -> Result<Outcome> {
     check_options(&spec, opts)?;
     let all = spec.plan(opts)?;
     let eval = spec.eval_settings(opts);
-    let (files, finished) = results::write(&spec, &all, &eval, &opts.out)?;
+    let work = queue::Work {
+        spec: &spec,
+        all: &all,
+        eval: &eval,
+        opts,
+    };
+    let (files, finished) = work.write_results()?;
     Ok(Outcome {
         ran: Vec::new(),
         files,
         finished,
         total: all.len(),
     })
+}
+
+/// Whether `run` has its result.json, for the planned epochs and test bound.
+fn is_finished(run: &PlannedRun, eval: &EvalSettings) -> Result<bool> {
+    Ok(results::read(&run.cfg.out)?
+        .is_some_and(|done| done.eval == *eval && done.epochs == run.cfg.epochs))
 }
 
 /// Where a run directory stands against the run planned for it.
@@ -332,21 +338,22 @@ fn inspect(run: &PlannedRun) -> Result<Found> {
     }
 }
 
+/// Trains (or resumes) and scores `run`, whose directory's lock `lock` is, and writes its
+/// result.json.
 fn run_one(
     run: &PlannedRun,
-    eval: &EvalSettings,
-    spec: &ProtocolSpec,
-    opts: &ReproduceOptions,
+    lock: &DirLock,
+    work: &queue::Work,
     index: usize,
     total: usize,
     observer: &mut dyn ProtocolObserver,
 ) -> Result<RunAction> {
+    let (eval, spec, opts) = (work.eval, work.spec, work.opts);
     let dir = &run.cfg.out;
-    if let Some(done) = results::read(dir)? {
-        if done.eval == *eval && done.epochs == run.cfg.epochs {
-            observer.on_run(index, total, run, RunAction::Skipped);
-            return Ok(RunAction::Skipped);
-        }
+    // Again under the lock: another worker may have finished it since the queue looked.
+    if is_finished(run, eval)? {
+        observer.on_run(index, total, run, RunAction::Skipped);
+        return Ok(RunAction::Skipped);
     }
     let found = inspect(run)?;
     let run_opts = RunOptions {
@@ -356,7 +363,7 @@ fn run_one(
     let action = match found {
         Found::Fresh => {
             observer.on_run(index, total, run, RunAction::Started);
-            train::train_with(&run.cfg, &run_opts, observer.training())
+            train::train_claimed(&run.cfg, &run_opts, lock, observer.training())
                 .with_context(|| format!("run {}", run.name))?;
             RunAction::Started
         }
@@ -368,7 +375,7 @@ fn run_one(
                 RunAction::Resumed
             };
             observer.on_run(index, total, run, action);
-            train::resume(dir, &changes, opts.stop.clone(), observer.training())
+            train::resume_claimed(lock, &changes, opts.stop.clone(), observer.training())
                 .with_context(|| format!("run {}", run.name))?;
             action
         }

@@ -33,19 +33,36 @@ pub(super) fn summarize(index: usize, a: &wgpu::Adapter) -> AdapterSummary {
     }
 }
 
-/// Vulkan, Metal and DX12 (WGPU_BACKEND overrides): the GL path adds nothing for compute
-/// and probes displays on headless machines.
-fn instance() -> wgpu::Instance {
+/// An instance of `backends`, made without a display.
+fn instance(backends: wgpu::Backends) -> wgpu::Instance {
     let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
-    desc.backends = wgpu::Backends::PRIMARY;
+    desc.backends = backends;
     wgpu::Instance::new(desc.with_env())
 }
 
-/// Every adapter wgpu can see, in its order.
+/// The adapters a run may open: those of Vulkan, Metal and DX12, or the backends
+/// `WGPU_BACKEND` names. Only when neither finds one are wgpu's OpenGL adapters probed: GL
+/// adds nothing for compute where the others exist, and its display probing is slow and,
+/// on headless machines, noisy (the CLI silences EGL's warnings at its start). The flag says
+/// whether the adapters are GL's fallback.
+fn enumerate() -> (Vec<wgpu::Adapter>, bool) {
+    let chosen = wgpu::Backends::from_env();
+    let backends = chosen.unwrap_or(wgpu::Backends::PRIMARY);
+    let found = pollster::block_on(instance(backends).enumerate_adapters(backends));
+    if !found.is_empty() || chosen.is_some() {
+        return (found, false);
+    }
+    let gl = wgpu::Backends::GL;
+    (
+        pollster::block_on(instance(gl).enumerate_adapters(gl)),
+        true,
+    )
+}
+
+/// Every adapter wgpu can see, in its order (GL's only when no other exists).
 pub fn list_adapters() -> Vec<AdapterSummary> {
-    let adapters =
-        pollster::block_on(instance().enumerate_adapters(wgpu::Backends::PRIMARY.with_env()));
-    adapters
+    enumerate()
+        .0
         .iter()
         .enumerate()
         .map(|(i, a)| summarize(i, a))
@@ -75,14 +92,13 @@ fn rank(t: wgpu::DeviceType) -> u32 {
 
 /// The adapter `choice` names, or the best hardware one (software too where allowed).
 pub(super) fn pick_adapter(choice: &AdapterChoice) -> Result<wgpu::Adapter> {
-    let adapters =
-        pollster::block_on(instance().enumerate_adapters(wgpu::Backends::PRIMARY.with_env()));
+    let (adapters, gl_fallback) = enumerate();
     let picked = match &choice.name {
         Some(name) => {
             let want = name.to_lowercase();
             let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
             let seen = if names.is_empty() {
-                "wgpu sees none: install a Vulkan, Metal or DX12 driver (on Debian: mesa-vulkan-drivers) or use --backend cpu".to_string()
+                "wgpu sees none (Vulkan, Metal, DX12 or OpenGL): install a driver (on Debian: mesa-vulkan-drivers) or use --backend cpu".to_string()
             } else {
                 format!("the adapters are: {}", names.join(", "))
             };
@@ -102,7 +118,7 @@ pub(super) fn pick_adapter(choice: &AdapterChoice) -> Result<wgpu::Adapter> {
             {
                 Some(a) => a,
                 None if software.is_empty() => bail!(
-                    "no GPU adapter found (wgpu sees no Vulkan, Metal or DX12 device); install a driver \
+                    "no GPU adapter found (wgpu sees no Vulkan, Metal, DX12 or OpenGL device); install a driver \
                      (on Debian: mesa-vulkan-drivers) or use --backend cpu"
                 ),
                 None => bail!(
@@ -112,5 +128,15 @@ pub(super) fn pick_adapter(choice: &AdapterChoice) -> Result<wgpu::Adapter> {
             }
         }
     };
+    if gl_fallback {
+        // Once a process: a protocol opens one context per run.
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| {
+            eprintln!(
+                "notice: no Vulkan, Metal or DX12 adapter; using {} through wgpu's OpenGL backend",
+                picked.get_info().name
+            )
+        });
+    }
     Ok(picked)
 }

@@ -333,6 +333,14 @@ impl Backend for GpuBackend {
             .unwrap_or_default())
     }
 
+    fn profiling_notes(&self) -> Vec<String> {
+        self.profiler
+            .borrow()
+            .as_ref()
+            .map(|p| p.report_notes())
+            .unwrap_or_default()
+    }
+
     fn memory_bytes(&self) -> (u64, u64) {
         let now = self.live_bytes();
         (now, self.peak_bytes.max(now))

@@ -2,7 +2,7 @@
 //! the buffer constructors and the one readback helper.
 
 use super::adapters::{pick_adapter, summarize, AdapterChoice, AdapterSummary};
-use super::pipelines::{build_pipelines, shader_checks_forced, Pipeline, PipelineId};
+use super::pipelines::{build_pipelines, env_switch, shader_checks_forced, Pipeline, PipelineId};
 use anyhow::{bail, Context, Result};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -35,6 +35,11 @@ impl FaultSlot {
     }
 }
 
+/// The environment variable that keeps the kernels off subgroup operations even where the
+/// adapter has them (the workgroup-memory reductions instead), as
+/// [`AdapterChoice::disable_subgroups`] does; CI runs `uvae check` both ways.
+pub const NO_SUBGROUPS_VAR: &str = "UVAE_NO_SUBGROUPS";
+
 pub struct GpuContext {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
@@ -59,7 +64,7 @@ impl GpuContext {
         let summary = summarize(0, &picked);
         let limits = picked.limits();
         let mut wanted = wgpu::Features::TIMESTAMP_QUERY;
-        if !choice.disable_subgroups {
+        if !choice.disable_subgroups && !env_switch(NO_SUBGROUPS_VAR, "no subgroup operations")? {
             wanted |= wgpu::Features::SUBGROUP;
         }
         let features = picked.features() & wanted;

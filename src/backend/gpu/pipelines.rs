@@ -289,16 +289,22 @@ pub const SHADER_CHECKS_VAR: &str = "UVAE_SHADER_CHECKS";
 /// Whether [`SHADER_CHECKS_VAR`] asks for runtime checks everywhere: 1/on/true/yes or
 /// 0/off/false/no (unset or empty: off); anything else is an error naming the variable.
 pub fn shader_checks_forced() -> Result<bool> {
-    parse_shader_checks(&std::env::var(SHADER_CHECKS_VAR).unwrap_or_default())
+    env_switch(SHADER_CHECKS_VAR, "runtime checks in every kernel")
 }
 
-fn parse_shader_checks(value: &str) -> Result<bool> {
+/// The on/off environment variable `var` (unset or empty: off); `on_means` says what 1 does
+/// in the error for a value that is neither.
+pub(super) fn env_switch(var: &str, on_means: &str) -> Result<bool> {
+    parse_switch(var, &std::env::var(var).unwrap_or_default(), on_means)
+}
+
+fn parse_switch(var: &str, value: &str, on_means: &str) -> Result<bool> {
     match value.trim().to_ascii_lowercase().as_str() {
         "1" | "on" | "true" | "yes" => Ok(true),
         "" | "0" | "off" | "false" | "no" => Ok(false),
         other => bail!(
-            "environment variable {SHADER_CHECKS_VAR}={other:?} is neither on nor off; \
-             set it to 1 (runtime checks in every kernel) or 0, or unset it"
+            "environment variable {var}={other:?} is neither on nor off; \
+             set it to 1 ({on_means}) or 0, or unset it"
         ),
     }
 }
@@ -401,6 +407,7 @@ mod tests {
 
     #[test]
     fn shader_checks_switch_parses_on_off_and_names_itself_otherwise() {
+        let parse_shader_checks = |v| parse_switch(SHADER_CHECKS_VAR, v, "checks");
         for on in ["1", "on", "TRUE", " yes "] {
             assert!(parse_shader_checks(on).unwrap(), "{on}");
         }
