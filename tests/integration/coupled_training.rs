@@ -243,13 +243,18 @@ fn coupled_chain_steps_are_unbiased_on_the_toy_through_the_backends() {
         let l = &params.layout.decoder[0];
         l.b..l.b + l.out
     };
-    let adam = AdamConfig::default();
-    let noise = |r: u32| Noise {
-        seed: 7,
-        stream: Stream::Eps,
-        step: r,
-        first_datapoint: 0,
-        first_sample: 0,
+    // Step r's inputs: its own noise, learning rate 0 (the parameters stay put).
+    let inputs = |r: u32| StepInputs {
+        batch,
+        noise: Noise {
+            seed: 7,
+            stream: Stream::Eps,
+            step: r,
+            first_datapoint: 0,
+            first_sample: 0,
+        },
+        adam: AdamConfig::default(),
+        lr: 0.0,
     };
     let max_z = |stats: &Moments| max_abs(&z_scores(stats, &exact));
     for name in backends() {
@@ -265,17 +270,7 @@ fn coupled_chain_steps_are_unbiased_on_the_toy_through_the_backends() {
             let stats = mu_gradient_stats(
                 backend.as_mut(),
                 &mut |b, r| {
-                    b.chain_step(
-                        &xb,
-                        &StepInputs {
-                            batch,
-                            noise: noise(r),
-                            adam,
-                            lr: 0.0,
-                        },
-                        &chains,
-                    )
-                    .unwrap();
+                    b.chain_step(&xb, &inputs(r), &chains).unwrap();
                 },
                 bias.clone(),
                 steps,
@@ -295,18 +290,7 @@ fn coupled_chain_steps_are_unbiased_on_the_toy_through_the_backends() {
         let stats = mu_gradient_stats(
             backend.as_mut(),
             &mut |b, r| {
-                b.train_step(
-                    &xb,
-                    &StepInputs {
-                        batch,
-                        noise: noise(r),
-                        adam,
-                        lr: 0.0,
-                    },
-                    2,
-                    &iwae,
-                )
-                .unwrap();
+                b.train_step(&xb, &inputs(r), 2, &iwae).unwrap();
             },
             bias.clone(),
             steps,

@@ -218,30 +218,14 @@ fn two_layer_chunked_steps_and_chains_equal_whole_ones() {
         let mut whole = CpuBackend::new(&params.layout, &params.values, 2).unwrap();
         let mut chunked = CpuBackend::new(&params.layout, &params.values, 2).unwrap();
         chunked.set_row_limit(Some(batch * chains.particles_through(1)));
-        let ow = whole
-            .chain_step(
-                &x,
-                &StepInputs {
-                    batch,
-                    noise,
-                    adam,
-                    lr: 1e-3,
-                },
-                &chains,
-            )
-            .unwrap();
-        let oc = chunked
-            .chain_step(
-                &x,
-                &StepInputs {
-                    batch,
-                    noise,
-                    adam,
-                    lr: 1e-3,
-                },
-                &chains,
-            )
-            .unwrap();
+        let inputs = StepInputs {
+            batch,
+            noise,
+            adam,
+            lr: 1e-3,
+        };
+        let ow = whole.chain_step(&x, &inputs, &chains).unwrap();
+        let oc = chunked.chain_step(&x, &inputs, &chains).unwrap();
         assert_eq!(ow, oc, "{kernel}: chunking changed the chains");
         println!("{kernel}: {ow:?}");
         assert_same_gradient(&kernel.to_string(), &mut whole, &mut chunked);

@@ -19,6 +19,16 @@ fn uvae() -> Command {
     c
 }
 
+/// `uvae ARGS` started in the background, its stdout dropped, its stderr as given.
+fn start(args: &[String], stderr: Stdio) -> Child {
+    uvae()
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap()
+}
+
 fn text(o: &Output) -> String {
     format!(
         "{}{}",
@@ -120,12 +130,7 @@ fn refused_while_held(holder: &Child, dir: &Path, args: &[String]) {
 fn a_second_train_or_resume_in_a_held_directory_fails_and_leaves_it_untouched() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path().join("same");
-    let mut a = uvae()
-        .args(train_args(&d, 4))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut a = start(&train_args(&d, 4), Stdio::piped());
     let pid = a.id();
     pause_when(&mut a, "it held --out", || {
         lock_names(&d, pid) && d.join("train-state.safetensors").exists()
@@ -147,12 +152,7 @@ fn a_second_train_or_resume_in_a_held_directory_fails_and_leaves_it_untouched() 
     let resume: Vec<String> = ["train", "--resume", d.to_str().unwrap(), "--epochs", "7"]
         .map(String::from)
         .to_vec();
-    let mut b = uvae()
-        .args(&resume)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut b = start(&resume, Stdio::piped());
     let pid = b.id();
     pause_when(&mut b, "it held --resume", || lock_names(&d, pid));
     refused_while_held(&b, &d, &resume);
@@ -171,12 +171,7 @@ fn a_second_train_or_resume_in_a_held_directory_fails_and_leaves_it_untouched() 
 fn a_holder_killed_with_sigkill_frees_the_directory() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path().join("killed");
-    let mut a = uvae()
-        .args(train_args(&d, 3))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut a = start(&train_args(&d, 3), Stdio::null());
     let pid = a.id();
     pause_when(&mut a, "its first save", || {
         lock_names(&d, pid) && d.join("train-state.safetensors").exists()
