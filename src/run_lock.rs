@@ -54,25 +54,12 @@ impl DirLock {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create {what} ({})", dir.display()))?;
         let path = dir.join(name);
-        // Never truncated on open: the holder's pid stays readable to whoever finds it taken.
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+        let mut file = open_lock_file(&path)?;
         match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => return Ok(Claim::Busy(read_holder(&mut file))),
-            Err(TryLockError::Error(e)) => return Err(refused(&path, &e)),
+            Ok(()) => Ok(Claim::Held(Self::held(dir, &path, file)?)),
+            Err(TryLockError::WouldBlock) => Ok(Claim::Busy(read_holder(&mut file))),
+            Err(TryLockError::Error(e)) => Err(refused(&path, &e)),
         }
-        write_holder(&mut file)
-            .with_context(|| format!("cannot write the lock file {}", path.display()))?;
-        Ok(Claim::Held(DirLock {
-            _file: file,
-            dir: dir.to_path_buf(),
-        }))
     }
 
     /// [`Self::try_claim`] on a run directory, a lock held elsewhere being an error that names
@@ -88,14 +75,13 @@ impl DirLock {
     /// sections, such as rewriting a protocol's results files.
     pub fn wait(dir: &Path, name: &str) -> Result<DirLock> {
         let path = dir.join(name);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+        let file = open_lock_file(&path)?;
         file.lock().map_err(|e| refused(&path, &e))?;
+        Self::held(dir, &path, file)
+    }
+
+    /// The lock just taken on `file` (at `path`), once it names its holder.
+    fn held(dir: &Path, path: &Path, mut file: File) -> Result<DirLock> {
         write_holder(&mut file)
             .with_context(|| format!("cannot write the lock file {}", path.display()))?;
         Ok(DirLock {
@@ -145,6 +131,18 @@ fn refused(path: &Path, e: &std::io::Error) -> anyhow::Error {
         "cannot lock {}: {e}. The filesystem refuses file locks, so uvae cannot make sure that only one process writes there, and will not run unprotected. Local filesystems and NFSv4 lock; NFSv3 needs lockd, and Lustre needs mounting with -o flock. Choose a directory on such a filesystem",
         path.display()
     )
+}
+
+/// Opens (or creates) a lock file, never truncating it: a holder's pid stays readable to
+/// whoever finds it taken.
+fn open_lock_file(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .with_context(|| format!("cannot open the lock file {}", path.display()))
 }
 
 /// `pid N on host H`, what a holder writes into its lock file.
