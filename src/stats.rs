@@ -57,11 +57,6 @@ impl Moments {
         self.mean.len()
     }
 
-    /// The mean of every coordinate.
-    pub fn means(&self) -> &[f64] {
-        &self.mean
-    }
-
     /// The mean of coordinate `i`.
     pub fn mean(&self, i: usize) -> f64 {
         self.mean[i]
