@@ -107,6 +107,10 @@ impl TrainConsole {
 }
 
 impl TrainObserver for TrainConsole {
+    fn on_backend(&mut self, description: &str) {
+        self.line(&format!("backend: {description}"));
+    }
+
     fn on_start(&mut self, epochs: usize, steps_per_epoch: usize, batch: usize) {
         self.batch = batch;
         self.epochs = epochs;

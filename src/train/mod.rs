@@ -186,6 +186,7 @@ fn start(
     check_batch(cfg, &train_data)?;
     // The backend first: a run that cannot start leaves --out as it was.
     let mut backend = make_backend(cfg.backend, &params, cfg.threads, cfg.adapter.as_deref())?;
+    observer.on_backend(&backend.describe());
     // Validated, then claimed, then written: nothing in --out changes before the lock is ours.
     let _own = match held {
         Some(_) => None,
@@ -389,6 +390,7 @@ pub fn resume_claimed(
         checkpoint::save(&p, &run::metadata(&cfg, state.pos.step), &ckpt_path)?;
     }
     let mut backend = make_backend(cfg.backend, &params, cfg.threads, cfg.adapter.as_deref())?;
+    observer.on_backend(&backend.describe());
     backend.reset_optimizer();
     run::run_epochs(
         &cfg,

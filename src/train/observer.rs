@@ -4,6 +4,8 @@ use super::EpochMetrics;
 
 /// Hooks a run calls; every one has a default that does nothing.
 pub trait TrainObserver {
+    /// The backend is made: what it is (device or threads, and the CPU's vector paths).
+    fn on_backend(&mut self, _description: &str) {}
     /// The run begins: `epochs` of `steps_per_epoch` minibatches of `batch` datapoints.
     fn on_start(&mut self, _epochs: usize, _steps_per_epoch: usize, _batch: usize) {}
     /// Step `step` (from 1) of `epoch` (from 1) is submitted; `running_objective` is the

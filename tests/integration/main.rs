@@ -36,3 +36,4 @@ mod shaders_validate;
 mod training;
 mod unbiased;
 mod unbiased_training;
+mod vector_paths;

@@ -1,22 +1,31 @@
-//! Branch-free f32 exp, tanh, softplus and sigmoid that the compiler vectorises, with a
-//! runtime switch to an AVX2+FMA build of each slice kernel. libm's scalar calls were the
-//! largest cost after the GEMMs (a sample needs 784 softplus and sigmoid and 400 tanh).
-//! Accuracy: about 2 ulp for exp, absolute 1e-7 for tanh and the Bernoulli terms.
+//! Branch-free f32 exp, tanh, softplus and sigmoid that the compiler vectorises, with
+//! AVX-512 and AVX2+FMA builds of each slice kernel chosen at run time (vector_path.rs).
+//! libm's scalar calls were the largest cost after the GEMMs (a sample needs 784 softplus
+//! and sigmoid and 400 tanh). Accuracy: about 2 ulp for exp, absolute 1e-7 for tanh and the
+//! Bernoulli terms.
 
-/// Defines `pub fn $name` that runs an AVX2+FMA compilation of `$body` when the CPU has it
-/// (the default x86-64 target is SSE2 only) and the portable one otherwise. Both use the
-/// same IEEE operations in the same order, so their results are identical.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_imports))]
+use super::vector_path::{self, VectorPath};
+
+/// Defines `pub fn $name` that runs an AVX-512 or AVX2+FMA compilation of `$body` as
+/// `vector_path::active()` says (the default x86-64 target is SSE2 only) and the portable
+/// one otherwise. All use the same IEEE operations in the same order (Rust never
+/// reassociates or contracts float arithmetic), so their results are identical.
 macro_rules! simd_dispatch {
     ($(#[$m:meta])* pub fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$m])*
         pub fn $name($($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             {
+                #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+                unsafe fn avx512($($arg: $ty),*) $(-> $ret)? $body
                 #[target_feature(enable = "avx2,fma")]
-                unsafe fn avx($($arg: $ty),*) $(-> $ret)? $body
-                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                    // SAFETY: the features were detected on this CPU just above.
-                    return unsafe { avx($($arg),*) };
+                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? $body
+                match vector_path::active() {
+                    // SAFETY: `active` chooses a path only when the CPU has its features.
+                    VectorPath::Avx512 => return unsafe { avx512($($arg),*) },
+                    VectorPath::Avx2 => return unsafe { avx2($($arg),*) },
+                    VectorPath::Baseline => {}
                 }
             }
             #[allow(unreachable_code)]

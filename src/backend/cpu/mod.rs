@@ -15,6 +15,7 @@ mod forward;
 mod gemm;
 mod hier;
 mod step;
+pub mod vector_path;
 
 use super::{
     Backend, ChainOutcome, GradNorms, Minibatch, Noise, PhaseTimer, RunningLse, StepInputs,
@@ -100,6 +101,7 @@ impl CpuBackend {
     pub fn new(layout: &Layout, params: &[f32], threads: usize) -> Result<CpuBackend> {
         crate::backend::check_param_len(layout, params)?;
         crate::error::threads(threads)?;
+        vector_path::configured()?;
         let pool = worker_pool(threads)?;
         let threads = pool.current_num_threads();
         Ok(CpuBackend {
@@ -236,7 +238,11 @@ fn host_values(x: Minibatch<'_>) -> Result<&[f32]> {
 
 impl Backend for CpuBackend {
     fn describe(&self) -> String {
-        format!("cpu ({} threads)", self.threads)
+        format!(
+            "cpu ({} threads, {})",
+            self.threads,
+            vector_path::describe()
+        )
     }
 
     fn layout(&self) -> &Layout {
