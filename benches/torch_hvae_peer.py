@@ -11,6 +11,11 @@ Adam lr 1e-3, estimators iwae or elbo. The modules carry uvae's checkpoint names
 checkpoint as it is. Prints one JSON line: datapoints per second of training steps.
 
   python3 benches/torch_hvae_peer.py --device cpu --k 50 --batch 100 --steps 20
+  python3 benches/torch_hvae_peer.py --device cpu --flush-denormal --compile
+
+--flush-denormal and --compile act as in the one-layer peer: denormals flushed to zero
+(torch.set_flush_denormal), and the forward pass (sampling, the four MLPs, the log-weights)
+compiled with torch.compile.
 """
 import argparse, gzip, json, os, struct, time
 import numpy as np
@@ -80,15 +85,21 @@ def main():
     ap.add_argument("--estimator", default="iwae", choices=["elbo", "iwae"])
     ap.add_argument("--data", default=os.path.join(os.path.dirname(__file__), "..", "assets", "mnist", "train-images-idx3-ubyte.gz"))
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--flush-denormal", action="store_true", help="torch.set_flush_denormal(True)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the forward pass (log-weights)")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
+    if a.flush_denormal and not torch.set_flush_denormal(True):
+        raise SystemExit("this CPU cannot flush denormals")
     torch.manual_seed(0)
     dev = torch.device(a.device)
     imgs = torch.from_numpy(load_mnist(a.data).astype(np.float32) / 255.0).to(dev)
     model = HVAE().to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     n = imgs.shape[0]
+    if a.compile:
+        model.log_weights = torch.compile(model.log_weights)
 
     def one():
         idx = torch.randint(0, n, (a.batch,), device=dev)
@@ -109,6 +120,7 @@ def main():
     el = time.perf_counter() - t
     print(json.dumps({"peer": "pytorch-" + torch.__version__, "device": str(dev), "threads": torch.get_num_threads(),
                       "model": "hvae", "estimator": a.estimator, "k": a.k, "batch": a.batch, "steps": a.steps,
+                      "flush_denormal": a.flush_denormal, "compile": a.compile,
                       "seconds": round(el, 4), "datapoints_per_s": round(a.steps * a.batch / el, 1)}))
 
 

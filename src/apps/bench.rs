@@ -22,6 +22,8 @@ pub struct StepBench {
     pub batch: usize,
     pub steps: usize,
     pub repeats: usize,
+    /// Untimed training steps before the first repeat.
+    pub warmup: usize,
     /// Median over repeats of datapoints per second.
     pub datapoints_per_s: f64,
     pub min_datapoints_per_s: f64,
@@ -149,6 +151,7 @@ pub fn train_steps(
         batch,
         steps,
         repeats,
+        warmup,
         datapoints_per_s: rates[rates.len() / 2],
         min_datapoints_per_s: rates[0],
         max_datapoints_per_s: rates[rates.len() - 1],
@@ -188,6 +191,35 @@ pub fn peer_model(ds: &Dataset) -> Params {
         0,
         Some(&ds.train_mean()),
     )
+}
+
+/// The peak line: the CPU backend's own sgemm on an n x n square, split over its workers.
+#[derive(Clone, Debug, Serialize)]
+pub struct GemmPeak {
+    pub gemm: usize,
+    pub threads: usize,
+    /// Best of the timed runs.
+    pub gflops: f64,
+    pub backend: String,
+}
+
+/// Times the CPU backend's sgemm on an `n` x `n` square with `threads` workers (0: all).
+pub fn gemm_peak(n: usize, threads: usize) -> Result<GemmPeak> {
+    error::at_least("--gemm-peak", n, 64, "a GEMM benchmark")?;
+    error::at_most("--gemm-peak", n, 8192, "a GEMM benchmark")?;
+    error::threads(threads)?;
+    crate::backend::cpu::vector_path::configured()?;
+    let pool = crate::backend::cpu::worker_pool(threads)?;
+    let threads = pool.current_num_threads();
+    Ok(GemmPeak {
+        gemm: n,
+        threads,
+        gflops: crate::backend::cpu::square_sgemm_gflops(&pool, n, 3),
+        backend: format!(
+            "cpu ({threads} threads, {})",
+            crate::backend::cpu::vector_path::describe()
+        ),
+    })
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -237,8 +269,11 @@ pub struct BenchConfig {
     pub batch: usize,
 }
 
-/// Parses "iwae:50:100,iwae-dreg:50:100" (estimator:k:batch).
+/// Parses "iwae:50:100,iwae-dreg:50:100" (estimator:k:batch); "none" is no configuration.
 pub fn parse_configs(s: &str) -> Result<Vec<BenchConfig>> {
+    if s.trim() == "none" {
+        return Ok(Vec::new());
+    }
     s.split(',')
         .map(|part| {
             let f: Vec<&str> = part.trim().split(':').collect();

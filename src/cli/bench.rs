@@ -15,14 +15,15 @@ pub struct BenchArgs {
     /// The model: vae (784-200-200-50) or hvae (Burda et al.'s two stochastic layers).
     #[arg(long, value_enum, default_value = "vae")]
     model: ModelChoice,
-    /// Training configurations, estimator:k:batch, comma-separated.
+    /// Training configurations, estimator:k:batch, comma-separated ("none": skip them).
     #[arg(long, default_value = "iwae:50:100,iwae-dreg:50:100,iwae:5:20")]
     configs: String,
     /// Timed steps per repeat.
     #[arg(long, default_value_t = 20)]
     steps: usize,
-    /// Untimed warm-up steps.
-    #[arg(long, default_value_t = 5)]
+    /// Untimed warm-up steps of real training before the timed repeats: the steady state,
+    /// as the peer measures it, past the first steps' untrained weights.
+    #[arg(long, default_value_t = 200)]
     warmup: usize,
     #[arg(long, default_value_t = 5)]
     repeats: usize,
@@ -32,6 +33,10 @@ pub struct BenchArgs {
     /// Test images of the evaluation benchmark.
     #[arg(long, default_value_t = 100)]
     eval_images: usize,
+    /// Also time the CPU backend's sgemm on an N x N square (the peak line the phases'
+    /// GFLOP/s are set against; 0: skip).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    gemm_peak: usize,
     /// Print one JSON object per result instead of a table.
     #[arg(long)]
     json: bool,
@@ -53,6 +58,22 @@ pub fn run_bench(a: BenchArgs) -> Result<()> {
             "the evaluation benchmark",
         )?;
     }
+    if a.gemm_peak > 0 {
+        let r = bench::gemm_peak(a.gemm_peak, a.common.threads)?;
+        if a.json {
+            println!("{}", serde_json::to_string(&r)?);
+        } else {
+            println!(
+                "gemm  {n}x{n}x{n} {:>10.1} GFLOP/s (best of 3)  {}",
+                r.gflops,
+                r.backend,
+                n = r.gemm
+            );
+        }
+    }
+    if configs.is_empty() && a.eval_k == 0 {
+        return Ok(());
+    }
     let ds = a.common.dataset(400)?;
     let params = bench::mnist_model(a.model, &ds)?;
     let mut backend = a.common.backend(&params)?;
@@ -71,8 +92,8 @@ pub fn run_bench(a: BenchArgs) -> Result<()> {
             println!("{}", serde_json::to_string(&r)?);
         } else {
             println!(
-                "train {:<10} K={:<5} batch={:<5} {:>10.1} datapoints/s (median of {}; range {:.1}..{:.1})  {}",
-                r.estimator, r.k, r.batch, r.datapoints_per_s, r.repeats, r.min_datapoints_per_s, r.max_datapoints_per_s, r.backend
+                "train {:<10} K={:<5} batch={:<5} {:>10.1} datapoints/s (median of {} after {} warm-up steps; range {:.1}..{:.1})  {}",
+                r.estimator, r.k, r.batch, r.datapoints_per_s, r.repeats, r.warmup, r.min_datapoints_per_s, r.max_datapoints_per_s, r.backend
             );
         }
     }

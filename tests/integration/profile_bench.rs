@@ -105,6 +105,7 @@ fn bench(backend: &str) {
         );
         assert!(lo > 0.0 && lo <= med && med <= hi, "{backend}: {l}");
         assert_eq!(l["repeats"], 3, "{backend}: {l}");
+        assert_eq!(l["warmup"], 1, "{backend}: {l}");
     }
     assert_eq!(lines[1]["estimator"], "jvi-dreg", "{backend}");
     assert_eq!(lines[2]["k"], 7, "{backend}");
@@ -120,6 +121,28 @@ fn bench_on_every_backend() {
     for backend in backends() {
         bench(backend.name());
     }
+}
+
+#[test]
+fn bench_times_the_gemm_peak_alone_and_names_the_vector_paths() {
+    let out = run_ok(&words(
+        "bench --configs none --eval-k 0 --gemm-peak 128 --threads 2 --json",
+    ));
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 1, "only the peak line: {out}");
+    let (gflops, backend) = (
+        lines[0]["gflops"].as_f64().unwrap(),
+        lines[0]["backend"].as_str().unwrap(),
+    );
+    assert!(gflops.is_finite() && gflops > 0.0, "{out}");
+    assert_eq!(lines[0]["threads"], 2, "{out}");
+    assert!(
+        backend.contains(" elementwise, ") && backend.contains(" sgemm"),
+        "the backend line names no vector paths: {backend}"
+    );
 }
 
 #[test]

@@ -164,3 +164,44 @@ pub(super) fn worker_ranges(rows: usize, workers: usize) -> Vec<Range<usize>> {
 pub(super) fn mlp_macs(layers: &[Linear]) -> usize {
     layers.iter().map(|l| l.inp * l.out).sum()
 }
+
+/// The best GFLOP/s of C = A B on `n` x `n` squares over `repeats` timed runs (after one
+/// untimed), C's rows split over the pool's workers as a pass splits its rows: the
+/// denominator the benchmarks set each phase's rate against.
+pub fn square_sgemm_gflops(pool: &rayon::ThreadPool, n: usize, repeats: usize) -> f64 {
+    use rayon::prelude::*;
+    let a: Vec<f32> = (0..n * n).map(|i| (i % 97) as f32 * 0.01 - 0.48).collect();
+    let b: Vec<f32> = (0..n * n).map(|i| (i % 89) as f32 * 0.01 - 0.44).collect();
+    let mut c = vec![0.0f32; n * n];
+    let ranges = worker_ranges(n, pool.current_num_threads());
+    let mut best = f64::INFINITY;
+    for run in 0..=repeats.max(1) {
+        let parts = split_rows(&mut c, n, &ranges);
+        let t = std::time::Instant::now();
+        pool.install(|| {
+            parts
+                .into_par_iter()
+                .zip(ranges.par_iter())
+                .for_each(|(part, r)| {
+                    let rows = &a[r.start * n..r.end * n];
+                    sgemm(
+                        r.len(),
+                        n,
+                        n,
+                        1.0,
+                        rows,
+                        (n, 1),
+                        &b,
+                        (n, 1),
+                        0.0,
+                        part,
+                        (n, 1),
+                    );
+                })
+        });
+        if run > 0 {
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+    }
+    2.0 * (n as f64).powi(3) / best / 1e9
+}

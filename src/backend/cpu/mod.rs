@@ -17,6 +17,8 @@ mod hier;
 mod step;
 pub mod vector_path;
 
+pub use gemm::square_sgemm_gflops;
+
 use super::{
     Backend, ChainOutcome, GradNorms, Minibatch, Noise, PhaseTimer, RunningLse, StepInputs,
     StepStats, Timing,
