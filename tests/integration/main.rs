@@ -23,6 +23,7 @@ mod gpu_parity;
 mod gpu_plan;
 mod grad_stats;
 mod gradient_check;
+mod gradient_check_cvae;
 mod gradient_check_hvae;
 mod hgauss;
 mod hgauss_unbiased;

@@ -46,36 +46,41 @@ impl CpuBackend {
         let layout = &self.layout;
         let threads = self.threads;
 
-        let enc_flops = 2.0 * (batch * mlp_macs(&self.layout.encoder)) as f64;
+        let enc_flops =
+            2.0 * (batch * (mlp_macs(&self.layout.encoder) + mlp_macs(&self.layout.prior))) as f64;
         let dec_flops = 2.0 * (rows * mlp_macs(&self.layout.decoder)) as f64;
         let enc_dims = arch.encoder_dims();
         // Reusing needs the same minibatch in place (same batch size: `resize` kept it).
         let encode = encode || self.enc.acts[0] != x;
         if encode {
             let t_enc = self.timer.start();
-            // Encoder, parallel over datapoints.
+            // Encoder, parallel over datapoints; a conditional model's prior p(z | c) too, on
+            // each image's first c_dim pixels.
             self.enc.acts[0].copy_from_slice(x);
-            let enc_ranges = worker_ranges(batch, threads);
-            let mut per_worker: Vec<Vec<&mut [f32]>> =
-                (0..enc_ranges.len()).map(|_| Vec::new()).collect();
-            for (buf, &d) in self.enc.acts.iter_mut().zip(&enc_dims) {
-                for (w, s) in split_rows(buf, d, &enc_ranges).into_iter().enumerate() {
-                    per_worker[w].push(s);
+            mlp_forward_per_datapoint(
+                &self.pool,
+                params,
+                &layout.encoder,
+                &mut self.enc.acts,
+                &enc_dims,
+                batch,
+                threads,
+            );
+            if arch.cond.is_some() {
+                let (cd, prior_dims) = (arch.c_dim(), arch.prior_dims());
+                for (c, xb) in self.prior.acts[0].chunks_mut(cd).zip(x.chunks(xd)) {
+                    c.copy_from_slice(&xb[..cd]);
                 }
+                mlp_forward_per_datapoint(
+                    &self.pool,
+                    params,
+                    &layout.prior,
+                    &mut self.prior.acts,
+                    &prior_dims,
+                    batch,
+                    threads,
+                );
             }
-            self.pool.install(|| {
-                per_worker
-                    .into_par_iter()
-                    .zip(enc_ranges.par_iter())
-                    .for_each(|(mut acts, r)| {
-                        mlp_forward_rows(params, &layout.encoder, &mut acts, r.len());
-                        let last = layout.encoder.last().expect("encoder has layers");
-                        fastmath::bias_rows(
-                            &mut acts[enc_dims.len() - 1][..r.len() * last.out],
-                            &params[last.b..last.b + last.out],
-                        );
-                    })
-            });
 
             self.timer.stop(
                 t_enc,
@@ -85,6 +90,18 @@ impl CpuBackend {
             );
         }
         let t_dec = self.timer.start();
+        if arch.cond.is_some() {
+            self.forward_rows_cond(n, rows, noise, pick);
+            self.timer.stop(
+                t_dec,
+                "decoder forward",
+                || format!("sample z, decoder on [z, c], log-weights [{rows} rows]"),
+                dec_flops,
+            );
+            let bytes = self.working_bytes();
+            self.peak_bytes = self.peak_bytes.max(bytes);
+            return Ok(&self.log_w[..rows]);
+        }
         if arch.top.is_some() {
             self.forward_rows_two_layer(n, rows, noise, pick);
             self.timer.stop(
@@ -184,6 +201,39 @@ impl CpuBackend {
         self.peak_bytes = self.peak_bytes.max(bytes);
         Ok(&self.log_w[..rows])
     }
+}
+
+/// An MLP over the `batch` rows of `acts` (acts[0] filled), in parallel over rows, its last
+/// layer's bias added (the encoder's and the prior's Gaussian heads).
+pub(super) fn mlp_forward_per_datapoint(
+    pool: &rayon::ThreadPool,
+    params: &[f32],
+    layers: &[Linear],
+    acts: &mut [Vec<f32>],
+    dims: &[usize],
+    batch: usize,
+    threads: usize,
+) {
+    let ranges = worker_ranges(batch, threads);
+    let mut per_worker: Vec<Vec<&mut [f32]>> = (0..ranges.len()).map(|_| Vec::new()).collect();
+    for (buf, &d) in acts.iter_mut().zip(dims) {
+        for (w, s) in split_rows(buf, d, &ranges).into_iter().enumerate() {
+            per_worker[w].push(s);
+        }
+    }
+    let last = layers.last().expect("an MLP has layers");
+    pool.install(|| {
+        per_worker
+            .into_par_iter()
+            .zip(ranges.par_iter())
+            .for_each(|(mut acts, r)| {
+                mlp_forward_rows(params, layers, &mut acts, r.len());
+                fastmath::bias_rows(
+                    &mut acts[dims.len() - 1][..r.len() * last.out],
+                    &params[last.b..last.b + last.out],
+                );
+            })
+    });
 }
 
 /// Forward through `layers` for `rows` rows, acts[0] already filled; the last layer is

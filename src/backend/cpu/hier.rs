@@ -23,7 +23,7 @@ use rayon::prelude::*;
 use std::ops::Range;
 
 /// One slice per worker range of every activation buffer.
-fn per_worker<'a>(
+pub(super) fn per_worker<'a>(
     acts: &'a mut [Vec<f32>],
     dims: &[usize],
     ranges: &[Range<usize>],
@@ -38,7 +38,7 @@ fn per_worker<'a>(
 }
 
 /// Rows `start..start + p` of every buffer of a worker's activations.
-fn rows_of<'a>(
+pub(super) fn rows_of<'a>(
     acts: &'a mut [&mut [f32]],
     dims: &[usize],
     start: usize,
@@ -51,7 +51,12 @@ fn rows_of<'a>(
 }
 
 /// Rows `r0..r0 + p` of every buffer of an MLP's activations.
-fn piece<'a>(acts: &'a [Vec<f32>], dims: &[usize], r0: usize, p: usize) -> Vec<&'a [f32]> {
+pub(super) fn piece<'a>(
+    acts: &'a [Vec<f32>],
+    dims: &[usize],
+    r0: usize,
+    p: usize,
+) -> Vec<&'a [f32]> {
     acts.iter()
         .zip(dims)
         .map(|(v, &d)| &v[r0 * d..(r0 + p) * d])

@@ -124,6 +124,7 @@ pub fn arch(x_dim: usize, hidden: &[usize], z_dim: usize) -> Arch {
         z_dim,
         likelihood: Default::default(),
         top: None,
+        cond: None,
     }
 }
 
