@@ -404,6 +404,44 @@ mod tests {
     }
 
     #[test]
+    fn conditional_layout_orders_encoder_prior_decoder() {
+        let cond = Conditional::for_images(None, 28, 28).unwrap();
+        assert_eq!(cond.c_dim, 14 * 28, "the middle row of 28");
+        assert_eq!(Conditional::for_images(None, 5, 3).unwrap().c_dim, 2 * 3);
+        for bad in [Some(0), Some(28)] {
+            let e = Conditional::for_images(bad, 28, 28).unwrap_err();
+            assert_eq!(e.flag(), "--split-row");
+        }
+        let arch = Arch {
+            cond: Some(cond),
+            ..Arch::burda_mnist()
+        };
+        let l = Layout::new(&arch);
+        let t = l.tensors();
+        let names: Vec<&str> = t.iter().map(|t| t.0.as_str()).collect();
+        assert_eq!(
+            names[4..8],
+            [
+                "encoder.4.weight",
+                "encoder.4.bias",
+                "prior.0.weight",
+                "prior.0.bias"
+            ]
+        );
+        assert_eq!(t[6].1, vec![200, 392]);
+        assert_eq!(t[11].1, vec![100], "the prior's (mean, log sd) head");
+        assert_eq!(t[12].0, "decoder.0.weight");
+        assert_eq!(t[12].1, vec![200, 50 + 392], "the decoder reads [z, c]");
+        assert_eq!(t[17].1, vec![392], "the bottom 14 rows' logits");
+        // The prior is a p factor: it sits in the decoder group, after encoder_len.
+        assert_eq!(l.encoder_len, l.prior[0].w);
+        assert_eq!(arch.noise_dim(), 50);
+        // Unconditional configurations carry no `cond` key.
+        let one = serde_json::to_string(&Arch::burda_mnist()).unwrap();
+        assert!(!one.contains("cond"), "{one}");
+    }
+
+    #[test]
     fn two_layer_layout_orders_q_then_p_with_pytorch_names() {
         let l = Layout::new(&Arch::burda_mnist_two_layer());
         let names: Vec<String> = l.tensors().into_iter().map(|t| t.0).collect();

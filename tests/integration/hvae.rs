@@ -5,7 +5,7 @@
 
 use crate::common::cli::{arg, run, run_ok, train_metrics, words};
 use crate::common::mc::combined_se;
-use crate::common::{arch2, tiny};
+use crate::common::{arch2, pytorch_tensors, tiny};
 use safetensors::SafeTensors;
 use unbiased_vae::model::checkpoint;
 
@@ -40,19 +40,6 @@ fn short_two_layer_run_improves_validation_lk() {
         gain > three_se,
         "gain {gain:.3} not above 3 SE = {three_se:.3}"
     );
-}
-
-/// (name, shape) of every tensor a PyTorch `nn.Sequential` of Linear / Tanh layers holds.
-fn pytorch_tensors(prefix: &str, dims: &[usize]) -> Vec<(String, Vec<usize>)> {
-    dims.windows(2)
-        .enumerate()
-        .flat_map(|(i, io)| {
-            [
-                (format!("{prefix}.{}.weight", 2 * i), vec![io[1], io[0]]),
-                (format!("{prefix}.{}.bias", 2 * i), vec![io[1]]),
-            ]
-        })
-        .collect()
 }
 
 #[test]

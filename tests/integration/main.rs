@@ -11,6 +11,7 @@ mod cli_conventions;
 mod console_images;
 mod coupled_training;
 mod coupling;
+mod cvae;
 mod denormals;
 mod docs;
 mod exact_training;

@@ -150,6 +150,19 @@ pub fn tiny(arch: &Arch, batch: usize) -> (Params, Vec<f32>) {
     (Params::init(arch, 3, Some(&mean)), x)
 }
 
+/// (name, shape) of every tensor a PyTorch `nn.Sequential` of Linear / Tanh layers holds.
+pub fn pytorch_tensors(prefix: &str, dims: &[usize]) -> Vec<(String, Vec<usize>)> {
+    dims.windows(2)
+        .enumerate()
+        .flat_map(|(i, io)| {
+            [
+                (format!("{prefix}.{}.weight", 2 * i), vec![io[1], io[0]]),
+                (format!("{prefix}.{}.bias", 2 * i), vec![io[1]]),
+            ]
+        })
+        .collect()
+}
+
 /// How many times a parity run dispatched `kernel`.
 pub fn dispatches(report: &ParityReport, kernel: &str) -> usize {
     report
