@@ -123,7 +123,7 @@ fn tiny_two_layer(batch: usize) -> (unbiased_vae::model::Params, Vec<f32>) {
 
 /// The two backends hold the same gradient: only the summation order differs, so f32
 /// roundoff of the largest entry bounds the difference.
-fn assert_same_gradient(
+pub(crate) fn assert_same_gradient(
     label: &str,
     whole: &mut unbiased_vae::backend::cpu::CpuBackend,
     chunked: &mut unbiased_vae::backend::cpu::CpuBackend,
