@@ -84,25 +84,34 @@ pub fn sample(
     x: &[f64],
     eps: &[f64],
 ) -> Sample {
+    let (z, log_q) = draw_and_score(layout, phi_draw, phi_score, x, eps);
+    let zeros = vec![0.0; z.len()];
+    Sample {
+        log_px_given_z: log_lik(layout, theta, x, &z),
+        log_pz: log_normal(&z, &zeros, &zeros),
+        log_q,
+        z,
+    }
+}
+
+/// z = mu + sigma eps with the encoder in `phi_draw`, and log q(z | x) under the encoder in
+/// `phi_score`.
+fn draw_and_score(
+    layout: &Layout,
+    phi_draw: &[f64],
+    phi_score: &[f64],
+    x: &[f64],
+    eps: &[f64],
+) -> (Vec<f64>, f64) {
     let (mu, ls) = encode(layout, phi_draw, x);
-    let z: Vec<f64> = mu
-        .iter()
-        .zip(&ls)
-        .zip(eps)
-        .map(|((m, s), e)| m + s.exp() * e)
-        .collect();
+    let z = reparam(&mu, &ls, eps);
     let (mu_q, ls_q) = if std::ptr::eq(phi_draw, phi_score) {
         (mu, ls)
     } else {
         encode(layout, phi_score, x)
     };
-    let zeros = vec![0.0; z.len()];
-    Sample {
-        log_px_given_z: log_lik(layout, theta, x, &z),
-        log_pz: log_normal(&z, &zeros, &zeros),
-        log_q: log_normal(&z, &mu_q, &ls_q),
-        z,
-    }
+    let log_q = log_normal(&z, &mu_q, &ls_q);
+    (z, log_q)
 }
 
 /// Log-weights of n samples (eps is [n, noise_dim]: z_dim, plus a two-layer model's z2
@@ -137,9 +146,7 @@ pub fn sample_cond(
     eps: &[f64],
 ) -> Sample {
     let (zd, cd) = (layout.arch.z_dim, layout.arch.c_dim());
-    let (mu, ls) = encode(layout, phi_draw, x);
-    let z = reparam(&mu, &ls, eps);
-    let (mu_q, ls_q) = encode(layout, phi_score, x);
+    let (z, log_q) = draw_and_score(layout, phi_draw, phi_score, x, eps);
     let (mu_p, ls_p) = head(mlp(theta, &layout.prior, &x[..cd]), zd);
     let inp: Vec<f64> = z.iter().chain(&x[..cd]).copied().collect();
     let lik = layout.arch.likelihood;
@@ -150,7 +157,7 @@ pub fn sample_cond(
             .map(|(&m, &xv)| lik.log_term(xv, m))
             .sum(),
         log_pz: log_normal(&z, &mu_p, &ls_p),
-        log_q: log_normal(&z, &mu_q, &ls_q),
+        log_q,
         z,
     }
 }

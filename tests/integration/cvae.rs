@@ -5,8 +5,7 @@
 //! log-weights on the same noise, and the flags and commands that do not apply say so. The
 //! gradients: `gradient_check_cvae.rs`.
 
-use crate::common::cli::{arg, run, run_ok, train_metrics, words};
-use crate::common::mc::combined_se;
+use crate::common::cli::{arg, assert_val_lk_improves, run, run_ok, train_metrics, words};
 use crate::common::{arch, pytorch_tensors};
 use crate::gradient_check_cvae::cvae_arch;
 use safetensors::SafeTensors;
@@ -29,22 +28,7 @@ fn short_conditional_run_improves_validation_lk() {
         dir.path(),
         "--train-limit 500 --valid-size 200 --epochs 6 --batch 20 --k 5 --val-k 50 --lr 3e-3",
     );
-    let (first, last) = (&m[0], &m[m.len() - 1]);
-    let lk = |v: &serde_json::Value| v["val_lk"].as_f64().unwrap();
-    let se = |v: &serde_json::Value| v["val_lk_stderr"].as_f64().unwrap();
-    // Same images and evaluation noise in both epochs, so the paired difference's SE is
-    // below sqrt(se1^2 + se2^2): 3 of those is conservative.
-    let gain = lk(last) - lk(first);
-    let three_se = 3.0 * combined_se(se(first), se(last));
-    println!(
-        "val L_50 of log p(bottom | top): {:.3} -> {:.3}, gain {gain:.3} (3 SE = {three_se:.3})",
-        lk(first),
-        lk(last)
-    );
-    assert!(
-        gain > three_se,
-        "gain {gain:.3} not above 3 SE = {three_se:.3}"
-    );
+    assert_val_lk_improves(&m, "log p(bottom | top)");
 }
 
 #[test]

@@ -3,8 +3,7 @@
 //! `uvae eval` recovers the architecture from it, and the unbiased and coupled estimators
 //! train it (the GPU side: `gpu_hvae.rs`).
 
-use crate::common::cli::{arg, run, run_ok, train_metrics, words};
-use crate::common::mc::combined_se;
+use crate::common::cli::{arg, assert_val_lk_improves, run, run_ok, train_metrics, words};
 use crate::common::{arch2, pytorch_tensors, tiny};
 use safetensors::SafeTensors;
 use unbiased_vae::model::checkpoint;
@@ -24,22 +23,7 @@ fn short_two_layer_run_improves_validation_lk() {
         dir.path(),
         "--train-limit 500 --valid-size 200 --epochs 8 --batch 20 --k 5 --val-k 50 --lr 3e-3",
     );
-    let (first, last) = (&m[0], &m[m.len() - 1]);
-    let lk = |v: &serde_json::Value| v["val_lk"].as_f64().unwrap();
-    let se = |v: &serde_json::Value| v["val_lk_stderr"].as_f64().unwrap();
-    // Same images and evaluation noise in both epochs, so the paired difference's SE is
-    // below sqrt(se1^2 + se2^2): 3 of those is conservative.
-    let gain = lk(last) - lk(first);
-    let three_se = 3.0 * combined_se(se(first), se(last));
-    println!(
-        "val L_50: {:.3} -> {:.3}, gain {gain:.3} (3 SE = {three_se:.3})",
-        lk(first),
-        lk(last)
-    );
-    assert!(
-        gain > three_se,
-        "gain {gain:.3} not above 3 SE = {three_se:.3}"
-    );
+    assert_val_lk_improves(&m, "two-layer");
 }
 
 #[test]

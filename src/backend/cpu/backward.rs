@@ -200,23 +200,41 @@ impl CpuBackend {
                             let z = &piece[0][j * zd..(j + 1) * zd];
                             let ls = &mu_ls[bi * 2 * zd + zd..(bi + 1) * 2 * zd];
                             let u = &mut up[(start + j) * 2 * zd..(start + j + 1) * 2 * zd];
-                            for d in 0..zd {
-                                let sigma = fastmath::exp(ls[d]);
-                                let e_over_s = e[d] / sigma;
-                                let (p_mu, p_ls) = if need_path {
-                                    let gz = w.delta[j * zd + d] - z[d];
-                                    (gz + e_over_s, sigma * e[d] * gz + e[d] * e[d])
-                                } else {
-                                    (0.0, 0.0)
-                                };
-                                u[d] = bc * p_mu - cc * e_over_s;
-                                u[zd + d] = bc * p_ls + cc * (1.0 - e[d] * e[d]);
-                            }
+                            // grad_z log p(z) = -z.
+                            let gz = need_path.then_some(|d: usize| w.delta[j * zd + d] - z[d]);
+                            encoder_upstream_row(u, e, ls, bc, cc, gz);
                         }
                         start += p;
                     }
                 })
         });
+    }
+}
+
+/// One sample row's gradient `u` at the encoder's (mu, log sigma) head: b P + c S (docs/design.md
+/// §1), P the path term from `gz(d)` = d/dz_d of log p(x, z) (None: no path term, b is zero),
+/// S the score term of log q(z | x) at fixed z = mu + sigma eps.
+pub(super) fn encoder_upstream_row(
+    u: &mut [f32],
+    e: &[f32],
+    ls: &[f32],
+    bc: f32,
+    cc: f32,
+    gz: Option<impl Fn(usize) -> f32>,
+) {
+    let zd = e.len();
+    for d in 0..zd {
+        let sigma = fastmath::exp(ls[d]);
+        let e_over_s = e[d] / sigma;
+        let (p_mu, p_ls) = match &gz {
+            Some(g) => {
+                let g = g(d);
+                (g + e_over_s, sigma * e[d] * g + e[d] * e[d])
+            }
+            None => (0.0, 0.0),
+        };
+        u[d] = bc * p_mu - cc * e_over_s;
+        u[zd + d] = bc * p_ls + cc * (1.0 - e[d] * e[d]);
     }
 }
 

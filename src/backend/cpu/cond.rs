@@ -9,14 +9,12 @@
 //! through the prior; the encoder's upstream is the one-layer model's with
 //! grad_z log p(z | c) = -r / sd in place of -z.
 
-use super::backward::mlp_backward_rows;
-use super::forward::fill_normals_at;
-use super::forward::mlp_forward_rows;
+use super::backward::{encoder_upstream_row, mlp_backward_rows};
+use super::forward::{draw_latent, mlp_forward_rows, RowLikelihood};
 use super::gemm::{split_rows, worker_ranges};
 use super::hier::{per_worker, piece, rows_of};
 use super::{fastmath, CpuBackend, PIECE_ROWS};
 use crate::backend::Noise;
-use crate::model::Likelihood;
 use rayon::prelude::*;
 
 impl CpuBackend {
@@ -33,9 +31,7 @@ impl CpuBackend {
         let (xd, zd, cd) = (arch.x_dim, arch.z_dim, arch.c_dim());
         let (od, id) = (xd - cd, zd + cd);
         let dec_dims = arch.decoder_dims();
-        let lik = arch.likelihood;
-        let inv_var = lik.inv_var() as f32;
-        let lik_const = (lik.log_norm() * od as f64) as f32;
+        let lik = RowLikelihood::new(arch.likelihood, od);
         let ranges = worker_ranges(rows, self.threads);
         let params = &self.params;
         let layout = &self.layout;
@@ -63,12 +59,9 @@ impl CpuBackend {
                         for j in 0..p {
                             let (b, s) = datapoint(j);
                             let e = &mut eps[(start + j) * zd..(start + j + 1) * zd];
-                            fill_normals_at(noise, b, s, zd, e);
                             let m = &mu_ls[b * 2 * zd..(b + 1) * 2 * zd];
                             let inp = &mut dec[0][(start + j) * id..(start + j + 1) * id];
-                            for d in 0..zd {
-                                inp[d] = m[d] + fastmath::exp(m[zd + d]) * e[d];
-                            }
+                            draw_latent(noise, b, s, e, m, &mut inp[..zd]);
                             inp[zd..].copy_from_slice(&xs[b * xd..b * xd + cd]);
                         }
                         let mut px = rows_of(&mut dec, &dec_dims, start, p);
@@ -78,12 +71,7 @@ impl CpuBackend {
                             let (b, _) = datapoint(j);
                             let out = &mut px[last][j * od..(j + 1) * od];
                             let xb = &xs[b * xd + cd..(b + 1) * xd];
-                            let log_px = match lik {
-                                Likelihood::Bernoulli => fastmath::bernoulli_row(out, out_bias, xb),
-                                Likelihood::Gaussian { .. } => {
-                                    fastmath::gaussian_row(out, out_bias, xb, inv_var) + lik_const
-                                }
-                            };
+                            let log_px = lik.score(out, out_bias, xb);
                             let z = &px[0][j * id..j * id + zd];
                             let e = &eps[(start + j) * zd..(start + j + 1) * zd];
                             let ls = &mu_ls[b * 2 * zd + zd..(b + 1) * 2 * zd];
@@ -155,22 +143,20 @@ impl CpuBackend {
                             let h = &prior[bi * 2 * zd..(bi + 1) * 2 * zd];
                             let pu = &mut pup[(start + j) * 2 * zd..(start + j + 1) * 2 * zd];
                             let u = &mut up[(start + j) * 2 * zd..(start + j + 1) * 2 * zd];
-                            for d in 0..zd {
+                            // grad_z log p(z | c) = -r / sd, with r = (z - mean) / sd.
+                            let prior_grad = |d: usize| {
                                 let inv_sd = fastmath::exp(-h[zd + d]);
                                 let r = (z[d] - h[d]) * inv_sd;
-                                pu[d] = ac * r * inv_sd;
+                                (r, r * inv_sd)
+                            };
+                            for d in 0..zd {
+                                let (r, r_over_sd) = prior_grad(d);
+                                pu[d] = ac * r_over_sd;
                                 pu[zd + d] = ac * (r * r - 1.0);
-                                let sigma = fastmath::exp(ls[d]);
-                                let e_over_s = e[d] / sigma;
-                                let (p_mu, p_ls) = if need_path {
-                                    let gz = w.delta[j * id + d] - r * inv_sd;
-                                    (gz + e_over_s, sigma * e[d] * gz + e[d] * e[d])
-                                } else {
-                                    (0.0, 0.0)
-                                };
-                                u[d] = bc * p_mu - cc * e_over_s;
-                                u[zd + d] = bc * p_ls + cc * (1.0 - e[d] * e[d]);
                             }
+                            let gz = need_path
+                                .then_some(|d: usize| w.delta[j * id + d] - prior_grad(d).1);
+                            encoder_upstream_row(u, e, ls, bc, cc, gz);
                         }
                         start += p;
                     }

@@ -131,10 +131,7 @@ impl CpuBackend {
         let eps_parts = split_rows(&mut self.eps, zd, &ranges);
         let lw_parts = split_rows(&mut self.log_w, 1, &ranges);
         let xs = &self.x;
-        let lik = arch.likelihood;
-        let inv_var = lik.inv_var() as f32;
-        // The Gaussian's normalising constant over all x_dim outputs, once per row.
-        let lik_const = (lik.log_norm() * xd as f64) as f32;
+        let lik = RowLikelihood::new(arch.likelihood, xd);
         self.pool.install(|| {
             per_worker
                 .into_par_iter()
@@ -153,12 +150,9 @@ impl CpuBackend {
                             let (b, s) = (row / n, row % n);
                             let b = pick.map_or(b, |p| p[b] as usize);
                             let e = &mut eps[(start + j) * zd..(start + j + 1) * zd];
-                            fill_normals_at(noise, b, s, zd, e);
                             let m = &mu_ls[b * 2 * zd..(b + 1) * 2 * zd];
                             let z = &mut acts[0][(start + j) * zd..(start + j + 1) * zd];
-                            for d in 0..zd {
-                                z[d] = m[d] + fastmath::exp(m[zd + d]) * e[d];
-                            }
+                            draw_latent(noise, b, s, e, m, z);
                         }
                         let mut piece: Vec<&mut [f32]> = acts
                             .iter_mut()
@@ -171,12 +165,7 @@ impl CpuBackend {
                             let b = pick.map_or(row / n, |p| p[row / n] as usize);
                             let out = &mut piece[last][j * xd..(j + 1) * xd];
                             let xb = &xs[b * xd..(b + 1) * xd];
-                            let log_px = match lik {
-                                Likelihood::Bernoulli => fastmath::bernoulli_row(out, out_bias, xb),
-                                Likelihood::Gaussian { .. } => {
-                                    fastmath::gaussian_row(out, out_bias, xb, inv_var) + lik_const
-                                }
-                            };
+                            let log_px = lik.score(out, out_bias, xb);
                             let z = &piece[0][j * zd..(j + 1) * zd];
                             let e = &eps[(start + j) * zd..(start + j + 1) * zd];
                             let ls = &mu_ls[b * 2 * zd + zd..(b + 1) * 2 * zd];
@@ -254,8 +243,55 @@ pub(super) fn mlp_forward_rows(
     }
 }
 
+/// log p(x | decoder output) of one sample row, leaving the likelihood's gradient in the
+/// output (fastmath's fused rows).
+#[derive(Clone, Copy)]
+pub(super) struct RowLikelihood {
+    lik: Likelihood,
+    inv_var: f32,
+    /// The Gaussian's normalising constant over all the row's outputs.
+    log_norm: f32,
+}
+
+impl RowLikelihood {
+    pub(super) fn new(lik: Likelihood, outputs: usize) -> RowLikelihood {
+        RowLikelihood {
+            lik,
+            inv_var: lik.inv_var() as f32,
+            log_norm: (lik.log_norm() * outputs as f64) as f32,
+        }
+    }
+
+    /// Scores the row's outputs `out` (bias not yet added) against `x`.
+    pub(super) fn score(&self, out: &mut [f32], bias: &[f32], x: &[f32]) -> f32 {
+        match self.lik {
+            Likelihood::Bernoulli => fastmath::bernoulli_row(out, bias, x),
+            Likelihood::Gaussian { .. } => {
+                fastmath::gaussian_row(out, bias, x, self.inv_var) + self.log_norm
+            }
+        }
+    }
+}
+
+/// Row (b, s)'s normals into `e` (its whole noise draw), and z = mu + sigma eps into `z`
+/// from the Gaussian head `head` = (mu, log sigma) of z's width.
+pub(super) fn draw_latent(
+    noise: &Noise,
+    b: usize,
+    s: usize,
+    e: &mut [f32],
+    head: &[f32],
+    z: &mut [f32],
+) {
+    fill_normals_at(noise, b, s, e.len(), e);
+    let zd = z.len();
+    for d in 0..zd {
+        z[d] = head[d] + fastmath::exp(head[zd + d]) * e[d];
+    }
+}
+
 /// Normals (first_sample + s) * z_dim .. + z_dim of datapoint row b's counter.
-pub(super) fn fill_normals_at(noise: &Noise, b: usize, s: usize, zd: usize, out: &mut [f32]) {
+fn fill_normals_at(noise: &Noise, b: usize, s: usize, zd: usize, out: &mut [f32]) {
     let first = (noise.first_sample as usize + s) * zd;
     rng::fill_normals_from(
         noise.seed,
