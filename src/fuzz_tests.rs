@@ -89,6 +89,7 @@ fn valid_checkpoint() -> Vec<u8> {
         z_dim: 2,
         likelihood: Default::default(),
         top: None,
+        cond: None,
     };
     let meta = std::collections::HashMap::from([("uvae".to_string(), "{}".to_string())]);
     checkpoint::to_bytes(&Params::init(&arch, 3, None), &meta).unwrap()

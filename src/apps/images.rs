@@ -20,6 +20,13 @@ pub const MAX_TILES: usize = 4096;
 
 pub fn tile_side(params: &Params) -> Result<u32, ConfigError> {
     let arch = &params.layout.arch;
+    if arch.cond.is_some() {
+        return Err(ConfigError::NotApplicable {
+            flag: "--checkpoint",
+            context: "to pictures: this checkpoint is a conditional model (--model cvae), whose decoder draws the bottom rows given the top ones".into(),
+            fix: "pass a checkpoint of an image VAE (uvae train --model vae or hvae)".into(),
+        });
+    }
     let side = (arch.x_dim as f64).sqrt().round() as usize;
     if side * side != arch.x_dim || !matches!(arch.likelihood, Likelihood::Bernoulli) {
         return Err(ConfigError::NotApplicable {
@@ -136,6 +143,7 @@ mod tests {
             z_dim: 2,
             likelihood: Likelihood::Bernoulli,
             top: None,
+            cond: None,
         };
         Params::init(&arch, 3, None)
     }

@@ -56,8 +56,13 @@ pub fn run(a: EvalArgs) -> Result<()> {
     if a.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {
+        // A conditional model's bound is on log p(bottom rows | top rows).
+        let of = match params.layout.arch.cond {
+            Some(c) => format!(" of log p(bottom | top {} pixels)", c.c_dim),
+            None => String::new(),
+        };
         println!(
-            "L_{} = {:.3} ± {:.3} nats (mean ± standard error over {} test images; {:.1} s, {:.0} samples/s, {})",
+            "L_{}{of} = {:.3} ± {:.3} nats (mean ± standard error over {} test images; {:.1} s, {:.0} samples/s, {})",
             r.k,
             r.mean,
             r.stderr,

@@ -76,16 +76,17 @@ pub struct TrainArgs {
     /// Clip the decoder gradient to this L2 norm.
     #[arg(long, allow_negative_numbers = true)]
     clip_decoder: Option<f64>,
-    /// Model: vae (MNIST MLP VAE), hvae (two stochastic layers), toy
+    /// Model: vae (MNIST MLP VAE), hvae (two stochastic layers), cvae (the bottom rows
+    /// given the top rows, --split-row), toy
     /// (linear-Gaussian, D = 20) or ppca (probabilistic PCA); toy and ppca train on their own
     /// generated data and report the exact log p(x).
     #[arg(long, value_enum, default_value = "vae")]
     model: ModelChoice,
-    /// Hidden layer sizes of the encoder (the decoder mirrors them); --model vae or hvae
-    /// [default: 200,200].
+    /// Hidden layer sizes of the encoder (the decoder mirrors them, cvae's prior p(z | c)
+    /// repeats them); --model vae, hvae or cvae [default: 200,200].
     #[arg(long, value_delimiter = ',')]
     hidden: Option<Vec<usize>>,
-    /// Latent dimension (hvae: of z1); --model vae or hvae [default: 50; hvae 100].
+    /// Latent dimension (hvae: of z1); --model vae, hvae or cvae [default: 50; hvae 100].
     #[arg(long)]
     latent: Option<usize>,
     /// Hidden layer sizes of q(z2 | z1) (p(z1 | z2) mirrors them); --model hvae only
@@ -95,6 +96,10 @@ pub struct TrainArgs {
     /// Dimension of z2; --model hvae only [default: 50].
     #[arg(long)]
     latent2: Option<usize>,
+    /// Image rows in the context c (the rest are predicted); --model cvae only [default:
+    /// half the rows, rounded down: 14 of MNIST's 28].
+    #[arg(long)]
+    split_row: Option<usize>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Training images held back for validation (the last ones).
@@ -149,18 +154,20 @@ impl TrainArgs {
                 }
             }
         }
+        let mut arch = unbiased_vae::model::resolve_arch(
+            self.model,
+            self.hidden,
+            self.latent,
+            self.hidden2,
+            self.latent2,
+        )?;
+        unbiased_vae::model::apply_split_row(&mut arch, self.model, self.split_row)?;
         Ok(TrainConfig {
             model: self.model,
             data: self.common.data,
             valid_size: self.valid_size,
             train_limit: self.train_limit,
-            arch: unbiased_vae::model::resolve_arch(
-                self.model,
-                self.hidden,
-                self.latent,
-                self.hidden2,
-                self.latent2,
-            )?,
+            arch,
             estimator: Estimator {
                 unbiased: self.mlmc.options(self.encoder, self.encoder_k),
                 chains: self.chains.options(),

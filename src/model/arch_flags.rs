@@ -2,7 +2,7 @@
 //! `--latent2` for hvae's z2), and their checks.
 
 use super::exact_training::{arch as fixed_arch, shape_note};
-use super::{Arch, ModelChoice, TopLayer};
+use super::{Arch, Conditional, ModelChoice, TopLayer};
 use crate::error::{self, ConfigError};
 
 /// The widest `--hidden` layer or `--latent` a run accepts (a 784-65536 layer alone holds
@@ -40,7 +40,12 @@ pub fn resolve_arch(
                 });
             }
         }
-        return one_layer_arch(model, hidden, latent);
+        let mut arch = one_layer_arch(model, hidden, latent)?;
+        if model == ModelChoice::Cvae {
+            // 28 x 28 MNIST's context until the run loads its data (as for x_dim).
+            arch.cond = Some(Conditional::for_images(None, 28, 28)?);
+        }
+        return Ok(arch);
     }
     let burda = Arch::burda_mnist_two_layer();
     let top = burda.top.clone().expect("two layers");
@@ -68,6 +73,7 @@ fn one_layer_arch(
             z_dim: latent.unwrap_or(50),
             likelihood: Default::default(),
             top: None,
+            cond: None,
         }),
         Some(fixed) => {
             for (flag, given) in [
@@ -88,6 +94,30 @@ fn one_layer_arch(
             Ok(fixed)
         }
     }
+}
+
+/// Applies `--split-row` (the context's image rows) to a `--model cvae` architecture; an
+/// error naming the flag for another model or a row of 0. Whether it leaves rows to predict
+/// is checked when the run loads its images ([`Conditional::for_images`]).
+pub fn apply_split_row(
+    arch: &mut Arch,
+    model: ModelChoice,
+    split_row: Option<usize>,
+) -> Result<(), ConfigError> {
+    let Some(row) = split_row else {
+        return Ok(());
+    };
+    let Some(cond) = &mut arch.cond else {
+        return Err(ConfigError::NotApplicable {
+            flag: "--split-row",
+            context: format!("to --model {model}: it models whole images"),
+            fix: "drop --split-row, or use --model cvae".into(),
+        });
+    };
+    error::at_least("--split-row", row, 1, "a context of image rows")?;
+    cond.split_row = Some(row);
+    cond.c_dim = row * 28;
+    Ok(())
 }
 
 /// Checks the second layer's sizes, naming `--hidden2` / `--latent2`.

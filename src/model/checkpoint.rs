@@ -2,7 +2,7 @@
 //! tensor names and shapes as in `model::Layout::tensors`. The architecture is recovered from
 //! the shapes, and the run's metadata is stored in the header.
 
-use super::{Arch, Layout, Params, TopLayer};
+use super::{Arch, Conditional, Layout, Params, TopLayer};
 use anyhow::{bail, Context, Result};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::HashMap;
@@ -133,12 +133,34 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<(Params, HashMap<String, Strin
             })
         }
     };
+    // A conditional checkpoint (`--model cvae`) also holds p(z | c) as prior.*, whose input
+    // width is the context's pixel count; the layout below checks the rest of its shapes.
+    let cond =
+        match stack_shapes("prior")?.first() {
+            None => None,
+            Some(s) if s[1] >= x_dim || top.is_some() => bail!(
+            "checkpoint {}: prior.0.weight reads {} context pixels of {x_dim}{}; a conditional \
+             model's context must leave pixels to model and it has one stochastic layer",
+            path.display(),
+            s[1],
+            if top.is_some() { " beside encoder2.*" } else { "" }
+        ),
+            Some(s) => Some(Conditional {
+                split_row: metadata
+                    .get("uvae")
+                    .and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok())
+                    .and_then(|v| v.pointer("/config/arch/cond/split_row")?.as_u64())
+                    .map(|r| r as usize),
+                c_dim: s[1],
+            }),
+        };
     let arch = Arch {
         x_dim,
         hidden,
         z_dim: last[0] / 2,
         likelihood,
         top,
+        cond,
     };
     let layout = Layout::new(&arch);
     let mut values = vec![0.0f32; layout.len];
@@ -188,6 +210,7 @@ mod tests {
             z_dim: 3,
             likelihood: Default::default(),
             top: None,
+            cond: None,
         };
         let p = Params::init(&arch, 1, None);
         let dir = tempfile::tempdir().unwrap();

@@ -12,6 +12,9 @@ pub enum ModelChoice {
     Vae,
     /// Burda et al.'s MNIST VAE with two stochastic layers (z1 | x, z2 | z1).
     Hvae,
+    /// The DReG paper's structured prediction (§6.3): the bottom rows of each image given its
+    /// top rows (`--split-row`), with a learned conditional prior p(z | c).
+    Cvae,
     /// The linear-Gaussian toy model (DReG paper section 6.1), trained on its own generated
     /// data; exact log p(x).
     Toy,
@@ -28,6 +31,7 @@ impl ModelChoice {
         match self {
             ModelChoice::Vae => "vae",
             ModelChoice::Hvae => "hvae",
+            ModelChoice::Cvae => "cvae",
             ModelChoice::Toy => "toy",
             ModelChoice::Ppca => "ppca",
             ModelChoice::Hgauss => "hgauss",
@@ -36,7 +40,10 @@ impl ModelChoice {
 
     /// True for the models with a closed-form log p(x) and gradient.
     pub fn is_exact(&self) -> bool {
-        !matches!(self, ModelChoice::Vae | ModelChoice::Hvae)
+        !matches!(
+            self,
+            ModelChoice::Vae | ModelChoice::Hvae | ModelChoice::Cvae
+        )
     }
 
     /// True for the two-stochastic-layer model.

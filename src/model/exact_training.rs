@@ -35,13 +35,14 @@ use anyhow::{bail, Result};
 /// The backend architecture of an exact model (None for the VAE).
 pub fn arch(model: ModelChoice) -> Option<Arch> {
     match model {
-        ModelChoice::Vae | ModelChoice::Hvae => None,
+        ModelChoice::Vae | ModelChoice::Hvae | ModelChoice::Cvae => None,
         ModelChoice::Toy => Some(Arch {
             x_dim: Toy::DIM,
             hidden: Vec::new(),
             z_dim: Toy::DIM,
             likelihood: Likelihood::Gaussian { sd: 1.0 },
             top: None,
+            cond: None,
         }),
         ModelChoice::Ppca => {
             let c = PpcaConfig::default();
@@ -51,6 +52,7 @@ pub fn arch(model: ModelChoice) -> Option<Arch> {
                 z_dim: c.z_dim,
                 likelihood: Likelihood::Gaussian { sd: c.noise_sd },
                 top: None,
+                cond: None,
             })
         }
         ModelChoice::Hgauss => Some(hgauss_layout_default().arch),
@@ -67,6 +69,7 @@ pub fn shape_note(model: ModelChoice) -> String {
     match model {
         ModelChoice::Vae => "an MLP VAE".to_string(),
         ModelChoice::Hvae => "an MLP VAE with two stochastic layers".to_string(),
+        ModelChoice::Cvae => "an MLP VAE of the bottom rows given the top rows".to_string(),
         ModelChoice::Toy => format!(
             "x and z of dimension {}, linear encoder and decoder",
             Toy::DIM
@@ -93,6 +96,7 @@ pub fn toy_layout(dim: usize) -> Layout {
         z_dim: dim,
         likelihood: Likelihood::Gaussian { sd: 1.0 },
         top: None,
+        cond: None,
     });
     let (enc, dec) = (&layout.encoder[0], &layout.decoder[0]);
     layout.frozen = vec![
@@ -112,6 +116,7 @@ pub fn ppca_layout(dx: usize, dz: usize, s: f64) -> Layout {
         z_dim: dz,
         likelihood: Likelihood::Gaussian { sd: s },
         top: None,
+        cond: None,
     });
     let enc = &layout.encoder[0];
     let rows = enc.w + dz * dx..enc.w + 2 * dz * dx;
@@ -240,6 +245,7 @@ pub fn hgauss_layout(dx: usize, d1: usize, d2: usize, s: f64) -> Layout {
             hidden: Vec::new(),
             z_dim: d2,
         }),
+        cond: None,
     });
     let (enc, enc2, dec2) = (&layout.encoder[0], &layout.encoder2[0], &layout.decoder2[0]);
     layout.frozen = vec![
@@ -334,7 +340,7 @@ impl ExactTraining {
     /// (None for the VAE).
     pub fn new(model: ModelChoice, seed: u64) -> Option<ExactTraining> {
         match model {
-            ModelChoice::Vae | ModelChoice::Hvae => None,
+            ModelChoice::Vae | ModelChoice::Hvae | ModelChoice::Cvae => None,
             ModelChoice::Toy => Some(ExactTraining::Toy(Toy::new(seed))),
             ModelChoice::Ppca => Some(ExactTraining::Ppca(Ppca::new(seed))),
             ModelChoice::Hgauss => Some(ExactTraining::Hgauss(HGauss::new(seed))),
@@ -467,7 +473,7 @@ pub fn from_checkpoint_metadata(
     let v: serde_json::Value = serde_json::from_str(json)
         .map_err(|e| anyhow::anyhow!("checkpoint metadata is not JSON: {e}"))?;
     let model = match v.get("model").and_then(|m| m.as_str()) {
-        None | Some("vae") | Some("hvae") => return Ok(None),
+        None | Some("vae") | Some("hvae") | Some("cvae") => return Ok(None),
         Some("toy") => ModelChoice::Toy,
         Some("ppca") => ModelChoice::Ppca,
         Some("hgauss") => ModelChoice::Hgauss,

@@ -8,7 +8,7 @@ mod choice;
 pub mod exact_training;
 pub mod reference;
 
-pub use arch_flags::{resolve_arch, validate_top, MAX_LAYER};
+pub use arch_flags::{apply_split_row, resolve_arch, validate_top, MAX_LAYER};
 pub use choice::ModelChoice;
 
 use crate::rng::{self, Stream};
@@ -67,6 +67,50 @@ pub struct Arch {
     /// configurations written before it existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top: Option<TopLayer>,
+    /// `--model cvae`: the image's first `c_dim` pixels (its top rows) are the context c and
+    /// the rest are modelled given it. None: an unconditional model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cond: Option<Conditional>,
+}
+
+/// The conditional model of the DReG paper's structured prediction (§6.3):
+/// p(x, z | c) = p(x | z, c) p(z | c) with c the first `c_dim` pixels of each image and x the
+/// rest. The prior p(z | c) is c -> hidden... -> 2 * z_dim (mean, log sd), the decoder
+/// p(x | z, c) reads [z, c], and the encoder q(z | x, c) reads the whole image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conditional {
+    /// Image rows in the context (`--split-row`); None: half the rows, rounded down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_row: Option<usize>,
+    /// Context pixels: the split row times the image width. Like `x_dim`, a run sets it from
+    /// its data when it loads them (a configuration holds 28 x 28 MNIST's).
+    pub c_dim: usize,
+}
+
+impl Conditional {
+    /// The context of `split_row` (None: the middle, rounded down) rows of `rows` x `cols`
+    /// images; an error naming `--split-row` unless it leaves a row on each side.
+    pub fn for_images(
+        split_row: Option<usize>,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Conditional, crate::error::ConfigError> {
+        let row = split_row.unwrap_or(rows / 2);
+        if row == 0 || row >= rows {
+            return Err(crate::error::ConfigError::range(
+                "--split-row",
+                row.to_string(),
+                format!(
+                    "the context must be 1 to {} of the images' {rows} rows, leaving rows to predict",
+                    rows.saturating_sub(1)
+                ),
+            ));
+        }
+        Ok(Conditional {
+            split_row,
+            c_dim: row * cols,
+        })
+    }
 }
 
 /// The second stochastic layer of Burda et al.'s two-layer VAE: q(z2 | z1) is
@@ -87,6 +131,7 @@ impl Arch {
             z_dim: 50,
             likelihood: Likelihood::Bernoulli,
             top: None,
+            cond: None,
         }
     }
     /// Burda et al.'s two-stochastic-layer MNIST model: 784-200-200-100 (z1) and
@@ -101,6 +146,7 @@ impl Arch {
                 hidden: vec![100, 100],
                 z_dim: 50,
             }),
+            cond: None,
         }
     }
     /// Normals drawn per sample: z_dim, plus the top layer's (z1's first, then z2's).
@@ -125,6 +171,23 @@ impl Arch {
             d
         })
     }
+    /// Context pixels (0 for an unconditional model).
+    pub fn c_dim(&self) -> usize {
+        self.cond.map_or(0, |c| c.c_dim)
+    }
+    /// Pixels the decoder models: all of them, or those after the context.
+    pub fn out_dim(&self) -> usize {
+        self.x_dim - self.c_dim()
+    }
+    /// p(z | c): c -> hidden... -> 2 * z (empty for an unconditional model).
+    pub fn prior_dims(&self) -> Vec<usize> {
+        self.cond.map_or_else(Vec::new, |c| {
+            let mut d = vec![c.c_dim];
+            d.extend(&self.hidden);
+            d.push(2 * self.z_dim);
+            d
+        })
+    }
     pub fn encoder_dims(&self) -> Vec<usize> {
         let mut d = vec![self.x_dim];
         d.extend(&self.hidden);
@@ -132,9 +195,9 @@ impl Arch {
         d
     }
     pub fn decoder_dims(&self) -> Vec<usize> {
-        let mut d = vec![self.z_dim];
+        let mut d = vec![self.z_dim + self.c_dim()];
         d.extend(self.hidden.iter().rev());
-        d.push(self.x_dim);
+        d.push(self.out_dim());
         d
     }
 }
@@ -152,7 +215,8 @@ pub struct Linear {
 /// Where every tensor lives in the flat parameter vector. The encoder comes first, so
 /// `0..encoder_len` is the encoder and `encoder_len..len` the decoder. A two-layer model
 /// orders them encoder (x -> z1), encoder2 (z1 -> z2) | decoder2 (z2 -> z1), decoder
-/// (z1 -> x): both q factors form the encoder group, both p factors the decoder group.
+/// (z1 -> x): both q factors form the encoder group, both p factors the decoder group. A
+/// conditional model orders them encoder | prior (c -> z), decoder ([z, c] -> x).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Layout {
     pub arch: Arch,
@@ -161,6 +225,8 @@ pub struct Layout {
     /// q(z2 | z1) and p(z1 | z2); empty for the one-layer model.
     pub encoder2: Vec<Linear>,
     pub decoder2: Vec<Linear>,
+    /// p(z | c) of a conditional model; empty otherwise.
+    pub prior: Vec<Linear>,
     pub encoder_len: usize,
     pub len: usize,
     /// Flat ranges whose gradient the backends zero right after backward (before norms,
@@ -195,6 +261,7 @@ impl Layout {
         let encoder = stack("encoder", &arch.encoder_dims(), &mut offset);
         let encoder2 = stack("encoder2", &arch.encoder2_dims(), &mut offset);
         let encoder_len = offset;
+        let prior = stack("prior", &arch.prior_dims(), &mut offset);
         let decoder2 = stack("decoder2", &arch.decoder2_dims(), &mut offset);
         let decoder = stack("decoder", &arch.decoder_dims(), &mut offset);
         Layout {
@@ -203,6 +270,7 @@ impl Layout {
             decoder,
             encoder2,
             decoder2,
+            prior,
             encoder_len,
             len: offset,
             frozen: Vec::new(),
@@ -212,6 +280,7 @@ impl Layout {
         self.encoder
             .iter()
             .chain(&self.encoder2)
+            .chain(&self.prior)
             .chain(&self.decoder2)
             .chain(&self.decoder)
     }
@@ -244,7 +313,8 @@ pub const MEAN_CLIP: f32 = 1e-3;
 impl Params {
     /// Glorot-uniform weights (Glorot & Bengio 2010) drawn from the Philox Init stream, zero
     /// biases, and the decoder output bias set to the logit of the clipped training mean
-    /// (Burda et al.), so training starts at the marginal pixel distribution.
+    /// (Burda et al.), so training starts at the marginal pixel distribution. `train_mean` is
+    /// over every pixel; a conditional model takes the modelled ones (after the context).
     pub fn init(arch: &Arch, seed: u64, train_mean: Option<&[f32]>) -> Params {
         let layout = Layout::new(arch);
         let mut values = vec![0.0f32; layout.len];
@@ -258,6 +328,7 @@ impl Params {
         }
         if let Some(mean) = train_mean {
             let out = layout.decoder.last().expect("decoder has layers");
+            let mean = &mean[arch.c_dim().min(mean.len())..];
             assert_eq!(mean.len(), out.out, "training mean has the wrong dimension");
             for (b, &m) in values[out.b..out.b + out.out].iter_mut().zip(mean) {
                 let p = m.clamp(MEAN_CLIP, 1.0 - MEAN_CLIP);
@@ -299,6 +370,7 @@ mod tests {
             z_dim: 2,
             likelihood: Likelihood::Bernoulli,
             top: None,
+            cond: None,
         };
         let mean = [0.0, 0.5, 1.0, 0.25, 0.1, 0.9];
         let p = Params::init(&arch, 3, Some(&mean));
@@ -329,6 +401,44 @@ mod tests {
         let a: Arch = serde_json::from_str(r#"{"x_dim":3,"hidden":[2],"z_dim":1}"#).unwrap();
         assert_eq!(a.likelihood, Likelihood::Bernoulli);
         assert_eq!(a.top, None);
+    }
+
+    #[test]
+    fn conditional_layout_orders_encoder_prior_decoder() {
+        let cond = Conditional::for_images(None, 28, 28).unwrap();
+        assert_eq!(cond.c_dim, 14 * 28, "the middle row of 28");
+        assert_eq!(Conditional::for_images(None, 5, 3).unwrap().c_dim, 2 * 3);
+        for bad in [Some(0), Some(28)] {
+            let e = Conditional::for_images(bad, 28, 28).unwrap_err();
+            assert_eq!(e.flag(), "--split-row");
+        }
+        let arch = Arch {
+            cond: Some(cond),
+            ..Arch::burda_mnist()
+        };
+        let l = Layout::new(&arch);
+        let t = l.tensors();
+        let names: Vec<&str> = t.iter().map(|t| t.0.as_str()).collect();
+        assert_eq!(
+            names[4..8],
+            [
+                "encoder.4.weight",
+                "encoder.4.bias",
+                "prior.0.weight",
+                "prior.0.bias"
+            ]
+        );
+        assert_eq!(t[6].1, vec![200, 392]);
+        assert_eq!(t[11].1, vec![100], "the prior's (mean, log sd) head");
+        assert_eq!(t[12].0, "decoder.0.weight");
+        assert_eq!(t[12].1, vec![200, 50 + 392], "the decoder reads [z, c]");
+        assert_eq!(t[17].1, vec![392], "the bottom 14 rows' logits");
+        // The prior is a p factor: it sits in the decoder group, after encoder_len.
+        assert_eq!(l.encoder_len, l.prior[0].w);
+        assert_eq!(arch.noise_dim(), 50);
+        // Unconditional configurations carry no `cond` key.
+        let one = serde_json::to_string(&Arch::burda_mnist()).unwrap();
+        assert!(!one.contains("cond"), "{one}");
     }
 
     #[test]

@@ -84,25 +84,34 @@ pub fn sample(
     x: &[f64],
     eps: &[f64],
 ) -> Sample {
+    let (z, log_q) = draw_and_score(layout, phi_draw, phi_score, x, eps);
+    let zeros = vec![0.0; z.len()];
+    Sample {
+        log_px_given_z: log_lik(layout, theta, x, &z),
+        log_pz: log_normal(&z, &zeros, &zeros),
+        log_q,
+        z,
+    }
+}
+
+/// z = mu + sigma eps with the encoder in `phi_draw`, and log q(z | x) under the encoder in
+/// `phi_score`.
+fn draw_and_score(
+    layout: &Layout,
+    phi_draw: &[f64],
+    phi_score: &[f64],
+    x: &[f64],
+    eps: &[f64],
+) -> (Vec<f64>, f64) {
     let (mu, ls) = encode(layout, phi_draw, x);
-    let z: Vec<f64> = mu
-        .iter()
-        .zip(&ls)
-        .zip(eps)
-        .map(|((m, s), e)| m + s.exp() * e)
-        .collect();
+    let z = reparam(&mu, &ls, eps);
     let (mu_q, ls_q) = if std::ptr::eq(phi_draw, phi_score) {
         (mu, ls)
     } else {
         encode(layout, phi_score, x)
     };
-    let zeros = vec![0.0; z.len()];
-    Sample {
-        log_px_given_z: log_lik(layout, theta, x, &z),
-        log_pz: log_normal(&z, &zeros, &zeros),
-        log_q: log_normal(&z, &mu_q, &ls_q),
-        z,
-    }
+    let log_q = log_normal(&z, &mu_q, &ls_q);
+    (z, log_q)
 }
 
 /// Log-weights of n samples (eps is [n, noise_dim]: z_dim, plus a two-layer model's z2
@@ -116,11 +125,41 @@ pub fn log_weights(
     eps: &[f64],
 ) -> Vec<f64> {
     eps.chunks(layout.arch.noise_dim())
-        .map(|e| match layout.arch.top {
-            None => sample(layout, theta, phi_draw, phi_score, x, e).log_weight(),
-            Some(_) => sample_two_layer(layout, theta, phi_draw, phi_score, x, e).log_weight(),
+        .map(|e| match (&layout.arch.top, &layout.arch.cond) {
+            (Some(_), _) => sample_two_layer(layout, theta, phi_draw, phi_score, x, e).log_weight(),
+            (None, Some(_)) => sample_cond(layout, theta, phi_draw, phi_score, x, e).log_weight(),
+            (None, None) => sample(layout, theta, phi_draw, phi_score, x, e).log_weight(),
         })
         .collect()
+}
+
+/// One sample of the conditional model (`--model cvae`) for image `x`, whose first c_dim
+/// pixels are the context c: z drawn with the encoder in `phi_draw` on the whole image, log q
+/// scored with the encoder in `phi_score`; p(z | c) and p(rest | z, c) (the decoder on
+/// [z, c]) from `theta`.
+pub fn sample_cond(
+    layout: &Layout,
+    theta: &[f64],
+    phi_draw: &[f64],
+    phi_score: &[f64],
+    x: &[f64],
+    eps: &[f64],
+) -> Sample {
+    let (zd, cd) = (layout.arch.z_dim, layout.arch.c_dim());
+    let (z, log_q) = draw_and_score(layout, phi_draw, phi_score, x, eps);
+    let (mu_p, ls_p) = head(mlp(theta, &layout.prior, &x[..cd]), zd);
+    let inp: Vec<f64> = z.iter().chain(&x[..cd]).copied().collect();
+    let lik = layout.arch.likelihood;
+    Sample {
+        log_px_given_z: mlp(theta, &layout.decoder, &inp)
+            .iter()
+            .zip(&x[cd..])
+            .map(|(&m, &xv)| lik.log_term(xv, m))
+            .sum(),
+        log_pz: log_normal(&z, &mu_p, &ls_p),
+        log_q,
+        z,
+    }
 }
 
 /// z1 = mean + sd * eps1 of p(z1 | z2) under the decoder2 in `theta` (ancestral sampling of

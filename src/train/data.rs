@@ -3,7 +3,7 @@
 use crate::config::{OutputBias, TrainConfig};
 use crate::data::{self, idx::Images, Dataset};
 use crate::model::exact_training::ExactTraining;
-use crate::model::Params;
+use crate::model::{Conditional, Params};
 use anyhow::Result;
 
 /// What a run trains on: binarized images (the VAE), or an exact model's own continuous
@@ -30,6 +30,9 @@ impl TrainData {
                 }
                 let mut arch = cfg.arch.clone();
                 arch.x_dim = ds.dim();
+                if let Some(cond) = &mut arch.cond {
+                    *cond = Conditional::for_images(cond.split_row, ds.train.rows, ds.train.cols)?;
+                }
                 let mean = match cfg.output_bias {
                     OutputBias::DataMean => Some(ds.train_mean()),
                     OutputBias::Zero => None,

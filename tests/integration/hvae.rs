@@ -3,9 +3,8 @@
 //! `uvae eval` recovers the architecture from it, and the unbiased and coupled estimators
 //! train it (the GPU side: `gpu_hvae.rs`).
 
-use crate::common::cli::{arg, run, run_ok, train_metrics, words};
-use crate::common::mc::combined_se;
-use crate::common::{arch2, tiny};
+use crate::common::cli::{arg, assert_val_lk_improves, run, run_ok, train_metrics, words};
+use crate::common::{arch2, pytorch_tensors, tiny};
 use safetensors::SafeTensors;
 use unbiased_vae::model::checkpoint;
 
@@ -24,35 +23,7 @@ fn short_two_layer_run_improves_validation_lk() {
         dir.path(),
         "--train-limit 500 --valid-size 200 --epochs 8 --batch 20 --k 5 --val-k 50 --lr 3e-3",
     );
-    let (first, last) = (&m[0], &m[m.len() - 1]);
-    let lk = |v: &serde_json::Value| v["val_lk"].as_f64().unwrap();
-    let se = |v: &serde_json::Value| v["val_lk_stderr"].as_f64().unwrap();
-    // Same images and evaluation noise in both epochs, so the paired difference's SE is
-    // below sqrt(se1^2 + se2^2): 3 of those is conservative.
-    let gain = lk(last) - lk(first);
-    let three_se = 3.0 * combined_se(se(first), se(last));
-    println!(
-        "val L_50: {:.3} -> {:.3}, gain {gain:.3} (3 SE = {three_se:.3})",
-        lk(first),
-        lk(last)
-    );
-    assert!(
-        gain > three_se,
-        "gain {gain:.3} not above 3 SE = {three_se:.3}"
-    );
-}
-
-/// (name, shape) of every tensor a PyTorch `nn.Sequential` of Linear / Tanh layers holds.
-fn pytorch_tensors(prefix: &str, dims: &[usize]) -> Vec<(String, Vec<usize>)> {
-    dims.windows(2)
-        .enumerate()
-        .flat_map(|(i, io)| {
-            [
-                (format!("{prefix}.{}.weight", 2 * i), vec![io[1], io[0]]),
-                (format!("{prefix}.{}.bias", 2 * i), vec![io[1]]),
-            ]
-        })
-        .collect()
+    assert_val_lk_improves(&m, "two-layer");
 }
 
 #[test]
@@ -136,7 +107,7 @@ fn tiny_two_layer(batch: usize) -> (unbiased_vae::model::Params, Vec<f32>) {
 
 /// The two backends hold the same gradient: only the summation order differs, so f32
 /// roundoff of the largest entry bounds the difference.
-fn assert_same_gradient(
+pub(crate) fn assert_same_gradient(
     label: &str,
     whole: &mut unbiased_vae::backend::cpu::CpuBackend,
     chunked: &mut unbiased_vae::backend::cpu::CpuBackend,

@@ -69,6 +69,7 @@ fn backend(choice: &AdapterChoice, dim: usize) -> Result<(Params, GpuBackend)> {
         z_dim: 3,
         likelihood: Default::default(),
         top: None,
+        cond: None,
     };
     let mean: Vec<f32> = (0..dim)
         .map(|j| 0.2 + 0.6 * j as f32 / dim as f32)

@@ -149,6 +149,7 @@ impl Default for ParityShape {
                 z_dim: 5,
                 likelihood: Default::default(),
                 top: None,
+                cond: None,
             },
             batch: 3,
             n: 7,

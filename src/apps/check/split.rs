@@ -50,6 +50,7 @@ pub(super) fn rows(choice: &AdapterChoice) -> Result<Vec<ParityRow>> {
         z_dim: 5,
         likelihood: Default::default(),
         top: None,
+        cond: None,
     };
     let vec4 = Arch {
         x_dim: 72,
@@ -57,6 +58,7 @@ pub(super) fn rows(choice: &AdapterChoice) -> Result<Vec<ParityRow>> {
         z_dim: 4,
         likelihood: Default::default(),
         top: None,
+        cond: None,
     };
     // The vec4 model with a 5-wide latent: the GEMMs into and out of z, and the encoder
     // head's weight gradient, load one operand as vec4s and the other as scalars.

@@ -27,6 +27,7 @@ pub fn tiny_shape() -> ParityShape {
                 hidden: vec![5],
                 z_dim: 2,
             }),
+            cond: None,
         },
         batch: 3,
         n: 5,

@@ -89,7 +89,7 @@ pub fn measure(cfg: &BiasConfig) -> Result<(Vec<BiasPoint>, f64)> {
     let model: Box<dyn ExactModel> = match cfg.model {
         ModelChoice::Toy => Box::new(Toy::new(cfg.seed)),
         ModelChoice::Ppca => Box::new(Ppca::new(cfg.seed)),
-        m @ (ModelChoice::Vae | ModelChoice::Hvae) => {
+        m @ (ModelChoice::Vae | ModelChoice::Hvae | ModelChoice::Cvae) => {
             bail!("--model {m} has no exact log p(x): use toy or ppca")
         }
         ModelChoice::Hgauss => bail!("--model hgauss is not in this figure yet: use toy or ppca"),

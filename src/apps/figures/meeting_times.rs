@@ -55,7 +55,7 @@ pub fn measure(cfg: &MeetingConfig) -> Result<Vec<(ChainKernel, usize, MeetingSt
     let model: Box<dyn ExactModel> = match cfg.model {
         ModelChoice::Toy => Box::new(Toy::new(cfg.seed)),
         ModelChoice::Ppca => Box::new(Ppca::new(cfg.seed)),
-        m @ (ModelChoice::Vae | ModelChoice::Hvae) => {
+        m @ (ModelChoice::Vae | ModelChoice::Hvae | ModelChoice::Cvae) => {
             bail!("--model {m}: coupled chains need an exact model (toy or ppca)")
         }
         ModelChoice::Hgauss => bail!("--model hgauss is not in this figure yet: use toy or ppca"),

@@ -30,7 +30,7 @@ fn build(kind: ModelChoice, seed: u64) -> Result<Box<dyn ExactModel>> {
     match kind {
         ModelChoice::Toy => Ok(Box::new(Toy::new(seed))),
         ModelChoice::Ppca => Ok(Box::new(Ppca::new(seed))),
-        ModelChoice::Vae | ModelChoice::Hvae => {
+        ModelChoice::Vae | ModelChoice::Hvae | ModelChoice::Cvae => {
             bail!("the VAE has no closed-form gradient: use grad_stats_vae")
         }
         ModelChoice::Hgauss => {
@@ -51,7 +51,9 @@ fn groups(kind: ModelChoice, model: &dyn ExactModel) -> Vec<(String, std::ops::R
             ]
         }
         // The VAE's groups are its decoder layers (grad_stats_vae).
-        ModelChoice::Vae | ModelChoice::Hvae | ModelChoice::Hgauss => Vec::new(),
+        ModelChoice::Vae | ModelChoice::Hvae | ModelChoice::Cvae | ModelChoice::Hgauss => {
+            Vec::new()
+        }
     }
 }
 

@@ -37,7 +37,9 @@ impl CpuBackend {
             &self.layout.decoder2,
         ];
         let dec_flops = 4.0 * (rows * per_row.iter().map(|l| mlp_macs(l)).sum::<usize>()) as f64;
-        if self.layout.arch.top.is_some() {
+        if self.layout.arch.cond.is_some() {
+            self.backward_rows_cond(a, b, c);
+        } else if self.layout.arch.top.is_some() {
             self.backward_rows_two_layer(a, b, c);
         } else {
             self.backward_rows_one_layer(a, b, c);
@@ -52,7 +54,8 @@ impl CpuBackend {
         let zd = self.layout.arch.z_dim;
         let params = &self.params;
         let layout = &self.layout;
-        let enc_flops = 4.0 * (batch * mlp_macs(&layout.encoder)) as f64;
+        let enc_flops =
+            4.0 * (batch * (mlp_macs(&layout.encoder) + mlp_macs(&layout.prior))) as f64;
         let t_enc = self.timer.start();
         // Sum the upstream over each datapoint's samples, then the encoder backward.
         for bi in 0..batch {
@@ -67,39 +70,31 @@ impl CpuBackend {
                 }
             }
         }
-        let enc_ranges = worker_ranges(batch, self.threads);
-        let enc_dims = layout.arch.encoder_dims();
-        let enc = &self.enc.acts;
-        let enc_up = &self.enc_up;
-        let workers = &mut self.workers[..enc_ranges.len()];
-        self.pool.install(|| {
-            workers
-                .par_iter_mut()
-                .zip(enc_ranges.par_iter())
-                .for_each(|(w, range)| {
-                    let mut start = range.start;
-                    while start < range.end {
-                        let p = PIECE_ROWS.min(range.end - start);
-                        let piece: Vec<&[f32]> = enc
-                            .iter()
-                            .zip(&enc_dims)
-                            .map(|(v, &d)| &v[start * d..(start + p) * d])
-                            .collect();
-                        w.delta[..p * 2 * zd]
-                            .copy_from_slice(&enc_up[start * 2 * zd..(start + p) * 2 * zd]);
-                        mlp_backward_rows(
-                            params,
-                            &layout.encoder,
-                            &piece[..piece.len() - 1],
-                            None,
-                            p,
-                            w,
-                            false,
-                        );
-                        start += p;
-                    }
-                })
-        });
+        let threads = self.threads;
+        mlp_backward_per_datapoint(
+            &self.pool,
+            &mut self.workers,
+            params,
+            &layout.encoder,
+            &self.enc.acts,
+            &layout.arch.encoder_dims(),
+            &self.enc_up,
+            batch,
+            threads,
+        );
+        if layout.arch.cond.is_some() {
+            mlp_backward_per_datapoint(
+                &self.pool,
+                &mut self.workers,
+                params,
+                &layout.prior,
+                &self.prior.acts,
+                &layout.arch.prior_dims(),
+                &self.prior_up,
+                batch,
+                threads,
+            );
+        }
 
         self.timer.stop(
             t_enc,
@@ -205,24 +200,81 @@ impl CpuBackend {
                             let z = &piece[0][j * zd..(j + 1) * zd];
                             let ls = &mu_ls[bi * 2 * zd + zd..(bi + 1) * 2 * zd];
                             let u = &mut up[(start + j) * 2 * zd..(start + j + 1) * 2 * zd];
-                            for d in 0..zd {
-                                let sigma = fastmath::exp(ls[d]);
-                                let e_over_s = e[d] / sigma;
-                                let (p_mu, p_ls) = if need_path {
-                                    let gz = w.delta[j * zd + d] - z[d];
-                                    (gz + e_over_s, sigma * e[d] * gz + e[d] * e[d])
-                                } else {
-                                    (0.0, 0.0)
-                                };
-                                u[d] = bc * p_mu - cc * e_over_s;
-                                u[zd + d] = bc * p_ls + cc * (1.0 - e[d] * e[d]);
-                            }
+                            // grad_z log p(z) = -z.
+                            let gz = need_path.then_some(|d: usize| w.delta[j * zd + d] - z[d]);
+                            encoder_upstream_row(u, e, ls, bc, cc, gz);
                         }
                         start += p;
                     }
                 })
         });
     }
+}
+
+/// One sample row's gradient `u` at the encoder's (mu, log sigma) head: b P + c S (docs/design.md
+/// §1), P the path term from `gz(d)` = d/dz_d of log p(x, z) (None: no path term, b is zero),
+/// S the score term of log q(z | x) at fixed z = mu + sigma eps.
+pub(super) fn encoder_upstream_row(
+    u: &mut [f32],
+    e: &[f32],
+    ls: &[f32],
+    bc: f32,
+    cc: f32,
+    gz: Option<impl Fn(usize) -> f32>,
+) {
+    let zd = e.len();
+    for d in 0..zd {
+        let sigma = fastmath::exp(ls[d]);
+        let e_over_s = e[d] / sigma;
+        let (p_mu, p_ls) = match &gz {
+            Some(g) => {
+                let g = g(d);
+                (g + e_over_s, sigma * e[d] * g + e[d] * e[d])
+            }
+            None => (0.0, 0.0),
+        };
+        u[d] = bc * p_mu - cc * e_over_s;
+        u[zd + d] = bc * p_ls + cc * (1.0 - e[d] * e[d]);
+    }
+}
+
+/// Backward through the MLP `layers` over the `batch` rows of `acts` (its forward
+/// activations), `up` [batch, out] holding the gradient at its (linear) output: weight
+/// gradients into the workers' accumulators, in parallel over rows.
+#[allow(clippy::too_many_arguments)]
+fn mlp_backward_per_datapoint(
+    pool: &rayon::ThreadPool,
+    workers: &mut [Worker],
+    params: &[f32],
+    layers: &[Linear],
+    acts: &[Vec<f32>],
+    dims: &[usize],
+    up: &[f32],
+    batch: usize,
+    threads: usize,
+) {
+    let ranges = worker_ranges(batch, threads);
+    let out = *dims.last().expect("an MLP has layers");
+    let workers = &mut workers[..ranges.len()];
+    pool.install(|| {
+        workers
+            .par_iter_mut()
+            .zip(ranges.par_iter())
+            .for_each(|(w, range)| {
+                let mut start = range.start;
+                while start < range.end {
+                    let p = PIECE_ROWS.min(range.end - start);
+                    let piece: Vec<&[f32]> = acts
+                        .iter()
+                        .zip(dims)
+                        .map(|(v, &d)| &v[start * d..(start + p) * d])
+                        .collect();
+                    w.delta[..p * out].copy_from_slice(&up[start * out..(start + p) * out]);
+                    mlp_backward_rows(params, layers, &piece[..piece.len() - 1], None, p, w, false);
+                    start += p;
+                }
+            })
+    });
 }
 
 /// Backward through `layers` for a piece of `rows` rows: `w.delta` holds the gradient at

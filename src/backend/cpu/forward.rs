@@ -46,36 +46,41 @@ impl CpuBackend {
         let layout = &self.layout;
         let threads = self.threads;
 
-        let enc_flops = 2.0 * (batch * mlp_macs(&self.layout.encoder)) as f64;
+        let enc_flops =
+            2.0 * (batch * (mlp_macs(&self.layout.encoder) + mlp_macs(&self.layout.prior))) as f64;
         let dec_flops = 2.0 * (rows * mlp_macs(&self.layout.decoder)) as f64;
         let enc_dims = arch.encoder_dims();
         // Reusing needs the same minibatch in place (same batch size: `resize` kept it).
         let encode = encode || self.enc.acts[0] != x;
         if encode {
             let t_enc = self.timer.start();
-            // Encoder, parallel over datapoints.
+            // Encoder, parallel over datapoints; a conditional model's prior p(z | c) too, on
+            // each image's first c_dim pixels.
             self.enc.acts[0].copy_from_slice(x);
-            let enc_ranges = worker_ranges(batch, threads);
-            let mut per_worker: Vec<Vec<&mut [f32]>> =
-                (0..enc_ranges.len()).map(|_| Vec::new()).collect();
-            for (buf, &d) in self.enc.acts.iter_mut().zip(&enc_dims) {
-                for (w, s) in split_rows(buf, d, &enc_ranges).into_iter().enumerate() {
-                    per_worker[w].push(s);
+            mlp_forward_per_datapoint(
+                &self.pool,
+                params,
+                &layout.encoder,
+                &mut self.enc.acts,
+                &enc_dims,
+                batch,
+                threads,
+            );
+            if arch.cond.is_some() {
+                let (cd, prior_dims) = (arch.c_dim(), arch.prior_dims());
+                for (c, xb) in self.prior.acts[0].chunks_mut(cd).zip(x.chunks(xd)) {
+                    c.copy_from_slice(&xb[..cd]);
                 }
+                mlp_forward_per_datapoint(
+                    &self.pool,
+                    params,
+                    &layout.prior,
+                    &mut self.prior.acts,
+                    &prior_dims,
+                    batch,
+                    threads,
+                );
             }
-            self.pool.install(|| {
-                per_worker
-                    .into_par_iter()
-                    .zip(enc_ranges.par_iter())
-                    .for_each(|(mut acts, r)| {
-                        mlp_forward_rows(params, &layout.encoder, &mut acts, r.len());
-                        let last = layout.encoder.last().expect("encoder has layers");
-                        fastmath::bias_rows(
-                            &mut acts[enc_dims.len() - 1][..r.len() * last.out],
-                            &params[last.b..last.b + last.out],
-                        );
-                    })
-            });
 
             self.timer.stop(
                 t_enc,
@@ -85,6 +90,18 @@ impl CpuBackend {
             );
         }
         let t_dec = self.timer.start();
+        if arch.cond.is_some() {
+            self.forward_rows_cond(n, rows, noise, pick);
+            self.timer.stop(
+                t_dec,
+                "decoder forward",
+                || format!("sample z, decoder on [z, c], log-weights [{rows} rows]"),
+                dec_flops,
+            );
+            let bytes = self.working_bytes();
+            self.peak_bytes = self.peak_bytes.max(bytes);
+            return Ok(&self.log_w[..rows]);
+        }
         if arch.top.is_some() {
             self.forward_rows_two_layer(n, rows, noise, pick);
             self.timer.stop(
@@ -114,10 +131,7 @@ impl CpuBackend {
         let eps_parts = split_rows(&mut self.eps, zd, &ranges);
         let lw_parts = split_rows(&mut self.log_w, 1, &ranges);
         let xs = &self.x;
-        let lik = arch.likelihood;
-        let inv_var = lik.inv_var() as f32;
-        // The Gaussian's normalising constant over all x_dim outputs, once per row.
-        let lik_const = (lik.log_norm() * xd as f64) as f32;
+        let lik = RowLikelihood::new(arch.likelihood, xd);
         self.pool.install(|| {
             per_worker
                 .into_par_iter()
@@ -136,12 +150,9 @@ impl CpuBackend {
                             let (b, s) = (row / n, row % n);
                             let b = pick.map_or(b, |p| p[b] as usize);
                             let e = &mut eps[(start + j) * zd..(start + j + 1) * zd];
-                            fill_normals_at(noise, b, s, zd, e);
                             let m = &mu_ls[b * 2 * zd..(b + 1) * 2 * zd];
                             let z = &mut acts[0][(start + j) * zd..(start + j + 1) * zd];
-                            for d in 0..zd {
-                                z[d] = m[d] + fastmath::exp(m[zd + d]) * e[d];
-                            }
+                            draw_latent(noise, b, s, e, m, z);
                         }
                         let mut piece: Vec<&mut [f32]> = acts
                             .iter_mut()
@@ -154,12 +165,7 @@ impl CpuBackend {
                             let b = pick.map_or(row / n, |p| p[row / n] as usize);
                             let out = &mut piece[last][j * xd..(j + 1) * xd];
                             let xb = &xs[b * xd..(b + 1) * xd];
-                            let log_px = match lik {
-                                Likelihood::Bernoulli => fastmath::bernoulli_row(out, out_bias, xb),
-                                Likelihood::Gaussian { .. } => {
-                                    fastmath::gaussian_row(out, out_bias, xb, inv_var) + lik_const
-                                }
-                            };
+                            let log_px = lik.score(out, out_bias, xb);
                             let z = &piece[0][j * zd..(j + 1) * zd];
                             let e = &eps[(start + j) * zd..(start + j + 1) * zd];
                             let ls = &mu_ls[b * 2 * zd + zd..(b + 1) * 2 * zd];
@@ -186,6 +192,39 @@ impl CpuBackend {
     }
 }
 
+/// An MLP over the `batch` rows of `acts` (acts[0] filled), in parallel over rows, its last
+/// layer's bias added (the encoder's and the prior's Gaussian heads).
+pub(super) fn mlp_forward_per_datapoint(
+    pool: &rayon::ThreadPool,
+    params: &[f32],
+    layers: &[Linear],
+    acts: &mut [Vec<f32>],
+    dims: &[usize],
+    batch: usize,
+    threads: usize,
+) {
+    let ranges = worker_ranges(batch, threads);
+    let mut per_worker: Vec<Vec<&mut [f32]>> = (0..ranges.len()).map(|_| Vec::new()).collect();
+    for (buf, &d) in acts.iter_mut().zip(dims) {
+        for (w, s) in split_rows(buf, d, &ranges).into_iter().enumerate() {
+            per_worker[w].push(s);
+        }
+    }
+    let last = layers.last().expect("an MLP has layers");
+    pool.install(|| {
+        per_worker
+            .into_par_iter()
+            .zip(ranges.par_iter())
+            .for_each(|(mut acts, r)| {
+                mlp_forward_rows(params, layers, &mut acts, r.len());
+                fastmath::bias_rows(
+                    &mut acts[dims.len() - 1][..r.len() * last.out],
+                    &params[last.b..last.b + last.out],
+                );
+            })
+    });
+}
+
 /// Forward through `layers` for `rows` rows, acts[0] already filled; the last layer is
 /// left linear without bias (the caller adds it, fused with its own output transform).
 pub(super) fn mlp_forward_rows(
@@ -204,8 +243,55 @@ pub(super) fn mlp_forward_rows(
     }
 }
 
+/// log p(x | decoder output) of one sample row, leaving the likelihood's gradient in the
+/// output (fastmath's fused rows).
+#[derive(Clone, Copy)]
+pub(super) struct RowLikelihood {
+    lik: Likelihood,
+    inv_var: f32,
+    /// The Gaussian's normalising constant over all the row's outputs.
+    log_norm: f32,
+}
+
+impl RowLikelihood {
+    pub(super) fn new(lik: Likelihood, outputs: usize) -> RowLikelihood {
+        RowLikelihood {
+            lik,
+            inv_var: lik.inv_var() as f32,
+            log_norm: (lik.log_norm() * outputs as f64) as f32,
+        }
+    }
+
+    /// Scores the row's outputs `out` (bias not yet added) against `x`.
+    pub(super) fn score(&self, out: &mut [f32], bias: &[f32], x: &[f32]) -> f32 {
+        match self.lik {
+            Likelihood::Bernoulli => fastmath::bernoulli_row(out, bias, x),
+            Likelihood::Gaussian { .. } => {
+                fastmath::gaussian_row(out, bias, x, self.inv_var) + self.log_norm
+            }
+        }
+    }
+}
+
+/// Row (b, s)'s normals into `e` (its whole noise draw), and z = mu + sigma eps into `z`
+/// from the Gaussian head `head` = (mu, log sigma) of z's width.
+pub(super) fn draw_latent(
+    noise: &Noise,
+    b: usize,
+    s: usize,
+    e: &mut [f32],
+    head: &[f32],
+    z: &mut [f32],
+) {
+    fill_normals_at(noise, b, s, e.len(), e);
+    let zd = z.len();
+    for d in 0..zd {
+        z[d] = head[d] + fastmath::exp(head[zd + d]) * e[d];
+    }
+}
+
 /// Normals (first_sample + s) * z_dim .. + z_dim of datapoint row b's counter.
-pub(super) fn fill_normals_at(noise: &Noise, b: usize, s: usize, zd: usize, out: &mut [f32]) {
+fn fill_normals_at(noise: &Noise, b: usize, s: usize, zd: usize, out: &mut [f32]) {
     let first = (noise.first_sample as usize + s) * zd;
     rng::fill_normals_from(
         noise.seed,

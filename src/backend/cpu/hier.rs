@@ -14,16 +14,16 @@
 //!   fixed). encoder receives b (G1, sigma1 eps1 G1) + c (-eps1 / sigma1, 1 - eps1^2).
 
 use super::backward::mlp_backward_rows;
-use super::forward::{fill_normals_at, mlp_forward_rows};
+use super::forward::{draw_latent, mlp_forward_rows, RowLikelihood};
 use super::gemm::{linear_input_grad, split_rows, worker_ranges};
 use super::{fastmath, CpuBackend, Worker, PIECE_ROWS};
 use crate::backend::Noise;
-use crate::model::{Likelihood, Linear};
+use crate::model::Linear;
 use rayon::prelude::*;
 use std::ops::Range;
 
 /// One slice per worker range of every activation buffer.
-fn per_worker<'a>(
+pub(super) fn per_worker<'a>(
     acts: &'a mut [Vec<f32>],
     dims: &[usize],
     ranges: &[Range<usize>],
@@ -38,7 +38,7 @@ fn per_worker<'a>(
 }
 
 /// Rows `start..start + p` of every buffer of a worker's activations.
-fn rows_of<'a>(
+pub(super) fn rows_of<'a>(
     acts: &'a mut [&mut [f32]],
     dims: &[usize],
     start: usize,
@@ -51,7 +51,12 @@ fn rows_of<'a>(
 }
 
 /// Rows `r0..r0 + p` of every buffer of an MLP's activations.
-fn piece<'a>(acts: &'a [Vec<f32>], dims: &[usize], r0: usize, p: usize) -> Vec<&'a [f32]> {
+pub(super) fn piece<'a>(
+    acts: &'a [Vec<f32>],
+    dims: &[usize],
+    r0: usize,
+    p: usize,
+) -> Vec<&'a [f32]> {
     acts.iter()
         .zip(dims)
         .map(|(v, &d)| &v[r0 * d..(r0 + p) * d])
@@ -80,9 +85,7 @@ impl CpuBackend {
             arch.decoder2_dims(),
             arch.decoder_dims(),
         );
-        let lik = arch.likelihood;
-        let inv_var = lik.inv_var() as f32;
-        let lik_const = (lik.log_norm() * xd as f64) as f32;
+        let lik = RowLikelihood::new(arch.likelihood, xd);
         let ranges = worker_ranges(rows, self.threads);
         let params = &self.params;
         let layout = &self.layout;
@@ -114,12 +117,9 @@ impl CpuBackend {
                         for j in 0..p {
                             let (b, s) = datapoint(j);
                             let e = &mut eps[(start + j) * nd..(start + j + 1) * nd];
-                            fill_normals_at(noise, b, s, nd, e);
                             let m = &mu_ls[b * 2 * d1..(b + 1) * 2 * d1];
                             let z1 = &mut dec[0][(start + j) * d1..(start + j + 1) * d1];
-                            for d in 0..d1 {
-                                z1[d] = m[d] + fastmath::exp(m[d1 + d]) * e[d];
-                            }
+                            draw_latent(noise, b, s, e, m, z1);
                             enc2[0][(start + j) * d1..(start + j + 1) * d1].copy_from_slice(z1);
                         }
                         let mut e2 = rows_of(&mut enc2, &enc2_dims, start, p);
@@ -147,12 +147,7 @@ impl CpuBackend {
                             let out = &mut px[last][j * xd..(j + 1) * xd];
                             let xb = &xs[b * xd..(b + 1) * xd];
                             let out_bias = bias_of(params, out_layer);
-                            let log_px = match lik {
-                                Likelihood::Bernoulli => fastmath::bernoulli_row(out, out_bias, xb),
-                                Likelihood::Gaussian { .. } => {
-                                    fastmath::gaussian_row(out, out_bias, xb, inv_var) + lik_const
-                                }
-                            };
+                            let log_px = lik.score(out, out_bias, xb);
                             let e = &eps[(start + j) * nd..(start + j + 1) * nd];
                             let z1 = &px[0][j * d1..(j + 1) * d1];
                             let z2 = &p2[0][j * d2..(j + 1) * d2];

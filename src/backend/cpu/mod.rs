@@ -10,6 +10,7 @@
 mod adam;
 mod backward;
 mod chains;
+mod cond;
 pub mod fastmath;
 mod forward;
 mod gemm;
@@ -90,11 +91,17 @@ pub struct CpuBackend {
     /// The two-layer model's q(z2 | z1) and p(z1 | z2), per sample row (empty otherwise).
     enc2: Acts,
     dec2: Acts,
+    /// The conditional model's prior p(z | c), per datapoint (empty otherwise).
+    prior: Acts,
     eps: Vec<f32>,
     log_w: Vec<f32>,
     /// Per-sample encoder upstream [rows, 2 z_dim], summed per datapoint into `enc_up`.
     row_up: Vec<f32>,
     enc_up: Vec<f32>,
+    /// The conditional prior's head gradient per sample row [rows, 2 z_dim] (scaled by a),
+    /// summed per datapoint into `prior_up`.
+    row_prior_up: Vec<f32>,
+    prior_up: Vec<f32>,
     workers: Vec<Worker>,
 }
 
@@ -129,10 +136,13 @@ impl CpuBackend {
             dec: Acts::default(),
             enc2: Acts::default(),
             dec2: Acts::default(),
+            prior: Acts::default(),
             eps: Vec::new(),
             log_w: Vec::new(),
             row_up: Vec::new(),
             enc_up: Vec::new(),
+            row_prior_up: Vec::new(),
+            prior_up: Vec::new(),
             workers: (0..threads).map(|_| Worker::default()).collect(),
         })
     }
@@ -178,6 +188,14 @@ impl CpuBackend {
                 grow(v, rows * d);
             }
         }
+        let prior_dims = a.prior_dims();
+        self.prior.acts.resize_with(prior_dims.len(), Vec::new);
+        for (v, d) in self.prior.acts.iter_mut().zip(&prior_dims) {
+            grow(v, batch * d);
+        }
+        let prior_head = if a.cond.is_some() { 2 * a.z_dim } else { 0 };
+        grow(&mut self.row_prior_up, rows * prior_head);
+        grow(&mut self.prior_up, batch * prior_head);
         grow(&mut self.eps, rows * a.noise_dim());
         grow(&mut self.log_w, rows);
         grow(&mut self.row_up, rows * 2 * a.z_dim);
@@ -187,6 +205,7 @@ impl CpuBackend {
             .chain(&dec_dims)
             .chain(&enc2_dims)
             .chain(&dec2_dims)
+            .chain(&prior_dims)
             .copied()
             .max()
             .unwrap_or(1);
@@ -209,6 +228,7 @@ impl CpuBackend {
             .chain(&self.dec.acts)
             .chain(&self.enc2.acts)
             .chain(&self.dec2.acts)
+            .chain(&self.prior.acts)
             .map(Vec::len)
             .sum();
         let workers: usize = self
@@ -223,7 +243,9 @@ impl CpuBackend {
             + self.eps.len()
             + self.log_w.len()
             + self.row_up.len()
-            + self.enc_up.len();
+            + self.enc_up.len()
+            + self.row_prior_up.len()
+            + self.prior_up.len();
         4 * (acts + workers + other) as u64
     }
 }

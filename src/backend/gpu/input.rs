@@ -261,6 +261,7 @@ mod tests {
             z_dim: 2,
             likelihood: Default::default(),
             top: None,
+            cond: None,
         };
         let p = Params::init(&arch, 1, None);
         let choice = AdapterChoice {

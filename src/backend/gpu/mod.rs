@@ -107,6 +107,11 @@ pub struct GpuBackend {
 impl GpuBackend {
     pub fn new(layout: &Layout, params: &[f32], choice: &AdapterChoice) -> Result<GpuBackend> {
         crate::backend::check_param_len(layout, params)?;
+        if layout.arch.cond.is_some() {
+            bail!(
+                "the GPU backend does not run the conditional model (--model cvae) yet; use --backend cpu"
+            );
+        }
         let ctx = GpuContext::new(choice)?;
         let max_binding = ctx.limits.max_storage_buffer_binding_size as usize;
         if 3 * layout.len * 4 > max_binding {

@@ -174,3 +174,25 @@ pub fn eval_agrees_on_cpu_and_gpu(what: &str, train_args: &str) {
     println!("{what}: cpu {cpu:.6} gpu {gpu:.6}");
     assert!((cpu - gpu).abs() < 0.01, "cpu {cpu} gpu {gpu}");
 }
+
+/// The last epoch's validation bound in metrics `m` beats the first's by more than 3 standard
+/// errors. Both epochs score the same images on the same evaluation noise, so the paired
+/// difference's SE is below sqrt(se1^2 + se2^2): 3 of those is conservative.
+pub fn assert_val_lk_improves(m: &[Value], what: &str) {
+    let (first, last) = (&m[0], &m[m.len() - 1]);
+    let (lk, se) = (
+        |v: &Value| num(v, "val_lk"),
+        |v: &Value| num(v, "val_lk_stderr"),
+    );
+    let gain = lk(last) - lk(first);
+    let three_se = 3.0 * super::mc::combined_se(se(first), se(last));
+    println!(
+        "{what}: val L_K {:.3} -> {:.3}, gain {gain:.3} (3 SE = {three_se:.3})",
+        lk(first),
+        lk(last)
+    );
+    assert!(
+        gain > three_se,
+        "{what}: gain {gain:.3} not above 3 SE = {three_se:.3}"
+    );
+}

@@ -124,6 +124,7 @@ pub fn arch(x_dim: usize, hidden: &[usize], z_dim: usize) -> Arch {
         z_dim,
         likelihood: Default::default(),
         top: None,
+        cond: None,
     }
 }
 
@@ -147,6 +148,19 @@ pub fn tiny(arch: &Arch, batch: usize) -> (Params, Vec<f32>) {
         .map(|i| ((i * 7) % 3 == 0) as u8 as f32)
         .collect();
     (Params::init(arch, 3, Some(&mean)), x)
+}
+
+/// (name, shape) of every tensor a PyTorch `nn.Sequential` of Linear / Tanh layers holds.
+pub fn pytorch_tensors(prefix: &str, dims: &[usize]) -> Vec<(String, Vec<usize>)> {
+    dims.windows(2)
+        .enumerate()
+        .flat_map(|(i, io)| {
+            [
+                (format!("{prefix}.{}.weight", 2 * i), vec![io[1], io[0]]),
+                (format!("{prefix}.{}.bias", 2 * i), vec![io[1]]),
+            ]
+        })
+        .collect()
 }
 
 /// How many times a parity run dispatched `kernel`.
