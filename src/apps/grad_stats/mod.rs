@@ -4,6 +4,7 @@
 //! MLMC the measured decay of E[Delta_k^2] with the level and the range of p it implies.
 
 mod backend;
+mod dreg_check;
 use crate::estimators::{Estimator, EstimatorKind};
 use crate::exact::{self, ExactModel, Ppca, Toy};
 use crate::model::ModelChoice;
@@ -11,6 +12,9 @@ use crate::progress::Progress;
 use crate::stats::Moments;
 use anyhow::{bail, Result};
 pub use backend::{grad_stats_hgauss, grad_stats_vae, Reference};
+pub use dreg_check::{
+    dreg_check_hgauss, format_dreg_check, DregCheck, PairLayer, DREG_CHECK_CONFIDENCE,
+};
 
 /// The gradient estimates a statistics run draws: `reps` of them by `estimator` with `k`
 /// samples, at datapoint `datapoint` of the data of `seed` (an exact model's parameters
