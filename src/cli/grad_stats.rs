@@ -17,7 +17,7 @@ pub struct GradStatsArgs {
     /// toy (linear-Gaussian, DReG paper section 6.1), ppca, or vae (against a large-K reference).
     #[arg(long, value_enum, default_value = "ppca")]
     model: ModelChoice,
-    /// Any training estimator, or coupled-pimh, coupled-isir, coupled-disir (toy and ppca).
+    /// Any training estimator, or coupled-pimh, coupled-isir, coupled-disir (toy, ppca and hgauss).
     #[arg(long, default_value = "iwae")]
     estimator: EstimatorKind,
     #[command(flatten)]
@@ -100,7 +100,7 @@ pub fn run(a: GradStatsArgs) -> Result<()> {
                     "to --model {}: coupled chains need the exact model (Fisher's identity)",
                     a.model
                 ),
-                fix: "use --model toy or --model ppca".into(),
+                fix: "use --model toy, ppca or hgauss".into(),
             }
             .into());
         }

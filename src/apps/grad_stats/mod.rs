@@ -16,6 +16,9 @@ pub use dreg_check::{
     dreg_check_hgauss, format_dreg_check, DregCheck, PairLayer, DREG_CHECK_CONFIDENCE,
 };
 
+/// `--model hgauss`'s encoders: the posterior's means, 1.2 times its marginal sds.
+pub const HGAUSS_SD_INFLATION: f64 = 1.2;
+
 /// The gradient estimates a statistics run draws: `reps` of them by `estimator` with `k`
 /// samples, at datapoint `datapoint` of the data of `seed` (an exact model's parameters
 /// too), the draws seeded by it.
@@ -37,9 +40,12 @@ fn build(kind: ModelChoice, seed: u64) -> Result<Box<dyn ExactModel>> {
         ModelChoice::Vae | ModelChoice::Hvae => {
             bail!("the VAE has no closed-form gradient: use grad_stats_vae")
         }
-        ModelChoice::Hgauss => {
-            bail!("--model hgauss runs through the backend: use grad_stats_hgauss")
-        }
+        // The coupled chains' route (Fisher's identity): the model with its hierarchical q at
+        // the encoders grad_stats_hgauss sets in the backend.
+        ModelChoice::Hgauss => Ok(Box::new(exact::HGaussQ::at_posterior(
+            exact::HGauss::new(seed),
+            HGAUSS_SD_INFLATION,
+        ))),
     }
 }
 
@@ -54,8 +60,21 @@ fn groups(kind: ModelChoice, model: &dyn ExactModel) -> Vec<(String, std::ops::R
                 ("b".to_string(), w..model.theta_len()),
             ]
         }
+        ModelChoice::Hgauss => {
+            // HGauss::new's shape (the only one build makes).
+            let (dx, d1, d2, _, _) = exact::HGauss::SHAPE;
+            debug_assert_eq!(model.theta_len(), d1 * d2 + d1 + dx * d1 + dx);
+            let mut at = 0;
+            [("A", d1 * d2), ("a", d1), ("B", dx * d1), ("b", dx)]
+                .into_iter()
+                .map(|(name, len)| {
+                    at += len;
+                    (name.to_string(), at - len..at)
+                })
+                .collect()
+        }
         // The VAE's groups are its decoder layers (grad_stats_vae).
-        ModelChoice::Vae | ModelChoice::Hvae | ModelChoice::Hgauss => Vec::new(),
+        ModelChoice::Vae | ModelChoice::Hvae => Vec::new(),
     }
 }
 

@@ -28,7 +28,11 @@ impl Slope {
 /// Weighted least squares through (x, y, se_y); None with fewer than two distinct x or a
 /// non-positive standard error.
 pub fn weighted_slope(pts: &[(f64, f64, f64)]) -> Option<Slope> {
-    if pts.len() < 2 || pts.iter().any(|p| p.2.is_nan() || p.2 <= 0.0 || !p.1.is_finite()) {
+    if pts.len() < 2
+        || pts
+            .iter()
+            .any(|p| p.2.is_nan() || p.2 <= 0.0 || !p.1.is_finite())
+    {
         return None;
     }
     let w: Vec<f64> = pts.iter().map(|p| 1.0 / (p.2 * p.2)).collect();
