@@ -104,6 +104,28 @@ enum Which {
     },
 }
 
+/// The VAE's weights (a checkpoint, or `uvae bench`'s fresh peer model) and test image
+/// `datapoint` of the data folder (default: the bundled MNIST), binarised for evaluation.
+fn vae_and_image(
+    dir: Option<&std::path::Path>,
+    weights: Option<&std::path::Path>,
+    datapoint: usize,
+) -> Result<(unbiased_vae::model::Params, Vec<f32>)> {
+    let ds = data::load_or_bundled(dir, 400)?;
+    let params = match weights {
+        Some(p) => checkpoint::load(p)?.0,
+        None => bench::peer_model(&ds),
+    };
+    if datapoint >= ds.test.count {
+        anyhow::bail!(
+            "--datapoint {datapoint}: the test set has {} images",
+            ds.test.count
+        );
+    }
+    let x = data::binarize_eval(&ds.test.slice(datapoint..datapoint + 1));
+    Ok((params, x))
+}
+
 pub fn run(a: FigureArgs) -> Result<()> {
     let (fig, out): (Figure, PathBuf) = match a.figure {
         Which::Snr {
@@ -132,19 +154,11 @@ pub fn run(a: FigureArgs) -> Result<()> {
                 threads,
             };
             let fig = if vae {
-                let ds = data::load_or_bundled(data.as_deref(), 400)?;
-                let (params, weights) = match &checkpoint {
-                    Some(p) => (checkpoint::load(p)?.0, p.display().to_string()),
-                    None => (bench::peer_model(&ds), "fresh (seed 0)".to_string()),
-                };
-                if common.datapoint >= ds.test.count {
-                    anyhow::bail!(
-                        "--datapoint {}: the test set has {} images",
-                        common.datapoint,
-                        ds.test.count
-                    );
-                }
-                let x = data::binarize_eval(&ds.test.slice(common.datapoint..common.datapoint + 1));
+                let (params, x) =
+                    vae_and_image(data.as_deref(), checkpoint.as_deref(), common.datapoint)?;
+                let weights = checkpoint
+                    .as_ref()
+                    .map_or("fresh (seed 0)".to_string(), |p| p.display().to_string());
                 let mut src = snr::vae_source(&params, x, common.datapoint, threads)?;
                 let settings = serde_json::json!({ "model": "vae", "weights": weights });
                 snr::figure(&cfg, &mut src, "MNIST VAE", settings)?
@@ -183,19 +197,8 @@ pub fn run(a: FigureArgs) -> Result<()> {
             };
             let mut decays = vec![mlmc_decay::ppca_decay(&cfg)?];
             if cfg.vae.is_some() {
-                let ds = data::load_or_bundled(data.as_deref(), 400)?;
-                let params = match &checkpoint {
-                    Some(p) => checkpoint::load(p)?.0,
-                    None => bench::peer_model(&ds),
-                };
-                if common.datapoint >= ds.test.count {
-                    anyhow::bail!(
-                        "--datapoint {}: the test set has {} images",
-                        common.datapoint,
-                        ds.test.count
-                    );
-                }
-                let x = data::binarize_eval(&ds.test.slice(common.datapoint..common.datapoint + 1));
+                let (params, x) =
+                    vae_and_image(data.as_deref(), checkpoint.as_deref(), common.datapoint)?;
                 let mut backend = CpuBackend::new(&params.layout, &params.values, threads)?;
                 decays.push(mlmc_decay::vae_decay(&mut backend, &x, &cfg)?);
             }

@@ -136,8 +136,7 @@ fn yes_no(b: &Option<Bias>) -> Vec<Cell> {
     }
 }
 
-/// The columns of the table (those holding "-" where a comparison does not apply are
-/// [`TEXT_COLUMNS`]).
+/// The columns of the table; the bias columns hold "-" where a comparison does not apply.
 pub const COLUMNS: [&str; 18] = [
     "estimator",
     "k",
@@ -149,20 +148,6 @@ pub const COLUMNS: [&str; 18] = [
     "variance",
     "mean_abs_grad",
     "coords",
-    "bias_sq",
-    "bias_sq_floor",
-    "bias_max_z",
-    "bias_significant",
-    "bias_rws_sq",
-    "bias_rws_sq_floor",
-    "bias_rws_max_z",
-    "bias_rws_significant",
-];
-
-/// Columns that are text, or "-" where a comparison does not apply.
-pub const TEXT_COLUMNS: [&str; 10] = [
-    "estimator",
-    "mean_from",
     "bias_sq",
     "bias_sq_floor",
     "bias_max_z",
