@@ -31,15 +31,25 @@ struct Common {
 
 #[derive(Subcommand)]
 enum Which {
-    /// Encoder-gradient SNR against K on the toy (Tucker et al. 2019, §6.1): IWAE, STL, IWAE-DReG, RWS, RWS-DReG.
+    /// Encoder-gradient SNR, squared bias and variance against K (Tucker et al. 2019, §6.1, Fig. 1): IWAE, STL, IWAE-DReG, RWS, RWS-DReG.
     Snr {
         #[command(flatten)]
         common: Common,
-        /// Gradient estimates per (estimator, K).
-        #[arg(long, default_value_t = 2000)]
-        reps: usize,
-        #[arg(long, default_value = "1,3,10,30,100,300,1000")]
-        ks: String,
+        /// toy (the linear-Gaussian toy) or vae (the MNIST VAE).
+        #[arg(long, default_value = "toy", value_parser = ["toy", "vae"])]
+        model: String,
+        /// Gradient estimates per K, shared by the five estimators (default: 2000 on the toy, 500 on the VAE).
+        #[arg(long)]
+        reps: Option<usize>,
+        /// Sample sizes (default: 1,3,10,30,100,300,1000 on the toy, 1,3,10,30,100,300 on the VAE).
+        #[arg(long)]
+        ks: Option<String>,
+        /// VAE weights for --model vae (default: fresh, as `uvae bench`'s peer model).
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// MNIST-layout IDX folder for --model vae's test image (default: the bundled MNIST).
+        #[arg(long)]
+        data: Option<PathBuf>,
         /// CPU backend threads (0: all cores).
         #[arg(long, default_value_t = 0)]
         threads: usize,
@@ -94,22 +104,73 @@ enum Which {
     },
 }
 
+/// The VAE's weights (a checkpoint, or `uvae bench`'s fresh peer model) and test image
+/// `datapoint` of the data folder (default: the bundled MNIST), binarised for evaluation.
+fn vae_and_image(
+    dir: Option<&std::path::Path>,
+    weights: Option<&std::path::Path>,
+    datapoint: usize,
+) -> Result<(unbiased_vae::model::Params, Vec<f32>)> {
+    let ds = data::load_or_bundled(dir, 400)?;
+    let params = match weights {
+        Some(p) => checkpoint::load(p)?.0,
+        None => bench::peer_model(&ds),
+    };
+    if datapoint >= ds.test.count {
+        anyhow::bail!(
+            "--datapoint {datapoint}: the test set has {} images",
+            ds.test.count
+        );
+    }
+    let x = data::binarize_eval(&ds.test.slice(datapoint..datapoint + 1));
+    Ok((params, x))
+}
+
 pub fn run(a: FigureArgs) -> Result<()> {
     let (fig, out): (Figure, PathBuf) = match a.figure {
         Which::Snr {
             common,
+            model,
             reps,
             ks,
+            checkpoint,
+            data,
             threads,
         } => {
+            let vae = model == "vae";
+            if !vae && (checkpoint.is_some() || data.is_some()) {
+                anyhow::bail!("--checkpoint and --data apply to --model vae only");
+            }
+            let default_ks = if vae {
+                "1,3,10,30,100,300"
+            } else {
+                "1,3,10,30,100,300,1000"
+            };
             let cfg = snr::SnrConfig {
                 seed: common.seed,
-                reps,
-                ks: parse_sizes(&ks, "--ks")?,
+                reps: reps.unwrap_or(if vae { 500 } else { 2000 }),
+                ks: parse_sizes(ks.as_deref().unwrap_or(default_ks), "--ks")?,
                 datapoint: common.datapoint,
                 threads,
             };
-            (snr::figure(&cfg)?, common.out)
+            let fig = if vae {
+                let (params, x) =
+                    vae_and_image(data.as_deref(), checkpoint.as_deref(), common.datapoint)?;
+                let weights = checkpoint
+                    .as_ref()
+                    .map_or("fresh (seed 0)".to_string(), |p| p.display().to_string());
+                let mut src = snr::vae_source(&params, x, common.datapoint, threads)?;
+                let settings = serde_json::json!({ "model": "vae", "weights": weights });
+                snr::figure(&cfg, &mut src, "MNIST VAE", settings)?
+            } else {
+                let mut src = snr::toy_source(common.seed, common.datapoint, threads)?;
+                let settings = serde_json::json!({
+                    "model": "toy",
+                    "perturbation_sd": unbiased_vae::exact::Toy::PAPER_PERTURB_SD,
+                });
+                snr::figure(&cfg, &mut src, "toy (D = 20)", settings)?
+            };
+            (fig, common.out)
         }
         Which::MlmcDecay {
             common,
@@ -136,19 +197,8 @@ pub fn run(a: FigureArgs) -> Result<()> {
             };
             let mut decays = vec![mlmc_decay::ppca_decay(&cfg)?];
             if cfg.vae.is_some() {
-                let ds = data::load_or_bundled(data.as_deref(), 400)?;
-                let params = match &checkpoint {
-                    Some(p) => checkpoint::load(p)?.0,
-                    None => bench::peer_model(&ds),
-                };
-                if common.datapoint >= ds.test.count {
-                    anyhow::bail!(
-                        "--datapoint {}: the test set has {} images",
-                        common.datapoint,
-                        ds.test.count
-                    );
-                }
-                let x = data::binarize_eval(&ds.test.slice(common.datapoint..common.datapoint + 1));
+                let (params, x) =
+                    vae_and_image(data.as_deref(), checkpoint.as_deref(), common.datapoint)?;
                 let mut backend = CpuBackend::new(&params.layout, &params.values, threads)?;
                 decays.push(mlmc_decay::vae_decay(&mut backend, &x, &cfg)?);
             }

@@ -17,7 +17,7 @@ pub struct GradStatsArgs {
     /// toy (linear-Gaussian, DReG paper section 6.1), ppca, or vae (against a large-K reference).
     #[arg(long, value_enum, default_value = "ppca")]
     model: ModelChoice,
-    /// Any training estimator, or coupled-pimh, coupled-isir, coupled-disir (toy and ppca).
+    /// Any training estimator, or coupled-pimh, coupled-isir, coupled-disir (toy, ppca and hgauss).
     #[arg(long, default_value = "iwae")]
     estimator: EstimatorKind,
     #[command(flatten)]
@@ -49,6 +49,9 @@ pub struct GradStatsArgs {
     seed: u64,
     #[arg(long)]
     json: bool,
+    /// hgauss: instead of --estimator, test that IWAE-DReG's and RWS-DReG's mean encoder gradients equal IWAE's and RWS's on both encoders (STL's difference beside).
+    #[arg(long)]
+    dreg_check: bool,
 }
 
 pub fn run(a: GradStatsArgs) -> Result<()> {
@@ -64,6 +67,26 @@ pub fn run(a: GradStatsArgs) -> Result<()> {
         seed: a.seed,
         datapoint: a.datapoint,
     };
+    if a.dreg_check {
+        if a.model != ModelChoice::Hgauss {
+            return Err(ConfigError::NotApplicable {
+                flag: "--dreg-check",
+                context: format!("to --model {}", a.model),
+                fix: "use --model hgauss (the two-layer exact model)".into(),
+            }
+            .into());
+        }
+        let c = grad_stats::dreg_check_hgauss(a.seed, a.datapoint, a.k, a.reps)?;
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&c)?);
+        } else {
+            print!("{}", grad_stats::format_dreg_check(&c));
+        }
+        if !c.passed {
+            anyhow::bail!("the DReG check failed (see above)");
+        }
+        return Ok(());
+    }
     let mut bar = WorkBar::new(Mode::detect(a.common.quiet));
     let report = if a.model == ModelChoice::Hgauss {
         grad_stats::grad_stats_hgauss(&run, &mut bar)?
@@ -77,7 +100,7 @@ pub fn run(a: GradStatsArgs) -> Result<()> {
                     "to --model {}: coupled chains need the exact model (Fisher's identity)",
                     a.model
                 ),
-                fix: "use --model toy or --model ppca".into(),
+                fix: "use --model toy, ppca or hgauss".into(),
             }
             .into());
         }

@@ -25,11 +25,13 @@
 //! `grad_theta F(l) = sum_n (dF/dl_n) D_n` for any estimator value `F`.
 
 pub mod hgauss;
+mod hgauss_q;
 mod linalg;
 mod ppca;
 mod toy;
 
 pub use hgauss::HGauss;
+pub use hgauss_q::HGaussQ;
 pub use linalg::{cholesky, cholesky_logdet, cholesky_solve};
 pub use ppca::{Ppca, PpcaConfig};
 pub use toy::Toy;

@@ -656,6 +656,29 @@ fn eval_bench_profile_and_picture_flags_out_of_range_name_the_flag() {
             vec!["--datapoint 50"],
         ),
         (
+            vec!["grad-stats", "--model", "ppca", "--dreg-check"],
+            vec!["--dreg-check", "--model hgauss"],
+        ),
+        (
+            vec![
+                "grad-stats",
+                "--model",
+                "hgauss",
+                "--dreg-check",
+                "--k",
+                "1",
+            ],
+            vec!["--k 1"],
+        ),
+        (
+            vec!["figure", "snr", "--checkpoint", c, "--out", p],
+            vec!["--checkpoint", "--model vae"],
+        ),
+        (
+            vec!["figure", "snr", "--reps", "10", "--out", p],
+            vec!["--reps 10"],
+        ),
+        (
             vec!["sample", "--checkpoint", c, "--n", "0", "--out", p],
             vec!["--n 0"],
         ),

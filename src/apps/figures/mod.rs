@@ -133,6 +133,8 @@ impl Table {
 pub struct Figure {
     pub name: &'static str,
     pub chart: Chart,
+    /// Further panels drawn to the right of `chart` in the same PNG (empty: one panel).
+    pub panels: Vec<Chart>,
     pub table: Table,
     /// The settings that produced it (seed, reps, sizes).
     pub settings: Value,
@@ -182,7 +184,12 @@ impl Figure {
             csv: png.with_extension("csv"),
             json: png.with_extension("json"),
         };
-        self.chart.save_png(&w.png)?;
+        if self.panels.is_empty() {
+            self.chart.save_png(&w.png)?;
+        } else {
+            let all: Vec<&Chart> = std::iter::once(&self.chart).chain(&self.panels).collect();
+            write_atomic(&w.png, &crate::apps::plot::side_by_side_png(&all)?)?;
+        }
         write_atomic(&w.csv, self.table.to_csv().as_bytes())?;
         let mut text = serde_json::to_string_pretty(&self.to_json())?;
         text.push('\n');

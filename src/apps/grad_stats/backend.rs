@@ -52,6 +52,10 @@ pub fn grad_stats_hgauss(
     run: &GradStatsRun,
     progress: &mut dyn Progress,
 ) -> Result<GradStatsReport> {
+    if run.estimator.plan(run.k)?.coupling().is_some() {
+        // Fisher's identity on the model with its hierarchical q (exact::HGaussQ).
+        return super::grad_stats(ModelChoice::Hgauss, run, progress);
+    }
     let (seed, datapoint) = (run.seed, run.datapoint);
     use crate::model::exact_training::{hgauss_to_params_at_posterior, params_to_hgauss};
     let base = crate::exact::HGauss::new(seed);
@@ -61,7 +65,7 @@ pub fn grad_stats_hgauss(
             base.data().len()
         );
     }
-    let params = hgauss_to_params_at_posterior(&base, 1.2);
+    let params = hgauss_to_params_at_posterior(&base, super::HGAUSS_SD_INFLATION);
     let model = params_to_hgauss(&params, base.data().to_vec())?;
     let x64 = &model.data()[datapoint];
     let x: Vec<f32> = x64.iter().map(|&v| v as f32).collect();
@@ -127,7 +131,7 @@ fn backend_stats(
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x67AD_57A7);
     let plan = estimator.plan(k)?;
     if plan.coupling().is_some() {
-        bail!("--estimator coupled-* runs on --model toy or ppca (Fisher's identity needs the exact model)");
+        bail!("--estimator coupled-* runs on --model toy, ppca or hgauss (Fisher's identity needs the exact model)");
     }
     let mut coeffs = crate::estimators::Coefficients::default();
     let mut run = |backend: &mut dyn crate::backend::Backend,

@@ -4,6 +4,7 @@
 //! MLMC the measured decay of E[Delta_k^2] with the level and the range of p it implies.
 
 mod backend;
+mod dreg_check;
 use crate::estimators::{Estimator, EstimatorKind};
 use crate::exact::{self, ExactModel, Ppca, Toy};
 use crate::model::ModelChoice;
@@ -11,6 +12,12 @@ use crate::progress::Progress;
 use crate::stats::Moments;
 use anyhow::{bail, Result};
 pub use backend::{grad_stats_hgauss, grad_stats_vae, Reference};
+pub use dreg_check::{
+    dreg_check_hgauss, format_dreg_check, DregCheck, PairLayer, DREG_CHECK_CONFIDENCE,
+};
+
+/// `--model hgauss`'s encoders: the posterior's means, 1.2 times its marginal sds.
+pub const HGAUSS_SD_INFLATION: f64 = 1.2;
 
 /// The gradient estimates a statistics run draws: `reps` of them by `estimator` with `k`
 /// samples, at datapoint `datapoint` of the data of `seed` (an exact model's parameters
@@ -33,9 +40,12 @@ fn build(kind: ModelChoice, seed: u64) -> Result<Box<dyn ExactModel>> {
         ModelChoice::Vae | ModelChoice::Hvae | ModelChoice::Cvae => {
             bail!("the VAE has no closed-form gradient: use grad_stats_vae")
         }
-        ModelChoice::Hgauss => {
-            bail!("--model hgauss runs through the backend: use grad_stats_hgauss")
-        }
+        // The coupled chains' route (Fisher's identity): the model with its hierarchical q at
+        // the encoders grad_stats_hgauss sets in the backend.
+        ModelChoice::Hgauss => Ok(Box::new(exact::HGaussQ::at_posterior(
+            exact::HGauss::new(seed),
+            HGAUSS_SD_INFLATION,
+        ))),
     }
 }
 
@@ -50,10 +60,21 @@ fn groups(kind: ModelChoice, model: &dyn ExactModel) -> Vec<(String, std::ops::R
                 ("b".to_string(), w..model.theta_len()),
             ]
         }
-        // The VAE's groups are its decoder layers (grad_stats_vae).
-        ModelChoice::Vae | ModelChoice::Hvae | ModelChoice::Cvae | ModelChoice::Hgauss => {
-            Vec::new()
+        ModelChoice::Hgauss => {
+            // HGauss::new's shape (the only one build makes).
+            let (dx, d1, d2, _, _) = exact::HGauss::SHAPE;
+            debug_assert_eq!(model.theta_len(), d1 * d2 + d1 + dx * d1 + dx);
+            let mut at = 0;
+            [("A", d1 * d2), ("a", d1), ("B", dx * d1), ("b", dx)]
+                .into_iter()
+                .map(|(name, len)| {
+                    at += len;
+                    (name.to_string(), at - len..at)
+                })
+                .collect()
         }
+        // The VAE's groups are its decoder layers (grad_stats_vae).
+        ModelChoice::Vae | ModelChoice::Hvae | ModelChoice::Cvae => Vec::new(),
     }
 }
 

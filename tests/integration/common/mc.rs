@@ -16,7 +16,7 @@ use std::time::Instant;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
-use unbiased_vae::exact::{ExactModel, Ppca, Toy};
+use unbiased_vae::exact::{ExactModel, HGauss, HGaussQ, Ppca, Toy};
 pub use unbiased_vae::stats::Moments;
 
 /// The 4-SE threshold.
@@ -276,4 +276,16 @@ pub fn toy() -> Exact<Toy> {
 /// PPCA and its first datapoint.
 pub fn ppca() -> Exact<Ppca> {
     Exact::first("ppca", Ppca::new(1))
+}
+
+/// The two-layer model with its hierarchical q at `grad-stats --model hgauss`'s encoders, and
+/// its first datapoint.
+pub fn hgauss() -> Exact<HGaussQ> {
+    Exact::first(
+        "hgauss",
+        HGaussQ::at_posterior(
+            HGauss::new(1),
+            unbiased_vae::apps::grad_stats::HGAUSS_SD_INFLATION,
+        ),
+    )
 }
