@@ -42,7 +42,9 @@ pub fn run(a: EvalArgs) -> Result<()> {
     if let Some(model) = exact_training::from_checkpoint_metadata(&meta)? {
         return run_exact(a, params, model);
     }
-    let ds = a.common.dataset(0)?;
+    let trained = data::binarization::of_checkpoint(&meta)
+        .with_context(|| format!("reading {}", a.checkpoint.display()))?;
+    let ds = a.common.dataset_as(0, trained)?;
     data::check_dim(&ds, params.layout.arch.x_dim, &a.checkpoint)?;
     let test = match a.limit {
         Some(n) if n < ds.test.count => ds.test.slice(0..n),

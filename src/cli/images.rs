@@ -73,9 +73,11 @@ pub fn run_reconstruct(a: ReconstructArgs) -> Result<()> {
         images::MAX_TILES,
         "a grid",
     )?;
-    let (params, _) = checkpoint::load(&a.checkpoint)?;
+    let (params, meta) = checkpoint::load(&a.checkpoint)?;
     let side = images::tile_side(&params)?;
-    let ds = a.common.dataset(0)?;
+    let ds = a
+        .common
+        .dataset_as(0, unbiased_vae::data::binarization::of_checkpoint(&meta)?)?;
     unbiased_vae::data::check_dim(&ds, params.layout.arch.x_dim, &a.checkpoint)?;
     let test = ds.test.slice(0..a.n.min(ds.test.count));
     // The model is trained on binarized images: show (and encode) the evaluation binarization.

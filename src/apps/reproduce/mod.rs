@@ -39,6 +39,9 @@ pub struct ReproduceOptions {
     pub adapter: Option<String>,
     pub threads: usize,
     pub data: Option<PathBuf>,
+    /// `--binarize` and `--image-shape` for every run (None: the protocol's, dynamic).
+    pub binarize: Option<crate::data::Binarization>,
+    pub image_shape: Option<crate::data::ImageShape>,
     /// Train on the first N training images; hold out N validation images.
     pub train_limit: Option<usize>,
     pub valid_size: Option<usize>,
@@ -150,6 +153,8 @@ impl ProtocolSpec {
         cfg.out = opts.out.join(name);
         cfg.threads = opts.threads;
         cfg.data = opts.data.clone();
+        cfg.binarize = opts.binarize.unwrap_or(cfg.binarize);
+        cfg.image_shape = opts.image_shape;
         if let Some(b) = opts.backend {
             cfg.backend = b;
         }

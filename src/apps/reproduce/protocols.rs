@@ -72,6 +72,8 @@ fn base() -> TrainConfig {
     TrainConfig {
         model: ModelChoice::Vae,
         data: None,
+        binarize: Default::default(),
+        image_shape: None,
         valid_size: 1000,
         train_limit: None,
         arch: Arch::burda_mnist(),

@@ -139,7 +139,7 @@ pub fn score(
         Selection::Last => (train::CHECKPOINT_FILE, epochs.len()),
     };
     let (params, _) = checkpoint::load(&dir.join(file))?;
-    let ds = data::load_or_bundled(cfg.data.as_deref(), cfg.valid_size)?;
+    let ds = data::load_or_bundled_with(cfg.data.as_deref(), &cfg.load_options())?;
     let n = eval_settings.limit.unwrap_or(usize::MAX).min(ds.test.count);
     let x = data::binarize_eval(&ds.test.slice(0..n));
     let mut backend =
