@@ -1,9 +1,9 @@
 //! Bounded fuzzing of the loaders that read user files: arbitrary bytes, and valid files
-//! with bytes flipped, removed, inserted or cut off, fed to the IDX parser (raw and gzipped)
-//! and the checkpoint parser. Errors are expected; a panic fails the test. 256 cases each,
+//! with bytes flipped, removed, inserted or cut off, fed to the IDX parser (raw and gzipped),
+//! the NumPy (.npy, .npz) and MAT v5 readers, and the checkpoint parser. Errors are expected; a panic fails the test. 256 cases each,
 //! so `cargo test --release` stays fast.
 
-use crate::data::idx;
+use crate::data::{arrays, idx, mat, npy, Binarization};
 use crate::model::{checkpoint, Arch, Params};
 use proptest::prelude::*;
 use std::io::Write;
@@ -102,8 +102,115 @@ fn load_checkpoint(bytes: &[u8]) {
     }
 }
 
+/// A `.npy` file (format 1.0) of 3 x 2 x 2 float32 grey levels.
+fn valid_npy() -> Vec<u8> {
+    let mut header =
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 2, 2), }".to_string();
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut b = b"\x93NUMPY\x01\x00".to_vec();
+    b.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    b.extend_from_slice(header.as_bytes());
+    b.extend((0..12).flat_map(|i| (i as f32 / 11.0).to_le_bytes()));
+    b
+}
+
+/// A `.npz` archive holding [`valid_npy`] as train and test, deflated or stored.
+fn valid_npz(deflate: bool) -> Vec<u8> {
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let method = if deflate {
+        zip::CompressionMethod::Deflated
+    } else {
+        zip::CompressionMethod::Stored
+    };
+    let opts = zip::write::SimpleFileOptions::default().compression_method(method);
+    for name in ["train.npy", "test.npy"] {
+        zip.start_file(name, opts).unwrap();
+        zip.write_all(&valid_npy()).unwrap();
+    }
+    zip.finish().unwrap().into_inner()
+}
+
+const MAT_FIXTURES: [&[u8]; 2] = [
+    include_bytes!("../tests/fixtures/omniglot-tiny.mat"),
+    include_bytes!("../tests/fixtures/omniglot-tiny-plain.mat"),
+];
+
+/// Turns an array into images under every rule, as `Dataset::load_with` does; an Ok must
+/// be self-consistent.
+fn as_images(array: arrays::Array) {
+    let shape = array.shape.clone();
+    let values = match &array.values {
+        arrays::Values::U8(v) => arrays::Values::U8(v.clone()),
+        arrays::Values::F32(v) => arrays::Values::F32(v.clone()),
+        arrays::Values::F64(v) => arrays::Values::F64(v.clone()),
+    };
+    for (rule, a) in [
+        (Binarization::Dynamic, array),
+        (Binarization::AsGiven, arrays::Array { shape, values }),
+    ] {
+        if let Ok((im, s, _)) = arrays::to_images(a, rule, None, "fuzz") {
+            assert_eq!(im.pixels.len(), im.count * s.dim());
+            assert_eq!(im.dim(), s.dim());
+        }
+    }
+}
+
+fn load_npy(bytes: &[u8]) {
+    if let Ok(a) = npy::parse(bytes, "fuzz.npy") {
+        as_images(a);
+    }
+}
+
+fn load_npz(bytes: &[u8]) {
+    if let Ok(arrays) = npy::parse_archive(bytes, &["train", "test"], "fuzz.npz") {
+        arrays.into_iter().flatten().for_each(as_images);
+    }
+}
+
+fn load_mat(bytes: &[u8]) {
+    if let Ok(arrays) = mat::parse(bytes, &["data", "testdata"], None, "fuzz.mat") {
+        arrays.into_iter().flatten().for_each(as_images);
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn numpy_and_mat_arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        load_npy(&bytes);
+        load_npz(&bytes);
+        load_mat(&bytes);
+        // Behind a valid MAT header, so the element parser sees the bytes.
+        let mut framed = MAT_FIXTURES[1][..128].to_vec();
+        framed.extend(&bytes);
+        load_mat(&framed);
+    }
+
+    #[test]
+    fn numpy_mutated_files_never_panic(
+        edits in proptest::collection::vec(edit(), 1..6),
+        deflate in any::<bool>(),
+    ) {
+        load_npy(&mutate(valid_npy(), &edits));
+        load_npz(&mutate(valid_npz(deflate), &edits));
+    }
+
+    #[test]
+    fn mat_mutated_files_never_panic(
+        edits in proptest::collection::vec(edit(), 1..6),
+        compressed in any::<bool>(),
+    ) {
+        let file = MAT_FIXTURES[usize::from(!compressed)];
+        // Edits past the 128-byte text header, where the elements are.
+        let (head, body) = file.split_at(128);
+        let mut bytes = head.to_vec();
+        bytes.extend(mutate(body.to_vec(), &edits));
+        load_mat(&bytes);
+    }
 
     #[test]
     fn idx_arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
@@ -152,4 +259,15 @@ fn the_unmutated_files_load() {
     assert_eq!((im.count, im.rows, im.cols), (3, 4, 5));
     let (p, _) = checkpoint::parse(&valid_checkpoint(), Path::new("c")).unwrap();
     assert_eq!(p.layout.arch.x_dim, 6);
+    let a = npy::parse(&valid_npy(), "t").unwrap();
+    assert_eq!(a.shape, [3, 2, 2]);
+    for deflate in [false, true] {
+        let a = npy::parse_archive(&valid_npz(deflate), &["train", "test", "valid"], "t").unwrap();
+        assert!(a[0].is_some() && a[1].is_some() && a[2].is_none());
+    }
+    for file in MAT_FIXTURES {
+        let m = mat::parse(file, &["data", "testdata"], None, "t").unwrap();
+        assert_eq!(m[0].as_ref().unwrap().shape, [12, 16]);
+        assert_eq!(m[1].as_ref().unwrap().shape, [4, 16]);
+    }
 }
