@@ -104,8 +104,7 @@ fn load_checkpoint(bytes: &[u8]) {
 
 /// A `.npy` file (format 1.0) of 3 x 2 x 2 float32 grey levels.
 fn valid_npy() -> Vec<u8> {
-    let mut header =
-        "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 2, 2), }".to_string();
+    let mut header = "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 2, 2), }".to_string();
     while (10 + header.len() + 1) % 64 != 0 {
         header.push(' ');
     }

@@ -8,7 +8,7 @@ use clap::Args;
 use std::path::PathBuf;
 use unbiased_vae::error::{self, ConfigError};
 use unbiased_vae::model::exact_training::{self, ExactTraining};
-use unbiased_vae::model::{checkpoint, Params};
+use unbiased_vae::model::{active_units, checkpoint, Params};
 use unbiased_vae::{data, eval};
 
 #[derive(Args)]
@@ -55,11 +55,16 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let mut bar = WorkBar::new(Mode::detect(a.common.quiet));
     let r = eval::log_likelihood_with(backend.as_mut(), &x, test.count, a.k, a.seed, 0, &mut bar)
         .context("evaluating")?;
+    let active = active_units::active_units(&params, &x, test.count, a.seed);
+    let rule = a.common.binarize.unwrap_or(trained);
     if a.json {
-        println!("{}", serde_json::to_string(&r)?);
+        let mut v = serde_json::to_value(&r)?;
+        v["active_units"] = serde_json::to_value(&active.per_layer)?;
+        v["binarize"] = rule.name().into();
+        println!("{v}");
     } else {
         println!(
-            "L_{} = {:.3} ± {:.3} nats (mean ± standard error over {} test images; {:.1} s, {:.0} samples/s, {})",
+            "L_{} = {:.3} ± {:.3} nats (mean ± standard error over {} test images, binarize {rule}; {:.1} s, {:.0} samples/s, {})",
             r.k,
             r.mean,
             r.stderr,
@@ -67,6 +72,11 @@ pub fn run(a: EvalArgs) -> Result<()> {
             r.seconds,
             r.samples_per_s,
             backend.describe()
+        );
+        println!(
+            "active units: {} (per stochastic layer: Cov_x(E_q[z | x]) > {})",
+            active.label(),
+            active_units::ACTIVITY_THRESHOLD
         );
     }
     Ok(())

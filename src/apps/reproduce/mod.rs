@@ -126,7 +126,15 @@ impl ProtocolSpec {
     /// each configuration validated.
     pub fn plan(&self, opts: &ReproduceOptions) -> Result<Vec<PlannedRun>, ConfigError> {
         let mut out = Vec::new();
-        for row in &self.rows {
+        // Burda et al.'s Omniglot columns when the data is their chardata.mat.
+        let omniglot = self.protocol == Protocol::Burda
+            && opts.data.as_deref().and_then(|d| d.file_name()) == Some("chardata.mat".as_ref());
+        let rows = if omniglot {
+            protocols::burda_omniglot_rows()
+        } else {
+            self.rows.clone()
+        };
+        for row in &rows {
             for seed in 0..opts.seeds.max(1) as u64 {
                 let name = run_name(&row.name, seed);
                 let cfg = self.configure(row, seed, opts, &name)?;
