@@ -148,6 +148,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn checkpoints_name_their_rule_and_older_ones_read_as_dynamic() {
+        let meta = |json: &str| std::collections::HashMap::from([("uvae".into(), json.into())]);
+        let rule = |json: &str| of_checkpoint(&meta(json)).unwrap();
+        assert_eq!(
+            rule(r#"{"config":{"binarize":"threshold"}}"#),
+            Binarization::Threshold
+        );
+        assert_eq!(
+            rule(r#"{"config":{"binarize":"none"}}"#),
+            Binarization::AsGiven
+        );
+        assert_eq!(rule(r#"{"config":{"k":5}}"#), Binarization::Dynamic);
+        assert_eq!(
+            of_checkpoint(&Default::default()).unwrap(),
+            Binarization::Dynamic
+        );
+        let e = of_checkpoint(&meta(r#"{"config":{"binarize":"otsu"}}"#)).unwrap_err();
+        assert!(e.to_string().contains("--binarize"), "{e}");
+    }
+
+    #[test]
     fn threshold_is_x_above_one_half_on_both_dtypes() {
         let mut p: Vec<u8> = (0..=255).collect();
         apply_u8(Binarization::Threshold, &mut p, "t", 256).unwrap();

@@ -472,3 +472,63 @@ fn a_19_by_23_image_trains_alike_on_both_backends() {
         assert_agree(e, &c[1], &g[1], "val_lk", 1e-3);
     }
 }
+
+/// `uvae eval` binarizes the test images as the checkpoint was trained unless told: a
+/// threshold run scores as `--binarize threshold`, not as the dynamic draws; a checkpoint
+/// without the field (written before it existed) scores as dynamic.
+#[test]
+fn eval_binarizes_as_the_checkpoint_was_trained() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let data = t.join("grey.npz");
+    std::fs::write(
+        &data,
+        npz_bytes(
+            &[
+                (
+                    "train",
+                    npy_u8(&[TRAIN, ROWS, COLS], &grey(TRAIN, ROWS * COLS, 1)),
+                ),
+                (
+                    "test",
+                    npy_u8(&[TEST, ROWS, COLS], &grey(TEST, ROWS * COLS, 2)),
+                ),
+            ],
+            true,
+        ),
+    )
+    .unwrap();
+    let cfg = tiny_run(&data, t.join("run"), Binarization::Threshold, ROWS * COLS);
+    trained(&cfg);
+    let ckpt = cfg.out.join(train::CHECKPOINT_FILE);
+    let eval = |extra: &[&str]| {
+        let args = [
+            &["eval", "--backend", "cpu", "--k", "4", "--json"][..],
+            &["--data", arg(&data), "--checkpoint", arg(&ckpt)],
+            extra,
+        ]
+        .concat();
+        crate::common::cli::run_json(&args)
+    };
+    let default = eval(&[]);
+    assert_eq!(default["binarize"], "threshold");
+    assert_eq!(default["mean"], eval(&["--binarize", "threshold"])["mean"]);
+    let dynamic = eval(&["--binarize", "dynamic"]);
+    assert_eq!(dynamic["binarize"], "dynamic");
+    assert_ne!(default["mean"], dynamic["mean"]);
+    assert_eq!(default["active_units"].as_array().map(Vec::len), Some(1));
+    // The same tensors without the rule in their metadata: an older checkpoint.
+    let (params, _) = checkpoint::load(&ckpt).unwrap();
+    let old = t.join("old.safetensors");
+    checkpoint::save(&params, &Default::default(), &old).unwrap();
+    let args = [
+        &["eval", "--backend", "cpu", "--k", "4", "--json"][..],
+        &["--data", arg(&data), "--checkpoint", arg(&old)],
+    ]
+    .concat();
+    let v = crate::common::cli::run_json(&args);
+    assert_eq!(
+        (&v["binarize"], &v["mean"]),
+        (&dynamic["binarize"], &dynamic["mean"])
+    );
+}
