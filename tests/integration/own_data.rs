@@ -145,7 +145,7 @@ fn the_same_images_train_to_the_same_checkpoint_in_every_format() {
     assert_eq!(config["image_shape"], "6x5");
 }
 
-/// Image n's pixel (r, c) in tests/fixtures/make_mat_fixtures.py.
+/// Image n's pixel (r, c) in tests/fixtures/make_fixtures.py.
 fn fixture_intensity(n: usize, r: usize, c: usize) -> u8 {
     ((31 * n + 16 * r + 3 * c + r * r) % 256) as u8
 }

@@ -131,35 +131,12 @@ impl Protocol {
 /// 60,000 images; we hold out 1,000 for the per-epoch validation bound and score the last
 /// epoch.
 fn burda() -> ProtocolSpec {
+    #[rustfmt::skip]
     let paper = [
-        (
-            EstimatorKind::Elbo,
-            "vae",
-            1,
-            [86.76, 86.47, 86.35],
-            ["19", "20", "20"],
-        ),
-        (
-            EstimatorKind::Iwae,
-            "iwae",
-            1,
-            [86.76, 85.54, 84.78],
-            ["19", "22", "25"],
-        ),
-        (
-            EstimatorKind::Elbo,
-            "vae2",
-            2,
-            [85.33, 85.01, 84.78],
-            ["16+5", "17+5", "17+5"],
-        ),
-        (
-            EstimatorKind::Iwae,
-            "iwae2",
-            2,
-            [85.33, 83.89, 82.90],
-            ["16+5", "21+5", "26+7"],
-        ),
+        (EstimatorKind::Elbo, "vae", 1, [86.76, 86.47, 86.35], ["19", "20", "20"]),
+        (EstimatorKind::Iwae, "iwae", 1, [86.76, 85.54, 84.78], ["19", "22", "25"]),
+        (EstimatorKind::Elbo, "vae2", 2, [85.33, 85.01, 84.78], ["16+5", "17+5", "17+5"]),
+        (EstimatorKind::Iwae, "iwae2", 2, [85.33, 83.89, 82.90], ["16+5", "21+5", "26+7"]),
     ];
     let rows = burda_rows(&paper, base());
     ProtocolSpec {
@@ -269,35 +246,12 @@ fn burda_rows(paper: &[BurdaPaperRow], base: TrainConfig) -> Vec<Row> {
 /// 1,345 validation images of the IWAE code (which first shuffles the training set with a
 /// fixed seed; we keep the file's order).
 pub fn burda_omniglot_rows() -> Vec<Row> {
+    #[rustfmt::skip]
     let paper = [
-        (
-            EstimatorKind::Elbo,
-            "omniglot-vae",
-            1,
-            [108.11, 107.62, 107.80],
-            ["28", "28", "28"],
-        ),
-        (
-            EstimatorKind::Iwae,
-            "omniglot-iwae",
-            1,
-            [108.11, 106.12, 104.67],
-            ["28", "34", "41"],
-        ),
-        (
-            EstimatorKind::Elbo,
-            "omniglot-vae2",
-            2,
-            [107.58, 106.31, 106.30],
-            ["28+4", "30+5", "30+5"],
-        ),
-        (
-            EstimatorKind::Iwae,
-            "omniglot-iwae2",
-            2,
-            [107.56, 104.79, 103.38],
-            ["30+5", "38+6", "44+7"],
-        ),
+        (EstimatorKind::Elbo, "omniglot-vae", 1, [108.11, 107.62, 107.80], ["28", "28", "28"]),
+        (EstimatorKind::Iwae, "omniglot-iwae", 1, [108.11, 106.12, 104.67], ["28", "34", "41"]),
+        (EstimatorKind::Elbo, "omniglot-vae2", 2, [107.58, 106.31, 106.30], ["28+4", "30+5", "30+5"]),
+        (EstimatorKind::Iwae, "omniglot-iwae2", 2, [107.56, 104.79, 103.38], ["30+5", "38+6", "44+7"]),
     ];
     burda_rows(
         &paper,
