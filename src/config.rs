@@ -280,8 +280,20 @@ pub fn check_out_dir(cfg: &TrainConfig, force: bool) -> anyhow::Result<Option<St
     )
 }
 
+/// Run-defining fields added after runs were written, and the value their absence means
+/// (so a rerun of an older run's command still matches it).
+const ADDED_LATER: [(&str, &str); 1] = [("binarize", "dynamic")];
+
 /// The run-defining top-level fields in which two config.json values differ.
 pub(crate) fn differing_fields(old: &serde_json::Value, new: &serde_json::Value) -> Vec<String> {
+    let value = |m: &serde_json::Map<String, serde_json::Value>, k: &str| {
+        m.get(k).cloned().or_else(|| {
+            ADDED_LATER
+                .iter()
+                .find(|(f, _)| *f == k)
+                .map(|(_, v)| serde_json::Value::from(*v))
+        })
+    };
     let empty = serde_json::Map::new();
     let (o, n) = (
         old.as_object().unwrap_or(&empty),
@@ -291,7 +303,7 @@ pub(crate) fn differing_fields(old: &serde_json::Value, new: &serde_json::Value)
     keys.sort();
     keys.dedup();
     keys.into_iter()
-        .filter(|k| !NOT_RUN_DEFINING.contains(&k.as_str()) && o.get(*k) != n.get(*k))
+        .filter(|k| !NOT_RUN_DEFINING.contains(&k.as_str()) && value(o, k) != value(n, k))
         .map(|k| k.to_string())
         .collect()
 }
@@ -399,6 +411,15 @@ pub struct RunOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_config_from_before_binarize_matches_dynamic_only() {
+        let old = serde_json::json!({"k": 5, "out": "a"});
+        let new = |b: &str| serde_json::json!({"k": 5, "out": "b", "binarize": b, "image_shape": "28x28"});
+        assert!(differing_fields(&old, &new("dynamic")).is_empty());
+        assert_eq!(differing_fields(&old, &new("threshold")), ["binarize"]);
+        assert_eq!(differing_fields(&new("none"), &old), ["binarize"]);
+    }
 
     #[test]
     fn checkpoint_every_parses_steps_times_and_epoch() {

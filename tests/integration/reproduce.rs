@@ -122,7 +122,8 @@ fn every_protocol_runs_at_a_tiny_budget_and_a_rerun_skips_finished_runs() {
         let csv_rows: Vec<&str> = csv.lines().skip(1).collect();
         assert_eq!(csv_rows.len(), rows.len(), "{name}: {csv}");
         for line in &csv_rows {
-            let nll: f64 = line.split(',').nth_back(1).unwrap().parse().unwrap();
+            // test_nll, then paper_nll, active_units and paper_active_units.
+            let nll: f64 = line.split(',').nth_back(3).unwrap().parse().unwrap();
             assert!(nll.is_finite() && nll > 0.0, "{name}: {line}");
         }
         let md = std::fs::read_to_string(out.join("results.md")).unwrap();
@@ -132,6 +133,13 @@ fn every_protocol_runs_at_a_tiny_budget_and_a_rerun_skips_finished_runs() {
             assert!(!line.contains("NaN") && !line.contains("inf"), "{line}");
         }
         assert!(out.join("results.png").exists(), "{name}: the curves");
+        for run in json["runs"].as_array().unwrap() {
+            let units = run["active_units"].as_str().unwrap_or_default();
+            assert!(!units.is_empty(), "{name}: active units of {run}");
+            if name == "burda" {
+                assert!(run["paper_active_units"].is_string(), "{name}: {run}");
+            }
+        }
 
         let again = reproduce(name, out, &[]);
         assert_eq!(
