@@ -145,9 +145,9 @@ mod tests {
     use super::*;
     use crate::model::Arch;
 
-    fn tiny() -> Params {
+    fn tiny(x_dim: usize) -> Params {
         let arch = Arch {
-            x_dim: 16,
+            x_dim,
             hidden: vec![8],
             z_dim: 2,
             likelihood: Likelihood::Bernoulli,
@@ -171,7 +171,7 @@ mod tests {
 
     #[test]
     fn samples_are_deterministic_probabilities() {
-        let p = tiny();
+        let p = tiny(16);
         let a = prior_samples(&p, 3, 9);
         assert_eq!(a, prior_samples(&p, 3, 9));
         assert_ne!(a, prior_samples(&p, 3, 10));
@@ -188,14 +188,7 @@ mod tests {
     /// without a record (6 is not square) or with one that does not fit, pictures are refused.
     #[test]
     fn recorded_shapes_give_non_square_and_colour_tiles() {
-        let arch = Arch {
-            x_dim: 6,
-            hidden: vec![4],
-            z_dim: 2,
-            likelihood: Likelihood::Bernoulli,
-            top: None,
-        };
-        let p = Params::init(&arch, 3, None);
+        let p = tiny(6);
         let meta = |s: &str| {
             std::collections::HashMap::from([(
                 "uvae".to_string(),
@@ -222,7 +215,7 @@ mod tests {
 
     #[test]
     fn non_image_models_are_refused_by_name() {
-        let mut p = tiny();
+        let mut p = tiny(16);
         p.layout.arch.x_dim = 20;
         let e = tile_shape(&p, &Default::default()).unwrap_err();
         assert_eq!(e.flag(), "--checkpoint");
