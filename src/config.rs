@@ -1,5 +1,6 @@
 //! The validated run configuration, written to config.json beside every run.
 
+use crate::data::{Binarization, ImageShape};
 use crate::error::{self, ConfigError};
 use crate::estimators::{Estimator, StepPlan};
 use crate::model::{Arch, ModelChoice, MAX_LAYER};
@@ -54,8 +55,16 @@ pub struct TrainConfig {
     /// configurations written before it existed: vae.
     #[serde(default)]
     pub model: ModelChoice,
-    /// Folder with MNIST-layout IDX files; None: the bundled MNIST.
+    /// IDX folder, .npy folder, .npz or MAT-file (`--data`); None: the bundled MNIST.
     pub data: Option<PathBuf>,
+    /// `--binarize`. Absent in configurations written before it existed: dynamic, as
+    /// those runs did.
+    #[serde(default)]
+    pub binarize: Binarization,
+    /// `--image-shape`; once the run has loaded its data, the data's image shape (it only
+    /// shapes the pictures, so it is not run-defining).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_shape: Option<ImageShape>,
     /// Training images held back for validation (the last ones, as Burda et al.).
     pub valid_size: usize,
     /// Use only the first N training images (quick runs and tests).
@@ -89,6 +98,15 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
+    /// How this run reads its `--data`.
+    pub fn load_options(&self) -> crate::data::LoadOptions {
+        crate::data::LoadOptions {
+            valid_size: self.valid_size,
+            binarize: self.binarize,
+            image_shape: self.image_shape,
+        }
+    }
+
     /// Checks every field, each error naming its flag and what it accepts, and resolves the
     /// estimator and K into the plan every training step follows.
     pub fn validate(&self) -> Result<StepPlan, ConfigError> {
@@ -168,6 +186,13 @@ impl TrainConfig {
                 error::at_least("--test-limit", limit, 1, "the test bound")?;
             }
         }
+        if self.model.is_exact() && self.binarize != Binarization::default() {
+            return Err(ConfigError::NotApplicable {
+                flag: "--binarize",
+                context: format!("to --model {}: it trains on continuous data", self.model),
+                fix: "drop --binarize".into(),
+            });
+        }
         if self.model.is_exact() && self.output_bias != OutputBias::default() {
             return Err(ConfigError::NotApplicable {
                 flag: "--output-bias",
@@ -204,8 +229,9 @@ pub fn check_step_count(epochs: usize, steps_per_epoch: usize) -> Result<(), Con
 
 /// Fields of config.json that do not change what a run computes: a rerun that differs only
 /// in them replaces the run in place.
-const NOT_RUN_DEFINING: [&str; 6] = [
+const NOT_RUN_DEFINING: [&str; 7] = [
     "out",
+    "image_shape",
     "threads",
     "backend",
     "adapter",
@@ -254,8 +280,20 @@ pub fn check_out_dir(cfg: &TrainConfig, force: bool) -> anyhow::Result<Option<St
     )
 }
 
+/// Run-defining fields added after runs were written, and the value their absence means
+/// (so a rerun of an older run's command still matches it).
+const ADDED_LATER: [(&str, &str); 1] = [("binarize", "dynamic")];
+
 /// The run-defining top-level fields in which two config.json values differ.
 pub(crate) fn differing_fields(old: &serde_json::Value, new: &serde_json::Value) -> Vec<String> {
+    let value = |m: &serde_json::Map<String, serde_json::Value>, k: &str| {
+        m.get(k).cloned().or_else(|| {
+            ADDED_LATER
+                .iter()
+                .find(|(f, _)| *f == k)
+                .map(|(_, v)| serde_json::Value::from(*v))
+        })
+    };
     let empty = serde_json::Map::new();
     let (o, n) = (
         old.as_object().unwrap_or(&empty),
@@ -265,7 +303,7 @@ pub(crate) fn differing_fields(old: &serde_json::Value, new: &serde_json::Value)
     keys.sort();
     keys.dedup();
     keys.into_iter()
-        .filter(|k| !NOT_RUN_DEFINING.contains(&k.as_str()) && o.get(*k) != n.get(*k))
+        .filter(|k| !NOT_RUN_DEFINING.contains(&k.as_str()) && value(o, k) != value(n, k))
         .map(|k| k.to_string())
         .collect()
 }
@@ -373,6 +411,15 @@ pub struct RunOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_config_from_before_binarize_matches_dynamic_only() {
+        let old = serde_json::json!({"k": 5, "out": "a"});
+        let new = |b: &str| serde_json::json!({"k": 5, "out": "b", "binarize": b, "image_shape": "28x28"});
+        assert!(differing_fields(&old, &new("dynamic")).is_empty());
+        assert_eq!(differing_fields(&old, &new("threshold")), ["binarize"]);
+        assert_eq!(differing_fields(&new("none"), &old), ["binarize"]);
+    }
 
     #[test]
     fn checkpoint_every_parses_steps_times_and_epoch() {

@@ -6,16 +6,22 @@ use clap::Args;
 use std::path::PathBuf;
 use unbiased_vae::backend::Backend;
 use unbiased_vae::config::BackendChoice;
-use unbiased_vae::data::{self, Dataset};
+use unbiased_vae::data::{self, Binarization, Dataset, ImageShape, LoadOptions};
 use unbiased_vae::estimators::{ChainOptions, EncoderChoice, UnbiasedOptions};
 use unbiased_vae::model::Params;
 use unbiased_vae::train;
 
 #[derive(Args)]
 pub struct CommonArgs {
-    /// Folder with MNIST-layout IDX files (train-images-idx3-ubyte.gz, t10k-images-idx3-ubyte.gz); default: the bundled MNIST.
+    /// The images: a folder of MNIST-layout IDX files (train-images-idx3-ubyte.gz, t10k-images-idx3-ubyte.gz), a folder of train.npy and test.npy, a .npz file, or a MAT v5 file (chardata.mat); default: the bundled MNIST.
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// dynamic (a fresh Bernoulli draw per step), threshold (x > 0.5, fixed) or none (the data is binary already) [default: dynamic; eval and reconstruct: the checkpoint's].
+    #[arg(long, value_enum)]
+    pub binarize: Option<Binarization>,
+    /// Image shape HxW[xC] of (N, D) arrays (default: square grey images).
+    #[arg(long, value_name = "HxW[xC]")]
+    pub image_shape: Option<ImageShape>,
     /// Compute backend: auto (a GPU adapter if there is one, else the CPU), gpu, or cpu.
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: BackendChoice,
@@ -34,7 +40,17 @@ impl CommonArgs {
     /// The data set of `--data` (or the bundled MNIST), `valid_size` training images held
     /// back for validation.
     pub fn dataset(&self, valid_size: usize) -> Result<Dataset> {
-        data::load_or_bundled(self.data.as_deref(), valid_size)
+        self.dataset_as(valid_size, self.binarize.unwrap_or_default())
+    }
+
+    /// [`CommonArgs::dataset`] binarized by `--binarize`, else by `trained` (a checkpoint's rule).
+    pub fn dataset_as(&self, valid_size: usize, trained: Binarization) -> Result<Dataset> {
+        let opts = LoadOptions {
+            valid_size,
+            binarize: self.binarize.unwrap_or(trained),
+            image_shape: self.image_shape,
+        };
+        data::load_or_bundled_with(self.data.as_deref(), &opts)
     }
 
     /// The backend of `--backend`, `--adapter` and `--threads`, holding `params`.

@@ -8,7 +8,7 @@ use clap::Args;
 use std::path::PathBuf;
 use unbiased_vae::error::{self, ConfigError};
 use unbiased_vae::model::exact_training::{self, ExactTraining};
-use unbiased_vae::model::{checkpoint, Params};
+use unbiased_vae::model::{active_units, checkpoint, Params};
 use unbiased_vae::{data, eval};
 
 #[derive(Args)]
@@ -42,7 +42,9 @@ pub fn run(a: EvalArgs) -> Result<()> {
     if let Some(model) = exact_training::from_checkpoint_metadata(&meta)? {
         return run_exact(a, params, model);
     }
-    let ds = a.common.dataset(0)?;
+    let trained = data::binarization::of_checkpoint(&meta)
+        .with_context(|| format!("reading {}", a.checkpoint.display()))?;
+    let ds = a.common.dataset_as(0, trained)?;
     data::check_dim(&ds, params.layout.arch.x_dim, &a.checkpoint)?;
     let test = match a.limit {
         Some(n) if n < ds.test.count => ds.test.slice(0..n),
@@ -53,8 +55,13 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let mut bar = WorkBar::new(Mode::detect(a.common.quiet));
     let r = eval::log_likelihood_with(backend.as_mut(), &x, test.count, a.k, a.seed, 0, &mut bar)
         .context("evaluating")?;
+    let active = active_units::active_units(&params, &x, test.count, a.seed);
+    let rule = a.common.binarize.unwrap_or(trained);
     if a.json {
-        println!("{}", serde_json::to_string(&r)?);
+        let mut v = serde_json::to_value(&r)?;
+        v["active_units"] = serde_json::to_value(&active.per_layer)?;
+        v["binarize"] = rule.name().into();
+        println!("{v}");
     } else {
         // A conditional model's bound is on log p(bottom rows | top rows).
         let of = match params.layout.arch.cond {
@@ -62,7 +69,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
             None => String::new(),
         };
         println!(
-            "L_{}{of} = {:.3} ± {:.3} nats (mean ± standard error over {} test images; {:.1} s, {:.0} samples/s, {})",
+            "L_{}{of} = {:.3} ± {:.3} nats (mean ± standard error over {} test images, binarize {rule}; {:.1} s, {:.0} samples/s, {})",
             r.k,
             r.mean,
             r.stderr,
@@ -70,6 +77,11 @@ pub fn run(a: EvalArgs) -> Result<()> {
             r.seconds,
             r.samples_per_s,
             backend.describe()
+        );
+        println!(
+            "active units: {} (per stochastic layer: Cov_x(E_q[z | x]) > {})",
+            active.label(),
+            active_units::ACTIVITY_THRESHOLD
         );
     }
     Ok(())

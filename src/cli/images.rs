@@ -32,10 +32,10 @@ pub fn run_sample(a: SampleArgs) -> Result<()> {
     error::at_most("--n", a.n, images::MAX_TILES, "a picture")?;
     error::at_least("--cols", a.cols as usize, 1, "a grid")?;
     error::at_most("--cols", a.cols as usize, images::MAX_TILES, "a grid")?;
-    let (params, _) = checkpoint::load(&a.checkpoint)?;
-    let side = images::tile_side(&params)?;
+    let (params, meta) = checkpoint::load(&a.checkpoint)?;
+    let shape = images::tile_shape(&params, &meta)?;
     let tiles = images::prior_samples(&params, a.n, a.seed);
-    images::save_png(&images::grid(&tiles, side, a.cols), &a.out)?;
+    images::save_png(&images::grid(&tiles, shape, a.cols), &a.out)?;
     println!(
         "{} decoder means for z ~ N(0, I) (seed {}) -> {}",
         a.n,
@@ -73,9 +73,11 @@ pub fn run_reconstruct(a: ReconstructArgs) -> Result<()> {
         images::MAX_TILES,
         "a grid",
     )?;
-    let (params, _) = checkpoint::load(&a.checkpoint)?;
-    let side = images::tile_side(&params)?;
-    let ds = a.common.dataset(0)?;
+    let (params, meta) = checkpoint::load(&a.checkpoint)?;
+    let shape = images::tile_shape(&params, &meta)?;
+    let ds = a
+        .common
+        .dataset_as(0, unbiased_vae::data::binarization::of_checkpoint(&meta)?)?;
     unbiased_vae::data::check_dim(&ds, params.layout.arch.x_dim, &a.checkpoint)?;
     let test = ds.test.slice(0..a.n.min(ds.test.count));
     // The model is trained on binarized images: show (and encode) the evaluation binarization.
@@ -86,7 +88,7 @@ pub fn run_reconstruct(a: ReconstructArgs) -> Result<()> {
         .zip(recon)
         .flat_map(|(img, r)| [img.iter().map(|&v| v as f64).collect(), r])
         .collect();
-    images::save_png(&images::grid(&tiles, side, 2 * a.pairs_per_row), &a.out)?;
+    images::save_png(&images::grid(&tiles, shape, 2 * a.pairs_per_row), &a.out)?;
     println!(
         "{} test images beside their reconstructions (decoder means at the posterior mean) -> {}",
         test.count,

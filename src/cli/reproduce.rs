@@ -100,6 +100,8 @@ impl ReproduceArgs {
             adapter: self.common.adapter.clone(),
             threads: self.common.threads,
             data: self.common.data.clone(),
+            binarize: self.common.binarize,
+            image_shape: self.common.image_shape,
             train_limit: self.train_limit,
             valid_size: self.valid_size,
             val_k: self.val_k,

@@ -165,6 +165,8 @@ impl TrainArgs {
         Ok(TrainConfig {
             model: self.model,
             data: self.common.data,
+            binarize: self.common.binarize.unwrap_or_default(),
+            image_shape: self.common.image_shape,
             valid_size: self.valid_size,
             train_limit: self.train_limit,
             arch,

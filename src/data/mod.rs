@@ -1,10 +1,17 @@
-//! Datasets: IDX loading, the train/validation/test split, and binarization drawn from the
-//! shared Philox streams (so a GPU backend can binarize the same way).
+//! Datasets: IDX, NumPy (.npz, or a folder of .npy) and MAT v5 loading, the
+//! train/validation/test split, `--binarize`, and binarization drawn from the shared Philox
+//! streams (so a GPU backend can binarize the same way).
 
+pub mod arrays;
+pub mod binarization;
 pub mod idx;
+pub mod mat;
+pub mod npy;
 
 use crate::rng::{self, Stream};
 use anyhow::{bail, Context, Result};
+pub use arrays::ImageShape;
+pub use binarization::Binarization;
 use idx::Images;
 use std::path::{Path, PathBuf};
 
@@ -19,13 +26,33 @@ pub fn bundled_mnist_dir() -> PathBuf {
         .join("mnist")
 }
 
-/// A dataset in the MNIST file layout: train and test images (labels are not needed).
+/// Train, validation and test images (labels are not needed), all of one image shape.
 #[derive(Clone, Debug)]
 pub struct Dataset {
     pub train: Images,
     pub valid: Images,
     pub test: Images,
+    /// Height, width and channels of every image (the pictures' tiles).
+    pub shape: ImageShape,
     pub source: PathBuf,
+}
+
+/// How `--data` is read: the validation split, `--binarize` and `--image-shape`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LoadOptions {
+    /// Training images held back for validation when the data has no validation array.
+    pub valid_size: usize,
+    pub binarize: Binarization,
+    pub image_shape: Option<ImageShape>,
+}
+
+impl LoadOptions {
+    pub fn split(valid_size: usize) -> LoadOptions {
+        LoadOptions {
+            valid_size,
+            ..Default::default()
+        }
+    }
 }
 
 fn find(dir: &Path, stem: &str) -> Result<PathBuf> {
@@ -37,19 +64,147 @@ fn find(dir: &Path, stem: &str) -> Result<PathBuf> {
     }
     bail!(
         "data directory {} has no {stem}(.gz); --data must point at a folder holding the IDX files \
-         train-images-idx3-ubyte.gz and t10k-images-idx3-ubyte.gz (MNIST layout, Fashion-MNIST works unchanged)",
+         train-images-idx3-ubyte.gz and t10k-images-idx3-ubyte.gz (MNIST layout, Fashion-MNIST works unchanged), \
+         a folder holding train.npy and test.npy, a .npz file or a MAT v5 file (chardata.mat)",
         dir.display()
     )
+}
+
+/// The array names of a `.npz` archive: train, test, valid, then their Keras names.
+const NPZ_NAMES: [&str; 6] = ["train", "test", "valid", "x_train", "x_test", "x_valid"];
+
+/// Train, test and optional validation arrays of the file or folder `path`.
+type Splits = (arrays::Array, arrays::Array, Option<arrays::Array>);
+
+fn npz_splits(path: &Path) -> Result<Splits> {
+    let mut a = npy::load_archive(path, &NPZ_NAMES)?;
+    let mut take = |i: usize| a[i].take().or_else(|| a[i + 3].take());
+    let (train, test, valid) = (take(0), take(1), take(2));
+    let missing = |name: &str| {
+        anyhow::anyhow!(
+            "{} has no array {name} (nor x_{name}); save the images as numpy.savez(FILE, train=..., test=...[, valid=...])",
+            path.display()
+        )
+    };
+    Ok((
+        train.ok_or_else(|| missing("train"))?,
+        test.ok_or_else(|| missing("test"))?,
+        valid,
+    ))
+}
+
+fn npy_folder_splits(dir: &Path) -> Result<Splits> {
+    let valid = dir.join("valid.npy");
+    Ok((
+        npy::load(&dir.join("train.npy"))?,
+        npy::load(&dir.join("test.npy")).with_context(|| {
+            format!(
+                "{} holds train.npy, so it needs test.npy beside it",
+                dir.display()
+            )
+        })?,
+        valid.is_file().then(|| npy::load(&valid)).transpose()?,
+    ))
+}
+
+fn mat_splits(path: &Path, shape: Option<ImageShape>) -> Result<Splits> {
+    let mut m = mat::load(path, &["data", "testdata"], shape)?;
+    let missing = |name: &str| {
+        anyhow::anyhow!(
+            "{} has no variable {name}; a MAT-file needs `data` (training images) and `testdata` \
+             (test images), one image per column, as Burda et al.'s chardata.mat",
+            path.display()
+        )
+    };
+    Ok((
+        m[0].take().ok_or_else(|| missing("data"))?,
+        m[1].take().ok_or_else(|| missing("testdata"))?,
+        None,
+    ))
+}
+
+/// `array` of split `name` as images under `opts`, saying once when grey levels were quantised.
+fn images_of(array: arrays::Array, opts: &LoadOptions, what: &str) -> Result<(Images, ImageShape)> {
+    let (images, shape, quantised) =
+        arrays::to_images(array, opts.binarize, opts.image_shape, what)?;
+    if quantised > 0 {
+        eprintln!(
+            "notice: {what}: {quantised} of {} grey levels are not multiples of 1/255 and were rounded to the nearest \
+             (uvae holds pixels as 8 bits; each pixel's Bernoulli probability moves by at most 1/510)",
+            images.pixels.len()
+        );
+    }
+    Ok((images, shape))
 }
 
 impl Dataset {
     /// Loads `dir`, holding back the last `valid_size` training images for validation
     /// (Burda et al. use the last 400).
     pub fn load(dir: &Path, valid_size: usize) -> Result<Dataset> {
+        Dataset::load_with(dir, &LoadOptions::split(valid_size))
+    }
+
+    /// Loads the data at `path` (an IDX folder, a .npy folder, a .npz or a MAT-file) as
+    /// `opts` says. Every check runs here, before a run writes anything.
+    pub fn load_with(path: &Path, opts: &LoadOptions) -> Result<Dataset> {
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        let splits = if path.is_dir() && path.join("train.npy").is_file() {
+            npy_folder_splits(path)?
+        } else if path.is_dir() {
+            return Dataset::load_idx(path, opts);
+        } else if !path.exists() {
+            bail!(
+                "--data {} does not exist; pass an IDX folder, a folder of train.npy and test.npy, a .npz or a .mat file",
+                path.display()
+            );
+        } else {
+            match ext.as_deref() {
+                Some("npz") => npz_splits(path)?,
+                Some("mat") => mat_splits(path, opts.image_shape)?,
+                _ => bail!(
+                    "--data {}: not a .npz or .mat file nor a folder; pass an IDX folder, a folder of train.npy and test.npy, \
+                     a .npz (numpy.savez) or a MAT v5 file (chardata.mat)",
+                    path.display()
+                ),
+            }
+        };
+        let what = |split: &str| format!("{} ({split} images)", path.display());
+        let (train, shape) = images_of(splits.0, opts, &what("train"))?;
+        let (test, test_shape) = images_of(splits.1, opts, &what("test"))?;
+        let check = |other: ImageShape, split: &str| -> Result<()> {
+            if other != shape {
+                bail!(
+                    "{}: train images are {shape} but {split} images are {other}; every split needs the same image shape",
+                    path.display()
+                );
+            }
+            Ok(())
+        };
+        check(test_shape, "test")?;
+        let valid = match splits.2 {
+            Some(v) => {
+                let (valid, valid_shape) = images_of(v, opts, &what("valid"))?;
+                check(valid_shape, "valid")?;
+                eprintln!(
+                    "notice: {} holds a valid array of {} images; it is the validation set (--valid-size is not used)",
+                    path.display(),
+                    valid.count
+                );
+                Some(valid)
+            }
+            None => None,
+        };
+        Dataset::split(train, valid, test, shape, path, opts.valid_size)
+    }
+
+    fn load_idx(dir: &Path, opts: &LoadOptions) -> Result<Dataset> {
         let train_path = find(dir, "train-images-idx3-ubyte")?;
         let test_path = find(dir, "t10k-images-idx3-ubyte")?;
-        let all = idx::load_images(&train_path)?;
-        let test = idx::load_images(&test_path)?;
+        let mut all = idx::load_images(&train_path)?;
+        let mut test = idx::load_images(&test_path)?;
         if (all.rows, all.cols) != (test.rows, test.cols) {
             bail!(
                 "train images are {}x{} but test images are {}x{} in {}",
@@ -60,12 +215,41 @@ impl Dataset {
                 dir.display()
             );
         }
+        for (im, p) in [(&mut all, &train_path), (&mut test, &test_path)] {
+            let what = p.display().to_string();
+            arrays::image_shape(&[im.count, im.rows, im.cols], opts.image_shape, &what)?;
+            let dim = im.dim();
+            binarization::apply_u8(opts.binarize, &mut im.pixels, &what, dim)?;
+        }
+        let shape = arrays::image_shape(&[1, all.rows, all.cols], None, "")?;
+        Dataset::split(all, None, test, shape, dir, opts.valid_size)
+    }
+
+    /// The dataset of `train` and `test`, validating on `valid` or else on the last
+    /// `valid_size` training images.
+    fn split(
+        all: Images,
+        valid: Option<Images>,
+        test: Images,
+        shape: ImageShape,
+        source: &Path,
+        valid_size: usize,
+    ) -> Result<Dataset> {
+        if let Some(valid) = valid {
+            return Ok(Dataset {
+                train: all,
+                valid,
+                test,
+                shape,
+                source: source.to_path_buf(),
+            });
+        }
         if valid_size >= all.count {
             bail!(
                 "--valid-size {valid_size} leaves no training images ({} in {}); use a smaller value \
                  (bench, profile and grad-stats hold back 400: give them more than 400)",
                 all.count,
-                train_path.display()
+                source.display()
             );
         }
         let split = all.count - valid_size;
@@ -73,7 +257,8 @@ impl Dataset {
             train: all.slice(0..split),
             valid: all.slice(split..all.count),
             test,
-            source: dir.to_path_buf(),
+            shape,
+            source: source.to_path_buf(),
         })
     }
 
@@ -194,9 +379,14 @@ pub fn check_dim(ds: &Dataset, x_dim: usize, checkpoint: &Path) -> Result<()> {
 
 /// Loads the dataset named by `--data`, or the bundled MNIST.
 pub fn load_or_bundled(dir: Option<&Path>, valid_size: usize) -> Result<Dataset> {
-    match dir {
-        Some(d) => Dataset::load(d, valid_size),
-        None => Dataset::load(&bundled_mnist_dir(), valid_size).context(
+    load_or_bundled_with(dir, &LoadOptions::split(valid_size))
+}
+
+/// [`load_or_bundled`] as `opts` says.
+pub fn load_or_bundled_with(path: Option<&Path>, opts: &LoadOptions) -> Result<Dataset> {
+    match path {
+        Some(p) => Dataset::load_with(p, opts),
+        None => Dataset::load_with(&bundled_mnist_dir(), opts).context(
             "loading the bundled MNIST from assets/mnist (pass --data DIR to use another copy)",
         ),
     }

@@ -2,6 +2,7 @@
 //! `nn.Sequential` of `nn.Linear` (`encoder.0.weight` is [out, in], row-major), so a
 //! checkpoint loads into the peer's PyTorch model unchanged.
 
+pub mod active_units;
 mod arch_flags;
 pub mod checkpoint;
 mod choice;

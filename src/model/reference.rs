@@ -35,6 +35,14 @@ pub fn encode(layout: &Layout, p: &[f64], x: &[f64]) -> (Vec<f64>, Vec<f64>) {
     (out[..z].to_vec(), out[z..].to_vec())
 }
 
+/// (mu, log sigma) of q(z2 | z1) under the encoder2 in `p` (two-layer models).
+pub fn encode2(layout: &Layout, p: &[f64], z1: &[f64]) -> (Vec<f64>, Vec<f64>) {
+    head(
+        mlp(p, &layout.encoder2, z1),
+        layout.arch.noise_dim() - layout.arch.z_dim,
+    )
+}
+
 /// log p(x | z) under the layout's likelihood (Bernoulli logits or Gaussian means) with the
 /// decoder in `p`.
 pub fn log_lik(layout: &Layout, p: &[f64], x: &[f64], z: &[f64]) -> f64 {

@@ -22,7 +22,7 @@ impl TrainData {
     pub fn load(cfg: &TrainConfig) -> Result<(TrainData, Params)> {
         Ok(match ExactTraining::new(cfg.model, cfg.seed) {
             None => {
-                let mut ds = data::load_or_bundled(cfg.data.as_deref(), cfg.valid_size)?;
+                let mut ds = data::load_or_bundled_with(cfg.data.as_deref(), &cfg.load_options())?;
                 if let Some(limit) = cfg.train_limit {
                     if limit < ds.train.count {
                         ds.train = ds.train.slice(0..limit);
@@ -48,6 +48,14 @@ impl TrainData {
                 (TrainData::Exact { model, x, count }, params)
             }
         })
+    }
+
+    /// The images' shape (None for an exact model's data).
+    pub fn image_shape(&self) -> Option<crate::data::ImageShape> {
+        match self {
+            TrainData::Images(ds) => Some(ds.shape),
+            TrainData::Exact { .. } => None,
+        }
     }
 
     pub fn dim(&self) -> usize {

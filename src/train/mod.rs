@@ -184,6 +184,12 @@ fn start(
     check_lock(held, &cfg.out)?;
     let (train_data, params) = TrainData::load(cfg)?;
     check_batch(cfg, &train_data)?;
+    // config.json and the checkpoints record the data's image shape (for the pictures).
+    let recorded = TrainConfig {
+        image_shape: train_data.image_shape().or(cfg.image_shape),
+        ..cfg.clone()
+    };
+    let cfg = &recorded;
     // The backend first: a run that cannot start leaves --out as it was.
     let mut backend = make_backend(cfg.backend, &params, cfg.threads, cfg.adapter.as_deref())?;
     observer.on_backend(&backend.describe());

@@ -451,6 +451,8 @@ pub(super) fn metadata(cfg: &TrainConfig, step: u32) -> HashMap<String, String> 
         "estimator": cfg.estimator.kind.name(),
         "k": cfg.k,
         "seed": cfg.seed,
+        "binarize": cfg.binarize,
+        "image_shape": cfg.image_shape,
         "step": step,
         "config": cfg,
     });

@@ -216,6 +216,8 @@ fn toy_config(
     TrainConfig {
         model: ModelChoice::Toy,
         data: None,
+        binarize: Default::default(),
+        image_shape: None,
         valid_size: 0,
         train_limit,
         arch: unbiased_vae::model::resolve_arch(ModelChoice::Toy, None, None, None, None).unwrap(),

@@ -39,7 +39,7 @@ const LAYERS: &[(&[&str], &[&str])] = &[
     (&["estimators", "exact", "optim", "data"], &[]),
     (&["model"], &["exact"]),
     (&["coupling"], &["estimators", "exact"]),
-    (&["config"], &["estimators", "model", "optim"]),
+    (&["config"], &["estimators", "model", "optim", "data"]),
     (
         &["backend"],
         &["estimators", "coupling", "model", "optim", "data"],

@@ -30,6 +30,7 @@ mod hgauss;
 mod hgauss_unbiased;
 mod hvae;
 mod layering;
+mod own_data;
 mod profile_bench;
 mod reproduce;
 mod resume;

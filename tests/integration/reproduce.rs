@@ -122,7 +122,8 @@ fn every_protocol_runs_at_a_tiny_budget_and_a_rerun_skips_finished_runs() {
         let csv_rows: Vec<&str> = csv.lines().skip(1).collect();
         assert_eq!(csv_rows.len(), rows.len(), "{name}: {csv}");
         for line in &csv_rows {
-            let nll: f64 = line.split(',').nth_back(1).unwrap().parse().unwrap();
+            // test_nll, then paper_nll, active_units and paper_active_units.
+            let nll: f64 = line.split(',').nth_back(3).unwrap().parse().unwrap();
             assert!(nll.is_finite() && nll > 0.0, "{name}: {line}");
         }
         let md = std::fs::read_to_string(out.join("results.md")).unwrap();
@@ -132,6 +133,13 @@ fn every_protocol_runs_at_a_tiny_budget_and_a_rerun_skips_finished_runs() {
             assert!(!line.contains("NaN") && !line.contains("inf"), "{line}");
         }
         assert!(out.join("results.png").exists(), "{name}: the curves");
+        for run in json["runs"].as_array().unwrap() {
+            let units = run["active_units"].as_str().unwrap_or_default();
+            assert!(!units.is_empty(), "{name}: active units of {run}");
+            if name == "burda" {
+                assert!(run["paper_active_units"].is_string(), "{name}: {run}");
+            }
+        }
 
         let again = reproduce(name, out, &[]);
         assert_eq!(
@@ -476,4 +484,56 @@ fn bad_protocol_input_names_the_flag_and_trains_nothing() {
     for n in [first.to_str().unwrap(), "another configuration", "lr"] {
         assert!(r.stderr.contains(n), "{n:?} not in {}", r.stderr);
     }
+}
+
+/// Burda et al.'s Table 1 in full: every row carries the paper's active units, and given
+/// `--data .../chardata.mat` the protocol runs the Omniglot rows with the paper's Omniglot
+/// numbers instead of MNIST's.
+#[test]
+fn burda_rows_carry_active_units_and_omniglot_replaces_mnist_given_chardata() {
+    let mnist = Protocol::Burda.spec().plan(&plan_only()).unwrap();
+    assert_eq!(mnist.len(), 12);
+    let find = |runs: &[unbiased_vae::apps::reproduce::PlannedRun], name: &str| {
+        let r = runs
+            .iter()
+            .find(|r| r.name == name)
+            .unwrap_or_else(|| panic!("{name}"));
+        (r.row.paper_nll, r.row.paper_active_units, r.cfg.valid_size)
+    };
+    assert_eq!(
+        find(&mnist, "vae-k1-seed0"),
+        (Some(86.76), Some("19"), 1000)
+    );
+    assert_eq!(
+        find(&mnist, "iwae2-k50-seed0"),
+        (Some(82.90), Some("26+7"), 1000)
+    );
+    let opts = ReproduceOptions {
+        data: Some("/data/omniglot/chardata.mat".into()),
+        ..plan_only()
+    };
+    let omni = Protocol::Burda.spec().plan(&opts).unwrap();
+    assert_eq!(omni.len(), 12);
+    assert!(omni.iter().all(|r| r.name.starts_with("omniglot-")));
+    assert_eq!(
+        find(&omni, "omniglot-vae-k1-seed0"),
+        (Some(108.11), Some("28"), 1345)
+    );
+    assert_eq!(
+        find(&omni, "omniglot-iwae-k50-seed0"),
+        (Some(104.67), Some("41"), 1345)
+    );
+    assert_eq!(
+        find(&omni, "omniglot-vae2-k1-seed0"),
+        (Some(107.58), Some("28+4"), 1345)
+    );
+    assert_eq!(
+        find(&omni, "omniglot-iwae2-k50-seed0"),
+        (Some(103.38), Some("44+7"), 1345)
+    );
+    let two = omni
+        .iter()
+        .find(|r| r.name == "omniglot-iwae2-k5-seed0")
+        .unwrap();
+    assert_eq!(two.cfg.model, unbiased_vae::model::ModelChoice::Hvae);
 }

@@ -268,7 +268,7 @@ fn results(out: &Path) -> (Value, String, Vec<Value>) {
         .lines()
         .map(|l| {
             let mut cells: Vec<&str> = l.split('|').collect();
-            if cells.len() == 13 && !l.starts_with("|---") && !l.starts_with("| run ") {
+            if cells.len() == 15 && !l.starts_with("|---") && !l.starts_with("| run ") {
                 cells[7] = " - ";
             }
             cells.join("|")

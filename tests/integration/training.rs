@@ -18,6 +18,8 @@ fn short_iwae_run_improves_validation_lk() {
     let cfg = TrainConfig {
         model: ModelChoice::Vae,
         data: None,
+        binarize: Default::default(),
+        image_shape: None,
         valid_size: 400,
         train_limit: Some(3000),
         // A smaller model than Burda's 784-200-200-50 to keep the test fast.

@@ -26,9 +26,24 @@ const DRAWS: [(u64, u32); 3] = [(99, 0), (99, 1), (0xDEAD_BEEF_0000_0001, (1 << 
 
 pub(super) fn rows(choice: &AdapterChoice) -> Result<Vec<ParityRow>> {
     let mut rows = Vec::new();
-    // (dim, images, rows per minibatch)
-    for (dim, count, batch) in [(7, 400, 300), (784, 300, 100)] {
-        let images = random_images(count, dim, dim as u64);
+    // (dim, images, rows per minibatch); 437 is a 19 x 23 image (`--data` of any shape), and
+    // its images mapped to 0/255 are what `--binarize threshold|none` holds.
+    for (dim, count, batch) in [
+        (7, 400, 300),
+        (784, 300, 100),
+        (437, 200, 64),
+        (437, 64, 64),
+    ] {
+        let mut images = random_images(count, dim, dim as u64);
+        let fixed = dim == 437 && count == 64;
+        if fixed {
+            data::binarization::apply_u8(
+                data::Binarization::Threshold,
+                &mut images.pixels,
+                "check",
+                dim,
+            )?;
+        }
         let (params, mut gpu) = backend(choice, dim)?;
         hold(&mut gpu, &images)?;
         let lists = index_lists(count, batch, dim as u64);
@@ -46,15 +61,36 @@ pub(super) fn rows(choice: &AdapterChoice) -> Result<Vec<ParityRow>> {
                 })?);
             }
         }
+        let what = if fixed {
+            " (0/255: threshold, none)"
+        } else {
+            ""
+        };
         rows.push(compare_exact(
             &format!(
-                "input: binarize {count} images of {dim} pixels, {}x{batch} rows",
+                "input: binarize {count} images of {dim} pixels{what}, {}x{batch} rows",
                 lists.len() * DRAWS.len()
             ),
             &g,
             &c,
         ));
-        if dim == 7 {
+        if fixed {
+            // 0 is never on and 255 always: the draws give back the images themselves.
+            let want: Vec<f32> = lists
+                .iter()
+                .flat_map(|l| DRAWS.iter().map(move |_| l))
+                .flat_map(|l| {
+                    l.iter()
+                        .flat_map(|&i| images.image(i).iter().map(|&p| f32::from(p) / 255.0))
+                })
+                .collect();
+            rows.push(compare_exact(
+                "input: 0/255 images binarize to themselves",
+                &c,
+                &want,
+            ));
+        }
+        if dim == 7 || (dim == 437 && !fixed) {
             rows.extend(step_rows(&params, &mut gpu, &images, &lists[0][..5])?);
         }
     }
@@ -89,13 +125,15 @@ fn hold(gpu: &mut GpuBackend, images: &Images) -> Result<()> {
     }
 }
 
-/// `count` images of `dim` pixels (one row of `dim` columns), every intensity equally likely.
+/// `count` images of `dim` pixels (19 x 23 for 437, else one row of `dim` columns), every
+/// intensity equally likely.
 fn random_images(count: usize, dim: usize, seed: u64) -> Images {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let rows = if dim == 437 { 19 } else { 1 };
     Images {
         count,
-        rows: 1,
-        cols: dim,
+        rows,
+        cols: dim / rows,
         pixels: (0..count * dim).map(|_| rng.random::<u8>()).collect(),
     }
 }
@@ -122,6 +160,7 @@ fn step_rows(
     rows: &[usize],
 ) -> Result<Vec<ParityRow>> {
     let (batch, lr, dim) = (rows.len(), 1e-3, images.dim());
+    let shape = format!("{}x{} images", images.rows, images.cols);
     let mut cpu = CpuBackend::new(&params.layout, &params.values, 2)?;
     let (seed, step) = (7, 11);
     let mut x = vec![0.0f32; batch * dim];
@@ -180,12 +219,12 @@ fn step_rows(
         gpu.set_chain_group_overhead(None);
         let reference = run(&mut cpu, Minibatch::Host(&x))?;
         out.push(compare_exact(
-            &format!("input: {what}, device vs host binarization"),
+            &format!("input: {what} ({shape}), device vs host binarization"),
             &device,
             &host,
         ));
         out.push(compare(
-            &format!("input: {what} on device-binarized images vs cpu"),
+            &format!("input: {what} ({shape}) on device-binarized images vs cpu"),
             &device,
             &reference,
             lr * 0.1,

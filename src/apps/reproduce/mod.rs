@@ -39,6 +39,9 @@ pub struct ReproduceOptions {
     pub adapter: Option<String>,
     pub threads: usize,
     pub data: Option<PathBuf>,
+    /// `--binarize` and `--image-shape` for every run (None: the protocol's, dynamic).
+    pub binarize: Option<crate::data::Binarization>,
+    pub image_shape: Option<crate::data::ImageShape>,
     /// Train on the first N training images; hold out N validation images.
     pub train_limit: Option<usize>,
     pub valid_size: Option<usize>,
@@ -123,7 +126,15 @@ impl ProtocolSpec {
     /// each configuration validated.
     pub fn plan(&self, opts: &ReproduceOptions) -> Result<Vec<PlannedRun>, ConfigError> {
         let mut out = Vec::new();
-        for row in &self.rows {
+        // Burda et al.'s Omniglot columns when the data is their chardata.mat.
+        let omniglot = self.protocol == Protocol::Burda
+            && opts.data.as_deref().and_then(|d| d.file_name()) == Some("chardata.mat".as_ref());
+        let rows = if omniglot {
+            protocols::burda_omniglot_rows()
+        } else {
+            self.rows.clone()
+        };
+        for row in &rows {
             for seed in 0..opts.seeds.max(1) as u64 {
                 let name = run_name(&row.name, seed);
                 let cfg = self.configure(row, seed, opts, &name)?;
@@ -150,6 +161,8 @@ impl ProtocolSpec {
         cfg.out = opts.out.join(name);
         cfg.threads = opts.threads;
         cfg.data = opts.data.clone();
+        cfg.binarize = opts.binarize.unwrap_or(cfg.binarize);
+        cfg.image_shape = opts.image_shape;
         if let Some(b) = opts.backend {
             cfg.backend = b;
         }

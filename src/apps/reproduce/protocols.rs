@@ -52,6 +52,8 @@ pub struct Row {
     pub name: String,
     pub cfg: TrainConfig,
     pub paper_nll: Option<f64>,
+    /// The paper's active units for this row ("19", "21+5"), where it prints them.
+    pub paper_active_units: Option<&'static str>,
 }
 
 /// A protocol's rows and how they are scored.
@@ -72,6 +74,8 @@ fn base() -> TrainConfig {
     TrainConfig {
         model: ModelChoice::Vae,
         data: None,
+        binarize: Default::default(),
+        image_shape: None,
         valid_size: 1000,
         train_limit: None,
         arch: Arch::burda_mnist(),
@@ -101,6 +105,7 @@ fn row(name: &str, cfg: TrainConfig, paper_nll: Option<f64>) -> Row {
         name: name.to_string(),
         cfg,
         paper_nll,
+        paper_active_units: None,
     }
 }
 
@@ -126,27 +131,14 @@ impl Protocol {
 /// 60,000 images; we hold out 1,000 for the per-epoch validation bound and score the last
 /// epoch.
 fn burda() -> ProtocolSpec {
+    #[rustfmt::skip]
     let paper = [
-        (EstimatorKind::Elbo, "vae", 1, [86.76, 86.47, 86.35]),
-        (EstimatorKind::Iwae, "iwae", 1, [86.76, 85.54, 84.78]),
-        (EstimatorKind::Elbo, "vae2", 2, [85.33, 85.01, 84.78]),
-        (EstimatorKind::Iwae, "iwae2", 2, [85.33, 83.89, 82.90]),
+        (EstimatorKind::Elbo, "vae", 1, [86.76, 86.47, 86.35], ["19", "20", "20"]),
+        (EstimatorKind::Iwae, "iwae", 1, [86.76, 85.54, 84.78], ["19", "22", "25"]),
+        (EstimatorKind::Elbo, "vae2", 2, [85.33, 85.01, 84.78], ["16+5", "17+5", "17+5"]),
+        (EstimatorKind::Iwae, "iwae2", 2, [85.33, 83.89, 82.90], ["16+5", "21+5", "26+7"]),
     ];
-    let mut rows = Vec::new();
-    for (kind, label, layers, nll) in paper {
-        for (k, nll) in [1, 5, 50].into_iter().zip(nll) {
-            let mut cfg = TrainConfig {
-                estimator: estimator(kind),
-                k,
-                ..base()
-            };
-            if layers == 2 {
-                cfg.model = ModelChoice::Hvae;
-                cfg.arch = Arch::burda_mnist_two_layer();
-            }
-            rows.push(row(&format!("{label}-k{k}"), cfg, Some(nll)));
-        }
-    }
+    let rows = burda_rows(&paper, base());
     ProtocolSpec {
         protocol: Protocol::Burda,
         rows,
@@ -217,6 +209,59 @@ fn shi_cornish() -> ProtocolSpec {
 }
 
 /// One row per estimator of `kinds`, all with the same settings `cfg`: a row is named
+/// A row of Burda et al.'s Table 1: estimator, label, stochastic layers, and the paper's
+/// NLL and active units at k = 1, 5, 50.
+type BurdaPaperRow = (
+    EstimatorKind,
+    &'static str,
+    usize,
+    [f64; 3],
+    [&'static str; 3],
+);
+
+fn burda_rows(paper: &[BurdaPaperRow], base: TrainConfig) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for &(kind, label, layers, nll, units) in paper {
+        for ((k, nll), units) in [1, 5, 50].into_iter().zip(nll).zip(units) {
+            let mut cfg = TrainConfig {
+                estimator: estimator(kind),
+                k,
+                ..base.clone()
+            };
+            if layers == 2 {
+                cfg.model = ModelChoice::Hvae;
+                cfg.arch = Arch::burda_mnist_two_layer();
+            }
+            rows.push(Row {
+                paper_active_units: Some(units),
+                ..row(&format!("{label}-k{k}"), cfg, Some(nll))
+            });
+        }
+    }
+    rows
+}
+
+/// Burda et al.'s Table 1, Omniglot columns (the rows `uvae reproduce burda` runs given
+/// `--data chardata.mat`): the MNIST rows' settings on the 28x28 Omniglot, holding out the
+/// 1,345 validation images of the IWAE code (which first shuffles the training set with a
+/// fixed seed; we keep the file's order).
+pub fn burda_omniglot_rows() -> Vec<Row> {
+    #[rustfmt::skip]
+    let paper = [
+        (EstimatorKind::Elbo, "omniglot-vae", 1, [108.11, 107.62, 107.80], ["28", "28", "28"]),
+        (EstimatorKind::Iwae, "omniglot-iwae", 1, [108.11, 106.12, 104.67], ["28", "34", "41"]),
+        (EstimatorKind::Elbo, "omniglot-vae2", 2, [107.58, 106.31, 106.30], ["28+4", "30+5", "30+5"]),
+        (EstimatorKind::Iwae, "omniglot-iwae2", 2, [107.56, 104.79, 103.38], ["30+5", "38+6", "44+7"]),
+    ];
+    burda_rows(
+        &paper,
+        TrainConfig {
+            valid_size: 1345,
+            ..base()
+        },
+    )
+}
+
 /// `<name>-k<K>`.
 fn rows_per_estimator(kinds: &[(EstimatorKind, &str)], cfg: TrainConfig) -> Vec<Row> {
     kinds

@@ -43,6 +43,12 @@ pub struct RunResult {
     pub eval: EvalSettings,
     /// The paper's test negative log-likelihood for this row, where it prints one.
     pub paper_nll: Option<f64>,
+    /// Active units of the scored checkpoint on the test images, per layer ("21+5"), and the
+    /// paper's (absent in results written before they were counted).
+    #[serde(default)]
+    pub active_units: String,
+    #[serde(default)]
+    pub paper_active_units: Option<String>,
 }
 
 /// The run's result.json, if it has one (an unreadable one is an error naming the file).
@@ -139,7 +145,7 @@ pub fn score(
         Selection::Last => (train::CHECKPOINT_FILE, epochs.len()),
     };
     let (params, _) = checkpoint::load(&dir.join(file))?;
-    let ds = data::load_or_bundled(cfg.data.as_deref(), cfg.valid_size)?;
+    let ds = data::load_or_bundled_with(cfg.data.as_deref(), &cfg.load_options())?;
     let n = eval_settings.limit.unwrap_or(usize::MAX).min(ds.test.count);
     let x = data::binarize_eval(&ds.test.slice(0..n));
     let mut backend =
@@ -154,6 +160,7 @@ pub fn score(
         progress,
     )
     .with_context(|| format!("scoring run {}", run.name))?;
+    let active = crate::model::active_units::active_units(&params, &x, n, eval::DEFAULT_EVAL_SEED);
     let steps: f64 = epochs.iter().map(|m| field(m, "steps")).sum();
     let samples: f64 = epochs
         .iter()
@@ -179,6 +186,8 @@ pub fn score(
         eval_seconds: r.seconds,
         eval: *eval_settings,
         paper_nll: run.row.paper_nll,
+        active_units: active.label(),
+        paper_active_units: run.row.paper_active_units.map(str::to_string),
     })
 }
 
@@ -218,11 +227,11 @@ fn markdown(
         spec.source,
         eval.k,
     );
-    s.push_str("| run | estimator | settings | samples expected | samples measured | epochs | train s | scored epoch | test NLL | ± SE | paper NLL |\n");
-    s.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
+    s.push_str("| run | estimator | settings | samples expected | samples measured | epochs | train s | scored epoch | test NLL | ± SE | paper NLL | active units | paper active units |\n");
+    s.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for r in done {
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {:.3} | {} | {:.1} | {} | {:.2} | {:.2} | {} |\n",
+            "| {} | {} | {} | {} | {:.3} | {} | {:.1} | {} | {:.2} | {:.2} | {} | {} | {} |\n",
             r.run,
             r.estimator,
             r.settings,
@@ -234,6 +243,8 @@ fn markdown(
             -r.test_lk,
             r.test_lk_stderr,
             opt(r.paper_nll, 2),
+            r.active_units,
+            r.paper_active_units.as_deref().unwrap_or("-"),
         ));
     }
     let summary = summarise(done);
@@ -299,7 +310,7 @@ pub fn summarise(done: &[RunResult]) -> Vec<RowSummary> {
 }
 
 fn csv(done: &[RunResult]) -> String {
-    const HEADER: &str = "run,row,seed,estimator,settings,k,batch,epochs,steps,expected_samples,measured_samples,train_seconds,scored_epoch,test_k,test_images,test_lk,test_lk_stderr,test_nll,paper_nll";
+    const HEADER: &str = "run,row,seed,estimator,settings,k,batch,epochs,steps,expected_samples,measured_samples,train_seconds,scored_epoch,test_k,test_images,test_lk,test_lk_stderr,test_nll,paper_nll,active_units,paper_active_units";
     let opt = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
     let mut s = files::csv_record(&HEADER.split(',').collect::<Vec<_>>());
     for r in done {
@@ -323,6 +334,8 @@ fn csv(done: &[RunResult]) -> String {
             r.test_lk_stderr.to_string(),
             (-r.test_lk).to_string(),
             opt(r.paper_nll),
+            r.active_units.clone(),
+            r.paper_active_units.clone().unwrap_or_default(),
         ]);
     }
     s
@@ -436,6 +449,8 @@ mod tests {
                 best_validation: false,
             },
             paper_nll: Some(85.0),
+            active_units: "19".into(),
+            paper_active_units: Some("20".into()),
         }
     }
 

@@ -2,6 +2,7 @@
 //! ([`mc`]), the backends under test ([`have_gpu`], [`backends`], [`on_cpu_and_gpu`]) and the
 //! small models the backend tests step ([`arch`], [`tiny`]).
 
+pub mod arrays;
 pub mod cli;
 pub mod mc;
 
