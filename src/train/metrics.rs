@@ -48,6 +48,10 @@ pub struct EpochMetrics {
     /// gradient norm was NaN or infinite (the means above are over the others).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nonfinite_steps: Option<usize>,
+    /// --grad-var-every: the gradient's spread on the fixed minibatch, measured after
+    /// every N-th run step that fell in this epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grad_var: Option<Vec<super::GradVarPoint>>,
     /// --model toy / ppca: the exact mean log p(x) over the training data under the current
     /// decoder (closed form, f64).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -95,6 +99,9 @@ pub(crate) struct EpochSums {
     pub capped: Vec<bool>,
     pub iterations: usize,
     pub computed: usize,
+    /// --grad-var-every's measurements this epoch (absent in states written before it).
+    #[serde(default, with = "super::grad_var::bits")]
+    pub grad_var: Vec<super::GradVarPoint>,
 }
 
 impl EpochSums {

@@ -3,12 +3,14 @@
 
 mod data;
 mod feed;
+mod grad_var;
 mod metrics;
 mod observer;
 mod run;
 mod state;
 
 pub use feed::MinibatchFeed;
+pub use grad_var::{GradVarPoint, GradVarProbe};
 pub use metrics::{ChainMetrics, EpochMetrics};
 pub use observer::TrainObserver;
 pub use run::{BEST_CHECKPOINT_FILE, CHECKPOINT_FILE};

@@ -233,6 +233,7 @@ fn toy_config(
         val_k: 20,
         output_bias: Default::default(),
         test: None,
+        grad_var: None,
         out,
     }
 }

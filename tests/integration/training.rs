@@ -36,6 +36,7 @@ fn short_iwae_run_improves_validation_lk() {
         val_k: 50,
         output_bias: Default::default(),
         test: None,
+        grad_var: None,
         out: dir.path().join("run"),
     };
 

@@ -92,6 +92,7 @@ fn base() -> TrainConfig {
         val_k: 50,
         output_bias: OutputBias::DataMean,
         test: None,
+        grad_var: None,
         out: PathBuf::new(),
     }
 }
