@@ -26,6 +26,12 @@ pub struct EpochMetrics {
     pub test_lk_stderr: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub test_k: Option<usize>,
+    /// JVI and JVI-DReG runs: the jackknife estimate J from the test bound's K samples (not
+    /// a bound), mean and standard error over the same test images.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_jvi: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_jvi_stderr: Option<f64>,
     /// Seconds of training steps in this epoch (validation excluded).
     pub seconds: f64,
     pub datapoints_per_s: f64,

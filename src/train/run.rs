@@ -404,7 +404,13 @@ impl Loop<'_> {
                 observer.on_validation(epoch + 1, *count);
                 let r =
                     eval::log_likelihood(self.backend, x, *count, t.k, eval::DEFAULT_EVAL_SEED, 0)?;
-                Some((r.mean, r.stderr, t.k))
+                let jvi = if super::logs_jvi(cfg.estimator.kind) {
+                    let seed = eval::DEFAULT_EVAL_SEED;
+                    Some(super::jvi_estimate(self.backend, x, *count, t.k, seed)?)
+                } else {
+                    None
+                };
+                Some((r.mean, r.stderr, t.k, jvi))
             }
             _ => None,
         };
@@ -431,6 +437,8 @@ impl Loop<'_> {
             test_lk: test.map(|t| t.0),
             test_lk_stderr: test.map(|t| t.1),
             test_k: test.map(|t| t.2),
+            test_jvi: test.and_then(|t| t.3).map(|j| j.0),
+            test_jvi_stderr: test.and_then(|t| t.3).map(|j| j.1),
             seconds,
             datapoints_per_s: (steps * cfg.batch) as f64 / seconds,
             grad_norm_encoder: sums.grad_norm_encoder / g,

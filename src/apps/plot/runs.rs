@@ -116,7 +116,12 @@ fn curve(run: &Run, x: XAxis, metric: &str) -> Option<Curve> {
             XAxis::Steps => (steps, steps + epoch_steps),
         };
         if let Some((array, path)) = &nested {
-            for p in e.get(*array).and_then(Value::as_array).into_iter().flatten() {
+            for p in e
+                .get(*array)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 let (Some(step), Some(y)) = (
                     p.get("step").and_then(Value::as_f64),
                     p.pointer(path).and_then(Value::as_f64),
@@ -278,7 +283,10 @@ mod tests {
         let runs = std::slice::from_ref(&run);
         let c = runs_chart(runs, XAxis::Steps, Some("grad_var")).unwrap();
         assert_eq!(c.series.len(), 2);
-        assert_eq!(c.series[0].points, vec![(5.0, 0.5), (10.0, 0.4), (15.0, 0.3)]);
+        assert_eq!(
+            c.series[0].points,
+            vec![(5.0, 0.5), (10.0, 0.4), (15.0, 0.3)]
+        );
         assert_eq!(c.series[1].points[2], (15.0, 0.1));
         assert_eq!(c.y.scale, super::super::Scale::Log10);
         // Epochs: step 15 is half-way through epoch 2; seconds: half of its 2 s after 4 s.
