@@ -224,7 +224,7 @@ fn test_bound_cadence_best_checkpoint_and_output_bias() {
 #[test]
 fn jvi_runs_log_the_jackknife_estimate_on_the_test_images() {
     use crate::common::cli::{arg, metrics_lines, run_ok, words};
-    use unbiased_vae::backend::{Backend, Noise};
+    use unbiased_vae::backend::Noise;
     use unbiased_vae::rng::Stream;
     let (k, count) = (6usize, 12usize);
     let dir = tempfile::tempdir().unwrap();

@@ -43,6 +43,9 @@ pub struct RunResult {
     pub eval: EvalSettings,
     /// The paper's test negative log-likelihood for this row, where it prints one.
     pub paper_nll: Option<f64>,
+    /// The paper's figure the row draws ("Figure 2"), where the protocol has figures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub figure: Option<String>,
 }
 
 /// The run's result.json, if it has one (an unreadable one is an error naming the file).
@@ -91,6 +94,7 @@ pub fn describe(cfg: &TrainConfig) -> String {
         kind if kind.coupling_kernel().is_some() => {
             parts.push(format!("{} particles per set", cfg.k))
         }
+        EstimatorKind::Dreg => parts.push(format!("K={}, alpha={}", cfg.k, e.alpha)),
         _ => parts.push(format!("K={}", cfg.k)),
     }
     if e.kind.is_random_size() {
@@ -113,6 +117,12 @@ pub fn describe(cfg: &TrainConfig) -> String {
         o.push_str(&format!(", clip {d} (decoder) / {en} (encoder)"));
     }
     parts.push(o);
+    if let Some(g) = cfg.grad_var {
+        parts.push(format!(
+            "gradient variance every {} steps from {} estimates",
+            g.every, g.reps
+        ));
+    }
     parts.join("; ")
 }
 
@@ -179,6 +189,7 @@ pub fn score(
         eval_seconds: r.seconds,
         eval: *eval_settings,
         paper_nll: run.row.paper_nll,
+        figure: run.row.figure.map(super::protocols::figure_label),
     })
 }
 
@@ -218,11 +229,25 @@ fn markdown(
         spec.source,
         eval.k,
     );
-    s.push_str("| run | estimator | settings | samples expected | samples measured | epochs | train s | scored epoch | test NLL | ± SE | paper NLL |\n");
-    s.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
+    // A protocol of figures names each row's figure in a column of its own.
+    let figures = spec.rows.iter().any(|r| r.figure.is_some());
+    let (fig_head, fig_rule) = if figures {
+        (" figure |", "---|")
+    } else {
+        ("", "")
+    };
+    s.push_str(&format!("| run |{fig_head} estimator | settings | samples expected | samples measured | epochs | train s | scored epoch | test NLL | ± SE | paper NLL |\n"));
+    s.push_str(&format!(
+        "|---|{fig_rule}---|---|---|---|---|---|---|---|---|---|\n"
+    ));
     for r in done {
+        let fig = match (&r.figure, figures) {
+            (Some(f), _) => format!(" {f} |"),
+            (None, true) => " - |".to_string(),
+            (None, false) => String::new(),
+        };
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {:.3} | {} | {:.1} | {} | {:.2} | {:.2} | {} |\n",
+            "| {} |{fig} {} | {} | {} | {:.3} | {} | {:.1} | {} | {:.2} | {:.2} | {} |\n",
             r.run,
             r.estimator,
             r.settings,
@@ -299,13 +324,14 @@ pub fn summarise(done: &[RunResult]) -> Vec<RowSummary> {
 }
 
 fn csv(done: &[RunResult]) -> String {
-    const HEADER: &str = "run,row,seed,estimator,settings,k,batch,epochs,steps,expected_samples,measured_samples,train_seconds,scored_epoch,test_k,test_images,test_lk,test_lk_stderr,test_nll,paper_nll";
+    const HEADER: &str = "run,row,figure,seed,estimator,settings,k,batch,epochs,steps,expected_samples,measured_samples,train_seconds,scored_epoch,test_k,test_images,test_lk,test_lk_stderr,test_nll,paper_nll";
     let opt = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
     let mut s = files::csv_record(&HEADER.split(',').collect::<Vec<_>>());
     for r in done {
         s += &files::csv_record(&[
             r.run.clone(),
             r.row.clone(),
+            r.figure.clone().unwrap_or_default(),
             r.seed.to_string(),
             r.estimator.clone(),
             r.settings.clone(),
@@ -436,6 +462,7 @@ mod tests {
                 best_validation: false,
             },
             paper_nll: Some(85.0),
+            figure: None,
         }
     }
 
