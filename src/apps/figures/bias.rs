@@ -200,6 +200,7 @@ pub fn figure(cfg: &BiasConfig) -> Result<Figure> {
     Ok(Figure {
         name: "bias",
         chart,
+        panels: Vec::new(),
         table,
         settings: json!({
             "model": cfg.model.name(), "seed": cfg.seed, "reps": cfg.reps,

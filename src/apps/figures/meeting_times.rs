@@ -142,6 +142,7 @@ pub fn figure(cfg: &MeetingConfig) -> Result<Figure> {
     Ok(Figure {
         name: "meeting-times",
         chart,
+        panels: Vec::new(),
         table,
         settings: json!({
             "model": cfg.model.name(), "seed": cfg.seed, "reps": cfg.reps, "ks": cfg.ks,

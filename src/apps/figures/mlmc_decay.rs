@@ -239,6 +239,7 @@ pub fn figure(cfg: &DecayConfig, decays: &[ModelDecay]) -> Result<Figure> {
     Ok(Figure {
         name: "mlmc-decay",
         chart,
+        panels: Vec::new(),
         table,
         settings: json!({
             "seed": cfg.seed, "reps": cfg.reps, "vae_reps": cfg.vae_reps,

@@ -5,6 +5,7 @@
 //! sized to run in seconds, flags scale them up.
 
 pub mod bias;
+pub mod dreg_curves;
 pub mod meeting_times;
 pub mod mlmc_decay;
 pub mod snr;
@@ -133,6 +134,8 @@ impl Table {
 pub struct Figure {
     pub name: &'static str,
     pub chart: Chart,
+    /// Panels drawn left of `chart` in the same picture (dreg-curves' variance panel).
+    pub panels: Vec<Chart>,
     pub table: Table,
     /// The settings that produced it (seed, reps, sizes).
     pub settings: Value,
@@ -182,7 +185,12 @@ impl Figure {
             csv: png.with_extension("csv"),
             json: png.with_extension("json"),
         };
-        self.chart.save_png(&w.png)?;
+        if self.panels.is_empty() {
+            self.chart.save_png(&w.png)?;
+        } else {
+            let charts: Vec<&Chart> = self.panels.iter().chain([&self.chart]).collect();
+            write_atomic(&w.png, &crate::apps::plot::side_by_side_png(&charts)?)?;
+        }
         write_atomic(&w.csv, self.table.to_csv().as_bytes())?;
         let mut text = serde_json::to_string_pretty(&self.to_json())?;
         text.push('\n');

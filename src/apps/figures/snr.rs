@@ -243,6 +243,7 @@ pub fn figure(cfg: &SnrConfig) -> Result<Figure> {
     Ok(Figure {
         name: "snr",
         chart,
+        panels: Vec::new(),
         table,
         settings: json!({
             "model": "toy", "seed": cfg.seed, "reps": cfg.reps, "ks": cfg.ks,
