@@ -145,3 +145,42 @@ pub(crate) mod bits {
             .collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Serialize, Deserialize)]
+    struct Held(#[serde(with = "bits")] Vec<GradVarPoint>);
+
+    /// A training state's measurements come back bit for bit through JSON, NaN included.
+    #[test]
+    fn measurements_round_trip_through_a_state_exactly() {
+        let s = |a: f64| Spread {
+            mean_variance: a,
+            mean_norm: a / 3.0,
+            snr: a.sqrt(),
+        };
+        let pts = vec![
+            GradVarPoint {
+                step: 7,
+                encoder: s(0.1 + 0.2),
+                decoder: s(1e-300),
+            },
+            GradVarPoint {
+                step: u32::MAX,
+                encoder: s(f64::NAN),
+                decoder: s(std::f64::consts::PI),
+            },
+        ];
+        let json = serde_json::to_string(&Held(pts.clone())).unwrap();
+        let back: Held = serde_json::from_str(&json).unwrap();
+        let bits = |p: &GradVarPoint| {
+            [p.encoder, p.decoder].map(|s| [s.mean_variance, s.mean_norm, s.snr].map(f64::to_bits))
+        };
+        assert_eq!(back.0.len(), 2);
+        for (a, b) in pts.iter().zip(&back.0) {
+            assert_eq!((a.step, bits(a)), (b.step, bits(b)));
+        }
+    }
+}
