@@ -26,6 +26,10 @@ pub enum Stream {
     EvalBinarize = 5,
     /// Evaluation noise: (chunk, datapoint, normal block).
     EvalEps = 6,
+    /// `train --grad-var-every`: the noise of the gradient estimates on the fixed minibatch,
+    /// apart from training's, so the logging leaves the trajectory unchanged: (run step,
+    /// row of the minibatch, normal block; replication r takes samples from r n).
+    GradVar = 7,
 }
 
 #[inline(always)]

@@ -77,6 +77,39 @@ impl Moments {
     }
 }
 
+/// How a group of coordinates' estimates spread about their mean: what `grad-stats` reports
+/// per parameter group and `train --grad-var-every` logs for the encoder and the decoder.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Spread {
+    /// Mean over the coordinates of each one's sample variance.
+    pub mean_variance: f64,
+    /// The L2 norm of the vector of the coordinates' means.
+    pub mean_norm: f64,
+    /// Mean over the coordinates of |mean| / sd (Rainforth et al. 2018); a coordinate with
+    /// zero variance counts 0.
+    pub snr: f64,
+}
+
+impl Moments {
+    /// The [`Spread`] of the coordinates `coords` (none: all zeros).
+    pub fn spread(&self, coords: impl IntoIterator<Item = usize>) -> Spread {
+        let (mut dims, mut var_sum, mut norm_sq, mut snr) = (0usize, 0.0, 0.0, 0.0);
+        for i in coords {
+            let (m, v) = (self.mean(i), self.var(i));
+            dims += 1;
+            var_sum += v;
+            norm_sq += m * m;
+            snr += if v > 0.0 { m.abs() / v.sqrt() } else { 0.0 };
+        }
+        let d = dims.max(1) as f64;
+        Spread {
+            mean_variance: var_sum / d,
+            mean_norm: norm_sq.sqrt(),
+            snr: snr / d,
+        }
+    }
+}
+
 /// Standard normal quantile (Acklam's rational approximation, relative error < 1.2e-9).
 /// The coefficients are kept as published.
 #[allow(clippy::excessive_precision)]

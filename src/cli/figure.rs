@@ -4,7 +4,9 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 use unbiased_vae::apps::bench;
-use unbiased_vae::apps::figures::{bias, meeting_times, mlmc_decay, parse_sizes, snr, Figure};
+use unbiased_vae::apps::figures::{
+    bias, dreg_curves, meeting_times, mlmc_decay, parse_sizes, snr, Figure,
+};
 use unbiased_vae::backend::cpu::CpuBackend;
 use unbiased_vae::data;
 use unbiased_vae::model::{checkpoint, ModelChoice};
@@ -91,6 +93,18 @@ enum Which {
         model: ModelChoice,
         #[arg(long, default_value_t = 1000)]
         max_iters: usize,
+    },
+    /// Training curves as the DReG paper draws them: test objective (JVI's estimate for JVI runs) against steps, relative to a baseline group if named, each seed faint and the mean bold; the encoder gradient's variance beside it where logged.
+    DregCurves {
+        /// Run directories (e.g. a `uvae reproduce dreg` folder's `*-seed*`); runs are grouped by their name without `-seed<S>`.
+        #[arg(required = true, value_name = "RUN_DIR")]
+        runs: Vec<PathBuf>,
+        /// Draw the test objective relative to this group's mean at the same step (e.g. iwae-dreg-k64).
+        #[arg(long, value_name = "GROUP")]
+        baseline: Option<String>,
+        /// Folder for dreg-curves.png/.csv/.json, or FILE.png.
+        #[arg(long, default_value = "runs/figures", value_name = "DIR|FILE.png")]
+        out: PathBuf,
     },
     /// Bias of log p(x) estimates against cost: IWAE (L_K), SUMO, MLMC-SS, MLMC-RR, ±2 SE bars.
     Bias {
@@ -234,6 +248,14 @@ pub fn run(a: FigureArgs) -> Result<()> {
                 ..bias::BiasConfig::default()
             };
             (bias::figure(&cfg)?, common.out)
+        }
+        Which::DregCurves {
+            runs,
+            baseline,
+            out,
+        } => {
+            let cfg = dreg_curves::CurvesConfig { runs, baseline };
+            (dreg_curves::figure(&cfg)?, out)
         }
     };
     let is_png = out

@@ -10,6 +10,8 @@ enum X {
     Epoch,
     /// Cumulative training time (metrics.jsonl's per-epoch seconds, summed).
     Seconds,
+    /// Training steps (metrics.jsonl's per-epoch steps, summed).
+    Steps,
 }
 
 #[derive(Args)]
@@ -25,6 +27,8 @@ pub struct PlotArgs {
     x: X,
     /// Plot one metrics.jsonl field (e.g. grad_norm_encoder; ±2 SE bars where NAME_stderr
     /// exists) instead of the default: train objective, validation L_K and test L_K when logged.
+    /// A field of logged points by its path (grad_var.encoder.snr), or grad_var: the
+    /// encoder's and the decoder's gradient variance of --grad-var-every (log scale).
     #[arg(long, value_name = "NAME")]
     metric: Option<String>,
 }
@@ -38,6 +42,7 @@ pub fn run(a: PlotArgs) -> Result<()> {
     let x = match a.x {
         X::Epoch => XAxis::Epoch,
         X::Seconds => XAxis::Seconds,
+        X::Steps => XAxis::Steps,
     };
     let chart = runs::runs_chart(&loaded, x, a.metric.as_deref())?;
     let out = a.out.unwrap_or_else(|| a.runs[0].join("plot.png"));

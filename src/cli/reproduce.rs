@@ -29,10 +29,10 @@ pub struct ReproduceArgs {
     /// The paper's epochs times F (at least 1 epoch), e.g. 0.01.
     #[arg(long, value_name = "F", allow_negative_numbers = true)]
     epochs_scale: Option<f64>,
-    /// Seeds per row: 0..S.
-    #[arg(long, value_name = "S", default_value_t = 1)]
-    seeds: usize,
-    /// Rows to run, by name (see --list).
+    /// Seeds per row: 0..S [default: the paper's trials: 3 for dreg, 1 for the others].
+    #[arg(long, value_name = "S")]
+    seeds: Option<usize>,
+    /// Rows to run, by name or by figure (fig2, fig3: all of that figure's rows; see --list).
     #[arg(long, value_delimiter = ',', value_name = "NAME,...")]
     runs: Option<Vec<String>>,
     /// Take only every N-th run, starting at the I-th (1-based). Without it any number of
@@ -63,6 +63,13 @@ pub struct ReproduceArgs {
     /// The test bound during training on the first N test images [default: all].
     #[arg(long, value_name = "N")]
     test_limit: Option<usize>,
+    /// The rows that log the gradient variance (dreg's Figure 2): every N steps
+    /// [default: 1000].
+    #[arg(long, value_name = "N")]
+    grad_var_every: Option<usize>,
+    /// Estimates per point of that logging [default: 10].
+    #[arg(long, value_name = "R")]
+    grad_var_reps: Option<usize>,
     /// Print the protocol's runs and their settings, and stop.
     #[arg(long)]
     list: bool,
@@ -110,6 +117,8 @@ impl ReproduceArgs {
             test_every: self.test_every,
             test_k: self.test_k,
             test_limit: self.test_limit,
+            grad_var_every: self.grad_var_every,
+            grad_var_reps: self.grad_var_reps,
             stop: None,
         })
     }
@@ -175,9 +184,10 @@ pub fn run(a: ReproduceArgs) -> Result<()> {
     let spec = a.protocol.spec();
     if a.list {
         println!("{} ({}):", a.protocol.name(), spec.source);
-        for r in spec.plan(&opts)? {
+        for r in reproduce::selected(spec.plan(&opts)?, &opts) {
+            let figure = r.row.figure.map_or(String::new(), |f| format!("{f}: "));
             println!(
-                "  {:<26} {} epochs, {}",
+                "  {:<26} {figure}{} epochs, {}",
                 r.name,
                 r.cfg.epochs,
                 reproduce::results::describe(&r.cfg)

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use unbiased_vae::config::{
-    self, CheckpointEvery, OnNonFinite, OutputBias, RunOptions, TestBound, TrainConfig,
+    self, CheckpointEvery, GradVarLog, OnNonFinite, OutputBias, RunOptions, TestBound, TrainConfig,
+    DEFAULT_GRAD_VAR_REPS,
 };
 use unbiased_vae::error::ConfigError;
 use unbiased_vae::estimators::{EncoderChoice, Estimator, EstimatorKind};
@@ -70,6 +71,14 @@ pub struct TrainArgs {
     /// The test bound of --test-every on the first N test images only.
     #[arg(long, value_name = "N")]
     test_limit: Option<usize>,
+    /// Log the gradient's variance every N steps: --grad-var-reps estimates on one fixed
+    /// minibatch, their noise apart from training's (the run's trajectory is unchanged);
+    /// per encoder and decoder, the mean per-coordinate variance, the mean's norm and SNR.
+    #[arg(long, value_name = "N")]
+    grad_var_every: Option<usize>,
+    /// Independent gradient estimates per point of --grad-var-every [default: 10].
+    #[arg(long, value_name = "R")]
+    grad_var_reps: Option<usize>,
     /// Clip the encoder gradient to this L2 norm.
     #[arg(long, allow_negative_numbers = true)]
     clip_encoder: Option<f64>,
@@ -154,6 +163,13 @@ impl TrainArgs {
                 }
             }
         }
+        if self.grad_var_every.is_none() && self.grad_var_reps.is_some() {
+            return Err(ConfigError::NotApplicable {
+                flag: "--grad-var-reps",
+                context: "without --grad-var-every".into(),
+                fix: "add --grad-var-every N (steps between measurements) or drop it".into(),
+            });
+        }
         let mut arch = unbiased_vae::model::resolve_arch(
             self.model,
             self.hidden,
@@ -197,6 +213,10 @@ impl TrainArgs {
                 every,
                 k: self.test_k.unwrap_or(DEFAULT_TEST_K),
                 limit: self.test_limit,
+            }),
+            grad_var: self.grad_var_every.map(|every| GradVarLog {
+                every,
+                reps: self.grad_var_reps.unwrap_or(DEFAULT_GRAD_VAR_REPS),
             }),
             out: self.out,
         })

@@ -113,6 +113,7 @@ mod tests {
             z_dim: 3,
             likelihood: Default::default(),
             top: None,
+            cond: None,
         };
         let mut params = Params::init(&arch, 1, None);
         let n = 200usize;
@@ -152,6 +153,7 @@ mod tests {
                 hidden: vec![3],
                 z_dim: 2,
             }),
+            cond: None,
         };
         let params = Params::init(&arch, 2, None);
         let x: Vec<f32> = (0..60).map(|i| ((i * 7) % 5) as f32 / 4.0).collect();

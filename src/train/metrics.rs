@@ -26,6 +26,12 @@ pub struct EpochMetrics {
     pub test_lk_stderr: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub test_k: Option<usize>,
+    /// JVI and JVI-DReG runs: the jackknife estimate J from the test bound's K samples (not
+    /// a bound), mean and standard error over the same test images.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_jvi: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_jvi_stderr: Option<f64>,
     /// Seconds of training steps in this epoch (validation excluded).
     pub seconds: f64,
     pub datapoints_per_s: f64,
@@ -48,6 +54,10 @@ pub struct EpochMetrics {
     /// gradient norm was NaN or infinite (the means above are over the others).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nonfinite_steps: Option<usize>,
+    /// --grad-var-every: the gradient's spread on the fixed minibatch, measured after
+    /// every N-th run step that fell in this epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grad_var: Option<Vec<super::GradVarPoint>>,
     /// --model toy / ppca: the exact mean log p(x) over the training data under the current
     /// decoder (closed form, f64).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -95,6 +105,9 @@ pub(crate) struct EpochSums {
     pub capped: Vec<bool>,
     pub iterations: usize,
     pub computed: usize,
+    /// --grad-var-every's measurements this epoch (absent in states written before it).
+    #[serde(default, with = "super::grad_var::bits")]
+    pub grad_var: Vec<super::GradVarPoint>,
 }
 
 impl EpochSums {

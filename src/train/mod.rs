@@ -3,16 +3,20 @@
 
 mod data;
 mod feed;
+mod grad_var;
 mod metrics;
 mod observer;
 mod run;
 mod state;
+mod test_jvi;
 
 pub use feed::MinibatchFeed;
+pub use grad_var::{GradVarPoint, GradVarProbe};
 pub use metrics::{ChainMetrics, EpochMetrics};
 pub use observer::TrainObserver;
 pub use run::{BEST_CHECKPOINT_FILE, CHECKPOINT_FILE};
 pub use state::STATE_FILE;
+pub use test_jvi::{jvi_estimate, logs_jvi};
 
 use crate::backend::gpu::{AdapterChoice, GpuBackend};
 use crate::backend::{cpu::CpuBackend, Backend, ChainOutcome, Minibatch, StepInputs};

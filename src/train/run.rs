@@ -6,7 +6,8 @@ use super::data::TrainData;
 use super::metrics::{EpochMetrics, EpochSums};
 use super::state::{Position, TrainState, STATE_FILE};
 use super::{
-    estimator_step, MinibatchFeed, TrainObserver, TrainOutcome, LEVEL_STREAM, STATS_EVERY,
+    estimator_step, GradVarProbe, MinibatchFeed, TrainObserver, TrainOutcome, LEVEL_STREAM,
+    STATS_EVERY,
 };
 use crate::backend::{Backend, Noise, StepInputs, StepStats};
 use crate::config::{CheckpointEvery, OnNonFinite, RunOptions, TrainConfig};
@@ -113,6 +114,24 @@ pub(super) fn run_epochs(
     if let Some(n) = notice {
         eprintln!("notice: {n}");
     }
+    // --grad-var-every's fixed minibatch: the first `batch` training datapoints, binarized
+    // once (as training step 0 would).
+    let probe_x = cfg.grad_var.map(|_| {
+        let idx: Vec<usize> = (0..b).collect();
+        let mut x = vec![0.0f32; b * ds.dim()];
+        ds.minibatch(&idx, cfg.seed, 0, &mut x);
+        x
+    });
+    let probe = cfg
+        .grad_var
+        .zip(probe_x.as_deref())
+        .map(|(g, x)| GradVarProbe {
+            plan,
+            x,
+            batch: b,
+            seed: cfg.seed,
+            reps: g.reps,
+        });
     let mut history = Vec::new();
     observer.on_start(cfg.epochs, steps_per_epoch, b);
     while cur.epoch < cfg.epochs {
@@ -148,6 +167,11 @@ pub(super) fn run_epochs(
             cur.sums.push_step(info, plan.coupling());
             cur.step += 1;
             cur.step_in_epoch += 1;
+            if let (Some(p), Some(g)) = (&probe, cfg.grad_var) {
+                if u64::from(cur.step).is_multiple_of(g.every as u64) {
+                    cur.sums.grad_var.push(p.measure(lp.backend, cur.step)?);
+                }
+            }
             if lp.backend.stats_on_host() {
                 let pending = lp.backend.peek_stats()?;
                 lp.check_finite(epoch, window, &pending)?;
@@ -380,7 +404,13 @@ impl Loop<'_> {
                 observer.on_validation(epoch + 1, *count);
                 let r =
                     eval::log_likelihood(self.backend, x, *count, t.k, eval::DEFAULT_EVAL_SEED, 0)?;
-                Some((r.mean, r.stderr, t.k))
+                let jvi = if super::logs_jvi(cfg.estimator.kind) {
+                    let seed = eval::DEFAULT_EVAL_SEED;
+                    Some(super::jvi_estimate(self.backend, x, *count, t.k, seed)?)
+                } else {
+                    None
+                };
+                Some((r.mean, r.stderr, t.k, jvi))
             }
             _ => None,
         };
@@ -407,6 +437,8 @@ impl Loop<'_> {
             test_lk: test.map(|t| t.0),
             test_lk_stderr: test.map(|t| t.1),
             test_k: test.map(|t| t.2),
+            test_jvi: test.and_then(|t| t.3).map(|j| j.0),
+            test_jvi_stderr: test.and_then(|t| t.3).map(|j| j.1),
             seconds,
             datapoints_per_s: (steps * cfg.batch) as f64 / seconds,
             grad_norm_encoder: sums.grad_norm_encoder / g,
@@ -417,6 +449,7 @@ impl Loop<'_> {
             levels: (!sums.levels.is_empty()).then(|| sums.levels.clone()),
             nonfinite_steps: (self.opts.on_nonfinite == OnNonFinite::Skip)
                 .then_some(sums.nonfinite),
+            grad_var: cfg.grad_var.map(|_| sums.grad_var.clone()),
             exact_log_px,
             optimum_log_px,
         })

@@ -235,6 +235,7 @@ fn toy_config(
         val_k: 20,
         output_bias: Default::default(),
         test: None,
+        grad_var: None,
         out,
     }
 }

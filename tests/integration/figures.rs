@@ -269,3 +269,111 @@ fn bias_figure_has_every_estimator() {
     let k1 = rows.iter().find(|r| r["setting"] == "K = 1").unwrap();
     assert!(k1["bias"].as_f64().unwrap() < 0.0);
 }
+
+/// `figure dreg-curves` on tiny `reproduce dreg` runs (IWAE and IWAE-DReG at K = 64, two
+/// seeds, two epochs of two steps, the variance after every step): the picture holds both
+/// panels, and every number of its table follows from the runs' metrics.jsonl, recomputed
+/// here: each seed's objective minus the baseline's mean over seeds at the same step, the
+/// groups' means over their seeds, and the encoder variances as logged.
+#[test]
+fn dreg_curves_draws_seeds_means_and_the_relative_objective() {
+    use crate::common::cli::metrics_lines;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("dreg");
+    let mut args = words(
+        "reproduce dreg --runs iwae-k64,iwae-dreg-k64 --seeds 2 --backend cpu --epochs 2 \
+         --train-limit 64 --valid-size 100 --val-k 2 --eval-k 4 --eval-limit 10 --test-every 1 \
+         --test-k 4 --test-limit 10 --grad-var-every 1 --grad-var-reps 2 --quiet --out",
+    );
+    args.push(arg(&dir));
+    ok(&args);
+    let runs: Vec<String> = ["iwae", "iwae-dreg"]
+        .iter()
+        .flat_map(|g| (0..2).map(move |s| format!("{g}-k64-seed{s}")))
+        .collect();
+    let png = tmp.path().join("curves.png");
+    let mut args = vec![
+        "figure",
+        "dreg-curves",
+        "--baseline",
+        "iwae-dreg-k64",
+        "--out",
+        arg(&png),
+    ];
+    let paths: Vec<PathBuf> = runs.iter().map(|r| dir.join(r)).collect();
+    args.extend(paths.iter().map(|p| arg(p)));
+    ok(&args);
+    // Two panels side by side.
+    check_png(&png, 2000, 640);
+    let table = read_table(&png.with_extension("json"));
+    // (step, test_lk) and (step, encoder variance) of each run, from its metrics.jsonl.
+    let logged = |run: &str| {
+        let (mut obj, mut var, mut steps) = (Vec::new(), Vec::new(), 0.0);
+        for m in metrics_lines(&dir.join(run)) {
+            steps += m["steps"].as_f64().unwrap();
+            obj.push((steps, m["test_lk"].as_f64().unwrap()));
+            for p in m["grad_var"].as_array().unwrap() {
+                let v = p["encoder"]["mean_variance"].as_f64().unwrap();
+                var.push((p["step"].as_f64().unwrap(), v));
+            }
+        }
+        (obj, var)
+    };
+    let all: Vec<_> = runs.iter().map(|r| logged(r)).collect();
+    assert_eq!(all[0].0.len(), 2, "two test points per run");
+    assert_eq!(all[0].1.len(), 4, "a variance after each of the 4 steps");
+    let base = |i: usize| (all[2].0[i].1 + all[3].0[i].1) / 2.0;
+    let find = |panel: &str, run: &str, step: f64| -> f64 {
+        table
+            .iter()
+            .find(|r| r["panel"] == panel && r["run"] == run && r["step"].as_f64() == Some(step))
+            .unwrap_or_else(|| panic!("no {panel} row for {run} at {step}"))["value"]
+            .as_f64()
+            .unwrap()
+    };
+    let close = |a: f64, b: f64, what: &str| {
+        assert!(
+            (a - b).abs() <= 1e-9 * (1.0 + b.abs()),
+            "{what}: {a} vs {b}"
+        )
+    };
+    for (ri, run) in runs.iter().enumerate() {
+        for (i, &(step, lk)) in all[ri].0.iter().enumerate() {
+            close(find("objective", run, step), lk - base(i), run);
+        }
+        for &(step, v) in &all[ri].1 {
+            close(find("variance", run, step), v, run);
+        }
+    }
+    for (i, &(step, _)) in all[0].0.iter().enumerate() {
+        let iwae_mean = (all[0].0[i].1 + all[1].0[i].1) / 2.0 - base(i);
+        let means: Vec<f64> = table
+            .iter()
+            .filter(|r| {
+                r["panel"] == "objective" && r["run"] == "mean" && r["step"].as_f64() == Some(step)
+            })
+            .map(|r| r["value"].as_f64().unwrap())
+            .collect();
+        assert_eq!(means.len(), 2, "a mean per group at step {step}");
+        close(means[0], iwae_mean, "iwae mean");
+        close(means[1], 0.0, "the baseline against itself");
+    }
+    // A baseline that is no group is refused, naming the groups.
+    let mut bad = vec![
+        "figure",
+        "dreg-curves",
+        "--baseline",
+        "nope",
+        "--out",
+        arg(&png),
+    ];
+    bad.extend(paths.iter().map(|p| arg(p)));
+    let o = run(&bad);
+    assert_eq!(o.code, Some(1), "{}", o.context(&bad));
+    assert!(o.stderr.contains("--baseline nope") && o.stderr.contains("iwae-dreg-k64"));
+}
+
+fn read_table(path: &Path) -> Vec<Value> {
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    v["rows"].as_array().unwrap().clone()
+}

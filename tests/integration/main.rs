@@ -23,6 +23,7 @@ mod gpu_input;
 mod gpu_parity;
 mod gpu_plan;
 mod grad_stats;
+mod grad_var;
 mod gradient_check;
 mod gradient_check_cvae;
 mod gradient_check_hvae;

@@ -53,6 +53,7 @@ fn tiny_run(data: &Path, out: PathBuf, binarize: Binarization, x_dim: usize) -> 
         val_k: 2,
         output_bias: Default::default(),
         test: None,
+        grad_var: None,
         out,
     }
 }

@@ -12,9 +12,14 @@ use std::time::{Duration, Instant};
 use unbiased_vae::apps::reproduce::{Protocol, ReproduceOptions};
 use unbiased_vae::estimators::EstimatorKind;
 
-/// One epoch on 200 training images, 100 validation images, test bounds on 40 images.
-const TINY: &str = "--backend cpu --epochs 1 --train-limit 200 --valid-size 100 \
+/// One seed, one epoch on 200 training images, 100 validation images, test bounds on 40
+/// images.
+const TINY: &str = "--backend cpu --seeds 1 --epochs 1 --train-limit 200 --valid-size 100 \
     --eval-k 8 --eval-limit 40 --test-k 4 --test-limit 40";
+
+/// The dreg protocol's variance logging at the tiny budget (6 steps of 32): every 3rd step,
+/// from 2 estimates.
+const TINY_GRAD_VAR: [&str; 4] = ["--grad-var-every", "3", "--grad-var-reps", "2"];
 
 fn reproduce(protocol: &str, out: &Path, extra: &[&str]) -> String {
     let mut args = vec!["reproduce", protocol, "--out", arg(out)];
@@ -56,10 +61,13 @@ fn every_protocol_runs_at_a_tiny_budget_and_a_rerun_skips_finished_runs() {
             .map(|r| format!("{}-seed0", r.name))
             .collect();
         // The options the TINY flags stand for.
+        let dreg = protocol == Protocol::Dreg;
         let opts = ReproduceOptions {
             out: out.to_path_buf(),
             epochs: Some(1),
-            seeds: 1,
+            seeds: Some(1),
+            grad_var_every: dreg.then_some(3),
+            grad_var_reps: dreg.then_some(2),
             backend: Some(unbiased_vae::config::BackendChoice::Cpu),
             train_limit: Some(200),
             valid_size: Some(100),
@@ -70,7 +78,8 @@ fn every_protocol_runs_at_a_tiny_budget_and_a_rerun_skips_finished_runs() {
             ..Default::default()
         };
         let planned = protocol.spec().plan(&opts).unwrap();
-        let first = reproduce(name, out, &[]);
+        let extra: &[&str] = if dreg { &TINY_GRAD_VAR } else { &[] };
+        let first = reproduce(name, out, extra);
         assert!(
             first.contains(&format!(
                 "done: {} of {} runs finished",
@@ -117,6 +126,17 @@ fn every_protocol_runs_at_a_tiny_budget_and_a_rerun_skips_finished_runs() {
                 "{what}: test bound during training"
             );
             assert_eq!(cfg["test"]["k"], 4, "{what}");
+            // The dreg protocol: Figure 2's rows log the gradient variance (after steps 3
+            // and 6 of 6), the JVI rows the jackknife estimate; results.md names the figure.
+            let figure = &r["figure"];
+            assert_eq!(figure.is_string(), dreg, "{what}: {figure}");
+            if dreg {
+                let fig2 = figure == "Figure 2";
+                let points = lines[0]["grad_var"].as_array().map(Vec::len);
+                assert_eq!(points, fig2.then_some(2), "{what}");
+                let jvi = r["estimator"].as_str().unwrap().starts_with("jvi");
+                assert_eq!(lines[0]["test_jvi"].is_f64(), jvi, "{what}");
+            }
         }
         let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
         let csv_rows: Vec<&str> = csv.lines().skip(1).collect();
@@ -131,6 +151,9 @@ fn every_protocol_runs_at_a_tiny_budget_and_a_rerun_skips_finished_runs() {
             let line = md.lines().find(|l| l.starts_with(&format!("| {r} |")));
             let line = line.unwrap_or_else(|| panic!("{name}: no row {r} in\n{md}"));
             assert!(!line.contains("NaN") && !line.contains("inf"), "{line}");
+            if dreg {
+                assert!(line.contains("| Figure 2 |") || line.contains("| Figure 3 |"));
+            }
         }
         assert!(out.join("results.png").exists(), "{name}: the curves");
         for run in json["runs"].as_array().unwrap() {
@@ -141,7 +164,7 @@ fn every_protocol_runs_at_a_tiny_budget_and_a_rerun_skips_finished_runs() {
             }
         }
 
-        let again = reproduce(name, out, &[]);
+        let again = reproduce(name, out, extra);
         assert_eq!(
             again.matches("finished earlier, skipped").count(),
             rows.len(),
@@ -243,7 +266,7 @@ fn a_protocol_killed_mid_run_resumes_to_the_uninterrupted_results() {
 fn plan_only() -> ReproduceOptions {
     ReproduceOptions {
         out: "/nonexistent".into(),
-        seeds: 1,
+        seeds: Some(1),
         ..Default::default()
     }
 }
@@ -254,6 +277,7 @@ fn plan_only() -> ReproduceOptions {
 #[test]
 fn every_row_is_configured_as_its_paper_says() {
     let opts = plan_only();
+    let mut dreg_rows = Vec::new();
     for protocol in [
         Protocol::Burda,
         Protocol::ShiCornish,
@@ -357,16 +381,29 @@ fn every_row_is_configured_as_its_paper_says() {
                     }
                 }
                 Protocol::Dreg => {
-                    assert!(
-                        ["iwae", "iwae-dreg", "rws-dreg", "stl"].contains(&kind.as_str().unwrap()),
-                        "{what}"
-                    );
+                    // Not in the paper: the authors' training script's batch, Adam and
+                    // learning rate (google-research dreg_estimators, train.py).
                     assert_eq!(
-                        (get("/k"), get("/batch"), get("/lr")),
-                        (64.into(), 32.into(), 3e-4.into()),
+                        (get("/batch"), get("/lr")),
+                        (32.into(), 3e-4.into()),
                         "{what}"
                     );
                     assert_eq!(get("/schedule"), "constant", "{what}");
+                    // The paper's curves run to 5 million steps: the epochs that reach them.
+                    let steps = get("/epochs").as_u64().unwrap() * (50_000 / 32);
+                    assert!(
+                        (5_000_000..5_000_000 + 50_000 / 32).contains(&steps),
+                        "{what}: {steps}"
+                    );
+                    // The test curve at the training K (the script's log_p_hat).
+                    assert_eq!(get("/test/k"), get("/k"), "{what}");
+                    let alpha = get("/estimator/alpha").as_f64().unwrap();
+                    let kind = kind.as_str().unwrap().to_string();
+                    let k = get("/k").as_u64().unwrap();
+                    let fig = run.row.figure.unwrap_or("none");
+                    // Figure 2 logs the gradient variance; Figure 3 does not.
+                    assert_eq!(get("/grad_var").is_object(), fig == "fig2", "{what}");
+                    dreg_rows.push((fig.to_string(), kind, k, alpha));
                 }
                 Protocol::Ruiz => {
                     assert!(
@@ -379,6 +416,67 @@ fn every_row_is_configured_as_its_paper_says() {
             }
         }
     }
+    // The dreg rows are exactly the curves of Tucker et al.'s Figures 2 and 3, typed here
+    // from the paper: Figure 2, IWAE / RWS / JVI against their DReG twins at K = 64 (the
+    // caption of Figure 5, its Omniglot twin); Figure 3, five estimators at K = 32 and 256,
+    // and DReG(alpha) at K = 64 for alpha in {0.5, 0.7, 0.8, 0.9, 1}.
+    let mut want = Vec::new();
+    for kind in ["iwae", "iwae-dreg", "rws", "rws-dreg", "jvi", "jvi-dreg"] {
+        want.push(("fig2".to_string(), kind.to_string(), 64, 0.0));
+    }
+    for k in [32, 256] {
+        for kind in ["iwae", "iwae-dreg", "rws", "rws-dreg", "stl"] {
+            want.push(("fig3".to_string(), kind.to_string(), k, 0.0));
+        }
+    }
+    for alpha in [0.5, 0.7, 0.8, 0.9, 1.0] {
+        want.push(("fig3".to_string(), "dreg".to_string(), 64, alpha));
+    }
+    assert_eq!(dreg_rows, want);
+    // Three trials per curve (Figures 2 and 3: "the average over three trials").
+    assert_eq!(Protocol::Dreg.spec().seeds(&ReproduceOptions::default()), 3);
+    assert_eq!(
+        Protocol::Burda.spec().seeds(&ReproduceOptions::default()),
+        1
+    );
+}
+
+/// `--runs fig2` picks Figure 2's rows (every seed), a row name still picks one row, and an
+/// unknown name lists the figures among the accepted names.
+#[test]
+fn runs_picks_a_figures_rows() {
+    let spec = Protocol::Dreg.spec();
+    let pick = |names: &[&str]| {
+        let opts = ReproduceOptions {
+            runs: Some(names.iter().map(|n| n.to_string()).collect()),
+            ..plan_only()
+        };
+        let planned = spec
+            .plan(&ReproduceOptions {
+                seeds: None,
+                ..opts.clone()
+            })
+            .unwrap();
+        unbiased_vae::apps::reproduce::selected(planned, &opts)
+            .into_iter()
+            .map(|r| r.name)
+            .collect::<Vec<_>>()
+    };
+    let fig2 = pick(&["fig2"]);
+    assert_eq!(fig2.len(), 6 * 3, "{fig2:?}");
+    assert!(fig2.contains(&"jvi-dreg-k64-seed2".to_string()));
+    assert_eq!(pick(&["fig3"]).len(), 15 * 3);
+    assert_eq!(pick(&["stl-k32", "fig2"]).len(), 7 * 3);
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("p");
+    let args = ["reproduce", "dreg", "--runs", "fig9", "--out", arg(&out)];
+    let o = crate::common::cli::run(&args);
+    assert_eq!(o.code, Some(1), "{}", o.context(&args));
+    assert!(
+        o.stderr.contains("--runs") && o.stderr.contains("fig2, fig3"),
+        "{}",
+        o.stderr
+    );
 }
 
 /// The cost of the ML-RR and SUMO rows, measured over 200,000 steps' draws (what training
@@ -442,12 +540,16 @@ fn bad_protocol_input_names_the_flag_and_trains_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("p");
     let o = out.to_str().unwrap();
-    let cases: [(&[&str], &[&str]); 8] = [
+    let cases: [(&[&str], &[&str]); 9] = [
         (&["--shard", "0/2"], &["--shard 0/2", "1 <= I <= N"]),
         (&["--shard", "3/2"], &["--shard 3/2"]),
         (&["--shard", "two"], &["--shard 'two'"]),
         (&["--runs", "nope"], &["--runs", "nope", "iwae-k5"]),
         (&["--seeds", "0"], &["--seeds 0"]),
+        (
+            &["--grad-var-every", "5"],
+            &["--grad-var-every", "none of its rows"],
+        ),
         (&["--epochs-scale", "-1"], &["--epochs-scale -1"]),
         (&["--eval-k", "0"], &["--eval-k 0"]),
         (

@@ -38,6 +38,7 @@ fn short_iwae_run_improves_validation_lk() {
         val_k: 50,
         output_bias: Default::default(),
         test: None,
+        grad_var: None,
         out: dir.path().join("run"),
     };
 
@@ -216,4 +217,70 @@ fn test_bound_cadence_best_checkpoint_and_output_bias() {
         mean.iter().any(|b| *b < -5.0),
         "a corner pixel's logit is strongly negative"
     );
+}
+
+/// A JVI-DReG run's test curve carries the jackknife estimate J of the test bound's own K
+/// samples: recomputed here from the checkpoint's log-weights at the evaluation noise with a
+/// leave-one-out written out in f64, it matches metrics.jsonl, and the L_K of the same
+/// log-weights matches the logged test bound. An IWAE run logs no J.
+#[test]
+fn jvi_runs_log_the_jackknife_estimate_on_the_test_images() {
+    use crate::common::cli::{arg, metrics_lines, run_ok, words};
+    use unbiased_vae::backend::Noise;
+    use unbiased_vae::rng::Stream;
+    let (k, count) = (6usize, 12usize);
+    let dir = tempfile::tempdir().unwrap();
+    let run = |estimator: &str| {
+        let out = dir.path().join(estimator);
+        let mut args = words(
+            "train --backend cpu --train-limit 200 --valid-size 100 --hidden 16 --latent 4 \
+             --batch 20 --val-k 5 --epochs 1 --test-every 1 --test-k 6 --test-limit 12 --quiet",
+        );
+        args.extend(["--estimator", estimator, "--out", arg(&out)]);
+        run_ok(&args);
+        (out.clone(), metrics_lines(&out).remove(0))
+    };
+    let (_, iwae) = run("iwae");
+    assert!(iwae.get("test_lk").is_some() && iwae.get("test_jvi").is_none());
+    let (out, m) = run("jvi-dreg");
+    let (params, _) = checkpoint::load(&out.join(train::CHECKPOINT_FILE)).unwrap();
+    let ds = data::load_or_bundled(None, 100).unwrap();
+    let x = data::binarize_eval(&ds.test.slice(0..count));
+    let mut be = train::make_backend(BackendChoice::Cpu, &params, 1, None).unwrap();
+    let noise = Noise {
+        seed: eval::DEFAULT_EVAL_SEED,
+        stream: Stream::EvalEps,
+        step: 0,
+        first_datapoint: 0,
+        first_sample: 0,
+    };
+    let lw: Vec<f64> = be
+        .forward(&x, count, k, &noise)
+        .unwrap()
+        .iter()
+        .map(|&v| f64::from(v))
+        .collect();
+    let bound = |l: &[f64]| {
+        let m = l.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        m + (l.iter().map(|v| (v - m).exp()).sum::<f64>() / l.len() as f64).ln()
+    };
+    let (mut lk, mut jvi) = (0.0, 0.0);
+    for l in lw.chunks(k) {
+        let loo: f64 = (0..k)
+            .map(|i| bound(&[&l[..i], &l[i + 1..]].concat()))
+            .sum::<f64>()
+            / k as f64;
+        lk += bound(l) / count as f64;
+        jvi += (k as f64 * bound(l) - (k - 1) as f64 * loo) / count as f64;
+    }
+    let logged = |key: &str| m[key].as_f64().unwrap();
+    println!(
+        "L_K {lk} (logged {}), J {jvi} (logged {} ± {})",
+        logged("test_lk"),
+        logged("test_jvi"),
+        logged("test_jvi_stderr")
+    );
+    assert!((logged("test_lk") - lk).abs() < 1e-4);
+    assert!((logged("test_jvi") - jvi).abs() < 1e-6);
+    assert!(logged("test_jvi_stderr") > 0.0);
 }

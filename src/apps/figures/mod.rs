@@ -5,6 +5,7 @@
 //! sized to run in seconds, flags scale them up.
 
 pub mod bias;
+pub mod dreg_curves;
 pub mod meeting_times;
 pub mod mlmc_decay;
 pub mod snr;

@@ -321,20 +321,15 @@ pub(super) fn group_stats(
 ) -> GroupStats {
     let dims = range.len();
     let critical_z = crate::stats::normal_quantile(1.0 - 0.01 / (2.0 * dims as f64));
-    let (mut bias_sq, mut max_abs_z, mut snr, mut var_sum) = (0.0, 0.0f64, 0.0, 0.0);
-    for i in range {
+    let (mut bias_sq, mut max_abs_z) = (0.0, 0.0f64);
+    for i in range.clone() {
         let (r, r_var) = reference(i);
         let bias = est.mean(i) - r;
         bias_sq += bias * bias;
         let se = (est.var(i) / est.count() as f64 + r_var).sqrt();
         max_abs_z = max_abs_z.max(if se > 0.0 { bias.abs() / se } else { 0.0 });
-        snr += if est.var(i) > 0.0 {
-            est.mean(i).abs() / est.var(i).sqrt()
-        } else {
-            0.0
-        };
-        var_sum += est.var(i);
     }
+    let spread = est.spread(range);
     GroupStats {
         group,
         dims,
@@ -342,8 +337,8 @@ pub(super) fn group_stats(
         max_abs_z,
         significant: max_abs_z > critical_z,
         critical_z,
-        mean_variance: var_sum / dims as f64,
-        snr: snr / dims as f64,
+        mean_variance: spread.mean_variance,
+        snr: spread.snr,
     }
 }
 

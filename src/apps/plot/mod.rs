@@ -58,6 +58,16 @@ pub enum Marker {
     Cross,
 }
 
+/// How strongly a series is drawn: a mean over seeds bold, each seed faint (as the DReG
+/// paper draws its trials). A faint series has no legend entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Emphasis {
+    #[default]
+    Normal,
+    Bold,
+    Faint,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Line {
     Solid,
@@ -76,6 +86,7 @@ pub struct Series {
     pub color: Option<usize>,
     pub marker: Marker,
     pub line: Line,
+    pub emphasis: Emphasis,
 }
 
 impl Series {
@@ -87,7 +98,12 @@ impl Series {
             color: None,
             marker: Marker::Circle,
             line: Line::Solid,
+            emphasis: Emphasis::Normal,
         }
+    }
+    pub fn emphasis(mut self, e: Emphasis) -> Series {
+        self.emphasis = e;
+        self
     }
     pub fn with_err(mut self, err: Vec<f64>) -> Series {
         self.y_err = Some(err);

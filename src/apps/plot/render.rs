@@ -1,6 +1,6 @@
 //! Drawing a [`Chart`] with plotters into an RGB buffer.
 
-use super::{layout, ticks, Chart, LegendPos, Line, Marker, Scale, PALETTE};
+use super::{layout, ticks, Chart, Emphasis, LegendPos, Line, Marker, Scale, PALETTE};
 use anyhow::{anyhow, Result};
 use plotters::prelude::*;
 use std::sync::OnceLock;
@@ -49,7 +49,12 @@ impl Chart {
             self.height
                 .saturating_sub(2 * MARGIN + X_LABEL_AREA + title_size + 10),
         );
-        let names: Vec<&str> = self.series.iter().map(|s| s.name.as_str()).collect();
+        let names: Vec<&str> = self
+            .series
+            .iter()
+            .map(|s| s.name.as_str())
+            .filter(|n| !n.is_empty())
+            .collect();
         let size = layout::legend_box(&names, LEGEND_FONT, LEGEND_KEY, area);
         let frac = |p: (f64, f64)| ((p.0 - xr.0) / (xr.1 - xr.0), (p.1 - yr.0) / (yr.1 - yr.0));
         let mut pts = Vec::new();
@@ -140,8 +145,14 @@ impl Chart {
                 .map_err(pe)?;
             for (i, s) in self.series.iter().enumerate() {
                 let (r, g, b) = PALETTE[s.color.unwrap_or(i) % PALETTE.len()];
-                let color = RGBColor(r, g, b);
-                let style = ShapeStyle::from(&color).stroke_width(2);
+                // Faint: the colour a third of the way from white, thin.
+                let fade = |c: u8| 255 - (255 - c) / 3;
+                let (color, width) = match s.emphasis {
+                    Emphasis::Normal => (RGBColor(r, g, b), 2),
+                    Emphasis::Bold => (RGBColor(r, g, b), 4),
+                    Emphasis::Faint => (RGBColor(fade(r), fade(g), fade(b)), 1),
+                };
+                let style = ShapeStyle::from(&color).stroke_width(width);
                 let pts = self.transformed(s);
                 let xy: Vec<(f64, f64)> = pts.iter().map(|p| p.0).collect();
                 match s.line {
@@ -186,18 +197,17 @@ impl Chart {
                 let name = s.name.as_str();
                 let filled = style.filled();
                 macro_rules! markers {
-                    ($elem:expr, $key:expr) => {
-                        chart
-                            .draw_series(xy.iter().map($elem))
-                            .map_err(pe)?
-                            .label(name)
-                            .legend(move |at| {
+                    ($elem:expr, $key:expr) => {{
+                        let drawn = chart.draw_series(xy.iter().map($elem)).map_err(pe)?;
+                        if !name.is_empty() {
+                            drawn.label(name).legend(move |at| {
                                 EmptyElement::at(at)
                                     + PathElement::new(seg.clone(), style)
                                     + PathElement::new(seg2.clone(), style)
                                     + $key
-                            })
-                    };
+                            });
+                        }
+                    }};
                 }
                 match s.marker {
                     Marker::None => markers!(

@@ -29,9 +29,9 @@ pub struct ReproduceOptions {
     /// Epochs of every run, or the protocol's epochs times `epochs_scale` (at least 1).
     pub epochs: Option<usize>,
     pub epochs_scale: Option<f64>,
-    /// Seeds 0..seeds of every row.
-    pub seeds: usize,
-    /// Row names to run (None: all).
+    /// Seeds 0..seeds of every row (None: the protocol's, the trials its paper averages).
+    pub seeds: Option<usize>,
+    /// Row names, or figure ids (`fig2`) standing for their rows, to run (None: all).
     pub runs: Option<Vec<String>>,
     /// (I, N), 1-based: this process runs the runs whose index i has i % N == I - 1.
     pub shard: Option<(usize, usize)>,
@@ -54,6 +54,10 @@ pub struct ReproduceOptions {
     pub test_every: Option<usize>,
     pub test_k: Option<usize>,
     pub test_limit: Option<usize>,
+    /// The gradient-variance logging of the rows that log it: every N steps, R estimates
+    /// (None: the protocol's).
+    pub grad_var_every: Option<usize>,
+    pub grad_var_reps: Option<usize>,
     /// SIGINT/SIGTERM: finish the step, save, stop.
     pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
@@ -135,7 +139,7 @@ impl ProtocolSpec {
             self.rows.clone()
         };
         for row in &rows {
-            for seed in 0..opts.seeds.max(1) as u64 {
+            for seed in 0..self.seeds(opts) as u64 {
                 let name = run_name(&row.name, seed);
                 let cfg = self.configure(row, seed, opts, &name)?;
                 out.push(PlannedRun {
@@ -176,13 +180,31 @@ impl ProtocolSpec {
         cfg.train_limit = opts.train_limit.or(cfg.train_limit);
         cfg.valid_size = opts.valid_size.unwrap_or(cfg.valid_size);
         cfg.val_k = opts.val_k.unwrap_or(cfg.val_k);
+        let (every, k) = (self.test_every, self.test_k_is_training_k.then_some(cfg.k));
         cfg.test = Some(TestBound {
-            every: opts.test_every.unwrap_or((cfg.epochs / 20).max(1)),
-            k: opts.test_k.unwrap_or(DEFAULT_TEST_K),
+            every: opts
+                .test_every
+                .or(every)
+                .unwrap_or((cfg.epochs / 20).max(1)),
+            k: opts.test_k.or(k).unwrap_or(DEFAULT_TEST_K),
             limit: opts.test_limit,
         });
+        if let Some(g) = &mut cfg.grad_var {
+            g.every = opts.grad_var_every.unwrap_or(g.every);
+            g.reps = opts.grad_var_reps.unwrap_or(g.reps);
+        }
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// Seeds per row: `--seeds`, else the protocol's.
+    pub fn seeds(&self, opts: &ReproduceOptions) -> usize {
+        opts.seeds.unwrap_or(self.seeds).max(1)
+    }
+
+    /// Whether `--runs`'s `name` picks `row`: its own name, or its figure's id.
+    pub fn picks(name: &str, row: &Row) -> bool {
+        row.name == name || row.figure == Some(name)
     }
 
     pub fn eval_settings(&self, opts: &ReproduceOptions) -> EvalSettings {
@@ -196,7 +218,20 @@ impl ProtocolSpec {
 
 /// Checks the options that do not belong to one run.
 fn check_options(spec: &ProtocolSpec, opts: &ReproduceOptions) -> Result<(), ConfigError> {
-    crate::error::at_least("--seeds", opts.seeds, 1, "a protocol")?;
+    if let Some(seeds) = opts.seeds {
+        crate::error::at_least("--seeds", seeds, 1, "a protocol")?;
+    }
+    let asked = opts.grad_var_every.is_some() || opts.grad_var_reps.is_some();
+    if asked && !spec.rows.iter().any(|r| r.cfg.grad_var.is_some()) {
+        return Err(ConfigError::NotApplicable {
+            flag: "--grad-var-every",
+            context: format!(
+                "to protocol {}: none of its rows logs the gradient variance",
+                spec.protocol.name()
+            ),
+            fix: "drop --grad-var-every and --grad-var-reps".into(),
+        });
+    }
     if let Some((i, n)) = opts.shard {
         if n == 0 || i == 0 || i > n {
             return Err(ConfigError::range(
@@ -208,8 +243,10 @@ fn check_options(spec: &ProtocolSpec, opts: &ReproduceOptions) -> Result<(), Con
     }
     if let Some(names) = &opts.runs {
         for n in names {
-            if !spec.rows.iter().any(|r| &r.name == n) {
-                let known: Vec<&str> = spec.rows.iter().map(|r| r.name.as_str()).collect();
+            if !spec.rows.iter().any(|r| ProtocolSpec::picks(n, r)) {
+                let mut known: Vec<&str> = spec.rows.iter().filter_map(|r| r.figure).collect();
+                known.dedup();
+                known.extend(spec.rows.iter().map(|r| r.name.as_str()));
                 return Err(ConfigError::UnknownName {
                     flag: "--runs",
                     given: n.clone(),
@@ -231,7 +268,10 @@ fn check_options(spec: &ProtocolSpec, opts: &ReproduceOptions) -> Result<(), Con
 /// The runs this process owns: `--runs` picks rows, `--shard` every N-th of those left.
 pub fn selected(all: Vec<PlannedRun>, opts: &ReproduceOptions) -> Vec<PlannedRun> {
     all.into_iter()
-        .filter(|r| opts.runs.as_ref().is_none_or(|n| n.contains(&r.row.name)))
+        .filter(|r| {
+            let picked = |n: &Vec<String>| n.iter().any(|n| ProtocolSpec::picks(n, &r.row));
+            opts.runs.as_ref().is_none_or(picked)
+        })
         .enumerate()
         .filter(|(i, _)| opts.shard.is_none_or(|(s, n)| i % n == s - 1))
         .map(|(_, r)| r)

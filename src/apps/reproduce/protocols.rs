@@ -1,7 +1,7 @@
 //! The papers' experiments as lists of runs with the papers' settings (`uvae reproduce`).
 //! Every number here is a paper's, or says where a paper is silent and what we chose.
 
-use crate::config::{BackendChoice, OutputBias, TrainConfig};
+use crate::config::{BackendChoice, GradVarLog, OutputBias, TrainConfig};
 use crate::estimators::{EncoderChoice, Estimator, EstimatorKind, UnbiasedOptions};
 use crate::model::{Arch, ModelChoice};
 use crate::optim::{AdamConfig, Schedule};
@@ -16,7 +16,9 @@ pub enum Protocol {
     Burda,
     /// Shi & Cornish (2021): IWAE, ML-RR and SUMO at expected costs 5 and 15.
     ShiCornish,
-    /// Tucker et al. (2019), MNIST: IWAE, IWAE-DReG, RWS-DReG and STL at K = 64.
+    /// Tucker et al. (2019), MNIST: Figure 2 (IWAE, RWS, JVI and their DReG twins at K = 64,
+    /// with the gradient variance) and Figure 3 (five estimators at K = 32 and 256, the
+    /// DReG(alpha) sweep at 64).
     Dreg,
     /// Ruiz et al. (2021): IWAE against the coupled PIMH, ISIR and DISIR chains.
     Ruiz,
@@ -54,6 +56,17 @@ pub struct Row {
     pub paper_nll: Option<f64>,
     /// The paper's active units for this row ("19", "21+5"), where it prints them.
     pub paper_active_units: Option<&'static str>,
+    /// The paper's figure the row draws (`fig2`), which `--runs` also accepts to pick all
+    /// of that figure's rows; None where the protocol reproduces a table.
+    pub figure: Option<&'static str>,
+}
+
+/// A figure id's name in the results ("fig3" -> "Figure 3").
+pub fn figure_label(id: &str) -> String {
+    match id.strip_prefix("fig") {
+        Some(n) => format!("Figure {n}"),
+        None => id.to_string(),
+    }
 }
 
 /// A protocol's rows and how they are scored.
@@ -66,6 +79,12 @@ pub struct ProtocolSpec {
     pub source: &'static str,
     /// Samples per datapoint of the final test bound (the papers' L_5000).
     pub eval_k: usize,
+    /// Seeds per row unless `--seeds` says (the trials a paper averages).
+    pub seeds: usize,
+    /// The curve's test bound unless `--test-every`/`--test-k` say: every this many epochs
+    /// (None: about 20 points per run), with the row's training K (else `DEFAULT_TEST_K`).
+    pub test_every: Option<usize>,
+    pub test_k_is_training_k: bool,
 }
 
 /// Burda et al.'s one-layer MNIST run: Adam (beta1 0.9, beta2 0.999, eps 1e-4) at lr 1e-3
@@ -96,6 +115,7 @@ fn base() -> TrainConfig {
         val_k: 50,
         output_bias: OutputBias::DataMean,
         test: None,
+        grad_var: None,
         out: PathBuf::new(),
     }
 }
@@ -106,6 +126,7 @@ fn row(name: &str, cfg: TrainConfig, paper_nll: Option<f64>) -> Row {
         cfg,
         paper_nll,
         paper_active_units: None,
+        figure: None,
     }
 }
 
@@ -145,6 +166,9 @@ fn burda() -> ProtocolSpec {
         selection: Selection::Last,
         source: "Burda, Grosse & Salakhutdinov (2016), Table 1 (MNIST, one and two stochastic layers, test NLL from L_5000)",
         eval_k: 5000,
+        seeds: 1,
+        test_every: None,
+        test_k_is_training_k: false,
     }
 }
 
@@ -205,6 +229,9 @@ fn shi_cornish() -> ProtocolSpec {
         selection: Selection::BestValidation,
         source: "Shi & Cornish (2021), MNIST experiments (settings as in their reference implementation; the seeds hold only the abstract, so no paper number is shown)",
         eval_k: 5000,
+        seeds: 1,
+        test_every: None,
+        test_k_is_training_k: false,
     }
 }
 
@@ -276,35 +303,100 @@ fn rows_per_estimator(kinds: &[(EstimatorKind, &str)], cfg: TrainConfig) -> Vec<
         .collect()
 }
 
-/// Tucker et al. (2019), section 6.2: Burda's one-layer model, K = 64, batch 32, Adam at
-/// lr 3e-4 (constant), on 50,000 training images; their figure runs to 5 million steps,
-/// which is 3,200 epochs of 1,562 steps.
+/// Tucker et al. (2019), section 6.2 (MNIST generative modelling), Figures 2 and 3: Burda's
+/// one-layer model (50 latents, two 200-unit tanh layers each way, Bernoulli outputs,
+/// dynamically binarized MNIST), three trials per curve, 5 million steps.
+///
+/// The paper gives no optimizer, learning rate or batch. We take those of the authors'
+/// published training script (google-research `dreg_estimators`, `train.py`): Adam at a
+/// constant 3e-4, batch 32, the output bias at the training mean's logit, and the test
+/// objective with the training K every 10 epochs. 5 million steps of 32 on our 50,000
+/// training images: 3,202 epochs of 1,562 steps, the fewest that reach them (5,001,524).
+/// Figure 2's rows log the gradient's variance every 1,000 steps from 10 estimates on a
+/// fixed minibatch (a choice: the script smooths the variance of successive training
+/// gradients instead, which mixes the estimator's noise with the drift of the parameters).
+///
+/// Figure 4 (§6.3, structured prediction) would add rows tagged `fig4` here, built like
+/// these on the conditional model.
 fn dreg() -> ProtocolSpec {
-    let kinds = [
-        (EstimatorKind::Iwae, "iwae"),
-        (EstimatorKind::IwaeDreg, "iwae-dreg"),
-        (EstimatorKind::RwsDreg, "rws-dreg"),
-        (EstimatorKind::Stl, "stl"),
-    ];
-    let cfg = TrainConfig {
-        k: 64,
+    let base = TrainConfig {
         batch: 32,
         lr: 3e-4,
         schedule: Schedule::Constant,
         adam: AdamConfig::default(),
         valid_size: 10_000,
         val_k: 10,
-        epochs: 3200,
+        epochs: 3202,
         ..base()
     };
+    let tagged = |figure, name: String, kind, k, alpha: f64, grad_var| Row {
+        name,
+        cfg: TrainConfig {
+            estimator: Estimator::new(kind, alpha),
+            k,
+            grad_var,
+            ..base.clone()
+        },
+        paper_nll: None,
+        paper_active_units: None,
+        figure: Some(figure),
+    };
+    let mut rows = Vec::new();
+    // Figure 2: each estimator against its DReG twin at K = 64 (Figure 5's caption for its
+    // Omniglot twin states the K), the variance panels on top.
+    let variance = Some(DREG_GRAD_VAR);
+    for (kind, name) in [
+        (EstimatorKind::Iwae, "iwae"),
+        (EstimatorKind::IwaeDreg, "iwae-dreg"),
+        (EstimatorKind::Rws, "rws"),
+        (EstimatorKind::RwsDreg, "rws-dreg"),
+        (EstimatorKind::Jvi, "jvi"),
+        (EstimatorKind::JviDreg, "jvi-dreg"),
+    ] {
+        rows.push(tagged(
+            "fig2",
+            format!("{name}-k64"),
+            kind,
+            64,
+            0.0,
+            variance,
+        ));
+    }
+    // Figure 3, left and middle: five estimators at K = 32 and 256.
+    for k in [32, 256] {
+        for (kind, name) in [
+            (EstimatorKind::Iwae, "iwae"),
+            (EstimatorKind::IwaeDreg, "iwae-dreg"),
+            (EstimatorKind::Rws, "rws"),
+            (EstimatorKind::RwsDreg, "rws-dreg"),
+            (EstimatorKind::Stl, "stl"),
+        ] {
+            rows.push(tagged("fig3", format!("{name}-k{k}"), kind, k, 0.0, None));
+        }
+    }
+    // Figure 3, right: DReG(alpha) at K = 64, relative to IWAE-DReG (Figure 2's row).
+    for alpha in [0.5, 0.7, 0.8, 0.9, 1.0] {
+        let name = format!("dreg-alpha{alpha}-k64");
+        rows.push(tagged("fig3", name, EstimatorKind::Dreg, 64, alpha, None));
+    }
     ProtocolSpec {
         protocol: Protocol::Dreg,
-        rows: rows_per_estimator(&kinds, cfg),
+        rows,
         selection: Selection::Last,
-        source: "Tucker, Lawson, Gu & Maddison (2019), section 6.2 and Figure 2 (curves only: no table to compare against)",
+        source: "Tucker, Lawson, Gu & Maddison (2019), section 6.2, Figures 2 and 3 (curves only: no table to compare against); optimizer, learning rate and batch from the authors' training script",
         eval_k: 5000,
+        seeds: 3,
+        test_every: Some(10),
+        test_k_is_training_k: true,
     }
 }
+
+/// Figure 2's variance logging: every 1,000 steps (5,000 points over 5 million steps, at
+/// 1 % more passes), 10 estimates each.
+pub const DREG_GRAD_VAR: GradVarLog = GradVarLog {
+    every: 1000,
+    reps: 10,
+};
 
 /// Ruiz et al. (2021): IWAE against the coupled chains at equal particles per set (K = 10
 /// here). The slides give no schedule: we use Adam at lr 1e-3, batch 100, 500 epochs.
@@ -331,6 +423,9 @@ fn ruiz() -> ProtocolSpec {
         selection: Selection::Last,
         source: "Ruiz, Titsias, Cemgil & Doucet (2021), MNIST experiment (slides: curves only; schedule our choice)",
         eval_k: 5000,
+        seeds: 1,
+        test_every: None,
+        test_k_is_training_k: false,
     }
 }
 

@@ -49,6 +49,9 @@ pub struct RunResult {
     pub active_units: String,
     #[serde(default)]
     pub paper_active_units: Option<String>,
+    /// The paper's figure the row draws ("Figure 2"), where the protocol has figures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub figure: Option<String>,
 }
 
 /// The run's result.json, if it has one (an unreadable one is an error naming the file).
@@ -97,6 +100,7 @@ pub fn describe(cfg: &TrainConfig) -> String {
         kind if kind.coupling_kernel().is_some() => {
             parts.push(format!("{} particles per set", cfg.k))
         }
+        EstimatorKind::Dreg => parts.push(format!("K={}, alpha={}", cfg.k, e.alpha)),
         _ => parts.push(format!("K={}", cfg.k)),
     }
     if e.kind.is_random_size() {
@@ -119,6 +123,12 @@ pub fn describe(cfg: &TrainConfig) -> String {
         o.push_str(&format!(", clip {d} (decoder) / {en} (encoder)"));
     }
     parts.push(o);
+    if let Some(g) = cfg.grad_var {
+        parts.push(format!(
+            "gradient variance every {} steps from {} estimates",
+            g.every, g.reps
+        ));
+    }
     parts.join("; ")
 }
 
@@ -188,6 +198,7 @@ pub fn score(
         paper_nll: run.row.paper_nll,
         active_units: active.label(),
         paper_active_units: run.row.paper_active_units.map(str::to_string),
+        figure: run.row.figure.map(super::protocols::figure_label),
     })
 }
 
@@ -227,11 +238,25 @@ fn markdown(
         spec.source,
         eval.k,
     );
-    s.push_str("| run | estimator | settings | samples expected | samples measured | epochs | train s | scored epoch | test NLL | ± SE | paper NLL | active units | paper active units |\n");
-    s.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    // A protocol of figures names each row's figure in a column of its own.
+    let figures = spec.rows.iter().any(|r| r.figure.is_some());
+    let (fig_head, fig_rule) = if figures {
+        (" figure |", "---|")
+    } else {
+        ("", "")
+    };
+    s.push_str(&format!("| run |{fig_head} estimator | settings | samples expected | samples measured | epochs | train s | scored epoch | test NLL | ± SE | paper NLL | active units | paper active units |\n"));
+    s.push_str(&format!(
+        "|---|{fig_rule}---|---|---|---|---|---|---|---|---|---|---|---|\n"
+    ));
     for r in done {
+        let fig = match (&r.figure, figures) {
+            (Some(f), _) => format!(" {f} |"),
+            (None, true) => " - |".to_string(),
+            (None, false) => String::new(),
+        };
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {:.3} | {} | {:.1} | {} | {:.2} | {:.2} | {} | {} | {} |\n",
+            "| {} |{fig} {} | {} | {} | {:.3} | {} | {:.1} | {} | {:.2} | {:.2} | {} | {} | {} |\n",
             r.run,
             r.estimator,
             r.settings,
@@ -310,13 +335,14 @@ pub fn summarise(done: &[RunResult]) -> Vec<RowSummary> {
 }
 
 fn csv(done: &[RunResult]) -> String {
-    const HEADER: &str = "run,row,seed,estimator,settings,k,batch,epochs,steps,expected_samples,measured_samples,train_seconds,scored_epoch,test_k,test_images,test_lk,test_lk_stderr,test_nll,paper_nll,active_units,paper_active_units";
+    const HEADER: &str = "run,row,figure,seed,estimator,settings,k,batch,epochs,steps,expected_samples,measured_samples,train_seconds,scored_epoch,test_k,test_images,test_lk,test_lk_stderr,test_nll,paper_nll,active_units,paper_active_units";
     let opt = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
     let mut s = files::csv_record(&HEADER.split(',').collect::<Vec<_>>());
     for r in done {
         s += &files::csv_record(&[
             r.run.clone(),
             r.row.clone(),
+            r.figure.clone().unwrap_or_default(),
             r.seed.to_string(),
             r.estimator.clone(),
             r.settings.clone(),
@@ -451,6 +477,7 @@ mod tests {
             paper_nll: Some(85.0),
             active_units: "19".into(),
             paper_active_units: Some("20".into()),
+            figure: None,
         }
     }
 
