@@ -132,6 +132,18 @@ pub fn grid(tiles: &[Vec<f64>], shape: ImageShape, cols: u32) -> RgbImage {
     img
 }
 
+/// The most `--scale` takes: a 28-pixel tile at 16x is 448 pixels.
+pub const MAX_SCALE: u32 = 16;
+
+/// `img` with each pixel drawn as a `factor` x `factor` block (nearest neighbour, so the
+/// pixels stay sharp): a 28-pixel tile is small on a modern screen.
+pub fn upscale(img: &RgbImage, factor: u32) -> RgbImage {
+    let factor = factor.max(1);
+    RgbImage::from_fn(img.width() * factor, img.height() * factor, |x, y| {
+        *img.get_pixel(x / factor, y / factor)
+    })
+}
+
 /// Writes `img` as a PNG atomically (temporary file, fsync, rename).
 pub fn save_png(img: &RgbImage, path: &Path) -> Result<()> {
     let mut bytes = Vec::new();
@@ -175,6 +187,21 @@ mod tests {
         assert_eq!(img.get_pixel(1, 6)[0], 128);
         // The empty fourth cell stays border grey.
         assert_eq!(img.get_pixel(7, 7)[0], BORDER_GREY);
+    }
+
+    #[test]
+    fn upscaling_draws_each_pixel_as_a_block() {
+        let img = grid(&[vec![1.0, 0.0, 0.5, 0.0]], "2x2".parse().unwrap(), 1);
+        let big = upscale(&img, 3);
+        assert_eq!(big.dimensions(), (3 * img.width(), 3 * img.height()));
+        for (x, y, p) in big.enumerate_pixels() {
+            assert_eq!(p, img.get_pixel(x / 3, y / 3), "pixel ({x}, {y})");
+        }
+        // The tile's first pixel (white) now fills rows and columns 3..6.
+        assert_eq!(big.get_pixel(3, 3)[0], 255);
+        assert_eq!(big.get_pixel(5, 5)[0], 255);
+        assert_eq!(big.get_pixel(6, 3)[0], 0);
+        assert_eq!(upscale(&img, 1), img);
     }
 
     #[test]

@@ -25,6 +25,19 @@ pub struct SampleArgs {
     /// Seed of the prior draws (the same seed gives the same picture).
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Draw each pixel as an N x N block (nearest neighbour), so tiles are not tiny.
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    scale: u32,
+}
+
+fn check_scale(scale: u32) -> Result<(), error::ConfigError> {
+    error::at_least("--scale", scale as usize, 1, "a picture")?;
+    error::at_most(
+        "--scale",
+        scale as usize,
+        images::MAX_SCALE as usize,
+        "a picture",
+    )
 }
 
 pub fn run_sample(a: SampleArgs) -> Result<()> {
@@ -32,10 +45,12 @@ pub fn run_sample(a: SampleArgs) -> Result<()> {
     error::at_most("--n", a.n, images::MAX_TILES, "a picture")?;
     error::at_least("--cols", a.cols as usize, 1, "a grid")?;
     error::at_most("--cols", a.cols as usize, images::MAX_TILES, "a grid")?;
+    check_scale(a.scale)?;
     let (params, meta) = checkpoint::load(&a.checkpoint)?;
     let shape = images::tile_shape(&params, &meta)?;
     let tiles = images::prior_samples(&params, a.n, a.seed);
-    images::save_png(&images::grid(&tiles, shape, a.cols), &a.out)?;
+    let img = images::grid(&tiles, shape, a.cols);
+    images::save_png(&images::upscale(&img, a.scale), &a.out)?;
     println!(
         "{} decoder means for z ~ N(0, I) (seed {}) -> {}",
         a.n,
@@ -61,6 +76,9 @@ pub struct ReconstructArgs {
     /// Image-and-reconstruction pairs per row.
     #[arg(long, default_value_t = 8)]
     pairs_per_row: u32,
+    /// Draw each pixel as an N x N block (nearest neighbour), so tiles are not tiny.
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    scale: u32,
 }
 
 pub fn run_reconstruct(a: ReconstructArgs) -> Result<()> {
@@ -73,6 +91,7 @@ pub fn run_reconstruct(a: ReconstructArgs) -> Result<()> {
         images::MAX_TILES,
         "a grid",
     )?;
+    check_scale(a.scale)?;
     let (params, meta) = checkpoint::load(&a.checkpoint)?;
     let shape = images::tile_shape(&params, &meta)?;
     let ds = a
@@ -88,7 +107,8 @@ pub fn run_reconstruct(a: ReconstructArgs) -> Result<()> {
         .zip(recon)
         .flat_map(|(img, r)| [img.iter().map(|&v| v as f64).collect(), r])
         .collect();
-    images::save_png(&images::grid(&tiles, shape, 2 * a.pairs_per_row), &a.out)?;
+    let img = images::grid(&tiles, shape, 2 * a.pairs_per_row);
+    images::save_png(&images::upscale(&img, a.scale), &a.out)?;
     println!(
         "{} test images beside their reconstructions (decoder means at the posterior mean) -> {}",
         test.count,

@@ -691,6 +691,10 @@ fn eval_bench_profile_and_picture_flags_out_of_range_name_the_flag() {
             vec!["--cols 0"],
         ),
         (
+            vec!["sample", "--checkpoint", c, "--scale", "17", "--out", p],
+            vec!["--scale 17"],
+        ),
+        (
             vec!["reconstruct", "--checkpoint", c, "--n", "0", "--out", p],
             vec!["--n 0"],
         ),

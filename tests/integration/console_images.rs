@@ -73,10 +73,13 @@ fn pixel_variance(img: &image::GrayImage) -> f64 {
 const NOT_BLANK: f64 = 100.0;
 
 /// The PNG at `path` is a grid of `cols` x `rows` tiles of 28 pixels with a 1-pixel border
-/// between and around, and not blank.
-fn assert_grid(path: &str, cols: u32, rows: u32) {
+/// between and around, each pixel drawn `scale` x `scale`, and not blank.
+fn assert_grid(path: &str, cols: u32, rows: u32, scale: u32) {
     let img = image::open(path).unwrap().to_luma8();
-    assert_eq!(img.dimensions(), (cols * 29 + 1, rows * 29 + 1));
+    assert_eq!(
+        img.dimensions(),
+        ((cols * 29 + 1) * scale, (rows * 29 + 1) * scale)
+    );
     let v = pixel_variance(&img);
     assert!(v > NOT_BLANK, "blank: {v}");
 }
@@ -99,7 +102,8 @@ fn sample_and_reconstruct_draw_deterministic_grids() {
     sample("a.png", "3");
     sample("b.png", "3");
     sample("c.png", "4");
-    assert_grid(&png("a.png"), 4, 3);
+    // The default --scale is 2.
+    assert_grid(&png("a.png"), 4, 3, 2);
     assert_eq!(
         std::fs::read(png("a.png")).unwrap(),
         std::fs::read(png("b.png")).unwrap()
@@ -109,11 +113,12 @@ fn sample_and_reconstruct_draw_deterministic_grids() {
         std::fs::read(png("c.png")).unwrap()
     );
 
-    let mut args = words("reconstruct --n 6 --pairs-per-row 3 --backend cpu --checkpoint");
+    let mut args =
+        words("reconstruct --n 6 --pairs-per-row 3 --scale 3 --backend cpu --checkpoint");
     let out = png("r.png");
     args.extend([c, "--out", &out]);
     run_ok(&args);
-    assert_grid(&png("r.png"), 6, 2);
+    assert_grid(&png("r.png"), 6, 2, 3);
 }
 
 #[test]
