@@ -152,7 +152,9 @@ fn every_protocol_runs_at_a_tiny_budget_and_a_rerun_skips_finished_runs() {
             let line = line.unwrap_or_else(|| panic!("{name}: no row {r} in\n{md}"));
             assert!(!line.contains("NaN") && !line.contains("inf"), "{line}");
             if dreg {
-                assert!(line.contains("| Figure 2 |") || line.contains("| Figure 3 |"));
+                assert!(["| Figure 2 |", "| Figure 3 |", "| Figure 4 |"]
+                    .iter()
+                    .any(|f| line.contains(f)));
             }
         }
         assert!(out.join("results.png").exists(), "{name}: the curves");
@@ -401,7 +403,20 @@ fn every_row_is_configured_as_its_paper_says() {
                     let kind = kind.as_str().unwrap().to_string();
                     let k = get("/k").as_u64().unwrap();
                     let fig = run.row.figure.unwrap_or("none");
-                    // Figure 2 logs the gradient variance; Figure 3 does not.
+                    // Figure 4 (section 6.3) is structured prediction: the bottom half of a
+                    // 28 x 28 digit given its top half (14 rows of 28 pixels), 50 latents.
+                    let conditional = (get("/model"), get("/arch/cond/c_dim"), get("/arch/z_dim"));
+                    if fig == "fig4" {
+                        assert_eq!(
+                            conditional,
+                            ("cvae".into(), 392.into(), 50.into()),
+                            "{what}"
+                        );
+                        assert!(run.row.name.starts_with("cvae-"), "{what}");
+                    } else {
+                        assert_eq!(conditional.0, "vae", "{what}");
+                    }
+                    // Figure 2 logs the gradient variance; Figures 3 and 4 do not.
                     assert_eq!(get("/grad_var").is_object(), fig == "fig2", "{what}");
                     dreg_rows.push((fig.to_string(), kind, k, alpha));
                 }
@@ -431,6 +446,17 @@ fn every_row_is_configured_as_its_paper_says() {
     }
     for alpha in [0.5, 0.7, 0.8, 0.9, 1.0] {
         want.push(("fig3".to_string(), "dreg".to_string(), 64, alpha));
+    }
+    // Figure 4: IWAE, IWAE-DReG, RWS, RWS-DReG and STL at K = 64 and 256, and the convex
+    // combination at K = 64 for alpha in {0.1, 0.2, 0.5 (STL), 1 (RWS-DReG)}: the last two
+    // are the STL and RWS-DReG rows at K = 64, run once.
+    for k in [64, 256] {
+        for kind in ["iwae", "iwae-dreg", "rws", "rws-dreg", "stl"] {
+            want.push(("fig4".to_string(), kind.to_string(), k, 0.0));
+        }
+    }
+    for alpha in [0.1, 0.2] {
+        want.push(("fig4".to_string(), "dreg".to_string(), 64, alpha));
     }
     assert_eq!(dreg_rows, want);
     // Three trials per curve (Figures 2 and 3: "the average over three trials").
