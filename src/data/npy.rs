@@ -19,6 +19,7 @@ pub fn parse(bytes: &[u8], what: &str) -> Result<Array> {
             "{what} is not a NumPy .npy array, or is truncated ({e}); save it with numpy.save (or numpy.savez for a .npz)"
         )
     };
+    header_shape_fits(bytes, what)?;
     let npy = NpyFile::new(bytes).map_err(not_npy)?;
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
     let count = shape
@@ -52,6 +53,41 @@ pub fn parse(bytes: &[u8], what: &str) -> Result<Array> {
         ),
     };
     Ok(Array { shape, values })
+}
+
+/// Checks the header's shape before npyz reads it: npyz multiplies the dimensions without
+/// overflow checks, so a crafted shape would panic in a debug build. An error names the file.
+fn header_shape_fits(bytes: &[u8], what: &str) -> Result<()> {
+    // The header is ASCII within its first 64 KiB (a u16 length in format 1, u32 in 2 and 3,
+    // but numpy never writes more); a file without one is npyz's error to report.
+    let head = &bytes[..bytes.len().min(1 << 16)];
+    let Some(at) = head.windows(8).position(|w| w == b"'shape':") else {
+        return Ok(());
+    };
+    let rest = &head[at + 8..];
+    let (Some(open), Some(close)) = (
+        rest.iter().position(|&b| b == b'('),
+        rest.iter().position(|&b| b == b')'),
+    ) else {
+        return Ok(());
+    };
+    if open >= close {
+        return Ok(());
+    }
+    let dims = String::from_utf8_lossy(&rest[open + 1..close]).into_owned();
+    let product = dims
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .try_fold(1u64, |n, d| {
+            d.parse::<u64>().ok().and_then(|d| n.checked_mul(d))
+        });
+    if product.is_none() {
+        bail!(
+            "{what}: its header gives shape ({dims}), which is not a shape of countable size (corrupt; re-save it with numpy.save)"
+        );
+    }
+    Ok(())
 }
 
 /// Reads a `.npy` file.
@@ -103,4 +139,35 @@ pub fn load_archive(path: &Path, names: &[&str]) -> Result<Vec<Option<Array>>> {
     let bytes = std::fs::read(path)
         .with_context(|| format!("cannot read NumPy archive {}", path.display()))?;
     parse_archive(&bytes, names, &path.display().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A format-1 `.npy` header for `shape` and dtype uint8, with no data after it.
+    fn header(shape: &str) -> Vec<u8> {
+        let mut dict = format!("{{'descr': '|u1', 'fortran_order': False, 'shape': {shape}, }}");
+        while (10 + dict.len() + 1) % 64 != 0 {
+            dict.push(' ');
+        }
+        dict.push('\n');
+        let mut b = b"\x93NUMPY\x01\x00".to_vec();
+        b.extend((dict.len() as u16).to_le_bytes());
+        b.extend(dict.bytes());
+        b
+    }
+
+    #[test]
+    fn a_shape_whose_size_overflows_is_an_error_not_a_panic() {
+        let err = |b: &[u8], what: &str| match parse(b, what) {
+            Ok(_) => panic!("{what} parsed"),
+            Err(e) => e.to_string(),
+        };
+        let e = err(&header("(4294967296, 4294967296, 16)"), "x.npy");
+        assert!(e.contains("x.npy") && e.contains("re-save"), "{e}");
+        // A plausible shape passes the check and fails later, as truncated.
+        let e = err(&header("(3, 4)"), "y.npy");
+        assert!(e.contains("y.npy") && !e.contains("countable"), "{e}");
+    }
 }
