@@ -122,6 +122,16 @@ fn log_weights(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) gr
 @group(0) @binding(5) var<storage, read> u_enc_out: array<f32>;
 @group(0) @binding(6) var<storage, read_write> u_up: array<f32>; // [batch, 2 z]
 
+// One sample's terms (mu, log sigma) of the encoder's upstream: b P + c S with the path
+// derivative gz = d log p(x, z) / dz (the encoder_upstream formulas above).
+fn upstream_terms(bc: f32, cc: f32, e: f32, sigma: f32, gz: f32) -> vec2<f32> {
+    let e_over_s = e / sigma;
+    return vec2<f32>(
+        bc * (gz + e_over_s) - cc * e_over_s,
+        bc * (sigma * e * gz + e * e) + cc * (1.0 - e * e),
+    );
+}
+
 @compute @workgroup_size(256)
 fn encoder_upstream(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let id = linear_id(gid, groups);
@@ -139,10 +149,10 @@ fn encoder_upstream(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
         let bc = u_coef[shape.rows + r];
         let cc = u_coef[2u * shape.rows + r];
         let e = u_eps[r * zd + d];
-        let e_over_s = e / sigma;
         let gz = u_dz[r * shape.z_ld + d] - u_z[r * shape.z_ld + d];
-        up_mu += bc * (gz + e_over_s) - cc * e_over_s;
-        up_ls += bc * (sigma * e * gz + e * e) + cc * (1.0 - e * e);
+        let t = upstream_terms(bc, cc, e, sigma, gz);
+        up_mu += t.x;
+        up_ls += t.y;
     }
     u_up[b * 2u * zd + d] = up_mu;
     u_up[b * 2u * zd + zd + d] = up_ls;
@@ -367,10 +377,9 @@ fn cond_upstream(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
         let r_over_sd = res * inv_sd;
         pu_m += ac * r_over_sd;
         pu_ls += ac * (res * res - 1.0);
-        let e_over_s = e / sigma;
-        let gz = cu_dz[r * shape.z_ld + d] - r_over_sd;
-        up_mu += bc * (gz + e_over_s) - cc * e_over_s;
-        up_ls += bc * (sigma * e * gz + e * e) + cc * (1.0 - e * e);
+        let t = upstream_terms(bc, cc, e, sigma, cu_dz[r * shape.z_ld + d] - r_over_sd);
+        up_mu += t.x;
+        up_ls += t.y;
     }
     cu_up[b * 2u * zd + d] = up_mu;
     cu_up[b * 2u * zd + zd + d] = up_ls;

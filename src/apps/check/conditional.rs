@@ -4,13 +4,11 @@
 //! every estimator family by encoder, prior and decoder, fused and chunked training steps,
 //! evaluation and the coupled chains.
 
-use super::model_rows::{shared_rows, ModelCase};
-use super::{binary_data, compare, ParityReport, ParityShape};
-use crate::backend::cpu::CpuBackend;
-use crate::backend::gpu::{AdapterChoice, GpuBackend};
-use crate::backend::{Backend, Noise};
-use crate::model::{Arch, Conditional, Params};
-use crate::rng::Stream;
+use super::model_rows::{fresh, report, shared_rows, Fresh, ModelCase};
+use super::{compare, ParityReport, ParityShape};
+use crate::backend::gpu::AdapterChoice;
+use crate::backend::Backend;
+use crate::model::{Arch, Conditional};
 use anyhow::Result;
 
 /// A conditional model of `x_dim` pixels, the first `c_dim` of them the context, with
@@ -46,22 +44,16 @@ pub(super) fn rows(choice: &AdapterChoice, shape: &ParityShape) -> Result<Parity
     if arch.cond.is_none() {
         anyhow::bail!("the conditional parity section needs a model with a context");
     }
-    let (xd, zd) = (arch.x_dim, arch.z_dim);
-    // The whole image's mean (Params::init keeps the predicted pixels').
-    let mean: Vec<f32> = (0..xd).map(|j| 0.1 + 0.8 * j as f32 / xd as f32).collect();
-    let params = Params::init(&arch, 13, Some(&mean));
+    let zd = arch.z_dim;
+    let Fresh {
+        params,
+        mut cpu,
+        mut gpu,
+        device,
+        x,
+        noise,
+    } = fresh(choice, &arch, batch, (13, 31, 78))?;
     let layout = &params.layout;
-    let mut gpu = GpuBackend::new(layout, &params.values, choice)?;
-    let mut cpu = CpuBackend::new(layout, &params.values, 2)?;
-    let device = gpu.describe();
-    let x = binary_data(batch, xd, 31);
-    let noise = Noise {
-        seed: 78,
-        stream: Stream::Eps,
-        step: 2,
-        first_datapoint: 3,
-        first_sample: 4,
-    };
     let mut rows = Vec::new();
 
     // Forward: eps against the reference draws, z = mu + sigma eps from the encoder's head,
@@ -115,14 +107,5 @@ pub(super) fn rows(choice: &AdapterChoice, shape: &ParityShape) -> Result<Parity
         n,
     };
     rows.extend(shared_rows(&case, &mut cpu, &mut gpu)?);
-    let kernels = gpu
-        .plan_kernel_counts()
-        .into_iter()
-        .map(|(k, n)| (k.to_string(), n))
-        .collect();
-    Ok(ParityReport {
-        device,
-        kernels,
-        rows,
-    })
+    Ok(report(&gpu, device, rows))
 }

@@ -270,17 +270,7 @@ pub fn run_suite(choice: &AdapterChoice, shape: &ParityShape) -> Result<ParityRe
     rows.extend(two_layer::rows(choice, &two_layer::tiny_shape())?.rows);
     rows.extend(conditional::rows(choice, &conditional::tiny_shape())?.rows);
     rows.extend(input::rows(choice)?);
-    let kernels = suite
-        .gpu
-        .plan_kernel_counts()
-        .into_iter()
-        .map(|(k, n)| (k.to_string(), n))
-        .collect();
-    Ok(ParityReport {
-        device,
-        kernels,
-        rows,
-    })
+    Ok(model_rows::report(&suite.gpu, device, rows))
 }
 
 pub use conditional::{arch as conditional_arch, tiny_shape as conditional_shape};

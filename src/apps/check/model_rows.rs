@@ -5,15 +5,71 @@
 //! share them.
 
 use super::coefficients::{dyadic_blocks, N8};
-use super::{compare, restart, step_rows, ParityRow};
+use super::{binary_data, compare, restart, step_rows, ParityReport, ParityRow};
 use crate::backend::cpu::CpuBackend;
-use crate::backend::gpu::GpuBackend;
+use crate::backend::gpu::{AdapterChoice, GpuBackend};
 use crate::backend::{Backend, Noise, StepInputs};
 use crate::estimators::{CoefficientProgram, EncoderRule, Estimator, EstimatorKind};
-use crate::model::Params;
+use crate::model::{Arch, Params};
 use crate::optim::AdamConfig;
+use crate::rng::Stream;
 use anyhow::Result;
 use std::ops::Range;
+
+/// A model's section set up: its parameters, fresh backends on them, the GPU's description, a
+/// binary minibatch and a noise address.
+pub(super) struct Fresh {
+    pub params: Params,
+    pub cpu: CpuBackend,
+    pub gpu: GpuBackend,
+    pub device: String,
+    pub x: Vec<f32>,
+    pub noise: Noise,
+}
+
+/// [`Fresh`] for `arch` on `choice`'s adapter, `batch` datapoints; `seeds`: the parameters',
+/// the minibatch's and the noise's.
+pub(super) fn fresh(
+    choice: &AdapterChoice,
+    arch: &Arch,
+    batch: usize,
+    (init, data, noise): (u64, u64, u64),
+) -> Result<Fresh> {
+    let xd = arch.x_dim;
+    // A made-up mean image for the output bias (Params::init keeps the modelled pixels').
+    let mean: Vec<f32> = (0..xd).map(|j| 0.1 + 0.8 * j as f32 / xd as f32).collect();
+    let params = Params::init(arch, init, Some(&mean));
+    let gpu = GpuBackend::new(&params.layout, &params.values, choice)?;
+    let cpu = CpuBackend::new(&params.layout, &params.values, 2)?;
+    Ok(Fresh {
+        device: gpu.describe(),
+        x: binary_data(batch, xd, data),
+        noise: Noise {
+            seed: noise,
+            stream: Stream::Eps,
+            step: 2,
+            first_datapoint: 3,
+            first_sample: 4,
+        },
+        params,
+        cpu,
+        gpu,
+    })
+}
+
+/// The report of `rows` with `gpu`'s dispatches per kernel of its plans.
+pub(super) fn report(gpu: &GpuBackend, device: String, rows: Vec<ParityRow>) -> ParityReport {
+    let kernels = gpu
+        .plan_kernel_counts()
+        .into_iter()
+        .map(|(k, n)| (k.to_string(), n))
+        .collect();
+    ParityReport {
+        device,
+        kernels,
+        rows,
+    }
+}
 
 /// A model's backends and data for the shared rows; each row's name starts with `tag`.
 pub(super) struct ModelCase<'a> {
@@ -67,8 +123,8 @@ pub(super) fn shared_rows(
         ),
     ];
     for (name, k, program) in &programs {
-        let lw = cpu.forward(&x, batch, *k, &noise)?.to_vec();
-        gpu.forward(&x, batch, *k, &noise)?;
+        let lw = cpu.forward(x, batch, *k, &noise)?.to_vec();
+        gpu.forward(x, batch, *k, &noise)?;
         let co = {
             let mut out = Default::default();
             program.coefficients_into(&lw, batch, *k, &mut out);
@@ -115,8 +171,8 @@ pub(super) fn shared_rows(
         };
         for kind in [EstimatorKind::Iwae, EstimatorKind::IwaeDreg] {
             let p = Estimator::new(kind, 0.0).program();
-            cpu.train_step(&x, &inputs, n, &p)?;
-            gpu.train_step(&x, &inputs, n, &p)?;
+            cpu.train_step(x, &inputs, n, &p)?;
+            gpu.train_step(x, &inputs, n, &p)?;
         }
     }
     let (sc, sg) = (cpu.take_stats()?, gpu.take_stats()?);
@@ -154,15 +210,15 @@ pub(super) fn shared_rows(
             &format!("{tag} weights: chunked step objective"),
         ),
         lr,
-        |b| b.train_step(&x, &inputs, n, &p),
+        |b| b.train_step(x, &inputs, n, &p),
     )?);
 
     // Evaluation L_K, the GPU's in chunks of 3 samples.
     gpu.set_params(&params.values)?;
     cpu.set_params(&params.values)?;
     let k = 2 * n + 1;
-    let eg = crate::eval::log_likelihood(gpu, &x, batch, k, 7, 0)?;
-    let ec = crate::eval::log_likelihood(cpu, &x, batch, k, 7, 0)?;
+    let eg = crate::eval::log_likelihood(gpu, x, batch, k, 7, 0)?;
+    let ec = crate::eval::log_likelihood(cpu, x, batch, k, 7, 0)?;
     gpu.set_row_limit(None);
     let per_g: Vec<f32> = eg.per_point.iter().map(|&v| v as f32).collect();
     let per_c: Vec<f32> = ec.per_point.iter().map(|&v| v as f32).collect();
@@ -183,8 +239,8 @@ pub(super) fn shared_rows(
         };
         restart(cpu, &params.values)?;
         restart(gpu, &params.values)?;
-        let oc = cpu.chain_step(&x, &inputs, &chains)?;
-        let og = gpu.chain_step(&x, &inputs, &chains)?;
+        let oc = cpu.chain_step(x, &inputs, &chains)?;
+        let og = gpu.chain_step(x, &inputs, &chains)?;
         let summary = |o: &crate::backend::ChainOutcome| -> Vec<f32> {
             let mut v = vec![o.iterations as f32];
             v.extend(o.meeting_times.iter().map(|&t| t as f32));

@@ -3,13 +3,11 @@
 //! gradient of every estimator family (plain softmax, DReG, STL, a subset program) against
 //! the CPU, fused training steps (one chunked), evaluation and the coupled chains.
 
-use super::model_rows::{shared_rows, ModelCase};
-use super::{binary_data, compare, ParityReport, ParityShape};
-use crate::backend::cpu::CpuBackend;
-use crate::backend::gpu::{AdapterChoice, GpuBackend};
-use crate::backend::{Backend, Noise};
-use crate::model::{reference, Arch, Params, TopLayer};
-use crate::rng::Stream;
+use super::model_rows::{fresh, report, shared_rows, Fresh, ModelCase};
+use super::{compare, ParityReport, ParityShape};
+use crate::backend::gpu::AdapterChoice;
+use crate::backend::Backend;
+use crate::model::{reference, Arch, TopLayer};
 use anyhow::Result;
 
 /// A two-layer model off the GEMM tiles everywhere: x 13, hidden 9-6, z1 3, top hidden 5,
@@ -41,20 +39,15 @@ pub(super) fn rows(choice: &AdapterChoice, shape: &ParityShape) -> Result<Parity
     }
     let (xd, d1, nd) = (arch.x_dim, arch.z_dim, arch.noise_dim());
     let d2 = nd - d1;
-    let mean: Vec<f32> = (0..xd).map(|j| 0.1 + 0.8 * j as f32 / xd as f32).collect();
-    let params = Params::init(&arch, 11, Some(&mean));
+    let Fresh {
+        params,
+        mut cpu,
+        mut gpu,
+        device,
+        x,
+        noise,
+    } = fresh(choice, &arch, batch, (11, 29, 77))?;
     let layout = &params.layout;
-    let mut gpu = GpuBackend::new(layout, &params.values, choice)?;
-    let mut cpu = CpuBackend::new(layout, &params.values, 2)?;
-    let device = gpu.describe();
-    let x = binary_data(batch, xd, 29);
-    let noise = Noise {
-        seed: 77,
-        stream: Stream::Eps,
-        step: 2,
-        first_datapoint: 3,
-        first_sample: 4,
-    };
     let mut rows = Vec::new();
 
     // Forward: noise, z1, z2 against the f64 reference; log-weights against the CPU.
@@ -121,14 +114,5 @@ pub(super) fn rows(choice: &AdapterChoice, shape: &ParityShape) -> Result<Parity
         n,
     };
     rows.extend(shared_rows(&case, &mut cpu, &mut gpu)?);
-    let kernels = gpu
-        .plan_kernel_counts()
-        .into_iter()
-        .map(|(k, n)| (k.to_string(), n))
-        .collect();
-    Ok(ParityReport {
-        device,
-        kernels,
-        rows,
-    })
+    Ok(report(&gpu, device, rows))
 }

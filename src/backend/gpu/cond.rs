@@ -5,14 +5,14 @@
 //! row as a bias row in the epilogue of the GEMM that draws z; the rest of the decoder with
 //! the Bernoulli likelihood fused on the predicted pixels; then the latent terms
 //! log p(z | c) - log q(z | x, c). `cond_split` also writes c after z in every decoder input
-//! row, so the decoder's backward runs on whole [z, c] rows unchanged. Backward: the decoder
-//! scaled by a, the encoder's upstream and the prior head's gradient in one kernel, then the
-//! encoder and the prior.
+//! row, so the decoder's backward runs on whole [z, c] rows unchanged. Backward (plan.rs,
+//! `backward_specs`): the decoder scaled by a, `cond_upstream` (the encoder's upstream and
+//! the prior head's gradient in one kernel), then the encoder and the prior.
 
 use super::buffers::{z_ld, Acts, CondBuffers, ShapeBuffers};
 use super::dispatch::{groups_1d, DispatchSpec, Res, UniformArena};
 use super::matmul::{GemmOperands, GemmU, SpecList};
-use super::mlp::{mlp_backward, mlp_forward};
+use super::mlp::mlp_forward;
 use super::pipelines::PipelineId;
 use super::shaders::{FLAG_BIAS, FLAG_LIK_BERNOULLI, FLAG_TANH};
 use super::{vae, GpuBackend};
@@ -119,41 +119,6 @@ impl GpuBackend {
         specs.push(cond_log_weights(shape, sb, rows, zd));
         specs.specs
     }
-
-    /// The conditional model's backward: the decoder scaled by a (its input rows [z, c]
-    /// whole), the encoder's upstream and the prior head's gradient, then the encoder and
-    /// the prior; `accumulate` adds into the gradient instead of writing.
-    pub(super) fn backward_cond<'a>(
-        &'a self,
-        sb: &'a ShapeBuffers,
-        arena: &mut UniformArena,
-        shape: (u64, u64),
-        batch: usize,
-        n: usize,
-        accumulate: bool,
-    ) -> Vec<DispatchSpec<'a>> {
-        let (a, l) = (&self.layout.arch, &self.layout);
-        let cb = cond(sb);
-        let rows = batch * n;
-        let mut specs = SpecList::new(arena, self.split_k(sb));
-        let bb = self.backward_buffers(sb, batch, accumulate);
-        let decoder = self.mlp(&l.decoder, sb.decoder_acts(a), rows);
-        let dz = mlp_backward(
-            &mut specs,
-            &bb,
-            &decoder,
-            sb.decoder_output(),
-            Some(&sb.coef),
-            true,
-        )
-        .expect("decoder backward yields dz");
-        specs.push(cond_upstream(shape, sb, dz, batch, n, a.z_dim));
-        let encoder = self.mlp(&l.encoder, sb.encoder_acts(a), batch);
-        mlp_backward(&mut specs, &bb, &encoder, &sb.enc_up, None, false);
-        let prior = self.mlp(&l.prior, cb.prior_acts(a), batch);
-        mlp_backward(&mut specs, &bb, &prior, &cb.prior_up, None, false);
-        specs.specs
-    }
 }
 
 /// c after z in every decoder input row, and each datapoint's predicted pixels (dense).
@@ -208,7 +173,7 @@ fn cond_log_weights<'a>(
 
 /// The encoder output's gradient from dz (in `sb.delta[dz]`) and b, c with the prior's path
 /// term, and the prior head's gradient sum_n a_n (r / sd, r^2 - 1).
-fn cond_upstream<'a>(
+pub(super) fn cond_upstream<'a>(
     shape: (u64, u64),
     sb: &'a ShapeBuffers,
     dz: usize,

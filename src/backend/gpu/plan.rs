@@ -6,7 +6,7 @@ use super::dispatch::{Dispatch, DispatchSpec, UniformArena};
 use super::matmul::{LatentDraw, SpecList, SplitK};
 use super::mlp::{mlp_backward, mlp_forward, mlp_input_grad, BackwardBuffers, Mlp};
 use super::vae::{self, ShapeU};
-use super::{weights, GpuBackend};
+use super::{cond, weights, GpuBackend};
 use crate::model::{Likelihood, Linear};
 use anyhow::Result;
 
@@ -58,7 +58,7 @@ impl GpuBackend {
         let backward = if self.layout.arch.cond.is_some() {
             let lik_only = arena.push(&shape_u.likelihood_only());
             forward.extend(self.sampling_cond(sb, &mut arena, shape, lik_only, batch, n));
-            self.backward_cond(sb, &mut arena, shape, batch, n, accumulate)
+            self.backward_specs(sb, &mut arena, shape, batch, n, accumulate)
         } else if self.layout.arch.top.is_some() {
             let lik_only = arena.push(&shape_u.likelihood_only());
             forward.extend(self.sampling_two_layer(sb, &mut arena, shape, lik_only, batch, n));
@@ -182,7 +182,8 @@ impl GpuBackend {
     }
 
     /// The decoder's backward scaled by the coefficients a, the encoder's upstream gradient,
-    /// then the encoder's backward; `accumulate` adds into the gradient instead of writing.
+    /// then the encoder's backward (and the conditional model's prior's, src/backend/gpu/
+    /// cond.rs); `accumulate` adds into the gradient instead of writing.
     fn backward_specs<'a>(
         &'a self,
         sb: &'a ShapeBuffers,
@@ -206,9 +207,17 @@ impl GpuBackend {
             true,
         )
         .expect("decoder backward yields dz");
-        specs.push(vae::encoder_upstream(shape, sb, dz, batch, n, a.z_dim));
+        specs.push(match &sb.cond {
+            // The conditional model's upstream also gives the prior head's gradient.
+            Some(_) => cond::cond_upstream(shape, sb, dz, batch, n, a.z_dim),
+            None => vae::encoder_upstream(shape, sb, dz, batch, n, a.z_dim),
+        });
         let encoder = self.mlp(&l.encoder, sb.encoder_acts(a), batch);
         mlp_backward(&mut specs, &bb, &encoder, &sb.enc_up, None, false);
+        if let Some(c) = &sb.cond {
+            let prior = self.mlp(&l.prior, c.prior_acts(a), batch);
+            mlp_backward(&mut specs, &bb, &prior, &c.prior_up, None, false);
+        }
         specs.specs
     }
 
