@@ -12,7 +12,9 @@
 // runtime bounds checks (src/backend/gpu/pipelines.rs).
 //
 // Fused epilogues (flags), one operand E each:
-//   BIAS       C = acc + E[bias_off + column]           (forward: x W^T + b)
+//   BIAS       C = acc + E[bias_off + column]           (forward: x W^T + b); with e_rs != 0
+//              a bias row per datapoint, E[e_off + (row / samples) e_rs + column] (the
+//              conditional decoder's first layer: c W_c^T + b, src/backend/gpu/cond.rs)
 //   TANH       then tanh                                 (hidden layers)
 //   SCALE_K    acc = sum_k A[m,k] E[scale_off + k] B[k,n] (weight gradient scaled per sample)
 //   TANH_GRAD  C = acc * (1 - E[act_off + row * act_rs + col]^2) (back through tanh)
@@ -100,7 +102,11 @@ fn epilogue(r: u32, c: u32, sum: f32) -> f32 {
         v += g.beta * mat_c[ci];
     }
     if ((g.flags & FLAG_BIAS) != 0u) {
-        v += epi[g.e_off + c];
+        var bi = g.e_off + c;
+        if (g.e_rs != 0u) {
+            bi += (r / g.samples) * g.e_rs;
+        }
+        v += epi[bi];
     }
     if ((g.flags & FLAG_TANH) != 0u) {
         // Clamped: some drivers overflow exp inside tanh for large |v| and return NaN.

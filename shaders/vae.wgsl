@@ -11,10 +11,12 @@
 // z_ld: the row stride of z (z1) and of its gradient from the decoder (dz, or from q(z2 | z1)
 // dzq): z_dim rounded up to whole vec4s, so the GEMMs through the latent load vec4s
 // (src/backend/gpu/buffers.rs). Every other per-row buffer is dense.
+// c_dim: the conditional model's context pixels (0 otherwise); its decoder models the
+// x_dim - c_dim pixels after them.
 struct Shape {
     batch: u32, n: u32, rows: u32, x_dim: u32,
     z_dim: u32, lik: u32, inv_var: f32, log_norm: f32,
-    z2_dim: u32, noise_dim: u32, z_ld: u32, _s1: u32,
+    z2_dim: u32, noise_dim: u32, z_ld: u32, c_dim: u32,
 }
 
 @group(0) @binding(0) var<uniform> shape: Shape;
@@ -70,7 +72,7 @@ fn log_weights_partials(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workg
     let in_range = r < shape.rows;
     var part = 0.0;
     if (in_range) {
-        let tiles = (shape.x_dim + 63u) / 64u;
+        let tiles = (shape.x_dim - shape.c_dim + 63u) / 64u;
         for (var i = lid; i < tiles; i += 64u) {
             part += l_logits[r * tiles + i];
         }
@@ -120,6 +122,16 @@ fn log_weights(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) gr
 @group(0) @binding(5) var<storage, read> u_enc_out: array<f32>;
 @group(0) @binding(6) var<storage, read_write> u_up: array<f32>; // [batch, 2 z]
 
+// One sample's terms (mu, log sigma) of the encoder's upstream: b P + c S with the path
+// derivative gz = d log p(x, z) / dz (the encoder_upstream formulas above).
+fn upstream_terms(bc: f32, cc: f32, e: f32, sigma: f32, gz: f32) -> vec2<f32> {
+    let e_over_s = e / sigma;
+    return vec2<f32>(
+        bc * (gz + e_over_s) - cc * e_over_s,
+        bc * (sigma * e * gz + e * e) + cc * (1.0 - e * e),
+    );
+}
+
 @compute @workgroup_size(256)
 fn encoder_upstream(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let id = linear_id(gid, groups);
@@ -137,10 +149,10 @@ fn encoder_upstream(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
         let bc = u_coef[shape.rows + r];
         let cc = u_coef[2u * shape.rows + r];
         let e = u_eps[r * zd + d];
-        let e_over_s = e / sigma;
         let gz = u_dz[r * shape.z_ld + d] - u_z[r * shape.z_ld + d];
-        up_mu += bc * (gz + e_over_s) - cc * e_over_s;
-        up_ls += bc * (sigma * e * gz + e * e) + cc * (1.0 - e * e);
+        let t = upstream_terms(bc, cc, e, sigma, gz);
+        up_mu += t.x;
+        up_ls += t.y;
     }
     u_up[b * 2u * zd + d] = up_mu;
     u_up[b * 2u * zd + zd + d] = up_ls;
@@ -273,4 +285,104 @@ fn encoder_upstream2(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
     }
     e_up[b * 2u * d1 + d] = up_mu;
     e_up[b * 2u * d1 + d1 + d] = up_ls;
+}
+
+// ---- The conditional model (src/backend/cpu/cond.rs is the reference) ----
+// cond_split: one thread per element: c of each row's datapoint into the columns after z of
+// the decoder's input rows [z, c] (the first decoder GEMM draws z; the backward reads the
+// whole row), and each datapoint's predicted pixels, dense, for the fused likelihood.
+@group(0) @binding(1) var<storage, read> s_x: array<f32>;             // [batch, x_dim]
+@group(0) @binding(2) var<storage, read_write> s_zc: array<f32>;      // [rows, z_ld]
+@group(0) @binding(3) var<storage, read_write> s_xb: array<f32>;      // [batch, x_dim - c_dim]
+
+@compute @workgroup_size(256)
+fn cond_split(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let id = linear_id(gid, groups);
+    let cd = shape.c_dim;
+    let xd = shape.x_dim;
+    let od = xd - cd;
+    if (id < shape.rows * cd) {
+        let r = id / cd;
+        let j = id % cd;
+        s_zc[r * shape.z_ld + shape.z_dim + j] = s_x[(r / shape.n) * xd + j];
+    } else if (id < shape.rows * cd + shape.batch * od) {
+        let i = id - shape.rows * cd;
+        let b = i / od;
+        s_xb[i] = s_x[b * xd + cd + i % od];
+    }
+}
+
+// cond_log_weights: one thread per row, after log_weights_partials wrote log p(x | z, c):
+// l += log p(z | c) - log q(z | x, c) (the 2 pi constants cancel), p(z | c) = N(m, sd^2)
+// from the prior's head (m, log sd) of the row's datapoint.
+@group(0) @binding(1) var<storage, read> cl_eps: array<f32>;           // [rows, z]
+@group(0) @binding(2) var<storage, read> cl_z: array<f32>;             // [rows, z_ld]
+@group(0) @binding(3) var<storage, read> cl_enc_out: array<f32>;       // [batch, 2 z]
+@group(0) @binding(4) var<storage, read> cl_prior: array<f32>;         // [batch, 2 z]
+@group(0) @binding(5) var<storage, read_write> cl_lw: array<f32>;      // [rows]
+
+@compute @workgroup_size(64)
+fn cond_log_weights(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let r = gid.x + gid.y * groups.x * 64u;
+    if (r >= shape.rows) {
+        return;
+    }
+    let b = r / shape.n;
+    let zd = shape.z_dim;
+    var lz = 0.0;
+    for (var d = 0u; d < zd; d++) {
+        let e = cl_eps[r * zd + d];
+        let pls = cl_prior[b * 2u * zd + zd + d];
+        let res = (cl_z[r * shape.z_ld + d] - cl_prior[b * 2u * zd + d]) * exp(-pls);
+        lz += 0.5 * (e * e - res * res) + cl_enc_out[b * 2u * zd + zd + d] - pls;
+    }
+    cl_lw[r] = cl_lw[r] + lz;
+}
+
+// cond_upstream: one thread per (datapoint, latent dimension): encoder_upstream with
+// grad_z log p(z | c) = -r / sd in place of -z (r = (z - m) / sd), and the prior head's
+// gradient summed over the datapoint's samples, sum_n a_n (r / sd, r^2 - 1).
+@group(0) @binding(1) var<storage, read> cu_coef: array<f32>;          // [3, rows]: a, b, c
+@group(0) @binding(2) var<storage, read> cu_eps: array<f32>;
+@group(0) @binding(3) var<storage, read> cu_z: array<f32>;
+@group(0) @binding(4) var<storage, read> cu_dz: array<f32>;            // [rows, z_ld]
+@group(0) @binding(5) var<storage, read> cu_enc_out: array<f32>;
+@group(0) @binding(6) var<storage, read> cu_prior: array<f32>;         // [batch, 2 z]
+@group(0) @binding(7) var<storage, read_write> cu_up: array<f32>;      // [batch, 2 z]
+@group(0) @binding(8) var<storage, read_write> cu_prior_up: array<f32>; // [batch, 2 z]
+
+@compute @workgroup_size(256)
+fn cond_upstream(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let id = linear_id(gid, groups);
+    let zd = shape.z_dim;
+    if (id >= shape.batch * zd) {
+        return;
+    }
+    let b = id / zd;
+    let d = id % zd;
+    let sigma = exp(cu_enc_out[b * 2u * zd + zd + d]);
+    let m = cu_prior[b * 2u * zd + d];
+    let inv_sd = exp(-cu_prior[b * 2u * zd + zd + d]);
+    var up_mu = 0.0;
+    var up_ls = 0.0;
+    var pu_m = 0.0;
+    var pu_ls = 0.0;
+    for (var s = 0u; s < shape.n; s++) {
+        let r = b * shape.n + s;
+        let ac = cu_coef[r];
+        let bc = cu_coef[shape.rows + r];
+        let cc = cu_coef[2u * shape.rows + r];
+        let e = cu_eps[r * zd + d];
+        let res = (cu_z[r * shape.z_ld + d] - m) * inv_sd;
+        let r_over_sd = res * inv_sd;
+        pu_m += ac * r_over_sd;
+        pu_ls += ac * (res * res - 1.0);
+        let t = upstream_terms(bc, cc, e, sigma, cu_dz[r * shape.z_ld + d] - r_over_sd);
+        up_mu += t.x;
+        up_ls += t.y;
+    }
+    cu_up[b * 2u * zd + d] = up_mu;
+    cu_up[b * 2u * zd + zd + d] = up_ls;
+    cu_prior_up[b * 2u * zd + d] = pu_m;
+    cu_prior_up[b * 2u * zd + zd + d] = pu_ls;
 }

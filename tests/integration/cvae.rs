@@ -181,7 +181,6 @@ fn flags_and_backends_that_do_not_apply_say_so() {
         ("--model cvae --split-row 28", "1 to 27"),
         ("--model cvae --split-row 0", "--split-row"),
         ("--model cvae --latent2 3", "--latent2"),
-        ("--model cvae --backend gpu", "--backend cpu"),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let mut args =

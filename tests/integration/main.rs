@@ -18,6 +18,7 @@ mod exact_training;
 mod figures;
 mod gl_adapters;
 mod gpu_cli;
+mod gpu_cvae;
 mod gpu_hvae;
 mod gpu_input;
 mod gpu_parity;

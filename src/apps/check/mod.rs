@@ -11,11 +11,13 @@
 
 mod chains;
 mod coefficients;
+mod conditional;
 mod evaluation;
 mod exact_models;
 mod forward;
 mod gradients;
 mod input;
+mod model_rows;
 mod split;
 mod training;
 mod two_layer;
@@ -266,21 +268,19 @@ pub fn run_suite(choice: &AdapterChoice, shape: &ParityShape) -> Result<ParityRe
     rows.extend(exact_models::rows(choice, batch, n)?);
     rows.extend(split::rows(choice)?);
     rows.extend(two_layer::rows(choice, &two_layer::tiny_shape())?.rows);
+    rows.extend(conditional::rows(choice, &conditional::tiny_shape())?.rows);
     rows.extend(input::rows(choice)?);
-    let kernels = suite
-        .gpu
-        .plan_kernel_counts()
-        .into_iter()
-        .map(|(k, n)| (k.to_string(), n))
-        .collect();
-    Ok(ParityReport {
-        device,
-        kernels,
-        rows,
-    })
+    Ok(model_rows::report(&suite.gpu, device, rows))
 }
 
+pub use conditional::{arch as conditional_arch, tiny_shape as conditional_shape};
 pub use two_layer::tiny_shape as two_layer_shape;
+
+/// The conditional model's section alone (`conditional`) on `shape` (its arch needs a
+/// context; `run_suite` uses [`conditional_shape`]).
+pub fn run_conditional(choice: &AdapterChoice, shape: &ParityShape) -> Result<ParityReport> {
+    conditional::rows(choice, shape)
+}
 
 /// The two-stochastic-layer section alone (`two_layer`) on `shape` (its arch needs a top
 /// layer; `run_suite` uses [`two_layer_shape`]).

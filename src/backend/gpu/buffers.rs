@@ -19,6 +19,7 @@ pub(super) struct ShapeBuffers {
     pub dec: Vec<wgpu::Buffer>,
     /// The two-layer model's per-row buffers (None for one layer).
     pub top: Option<TopBuffers>,
+    pub cond: Option<CondBuffers>,
     /// [rows, noise_dim]: every row's normals (z_dim, then the top layer's z2_dim).
     pub eps: wgpu::Buffer,
     pub lw: wgpu::Buffer,
@@ -100,12 +101,42 @@ impl TopBuffers {
     }
 }
 
+/// The conditional model's buffers (src/backend/gpu/cond.rs): the prior's activations, its
+/// first entry the minibatch x (the prior reads the first c_dim columns), the decoder's first
+/// layer's bias row per datapoint c W_c^T + b, the predicted pixels of each datapoint
+/// (dense, for the fused likelihood) and the prior head's gradient summed over samples.
+pub(super) struct CondBuffers {
+    pub prior: Vec<wgpu::Buffer>,
+    pub cb: wgpu::Buffer,
+    pub xb: wgpu::Buffer,
+    pub prior_up: wgpu::Buffer,
+}
+
+impl CondBuffers {
+    pub(super) fn prior_acts(&self, a: &Arch) -> Acts<'_> {
+        Acts {
+            bufs: &self.prior,
+            in_ld: a.x_dim,
+        }
+    }
+    pub(super) fn prior_head(&self) -> &wgpu::Buffer {
+        self.prior.last().expect("prior output")
+    }
+    fn buffers(&self) -> impl Iterator<Item = &wgpu::Buffer> {
+        self.prior[1..]
+            .iter()
+            .chain([&self.cb, &self.xb, &self.prior_up])
+    }
+}
+
 /// The row stride of z (z1 of the two-layer model) on the device, and of its gradient from
 /// the decoder (and from q(z2 | z1)): z_dim rounded up to whole vec4s, so that the GEMMs
 /// into and out of the latent (a 50-wide one, say) load it as vec4s. Nothing uses the
-/// padding: the GEMMs' vec4 loads zero it, the other kernels skip it.
+/// padding: the GEMMs' vec4 loads zero it, the other kernels skip it. The conditional
+/// model's rows are [z, c] (its decoder's input), rounded up likewise.
 pub(super) fn z_ld(a: &Arch) -> usize {
-    a.z_dim.next_multiple_of(4)
+    // The conditional model's decoder reads [z, c]: c follows z in each row.
+    (a.z_dim + a.c_dim()).next_multiple_of(4)
 }
 
 /// The widest layer of `a`, or z's padded row: the per-row width of the backward's delta
@@ -186,6 +217,7 @@ impl ShapeBuffers {
             ])
             .chain(self.delta.iter())
             .chain(self.top.iter().flat_map(TopBuffers::buffers))
+            .chain(self.cond.iter().flat_map(CondBuffers::buffers))
     }
 }
 
@@ -267,16 +299,32 @@ impl GpuBackend {
                 up2_in: ctx.storage("encoder2 input upstream", rc * 2 * t.z_dim),
             }
         });
+        let enc: Vec<wgpu::Buffer> = a
+            .encoder_dims()
+            .iter()
+            .map(|&d| ctx.storage("encoder activations", bc * d))
+            .collect();
+        let cond = a.cond.map(|_| {
+            let mut prior = vec![enc[0].clone()];
+            prior.extend(
+                a.prior_dims()[1..]
+                    .iter()
+                    .map(|&d| ctx.storage("prior activations", bc * d)),
+            );
+            CondBuffers {
+                prior,
+                cb: ctx.storage("decoder context bias", bc * a.decoder_dims()[1]),
+                xb: ctx.storage("predicted pixels", bc * a.out_dim()),
+                prior_up: ctx.storage("prior upstream", bc * 2 * a.z_dim),
+            }
+        });
         ShapeBuffers {
             batch_cap: bc,
             rows_cap: rc,
-            enc: a
-                .encoder_dims()
-                .iter()
-                .map(|&d| ctx.storage("encoder activations", bc * d))
-                .collect(),
+            enc,
             dec,
             top,
+            cond,
             eps: ctx.storage("eps", rc * a.noise_dim()),
             lw: ctx.storage("log-weights", rc),
             coef: ctx.storage("coefficients", 3 * rc),

@@ -166,7 +166,17 @@ fn check_operands(label: &str, u: &GemmU, ops: &GemmOperands) {
         last_element(u.b_off, u.k, u.b_rs, u.n, u.b_cs),
     );
     if u.flags & FLAG_BIAS != 0 {
-        check_extent(label, "bias", e, last_element(u.e_off, 1, 0, u.n, 1));
+        // A bias row per datapoint when e_rs is set (matmul.wgsl, BIAS).
+        let rows = match u.e_rs {
+            0 => 1,
+            _ => u.m.div_ceil(u.samples.max(1)),
+        };
+        check_extent(
+            label,
+            "bias",
+            e,
+            last_element(u.e_off, rows, u.e_rs, u.n, 1),
+        );
     }
     if u.flags & FLAG_SCALE_K != 0 {
         check_extent(label, "scale", e, last_element(u.e_off, 1, 0, u.k, 1));

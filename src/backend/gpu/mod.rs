@@ -17,6 +17,7 @@ mod backend;
 mod buffers;
 mod chains;
 mod chunked;
+mod cond;
 pub mod context;
 mod dispatch;
 mod grid;
@@ -36,7 +37,7 @@ mod fault_tests;
 
 use crate::backend::{Backend, DispatchInfo};
 use crate::estimators::CoefficientProgram;
-use crate::model::Layout;
+use crate::model::{Layout, Likelihood};
 use crate::optim::AdamState;
 pub use adapters::{list_adapters, AdapterChoice, AdapterSummary};
 use anyhow::{bail, Result};
@@ -107,9 +108,9 @@ pub struct GpuBackend {
 impl GpuBackend {
     pub fn new(layout: &Layout, params: &[f32], choice: &AdapterChoice) -> Result<GpuBackend> {
         crate::backend::check_param_len(layout, params)?;
-        if layout.arch.cond.is_some() {
+        if layout.arch.cond.is_some() && layout.arch.likelihood != Likelihood::Bernoulli {
             bail!(
-                "the GPU backend does not run the conditional model (--model cvae) yet; use --backend cpu"
+                "the GPU backend runs the conditional model (--model cvae) with the Bernoulli likelihood only; use --backend cpu"
             );
         }
         let ctx = GpuContext::new(choice)?;

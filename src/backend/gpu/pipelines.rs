@@ -57,10 +57,13 @@ pub enum PipelineId {
     EncoderUpstream2,
     CopyColumns,
     Binarize,
+    CondSplit,
+    CondLogWeights,
+    CondUpstream,
 }
 
 impl PipelineId {
-    pub const ALL: [PipelineId; 30] = [
+    pub const ALL: [PipelineId; 33] = [
         PipelineId::Gemm,
         PipelineId::GemmVec4,
         PipelineId::GemmHalf,
@@ -91,6 +94,9 @@ impl PipelineId {
         PipelineId::EncoderUpstream2,
         PipelineId::CopyColumns,
         PipelineId::Binarize,
+        PipelineId::CondSplit,
+        PipelineId::CondLogWeights,
+        PipelineId::CondUpstream,
     ];
 
     /// The name profiles and plans show: the entry point, with the tile for the 32- and
@@ -145,6 +151,23 @@ impl PipelineId {
                 Family::Vae,
                 "top_upstream",
                 seq(&[Uniform, Read, Read, Read, Read, Read, ReadWrite, ReadWrite]),
+            ),
+            PipelineId::CondSplit => (
+                Family::Vae,
+                "cond_split",
+                seq(&[Uniform, Read, ReadWrite, ReadWrite]),
+            ),
+            PipelineId::CondLogWeights => (
+                Family::Vae,
+                "cond_log_weights",
+                seq(&[Uniform, Read, Read, Read, Read, ReadWrite]),
+            ),
+            PipelineId::CondUpstream => (
+                Family::Vae,
+                "cond_upstream",
+                seq(&[
+                    Uniform, Read, Read, Read, Read, Read, Read, ReadWrite, ReadWrite,
+                ]),
             ),
             PipelineId::EncoderUpstream2 => (
                 Family::Vae,

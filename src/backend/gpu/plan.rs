@@ -6,7 +6,7 @@ use super::dispatch::{Dispatch, DispatchSpec, UniformArena};
 use super::matmul::{LatentDraw, SpecList, SplitK};
 use super::mlp::{mlp_backward, mlp_forward, mlp_input_grad, BackwardBuffers, Mlp};
 use super::vae::{self, ShapeU};
-use super::{weights, GpuBackend};
+use super::{cond, weights, GpuBackend};
 use crate::model::{Likelihood, Linear};
 use anyhow::Result;
 
@@ -55,7 +55,11 @@ impl GpuBackend {
         let shape_u = ShapeU::new(&self.layout.arch, batch, n);
         let shape = arena.push(&shape_u);
         let mut forward = self.encoder_forward(sb, &mut arena, batch);
-        let backward = if self.layout.arch.top.is_some() {
+        let backward = if self.layout.arch.cond.is_some() {
+            let lik_only = arena.push(&shape_u.likelihood_only());
+            forward.extend(self.sampling_cond(sb, &mut arena, shape, lik_only, batch, n));
+            self.backward_specs(sb, &mut arena, shape, batch, n, accumulate)
+        } else if self.layout.arch.top.is_some() {
             let lik_only = arena.push(&shape_u.likelihood_only());
             forward.extend(self.sampling_two_layer(sb, &mut arena, shape, lik_only, batch, n));
             self.backward_two_layer(sb, &mut arena, shape, batch, n, accumulate)
@@ -119,7 +123,7 @@ impl GpuBackend {
     }
 
     /// The MLP of `layers` over `rows` rows of `acts`.
-    fn mlp<'a>(&'a self, layers: &'a [Linear], acts: Acts<'a>, rows: usize) -> Mlp<'a> {
+    pub(super) fn mlp<'a>(&'a self, layers: &'a [Linear], acts: Acts<'a>, rows: usize) -> Mlp<'a> {
         Mlp {
             params: &self.params,
             layers,
@@ -129,7 +133,7 @@ impl GpuBackend {
     }
 
     /// The draw of a latent layer whose normals are `eps_off` .. of each row's, from `head`.
-    fn latent_draw<'a>(
+    pub(super) fn latent_draw<'a>(
         &'a self,
         sb: &'a ShapeBuffers,
         head: &'a wgpu::Buffer,
@@ -178,7 +182,8 @@ impl GpuBackend {
     }
 
     /// The decoder's backward scaled by the coefficients a, the encoder's upstream gradient,
-    /// then the encoder's backward; `accumulate` adds into the gradient instead of writing.
+    /// then the encoder's backward (and the conditional model's prior's, src/backend/gpu/
+    /// cond.rs); `accumulate` adds into the gradient instead of writing.
     fn backward_specs<'a>(
         &'a self,
         sb: &'a ShapeBuffers,
@@ -202,14 +207,22 @@ impl GpuBackend {
             true,
         )
         .expect("decoder backward yields dz");
-        specs.push(vae::encoder_upstream(shape, sb, dz, batch, n, a.z_dim));
+        specs.push(match &sb.cond {
+            // The conditional model's upstream also gives the prior head's gradient.
+            Some(_) => cond::cond_upstream(shape, sb, dz, batch, n, a.z_dim),
+            None => vae::encoder_upstream(shape, sb, dz, batch, n, a.z_dim),
+        });
         let encoder = self.mlp(&l.encoder, sb.encoder_acts(a), batch);
         mlp_backward(&mut specs, &bb, &encoder, &sb.enc_up, None, false);
+        if let Some(c) = &sb.cond {
+            let prior = self.mlp(&l.prior, c.prior_acts(a), batch);
+            mlp_backward(&mut specs, &bb, &prior, &c.prior_up, None, false);
+        }
         specs.specs
     }
 
     /// What the backward GEMMs of a step over `batch` datapoints bind besides their MLP's.
-    fn backward_buffers<'a>(
+    pub(super) fn backward_buffers<'a>(
         &'a self,
         sb: &'a ShapeBuffers,
         batch: usize,
@@ -300,12 +313,13 @@ impl GpuBackend {
     }
 
     /// How this plan's GEMMs split k, into `sb`'s scratch.
-    fn split_k<'a>(&self, sb: &'a ShapeBuffers) -> SplitK<'a> {
+    pub(super) fn split_k<'a>(&self, sb: &'a ShapeBuffers) -> SplitK<'a> {
         SplitK {
             grid: self.grid,
             scratch: &sb.splitk,
             floats: sb.splitk_floats,
-            x: &sb.enc[0],
+            // The conditional model scores the pixels after its context.
+            x: sb.cond.as_ref().map_or(&sb.enc[0], |c| &c.xb),
             lik_part: &sb.lik_part,
         }
     }

@@ -31,7 +31,8 @@ pub(super) struct ShapeU {
     noise_dim: u32,
     /// The row stride of z (z1) and of its gradients on the device (`buffers::z_ld`).
     z_ld: u32,
-    _pad: u32,
+    /// The conditional model's context pixels (0 otherwise).
+    c_dim: u32,
 }
 
 impl ShapeU {
@@ -51,7 +52,7 @@ impl ShapeU {
             z2_dim: (arch.noise_dim() - arch.z_dim) as u32,
             noise_dim: arch.noise_dim() as u32,
             z_ld: z_ld(arch) as u32,
-            _pad: 0,
+            c_dim: arch.c_dim() as u32,
         }
     }
 
