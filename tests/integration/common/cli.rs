@@ -153,6 +153,17 @@ pub fn assert_agree(what: &str, cpu: &Value, gpu: &Value, key: &str, rel: f64) {
     assert!(((g - c) / c).abs() < rel, "{what} {key}: cpu {c} gpu {g}");
 }
 
+/// Same seed, `args` trained with a fixed-size estimator (IWAE-DReG) and with SUMO (its tail
+/// lengths drawn on the host, a subset program per minibatch on the device) on both
+/// backends: the first epoch's objective and validation bound agree to 1e-3 relative.
+pub fn first_epoch_agrees_on_cpu_and_gpu(args: &str) {
+    for (estimator, c, g) in train_on_cpu_and_gpu(args, &["iwae-dreg", "sumo"]).unwrap_or_default()
+    {
+        assert_agree(estimator, &c[0], &g[0], "train_objective", 1e-3);
+        assert_agree(estimator, &c[0], &g[0], "val_lk", 1e-3);
+    }
+}
+
 /// A CPU run of `train_args`, then `uvae eval` of its checkpoint at K = 50 on 20 test images
 /// on the CPU and the GPU: the two means agree within 0.01 nats. Skipped without a GPU
 /// adapter.
