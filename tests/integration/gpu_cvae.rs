@@ -5,15 +5,11 @@
 use unbiased_vae::apps::check::{self, ParityReport, ParityShape};
 
 use crate::common::cli::{eval_agrees_on_cpu_and_gpu, first_epoch_agrees_on_cpu_and_gpu};
-use crate::common::{any_adapter, dispatches, have_gpu};
+use crate::common::{any_adapter, assert_parity_passes, dispatches, have_gpu};
 
 fn conditional_suite(shape: &ParityShape) -> ParityReport {
     let report = check::run_conditional(&any_adapter(), shape).expect("conditional parity runs");
-    let table = check::format_table(&report);
-    println!("{table}");
-    assert!(report.rows.len() >= 30, "{table}");
-    assert_eq!(report.failed(), 0, "{table}");
-    report
+    assert_parity_passes(report, 30)
 }
 
 /// Log-weights, z, the gradient of IWAE, IWAE-DReG, STL, RWS and a subset program (encoder,

@@ -165,6 +165,16 @@ pub fn pytorch_tensors(prefix: &str, dims: &[usize]) -> Vec<(String, Vec<usize>)
 }
 
 /// How many times a parity run dispatched `kernel`.
+/// Prints a parity section's table and asserts it has at least `min_rows` rows, none of
+/// them failed; returns the report for further checks.
+pub fn assert_parity_passes(report: ParityReport, min_rows: usize) -> ParityReport {
+    let table = unbiased_vae::apps::check::format_table(&report);
+    println!("{table}");
+    assert!(report.rows.len() >= min_rows, "{table}");
+    assert_eq!(report.failed(), 0, "{table}");
+    report
+}
+
 pub fn dispatches(report: &ParityReport, kernel: &str) -> usize {
     report
         .kernels
