@@ -222,6 +222,29 @@ pub fn gemm_peak(n: usize, threads: usize) -> Result<GemmPeak> {
     })
 }
 
+/// `--phases`: the one-layer decoder's phases timed alone on `rows` sample rows (K = 50,
+/// batch 100 gives 5,000), with `threads` workers (0: all) and again with one, so the split
+/// over cores shows beside each rate.
+pub fn phase_rates(rows: usize, threads: usize) -> Result<Vec<crate::backend::cpu::PhaseRate>> {
+    error::at_least("--phases", rows, 1, "the phase benchmark")?;
+    error::at_most("--phases", rows, 1 << 16, "the phase benchmark")?;
+    error::threads(threads)?;
+    crate::backend::cpu::vector_path::configured()?;
+    let dims = Arch::burda_mnist().decoder_dims();
+    let mut all = Vec::new();
+    let pool = crate::backend::cpu::worker_pool(threads)?;
+    all.extend(crate::backend::cpu::decoder_phase_rates(
+        &pool, &dims, rows, 5,
+    ));
+    if pool.current_num_threads() > 1 {
+        let one = crate::backend::cpu::worker_pool(1)?;
+        all.extend(crate::backend::cpu::decoder_phase_rates(
+            &one, &dims, rows, 5,
+        ));
+    }
+    Ok(all)
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct EvalBench {
     pub backend: String,

@@ -37,6 +37,10 @@ pub struct BenchArgs {
     /// GFLOP/s are set against; 0: skip).
     #[arg(long, default_value_t = 0, value_name = "N")]
     gemm_peak: usize,
+    /// Also time the one-layer decoder's phases alone (each GEMM, the elementwise passes, the
+    /// noise, a copy) on N sample rows, with all workers and with one (0: skip).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    phases: usize,
     /// Print one JSON object per result instead of a table.
     #[arg(long)]
     json: bool,
@@ -69,6 +73,23 @@ pub fn run_bench(a: BenchArgs) -> Result<()> {
                 r.backend,
                 n = r.gemm
             );
+        }
+    }
+    if a.phases > 0 {
+        for r in bench::phase_rates(a.phases, a.common.threads)? {
+            if a.json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                let rate = match (r.gflops, r.gelems) {
+                    (Some(g), _) => format!("{g:>8.1} GFLOP/s"),
+                    (_, Some(e)) => format!("{e:>8.3} Gelem/s"),
+                    _ => String::new(),
+                };
+                println!(
+                    "phase {:<28} {:>2} threads  pieces of {:<5} {:>9.3} ms  {rate}  {}",
+                    r.key, r.threads, r.piece_rows, r.ms, r.what
+                );
+            }
         }
     }
     if configs.is_empty() && a.eval_k == 0 {

@@ -3,7 +3,7 @@
 //! workers' accumulators reduced in a fixed order and the gradient norms.
 
 use super::gemm::{linear_input_grad, linear_weight_grad, mlp_macs, split_rows, worker_ranges};
-use super::{fastmath, CpuBackend, Worker, PIECE_ROWS};
+use super::{fastmath, CpuBackend, Worker, GRAD_ROWS, PIECE_ROWS};
 use crate::backend::GradNorms;
 use crate::model::Linear;
 use anyhow::{bail, Result};
@@ -291,15 +291,22 @@ pub(super) fn mlp_backward_rows(
 ) {
     for (i, l) in layers.iter().enumerate().rev() {
         let inp = &acts[i][..rows * l.inp];
-        linear_weight_grad(
-            &mut w.grad,
-            l,
-            inp,
-            &w.delta[..rows * l.out],
-            scale,
-            &mut w.scaled,
-            rows,
-        );
+        // The weight gradient sums its rows GRAD_ROWS at a time, in order, whatever the
+        // piece: the sums, and so the checkpoints, do not depend on PIECE_ROWS.
+        let mut s = 0;
+        while s < rows {
+            let g = GRAD_ROWS.min(rows - s);
+            linear_weight_grad(
+                &mut w.grad,
+                l,
+                &inp[s * l.inp..(s + g) * l.inp],
+                &w.delta[s * l.out..(s + g) * l.out],
+                scale.map(|sc| &sc[s..s + g]),
+                &mut w.scaled,
+                g,
+            );
+            s += g;
+        }
         if i > 0 || want_input_grad {
             linear_input_grad(
                 params,

@@ -15,10 +15,12 @@ pub mod fastmath;
 mod forward;
 mod gemm;
 mod hier;
+mod phases;
 mod step;
 pub mod vector_path;
 
 pub use gemm::square_sgemm_gflops;
+pub use phases::{decoder_phase_rates, PhaseRate};
 
 use super::{
     Backend, ChainOutcome, GradNorms, Minibatch, Noise, PhaseTimer, RunningLse, StepInputs,
@@ -30,8 +32,15 @@ use crate::model::Layout;
 use crate::optim::{AdamConfig, AdamState};
 use anyhow::{bail, Result};
 
-/// Rows a worker handles at a time: small enough that a piece's activations stay in L2.
-const PIECE_ROWS: usize = 128;
+/// Rows a worker handles at a time. Each of a piece's GEMMs repacks its layer's weights, so a
+/// piece must be long enough to amortise that (at 128 rows the decoder's GEMMs ran at half
+/// their rate, `uvae bench --phases`), yet short enough that its activations stay near the
+/// core.
+const PIECE_ROWS: usize = 512;
+
+/// Rows per weight-gradient GEMM inside a piece: the gradient sums rows in these groups, in
+/// order, so checkpoints are the same for every PIECE_ROWS.
+const GRAD_ROWS: usize = 128;
 
 /// Sample rows of one pass: about 360 MB of activations for the MNIST model. Larger steps
 /// (a high MLMC level, a long SUMO tail) run in chunks.
@@ -211,7 +220,7 @@ impl CpuBackend {
             .unwrap_or(1);
         for w in &mut self.workers {
             grow(&mut w.grad, self.layout.len);
-            grow(&mut w.scaled, PIECE_ROWS * widest);
+            grow(&mut w.scaled, GRAD_ROWS * widest);
             grow(&mut w.delta, PIECE_ROWS * widest);
             grow(&mut w.delta_prev, PIECE_ROWS * widest);
         }
