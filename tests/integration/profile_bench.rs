@@ -155,3 +155,62 @@ fn bench_rejects_a_malformed_config() {
         "{err}"
     );
 }
+
+#[test]
+fn bench_phases_times_each_decoder_gemm_and_counts_its_flops() {
+    let rows = 300;
+    let out = run_ok(&words(&format!(
+        "bench --configs none --eval-k 0 --phases {rows} --threads 2 --json"
+    )));
+    let phases: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    // 300 rows over 2 workers: pieces of 128 and of the worker's 150 rows.
+    for threads in [1, 2] {
+        for shape in ["50x200", "200x200", "200x784"] {
+            for kind in ["forward", "input-grad", "weight-grad"] {
+                let key = format!("gemm-{kind}-{shape}");
+                let mine: Vec<&Value> = phases
+                    .iter()
+                    .filter(|p| p["key"] == key.as_str() && p["threads"] == threads)
+                    .collect();
+                assert_eq!(mine.len(), 2, "{key} at {threads} threads: {mine:?}");
+                let (din, dout) = shape.split_once('x').unwrap();
+                let flops = 2.0
+                    * (rows * din.parse::<usize>().unwrap() * dout.parse::<usize>().unwrap())
+                        as f64;
+                for p in mine {
+                    let (ms, gflops) = (p["ms"].as_f64().unwrap(), p["gflops"].as_f64().unwrap());
+                    assert!(ms > 0.0 && ms.is_finite(), "{p}");
+                    let counted = gflops * ms * 1e6;
+                    assert!(
+                        (counted - flops).abs() <= 1e-6 * flops,
+                        "{key}: the rate counts {counted} FLOPs, the shape has {flops}"
+                    );
+                }
+            }
+        }
+        for key in [
+            "tanh",
+            "tanh-backward",
+            "bernoulli",
+            "scale-rows",
+            "normals",
+            "copy",
+        ] {
+            let p = phases
+                .iter()
+                .find(|p| p["key"] == key && p["threads"] == threads)
+                .unwrap_or_else(|| panic!("no {key} phase at {threads} threads: {out}"));
+            assert!(p["gelems"].as_f64().unwrap() > 0.0, "{p}");
+        }
+    }
+    let bad = run(&words("bench --configs none --eval-k 0 --phases 100000"));
+    assert!(bad.code != Some(0));
+    assert!(
+        bad.stderr.contains("--phases"),
+        "the error names no flag: {}",
+        bad.stderr
+    );
+}

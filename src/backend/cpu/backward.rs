@@ -112,15 +112,22 @@ impl CpuBackend {
                 .enumerate()
                 .for_each(|(ci, g)| {
                     let off = ci * 4096;
-                    for (i, v) in g.iter_mut().enumerate() {
-                        let mut s = 0.0f32;
-                        for w in workers {
-                            s += w.grad[off + i];
+                    // Worker by worker over the whole chunk, so the adds vectorise; each
+                    // element still sums 0 + w0 + w1 + ... in worker order.
+                    let mut sum = [0.0f32; 4096];
+                    let sum = &mut sum[..g.len()];
+                    for w in workers {
+                        for (s, x) in sum.iter_mut().zip(&w.grad[off..off + g.len()]) {
+                            *s += *x;
                         }
-                        if accumulate {
-                            *v += s * inv_b;
-                        } else {
-                            *v = s * inv_b;
+                    }
+                    if accumulate {
+                        for (v, s) in g.iter_mut().zip(sum.iter()) {
+                            *v += *s * inv_b;
+                        }
+                    } else {
+                        for (v, s) in g.iter_mut().zip(sum.iter()) {
+                            *v = *s * inv_b;
                         }
                     }
                 })

@@ -132,7 +132,11 @@ pub fn decoder_phase_rates(
         gflops: Some(flops / ms / 1e6),
         gelems: None,
     };
-    let mut sizes = vec![GRAD_ROWS, PIECE_ROWS, per_worker_rows];
+    let mut sizes: Vec<usize> = [GRAD_ROWS, PIECE_ROWS, per_worker_rows]
+        .into_iter()
+        .map(|s| s.min(per_worker_rows).max(1))
+        .collect();
+    sizes.sort_unstable();
     sizes.dedup();
     for piece in sizes {
         for (i, w) in dims.windows(2).enumerate() {
