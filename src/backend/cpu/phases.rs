@@ -19,7 +19,7 @@ pub struct PhaseRate {
     pub key: String,
     pub what: String,
     pub threads: usize,
-    /// Rows each call covers: PIECE_ROWS, or the worker's whole range.
+    /// Rows each call covers: GRAD_ROWS, PIECE_ROWS, or the worker's whole range.
     pub piece_rows: usize,
     /// Best time of one pass over all rows.
     pub ms: f64,
