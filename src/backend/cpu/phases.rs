@@ -4,8 +4,9 @@
 //! on the same shape (`benches/phases.sh`) and the step's time split into GEMMs, the
 //! elementwise passes, the noise, memory traffic and the split over cores.
 
-use super::gemm::{sgemm, split_rows, worker_ranges};
+use super::gemm::{linear_forward, linear_input_grad, linear_weight_grad, worker_ranges};
 use super::{fastmath, GRAD_ROWS, PIECE_ROWS};
+use crate::model::Linear;
 use crate::rng;
 use rayon::prelude::*;
 use serde::Serialize;
@@ -69,6 +70,10 @@ fn pieces(r: Range<usize>, piece: usize, mut f: impl FnMut(usize, usize)) {
     }
 }
 
+/// One GEMM call on rows s..s + p (the `local`-th row of the worker's range onwards) into
+/// the worker's scratch.
+type GemmCall<'a> = dyn Fn(usize, usize, usize, &mut [f32]) + Sync + 'a;
+
 /// Per-worker mutable buffers behind a lock each, so a `Fn` closure can write them.
 struct PerWorker(Vec<std::sync::Mutex<Vec<f32>>>);
 
@@ -113,25 +118,26 @@ pub fn decoder_phase_rates(
         .enumerate()
         .map(|(i, &d)| values(rows * d, i))
         .collect();
-    let weights: Vec<Vec<f32>> = dims
+    // One layer's weights and bias in a parameter vector of its own, so the timed calls are
+    // the backend's own `linear_*` functions.
+    let layers: Vec<(Linear, Vec<f32>)> = dims
         .windows(2)
         .enumerate()
         .map(|(i, w)| {
-            values(w[0] * w[1], 10 + i)
+            let l = Linear {
+                name: format!("layer{i}"),
+                inp: w[0],
+                out: w[1],
+                w: 0,
+                b: w[0] * w[1],
+            };
+            let params = values(w[0] * w[1] + w[1], 10 + i)
                 .iter()
                 .map(|v| v * 0.1)
-                .collect()
+                .collect();
+            (l, params)
         })
         .collect();
-    let gemm_rate = |key: String, what: String, piece: usize, flops: f64, ms: f64| PhaseRate {
-        key,
-        what,
-        threads,
-        piece_rows: piece,
-        ms,
-        gflops: Some(flops / ms / 1e6),
-        gelems: None,
-    };
     let mut sizes: Vec<usize> = [GRAD_ROWS, PIECE_ROWS, per_worker_rows]
         .into_iter()
         .map(|s| s.min(per_worker_rows).max(1))
@@ -139,100 +145,68 @@ pub fn decoder_phase_rates(
     sizes.sort_unstable();
     sizes.dedup();
     for piece in sizes {
-        for (i, w) in dims.windows(2).enumerate() {
-            let (din, dout) = (w[0], w[1]);
+        for (i, (l, params)) in layers.iter().enumerate() {
+            let (din, dout) = (l.inp, l.out);
             let flops = 2.0 * (rows * din * dout) as f64;
-            let (inp, wt) = (&acts[i], &weights[i]);
-            // Forward: out[p, dout] = inp[p, din] W^T, as `linear_forward`.
-            let mut outbuf = vec![0.0f32; rows * dout];
-            let parts: Vec<std::sync::Mutex<&mut [f32]>> = split_rows(&mut outbuf, dout, &ranges)
-                .into_iter()
-                .map(std::sync::Mutex::new)
-                .collect();
-            let ms = best_ms(pool, &ranges, repeats, &|wk, r| {
-                let mut o = parts[wk].lock().expect("a worker's rows");
-                let base = r.start;
-                pieces(r, piece, |s, p| {
-                    sgemm(
-                        p,
-                        din,
-                        dout,
-                        1.0,
-                        &inp[s * din..(s + p) * din],
-                        (din, 1),
-                        wt,
-                        (1, din),
-                        0.0,
-                        &mut o[(s - base) * dout..(s - base + p) * dout],
-                        (dout, 1),
-                    )
+            let (inp, delta) = (&acts[i], &acts[i + 1]);
+            let mut time = |kind: &str, what: String, scratch_len: usize, call: &GemmCall<'_>| {
+                let scratch = PerWorker::new(workers, scratch_len);
+                let ms = best_ms(pool, &ranges, repeats, &|wk, r| {
+                    let first = r.start;
+                    scratch.with(wk, |o| pieces(r, piece, |s, p| call(s - first, s, p, o)))
                 });
-            });
-            out.push(gemm_rate(
-                format!("gemm-forward-{din}x{dout}"),
+                out.push(PhaseRate {
+                    key: format!("gemm-{kind}-{din}x{dout}"),
+                    what,
+                    threads,
+                    piece_rows: piece,
+                    ms,
+                    gflops: Some(flops / ms / 1e6),
+                    gelems: None,
+                });
+            };
+            time(
+                "forward",
                 format!("forward [{rows}, {din}] x W^T [{din}, {dout}]"),
-                piece,
-                flops,
-                ms,
-            ));
-            // Input gradient: dinp[p, din] = delta[p, dout] W, as `linear_input_grad`.
-            let delta = &acts[i + 1];
-            let scratch = PerWorker::new(workers, piece.max(1) * din);
-            let ms = best_ms(pool, &ranges, repeats, &|wk, r| {
-                scratch.with(wk, |d| {
-                    pieces(r, piece, |s, p| {
-                        sgemm(
-                            p,
-                            dout,
-                            din,
-                            1.0,
-                            &delta[s * dout..(s + p) * dout],
-                            (dout, 1),
-                            wt,
-                            (din, 1),
-                            0.0,
-                            &mut d[..p * din],
-                            (din, 1),
-                        )
-                    })
-                })
-            });
-            out.push(gemm_rate(
-                format!("gemm-input-grad-{din}x{dout}"),
+                // The worker's whole output, as the backend writes its activations.
+                per_worker_rows * dout,
+                &|local, s, p, o| {
+                    let o = &mut o[local * dout..(local + p) * dout];
+                    linear_forward(params, l, &inp[s * din..(s + p) * din], o, p)
+                },
+            );
+            time(
+                "input-grad",
                 format!("input gradient [{rows}, {dout}] x W [{dout}, {din}]"),
-                piece,
-                flops,
-                ms,
-            ));
-            // Weight gradient: gW[dout, din] += delta^T input, each worker its own
-            // accumulator, as `linear_weight_grad`.
-            let grads = PerWorker::new(workers, din * dout);
-            let ms = best_ms(pool, &ranges, repeats, &|wk, r| {
-                grads.with(wk, |g| {
-                    pieces(r, piece, |s, p| {
-                        sgemm(
-                            dout,
-                            p,
-                            din,
-                            1.0,
-                            &delta[s * dout..(s + p) * dout],
-                            (1, dout),
-                            &inp[s * din..(s + p) * din],
-                            (din, 1),
-                            1.0,
-                            g,
-                            (din, 1),
-                        )
-                    })
-                })
-            });
-            out.push(gemm_rate(
-                format!("gemm-weight-grad-{din}x{dout}"),
+                piece * din,
+                &|_, s, p, o| {
+                    linear_input_grad(
+                        params,
+                        l,
+                        &delta[s * dout..(s + p) * dout],
+                        &mut o[..p * din],
+                        p,
+                    )
+                },
+            );
+            // Each worker accumulates into its own gradient (its scratch), unscaled: the
+            // GEMM alone.
+            time(
+                "weight-grad",
                 format!("weight gradient delta^T [{dout}, {rows}] x input [{rows}, {din}]"),
-                piece,
-                flops,
-                ms,
-            ));
+                din * dout + dout,
+                &|_, s, p, g| {
+                    linear_weight_grad(
+                        g,
+                        l,
+                        &inp[s * din..(s + p) * din],
+                        &delta[s * dout..(s + p) * dout],
+                        None,
+                        &mut [],
+                        p,
+                    )
+                },
+            );
         }
     }
     let elem_rate = |key: &str, what: String, elems: usize, ms: f64| PhaseRate {
